@@ -1,1 +1,33 @@
-fn main(){}
+//! `sluice`: the broker (`sluice serve`) and its command-line tools.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Sluice: a Kafka-compatible streaming broker")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage topics on a running broker.
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// Produce lines (or key<TAB>value lines) from stdin to a topic.
+    Produce(cli::produce::ProduceArgs),
+    /// Consume records from a topic to stdout.
+    Consume(cli::consume::ConsumeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    match args.command {
+        Command::Topic(command) => cli::topic::run(command),
+        Command::Produce(args) => cli::produce::run(args),
+        Command::Consume(args) => cli::consume::run(args),
+    }
+}

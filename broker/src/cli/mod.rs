@@ -1,0 +1,5 @@
+//! Command-line tools that talk to a running broker over TCP with the native client in `net`.
+
+pub mod consume;
+pub mod produce;
+pub mod topic;

@@ -1,0 +1,4 @@
+use clap::Subcommand;
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand { List }
+pub fn run(_command: TopicCommand) -> anyhow::Result<()> { anyhow::bail!("not built yet") }

@@ -1,0 +1,1 @@
+//! Native blocking Kafka client.
