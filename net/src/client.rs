@@ -1,1 +1,0 @@
-//! Native blocking Kafka client.

@@ -1,0 +1,351 @@
+//! Request builders and response parsers for each API the client uses. Pure functions over
+//! kafka-protocol message types; the transport lives in `client::Client`.
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::error::{check_code, ClientError, Result};
+use super::records::decode_record_batches;
+use super::types::{
+    BrokerMetadata, ClusterMetadata, ConfigEntry, FetchResult, PartitionMetadata, TopicMetadata,
+};
+
+/// DescribeConfigs resource type of a topic.
+const RESOURCE_TYPE_TOPIC: i8 = 2;
+/// DescribeConfigs config_source meaning "the broker's built-in default".
+const CONFIG_SOURCE_DEFAULT: i8 = 5;
+/// ListOffsets timestamp asking for the log start offset.
+pub const TIMESTAMP_EARLIEST: i64 = -2;
+/// ListOffsets timestamp asking for the log end offset (the high watermark).
+pub const TIMESTAMP_LATEST: i64 = -1;
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
+}
+
+fn optional_string(value: &Option<StrBytes>) -> Option<String> {
+    value.as_ref().map(|value| value.as_str().to_owned())
+}
+
+fn missing(what: &str, topic: &str, partition: Option<i32>) -> ClientError {
+    match partition {
+        Some(partition) => ClientError::protocol(format!(
+            "{what} response has no entry for {topic}-{partition}"
+        )),
+        None => ClientError::protocol(format!("{what} response has no entry for topic {topic}")),
+    }
+}
+
+/// `topics: None` asks for every topic. Never creates topics as a side effect.
+pub fn metadata_request(topics: Option<&[&str]>, version: i16) -> MetadataRequest {
+    let mut request = MetadataRequest::default();
+    request.topics = topics.map(|topics| {
+        topics
+            .iter()
+            .map(|name| {
+                let mut topic = MetadataRequestTopic::default();
+                topic.name = Some(topic_name(name));
+                topic
+            })
+            .collect()
+    });
+    if version >= 4 {
+        request.allow_auto_topic_creation = false;
+    }
+    request
+}
+
+pub fn parse_metadata(response: MetadataResponse) -> ClusterMetadata {
+    let brokers = response
+        .brokers
+        .into_iter()
+        .map(|broker| BrokerMetadata {
+            node_id: broker.node_id.0,
+            host: broker.host.as_str().to_owned(),
+            port: broker.port,
+            rack: optional_string(&broker.rack),
+        })
+        .collect();
+    let topics = response
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let mut partitions: Vec<PartitionMetadata> = topic
+                .partitions
+                .into_iter()
+                .map(|partition| PartitionMetadata {
+                    partition: partition.partition_index,
+                    error_code: partition.error_code,
+                    leader_id: partition.leader_id.0,
+                    leader_epoch: partition.leader_epoch,
+                    replica_nodes: partition.replica_nodes.iter().map(|id| id.0).collect(),
+                    isr_nodes: partition.isr_nodes.iter().map(|id| id.0).collect(),
+                })
+                .collect();
+            partitions.sort_by_key(|partition| partition.partition);
+            TopicMetadata {
+                name: topic
+                    .name
+                    .map(|name| name.0.as_str().to_owned())
+                    .unwrap_or_default(),
+                error_code: topic.error_code,
+                is_internal: topic.is_internal,
+                partitions,
+            }
+        })
+        .collect();
+    ClusterMetadata {
+        cluster_id: optional_string(&response.cluster_id),
+        controller_id: response.controller_id.0,
+        brokers,
+        topics,
+    }
+}
+
+pub struct CreateTopicParams<'a> {
+    pub name: &'a str,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: &'a [(String, String)],
+    pub timeout_ms: i32,
+}
+
+pub fn create_topics_request(params: &CreateTopicParams<'_>) -> CreateTopicsRequest {
+    let mut topic = CreatableTopic::default();
+    topic.name = topic_name(params.name);
+    topic.num_partitions = params.partitions;
+    topic.replication_factor = params.replication_factor;
+    topic.configs = params
+        .configs
+        .iter()
+        .map(|(name, value)| {
+            let mut config = CreatableTopicConfig::default();
+            config.name = StrBytes::from_string(name.clone());
+            config.value = Some(StrBytes::from_string(value.clone()));
+            config
+        })
+        .collect();
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = params.timeout_ms;
+    request
+}
+
+pub fn parse_create_topics(response: &CreateTopicsResponse, name: &str) -> Result<()> {
+    let result = response
+        .topics
+        .iter()
+        .find(|topic| topic.name.as_str() == name)
+        .ok_or_else(|| missing("CreateTopics", name, None))?;
+    check_code(result.error_code, result.error_message.as_deref(), || {
+        format!("create topic {name:?}")
+    })
+}
+
+pub fn delete_topics_request(name: &str, timeout_ms: i32, version: i16) -> DeleteTopicsRequest {
+    let mut request = DeleteTopicsRequest::default();
+    if version >= 6 {
+        let mut topic = DeleteTopicState::default();
+        topic.name = Some(topic_name(name));
+        request.topics = vec![topic];
+    } else {
+        request.topic_names = vec![topic_name(name)];
+    }
+    request.timeout_ms = timeout_ms;
+    request
+}
+
+pub fn parse_delete_topics(response: &DeleteTopicsResponse, name: &str) -> Result<()> {
+    let result = response
+        .responses
+        .iter()
+        .find(|topic| topic.name.as_ref().map(|n| n.as_str()) == Some(name))
+        .ok_or_else(|| missing("DeleteTopics", name, None))?;
+    check_code(result.error_code, result.error_message.as_deref(), || {
+        format!("delete topic {name:?}")
+    })
+}
+
+pub fn describe_configs_request(topic: &str) -> DescribeConfigsRequest {
+    let mut resource = DescribeConfigsResource::default();
+    resource.resource_type = RESOURCE_TYPE_TOPIC;
+    resource.resource_name = StrBytes::from_string(topic.to_owned());
+    resource.configuration_keys = None; // All of them.
+    let mut request = DescribeConfigsRequest::default();
+    request.resources = vec![resource];
+    request
+}
+
+pub fn parse_describe_configs(
+    response: &DescribeConfigsResponse,
+    topic: &str,
+) -> Result<Vec<ConfigEntry>> {
+    let result = response
+        .results
+        .iter()
+        .find(|result| {
+            result.resource_type == RESOURCE_TYPE_TOPIC && result.resource_name.as_str() == topic
+        })
+        .ok_or_else(|| missing("DescribeConfigs", topic, None))?;
+    check_code(result.error_code, result.error_message.as_deref(), || {
+        format!("describe configs of topic {topic:?}")
+    })?;
+    let mut entries: Vec<ConfigEntry> = result
+        .configs
+        .iter()
+        .map(|config| ConfigEntry {
+            name: config.name.as_str().to_owned(),
+            value: optional_string(&config.value),
+            read_only: config.read_only,
+            is_default: config.config_source == CONFIG_SOURCE_DEFAULT,
+            is_sensitive: config.is_sensitive,
+        })
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+pub fn produce_request(
+    topic: &str,
+    partition: i32,
+    batch: Bytes,
+    acks: i16,
+    timeout_ms: i32,
+) -> ProduceRequest {
+    assert!(matches!(acks, -1..=1), "acks is -1 (all), 0 or 1");
+    let mut partition_data = PartitionProduceData::default();
+    partition_data.index = partition;
+    partition_data.records = Some(batch);
+    let mut topic_data = TopicProduceData::default();
+    topic_data.name = topic_name(topic);
+    topic_data.partition_data = vec![partition_data];
+    let mut request = ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = timeout_ms;
+    request.topic_data = vec![topic_data];
+    request
+}
+
+/// Returns the base offset the broker assigned to the batch.
+pub fn parse_produce(response: &ProduceResponse, topic: &str, partition: i32) -> Result<i64> {
+    let result = response
+        .responses
+        .iter()
+        .filter(|entry| entry.name.as_str() == topic)
+        .flat_map(|entry| entry.partition_responses.iter())
+        .find(|entry| entry.index == partition)
+        .ok_or_else(|| missing("Produce", topic, Some(partition)))?;
+    check_code(result.error_code, result.error_message.as_deref(), || {
+        format!("produce to {topic}-{partition}")
+    })?;
+    Ok(result.base_offset)
+}
+
+/// `timestamp` is TIMESTAMP_EARLIEST, TIMESTAMP_LATEST or a time in ms since the epoch.
+pub fn list_offsets_request(topic: &str, partition: i32, timestamp: i64) -> ListOffsetsRequest {
+    let mut partition_request = ListOffsetsPartition::default();
+    partition_request.partition_index = partition;
+    partition_request.timestamp = timestamp;
+    let mut topic_request = ListOffsetsTopic::default();
+    topic_request.name = topic_name(topic);
+    topic_request.partitions = vec![partition_request];
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1); // A consumer, not a follower.
+    request.topics = vec![topic_request];
+    request
+}
+
+/// Returns the offset found; -1 when no record has a timestamp at or after the one asked for.
+pub fn parse_list_offsets(
+    response: &ListOffsetsResponse,
+    topic: &str,
+    partition: i32,
+) -> Result<i64> {
+    let result = response
+        .topics
+        .iter()
+        .filter(|entry| entry.name.as_str() == topic)
+        .flat_map(|entry| entry.partitions.iter())
+        .find(|entry| entry.partition_index == partition)
+        .ok_or_else(|| missing("ListOffsets", topic, Some(partition)))?;
+    check_code(result.error_code, None, || {
+        format!("list offsets of {topic}-{partition}")
+    })?;
+    Ok(result.offset)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FetchParams<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_wait_ms: i32,
+    /// Bounds the response as a whole and the partition; the broker still returns at least one
+    /// batch even if it is larger.
+    pub max_bytes: i32,
+}
+
+/// A sessionless fetch (session id 0, epoch -1) of one partition, read_uncommitted.
+pub fn fetch_request(params: &FetchParams<'_>) -> FetchRequest {
+    let mut partition = FetchPartition::default();
+    partition.partition = params.partition;
+    partition.fetch_offset = params.offset;
+    partition.partition_max_bytes = params.max_bytes;
+    let mut topic = FetchTopic::default();
+    topic.topic = topic_name(params.topic);
+    topic.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.max_wait_ms = params.max_wait_ms;
+    request.min_bytes = 1;
+    request.max_bytes = params.max_bytes;
+    request.session_id = 0;
+    request.session_epoch = -1;
+    request.topics = vec![topic];
+    request
+}
+
+/// Partition-level errors are returned in `FetchResult::error` so a consumer can react (e.g. to
+/// OFFSET_OUT_OF_RANGE); a request-level error is an `Err`.
+pub fn parse_fetch(response: FetchResponse, params: &FetchParams<'_>) -> Result<FetchResult> {
+    let (topic, partition) = (params.topic, params.partition);
+    check_code(response.error_code, None, || {
+        format!("fetch from {topic}-{partition}")
+    })?;
+    let result = response
+        .responses
+        .into_iter()
+        .filter(|entry| entry.topic.as_str() == topic)
+        .flat_map(|entry| entry.partitions.into_iter())
+        .find(|entry| entry.partition_index == partition)
+        .ok_or_else(|| missing("Fetch", topic, Some(partition)))?;
+    let error = ResponseError::try_from_code(result.error_code);
+    let decoded = match (&error, result.records) {
+        (None, Some(records)) => decode_record_batches(records, params.offset)?,
+        _ => Default::default(),
+    };
+    Ok(FetchResult {
+        high_watermark: result.high_watermark,
+        log_start_offset: result.log_start_offset,
+        records: decoded.records,
+        next_offset: decoded
+            .next_offset
+            .unwrap_or(params.offset)
+            .max(params.offset),
+        error,
+    })
+}

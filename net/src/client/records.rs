@@ -1,0 +1,240 @@
+//! RecordBatch v2 encoding for Produce and tolerant decoding of Fetch `records` bytes.
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+};
+
+use super::error::{ClientError, Result};
+use super::types::{ConsumedRecord, ProduceRecord};
+
+/// Bytes before a batch's length field ends: baseOffset (8) + batchLength (4).
+pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
+/// Offset of the magic byte within a batch.
+const BATCH_MAGIC_OFFSET: usize = 16;
+/// Offset of lastOffsetDelta within a batch.
+const BATCH_LAST_OFFSET_DELTA_OFFSET: usize = 23;
+/// Size of the fixed RecordBatch v2 header (up to and including recordCount).
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Records per produced batch; bounds the encoder's work and the request size per call.
+pub const BATCH_RECORDS_MAX: usize = 1 << 20;
+
+/// Encodes `records` as one uncompressed RecordBatch v2 with offsets 0..n (the broker assigns the
+/// real base offset) and no producer id (not idempotent).
+pub fn encode_record_batch(records: &[ProduceRecord], compression: Compression) -> Result<Bytes> {
+    assert!(
+        !records.is_empty(),
+        "a record batch holds at least one record"
+    );
+    if records.len() > BATCH_RECORDS_MAX {
+        return Err(ClientError::protocol(format!(
+            "{} records exceed the batch limit of {BATCH_RECORDS_MAX}",
+            records.len()
+        )));
+    }
+    let records_kafka: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| to_kafka_record(index, record))
+        .collect();
+    let mut buffer = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut buffer, records_kafka.iter(), &options)
+        .map_err(|error| ClientError::protocol(format!("encoding record batch: {error}")))?;
+    // The encoder starts a new batch whenever batch-level fields differ; ours are all equal, so
+    // exactly one batch must come out.
+    let batch_length = i32::from_be_bytes(buffer[8..12].try_into().expect("4 bytes"));
+    assert_eq!(
+        BATCH_LOG_OVERHEAD_BYTES + batch_length as usize,
+        buffer.len()
+    );
+    Ok(buffer.freeze())
+}
+
+fn to_kafka_record(index: usize, record: &ProduceRecord) -> Record {
+    let mut headers = IndexMap::with_capacity(record.headers.len());
+    for (name, value) in &record.headers {
+        headers.insert(StrBytes::from_string(name.clone()), value.clone());
+    }
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        timestamp_type: TimestampType::Creation,
+        offset: index as i64,
+        // The encoder derives baseSequence from the first record and splits batches where
+        // offset - sequence changes, so sequence tracks the offset starting at NO_SEQUENCE.
+        sequence: NO_SEQUENCE.wrapping_add(index as i32),
+        timestamp: record.timestamp_ms,
+        key: record.key.clone(),
+        value: record.value.clone(),
+        headers,
+    }
+}
+
+/// Records decoded from a Fetch partition's `records` bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DecodedRecords {
+    pub records: Vec<ConsumedRecord>,
+    /// One past the last offset of the last complete batch, if any batch was complete.
+    pub next_offset: Option<i64>,
+}
+
+/// Decodes every complete batch in `bytes`, keeping records with `offset >= offset_min` that are
+/// not control records. A partial batch at the end is ignored: brokers may cut the records bytes
+/// at the fetch size limit. Corrupt or unsupported complete batches are errors.
+pub fn decode_record_batches(mut bytes: Bytes, offset_min: i64) -> Result<DecodedRecords> {
+    let mut decoded = DecodedRecords::default();
+    while bytes.len() >= BATCH_LOG_OVERHEAD_BYTES {
+        let batch_length = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if batch_length < (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32 {
+            return Err(ClientError::protocol(format!(
+                "record batch length {batch_length} is shorter than a batch header"
+            )));
+        }
+        let batch_bytes = BATCH_LOG_OVERHEAD_BYTES + batch_length as usize;
+        if bytes.len() < batch_bytes {
+            break; // Truncated tail.
+        }
+        let mut batch = bytes.split_to(batch_bytes);
+        let magic = batch[BATCH_MAGIC_OFFSET];
+        if magic != 2 {
+            return Err(ClientError::protocol(format!(
+                "record batch magic {magic} is not supported (only v2)"
+            )));
+        }
+        let base_offset = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
+        let last_offset_delta = i32::from_be_bytes(
+            batch[BATCH_LAST_OFFSET_DELTA_OFFSET..BATCH_LAST_OFFSET_DELTA_OFFSET + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let record_set = RecordBatchDecoder::decode(&mut batch)
+            .map_err(|error| ClientError::protocol(format!("decoding record batch: {error}")))?;
+        debug_assert!(!batch.has_remaining());
+        decoded.next_offset = Some(base_offset + i64::from(last_offset_delta) + 1);
+        let kept = record_set
+            .records
+            .into_iter()
+            .filter(|record| !record.control && record.offset >= offset_min);
+        decoded.records.extend(kept.map(to_consumed_record));
+    }
+    Ok(decoded)
+}
+
+fn to_consumed_record(record: Record) -> ConsumedRecord {
+    ConsumedRecord {
+        offset: record.offset,
+        timestamp: record.timestamp,
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: Option<&'static str>, value: &'static str, timestamp_ms: i64) -> ProduceRecord {
+        ProduceRecord {
+            key: key.map(|key| Bytes::from_static(key.as_bytes())),
+            value: Some(Bytes::from_static(value.as_bytes())),
+            headers: vec![("h".into(), Some(Bytes::from_static(b"v")))],
+            timestamp_ms,
+        }
+    }
+
+    /// A batch as a broker would store it: the client's batch with baseOffset rewritten. The CRC
+    /// does not cover baseOffset, so the batch stays valid.
+    pub(crate) fn batch_at(base_offset: i64, records: &[ProduceRecord]) -> Bytes {
+        let mut batch =
+            BytesMut::from(&encode_record_batch(records, Compression::None).unwrap()[..]);
+        batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+        batch.freeze()
+    }
+
+    #[test]
+    fn encoded_batch_is_one_v2_batch_without_producer_id() {
+        let records = vec![
+            record(Some("k1"), "a", 1000),
+            record(None, "b", 1005),
+            record(Some("k3"), "c", 999),
+        ];
+        let bytes = encode_record_batch(&records, Compression::None).unwrap();
+        let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
+        assert_eq!(infos.len(), 1);
+        assert_eq!(infos[0].record_count, 3);
+        assert_eq!(infos[0].min_offset, 0);
+        assert_eq!(infos[0].min_timestamp, 999);
+        assert_eq!(infos[0].producer_id, -1);
+        assert_eq!(infos[0].base_sequence, -1);
+        assert_eq!(infos[0].compression, Compression::None);
+        let decoded = decode_record_batches(bytes, 0).unwrap();
+        assert_eq!(decoded.next_offset, Some(3));
+        let values: Vec<_> = decoded
+            .records
+            .iter()
+            .map(|r| r.value.clone().unwrap())
+            .collect();
+        assert_eq!(values, vec!["a", "b", "c"]);
+        assert_eq!(decoded.records[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(decoded.records[1].key, None);
+        assert_eq!(decoded.records[1].timestamp, 1005);
+        assert_eq!(
+            decoded.records[2].headers,
+            vec![("h".to_string(), Some(Bytes::from_static(b"v")))]
+        );
+    }
+
+    #[test]
+    fn decode_skips_records_before_offset_and_ignores_truncated_tail() {
+        let first = batch_at(10, &[record(None, "a", 1), record(None, "b", 2)]);
+        let second = batch_at(12, &[record(None, "c", 3)]);
+        let third = batch_at(13, &[record(None, "d", 4), record(None, "e", 5)]);
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&first);
+        bytes.extend_from_slice(&second);
+        for cut in [0, 5, BATCH_LOG_OVERHEAD_BYTES, third.len() - 1] {
+            let mut with_tail = bytes.clone();
+            with_tail.extend_from_slice(&third[..cut]);
+            let decoded = decode_record_batches(with_tail.freeze(), 11).unwrap();
+            let offsets: Vec<_> = decoded.records.iter().map(|r| r.offset).collect();
+            assert_eq!(offsets, vec![11, 12], "cut at {cut}");
+            assert_eq!(decoded.next_offset, Some(13));
+        }
+        let empty = decode_record_batches(Bytes::new(), 0).unwrap();
+        assert_eq!(empty, DecodedRecords::default());
+    }
+
+    #[test]
+    fn decode_rejects_corrupt_complete_batch() {
+        let mut batch = BytesMut::from(&batch_at(0, &[record(None, "abc", 1)])[..]);
+        let last = batch.len() - 1;
+        batch[last] ^= 0xff;
+        assert!(decode_record_batches(batch.freeze(), 0).is_err());
+    }
+
+    #[test]
+    fn decode_rejects_legacy_magic_and_bad_length() {
+        let mut batch = BytesMut::from(&batch_at(0, &[record(None, "abc", 1)])[..]);
+        batch[BATCH_MAGIC_OFFSET] = 1;
+        assert!(decode_record_batches(batch.freeze(), 0).is_err());
+        let mut bad = BytesMut::from(&[0u8; 20][..]);
+        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(decode_record_batches(bad.freeze(), 0).is_err());
+    }
+}
