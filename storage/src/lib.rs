@@ -1,1 +1,107 @@
-pub fn x(){}
+//! Per-partition append-only logs of Kafka RecordBatch v2 bytes, written with direct I/O on a
+//! glommio executor.
+//!
+//! `storage` knows the RecordBatch byte format, because it is the on-disk format, and nothing of
+//! Kafka requests, responses or sockets.
+//!
+//! # On-disk format
+//!
+//! A partition is a directory of segment files named `<base_offset:020>.log`, e.g.
+//! `00000000000000001000.log` holds the batches starting at offset 1000. A segment file is a plain
+//! concatenation of RecordBatch v2 batches, exactly as produced except for two fields storage
+//! owns: `baseOffset` (assigned on append) and `partitionLeaderEpoch` (set to 0). Neither is
+//! covered by the CRC, so the producer's CRC stays valid on disk. There are no other files: the
+//! segment files are the ground truth, and the indexes are derived from them in memory.
+//!
+//! | offset | field                | type | notes                                        |
+//! |-------:|----------------------|------|----------------------------------------------|
+//! |      0 | baseOffset           | i64  | assigned by storage                          |
+//! |      8 | batchLength          | i32  | bytes after this field; total = 12 + this    |
+//! |     12 | partitionLeaderEpoch | i32  | set to 0 by storage                          |
+//! |     16 | magic                | i8   | always 2                                     |
+//! |     17 | crc                  | u32  | CRC-32C of bytes 21..end                     |
+//! |     21 | attributes           | i16  | bits 0-2 compression, bit 3 LogAppendTime    |
+//! |     23 | lastOffsetDelta      | i32  | the batch occupies lastOffsetDelta+1 offsets |
+//! |     27 | baseTimestamp        | i64  |                                              |
+//! |     35 | maxTimestamp         | i64  |                                              |
+//! |     43 | producerId           | i64  |                                              |
+//! |     51 | producerEpoch        | i16  |                                              |
+//! |     53 | baseSequence         | i32  |                                              |
+//! |     57 | recordCount          | i32  |                                              |
+//! |     61 | records              |      |                                              |
+//!
+//! # Invariants
+//!
+//! - **Dense offsets.** Within and across segments, each batch's baseOffset is the previous
+//!   batch's baseOffset + lastOffsetDelta + 1, and each segment starts at the offset where the
+//!   previous one ends. `log_start_offset` is the first segment's base offset.
+//! - **Nothing past the last valid batch is served.** Only bytes below a segment's in-memory
+//!   logical end are ever read; that end moves only after the write that put the bytes on disk
+//!   completed. Every batch is CRC-checked before it is written (in [`ValidatedBatches::validate`])
+//!   and after it is read (on fetch and at recovery).
+//! - **Direct I/O with an aligned tail.** Appends write one aligned buffer at the aligned-down
+//!   logical end: `[partial tail block][new batches][zero padding]`. The active segment's file is
+//!   therefore a whole number of blocks, and the logical end lives in memory. The tail block's
+//!   bytes below the logical end are identical in every rewrite, so a concurrent read of that
+//!   block, or a crash during its rewrite, sees the same prefix either way (assuming the device
+//!   does not tear a single block it has already acknowledged: sector-atomic writes).
+//! - **Recovery.** On open, every batch of every segment is verified (length, magic, CRC, record
+//!   framing, dense offsets); the first invalid byte of a segment (torn write, garbage, or the
+//!   zero padding, whose batchLength of 0 is invalid) ends it and the file is truncated there.
+//!   Sealed segments are trimmed to their last batch when the log rolls, and the active one when
+//!   the log is closed.
+//! - **Durability is explicit.** `append` returns after the write completed; `sync_to` returns
+//!   after fdatasync. Concurrent `sync_to` callers share fdatasyncs (group commit). For each
+//!   segment `synced_position <= end_position`.
+//! - **Bounded memory.** Lengths read from disk or wire are checked against
+//!   [`BATCH_BYTES_MAX`] before allocation; one append is at most [`APPEND_BYTES_MAX`].
+//!
+//! # Concurrency
+//!
+//! A [`PartitionLog`] is `!Send` and belongs to one glommio executor (shard). Several tasks on
+//! that executor may use it at once through `&self` methods; appends are serialised internally.
+
+mod batch;
+mod error;
+mod index;
+mod iopoll_probe;
+mod log;
+mod notify;
+mod recovery;
+mod segment;
+
+pub use batch::{
+    BatchError, ValidatedBatches, APPEND_BYTES_MAX, BATCH_BYTES_MAX, BATCH_HEADER_BYTES,
+};
+pub use error::StorageError;
+pub use log::PartitionLog;
+
+/// Tuning of one partition log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A new segment is started when an append would make the active segment larger than this.
+    pub segment_bytes: u64,
+    /// One sparse index entry per this many bytes of batches.
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record of the first batch.
+    pub base_offset: i64,
+    /// Offset of the last record of the last batch.
+    pub last_offset: i64,
+    /// Wall-clock time of the append in milliseconds since the Unix epoch. The broker reports it
+    /// only for topics with `message.timestamp.type=LogAppendTime` (Kafka sends -1 otherwise).
+    pub log_append_time_ms: i64,
+}

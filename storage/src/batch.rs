@@ -1,0 +1,408 @@
+//! RecordBatch v2: the on-disk format. Header parsing, validation and the record-level decoding
+//! needed for timestamp lookups.
+
+use bytes::Bytes;
+
+/// Bytes of the fixed RecordBatch v2 header, up to the first record.
+pub const BATCH_HEADER_BYTES: usize = 61;
+
+/// Largest single batch accepted from a producer or read back from disk. Every length read from
+/// the wire or from a segment is checked against this before anything is allocated, so one bad
+/// length field can never make us allocate gigabytes. Kafka's default `message.max.bytes` is about
+/// 1 MiB; 16 MiB leaves room for large compressed batches while keeping one in-flight append or
+/// read buffer per partition cheap.
+pub const BATCH_BYTES_MAX: usize = 16 << 20;
+
+/// Largest `ValidatedBatches` (all batches of one append together). An append is written as one
+/// DMA buffer, so this bounds that buffer (plus at most one alignment block of tail bytes).
+pub const APPEND_BYTES_MAX: usize = BATCH_BYTES_MAX;
+
+const _: () = assert!(BATCH_HEADER_BYTES < BATCH_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_MAX <= APPEND_BYTES_MAX);
+const _: () = assert!(APPEND_BYTES_MAX <= i32::MAX as usize);
+
+/// Bytes before and including the `batchLength` field; `batchLength` counts the bytes after it.
+pub(crate) const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
+
+const OFFSET_BASE_OFFSET: usize = 0;
+const OFFSET_BATCH_LENGTH: usize = 8;
+const OFFSET_PARTITION_LEADER_EPOCH: usize = 12;
+const OFFSET_MAGIC: usize = 16;
+const OFFSET_CRC: usize = 17;
+const OFFSET_ATTRIBUTES: usize = 21;
+const OFFSET_LAST_OFFSET_DELTA: usize = 23;
+const OFFSET_BASE_TIMESTAMP: usize = 27;
+const OFFSET_MAX_TIMESTAMP: usize = 35;
+const OFFSET_RECORD_COUNT: usize = 57;
+
+const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x7;
+const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x8;
+
+/// Why a byte sequence is not a valid sequence of RecordBatch v2 batches.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("no batches")]
+    Empty,
+    #[error("truncated batch: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    #[error("invalid batch length {0}")]
+    BadLength(i32),
+    #[error("batch of {bytes} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("unsupported magic {0} (only RecordBatch v2 is stored)")]
+    BadMagic(i8),
+    #[error("CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("negative lastOffsetDelta {0}")]
+    BadLastOffsetDelta(i32),
+    #[error("negative recordCount {0}")]
+    BadRecordCount(i32),
+    #[error("malformed records: {0}")]
+    BadRecords(&'static str),
+}
+
+/// The fields of a RecordBatch v2 header that storage uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses and range-checks the fixed header at the start of `bytes` (which may hold more).
+    /// Does not check the CRC or that the whole batch is present.
+    pub fn parse(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return Err(BatchError::Truncated {
+                needed: BATCH_HEADER_BYTES,
+                available: bytes.len(),
+            });
+        }
+        let batch_length = read_i32(bytes, OFFSET_BATCH_LENGTH);
+        let min_length = (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i32;
+        if batch_length < min_length {
+            return Err(BatchError::BadLength(batch_length));
+        }
+        let total_bytes = BATCH_LENGTH_PREFIX_BYTES + batch_length as usize;
+        if total_bytes > BATCH_BYTES_MAX {
+            return Err(BatchError::TooLarge {
+                bytes: total_bytes,
+                limit: BATCH_BYTES_MAX,
+            });
+        }
+        let magic = bytes[OFFSET_MAGIC] as i8;
+        if magic != 2 {
+            return Err(BatchError::BadMagic(magic));
+        }
+        let header = BatchHeader {
+            base_offset: read_i64(bytes, OFFSET_BASE_OFFSET),
+            batch_length,
+            attributes: read_i16(bytes, OFFSET_ATTRIBUTES),
+            last_offset_delta: read_i32(bytes, OFFSET_LAST_OFFSET_DELTA),
+            base_timestamp: read_i64(bytes, OFFSET_BASE_TIMESTAMP),
+            max_timestamp: read_i64(bytes, OFFSET_MAX_TIMESTAMP),
+            record_count: read_i32(bytes, OFFSET_RECORD_COUNT),
+        };
+        if header.last_offset_delta < 0 {
+            return Err(BatchError::BadLastOffsetDelta(header.last_offset_delta));
+        }
+        if header.record_count < 0 {
+            return Err(BatchError::BadRecordCount(header.record_count));
+        }
+        Ok(header)
+    }
+
+    /// Size of the whole batch in bytes, header included.
+    pub fn total_bytes(&self) -> usize {
+        BATCH_LENGTH_PREFIX_BYTES + self.batch_length as usize
+    }
+
+    /// Offsets this batch occupies: `lastOffsetDelta + 1`.
+    pub fn offset_count(&self) -> i64 {
+        i64::from(self.last_offset_delta) + 1
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.base_offset + self.offset_count()
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        self.attributes & ATTRIBUTE_COMPRESSION_MASK != 0
+    }
+
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0
+    }
+}
+
+/// Fully checks the batch at the start of `bytes` (which may hold further batches): header ranges,
+/// presence of every byte, CRC-32C, and for uncompressed batches the record framing.
+pub(crate) fn check_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(bytes)?;
+    let total_bytes = header.total_bytes();
+    if bytes.len() < total_bytes {
+        return Err(BatchError::Truncated {
+            needed: total_bytes,
+            available: bytes.len(),
+        });
+    }
+    let stored = read_u32(bytes, OFFSET_CRC);
+    let computed = crc32c::crc32c(&bytes[OFFSET_ATTRIBUTES..total_bytes]);
+    if stored != computed {
+        return Err(BatchError::CrcMismatch { stored, computed });
+    }
+    if !header.is_compressed() {
+        check_records(&header, &bytes[BATCH_HEADER_BYTES..total_bytes])?;
+    }
+    Ok(header)
+}
+
+/// The framing fields of one uncompressed record.
+struct RecordFrame {
+    timestamp_delta: i64,
+    offset_delta: i32,
+}
+
+/// Walks the records of an uncompressed batch, calling `visit` for each; checks that exactly
+/// `record_count` records fill the batch and offset deltas increase within `[0, lastOffsetDelta]`.
+fn walk_records(
+    header: &BatchHeader,
+    records: &[u8],
+    mut visit: impl FnMut(&RecordFrame) -> bool,
+) -> Result<(), BatchError> {
+    let mut position = 0usize;
+    let mut previous_offset_delta = -1i64;
+    for _ in 0..header.record_count {
+        let length = read_varint(records, &mut position, 5)
+            .ok_or(BatchError::BadRecords("record length varint"))?;
+        if length < 0 || length as usize > records.len() - position {
+            return Err(BatchError::BadRecords("record length out of range"));
+        }
+        let record = &records[position..position + length as usize];
+        position += length as usize;
+        let mut field = 1usize; // Skip the attributes byte.
+        if record.is_empty() {
+            return Err(BatchError::BadRecords("empty record"));
+        }
+        let timestamp_delta = read_varint(record, &mut field, 10)
+            .ok_or(BatchError::BadRecords("timestamp delta varint"))?;
+        let offset_delta = read_varint(record, &mut field, 5)
+            .ok_or(BatchError::BadRecords("offset delta varint"))?;
+        if offset_delta <= previous_offset_delta
+            || offset_delta > i64::from(header.last_offset_delta)
+        {
+            return Err(BatchError::BadRecords("offset delta out of order or range"));
+        }
+        previous_offset_delta = offset_delta;
+        let frame = RecordFrame {
+            timestamp_delta,
+            offset_delta: offset_delta as i32,
+        };
+        if !visit(&frame) {
+            return Ok(());
+        }
+    }
+    if position != records.len() {
+        return Err(BatchError::BadRecords("bytes after the last record"));
+    }
+    Ok(())
+}
+
+fn check_records(header: &BatchHeader, records: &[u8]) -> Result<(), BatchError> {
+    walk_records(header, records, |_| true)
+}
+
+/// The first record of `batch` (a checked, whole batch) whose timestamp is at least
+/// `timestamp_ms`, as `(offset, timestamp)`. Compressed and LogAppendTime batches are answered
+/// from the header: their `(baseOffset, maxTimestamp)`.
+pub(crate) fn first_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    timestamp_ms: i64,
+) -> Result<Option<(i64, i64)>, BatchError> {
+    if header.is_compressed() || header.is_log_append_time() {
+        let found = header.max_timestamp >= timestamp_ms;
+        return Ok(found.then_some((header.base_offset, header.max_timestamp)));
+    }
+    let mut found = None;
+    let records = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
+    walk_records(header, records, |frame| {
+        let record_timestamp = header.base_timestamp.wrapping_add(frame.timestamp_delta);
+        if record_timestamp >= timestamp_ms {
+            let offset = header.base_offset + i64::from(frame.offset_delta);
+            found = Some((offset, record_timestamp));
+            return false;
+        }
+        true
+    })?;
+    Ok(found)
+}
+
+/// Rewrites the fields storage owns in a batch copy headed for disk. Neither field is covered by
+/// the CRC, so the stored CRC stays valid.
+pub(crate) fn set_base_offset_and_epoch(batch: &mut [u8], base_offset: i64) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES);
+    batch[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[OFFSET_PARTITION_LEADER_EPOCH..OFFSET_PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&0i32.to_be_bytes());
+}
+
+/// Per-batch facts gathered during validation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchSummary {
+    /// Position of the batch inside the `ValidatedBatches` bytes.
+    pub position: usize,
+    pub total_bytes: usize,
+    pub offset_count: i64,
+    pub max_timestamp: i64,
+}
+
+/// One or more RecordBatch v2 batches that passed validation: lengths consistent, magic 2,
+/// CRC-32C correct, `recordCount >= 0`, `lastOffsetDelta >= 0`, uncompressed records well framed,
+/// each batch at most [`BATCH_BYTES_MAX`] and all together at most [`APPEND_BYTES_MAX`].
+/// Constructed only by [`ValidatedBatches::validate`], so `PartitionLog::append` cannot be handed
+/// unchecked bytes.
+#[derive(Debug, Clone)]
+pub struct ValidatedBatches {
+    bytes: Bytes,
+    batches: Vec<BatchSummary>,
+    record_count: i64,
+}
+
+impl ValidatedBatches {
+    pub fn validate(bytes: Bytes) -> Result<ValidatedBatches, BatchError> {
+        if bytes.is_empty() {
+            return Err(BatchError::Empty);
+        }
+        if bytes.len() > APPEND_BYTES_MAX {
+            return Err(BatchError::TooLarge {
+                bytes: bytes.len(),
+                limit: APPEND_BYTES_MAX,
+            });
+        }
+        let mut batches = Vec::new();
+        let mut record_count = 0i64;
+        let mut position = 0usize;
+        while position < bytes.len() {
+            let header = check_batch(&bytes[position..])?;
+            batches.push(BatchSummary {
+                position,
+                total_bytes: header.total_bytes(),
+                offset_count: header.offset_count(),
+                max_timestamp: header.max_timestamp,
+            });
+            record_count += header.offset_count();
+            position += header.total_bytes();
+        }
+        assert_eq!(position, bytes.len());
+        Ok(ValidatedBatches {
+            bytes,
+            batches,
+            record_count,
+        })
+    }
+
+    /// Offsets this append consumes: the sum of `lastOffsetDelta + 1` over its batches.
+    pub fn record_count(&self) -> i64 {
+        self.record_count
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn batch_count(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// The validated bytes, exactly as given to `validate`.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub(crate) fn summaries(&self) -> &[BatchSummary] {
+        &self.batches
+    }
+}
+
+fn read_i16(bytes: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(bytes[at..at + 2].try_into().unwrap())
+}
+
+fn read_i32(bytes: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn read_i64(bytes: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+/// Reads a zigzag varint of at most `bytes_max` bytes (5 for varint, 10 for varlong).
+fn read_varint(bytes: &[u8], position: &mut usize, bytes_max: usize) -> Option<i64> {
+    let mut value = 0u64;
+    for index in 0..bytes_max {
+        let byte = *bytes.get(*position)?;
+        *position += 1;
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_zigzag_decoding() {
+        let cases: &[(&[u8], i64)] = &[
+            (&[0x00], 0),
+            (&[0x01], -1),
+            (&[0x02], 1),
+            (&[0x7f], -64),
+            (&[0x80, 0x01], 64),
+            (&[0xfe, 0xff, 0xff, 0xff, 0x0f], i32::MAX as i64),
+        ];
+        for (bytes, expected) in cases {
+            let mut position = 0;
+            assert_eq!(read_varint(bytes, &mut position, 10), Some(*expected));
+            assert_eq!(position, bytes.len());
+        }
+        let mut position = 0;
+        assert_eq!(read_varint(&[0x80, 0x80], &mut position, 10), None);
+        let mut position = 0;
+        assert_eq!(read_varint(&[0x80; 6], &mut position, 5), None);
+    }
+
+    #[test]
+    fn header_rejects_short_length_and_bad_magic() {
+        let mut bytes = vec![0u8; BATCH_HEADER_BYTES];
+        bytes[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4].copy_from_slice(&10i32.to_be_bytes());
+        assert_eq!(BatchHeader::parse(&bytes), Err(BatchError::BadLength(10)));
+        bytes[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4].copy_from_slice(&49i32.to_be_bytes());
+        assert_eq!(BatchHeader::parse(&bytes), Err(BatchError::BadMagic(0)));
+        bytes[OFFSET_MAGIC] = 2;
+        assert!(BatchHeader::parse(&bytes).is_ok());
+        bytes[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4]
+            .copy_from_slice(&(BATCH_BYTES_MAX as i32).to_be_bytes());
+        assert!(matches!(
+            BatchHeader::parse(&bytes),
+            Err(BatchError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,38 @@
+//! Typed errors returned by the storage layer.
+
+use crate::batch::BatchError;
+
+/// Operating errors of a partition log. Programmer errors (broken invariants) are asserts, not
+/// variants of this type.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The operating system reported an I/O error (EIO, ENOSPC, EMFILE, ...).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The requested offset is outside `[log_start_offset, log_end_offset]`.
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    /// Bytes on disk that were valid when written no longer are (bit rot, a foreign writer), or the
+    /// set of segment files is inconsistent in a way recovery must not paper over.
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+    /// Stored bytes failed batch validation when read back.
+    #[error("corrupt batch on disk: {0}")]
+    CorruptBatch(#[from] BatchError),
+    /// Assigning offsets to an append would overflow i64.
+    #[error("offset space exhausted")]
+    OffsetOverflow,
+    /// The log is being closed; no new operations are accepted.
+    #[error("log is closed")]
+    Closed,
+}
+
+impl<T> From<glommio::GlommioError<T>> for StorageError {
+    fn from(error: glommio::GlommioError<T>) -> Self {
+        StorageError::Io(error.into())
+    }
+}

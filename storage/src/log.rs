@@ -1,0 +1,458 @@
+//! `PartitionLog`: the segments of one partition, the append path with direct I/O, group commit,
+//! reads and timestamp lookups.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+use glommio::sync::Semaphore;
+
+use crate::batch::{self, ValidatedBatches};
+use crate::index::SparseIndex;
+use crate::notify::Notify;
+use crate::recovery;
+use crate::segment::{segment_file_name, Segment};
+use crate::{AppendInfo, LogConfig, StorageError};
+
+/// The log of one partition: an ordered list of segments, the last of which is active (appended
+/// to).
+///
+/// Concurrency: the type is `!Send` and lives on one glommio executor, but any number of tasks
+/// on that executor may call its methods concurrently. Appends are serialised by an async lock
+/// and each runs in its own spawned task, so dropping an `append` future after its first poll
+/// does not abandon a half-done write: it completes (or fails) and the state stays consistent.
+/// `log_end_offset` and each segment's end move forward only after the write that put the bytes
+/// on disk completed, so `read` never returns bytes that are not yet written.
+pub struct PartitionLog {
+    inner: Rc<LogInner>,
+}
+
+struct LogInner {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Ordered by base offset; dense: each segment starts where the previous one ends.
+    segments: RefCell<Vec<Rc<Segment>>>,
+    log_start_offset: Cell<i64>,
+    log_end_offset: Cell<i64>,
+    /// The bytes `[align_down(end), end)` of the active segment: each append rewrites that
+    /// partial block from this copy, followed by the new batches and zero padding.
+    tail_block: RefCell<Vec<u8>>,
+    append_lock: Semaphore,
+    appended: Rc<Notify>,
+    /// Every offset below this is durable.
+    synced_offset: Cell<i64>,
+    sync_in_flight: Cell<bool>,
+    sync_finished: Rc<Notify>,
+    /// Set when a segment file was created and the directory entry is not yet durable.
+    directory_sync_needed: Cell<bool>,
+    /// After a failed fdatasync the state of the file on disk is unknown (the kernel may have
+    /// dropped the failed writes), so every later sync fails too until the log is reopened and
+    /// recovered.
+    sync_failed: Cell<bool>,
+    closed: Cell<bool>,
+}
+
+impl PartitionLog {
+    /// Opens the partition in `dir` (creating it if missing) and recovers it: every batch of every
+    /// segment is verified, torn or garbage tails are truncated, indexes are rebuilt. Recovery
+    /// uses blocking file I/O.
+    pub async fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
+        assert!(config.segment_bytes > 0, "segment_bytes must be positive");
+        assert!(
+            config.index_interval_bytes > 0,
+            "index_interval_bytes must be positive"
+        );
+        let recovered = recovery::recover_dir(dir, &config)?;
+        crate::iopoll_probe::ensure_probed(dir).await?;
+        assert!(!recovered.is_empty());
+        let mut segments = Vec::with_capacity(recovered.len());
+        for segment in recovered {
+            let file = open_segment_file(&segment.path, false).await?;
+            let end_position = segment.index.end_position();
+            let segment = Segment::new(segment.base_offset, &segment.path, file, segment.index);
+            segment.synced_position.set(end_position);
+            segments.push(Rc::new(segment));
+        }
+        let active = Rc::clone(segments.last().unwrap());
+        let tail_block = read_tail_block(&active).await?;
+        let log_end_offset = active.next_offset();
+        let inner = LogInner {
+            dir: dir.to_path_buf(),
+            config,
+            log_start_offset: Cell::new(segments[0].base_offset),
+            segments: RefCell::new(segments),
+            log_end_offset: Cell::new(log_end_offset),
+            tail_block: RefCell::new(tail_block),
+            append_lock: Semaphore::new(1),
+            appended: Rc::new(Notify::default()),
+            synced_offset: Cell::new(log_end_offset),
+            sync_in_flight: Cell::new(false),
+            sync_finished: Rc::new(Notify::default()),
+            directory_sync_needed: Cell::new(false),
+            sync_failed: Cell::new(false),
+            closed: Cell::new(false),
+        };
+        Ok(PartitionLog {
+            inner: Rc::new(inner),
+        })
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.log_start_offset.get()
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.inner.log_end_offset.get()
+    }
+
+    /// Every offset below this is durable (fdatasync'd).
+    pub fn synced_offset(&self) -> i64 {
+        self.inner.synced_offset.get()
+    }
+
+    /// Assigns offsets to `batches` (rewriting each batch's baseOffset, and setting its
+    /// partitionLeaderEpoch to 0, in the copy written to disk), writes them with direct I/O, and
+    /// returns once the write completed. Not yet durable: see [`PartitionLog::sync_to`]. All
+    /// batches of one append go to one segment; if they would make the active segment exceed
+    /// `segment_bytes`, a new segment is started first (so an append larger than `segment_bytes`
+    /// sits in a segment of its own).
+    pub async fn append(&self, batches: ValidatedBatches) -> Result<AppendInfo, StorageError> {
+        let inner = Rc::clone(&self.inner);
+        let task = glommio::spawn_local(async move { inner.append(batches).await }).detach();
+        task.await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Returns once every record up to and including `offset` is durable. An `offset` at or past
+    /// the log end means everything appended so far. Concurrent callers share fdatasyncs (group
+    /// commit): while one sync is in flight the others wait for it, then sync again only if it
+    /// did not cover them.
+    pub async fn sync_to(&self, offset: i64) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        loop {
+            if inner.sync_failed.get() {
+                return Err(sync_failed_error());
+            }
+            let target = offset.min(inner.log_end_offset.get() - 1);
+            if inner.synced_offset.get() > target {
+                return Ok(());
+            }
+            if inner.sync_in_flight.get() {
+                inner.sync_finished.listen().await;
+                continue;
+            }
+            inner.sync_once().await?;
+        }
+    }
+
+    /// Whole batches starting with the one holding `offset`, at most `max_bytes` in total unless
+    /// the first batch alone is larger: then exactly that batch (KIP-74). May stop early at a
+    /// segment end. Empty at `offset == log_end_offset`; `OffsetOutOfRange` outside
+    /// `[log_start_offset, log_end_offset]`. The bytes are the stored batches, unchanged.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
+        let log_start_offset = self.log_start_offset();
+        let log_end_offset = self.log_end_offset();
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            });
+        }
+        if offset == log_end_offset {
+            return Ok(Bytes::new());
+        }
+        let segment = self.inner.segment_holding(offset);
+        segment.read(offset, max_bytes).await
+    }
+
+    /// Kafka ListOffsets by timestamp: the earliest offset whose record timestamp is at least
+    /// `timestamp_ms`, with that timestamp, or `None` if there is none. Uncompressed batches are
+    /// decoded to find the exact record; compressed (and LogAppendTime) batches answer with their
+    /// baseOffset and maxTimestamp.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let segments: Vec<Rc<Segment>> = self.inner.segments.borrow().clone();
+        for segment in segments {
+            let max_timestamp = segment.index.borrow().max_timestamp();
+            if max_timestamp.is_none_or(|max| max < timestamp_ms) {
+                continue;
+            }
+            if let Some(found) = segment.offset_for_timestamp(timestamp_ms).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Completes the next time `log_end_offset` grows (or the log is closed). Cheap; any number
+    /// of waiters. Create it before checking `log_end_offset` to avoid missing an append.
+    pub fn wait_for_append(&self) -> impl Future<Output = ()> + 'static {
+        self.inner.appended.listen()
+    }
+
+    /// Waits for in-flight appends, syncs, trims the active segment to its last batch, and closes
+    /// the files.
+    pub async fn close(self) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        inner.closed.set(true);
+        let permit = inner.append_lock.acquire_permit(1).await?;
+        inner.appended.notify_all();
+        let sync_result = self.sync_to(i64::MAX).await;
+        let active = inner.active_segment();
+        active.file.truncate(active.end_position()).await?;
+        sync_result?;
+        drop(permit);
+        let segments = std::mem::take(&mut *inner.segments.borrow_mut());
+        for segment in segments {
+            // Nothing else can hold a segment here (`close` consumes the log and waited for the
+            // append tasks); if something does, its file closes when the last reference drops.
+            if let Ok(segment) = Rc::try_unwrap(segment) {
+                segment.file.close_rc().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the log and removes its directory with every segment.
+    pub async fn delete(self) -> Result<(), StorageError> {
+        let dir = self.inner.dir.clone();
+        self.close().await?;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}
+
+impl LogInner {
+    fn active_segment(&self) -> Rc<Segment> {
+        Rc::clone(self.segments.borrow().last().unwrap())
+    }
+
+    fn segment_holding(&self, offset: i64) -> Rc<Segment> {
+        let segments = self.segments.borrow();
+        let after = segments.partition_point(|segment| segment.base_offset <= offset);
+        let segment = Rc::clone(&segments[after.checked_sub(1).expect("offset below log start")]);
+        assert!(offset < segment.next_offset());
+        segment
+    }
+
+    async fn append(&self, batches: ValidatedBatches) -> Result<AppendInfo, StorageError> {
+        let _permit = self.append_lock.acquire_permit(1).await?;
+        if self.closed.get() {
+            return Err(StorageError::Closed);
+        }
+        let base_offset = self.log_end_offset.get();
+        let next_offset = base_offset
+            .checked_add(batches.record_count())
+            .ok_or(StorageError::OffsetOverflow)?;
+        self.roll_if_needed(batches.len_bytes() as u64).await?;
+        let segment = self.active_segment();
+        let end_position = segment.end_position();
+        let write_position = segment.file.align_down(end_position);
+        let buffer = self.build_write_buffer(&segment.file, &batches, base_offset);
+        let written = segment
+            .file
+            .write_rc_at(Rc::clone(&buffer), write_position)
+            .await?;
+        if written != buffer.len() {
+            let message = format!(
+                "short write of {written} of {} bytes to {}",
+                buffer.len(),
+                segment.path.display()
+            );
+            return Err(StorageError::Io(io::Error::new(
+                io::ErrorKind::WriteZero,
+                message,
+            )));
+        }
+        // The write completed: publish the new state. No await from here on, so every observer
+        // sees the index, the segment end and the log end move together.
+        let tail_len = (end_position - write_position) as usize;
+        let new_end_position = end_position + batches.len_bytes() as u64;
+        let new_tail_start = (segment.file.align_down(new_end_position) - write_position) as usize;
+        let new_tail_end = (new_end_position - write_position) as usize;
+        *self.tail_block.borrow_mut() = buffer.as_bytes()[new_tail_start..new_tail_end].to_vec();
+        let mut index = segment.index.borrow_mut();
+        let mut offset = base_offset;
+        for summary in batches.summaries() {
+            let position = end_position + summary.position as u64;
+            index.observe(
+                offset,
+                position,
+                summary.total_bytes as u64,
+                summary.offset_count,
+                summary.max_timestamp,
+            );
+            offset += summary.offset_count;
+        }
+        assert_eq!(index.next_offset(), next_offset);
+        assert_eq!(index.end_position(), new_end_position);
+        assert!(tail_len < segment.file.alignment() as usize);
+        assert!(segment.synced_position.get() <= new_end_position);
+        drop(index);
+        self.log_end_offset.set(next_offset);
+        self.appended.notify_all();
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            log_append_time_ms: now_ms(),
+        })
+    }
+
+    /// One aligned buffer: [partial tail block][batches with offsets assigned][zero padding].
+    fn build_write_buffer(
+        &self,
+        file: &DmaFile,
+        batches: &ValidatedBatches,
+        base_offset: i64,
+    ) -> Rc<glommio::io::DmaBuffer> {
+        let tail = self.tail_block.borrow();
+        let data_len = tail.len() + batches.len_bytes();
+        let mut buffer = file.alloc_dma_buffer(file.align_up(data_len as u64) as usize);
+        let bytes = buffer.as_bytes_mut();
+        bytes[..tail.len()].copy_from_slice(&tail);
+        let batch_bytes = &mut bytes[tail.len()..data_len];
+        batch_bytes.copy_from_slice(batches.bytes());
+        let mut offset = base_offset;
+        for summary in batches.summaries() {
+            let batch = &mut batch_bytes[summary.position..summary.position + summary.total_bytes];
+            batch::set_base_offset_and_epoch(batch, offset);
+            offset += summary.offset_count;
+        }
+        bytes[data_len..].fill(0);
+        Rc::new(buffer)
+    }
+
+    /// Starts a new segment if appending `append_bytes` would make a non-empty active segment
+    /// exceed `segment_bytes`. The old segment is trimmed to its last batch (dropping the zero
+    /// padding) and stays open, so a later `sync_to` still fdatasyncs it.
+    async fn roll_if_needed(&self, append_bytes: u64) -> Result<(), StorageError> {
+        let active = self.active_segment();
+        let end_position = active.end_position();
+        if end_position == 0 || end_position + append_bytes <= self.config.segment_bytes {
+            return Ok(());
+        }
+        active.file.truncate(end_position).await?;
+        let base_offset = self.log_end_offset.get();
+        assert_eq!(base_offset, active.next_offset());
+        let path = self.dir.join(segment_file_name(base_offset));
+        let file = open_segment_file(&path, true).await?;
+        let index = SparseIndex::new(base_offset, self.config.index_interval_bytes);
+        let segment = Segment::new(base_offset, &path, file, index);
+        self.directory_sync_needed.set(true);
+        self.segments.borrow_mut().push(Rc::new(segment));
+        self.tail_block.borrow_mut().clear();
+        Ok(())
+    }
+
+    /// One group-commit round: fdatasyncs every segment with unsynced bytes (oldest first) and
+    /// the directory if a segment was created, then publishes the covered offset.
+    async fn sync_once(&self) -> Result<(), StorageError> {
+        assert!(!self.sync_in_flight.get());
+        let _in_flight = SyncInFlight::start(self);
+        let target_offset = self.log_end_offset.get();
+        let pending: Vec<(Rc<Segment>, u64)> = self
+            .segments
+            .borrow()
+            .iter()
+            .filter(|segment| segment.synced_position.get() < segment.end_position())
+            .map(|segment| (Rc::clone(segment), segment.end_position()))
+            .collect();
+        if self.directory_sync_needed.replace(false) {
+            if let Err(error) = sync_directory(&self.dir).await {
+                self.directory_sync_needed.set(true);
+                return Err(error);
+            }
+        }
+        for (segment, end_position) in pending {
+            if let Err(error) = segment.file.fdatasync().await {
+                self.sync_failed.set(true);
+                log::error!("fdatasync of {} failed: {error}", segment.path.display());
+                return Err(error.into());
+            }
+            let synced = segment.synced_position.get().max(end_position);
+            assert!(synced <= segment.end_position());
+            segment.synced_position.set(synced);
+        }
+        assert!(target_offset <= self.log_end_offset.get());
+        self.synced_offset
+            .set(self.synced_offset.get().max(target_offset));
+        Ok(())
+    }
+}
+
+/// Marks a sync round in flight; on drop (completion, error or cancellation) clears the mark and
+/// wakes the callers waiting for it, so a dropped `sync_to` cannot wedge the others.
+struct SyncInFlight<'a> {
+    inner: &'a LogInner,
+}
+
+impl<'a> SyncInFlight<'a> {
+    fn start(inner: &'a LogInner) -> SyncInFlight<'a> {
+        inner.sync_in_flight.set(true);
+        SyncInFlight { inner }
+    }
+}
+
+impl Drop for SyncInFlight<'_> {
+    fn drop(&mut self) {
+        self.inner.sync_in_flight.set(false);
+        self.inner.sync_finished.notify_all();
+    }
+}
+
+fn sync_failed_error() -> StorageError {
+    let message = "an earlier fdatasync failed; reopen the log to recover";
+    StorageError::Io(io::Error::other(message))
+}
+
+async fn open_segment_file(path: &Path, create: bool) -> Result<DmaFile, StorageError> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if create {
+        // A file with this name is not part of the log (recovery would have found it), so any
+        // content is a leftover of an earlier failed roll.
+        options.create(true).truncate(true);
+    }
+    Ok(options.dma_open(path).await?)
+}
+
+async fn sync_directory(dir: &Path) -> Result<(), StorageError> {
+    let directory = glommio::io::Directory::open(dir).await?;
+    let result = directory.sync().await;
+    directory.close().await?;
+    Ok(result?)
+}
+
+/// The bytes `[align_down(end), end)` of the active segment, which the next append rewrites.
+async fn read_tail_block(segment: &Segment) -> Result<Vec<u8>, StorageError> {
+    let end_position = segment.end_position();
+    let start = segment.file.align_down(end_position);
+    let len = (end_position - start) as usize;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let bytes = segment.file.read_at(start, len).await?;
+    if bytes.len() != len {
+        let message = format!("short read of the tail block of {}", segment.path.display());
+        return Err(StorageError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            message,
+        )));
+    }
+    Ok(bytes.to_vec())
+}
+
+fn now_ms() -> i64 {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    elapsed.as_millis() as i64
+}

@@ -1,0 +1,247 @@
+//! One segment file `<base_offset:020>.log`: its DMA file handle, its sparse index and the reads
+//! that serve fetches and timestamp lookups from it.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, ReadResult};
+
+use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::index::SparseIndex;
+use crate::StorageError;
+
+/// Length of the zero-padded decimal base offset in a segment file name.
+const SEGMENT_NAME_DIGITS: usize = 20;
+const SEGMENT_SUFFIX: &str = ".log";
+
+pub(crate) fn segment_file_name(base_offset: i64) -> String {
+    assert!(base_offset >= 0);
+    format!(
+        "{base_offset:0width$}{SEGMENT_SUFFIX}",
+        width = SEGMENT_NAME_DIGITS
+    )
+}
+
+/// The base offset encoded in a segment file name, or `None` if `name` is not a segment file.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<i64>().ok()
+}
+
+/// A segment of the log. The bytes `[0, end_position)` of the file are whole, checked batches
+/// with dense offsets `[base_offset, next_offset)`; anything after `end_position` (zero padding
+/// of the last DMA write, or a write in flight) is never read.
+///
+/// Concurrency: the index (and with it `end_position`) only grows, and only after the write that
+/// put the bytes on disk completed. Readers take a snapshot of `end_position` and read below it;
+/// a concurrent append rewrites the block holding `end_position`, but with the same bytes below
+/// `end_position`, so such a read sees identical data whichever version it gets.
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub path: PathBuf,
+    pub file: Rc<DmaFile>,
+    /// File bytes below this position are fdatasync'd.
+    pub synced_position: Cell<u64>,
+    pub index: RefCell<SparseIndex>,
+}
+
+impl Segment {
+    pub fn new(base_offset: i64, path: &Path, file: DmaFile, index: SparseIndex) -> Segment {
+        assert_eq!(
+            index.end_position() == 0,
+            index.next_offset() == base_offset
+        );
+        Segment {
+            base_offset,
+            path: path.to_path_buf(),
+            file: Rc::new(file),
+            synced_position: Cell::new(0),
+            index: RefCell::new(index),
+        }
+    }
+
+    pub fn end_position(&self) -> u64 {
+        self.index.borrow().end_position()
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.index.borrow().next_offset()
+    }
+
+    /// Reads exactly `len` bytes at `position`, which must lie below `end_position`.
+    async fn read_exact(&self, position: u64, len: usize) -> Result<ReadResult, StorageError> {
+        assert!(position + len as u64 <= self.end_position());
+        let bytes = self.file.read_at(position, len).await?;
+        if bytes.len() != len {
+            let message = format!(
+                "short read of {} bytes at {position} in {}",
+                bytes.len(),
+                self.path.display()
+            );
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                message,
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Reads and range-checks the batch header at `position`, which must hold a batch.
+    async fn read_header(&self, position: u64, end: u64) -> Result<BatchHeader, StorageError> {
+        if end - position < BATCH_HEADER_BYTES as u64 {
+            return Err(self.corrupt(position, "batch header crosses the segment end"));
+        }
+        let bytes = self.read_exact(position, BATCH_HEADER_BYTES).await?;
+        let header = BatchHeader::parse(&bytes)?;
+        if header.total_bytes() as u64 > end - position {
+            return Err(self.corrupt(position, "batch crosses the segment end"));
+        }
+        Ok(header)
+    }
+
+    fn corrupt(&self, position: u64, what: &str) -> StorageError {
+        StorageError::Corrupt(format!(
+            "{what} at position {position} of {}",
+            self.path.display()
+        ))
+    }
+
+    /// Position and header of the batch holding `offset`, searching below `end`.
+    async fn find_batch(&self, offset: i64, end: u64) -> Result<(u64, BatchHeader), StorageError> {
+        let (mut position, mut expected_offset) = {
+            let index = self.index.borrow();
+            let entry = index
+                .entry(index.floor(offset).expect("offset below segment base"))
+                .unwrap();
+            (entry.position, entry.offset)
+        };
+        loop {
+            assert!(
+                position < end,
+                "offset {offset} not found below the segment end"
+            );
+            let header = self.read_header(position, end).await?;
+            if header.base_offset != expected_offset {
+                return Err(self.corrupt(position, "unexpected batch base offset"));
+            }
+            if header.last_offset() >= offset {
+                return Ok((position, header));
+            }
+            position += header.total_bytes() as u64;
+            expected_offset = header.next_offset();
+        }
+    }
+
+    /// Whole batches from the one holding `offset`: at most `max_bytes` unless the first batch
+    /// alone is larger, in which case exactly that batch (KIP-74). Stops at the segment end.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
+        let end = self.end_position();
+        assert!(offset >= self.base_offset && offset < self.next_offset());
+        let (start, first) = self.find_batch(offset, end).await?;
+        let available = (end - start) as usize;
+        let len = available.min(max_bytes).max(first.total_bytes());
+        let bytes = self.read_exact(start, len).await?;
+        let mut taken = 0usize;
+        let mut expected_offset = first.base_offset;
+        while taken < len {
+            let header = match batch::check_batch(&bytes[taken..]) {
+                Ok(header) => header,
+                // The last batch may be cut by `len`; a truncated first batch is corruption.
+                Err(batch::BatchError::Truncated { .. }) if taken > 0 => break,
+                Err(error) => return Err(error.into()),
+            };
+            if header.base_offset != expected_offset {
+                return Err(self.corrupt(start + taken as u64, "unexpected batch base offset"));
+            }
+            expected_offset = header.next_offset();
+            taken += header.total_bytes();
+        }
+        assert!(taken > 0 && taken <= len);
+        Ok(Bytes::copy_from_slice(&bytes[..taken]))
+    }
+
+    /// The earliest record in this segment with timestamp at least `timestamp_ms`, as
+    /// `(offset, timestamp)`. Skips index intervals whose largest batch timestamp is smaller.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let end = self.end_position();
+        for entry_number in 0.. {
+            let (entry, interval_end) = {
+                let index = self.index.borrow();
+                let Some(entry) = index.entry(entry_number) else {
+                    break;
+                };
+                let next = index
+                    .entry(entry_number + 1)
+                    .map_or(end, |next| next.position.min(end));
+                (entry, next)
+            };
+            if entry.position >= end {
+                break;
+            }
+            if entry.max_timestamp < timestamp_ms {
+                continue;
+            }
+            let found = self
+                .search_interval(entry.position, interval_end, end, timestamp_ms)
+                .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Walks the batches in `[position, interval_end)`, decoding only those whose header says
+    /// they hold a late enough timestamp.
+    async fn search_interval(
+        &self,
+        mut position: u64,
+        interval_end: u64,
+        end: u64,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        while position < interval_end {
+            let header = self.read_header(position, end).await?;
+            if header.max_timestamp >= timestamp_ms {
+                let bytes = self.read_exact(position, header.total_bytes()).await?;
+                let checked = batch::check_batch(&bytes)?;
+                if checked != header {
+                    return Err(self.corrupt(position, "batch header changed between reads"));
+                }
+                if let Some(found) = batch::first_record_at_or_after(&bytes, &header, timestamp_ms)?
+                {
+                    return Ok(Some(found));
+                }
+            }
+            position += header.total_bytes() as u64;
+            glommio::yield_if_needed().await;
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_roundtrip() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.log");
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.log"),
+            Some(42)
+        );
+        assert_eq!(parse_segment_file_name("0000000000000000042.log"), None);
+        assert_eq!(parse_segment_file_name("00000000000000000042.index"), None);
+        assert_eq!(parse_segment_file_name("99999999999999999999.log"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000004x.log"), None);
+    }
+}

@@ -1,0 +1,637 @@
+mod common;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use common::*;
+use storage::{BatchError, LogConfig, PartitionLog, StorageError, ValidatedBatches};
+
+fn validated(batch: &[u8]) -> ValidatedBatches {
+    ValidatedBatches::validate(Bytes::copy_from_slice(batch)).unwrap()
+}
+
+/// A batch of `record_count` records with `value_len`-byte values and timestamps from `timestamp`.
+fn batch(record_count: usize, value_len: usize, timestamp: i64) -> Vec<u8> {
+    let records: Vec<TestRecord> = (0..record_count)
+        .map(|index| {
+            record(
+                timestamp + index as i64,
+                value_len,
+                (timestamp + index as i64) as u8,
+            )
+        })
+        .collect();
+    encode_batch(&records)
+}
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 8 * 1024,
+        index_interval_bytes: 512,
+    }
+}
+
+/// Appends each batch, returning the stored form of every batch with its base offset.
+async fn append_all(log: &PartitionLog, batches: &[Vec<u8>]) -> Vec<(i64, Vec<u8>)> {
+    let mut stored_batches = Vec::new();
+    for batch in batches {
+        let expected_base = log.log_end_offset();
+        let info = log.append(validated(batch)).await.unwrap();
+        assert_eq!(info.base_offset, expected_base);
+        assert_eq!(info.last_offset, expected_base + last_offset_delta(batch));
+        assert_eq!(log.log_end_offset(), info.last_offset + 1);
+        stored_batches.push((info.base_offset, stored(batch, info.base_offset)));
+    }
+    stored_batches
+}
+
+/// Reads the whole log batch by batch and compares with `expected`.
+async fn assert_log_holds(log: &PartitionLog, expected: &[(i64, Vec<u8>)]) {
+    let mut offset = log.log_start_offset();
+    let mut read_batches = Vec::new();
+    while offset < log.log_end_offset() {
+        let bytes = log.read(offset, 1 << 20).await.unwrap();
+        assert!(!bytes.is_empty());
+        let batches = split_batches(&bytes);
+        let (last_base, last) = batches.last().unwrap();
+        offset = last_base + last_offset_delta(last) + 1;
+        read_batches.extend(batches);
+    }
+    assert_eq!(read_batches.len(), expected.len());
+    for (got, want) in read_batches.iter().zip(expected) {
+        assert_eq!(got, want);
+    }
+    assert!(log
+        .read(log.log_end_offset(), 1000)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn append_read_roundtrip_with_varied_sizes() {
+    run(|| async {
+        let dir = TestDir::new("roundtrip");
+        let log = PartitionLog::open(&dir.partition(), LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+        let batches: Vec<Vec<u8>> = (0..120)
+            .map(|index| batch(1 + index % 7, (index * 37) % 1500, 1000 + index as i64 * 10))
+            .collect();
+        let expected = append_all(&log, &batches).await;
+        assert_eq!(
+            log.log_end_offset(),
+            expected.last().unwrap().0 + last_offset_delta(&expected.last().unwrap().1) + 1
+        );
+        assert_log_holds(&log, &expected).await;
+
+        // Any offset inside a batch returns the containing batch first.
+        for (base_offset, stored_batch) in &expected {
+            for delta in 0..=last_offset_delta(stored_batch) {
+                let bytes = log.read(base_offset + delta, 1).await.unwrap();
+                assert_eq!(
+                    &bytes[..],
+                    &stored_batch[..],
+                    "offset {}",
+                    base_offset + delta
+                );
+            }
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn read_respects_max_bytes_but_returns_at_least_one_batch() {
+    run(|| async {
+        let dir = TestDir::new("max-bytes");
+        let log = PartitionLog::open(&dir.partition(), LogConfig::default())
+            .await
+            .unwrap();
+        let batches: Vec<Vec<u8>> = (0..20)
+            .map(|index| batch(2, 100 + index * 50, index as i64))
+            .collect();
+        let expected = append_all(&log, &batches).await;
+        let start = 3usize;
+        for max_bytes in [0usize, 1, 200, 500, 1000, 2000, 5000, 100_000] {
+            let bytes = log.read(expected[start].0 + 1, max_bytes).await.unwrap();
+            let got = split_batches(&bytes);
+            // As many whole batches as fit, but never fewer than one.
+            let mut want = 0usize;
+            let mut total = 0usize;
+            for (_, stored_batch) in &expected[start..] {
+                if want > 0 && total + stored_batch.len() > max_bytes {
+                    break;
+                }
+                total += stored_batch.len();
+                want += 1;
+            }
+            assert_eq!(got.len(), want, "max_bytes {max_bytes}");
+            assert_eq!(bytes.len(), total);
+            assert_eq!(got[..], expected[start..start + want]);
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn read_outside_the_log_is_out_of_range() {
+    run(|| async {
+        let dir = TestDir::new("range");
+        let log = PartitionLog::open(&dir.partition(), LogConfig::default())
+            .await
+            .unwrap();
+        append_all(&log, &[batch(5, 10, 0)]).await;
+        assert!(log.read(5, 100).await.unwrap().is_empty());
+        for offset in [-1, 6, i64::MAX] {
+            match log.read(offset, 100).await {
+                Err(StorageError::OffsetOutOfRange {
+                    offset: got,
+                    log_start_offset: 0,
+                    log_end_offset: 5,
+                }) => {
+                    assert_eq!(got, offset)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn segments_roll_by_size_and_reopen_gives_the_same_log() {
+    run(|| async {
+        let dir = TestDir::new("roll");
+        let config = small_config();
+        let log = PartitionLog::open(&dir.partition(), config.clone())
+            .await
+            .unwrap();
+        let batches: Vec<Vec<u8>> = (0..60)
+            .map(|index| batch(1 + index % 3, 300 + index * 7, index as i64))
+            .collect();
+        let expected = append_all(&log, &batches).await;
+        let files = segment_files(&dir.partition());
+        assert!(
+            files.len() > 3,
+            "expected several segments, got {}",
+            files.len()
+        );
+        // Every segment starts with a batch whose base offset is the file's name, and no
+        // segment exceeds segment_bytes. Reads crossing a boundary stop at the segment end.
+        for (base_offset, path) in &files[..files.len() - 1] {
+            let bytes = std::fs::read(path).unwrap();
+            assert!(bytes.len() as u64 <= config.segment_bytes);
+            let in_file = split_batches(&bytes);
+            assert_eq!(in_file[0].0, *base_offset);
+            let read = log.read(*base_offset, 1 << 20).await.unwrap();
+            assert_eq!(&read[..], &bytes[..]);
+        }
+        assert_log_holds(&log, &expected).await;
+        let end_offset = log.log_end_offset();
+        log.close().await.unwrap();
+
+        let log = PartitionLog::open(&dir.partition(), config.clone())
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), end_offset);
+        assert_eq!(log.log_start_offset(), 0);
+        assert_log_holds(&log, &expected).await;
+        assert_eq!(segment_files(&dir.partition()), files);
+        // Appending after reopen continues densely.
+        let more = append_all(&log, &[batch(2, 10, 99)]).await;
+        assert_eq!(more[0].0, end_offset);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn append_larger_than_a_segment_goes_into_a_segment_alone() {
+    run(|| async {
+        let dir = TestDir::new("big");
+        let config = LogConfig {
+            segment_bytes: 4096,
+            index_interval_bytes: 1024,
+        };
+        let log = PartitionLog::open(&dir.partition(), config.clone())
+            .await
+            .unwrap();
+        let batches = vec![batch(1, 100, 0), batch(3, 5000, 1), batch(1, 100, 2)];
+        let expected = append_all(&log, &batches).await;
+        let files = segment_files(&dir.partition());
+        let bases: Vec<i64> = files.iter().map(|(base, _)| *base).collect();
+        assert_eq!(bases, vec![0, 1, 4]);
+        assert_eq!(std::fs::read(&files[1].1).unwrap(), expected[1].1);
+        assert_log_holds(&log, &expected).await;
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn multi_batch_append_assigns_dense_offsets() {
+    run(|| async {
+        let dir = TestDir::new("multi");
+        let log = PartitionLog::open(&dir.partition(), LogConfig::default())
+            .await
+            .unwrap();
+        append_all(&log, &[batch(2, 10, 0)]).await;
+        let parts = [batch(3, 10, 1), batch(1, 10, 2), batch(4, 10, 3)];
+        let joined: Vec<u8> = parts.concat();
+        let batches = ValidatedBatches::validate(Bytes::from(joined)).unwrap();
+        assert_eq!(batches.record_count(), 8);
+        assert_eq!(batches.batch_count(), 3);
+        let info = log.append(batches).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (2, 9));
+        let read = log.read(2, 1 << 20).await.unwrap();
+        let want = [
+            stored(&parts[0], 2),
+            stored(&parts[1], 5),
+            stored(&parts[2], 6),
+        ]
+        .concat();
+        assert_eq!(&read[..], &want[..]);
+        log.close().await.unwrap();
+    });
+}
+
+/// Appends 30 batches over several segments, closes, damages the last segment with `damage`,
+/// reopens, and checks that exactly the batches `damage` leaves intact remain and appends go on.
+fn recovery_case(
+    name: &'static str,
+    damage: impl Fn(&std::path::Path, &[(i64, Vec<u8>)]) -> usize + Send + 'static,
+) {
+    run(move || async move {
+        let dir = TestDir::new(name);
+        let log = PartitionLog::open(&dir.partition(), small_config())
+            .await
+            .unwrap();
+        let batches: Vec<Vec<u8>> = (0..30)
+            .map(|index| batch(1 + index % 4, 200 + index * 11, index as i64))
+            .collect();
+        let mut expected = append_all(&log, &batches).await;
+        log.close().await.unwrap();
+
+        let (last_base, last_path) = segment_files(&dir.partition()).pop().unwrap();
+        let in_last: Vec<(i64, Vec<u8>)> = expected
+            .iter()
+            .filter(|(base, _)| *base >= last_base)
+            .cloned()
+            .collect();
+        let kept_in_last = damage(&last_path, &in_last);
+        let dropped = in_last.len() - kept_in_last;
+        expected.truncate(expected.len() - dropped);
+
+        let log = PartitionLog::open(&dir.partition(), small_config())
+            .await
+            .unwrap();
+        let end_offset = expected
+            .last()
+            .map_or(0, |(base, bytes)| base + last_offset_delta(bytes) + 1);
+        assert_eq!(log.log_end_offset(), end_offset);
+        assert_log_holds(&log, &expected).await;
+        let kept_bytes: usize = in_last[..kept_in_last]
+            .iter()
+            .map(|(_, bytes)| bytes.len())
+            .sum();
+        assert_eq!(
+            std::fs::metadata(&last_path).unwrap().len() as usize,
+            kept_bytes,
+            "file truncated to the last valid batch"
+        );
+
+        let more: Vec<Vec<u8>> = (0..5).map(|index| batch(2, 50, 100 + index)).collect();
+        expected.extend(append_all(&log, &more).await);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&dir.partition(), small_config())
+            .await
+            .unwrap();
+        assert_log_holds(&log, &expected).await;
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn recovery_drops_garbage_after_the_last_batch() {
+    recovery_case("garbage", |path, in_last| {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.extend((0..3000u32).map(|index| (index * 7 + 3) as u8));
+        std::fs::write(path, bytes).unwrap();
+        in_last.len()
+    });
+}
+
+#[test]
+fn recovery_drops_zero_padding_after_the_last_batch() {
+    recovery_case("padding", |path, in_last| {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.resize(bytes.len() + 700, 0);
+        std::fs::write(path, bytes).unwrap();
+        in_last.len()
+    });
+}
+
+#[test]
+fn recovery_drops_a_batch_torn_in_the_middle() {
+    recovery_case("torn", |path, in_last| {
+        let len = std::fs::metadata(path).unwrap().len();
+        let last_len = in_last.last().unwrap().1.len() as u64;
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_len(len - last_len / 2).unwrap();
+        in_last.len() - 1
+    });
+}
+
+#[test]
+fn recovery_drops_a_batch_with_a_flipped_byte() {
+    recovery_case("flip", |path, in_last| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let last_len = in_last.last().unwrap().1.len();
+        let at = bytes.len() - last_len + 70;
+        bytes[at] ^= 0x10;
+        std::fs::write(path, bytes).unwrap();
+        in_last.len() - 1
+    });
+}
+
+#[test]
+fn recovery_drops_everything_after_a_flipped_byte_in_an_earlier_batch() {
+    recovery_case("flip-early", |path, in_last| {
+        assert!(in_last.len() >= 3);
+        let mut bytes = std::fs::read(path).unwrap();
+        let first_len = in_last[0].1.len();
+        bytes[first_len + 30] ^= 0x01; // inside the second batch's header, covered by the CRC
+        std::fs::write(path, bytes).unwrap();
+        1
+    });
+}
+
+#[test]
+fn recovery_deletes_segments_after_a_cut_segment() {
+    run(|| async {
+        let dir = TestDir::new("cut-middle");
+        let log = PartitionLog::open(&dir.partition(), small_config())
+            .await
+            .unwrap();
+        let batches: Vec<Vec<u8>> = (0..40).map(|index| batch(2, 300, index as i64)).collect();
+        let expected = append_all(&log, &batches).await;
+        log.close().await.unwrap();
+        let files = segment_files(&dir.partition());
+        assert!(files.len() >= 3);
+        // Damage the last batch of the second segment: the third and later segments no longer
+        // follow it and must go.
+        let (second_base, second_path) = &files[1];
+        let next_base = files[2].0;
+        let mut bytes = std::fs::read(second_path).unwrap();
+        let last_len = expected
+            .iter()
+            .find(|(base, _)| *base < next_base && *base >= *second_base)
+            .unwrap()
+            .1
+            .len();
+        let at = bytes.len() - last_len / 2;
+        bytes[at] ^= 0xff;
+        std::fs::write(second_path, bytes).unwrap();
+
+        let log = PartitionLog::open(&dir.partition(), small_config())
+            .await
+            .unwrap();
+        let kept: Vec<(i64, Vec<u8>)> = expected
+            .iter()
+            .filter(|(base, _)| *base < next_base)
+            .cloned()
+            .collect();
+        let kept = kept[..kept.len() - 1].to_vec();
+        assert_log_holds(&log, &kept).await;
+        assert_eq!(segment_files(&dir.partition()).len(), 2);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn recovery_refuses_a_gap_between_intact_segments() {
+    run(|| async {
+        let dir = TestDir::new("gap");
+        let log = PartitionLog::open(&dir.partition(), small_config())
+            .await
+            .unwrap();
+        let batches: Vec<Vec<u8>> = (0..40).map(|index| batch(2, 300, index as i64)).collect();
+        append_all(&log, &batches).await;
+        log.close().await.unwrap();
+        let files = segment_files(&dir.partition());
+        std::fs::remove_file(&files[1].1).unwrap();
+        match PartitionLog::open(&dir.partition(), small_config()).await {
+            Err(StorageError::Corrupt(_)) => {}
+            other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+        }
+    });
+}
+
+#[test]
+fn validate_rejects_malformed_input() {
+    let good = batch(3, 20, 5);
+    assert!(ValidatedBatches::validate(Bytes::from(good.clone())).is_ok());
+    let check = |bytes: Vec<u8>| ValidatedBatches::validate(Bytes::from(bytes)).unwrap_err();
+
+    assert_eq!(check(Vec::new()), BatchError::Empty);
+    assert!(matches!(
+        check(good[..40].to_vec()),
+        BatchError::Truncated { .. }
+    ));
+    assert!(matches!(
+        check(good[..good.len() - 1].to_vec()),
+        BatchError::Truncated { .. }
+    ));
+    assert!(matches!(
+        check([good.clone(), good[..70].to_vec()].concat()),
+        BatchError::Truncated { .. }
+    ));
+
+    let mut bad_magic = good.clone();
+    bad_magic[16] = 1;
+    assert_eq!(check(bad_magic), BatchError::BadMagic(1));
+
+    let mut bad_crc = good.clone();
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 1;
+    assert!(matches!(check(bad_crc), BatchError::CrcMismatch { .. }));
+
+    let mut bad_stored_crc = good.clone();
+    bad_stored_crc[18] ^= 1;
+    assert!(matches!(
+        check(bad_stored_crc),
+        BatchError::CrcMismatch { .. }
+    ));
+
+    let mut short_length = good.clone();
+    short_length[8..12].copy_from_slice(&10i32.to_be_bytes());
+    assert_eq!(check(short_length), BatchError::BadLength(10));
+
+    let mut huge_length = good.clone();
+    huge_length[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+    assert!(matches!(check(huge_length), BatchError::TooLarge { .. }));
+
+    // Fields covered by the CRC: rewrite them and fix the CRC so only the field check fails.
+    let with_fixed_crc = |mut bytes: Vec<u8>| {
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    };
+    let mut negative_delta = good.clone();
+    negative_delta[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+    assert_eq!(
+        check(with_fixed_crc(negative_delta)),
+        BatchError::BadLastOffsetDelta(-1)
+    );
+    let mut negative_count = good.clone();
+    negative_count[57..61].copy_from_slice(&(-2i32).to_be_bytes());
+    assert_eq!(
+        check(with_fixed_crc(negative_count)),
+        BatchError::BadRecordCount(-2)
+    );
+    let mut wrong_count = good.clone();
+    wrong_count[57..61].copy_from_slice(&4i32.to_be_bytes());
+    assert!(matches!(
+        check(with_fixed_crc(wrong_count)),
+        BatchError::BadRecords(_)
+    ));
+
+    // Two good batches concatenated are fine; the offsets they consume add up.
+    let two =
+        ValidatedBatches::validate(Bytes::from([good.clone(), batch(2, 1, 0)].concat())).unwrap();
+    assert_eq!(two.record_count(), 5);
+    assert_eq!(two.len_bytes(), good.len() + batch(2, 1, 0).len());
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_earliest_record_at_or_after() {
+    run(|| async {
+        let dir = TestDir::new("timestamps");
+        let config = LogConfig {
+            segment_bytes: 4096,
+            index_interval_bytes: 256,
+        };
+        let log = PartitionLog::open(&dir.partition(), config).await.unwrap();
+        // Timestamps are not monotonic across records: the answer is the earliest *offset*.
+        let timestamps: Vec<Vec<i64>> = vec![
+            vec![100, 105, 103],
+            vec![90, 200, 150],
+            vec![300],
+            vec![250, 260, 400, 399],
+            vec![500, 100],
+        ];
+        let mut all = Vec::new(); // (offset, timestamp)
+        for batch_timestamps in &timestamps {
+            let records: Vec<TestRecord> = batch_timestamps
+                .iter()
+                .map(|ts| record(*ts, 400, 1))
+                .collect();
+            let info = log
+                .append(validated(&encode_batch(&records)))
+                .await
+                .unwrap();
+            for (delta, ts) in batch_timestamps.iter().enumerate() {
+                all.push((info.base_offset + delta as i64, *ts));
+            }
+        }
+        for target in [
+            0, 90, 100, 101, 104, 105, 106, 150, 151, 200, 201, 255, 300, 301, 399, 400, 401, 500,
+            501,
+        ] {
+            let want = all.iter().find(|(_, ts)| *ts >= target).copied();
+            assert_eq!(
+                log.offset_for_timestamp(target).await.unwrap(),
+                want,
+                "target {target}"
+            );
+        }
+        // Compressed batches answer with their baseOffset and maxTimestamp.
+        let info = log
+            .append(validated(&encode_compressed_batch(4, 600, 700, b"opaque")))
+            .await
+            .unwrap();
+        assert_eq!(
+            log.offset_for_timestamp(650).await.unwrap(),
+            Some((info.base_offset, 700))
+        );
+        assert_eq!(log.offset_for_timestamp(701).await.unwrap(), None);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn concurrent_appends_and_syncs_all_complete() {
+    run(|| async {
+        let dir = TestDir::new("group-commit");
+        let log = Rc::new(
+            PartitionLog::open(&dir.partition(), small_config())
+                .await
+                .unwrap(),
+        );
+        let mut tasks = Vec::new();
+        for task_number in 0..64i64 {
+            let log = Rc::clone(&log);
+            tasks.push(glommio::spawn_local(async move {
+                let mut offsets = Vec::new();
+                for round in 0..5i64 {
+                    let info = log
+                        .append(validated(&batch(2, 100, task_number * 10 + round)))
+                        .await
+                        .unwrap();
+                    log.sync_to(info.last_offset).await.unwrap();
+                    assert!(log.synced_offset() > info.last_offset);
+                    offsets.push(info.base_offset);
+                }
+                offsets
+            }));
+        }
+        let mut bases = Vec::new();
+        for task in tasks {
+            bases.extend(task.await);
+        }
+        bases.sort();
+        let want: Vec<i64> = (0..320).map(|index| index * 2).collect();
+        assert_eq!(bases, want);
+        assert_eq!(log.log_end_offset(), 640);
+        assert_eq!(log.synced_offset(), 640);
+        let log = Rc::try_unwrap(log).ok().unwrap();
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&dir.partition(), small_config())
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), 640);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn wait_for_append_completes_on_the_next_append() {
+    run(|| async {
+        let dir = TestDir::new("wait");
+        let log = Rc::new(
+            PartitionLog::open(&dir.partition(), LogConfig::default())
+                .await
+                .unwrap(),
+        );
+        let waiter = log.wait_for_append();
+        let other_waiter = log.wait_for_append();
+        let appender = {
+            let log = Rc::clone(&log);
+            glommio::spawn_local(async move {
+                glommio::yield_if_needed().await;
+                log.append(validated(&batch(1, 1, 0))).await.unwrap();
+            })
+        };
+        waiter.await;
+        assert_eq!(log.log_end_offset(), 1);
+        other_waiter.await;
+        appender.await;
+        // A listener created after the append waits for the next one.
+        let mut late = Box::pin(log.wait_for_append());
+        assert!(futures_lite::future::poll_once(&mut late).await.is_none());
+        log.append(validated(&batch(1, 1, 0))).await.unwrap();
+        late.await;
+        Rc::try_unwrap(log).ok().unwrap().delete().await.unwrap();
+        assert!(!dir.partition().exists());
+    });
+}
