@@ -6,6 +6,7 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -288,26 +289,50 @@ pub fn parse_list_offsets(
     Ok(result.offset)
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct FetchParams<'a> {
+/// Where to read one partition from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPosition<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
-    pub max_wait_ms: i32,
-    /// Bounds the response as a whole and the partition; the broker still returns at least one
-    /// batch even if it is larger.
-    pub max_bytes: i32,
 }
 
-/// A sessionless fetch (session id 0, epoch -1) of one partition, read_uncommitted.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchParams<'a> {
+    pub positions: &'a [FetchPosition<'a>],
+    pub max_wait_ms: i32,
+    /// Bounds the whole response; the broker still returns at least one batch even if larger.
+    pub max_bytes: i32,
+    /// Bounds each partition's records bytes.
+    pub partition_max_bytes: i32,
+}
+
+/// A sessionless fetch (session id 0, epoch -1), read_uncommitted, min_bytes 1: the broker
+/// answers as soon as any partition has data, or after max_wait_ms.
 pub fn fetch_request(params: &FetchParams<'_>) -> FetchRequest {
-    let mut partition = FetchPartition::default();
-    partition.partition = params.partition;
-    partition.fetch_offset = params.offset;
-    partition.partition_max_bytes = params.max_bytes;
-    let mut topic = FetchTopic::default();
-    topic.topic = topic_name(params.topic);
-    topic.partitions = vec![partition];
+    assert!(
+        !params.positions.is_empty(),
+        "a fetch reads at least one partition"
+    );
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for position in params.positions {
+        let mut partition = FetchPartition::default();
+        partition.partition = position.partition;
+        partition.fetch_offset = position.offset;
+        partition.partition_max_bytes = params.partition_max_bytes;
+        match topics
+            .iter_mut()
+            .find(|topic| topic.topic.as_str() == position.topic)
+        {
+            Some(topic) => topic.partitions.push(partition),
+            None => {
+                let mut topic = FetchTopic::default();
+                topic.topic = topic_name(position.topic);
+                topic.partitions = vec![partition];
+                topics.push(topic);
+            }
+        }
+    }
     let mut request = FetchRequest::default();
     request.replica_id = BrokerId(-1);
     request.max_wait_ms = params.max_wait_ms;
@@ -315,37 +340,51 @@ pub fn fetch_request(params: &FetchParams<'_>) -> FetchRequest {
     request.max_bytes = params.max_bytes;
     request.session_id = 0;
     request.session_epoch = -1;
-    request.topics = vec![topic];
+    request.topics = topics;
     request
 }
 
-/// Partition-level errors are returned in `FetchResult::error` so a consumer can react (e.g. to
-/// OFFSET_OUT_OF_RANGE); a request-level error is an `Err`.
-pub fn parse_fetch(response: FetchResponse, params: &FetchParams<'_>) -> Result<FetchResult> {
-    let (topic, partition) = (params.topic, params.partition);
-    check_code(response.error_code, None, || {
-        format!("fetch from {topic}-{partition}")
-    })?;
-    let result = response
+/// One result per `params.positions` entry, in the same order. Partition-level errors are
+/// returned in `FetchResult::error` so a consumer can react (e.g. to OFFSET_OUT_OF_RANGE); a
+/// request-level error or a missing partition is an `Err`.
+pub fn parse_fetch(response: FetchResponse, params: &FetchParams<'_>) -> Result<Vec<FetchResult>> {
+    check_code(response.error_code, None, || "fetch".to_owned())?;
+    let mut partitions: Vec<(TopicName, PartitionData)> = response
         .responses
         .into_iter()
-        .filter(|entry| entry.topic.as_str() == topic)
-        .flat_map(|entry| entry.partitions.into_iter())
-        .find(|entry| entry.partition_index == partition)
-        .ok_or_else(|| missing("Fetch", topic, Some(partition)))?;
-    let error = ResponseError::try_from_code(result.error_code);
-    let decoded = match (&error, result.records) {
-        (None, Some(records)) => decode_record_batches(records, params.offset)?,
+        .flat_map(|entry| {
+            let topic = entry.topic;
+            entry
+                .partitions
+                .into_iter()
+                .map(move |partition| (topic.clone(), partition))
+        })
+        .collect();
+    let mut results = Vec::with_capacity(params.positions.len());
+    for position in params.positions {
+        let index = partitions
+            .iter()
+            .position(|(topic, partition)| {
+                topic.as_str() == position.topic && partition.partition_index == position.partition
+            })
+            .ok_or_else(|| missing("Fetch", position.topic, Some(position.partition)))?;
+        let (_, partition) = partitions.swap_remove(index);
+        results.push(fetch_result(partition, position.offset)?);
+    }
+    Ok(results)
+}
+
+fn fetch_result(partition: PartitionData, offset: i64) -> Result<FetchResult> {
+    let error = ResponseError::try_from_code(partition.error_code);
+    let decoded = match (&error, partition.records) {
+        (None, Some(records)) => decode_record_batches(records, offset)?,
         _ => Default::default(),
     };
     Ok(FetchResult {
-        high_watermark: result.high_watermark,
-        log_start_offset: result.log_start_offset,
+        high_watermark: partition.high_watermark,
+        log_start_offset: partition.log_start_offset,
         records: decoded.records,
-        next_offset: decoded
-            .next_offset
-            .unwrap_or(params.offset)
-            .max(params.offset),
+        next_offset: decoded.next_offset.unwrap_or(offset).max(offset),
         error,
     })
 }

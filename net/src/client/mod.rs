@@ -24,7 +24,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::Compression;
 
-pub use apis::{FetchParams, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
+pub use apis::{FetchParams, FetchPosition, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
 pub use codec::{NegotiatedVersions, FRAME_BYTES_MAX};
 pub use error::{ClientError, KafkaError, Result};
 pub use kafka_protocol::ResponseError;
@@ -233,6 +233,7 @@ impl Client {
         apis::parse_list_offsets(&response, topic, partition)
     }
 
+    /// Fetches one partition; see `fetch_many`.
     pub fn fetch(
         &mut self,
         topic: &str,
@@ -241,14 +242,32 @@ impl Client {
         max_wait_ms: i32,
         max_bytes: i32,
     ) -> Result<FetchResult> {
-        assert!(max_wait_ms >= 0 && max_bytes > 0);
-        let version = self.versions.require(ApiKey::Fetch)?;
-        let params = FetchParams {
+        let positions = [FetchPosition {
             topic,
             partition,
             offset,
+        }];
+        let mut results = self.fetch_many(&positions, max_wait_ms, max_bytes, max_bytes)?;
+        assert_eq!(results.len(), 1);
+        Ok(results.pop().expect("one result per position"))
+    }
+
+    /// Fetches several partitions in one request; results come in the order of `positions`.
+    /// Waits up to `max_wait_ms` for any of them to have data.
+    pub fn fetch_many(
+        &mut self,
+        positions: &[FetchPosition<'_>],
+        max_wait_ms: i32,
+        max_bytes: i32,
+        partition_max_bytes: i32,
+    ) -> Result<Vec<FetchResult>> {
+        assert!(max_wait_ms >= 0 && max_bytes > 0 && partition_max_bytes > 0);
+        let version = self.versions.require(ApiKey::Fetch)?;
+        let params = FetchParams {
+            positions,
             max_wait_ms,
             max_bytes,
+            partition_max_bytes,
         };
         let request = apis::fetch_request(&params);
         let wait = Duration::from_millis(max_wait_ms as u64);

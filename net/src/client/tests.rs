@@ -107,12 +107,23 @@ fn every_request_encodes_at_every_negotiable_version() {
         configs: &configs,
         timeout_ms: 1000,
     };
+    let positions = [
+        FetchPosition {
+            topic: "t",
+            partition: 0,
+            offset: 5,
+        },
+        FetchPosition {
+            topic: "u",
+            partition: 2,
+            offset: 0,
+        },
+    ];
     let fetch = FetchParams {
-        topic: "t",
-        partition: 0,
-        offset: 5,
+        positions: &positions,
         max_wait_ms: 500,
         max_bytes: 1 << 20,
+        partition_max_bytes: 1 << 18,
     };
     check(ApiKey::ApiVersions, &|v| {
         encode_request_frame(ApiKey::ApiVersions, v, 1, "c", &api_versions_request(v))
@@ -201,6 +212,87 @@ fn delete_topics_request_uses_the_field_of_its_version() {
     }
 }
 
+fn fetch_partition_data(
+    partition_index: i32,
+    error: Option<ResponseError>,
+    records: Bytes,
+) -> PartitionData {
+    let mut partition = PartitionData::default();
+    partition.partition_index = partition_index;
+    partition.error_code = error.map_or(0, |error| error.code());
+    partition.high_watermark = 46;
+    partition.last_stable_offset = 46;
+    partition.log_start_offset = 10;
+    partition.records = Some(records);
+    partition
+}
+
+fn fetch_topic_response(name: &str, partitions: Vec<PartitionData>) -> FetchableTopicResponse {
+    let mut topic_response = FetchableTopicResponse::default();
+    topic_response.topic = topic(name);
+    topic_response.partitions = partitions;
+    topic_response
+}
+
+#[test]
+fn fetch_request_groups_partitions_by_topic() {
+    let positions = [
+        FetchPosition {
+            topic: "t",
+            partition: 0,
+            offset: 5,
+        },
+        FetchPosition {
+            topic: "u",
+            partition: 0,
+            offset: 6,
+        },
+        FetchPosition {
+            topic: "t",
+            partition: 1,
+            offset: 7,
+        },
+    ];
+    let params = FetchParams {
+        positions: &positions,
+        max_wait_ms: 500,
+        max_bytes: 1000,
+        partition_max_bytes: 100,
+    };
+    let mut frame =
+        encode_request_frame(ApiKey::Fetch, 12, 1, "c", &fetch_request(&params)).unwrap();
+    frame.advance(4);
+    decode_request_header_from_buffer(&mut frame).unwrap();
+    let request = FetchRequest::decode(&mut frame, 12).unwrap();
+    assert_eq!(
+        (request.max_wait_ms, request.min_bytes, request.max_bytes),
+        (500, 1, 1000)
+    );
+    assert_eq!((request.session_id, request.session_epoch), (0, -1));
+    assert_eq!(request.replica_id, BrokerId(-1));
+    /// (topic, [(partition, fetch offset, partition max bytes)])
+    type Layout = Vec<(String, Vec<(i32, i64, i32)>)>;
+    let layout: Layout = request
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
+                .collect();
+            (t.topic.as_str().to_owned(), partitions)
+        })
+        .collect();
+    assert_eq!(
+        layout,
+        vec![
+            ("t".to_owned(), vec![(0, 5, 100), (1, 7, 100)]),
+            ("u".to_owned(), vec![(0, 6, 100)]),
+        ]
+    );
+}
+
 #[test]
 fn fetch_response_with_truncated_tail_parses_complete_batches() {
     let mut records = BytesMut::new();
@@ -209,29 +301,37 @@ fn fetch_response_with_truncated_tail_parses_complete_batches() {
     let tail = batch_at(44, &["e", "f"]);
     records.extend_from_slice(&tail[..tail.len() / 2]);
     let records = records.freeze();
-    for version in 4..=12 {
-        let mut partition = PartitionData::default();
-        partition.partition_index = 1;
-        partition.high_watermark = 46;
-        partition.last_stable_offset = 46;
-        partition.log_start_offset = 10;
-        partition.records = Some(records.clone());
-        let mut topic_response = FetchableTopicResponse::default();
-        topic_response.topic = topic("t");
-        topic_response.partitions = vec![partition];
-        let mut response = FetchResponse::default();
-        response.responses = vec![topic_response];
-        let frame = response_frame(ApiKey::Fetch, version, 9, &response);
-        let decoded: FetchResponse =
-            decode_response_frame(ApiKey::Fetch, version, 9, frame).unwrap();
-        let params = FetchParams {
+    let positions = [
+        FetchPosition {
             topic: "t",
             partition: 1,
             offset: 41,
-            max_wait_ms: 0,
-            max_bytes: 1 << 20,
-        };
-        let result = parse_fetch(decoded, &params).unwrap();
+        },
+        FetchPosition {
+            topic: "u",
+            partition: 0,
+            offset: 7,
+        },
+    ];
+    let params = FetchParams {
+        positions: &positions,
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+        partition_max_bytes: 1 << 20,
+    };
+    for version in 4..=12 {
+        let mut response = FetchResponse::default();
+        // Answered in a different order than asked.
+        response.responses = vec![
+            fetch_topic_response("u", vec![fetch_partition_data(0, None, Bytes::new())]),
+            fetch_topic_response("t", vec![fetch_partition_data(1, None, records.clone())]),
+        ];
+        let frame = response_frame(ApiKey::Fetch, version, 9, &response);
+        let decoded: FetchResponse =
+            decode_response_frame(ApiKey::Fetch, version, 9, frame).unwrap();
+        let results = parse_fetch(decoded, &params).unwrap();
+        assert_eq!(results.len(), 2);
+        let result = &results[0];
         assert_eq!(result.error, None);
         assert_eq!(result.high_watermark, 46);
         // log_start_offset exists from Fetch v5 on.
@@ -252,33 +352,38 @@ fn fetch_response_with_truncated_tail_parses_complete_batches() {
             "v{version}"
         );
         assert_eq!(result.next_offset, 44);
+        assert!(results[1].records.is_empty());
+        assert_eq!(results[1].next_offset, 7);
     }
 }
 
 #[test]
 fn fetch_partition_error_is_reported_not_raised() {
-    let mut partition = PartitionData::default();
-    partition.partition_index = 0;
-    partition.error_code = ResponseError::OffsetOutOfRange.code();
-    partition.high_watermark = 3;
-    let mut topic_response = FetchableTopicResponse::default();
-    topic_response.topic = topic("t");
-    topic_response.partitions = vec![partition];
     let mut response = FetchResponse::default();
-    response.responses = vec![topic_response];
-    let params = FetchParams {
+    let partition = fetch_partition_data(0, Some(ResponseError::OffsetOutOfRange), Bytes::new());
+    response.responses = vec![fetch_topic_response("t", vec![partition])];
+    let positions = [FetchPosition {
         topic: "t",
         partition: 0,
         offset: 99,
+    }];
+    let params = FetchParams {
+        positions: &positions,
         max_wait_ms: 0,
         max_bytes: 1024,
+        partition_max_bytes: 1024,
     };
-    let result = parse_fetch(response.clone(), &params).unwrap();
-    assert_eq!(result.error, Some(ResponseError::OffsetOutOfRange));
-    assert!(result.records.is_empty());
-    assert_eq!(result.next_offset, 99);
-    let other = FetchParams {
+    let results = parse_fetch(response.clone(), &params).unwrap();
+    assert_eq!(results[0].error, Some(ResponseError::OffsetOutOfRange));
+    assert!(results[0].records.is_empty());
+    assert_eq!(results[0].next_offset, 99);
+    let other_positions = [FetchPosition {
+        topic: "t",
         partition: 5,
+        offset: 0,
+    }];
+    let other = FetchParams {
+        positions: &other_positions,
         ..params
     };
     assert!(matches!(

@@ -1,0 +1,104 @@
+//! Pieces shared by the CLI commands: connection options and argument parsers.
+
+use anyhow::Context;
+use net::client::{Client, ClientConfig, TopicMetadata, BOOTSTRAP_DEFAULT};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectionArgs {
+    /// Address of a broker to bootstrap from.
+    #[arg(short = 'b', long = "bootstrap-server", default_value = BOOTSTRAP_DEFAULT)]
+    pub bootstrap_server: String,
+}
+
+impl ConnectionArgs {
+    pub fn connect(&self) -> anyhow::Result<Client> {
+        let config = ClientConfig {
+            client_id: format!("sluice-cli-{}", std::process::id()),
+            ..ClientConfig::default()
+        };
+        Client::connect_with(&self.bootstrap_server, config)
+            .with_context(|| format!("cannot reach a broker at {}", self.bootstrap_server))
+    }
+}
+
+/// Metadata of one existing topic, or a clear error if it does not exist.
+pub fn topic_metadata(client: &mut Client, topic: &str) -> anyhow::Result<TopicMetadata> {
+    let metadata = client.metadata(Some(&[topic]))?;
+    let topic_metadata = metadata
+        .topic(topic)
+        .with_context(|| format!("broker did not describe topic {topic:?}"))?;
+    if let Some(error) = topic_metadata.error() {
+        let name = net::client::error::error_name(error);
+        anyhow::bail!("topic {topic:?}: {name}");
+    }
+    anyhow::ensure!(
+        !topic_metadata.partitions.is_empty(),
+        "topic {topic:?} has no partitions"
+    );
+    Ok(topic_metadata.clone())
+}
+
+/// Parses `key=value` (the value may contain `=`).
+pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected key=value, got {text:?}")),
+    }
+}
+
+/// Turns the escapes `\t`, `\n`, `\r`, `\0` and `\\` into the characters they name, so a TAB
+/// separator can be given as `--key-separator '\t'`.
+pub fn parse_separator(text: &str) -> Result<String, String> {
+    let mut separator = String::with_capacity(text.len());
+    let mut characters = text.chars();
+    while let Some(character) = characters.next() {
+        if character != '\\' {
+            separator.push(character);
+            continue;
+        }
+        match characters.next() {
+            Some('t') => separator.push('\t'),
+            Some('n') => separator.push('\n'),
+            Some('r') => separator.push('\r'),
+            Some('0') => separator.push('\0'),
+            Some('\\') | None => separator.push('\\'),
+            Some(other) => {
+                separator.push('\\');
+                separator.push(other);
+            }
+        }
+    }
+    if separator.is_empty() {
+        return Err("the separator must not be empty".to_owned());
+    }
+    Ok(separator)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separators_unescape() {
+        assert_eq!(parse_separator("\\t").unwrap(), "\t");
+        assert_eq!(parse_separator("\t").unwrap(), "\t");
+        assert_eq!(parse_separator("::").unwrap(), "::");
+        assert_eq!(parse_separator("a\\\\b\\x").unwrap(), "a\\b\\x");
+        assert!(parse_separator("").is_err());
+    }
+
+    #[test]
+    fn key_values_split_at_first_equals() {
+        assert_eq!(
+            parse_key_value("retention.ms=1000").unwrap(),
+            ("retention.ms".into(), "1000".into())
+        );
+        assert_eq!(
+            parse_key_value("a=b=c").unwrap(),
+            ("a".into(), "b=c".into())
+        );
+        assert_eq!(parse_key_value("a=").unwrap(), ("a".into(), "".into()));
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+}
