@@ -1,0 +1,235 @@
+"""Fixtures for Sluice's end-to-end tests: a real `sluice serve` process per test.
+
+Nothing is built here: scripts/test runs `cargo build --release --workspace` first,
+and this file only locates target/release/sluice relative to the repository root.
+"""
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SLUICE_BIN = Path(os.environ.get("SLUICE_BIN", REPO_ROOT / "target" / "release" / "sluice"))
+
+# How long the broker may take to accept a TCP connection after it is started.
+BROKER_START_TIMEOUT_S = 30.0
+# How long the broker may take to exit after SIGTERM before the test fails.
+BROKER_STOP_TIMEOUT_S = 20.0
+# Lines of the broker's log printed when a test fails.
+LOG_TAIL_LINES = 150
+# Shards the broker runs with in every test: partitions then land on both.
+BROKER_SHARDS = 2
+
+# Every process started here, so that none outlives the test run, even on an abort.
+_live_processes = set()
+
+
+def _kill_leftovers():
+    for proc in list(_live_processes):
+        if proc.poll() is None:
+            proc.kill()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+atexit.register(_kill_leftovers)
+
+
+class BrokerError(AssertionError):
+    pass
+
+
+def free_port():
+    """Ask the kernel for a free port on 127.0.0.1 by binding port 0."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Broker:
+    """One `sluice serve` process with a fixed port and data directory across restarts."""
+
+    def __init__(self, workdir: Path, port: int, shards: int = BROKER_SHARDS):
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "broker.log"
+        self.host = "127.0.0.1"
+        self.port = port
+        self.bootstrap = f"{self.host}:{port}"
+        self.shards = shards
+        self.proc = None
+        self.starts = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def command(self):
+        return [
+            str(SLUICE_BIN),
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            self.bootstrap,
+            "--shards",
+            str(self.shards),
+        ]
+
+    def start(self, timeout_s: float = BROKER_START_TIMEOUT_S):
+        """Start the broker and return once its port accepts a TCP connection."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise BrokerError("broker is already running")
+        if not SLUICE_BIN.exists():
+            raise BrokerError(f"{SLUICE_BIN} does not exist: run scripts/test (it builds it)")
+        self.starts += 1
+        env = dict(os.environ)
+        env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("RUST_LOG", "info")
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
+        _live_processes.add(self.proc)
+        self.wait_until_accepting(timeout_s)
+
+    def wait_until_accepting(self, timeout_s: float):
+        deadline = time.monotonic() + timeout_s
+        last_error = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(
+                    f"broker exited with code {self.proc.returncode} before accepting connections\n"
+                    + self.log_tail()
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1.0):
+                    return
+            except OSError as error:
+                last_error = error
+            # Poll interval of a bounded wait, not synchronisation by sleeping.
+            time.sleep(0.05)
+        raise BrokerError(
+            f"broker did not accept connections on {self.bootstrap} within {timeout_s}s "
+            f"(last error: {last_error})\n" + self.log_tail()
+        )
+
+    def is_running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def assert_running(self):
+        if not self.is_running():
+            code = None if self.proc is None else self.proc.returncode
+            raise BrokerError(f"broker is not running (exit code {code})\n" + self.log_tail())
+
+    def stop(self, timeout_s: float = BROKER_STOP_TIMEOUT_S):
+        """SIGTERM, wait for the exit, and return the exit code.
+
+        A broker that does not exit in time is killed and the call fails.
+        """
+        self.assert_running()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise BrokerError(f"broker did not exit within {timeout_s}s of SIGTERM\n" + self.log_tail())
+        finally:
+            _live_processes.discard(self.proc)
+        # A clean shutdown exits 0; a broker without a handler dies of the signal. Anything
+        # else (a panic is 101) is a failure.
+        if code not in (0, -signal.SIGTERM):
+            raise BrokerError(f"broker exited with code {code} after SIGTERM\n" + self.log_tail())
+        return code
+
+    def restart(self):
+        """SIGTERM, wait, and start again on the same port and data directory."""
+        self.stop()
+        self.start()
+
+    def kill9(self):
+        """SIGKILL the broker (no chance to flush anything) and reap it."""
+        self.assert_running()
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        _live_processes.discard(self.proc)
+
+    def close(self):
+        """Stop at teardown; returns an error text if the broker misbehaved, else None."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            _live_processes.discard(self.proc)
+            code = self.proc.returncode
+            if code == -signal.SIGKILL:
+                return None  # the test killed it on purpose and did not restart it
+            return f"broker exited on its own during the test with code {code}"
+        try:
+            self.stop()
+        except BrokerError as error:
+            return str(error).splitlines()[0]
+        return None
+
+    # --- diagnostics -----------------------------------------------------------------------
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES):
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no broker log)"
+        tail = text.splitlines()[-lines:]
+        return f"----- last {len(tail)} lines of {self.log_path} -----\n" + "\n".join(tail)
+
+    def rss_bytes(self):
+        """Resident memory of the broker process, from /proc."""
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise BrokerError("VmRSS not found")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "report_" + report.when, report)
+
+
+def _test_failed(item):
+    return any(
+        getattr(item, "report_" + when, None) is not None and getattr(item, "report_" + when).failed
+        for when in ("setup", "call")
+    )
+
+
+@pytest.fixture
+def broker(request, tmp_path):
+    """A fresh broker on a free port with a fresh data directory and two shards."""
+    instance = Broker(tmp_path / "broker", free_port())
+    try:
+        instance.start()
+    except BrokerError:
+        instance.close()
+        raise
+    yield instance
+    problem = instance.close()
+    if _test_failed(request.node) or problem:
+        print(f"\n{instance.log_tail()}\n")
+    if problem:
+        pytest.fail(f"broker teardown: {problem}\n{instance.log_tail(40)}", pytrace=False)

@@ -1,0 +1,274 @@
+"""Hand-built Kafka wire frames for tests that must send what no client library would.
+
+Only what the malformed-input tests need: request headers v1/v2, ApiVersions, Produce v3 with
+a RecordBatch v2 built byte by byte (CRC-32C included), and bounded response reading.
+References: the Kafka protocol guide (kafka.apache.org/protocol) and the RecordBatch format
+(kafka.apache.org/documentation/#recordbatch).
+"""
+
+import socket
+import struct
+import time
+
+API_PRODUCE = 0
+API_METADATA = 3
+API_API_VERSIONS = 18
+
+ERROR_NONE = 0
+ERROR_CORRUPT_MESSAGE = 2
+ERROR_UNSUPPORTED_VERSION = 35
+
+
+# --- CRC-32C (Castagnoli), as RecordBatch v2 uses ---------------------------------------------
+
+def _crc32c_table():
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+assert crc32c(b"123456789") == 0xE3069283  # the standard check value
+
+
+# --- primitive encodings -----------------------------------------------------------------------
+
+def unsigned_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def varint(n: int) -> bytes:
+    """Zig-zag signed varint (varlong uses the same encoding)."""
+    return unsigned_varint((n << 1) ^ (n >> 63))
+
+
+def string(s) -> bytes:
+    if s is None:
+        return struct.pack(">h", -1)
+    raw = s.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def compact_string(s) -> bytes:
+    if s is None:
+        return unsigned_varint(0)
+    raw = s.encode()
+    return unsigned_varint(len(raw) + 1) + raw
+
+
+def request_header(api_key, api_version, correlation_id, client_id="sluice-e2e-raw", flexible=False) -> bytes:
+    """Request header v1 (non-flexible) or v2 (flexible: adds empty tagged fields)."""
+    header = struct.pack(">hhi", api_key, api_version, correlation_id) + string(client_id)
+    if flexible:
+        header += unsigned_varint(0)
+    return header
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">i", len(payload)) + payload
+
+
+# --- RecordBatch v2 ----------------------------------------------------------------------------
+
+def record(offset_delta, timestamp_delta, key, value, headers=()) -> bytes:
+    body = bytearray()
+    body += struct.pack(">b", 0)  # attributes
+    body += varint(timestamp_delta)
+    body += varint(offset_delta)
+    for field in (key, value):
+        if field is None:
+            body += varint(-1)
+        else:
+            body += varint(len(field)) + field
+    body += varint(len(headers))
+    for name, header_value in headers:
+        raw = name.encode()
+        body += varint(len(raw)) + raw
+        if header_value is None:
+            body += varint(-1)
+        else:
+            body += varint(len(header_value)) + header_value
+    return varint(len(body)) + bytes(body)
+
+
+def record_batch(records, base_timestamp_ms, corrupt_crc=False) -> bytes:
+    """records: list of (key, value) pairs. Returns one uncompressed RecordBatch v2.
+
+    corrupt_crc flips one bit of the stored CRC, so the body is intact but the checksum is wrong.
+    """
+    encoded = b"".join(record(i, i, key, value) for i, (key, value) in enumerate(records))
+    # From attributes to the end: the part the CRC covers.
+    after_crc = (
+        struct.pack(">h", 0)  # attributes: no compression, CreateTime, not transactional
+        + struct.pack(">i", len(records) - 1)  # lastOffsetDelta
+        + struct.pack(">q", base_timestamp_ms)  # baseTimestamp
+        + struct.pack(">q", base_timestamp_ms + len(records) - 1)  # maxTimestamp
+        + struct.pack(">q", -1)  # producerId
+        + struct.pack(">h", -1)  # producerEpoch
+        + struct.pack(">i", -1)  # baseSequence
+        + struct.pack(">i", len(records))
+        + encoded
+    )
+    crc = crc32c(after_crc)
+    if corrupt_crc:
+        crc ^= 0x00010000
+    after_length = struct.pack(">i", -1) + struct.pack(">b", 2) + struct.pack(">I", crc) + after_crc
+    return struct.pack(">q", 0) + struct.pack(">i", len(after_length)) + after_length
+
+
+def produce_v3_request(correlation_id, topic, partition, batch, acks=1, timeout_ms=10000) -> bytes:
+    """Produce v3 (non-flexible): transactional_id, acks, timeout, [topic [partition records]]."""
+    body = (
+        string(None)  # transactional_id
+        + struct.pack(">hi", acks, timeout_ms)
+        + struct.pack(">i", 1)
+        + string(topic)
+        + struct.pack(">i", 1)
+        + struct.pack(">i", partition)
+        + struct.pack(">i", len(batch))
+        + batch
+    )
+    return frame(request_header(API_PRODUCE, 3, correlation_id) + body)
+
+
+def parse_produce_v3_response(payload: bytes):
+    """Returns (correlation_id, [(topic, partition, error_code, base_offset, log_append_time)], throttle)."""
+    reader = Reader(payload)
+    correlation_id = reader.int32()
+    results = []
+    for _ in range(reader.int32()):
+        topic = reader.string()
+        for _ in range(reader.int32()):
+            partition = reader.int32()
+            error_code = reader.int16()
+            base_offset = reader.int64()
+            log_append_time = reader.int64()
+            results.append((topic, partition, error_code, base_offset, log_append_time))
+    throttle_ms = reader.int32()
+    reader.assert_done()
+    return correlation_id, results, throttle_ms
+
+
+def api_versions_request(correlation_id, version) -> bytes:
+    """ApiVersions at any version; v3+ is flexible (header v2, compact strings, tagged fields)."""
+    if version >= 3:
+        body = compact_string("sluice-e2e") + compact_string("1.0") + unsigned_varint(0)
+        return frame(request_header(API_API_VERSIONS, version, correlation_id, flexible=True) + body)
+    return frame(request_header(API_API_VERSIONS, version, correlation_id))
+
+
+def parse_api_versions_v0_response(payload: bytes):
+    """ApiVersions response v0 (header v0): (correlation_id, error_code, {api_key: (min, max)})."""
+    reader = Reader(payload)
+    correlation_id = reader.int32()
+    error_code = reader.int16()
+    apis = {}
+    for _ in range(reader.int32()):
+        key, low, high = reader.int16(), reader.int16(), reader.int16()
+        apis[key] = (low, high)
+    reader.assert_done()
+    return correlation_id, error_code, apis
+
+
+class Reader:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def take(self, n):
+        if self.pos + n > len(self.data):
+            raise AssertionError(f"response truncated: need {n} bytes at {self.pos}, have {len(self.data)}")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def int16(self):
+        return struct.unpack(">h", self.take(2))[0]
+
+    def int32(self):
+        return struct.unpack(">i", self.take(4))[0]
+
+    def int64(self):
+        return struct.unpack(">q", self.take(8))[0]
+
+    def string(self):
+        n = self.int16()
+        return None if n < 0 else self.take(n).decode()
+
+    def assert_done(self):
+        assert self.pos == len(self.data), f"{len(self.data) - self.pos} unexpected trailing bytes in response"
+
+
+# --- sockets -----------------------------------------------------------------------------------
+
+class Closed(Exception):
+    """The broker closed the connection (EOF or reset)."""
+
+
+def connect(broker, timeout_s=5.0):
+    sock = socket.create_connection((broker.host, broker.port), timeout=timeout_s)
+    sock.settimeout(timeout_s)
+    return sock
+
+
+def recv_exact(sock, n, deadline):
+    chunks = bytearray()
+    while len(chunks) < n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"got {len(chunks)} of {n} bytes before the deadline")
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(n - len(chunks))
+        except (ConnectionResetError, BrokenPipeError) as error:
+            raise Closed(str(error))
+        except socket.timeout:
+            raise TimeoutError(f"got {len(chunks)} of {n} bytes before the deadline")
+        if not chunk:
+            if chunks:
+                raise AssertionError(f"connection closed in the middle of a response ({len(chunks)} of {n} bytes)")
+            raise Closed("EOF")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def read_response(sock, timeout_s=5.0, size_max=16 << 20):
+    """One response frame's payload. Raises Closed on EOF/reset and TimeoutError on silence."""
+    deadline = time.monotonic() + timeout_s
+    (size,) = struct.unpack(">i", recv_exact(sock, 4, deadline))
+    assert 4 <= size <= size_max, f"response frame size {size} is out of range"
+    return recv_exact(sock, size, deadline)
+
+
+def answered_or_closed(sock, timeout_s=5.0):
+    """After a bad request: 'closed' if the broker hung up, ('answered', payload) if it replied.
+
+    Silence until the deadline is a failure: a bad request must never leave a client hanging.
+    """
+    try:
+        return ("answered", read_response(sock, timeout_s))
+    except Closed:
+        return ("closed", None)
+    except TimeoutError as error:
+        raise AssertionError(f"broker neither answered nor closed within {timeout_s}s: {error}")
