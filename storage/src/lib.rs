@@ -48,8 +48,11 @@
 //! - **Recovery.** On open, every batch of every segment is verified (length, magic, CRC, record
 //!   framing, dense offsets); the first invalid byte of a segment (torn write, garbage, or the
 //!   zero padding, whose batchLength of 0 is invalid) ends it and the file is truncated there.
-//!   Sealed segments are trimmed to their last batch when the log rolls, and the active one when
-//!   the log is closed.
+//!   Sealed segments are trimmed to their last batch and fdatasync'd when the log rolls, so
+//!   recovery only has to make the last segment durable; the active one is trimmed on close.
+//!   If a segment was cut and the next one no longer starts where it now ends, the later
+//!   segments are deleted (no offset gap is ever served); a gap between uncut segments fails
+//!   `open` with `Corrupt` instead.
 //! - **Durability is explicit.** `append` returns after the write completed; `sync_to` returns
 //!   after fdatasync. Concurrent `sync_to` callers share fdatasyncs (group commit). For each
 //!   segment `synced_position <= end_position`.

@@ -332,14 +332,25 @@ impl LogInner {
 
     /// Starts a new segment if appending `append_bytes` would make a non-empty active segment
     /// exceed `segment_bytes`. The old segment is trimmed to its last batch (dropping the zero
-    /// padding) and stays open, so a later `sync_to` still fdatasyncs it.
+    /// padding) and fdatasync'd before the new one exists, so every sealed segment is durable and
+    /// recovery only has to make the last segment durable. That costs one fdatasync per roll on
+    /// the append path (once per `segment_bytes`).
     async fn roll_if_needed(&self, append_bytes: u64) -> Result<(), StorageError> {
         let active = self.active_segment();
         let end_position = active.end_position();
         if end_position == 0 || end_position + append_bytes <= self.config.segment_bytes {
             return Ok(());
         }
+        if self.sync_failed.get() {
+            return Err(sync_failed_error());
+        }
         active.file.truncate(end_position).await?;
+        if let Err(error) = active.file.fdatasync().await {
+            self.sync_failed.set(true);
+            log::error!("fdatasync of {} failed: {error}", active.path.display());
+            return Err(error.into());
+        }
+        active.synced_position.set(end_position);
         let base_offset = self.log_end_offset.get();
         assert_eq!(base_offset, active.next_offset());
         let path = self.dir.join(segment_file_name(base_offset));

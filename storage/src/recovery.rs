@@ -14,7 +14,7 @@ use crate::{LogConfig, StorageError};
 const RECOVERY_READ_BUFFER_BYTES: usize = 1 << 20;
 
 /// A segment as found on disk after recovery: the file is exactly `index.end_position()` bytes
-/// long, holds only valid batches with dense offsets, and has been fdatasync'd.
+/// long, holds only valid batches with dense offsets, and is durable.
 pub(crate) struct RecoveredSegment {
     pub base_offset: i64,
     pub path: PathBuf,
@@ -66,6 +66,11 @@ pub(crate) fn recover_dir(
         previous_was_cut = was_cut;
         recovered.push(segment);
     }
+    // Sealed segments were made durable when the log rolled past them (and cut ones when they
+    // were cut). What the last one holds is served from now on, so it must be durable too, even
+    // if the process that wrote it crashed before its fdatasync.
+    let last = recovered.last().expect("at least one segment");
+    File::open(&last.path)?.sync_data()?;
     Ok(recovered)
 }
 
@@ -103,7 +108,7 @@ pub(crate) fn sync_directory(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Scans one segment, truncates it after its last valid batch, and syncs it. Returns whether
+/// Scans one segment and truncates it (durably) after its last valid batch. Returns whether
 /// bytes were cut off.
 fn recover_segment(
     base_offset: i64,
@@ -140,10 +145,8 @@ fn recover_segment(
             index.next_offset()
         );
         file.set_len(end_position)?;
+        file.sync_data()?;
     }
-    // Whatever was found is now served, so it must be durable even if the process that wrote it
-    // crashed before its fdatasync.
-    file.sync_data()?;
     let segment = RecoveredSegment {
         base_offset,
         path: path.to_path_buf(),
