@@ -57,7 +57,8 @@
 //!   after fdatasync. Concurrent `sync_to` callers share fdatasyncs (group commit). For each
 //!   segment `synced_position <= end_position`.
 //! - **Bounded memory.** Lengths read from disk or wire are checked against
-//!   [`BATCH_BYTES_MAX`] before allocation; one append is at most [`APPEND_BYTES_MAX`].
+//!   [`BATCH_BYTES_MAX`] before allocation; one append is at most [`APPEND_BYTES_MAX`] and one
+//!   read at most [`READ_BYTES_MAX`].
 //!
 //! # Concurrency
 //!
@@ -78,6 +79,7 @@ pub use batch::{
 };
 pub use error::StorageError;
 pub use log::PartitionLog;
+pub use segment::READ_BYTES_MAX;
 
 /// Tuning of one partition log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -150,7 +150,8 @@ impl PartitionLog {
         }
     }
 
-    /// Whole batches starting with the one holding `offset`, at most `max_bytes` in total unless
+    /// Whole batches starting with the one holding `offset`, at most `max_bytes` (capped at
+    /// [`crate::READ_BYTES_MAX`]) in total unless
     /// the first batch alone is larger: then exactly that batch (KIP-74). May stop early at a
     /// segment end. Empty at `offset == log_end_offset`; `OffsetOutOfRange` outside
     /// `[log_start_offset, log_end_offset]`. The bytes are the stored batches, unchanged.

@@ -12,6 +12,13 @@ use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::index::SparseIndex;
 use crate::StorageError;
 
+/// Most bytes one `read` returns (unless its first batch alone is larger, which
+/// `BATCH_BYTES_MAX` bounds). Bounds the buffer a fetch with a huge `max_bytes` can make us
+/// allocate; Kafka's default `fetch.max.bytes` is 50 MiB.
+pub const READ_BYTES_MAX: usize = 64 << 20;
+
+const _: () = assert!(batch::BATCH_BYTES_MAX <= READ_BYTES_MAX);
+
 /// Length of the zero-padded decimal base offset in a segment file name.
 const SEGMENT_NAME_DIGITS: usize = 20;
 const SEGMENT_SUFFIX: &str = ".log";
@@ -144,7 +151,10 @@ impl Segment {
         assert!(offset >= self.base_offset && offset < self.next_offset());
         let (start, first) = self.find_batch(offset, end).await?;
         let available = (end - start) as usize;
-        let len = available.min(max_bytes).max(first.total_bytes());
+        let len = available
+            .min(max_bytes)
+            .min(READ_BYTES_MAX)
+            .max(first.total_bytes());
         let bytes = self.read_exact(start, len).await?;
         let mut taken = 0usize;
         let mut expected_offset = first.base_offset;
