@@ -8,6 +8,7 @@ import atexit
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +26,10 @@ BROKER_STOP_TIMEOUT_S = 20.0
 LOG_TAIL_LINES = 150
 # Shards the broker runs with in every test: partitions then land on both.
 BROKER_SHARDS = 2
+
+# ApiVersions v0 (api key 18), correlation id 1, client id "ready": what readiness waits to see answered.
+_READY_PROBE_BODY = struct.pack(">hhih", 18, 0, 1, 5) + b"ready"
+READY_PROBE_REQUEST = struct.pack(">i", len(_READY_PROBE_BODY)) + _READY_PROBE_BODY
 
 # Every process started here, so that none outlives the test run, even on an abort.
 _live_processes = set()
@@ -52,6 +57,18 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def listening_on(port):
+    """True if some IPv4 TCP socket is in LISTEN state on `port` (from /proc/net/tcp)."""
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                return True
+    return False
 
 
 class Broker:
@@ -108,6 +125,11 @@ class Broker:
         self.wait_until_accepting(timeout_s)
 
     def wait_until_accepting(self, timeout_s: float):
+        """Wait until the port accepts a TCP connection that answers an ApiVersions v0 request.
+
+        Asking for an answer, not only a connection, keeps a listener that is still being torn
+        down from an earlier process from passing for the new broker.
+        """
         deadline = time.monotonic() + timeout_s
         last_error = None
         while time.monotonic() < deadline:
@@ -117,8 +139,13 @@ class Broker:
                     + self.log_tail()
                 )
             try:
-                with socket.create_connection((self.host, self.port), timeout=1.0):
-                    return
+                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                    sock.settimeout(2.0)
+                    # ApiVersions v0, correlation id 1, client id "ready".
+                    sock.sendall(READY_PROBE_REQUEST)
+                    if len(sock.recv(4)) == 4:
+                        return
+                    last_error = "connection closed without an ApiVersions answer"
             except OSError as error:
                 last_error = error
             # Poll interval of a bounded wait, not synchronisation by sleeping.
@@ -151,6 +178,7 @@ class Broker:
             raise BrokerError(f"broker did not exit within {timeout_s}s of SIGTERM\n" + self.log_tail())
         finally:
             _live_processes.discard(self.proc)
+        self.wait_port_released()
         # A clean shutdown exits 0; a broker without a handler dies of the signal. Anything
         # else (a panic is 101) is a failure.
         if code not in (0, -signal.SIGTERM):
@@ -168,6 +196,21 @@ class Broker:
         self.proc.kill()
         self.proc.wait(timeout=10)
         _live_processes.discard(self.proc)
+        self.wait_port_released()
+
+    def wait_port_released(self, timeout_s: float = BROKER_STOP_TIMEOUT_S):
+        """Wait until no socket listens on the port any more.
+
+        The broker's io_uring executors can keep a listening socket open for a few milliseconds
+        after the process has been reaped (the kernel cancels their pending accepts
+        asynchronously). A connection that lands there is accepted and then reset, so a restart
+        waits for the listener to be gone first.
+        """
+        deadline = time.monotonic() + timeout_s
+        while listening_on(self.port):
+            if time.monotonic() >= deadline:
+                raise BrokerError(f"a socket still listens on port {self.port} {timeout_s}s after the broker exited")
+            time.sleep(0.01)
 
     def close(self):
         """Stop at teardown; returns an error text if the broker misbehaved, else None."""

@@ -1,5 +1,6 @@
 """Helpers shared by the end-to-end tests: the sluice CLI, confluent_kafka read-back, health checks."""
 
+import os
 import subprocess
 import time
 import uuid
@@ -29,6 +30,8 @@ def run_sluice(args, input_text=None, timeout_s=CLI_TIMEOUT_S, check=True):
             capture_output=True,
             text=True,
             timeout=timeout_s,
+            # Error messages without an anyhow backtrace: they are shown in assertion messages.
+            env={**os.environ, "RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"},
         )
     except subprocess.TimeoutExpired as error:
         raise AssertionError(f"{command} did not finish within {timeout_s}s; stderr: {error.stderr}")

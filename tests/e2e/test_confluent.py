@@ -86,25 +86,25 @@ def check_offsets_for_times(bootstrap, topic, expected):
     """ListOffsets by timestamp: the first offset whose timestamp is >= the query."""
     consumer = confluent_consumer(bootstrap)
     try:
-        queries, answers = [], []
+        cases_by_partition = []
         for p in range(PARTITIONS):
             records = [r for r in expected if r[0] == p]
             middle = records[len(records) // 2]
-            cases = [
+            cases_by_partition.append([
                 (0, 0),  # before everything: the first record
                 (middle[6], middle[1]),  # exact timestamp of a record
                 (middle[6] - 1, middle[1]),  # just before it: still that record
                 (middle[6] + 1, middle[1] + 1),  # just after it: the next one
                 (records[-1][6] + 1, -1),  # after everything: no offset (-1)
-            ]
-            for timestamp, offset in cases:
-                queries.append(TopicPartition(topic, p, timestamp))
-                answers.append((p, timestamp, offset))
-        results = consumer.offsets_for_times(queries, timeout=10)
-        got = [(tp.partition, q.offset, tp.offset) for tp, q in zip(results, queries)]
-        for tp in results:
-            assert tp.error is None, f"offsets_for_times error for partition {tp.partition}: {tp.error}"
-        assert got == answers
+            ])
+        # One request per case, each naming every partition once (a partition may appear only
+        # once in a ListOffsets request).
+        for case in range(len(cases_by_partition[0])):
+            queries = [TopicPartition(topic, p, cases_by_partition[p][case][0]) for p in range(PARTITIONS)]
+            results = consumer.offsets_for_times(queries, timeout=10)
+            got = sorted((tp.partition, tp.offset, tp.error) for tp in results)
+            want = [(p, cases_by_partition[p][case][1], None) for p in range(PARTITIONS)]
+            assert got == want, f"offsets_for_times for {[q.offset for q in queries]}"
     finally:
         consumer.close()
 
