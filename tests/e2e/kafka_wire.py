@@ -272,3 +272,55 @@ def answered_or_closed(sock, timeout_s=5.0):
         return ("closed", None)
     except TimeoutError as error:
         raise AssertionError(f"broker neither answered nor closed within {timeout_s}s: {error}")
+
+
+# --- ListOffsets (non-flexible versions 1..5) ---------------------------------------------------
+
+API_LIST_OFFSETS = 2
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+
+
+def list_offsets_request(correlation_id, version, topic, partition_timestamps):
+    """ListOffsets v1..v5: partition_timestamps is [(partition, timestamp)]."""
+    assert 1 <= version <= 5
+    body = struct.pack(">i", -1)  # replica_id: a consumer
+    if version >= 2:
+        body += struct.pack(">b", 0)  # isolation_level: read uncommitted
+    body += struct.pack(">i", 1) + string(topic) + struct.pack(">i", len(partition_timestamps))
+    for partition, timestamp in partition_timestamps:
+        body += struct.pack(">i", partition)
+        if version >= 4:
+            body += struct.pack(">i", -1)  # current_leader_epoch: unknown
+        body += struct.pack(">q", timestamp)
+    return frame(request_header(API_LIST_OFFSETS, version, correlation_id) + body)
+
+
+def parse_list_offsets_response(payload, version):
+    """Returns (correlation_id, {(topic, partition): (error_code, timestamp, offset)})."""
+    reader = Reader(payload)
+    correlation_id = reader.int32()
+    if version >= 2:
+        reader.int32()  # throttle_time_ms
+    answers = {}
+    for _ in range(reader.int32()):
+        topic = reader.string()
+        for _ in range(reader.int32()):
+            partition = reader.int32()
+            error_code = reader.int16()
+            timestamp = reader.int64()
+            offset = reader.int64()
+            if version >= 4:
+                reader.int32()  # leader_epoch
+            answers[(topic, partition)] = (error_code, timestamp, offset)
+    reader.assert_done()
+    return correlation_id, answers
+
+
+def api_versions(broker):
+    """The broker's advertised {api_key: (min, max)} from an ApiVersions v0 request."""
+    with connect(broker) as sock:
+        sock.sendall(api_versions_request(1, 0))
+        correlation_id, error_code, apis = parse_api_versions_v0_response(read_response(sock))
+    assert (correlation_id, error_code) == (1, ERROR_NONE)
+    return apis
