@@ -74,7 +74,7 @@ def listening_on(port):
 class Broker:
     """One `sluice serve` process with a fixed port and data directory across restarts."""
 
-    def __init__(self, workdir: Path, port: int, shards: int = BROKER_SHARDS):
+    def __init__(self, workdir: Path, port: int, shards: int = BROKER_SHARDS, extra_args=()):
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +83,7 @@ class Broker:
         self.port = port
         self.bootstrap = f"{self.host}:{port}"
         self.shards = shards
+        self.extra_args = [str(arg) for arg in extra_args]
         self.proc = None
         self.starts = 0
 
@@ -98,7 +99,7 @@ class Broker:
             self.bootstrap,
             "--shards",
             str(self.shards),
-        ]
+        ] + self.extra_args
 
     def start(self, timeout_s: float = BROKER_START_TIMEOUT_S):
         """Start the broker and return once its port accepts a TCP connection."""
@@ -263,8 +264,12 @@ def _test_failed(item):
 
 @pytest.fixture
 def broker(request, tmp_path):
-    """A fresh broker on a free port with a fresh data directory and two shards."""
-    instance = Broker(tmp_path / "broker", free_port())
+    """A fresh broker on a free port with a fresh data directory and two shards.
+
+    `@pytest.mark.broker_args("--segment-bytes", 65536)` adds arguments to `sluice serve`.
+    """
+    marker = request.node.get_closest_marker("broker_args")
+    instance = Broker(tmp_path / "broker", free_port(), extra_args=marker.args if marker else ())
     try:
         instance.start()
     except BrokerError:

@@ -66,6 +66,11 @@ def test_cli_produce_consume_keyed_lines(broker):
     assert sorted((r[2], r[3]) for r in stored) == sorted((k.encode(), v.encode()) for k, v in pairs)
     # The same key always goes to the same partition (keyed partitioning).
     assert len({r[0] for r in stored}) == 2, "all records landed in one partition"
+    # describe reports each partition's end offset.
+    described = run_sluice(["topic", "describe", topic, "-b", bs]).stdout
+    end_offsets = [int(n) for n in re.findall(r"LogEndOffset:\s*(\d+)", described)]
+    per_partition = [sum(1 for r in stored if r[0] == p) for p in range(2)]
+    assert end_offsets == per_partition, described
 
     out = run_sluice(["consume", topic, "-b", bs, "--from", "beginning", "--max-records", len(pairs)]).stdout
     lines = out.splitlines()

@@ -106,3 +106,52 @@ def test_kill9_mid_stream_loses_no_acknowledged_record(broker):
     finally:
         consumer.close()
     print(f"killed at {killed_at_acks} acks; {len(acked)} acked in all, {len(failed)} failed, {len(records)} stored")
+
+
+def test_repeated_kill9_and_restart_while_producing(broker):
+    """Three crash-restart cycles in one producer session, each triggered by an ack count; the
+    producer keeps going through them. Recovery runs three times over torn tails."""
+    topic = unique_topic("durable-cycles")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    record_count = 3200
+    kill_points = [800, 1600, 2400]
+
+    config = confluent_base_config(broker.bootstrap)
+    config.update({"acks": "all", "enable.idempotence": False, "linger.ms": 2, "batch.num.messages": 40,
+                   "message.timeout.ms": 30000, "retry.backoff.ms": 100})
+    producer = Producer(config)
+    acked = {}
+    reported = [0]
+
+    def on_delivery(error, message):
+        reported[0] += 1
+        if error is None:
+            where = (message.partition(), message.offset())
+            assert where not in acked, f"offset acknowledged twice: {where}"
+            acked[where] = (message.key(), message.value())
+
+    pending_kills = list(kill_points)
+    deadline = time.monotonic() + PRODUCE_DEADLINE_S
+    for seq in range(record_count):
+        while seq - reported[0] >= IN_FLIGHT_MAX:
+            producer.poll(0.05)
+            assert time.monotonic() < deadline, f"only {reported[0]} of {seq} records reported before the deadline"
+        if pending_kills and len(acked) >= pending_kills[0]:
+            pending_kills.pop(0)
+            broker.kill9()
+            broker.start()
+        value = f"cycle-seq={seq:06d}".encode()
+        producer.produce(topic, key=f"c{seq % 31}".encode(), value=value, partition=seq % PARTITIONS,
+                         on_delivery=on_delivery)
+        producer.poll(0)
+    assert producer.flush(FLUSH_DEADLINE_S) == 0
+    assert not pending_kills, f"kill points never reached: {pending_kills} (acked {len(acked)})"
+
+    records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=len(acked))
+    assert_dense_offsets(records)
+    stored = {(r[0], r[1]): (r[2], r[3]) for r in records}
+    missing = sorted(where for where in acked if where not in stored)
+    assert not missing, f"{len(missing)} acknowledged records are missing, first: {missing[:10]}"
+    wrong = sorted(where for where, kv in acked.items() if stored[where] != kv)
+    assert not wrong, f"{len(wrong)} offsets hold other data than acknowledged, first: {wrong[:5]}"
+    assert len(acked) >= kill_points[-1]
