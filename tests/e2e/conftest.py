@@ -276,8 +276,13 @@ def broker(request, tmp_path):
         instance.close()
         raise
     yield instance
+    failed = _test_failed(request.node)
+    if failed:
+        # State at the moment of failure, before teardown changes it.
+        print(f"\nbroker running: {instance.is_running()}; a socket listens on port {instance.port}: "
+              f"{listening_on(instance.port)}")
     problem = instance.close()
-    if _test_failed(request.node) or problem:
+    if failed or problem:
         print(f"\n{instance.log_tail()}\n")
     if problem:
         pytest.fail(f"broker teardown: {problem}\n{instance.log_tail(40)}", pytrace=False)
