@@ -1,6 +1,8 @@
 """confluent_kafka (a current librdkafka) against the broker: admin, acks=all produce, assign() read-back,
 ListOffsets (watermarks and offsets_for_times), all again after a restart."""
 
+import time
+
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -141,3 +143,57 @@ def test_confluent_create_existing_topic_fails(broker):
         futures[topic].result(timeout=CLIENT_TIMEOUT_S)
     assert raised.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS, raised.value
     assert sorted(admin.list_topics(timeout=10).topics[topic].partitions) == [0, 1]
+
+
+def test_confluent_out_of_range_offset_resets(broker):
+    """Fetch past the end answers OFFSET_OUT_OF_RANGE; the client then resets per auto.offset.reset."""
+    topic = unique_topic("confluent-reset")
+    create_topic(broker.bootstrap, topic, 1)
+    config = confluent_base_config(broker.bootstrap)
+    config.update({"acks": "all", "enable.idempotence": False})
+    producer = Producer(config)
+    for i in range(5):
+        producer.produce(topic, key=b"k", value=f"r{i}".encode(), partition=0)
+    assert producer.flush(CLIENT_TIMEOUT_S) == 0
+
+    for reset, want in (("earliest", [b"r0", b"r1", b"r2", b"r3", b"r4"]), ("latest", [b"r5"])):
+        consumer = confluent_consumer(broker.bootstrap, **{"auto.offset.reset": reset})
+        try:
+            consumer.assign([TopicPartition(topic, 0, 1000)])
+            got = []
+            deadline = time.monotonic() + CLIENT_TIMEOUT_S
+            produced_late = False
+            while len(got) < len(want) and time.monotonic() < deadline:
+                message = consumer.poll(0.2)
+                if message is None:
+                    continue
+                if message.error() is not None:
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        if reset == "latest" and not produced_late:
+                            # Reset to the end happened: a new record must be what is read next.
+                            producer.produce(topic, key=b"k", value=b"r5", partition=0)
+                            assert producer.flush(CLIENT_TIMEOUT_S) == 0
+                            produced_late = True
+                        continue
+                    raise AssertionError(f"{reset}: {message.error()}")
+                got.append(message.value())
+            assert got == want, f"auto.offset.reset={reset}"
+        finally:
+            consumer.close()
+
+
+@pytest.mark.broker_args("--default-partitions", 3)
+def test_confluent_auto_create_uses_default_partitions(broker):
+    """A Metadata request for an unknown topic creates it with --default-partitions partitions."""
+    topic = unique_topic("auto")
+    admin = AdminClient(confluent_base_config(broker.bootstrap))
+    deadline = time.monotonic() + CLIENT_TIMEOUT_S
+    metadata = None
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
+        if metadata is not None and metadata.error is None and len(metadata.partitions) == 3:
+            break
+        time.sleep(0.1)
+    assert metadata is not None and metadata.error is None, metadata
+    assert sorted(metadata.partitions) == [0, 1, 2]
+    assert topic in admin.list_topics(timeout=10).topics
