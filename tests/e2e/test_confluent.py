@@ -197,3 +197,24 @@ def test_confluent_auto_create_uses_default_partitions(broker):
     assert metadata is not None and metadata.error is None, metadata
     assert sorted(metadata.partitions) == [0, 1, 2]
     assert topic in admin.list_topics(timeout=10).topics
+
+
+def test_confluent_large_records(broker):
+    """Records near Kafka's default 1 MB limit, each in its own batch, read back byte for byte."""
+    topic = unique_topic("confluent-large")
+    create_topic(broker.bootstrap, topic, 2)
+    config = confluent_base_config(broker.bootstrap)
+    config.update({"acks": "all", "enable.idempotence": False, "linger.ms": 0, "message.max.bytes": 1000000})
+    producer = Producer(config)
+    values = [bytes([i]) * (900_000 - i * 1000) for i in range(6)]
+    reports = []
+    for i, value in enumerate(values):
+        producer.produce(topic, key=f"big{i}".encode(), value=value, partition=i % 2,
+                         on_delivery=lambda error, message: reports.append((error, message)))
+    assert producer.flush(CLIENT_TIMEOUT_S) == 0
+    assert [error for error, _ in reports] == [None] * len(values)
+    records = read_all(broker.bootstrap, topic, 2, expect_count=len(values))
+    got = sorted((r[2], r[3]) for r in records)
+    assert got == sorted((f"big{i}".encode(), v) for i, v in enumerate(values))
+    broker.restart()
+    assert read_all(broker.bootstrap, topic, 2, expect_count=len(values)) == records
