@@ -6,6 +6,7 @@ and this file only locates target/release/sluice relative to the repository root
 
 import atexit
 import os
+import random
 import signal
 import socket
 import struct
@@ -53,10 +54,28 @@ class BrokerError(AssertionError):
 
 
 def free_port():
-    """Ask the kernel for a free port on 127.0.0.1 by binding port 0."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port on 127.0.0.1 below the kernel's ephemeral range.
+
+    Outside that range no client connection can take the broker's port as its own source port
+    while the broker is down for a restart (nor connect to itself on it). Each candidate is
+    checked by binding it; if none is free, the kernel picks one (port 0).
+    """
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            low = int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    candidates = random.Random().sample(range(10000, max(low, 10001)), k=min(50, max(low - 10000, 1)))
+    for port in candidates + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            if not listening_on(sock.getsockname()[1]):
+                return sock.getsockname()[1]
+    raise BrokerError("no free port on 127.0.0.1")
 
 
 def listening_on(port):
