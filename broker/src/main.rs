@@ -1,11 +1,24 @@
 //! `sluice`: the broker (`sluice serve`) and its command-line tools.
 
 mod cli;
+mod config;
+mod connection;
+mod controller;
+mod errors;
+mod handlers;
+mod metadata;
+mod ops;
+mod server;
+mod shard;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "Sluice: a Kafka-compatible streaming broker")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a Kafka-compatible streaming broker"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -13,6 +26,8 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the broker.
+    Serve(config::ServeArgs),
     /// Manage topics on a running broker.
     #[command(subcommand)]
     Topic(cli::topic::TopicCommand),
@@ -26,6 +41,7 @@ fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     match args.command {
+        Command::Serve(args) => server::run(args),
         Command::Topic(command) => cli::topic::run(command),
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),

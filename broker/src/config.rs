@@ -1,0 +1,47 @@
+//! Broker configuration from the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `sluice serve` options. Defaults give a single-node broker on 127.0.0.1:9092 storing data in
+/// `./data` with one shard per online core.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Directory holding topic metadata and partition logs.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on; every shard accepts on it (SO_REUSEPORT). The port must be fixed.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+    /// Host name given to clients in Metadata responses (default: the listen address's IP).
+    #[arg(long)]
+    pub advertised_host: Option<String>,
+    /// Number of shards (one pinned executor thread each); default: every online core.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Broker id in Metadata responses.
+    #[arg(long, default_value_t = 0)]
+    pub node_id: i32,
+    /// Partition count of topics created without an explicit count (auto-creation included).
+    #[arg(long, default_value_t = 1)]
+    pub default_partitions: i32,
+    /// Create unknown topics on Metadata and Produce requests (Kafka's auto.create.topics.enable).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Default segment size in bytes for topics without `segment.bytes`.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub segment_bytes: u64,
+}
+
+impl ServeArgs {
+    pub fn shard_count(&self) -> usize {
+        self.shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn advertised_host(&self) -> String {
+        self.advertised_host
+            .clone()
+            .unwrap_or_else(|| self.listen.ip().to_string())
+    }
+}

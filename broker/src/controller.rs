@@ -1,0 +1,303 @@
+//! The controller: the single writer of cluster metadata, living on shard 0.
+//!
+//! Every change builds a new snapshot, persists it (the durable point of the change), then
+//! publishes it to every shard and waits until each has applied it, so that when a create
+//! request is answered, every shard can route to and serve the new partitions.
+//!
+//! Invariant: only the controller writes `meta/topics.json`, and only one change is in progress
+//! at a time (the semaphore).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+use kafka_protocol::error::ResponseError;
+
+use crate::metadata::{
+    random_uuid, validate_config, validate_topic_name, MetadataSnapshot, TopicMeta,
+    TOPIC_PARTITIONS_MAX,
+};
+use crate::shard::Shard;
+
+/// The controller's shard.
+pub const CONTROLLER_SHARD: usize = 0;
+
+pub struct Controller {
+    changes: Semaphore,
+}
+
+/// A topic to create, as asked by CreateTopics, the CLI or auto-creation.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    /// -1 asks for the broker default.
+    pub partitions: i32,
+    /// -1 asks for the broker default (1: there is one broker).
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A refused change: the Kafka error and a message for the client.
+pub type Refusal = (ResponseError, String);
+
+impl Controller {
+    pub fn new() -> Controller {
+        Controller {
+            changes: Semaphore::new(1),
+        }
+    }
+}
+
+fn controller(shard: &Shard) -> &Controller {
+    shard
+        .controller
+        .as_ref()
+        .expect("controller work runs on the controller shard")
+}
+
+/// Creates topics (from any shard). Results are in the order of `specs`.
+pub async fn create_topics(
+    shard: &Rc<Shard>,
+    specs: Vec<TopicSpec>,
+    validate_only: bool,
+) -> Vec<Result<TopicMeta, Refusal>> {
+    shard
+        .call(CONTROLLER_SHARD, move |s| async move {
+            create_topics_here(&s, specs, validate_only).await
+        })
+        .await
+}
+
+async fn create_topics_here(
+    shard: &Rc<Shard>,
+    specs: Vec<TopicSpec>,
+    validate_only: bool,
+) -> Vec<Result<TopicMeta, Refusal>> {
+    let _change = controller(shard)
+        .changes
+        .acquire_permit(1)
+        .await
+        .expect("controller semaphore is never closed");
+    let mut next = (*shard.metadata()).clone();
+    let mut results = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let result = check_new_topic(shard, &next, spec);
+        if let Ok(meta) = &result {
+            next.topics.insert(meta.name.clone(), meta.clone());
+        }
+        results.push(result);
+    }
+    if !validate_only && results.iter().any(Result::is_ok) {
+        if let Err(e) = publish(shard, next).await {
+            return results
+                .into_iter()
+                .map(|_| Err(storage_refusal(&e)))
+                .collect();
+        }
+    }
+    results
+}
+
+fn check_new_topic(
+    shard: &Shard,
+    metadata: &MetadataSnapshot,
+    spec: TopicSpec,
+) -> Result<TopicMeta, Refusal> {
+    validate_topic_name(&spec.name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
+    if metadata.topics.contains_key(&spec.name) {
+        return Err((
+            ResponseError::TopicAlreadyExists,
+            format!("topic {} already exists", spec.name),
+        ));
+    }
+    let partitions = if spec.partitions == -1 {
+        shard.config.default_partitions
+    } else {
+        spec.partitions
+    };
+    if partitions < 1 || partitions > TOPIC_PARTITIONS_MAX {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!("partition count must be 1 to {TOPIC_PARTITIONS_MAX}"),
+        ));
+    }
+    if spec.replication_factor != -1 && spec.replication_factor != 1 {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {} is larger than the 1 available broker",
+                spec.replication_factor
+            ),
+        ));
+    }
+    for (key, value) in &spec.configs {
+        validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+    }
+    Ok(TopicMeta {
+        name: spec.name,
+        id: random_uuid(),
+        partitions,
+        configs: spec.configs,
+    })
+}
+
+/// Deletes topics by name (from any shard); returns each deleted topic's id.
+pub async fn delete_topics(
+    shard: &Rc<Shard>,
+    names: Vec<String>,
+) -> Vec<Result<uuid::Uuid, Refusal>> {
+    shard
+        .call(CONTROLLER_SHARD, move |s| async move {
+            delete_topics_here(&s, names).await
+        })
+        .await
+}
+
+async fn delete_topics_here(
+    shard: &Rc<Shard>,
+    names: Vec<String>,
+) -> Vec<Result<uuid::Uuid, Refusal>> {
+    let _change = controller(shard)
+        .changes
+        .acquire_permit(1)
+        .await
+        .expect("controller semaphore is never closed");
+    let mut next = (*shard.metadata()).clone();
+    let results: Vec<Result<uuid::Uuid, Refusal>> = names
+        .iter()
+        .map(|name| match next.topics.remove(name) {
+            Some(meta) => Ok(meta.id),
+            None => Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            )),
+        })
+        .collect();
+    if results.iter().any(Result::is_ok) {
+        if let Err(e) = publish(shard, next).await {
+            return results
+                .into_iter()
+                .map(|_| Err(storage_refusal(&e)))
+                .collect();
+        }
+    }
+    results
+}
+
+/// Grows topics to new partition counts (from any shard).
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    requests: Vec<(String, i32)>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
+    shard
+        .call(CONTROLLER_SHARD, move |s| async move {
+            create_partitions_here(&s, requests, validate_only).await
+        })
+        .await
+}
+
+async fn create_partitions_here(
+    shard: &Rc<Shard>,
+    requests: Vec<(String, i32)>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
+    let _change = controller(shard)
+        .changes
+        .acquire_permit(1)
+        .await
+        .expect("controller semaphore is never closed");
+    let mut next = (*shard.metadata()).clone();
+    let mut results = Vec::with_capacity(requests.len());
+    for (name, count) in requests {
+        let result = match next.topics.get_mut(&name) {
+            None => Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            )),
+            Some(meta) if count <= meta.partitions => Err((
+                ResponseError::InvalidPartitions,
+                format!(
+                    "topic {name} has {} partitions; the new count must be larger",
+                    meta.partitions
+                ),
+            )),
+            Some(_) if count > TOPIC_PARTITIONS_MAX => Err((
+                ResponseError::InvalidPartitions,
+                format!("partition count must be at most {TOPIC_PARTITIONS_MAX}"),
+            )),
+            Some(meta) => {
+                meta.partitions = count;
+                Ok(())
+            }
+        };
+        results.push(result);
+    }
+    if !validate_only && results.iter().any(Result::is_ok) {
+        if let Err(e) = publish(shard, next).await {
+            return results
+                .into_iter()
+                .map(|_| Err(storage_refusal(&e)))
+                .collect();
+        }
+    }
+    results
+}
+
+/// Persists `next` as the new metadata and applies it on every shard.
+async fn publish(shard: &Rc<Shard>, mut next: MetadataSnapshot) -> std::io::Result<()> {
+    next.version = shard.metadata().version + 1;
+    next.persist(&shard.config.data_dir)?;
+    let snapshot = Arc::new(next);
+    for target in 0..shard.count {
+        let snapshot = snapshot.clone();
+        shard
+            .call(
+                target,
+                move |s| async move { s.apply_metadata(snapshot).await },
+            )
+            .await;
+    }
+    Ok(())
+}
+
+fn storage_refusal(e: &std::io::Error) -> Refusal {
+    log::error!("persisting metadata failed: {e}");
+    (
+        ResponseError::KafkaStorageError,
+        format!("persisting metadata failed: {e}"),
+    )
+}
+
+/// Creates missing topics with the broker defaults if auto-creation is on; invalid names and
+/// topics that appeared meanwhile are left alone (the caller reports them from the metadata).
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
+    if !shard.config.auto_create_topics || names.is_empty() {
+        return;
+    }
+    let specs = names
+        .into_iter()
+        .filter(|name| validate_topic_name(name).is_ok())
+        .map(|name| TopicSpec {
+            name,
+            partitions: -1,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+        })
+        .collect::<Vec<_>>();
+    if specs.is_empty() {
+        return;
+    }
+    for result in create_topics(shard, specs, false).await {
+        match result {
+            Ok(meta) => log::info!(
+                "auto-created topic {} with {} partitions",
+                meta.name,
+                meta.partitions
+            ),
+            Err((ResponseError::TopicAlreadyExists, _)) => {}
+            Err((error, message)) => log::warn!("auto-creating a topic failed: {error}: {message}"),
+        }
+    }
+}

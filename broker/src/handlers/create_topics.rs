@@ -1,0 +1,141 @@
+//! CreateTopics. Versions 2–7.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::controller::{self, Refusal, TopicSpec};
+use crate::metadata::{TopicMeta, TOPIC_CONFIG_DEFAULTS};
+
+pub const VERSION_MIN: i16 = 2;
+pub const VERSION_MAX: i16 = 7;
+
+/// Kafka's DYNAMIC_TOPIC_CONFIG and DEFAULT_CONFIG config sources.
+pub const CONFIG_SOURCE_TOPIC: i8 = 1;
+pub const CONFIG_SOURCE_DEFAULT: i8 = 5;
+
+pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut seen = HashSet::new();
+    let duplicated: HashSet<String> = request
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|name| !seen.insert(name.clone()))
+        .collect();
+    let node = ctx.shard.config.node_id;
+    let mut results: Vec<Option<Result<TopicMeta, Refusal>>> =
+        Vec::with_capacity(request.topics.len());
+    let mut specs = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        if duplicated.contains(&name) {
+            results.push(Some(Err((
+                ResponseError::InvalidRequest,
+                format!("topic {name} is listed twice"),
+            ))));
+            continue;
+        }
+        match spec(topic, node) {
+            Ok(spec) => {
+                specs.push(spec);
+                results.push(None);
+            }
+            Err(refusal) => results.push(Some(Err(refusal))),
+        }
+    }
+    let mut created = controller::create_topics(&ctx.shard, specs, request.validate_only)
+        .await
+        .into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .zip(results)
+        .map(|(topic, result)| {
+            let result = result.unwrap_or_else(|| created.next().expect("one result per spec"));
+            topic_result(topic, result)
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+fn spec(topic: &CreatableTopic, node: i32) -> Result<TopicSpec, Refusal> {
+    let mut partitions = topic.num_partitions;
+    let mut replication_factor = topic.replication_factor;
+    if !topic.assignments.is_empty() {
+        if partitions != -1 || replication_factor != -1 {
+            return Err((
+                ResponseError::InvalidRequest,
+                "assignments exclude partition and replica counts".into(),
+            ));
+        }
+        if topic
+            .assignments
+            .iter()
+            .any(|a| a.broker_ids.iter().map(|b| b.0).ne([node]))
+        {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("the only broker is {node}"),
+            ));
+        }
+        partitions = topic.assignments.len() as i32;
+        replication_factor = 1;
+    }
+    let mut configs = BTreeMap::new();
+    for config in &topic.configs {
+        if let Some(value) = &config.value {
+            configs.insert(config.name.to_string(), value.to_string());
+        }
+    }
+    Ok(TopicSpec {
+        name: topic.name.0.to_string(),
+        partitions,
+        replication_factor,
+        configs,
+    })
+}
+
+fn topic_result(
+    topic: &CreatableTopic,
+    result: Result<TopicMeta, Refusal>,
+) -> CreatableTopicResult {
+    let entry = CreatableTopicResult::default().with_name(topic.name.clone());
+    match result {
+        Ok(meta) => {
+            let configs = TOPIC_CONFIG_DEFAULTS
+                .iter()
+                .map(|(key, _)| {
+                    let explicit = meta.configs.contains_key(*key);
+                    CreatableTopicConfigs::default()
+                        .with_name(StrBytes::from_static_str(key))
+                        .with_value(
+                            meta.config(key)
+                                .map(|v| StrBytes::from_string(v.to_string())),
+                        )
+                        .with_config_source(if explicit {
+                            CONFIG_SOURCE_TOPIC
+                        } else {
+                            CONFIG_SOURCE_DEFAULT
+                        })
+                })
+                .collect();
+            entry
+                .with_topic_id(meta.id)
+                .with_num_partitions(meta.partitions)
+                .with_replication_factor(1)
+                .with_configs(Some(configs))
+        }
+        Err((error, message)) => entry
+            .with_error_code(error.code())
+            .with_error_message(Some(StrBytes::from_string(message)))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1),
+    }
+}

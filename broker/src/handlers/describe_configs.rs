@@ -1,0 +1,160 @@
+//! DescribeConfigs for topics (resource type 2) and the broker (type 4). Versions 1–4.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::create_topics::{CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
+use super::RequestContext;
+use crate::config::ServeArgs;
+use crate::metadata::{MetadataSnapshot, TOPIC_CONFIG_DEFAULTS};
+
+pub const VERSION_MIN: i16 = 1;
+pub const VERSION_MAX: i16 = 4;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's STATIC_BROKER_CONFIG config source.
+const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
+/// Kafka's ConfigType values for DescribeConfigs v3+.
+const CONFIG_TYPE_BOOLEAN: i8 = 1;
+const CONFIG_TYPE_STRING: i8 = 2;
+const CONFIG_TYPE_INT: i8 = 3;
+const CONFIG_TYPE_LONG: i8 = 5;
+
+pub async fn handle(
+    ctx: &RequestContext,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let snapshot = ctx.shard.metadata();
+    let results = request
+        .resources
+        .iter()
+        .map(|resource| {
+            let entry = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let wanted = |name: &str| {
+                resource
+                    .configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+            };
+            let configs = match resource.resource_type {
+                RESOURCE_TOPIC => topic_configs(&snapshot, resource.resource_name.as_str()),
+                RESOURCE_BROKER
+                    if broker_named(&ctx.shard.config, resource.resource_name.as_str()) =>
+                {
+                    Ok(broker_configs(&ctx.shard.config))
+                }
+                RESOURCE_BROKER => Err((ResponseError::InvalidRequest, "no such broker")),
+                _ => Err((ResponseError::InvalidRequest, "unsupported resource type")),
+            };
+            match configs {
+                Ok(configs) => entry.with_configs(
+                    configs
+                        .into_iter()
+                        .filter(|c| wanted(c.name.as_str()))
+                        .collect(),
+                ),
+                Err((error, message)) => entry
+                    .with_error_code(error.code())
+                    .with_error_message(Some(StrBytes::from_static_str(message))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn broker_named(config: &ServeArgs, name: &str) -> bool {
+    name.is_empty() || name == config.node_id.to_string()
+}
+
+fn config_entry(
+    name: &str,
+    value: String,
+    source: i8,
+    config_type: i8,
+) -> DescribeConfigsResourceResult {
+    DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(name.to_string()))
+        .with_value(Some(StrBytes::from_string(value)))
+        .with_config_source(source)
+        .with_config_type(config_type)
+}
+
+fn topic_configs(
+    snapshot: &MetadataSnapshot,
+    topic: &str,
+) -> Result<Vec<DescribeConfigsResourceResult>, (ResponseError, &'static str)> {
+    let meta = snapshot
+        .topics
+        .get(topic)
+        .ok_or((ResponseError::UnknownTopicOrPartition, "unknown topic"))?;
+    Ok(TOPIC_CONFIG_DEFAULTS
+        .iter()
+        .map(|(key, default)| {
+            let (value, source) = match meta.configs.get(*key) {
+                Some(value) => (value.clone(), CONFIG_SOURCE_TOPIC),
+                None => (default.to_string(), CONFIG_SOURCE_DEFAULT),
+            };
+            let config_type = if default.parse::<i64>().is_ok() {
+                CONFIG_TYPE_LONG
+            } else {
+                CONFIG_TYPE_STRING
+            };
+            config_entry(key, value, source, config_type)
+        })
+        .collect())
+}
+
+fn broker_configs(config: &ServeArgs) -> Vec<DescribeConfigsResourceResult> {
+    let source = CONFIG_SOURCE_STATIC_BROKER;
+    vec![
+        config_entry(
+            "broker.id",
+            config.node_id.to_string(),
+            source,
+            CONFIG_TYPE_INT,
+        ),
+        config_entry(
+            "log.dirs",
+            config.data_dir.display().to_string(),
+            source,
+            CONFIG_TYPE_STRING,
+        ),
+        config_entry(
+            "num.partitions",
+            config.default_partitions.to_string(),
+            source,
+            CONFIG_TYPE_INT,
+        ),
+        config_entry(
+            "auto.create.topics.enable",
+            config.auto_create_topics.to_string(),
+            source,
+            CONFIG_TYPE_BOOLEAN,
+        ),
+        config_entry(
+            "log.segment.bytes",
+            config.segment_bytes.to_string(),
+            source,
+            CONFIG_TYPE_INT,
+        ),
+        config_entry(
+            "default.replication.factor",
+            "1".to_string(),
+            source,
+            CONFIG_TYPE_INT,
+        ),
+        config_entry(
+            "log.retention.ms",
+            "604800000".to_string(),
+            source,
+            CONFIG_TYPE_LONG,
+        ),
+    ]
+}

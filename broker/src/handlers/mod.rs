@@ -1,0 +1,231 @@
+//! Kafka API handlers: one module per API, each declaring the versions it serves.
+//!
+//! `dispatch` turns one request frame into an [`Outcome`]: it checks the API and version against
+//! [`SUPPORTED_APIS`], decodes the header and body, and runs the API's handler. Anything that
+//! cannot be decoded closes the connection, as Kafka does; nothing a client sends can panic the
+//! broker.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use net::frame::{decode_request_header, encode_response, RequestPreamble};
+
+use crate::shard::Shard;
+
+/// What the connection does with a request.
+pub enum Outcome {
+    /// Write this complete response frame.
+    Respond(Bytes),
+    /// Write nothing (Produce with acks=0).
+    NoResponse,
+    /// Close the connection after earlier responses are written.
+    Close(String),
+}
+
+/// An API and the versions Sluice serves.
+pub struct ApiSupport {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+/// Every API Sluice answers, for routing and for ApiVersions.
+pub const SUPPORTED_APIS: &[ApiSupport] = &[
+    ApiSupport {
+        key: ApiKey::Produce,
+        min: produce::VERSION_MIN,
+        max: produce::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::Fetch,
+        min: fetch::VERSION_MIN,
+        max: fetch::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::ListOffsets,
+        min: list_offsets::VERSION_MIN,
+        max: list_offsets::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::Metadata,
+        min: metadata::VERSION_MIN,
+        max: metadata::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::ApiVersions,
+        min: api_versions::VERSION_MIN,
+        max: api_versions::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::CreateTopics,
+        min: create_topics::VERSION_MIN,
+        max: create_topics::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::DeleteTopics,
+        min: delete_topics::VERSION_MIN,
+        max: delete_topics::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::DescribeConfigs,
+        min: describe_configs::VERSION_MIN,
+        max: describe_configs::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::CreatePartitions,
+        min: create_partitions::VERSION_MIN,
+        max: create_partitions::VERSION_MAX,
+    },
+];
+
+pub fn supported(key: ApiKey) -> Option<&'static ApiSupport> {
+    SUPPORTED_APIS.iter().find(|api| api.key == key)
+}
+
+/// A decoded request's context, handed to every handler.
+pub struct RequestContext {
+    pub shard: Rc<Shard>,
+    pub header: RequestHeader,
+    pub version: i16,
+}
+
+macro_rules! route {
+    ($ctx:expr, $body:expr, $request:ty, $handler:path) => {
+        match decode_body::<$request>($body, $ctx.version) {
+            Ok(request) => encode(&$ctx, Some($handler(&$ctx, request).await)),
+            Err(reason) => Outcome::Close(reason),
+        }
+    };
+    (optional $ctx:expr, $body:expr, $request:ty, $handler:path) => {
+        match decode_body::<$request>($body, $ctx.version) {
+            Ok(request) => encode(&$ctx, $handler(&$ctx, request).await),
+            Err(reason) => Outcome::Close(reason),
+        }
+    };
+}
+
+/// Handles one request frame (everything after the length prefix).
+pub async fn dispatch(shard: Rc<Shard>, mut frame: Bytes) -> Outcome {
+    let preamble = match RequestPreamble::parse(&frame) {
+        Ok(preamble) => preamble,
+        Err(e) => return Outcome::Close(e.to_string()),
+    };
+    let Ok(key) = ApiKey::try_from(preamble.api_key) else {
+        return Outcome::Close(format!("unknown api key {}", preamble.api_key));
+    };
+    let Some(api) = supported(key) else {
+        return Outcome::Close(format!("unsupported api {key:?}"));
+    };
+    let version = preamble.api_version;
+    if version < api.min || version > api.max {
+        if key == ApiKey::ApiVersions {
+            return Outcome::Respond(api_versions::unsupported_version(preamble.correlation_id));
+        }
+        return Outcome::Close(format!("unsupported version {version} of {key:?}"));
+    }
+    let header = match catch_decode(|| {
+        decode_request_header(key, version, &mut frame).map_err(|e| e.to_string())
+    }) {
+        Ok(header) => header,
+        Err(reason) => return Outcome::Close(reason),
+    };
+    let ctx = RequestContext {
+        shard,
+        header,
+        version,
+    };
+    let body = frame;
+    match key {
+        ApiKey::Produce => {
+            route!(optional ctx, body, kafka_protocol::messages::ProduceRequest, produce::handle)
+        }
+        ApiKey::Fetch => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::FetchRequest,
+            fetch::handle
+        ),
+        ApiKey::ListOffsets => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::ListOffsetsRequest,
+            list_offsets::handle
+        ),
+        ApiKey::Metadata => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::MetadataRequest,
+            metadata::handle
+        ),
+        ApiKey::ApiVersions => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::ApiVersionsRequest,
+            api_versions::handle
+        ),
+        ApiKey::CreateTopics => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::CreateTopicsRequest,
+            create_topics::handle
+        ),
+        ApiKey::DeleteTopics => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::DeleteTopicsRequest,
+            delete_topics::handle
+        ),
+        ApiKey::DescribeConfigs => {
+            route!(
+                ctx,
+                body,
+                kafka_protocol::messages::DescribeConfigsRequest,
+                describe_configs::handle
+            )
+        }
+        ApiKey::CreatePartitions => {
+            route!(
+                ctx,
+                body,
+                kafka_protocol::messages::CreatePartitionsRequest,
+                create_partitions::handle
+            )
+        }
+        _ => unreachable!("SUPPORTED_APIS lists only routed APIs"),
+    }
+}
+
+fn decode_body<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, String> {
+    catch_decode(|| T::decode(&mut body, version).map_err(|e| e.to_string()))
+}
+
+/// Runs a decoder, turning a panic inside it into an error: malformed input must never take the
+/// broker down, whatever the codec does with it.
+fn catch_decode<T>(decode: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(decode))
+        .unwrap_or_else(|_| Err("decoder panicked".to_string()))
+}
+
+fn encode<M: Encodable>(ctx: &RequestContext, response: Option<M>) -> Outcome {
+    let Some(response) = response else {
+        return Outcome::NoResponse;
+    };
+    let key = ApiKey::try_from(ctx.header.request_api_key).expect("dispatch checked the api key");
+    match encode_response(key, ctx.version, ctx.header.correlation_id, &response) {
+        Ok(frame) => Outcome::Respond(frame),
+        Err(e) => Outcome::Close(format!("encoding {key:?} response failed: {e}")),
+    }
+}

@@ -1,0 +1,213 @@
+//! Cluster metadata: the topics, their partition counts and configs.
+//!
+//! One writer (the controller on shard 0) produces a new immutable [`MetadataSnapshot`] for
+//! every change, persists it, and publishes it to every shard; shards read their own copy without
+//! locks. The file `meta/topics.json` under the data directory is the ground truth and is
+//! replaced atomically (write, fsync, rename, fsync directory).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest topic name Kafka accepts.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Most partitions a topic may have; bounds per-topic memory and open files.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
+/// Topic-level configs that Sluice accepts, with their defaults (Kafka's names and defaults).
+pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("compression.type", "producer"),
+    ("flush.messages", "9223372036854775807"),
+    ("flush.ms", "9223372036854775807"),
+    ("index.interval.bytes", "4096"),
+    ("max.message.bytes", "1048588"),
+    ("message.timestamp.type", "CreateTime"),
+    ("min.insync.replicas", "1"),
+    ("retention.bytes", "-1"),
+    ("retention.ms", "604800000"),
+    ("segment.bytes", "1073741824"),
+    ("segment.ms", "604800000"),
+];
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub partitions: i32,
+    /// Only the configs set explicitly; defaults come from [`TOPIC_CONFIG_DEFAULTS`].
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.configs
+            .get(key)
+            .map(String::as_str)
+            .or_else(|| config_default(key))
+    }
+
+    pub fn config_i64(&self, key: &str) -> Option<i64> {
+        self.config(key).and_then(|v| v.parse().ok())
+    }
+}
+
+pub fn config_default(key: &str) -> Option<&'static str> {
+    TOPIC_CONFIG_DEFAULTS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+}
+
+/// Checks a topic config entry as Kafka would: known key, value of the right shape.
+pub fn validate_config(key: &str, value: &str) -> Result<(), String> {
+    let Some(default) = config_default(key) else {
+        return Err(format!("unknown topic config {key}"));
+    };
+    let numeric = default.parse::<i64>().is_ok();
+    if numeric && value.parse::<i64>().is_err() {
+        return Err(format!("config {key} needs an integer, got {value:?}"));
+    }
+    match key {
+        "cleanup.policy"
+            if !matches!(
+                value,
+                "delete" | "compact" | "compact,delete" | "delete,compact"
+            ) =>
+        {
+            Err(format!("invalid cleanup.policy {value:?}"))
+        }
+        "message.timestamp.type" if !matches!(value, "CreateTime" | "LogAppendTime") => {
+            Err(format!("invalid message.timestamp.type {value:?}"))
+        }
+        "segment.bytes" if value.parse::<i64>().unwrap_or(0) < 14 => {
+            Err("segment.bytes must be at least 14".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!(
+            "topic name must be 1 to {TOPIC_NAME_BYTES_MAX} characters"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err("topic name cannot be '.' or '..'".into());
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "topic name {name:?} has characters outside [a-zA-Z0-9._-]"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MetadataSnapshot {
+    /// Grows by one with every published change.
+    pub version: u64,
+    pub cluster_id: String,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl MetadataSnapshot {
+    fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("meta").join("topics.json")
+    }
+
+    /// Loads the snapshot, or creates an empty one with a fresh cluster id on first start.
+    pub fn load_or_init(data_dir: &Path) -> anyhow::Result<MetadataSnapshot> {
+        let path = Self::path(data_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{} is not valid metadata: {e}", path.display()))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let snapshot = MetadataSnapshot {
+                    version: 0,
+                    cluster_id: random_uuid().simple().to_string(),
+                    topics: BTreeMap::new(),
+                };
+                snapshot.persist(data_dir)?;
+                Ok(snapshot)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Atomically replaces the metadata file with this snapshot and makes it durable.
+    pub fn persist(&self, data_dir: &Path) -> std::io::Result<()> {
+        let path = Self::path(data_dir);
+        let dir = path.parent().expect("metadata path has a parent");
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join("topics.json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(self).expect("metadata serializes"))?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// Directory of one partition's log: `<data_dir>/<topic>-<partition>`, as Kafka lays it out.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// A version 4 UUID from the kernel's random source.
+pub fn random_uuid() -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    let mut urandom = std::fs::File::open("/dev/urandom").expect("/dev/urandom opens");
+    std::io::Read::read_exact(&mut urandom, &mut bytes).expect("/dev/urandom reads");
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn configs() {
+        assert!(validate_config("retention.ms", "1000").is_ok());
+        assert!(validate_config("retention.ms", "soon").is_err());
+        assert!(validate_config("no.such.config", "1").is_err());
+        assert!(validate_config("cleanup.policy", "compact").is_ok());
+        assert!(validate_config("cleanup.policy", "shred").is_err());
+    }
+
+    #[test]
+    fn snapshot_persists() {
+        let dir = std::env::temp_dir().join(format!("sluice-meta-{}", random_uuid().simple()));
+        let mut snap = MetadataSnapshot::load_or_init(&dir).unwrap();
+        snap.version = 3;
+        snap.topics.insert(
+            "t".into(),
+            TopicMeta {
+                name: "t".into(),
+                id: random_uuid(),
+                partitions: 2,
+                configs: BTreeMap::new(),
+            },
+        );
+        snap.persist(&dir).unwrap();
+        assert_eq!(MetadataSnapshot::load_or_init(&dir).unwrap(), snap);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,166 @@
+//! Partition work that runs on the partition's owner shard.
+//!
+//! Handlers reach these through [`Shard::call`]; every argument and result is owned and `Send`
+//! so it can cross from the shard that holds the connection.
+//!
+//! Invariant: only the owner shard appends to, reads from or waits on a partition's log.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use storage::ValidatedBatches;
+
+use crate::errors::storage_error;
+use crate::shard::Shard;
+
+/// Acks value meaning "answer once the append is durable" (acks=all).
+pub const ACKS_ALL: i16 = -1;
+
+/// Result of an append on the owner shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// One partition to read, with its place in the request.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// What a fetch learns about one partition.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionRead {
+    pub error: Option<ResponseError>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+impl Shard {
+    pub async fn append_local(
+        self: Rc<Self>,
+        topic: String,
+        partition: i32,
+        batches: ValidatedBatches,
+        acks: i16,
+    ) -> Result<Appended, ResponseError> {
+        let log = self
+            .log(&topic, partition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let info = log.append(batches).await.map_err(|e| storage_error(&e))?;
+        if acks == ACKS_ALL {
+            log.sync_to(info.last_offset)
+                .await
+                .map_err(|e| storage_error(&e))?;
+        }
+        Ok(Appended {
+            base_offset: info.base_offset,
+            log_start_offset: log.log_start_offset(),
+        })
+    }
+
+    pub async fn read_local(self: Rc<Self>, specs: Vec<ReadSpec>) -> Vec<PartitionRead> {
+        let mut reads = Vec::with_capacity(specs.len());
+        for spec in specs {
+            reads.push(self.read_one(&spec).await);
+        }
+        reads
+    }
+
+    async fn read_one(&self, spec: &ReadSpec) -> PartitionRead {
+        let Some(log) = self.log(&spec.topic, spec.partition) else {
+            return PartitionRead {
+                error: Some(ResponseError::UnknownTopicOrPartition),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Bytes::new(),
+            };
+        };
+        // Read the bounds before the data: the data may then run past this high watermark,
+        // which clients accept, but never the other way round.
+        let high_watermark = log.log_end_offset();
+        let log_start_offset = log.log_start_offset();
+        match log.read(spec.offset, spec.max_bytes).await {
+            Ok(records) => PartitionRead {
+                error: None,
+                high_watermark,
+                log_start_offset,
+                records,
+            },
+            Err(e) => PartitionRead {
+                error: Some(storage_error(&e)),
+                high_watermark,
+                log_start_offset,
+                records: Bytes::new(),
+            },
+        }
+    }
+
+    /// Log start or end offset (`-2` earliest, `-1` latest) or the first offset at or after a
+    /// timestamp, with that record's timestamp (`-1` for the special cases).
+    pub async fn list_offset_local(
+        self: Rc<Self>,
+        topic: String,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), ResponseError> {
+        let log = self
+            .log(&topic, partition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        match timestamp {
+            -2 => Ok((log.log_start_offset(), -1)),
+            -1 => Ok((log.log_end_offset(), -1)),
+            ts if ts < 0 => Err(ResponseError::UnsupportedVersion),
+            ts => match log
+                .offset_for_timestamp(ts)
+                .await
+                .map_err(|e| storage_error(&e))?
+            {
+                Some((offset, found_ts)) => Ok((offset, found_ts)),
+                None => Ok((-1, -1)),
+            },
+        }
+    }
+
+    /// Completes when any of the partitions has data past its offset, or at the deadline.
+    pub async fn wait_local(self: Rc<Self>, waits: Vec<(String, i32, i64)>, deadline: Instant) {
+        let mut wakeups: Vec<Pin<Box<dyn Future<Output = ()>>>> =
+            Vec::with_capacity(waits.len() + 1);
+        for (topic, partition, offset) in &waits {
+            let Some(log) = self.log(topic, partition.to_owned()) else {
+                return;
+            };
+            // Listen before checking, so an append between the check and the wait is not missed.
+            let appended = log.wait_for_append();
+            if log.log_end_offset() > *offset {
+                return;
+            }
+            wakeups.push(Box::pin(appended));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        wakeups.push(Box::pin(glommio::timer::sleep(remaining)));
+        first_of(wakeups).await;
+    }
+}
+
+/// Completes when the first of `futures` does.
+pub async fn first_of(mut futures: Vec<Pin<Box<dyn Future<Output = ()>>>>) {
+    std::future::poll_fn(|cx| {
+        if futures.iter_mut().any(|f| f.as_mut().poll(cx).is_ready()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}

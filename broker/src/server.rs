@@ -1,0 +1,167 @@
+//! Starting the broker: one pinned executor per shard, each accepting on the shared port.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::{Arc, Barrier};
+
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::ServeArgs;
+use crate::connection;
+use crate::metadata::MetadataSnapshot;
+use crate::shard::{Job, Shard, INBOX_JOBS_MAX};
+
+/// Connections one shard serves at once; a further connection is closed on accept.
+pub const SHARD_CONNECTIONS_MAX: usize = 10_000;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)?;
+    let snapshot = MetadataSnapshot::load_or_init(&args.data_dir)?;
+    remove_orphan_partitions(&args.data_dir, &snapshot)?;
+    wait_for_port(args.listen)?;
+    let shard_count = args.shard_count();
+    anyhow::ensure!(shard_count > 0, "--shards must be at least 1");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shard_count)
+        .map(|_| async_channel::bounded::<Job>(INBOX_JOBS_MAX))
+        .unzip();
+    let config = Arc::new(args);
+    let snapshot = Arc::new(snapshot);
+    let ready = Arc::new(Barrier::new(shard_count));
+    let mut handles = Vec::with_capacity(shard_count);
+    for (id, inbox) in receivers.into_iter().enumerate() {
+        let (config, snapshot, senders, ready) = (
+            config.clone(),
+            snapshot.clone(),
+            senders.clone(),
+            ready.clone(),
+        );
+        let handle =
+            LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+                .name(&format!("shard-{id}"))
+                .spawn(move || async move {
+                    shard_main(id, config, snapshot, senders, inbox, ready).await
+                })
+                .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(senders);
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|e| anyhow::anyhow!("shard failed: {e}"))??;
+    }
+    Ok(())
+}
+
+async fn shard_main(
+    id: usize,
+    config: Arc<ServeArgs>,
+    snapshot: Arc<MetadataSnapshot>,
+    peers: Vec<async_channel::Sender<Job>>,
+    inbox: async_channel::Receiver<Job>,
+    ready: Arc<Barrier>,
+) -> anyhow::Result<()> {
+    let shard = Rc::new(Shard::new(id, config.clone(), snapshot.clone(), peers));
+    glommio::spawn_local(shard.clone().serve_inbox(inbox)).detach();
+    shard.apply_metadata(snapshot).await;
+    let listener = TcpListener::bind(config.listen)
+        .map_err(|e| anyhow::anyhow!("shard {id} cannot listen on {}: {e}", config.listen))?;
+    // Every shard has opened its partitions before any accepts a connection, so a request that
+    // is forwarded to another shard never finds its partitions still closed.
+    ready.wait();
+    log::info!("shard {id} listening on {}", config.listen);
+    let connections = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!("shard {id}: accept failed: {e}");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if connections.get() >= SHARD_CONNECTIONS_MAX {
+            log::warn!("shard {id}: {SHARD_CONNECTIONS_MAX} connections open; refusing another");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        connections.set(connections.get() + 1);
+        let (shard, connections) = (shard.clone(), connections.clone());
+        glommio::spawn_local(async move {
+            connection::serve(shard, stream).await;
+            connections.set(connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// How long start-up waits for the listen port to be free.
+const PORT_WAIT_MS_MAX: u64 = 30_000;
+
+/// Waits until no socket listens on `addr`'s port.
+///
+/// Shards listen with SO_REUSEPORT, which would also let them join a listener that a previous
+/// broker process left behind: after a kill -9, a listener with an io_uring accept in flight
+/// outlives the process until the kernel tears the ring down, and connections the kernel hands
+/// to it are then reset. The kernel's socket table tells when every old listener is gone.
+/// (A trial bind cannot: connections the old process accepted hold the port too.)
+fn wait_for_port(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PORT_WAIT_MS_MAX);
+    while port_has_listener(addr.port()) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "another process listens on port {}",
+            addr.port()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Whether `/proc/net/tcp{,6}` lists a socket in LISTEN state (0A) on `port`.
+fn port_has_listener(port: u16) -> bool {
+    let local_port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3 && fields[1].ends_with(&local_port) && fields[3] == "0A"
+            })
+    })
+}
+
+/// Removes partition directories that the metadata does not list: what remains of a topic whose
+/// deletion was persisted but not finished before a crash. Without this, a topic created later
+/// under the same name would serve the old data.
+fn remove_orphan_partitions(data_dir: &Path, snapshot: &MetadataSnapshot) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((topic, partition)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(partition) = partition.parse::<i32>() else {
+            continue;
+        };
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let listed = snapshot
+            .topics
+            .get(topic)
+            .is_some_and(|meta| partition < meta.partitions);
+        if !listed {
+            log::warn!(
+                "removing {}: not in the topic metadata",
+                entry.path().display()
+            );
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}

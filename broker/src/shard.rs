@@ -1,0 +1,251 @@
+//! A shard: one pinned glommio executor, the partitions it owns, and its links to the others.
+//!
+//! Concurrency: a `Shard` lives on one executor thread and is shared there as `Rc<Shard>`.
+//! Nothing in it is touched from another thread; other shards reach it only by sending a [`Job`]
+//! into its bounded inbox, which runs the job on this shard's executor.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use storage::{LogConfig, PartitionLog};
+
+use crate::config::ServeArgs;
+use crate::controller::Controller;
+use crate::metadata::{partition_dir, MetadataSnapshot, TopicMeta};
+
+/// Jobs waiting in one shard's inbox before senders wait. Each job is small (a closure and its
+/// captured request part); the bound turns a flood from other shards into backpressure.
+pub const INBOX_JOBS_MAX: usize = 1024;
+
+/// Work sent to another shard: runs there and sends its own reply.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// The shard that owns a partition. A pure function of the topic name, the partition and the
+/// shard count, so every shard agrees without asking; consecutive partitions of one topic go to
+/// consecutive shards.
+pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> usize {
+    assert!(shard_count > 0);
+    assert!(partition >= 0);
+    // FNV-1a: stable across builds and platforms, unlike std's randomly seeded hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in topic.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash.wrapping_add(partition as u64) % shard_count as u64) as usize
+}
+
+struct TopicLogs {
+    id: uuid::Uuid,
+    partitions: HashMap<i32, Rc<PartitionLog>>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Arc<ServeArgs>,
+    metadata: RefCell<Arc<MetadataSnapshot>>,
+    logs: RefCell<HashMap<String, TopicLogs>>,
+    peers: Vec<async_channel::Sender<Job>>,
+    /// Present on shard 0 only: the single writer of metadata.
+    pub controller: Option<Controller>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        config: Arc<ServeArgs>,
+        metadata: Arc<MetadataSnapshot>,
+        peers: Vec<async_channel::Sender<Job>>,
+    ) -> Shard {
+        let count = peers.len();
+        assert!(id < count);
+        Shard {
+            id,
+            count,
+            config,
+            metadata: RefCell::new(metadata),
+            logs: RefCell::new(HashMap::new()),
+            peers,
+            controller: (id == 0).then(Controller::new),
+        }
+    }
+
+    /// Runs jobs sent by other shards until every sender is gone.
+    pub async fn serve_inbox(self: Rc<Self>, inbox: async_channel::Receiver<Job>) {
+        while let Ok(job) = inbox.recv().await {
+            glommio::spawn_local(job(self.clone())).detach();
+        }
+    }
+
+    /// Runs `work` on shard `target` and returns its result; runs it in place when `target` is
+    /// this shard. The closure and its result cross threads, so both must be `Send`; the future
+    /// it builds stays on the target shard.
+    pub async fn call<R, F, Fut>(self: &Rc<Self>, target: usize, work: F) -> R
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        if target == self.id {
+            return work(self.clone()).await;
+        }
+        let (reply_tx, reply_rx) = futures_channel::oneshot::channel();
+        let job: Job = Box::new(move |shard| {
+            Box::pin(async move {
+                // The caller may have gone (its connection closed); the result is then unwanted.
+                let _ = reply_tx.send(work(shard).await);
+            })
+        });
+        if self.peers[target].send(job).await.is_err() {
+            panic!(
+                "shard {target} inbox closed while shard {} is running",
+                self.id
+            );
+        }
+        reply_rx
+            .await
+            .expect("a shard dropped a job without replying")
+    }
+
+    pub fn metadata(&self) -> Arc<MetadataSnapshot> {
+        self.metadata.borrow().clone()
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        shard_for(topic, partition, self.count)
+    }
+
+    /// The log of a partition this shard owns.
+    pub fn log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+        debug_assert_eq!(self.owner(topic, partition), self.id);
+        self.logs
+            .borrow()
+            .get(topic)?
+            .partitions
+            .get(&partition)
+            .cloned()
+    }
+
+    fn log_config(&self, topic: &TopicMeta) -> LogConfig {
+        let segment_bytes = topic
+            .configs
+            .get("segment.bytes")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(self.config.segment_bytes);
+        let index_interval_bytes = topic
+            .config_i64("index.interval.bytes")
+            .unwrap_or(4096)
+            .max(1) as u64;
+        LogConfig {
+            segment_bytes,
+            index_interval_bytes,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Installs a new metadata snapshot and brings this shard's open logs in line with it:
+    /// partitions of deleted topics are closed and removed, newly owned partitions opened.
+    pub async fn apply_metadata(self: &Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
+        let previous = self.metadata.replace(snapshot.clone());
+        assert!(
+            snapshot.version >= previous.version,
+            "metadata versions only grow"
+        );
+        self.drop_removed_topics(&snapshot).await;
+        for topic in snapshot.topics.values() {
+            for partition in 0..topic.partitions {
+                if self.owner(&topic.name, partition) == self.id
+                    && self.log(&topic.name, partition).is_none()
+                {
+                    self.open_partition(topic, partition).await;
+                }
+            }
+        }
+    }
+
+    async fn drop_removed_topics(&self, snapshot: &MetadataSnapshot) {
+        let removed: Vec<(String, TopicLogs)> = {
+            let mut logs = self.logs.borrow_mut();
+            let names: Vec<String> = logs
+                .iter()
+                .filter(|(name, t)| {
+                    snapshot
+                        .topics
+                        .get(*name)
+                        .is_none_or(|meta| meta.id != t.id)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            names
+                .into_iter()
+                .map(|name| {
+                    let t = logs.remove(&name).unwrap();
+                    (name, t)
+                })
+                .collect()
+        };
+        for (name, topic) in removed {
+            for (partition, log) in topic.partitions {
+                match Rc::try_unwrap(log) {
+                    Ok(log) => {
+                        if let Err(e) = log.delete().await {
+                            log::error!("deleting {name}-{partition}: {e}");
+                        }
+                    }
+                    // Requests in flight still hold the log; remove the files under them (the
+                    // open descriptors keep working until they finish).
+                    Err(_) => {
+                        let dir = partition_dir(&self.config.data_dir, &name, partition);
+                        if let Err(e) = std::fs::remove_dir_all(&dir) {
+                            log::error!("deleting {}: {e}", dir.display());
+                        }
+                    }
+                }
+            }
+            log::info!("shard {}: removed topic {name}", self.id);
+        }
+    }
+
+    async fn open_partition(&self, topic: &TopicMeta, partition: i32) {
+        let dir = partition_dir(&self.config.data_dir, &topic.name, partition);
+        match PartitionLog::open(&dir, self.log_config(topic)).await {
+            Ok(log) => {
+                let mut logs = self.logs.borrow_mut();
+                let entry = logs.entry(topic.name.clone()).or_insert_with(|| TopicLogs {
+                    id: topic.id,
+                    partitions: HashMap::new(),
+                });
+                entry.partitions.insert(partition, Rc::new(log));
+            }
+            Err(e) => log::error!("shard {}: cannot open {}: {e}", self.id, dir.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_for_spreads_partitions_of_a_topic() {
+        for shards in 1..6 {
+            let owners: Vec<usize> = (0..shards as i32)
+                .map(|p| shard_for("orders", p, shards))
+                .collect();
+            let mut sorted = owners.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(
+                sorted.len(),
+                shards,
+                "every shard owns one of {shards} partitions"
+            );
+        }
+        assert_eq!(shard_for("orders", 7, 4), shard_for("orders", 7, 4));
+    }
+}

@@ -1,0 +1,303 @@
+//! The real broker binary over real TCP: protocol negotiation, hostile frames, produce/fetch
+//! across shards, restart after kill -9.
+
+mod common;
+
+use bytes::Bytes;
+use common::{batch, records, Broker};
+use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn create_topic(wire: &mut common::Wire, name: &str, partitions: i32) -> i16 {
+    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(topic_name(name))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    let response: CreateTopicsResponse = wire.request(ApiKey::CreateTopics, 7, &request);
+    response.topics[0].error_code
+}
+
+fn produce(
+    wire: &mut common::Wire,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> (i16, i64) {
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])]);
+    let response: ProduceResponse = wire.request(ApiKey::Produce, 9, &request);
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch(
+    wire: &mut common::Wire,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+) -> (i16, i64, Bytes) {
+    let request = FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let response: FetchResponse = wire.request(ApiKey::Fetch, 12, &request);
+    let p = &response.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.clone().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn api_versions_negotiation() {
+    let broker = Broker::start("apiversions", 1);
+    let mut wire = broker.connect();
+    let response: ApiVersionsResponse =
+        wire.request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(response.error_code, 0);
+    let produce = response
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Produce as i16)
+        .unwrap();
+    assert!(produce.min_version <= 3 && produce.max_version >= 9);
+    // An unknown future version gets a v0 answer with UNSUPPORTED_VERSION and the real list.
+    let response: ApiVersionsResponse =
+        wire.request(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default());
+    assert_eq!(response.error_code, 0);
+    let mut frame = vec![0, 0, 0, 10, 0, 18, 0, 99, 0, 0, 0, 42, 0xff, 0xff];
+    wire.send_raw(&frame);
+    let mut answer = wire.read_frame().expect("an answer to ApiVersions v99");
+    assert_eq!(&answer[..4], &42i32.to_be_bytes());
+    answer = answer.slice(4..);
+    let decoded =
+        <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut answer, 0)
+            .unwrap();
+    assert_eq!(decoded.error_code, 35);
+    assert!(!decoded.api_keys.is_empty());
+    frame.clear();
+}
+
+#[test]
+fn hostile_frames_close_only_their_connection() {
+    let broker = Broker::start("hostile", 2);
+    let mut healthy = broker.connect();
+    let cases: Vec<Vec<u8>> = vec![
+        // Length prefix claiming 2 GiB.
+        vec![0x7f, 0xff, 0xff, 0xff, 1, 2, 3],
+        // Negative length.
+        vec![0xff, 0xff, 0xff, 0xfe],
+        // Unknown API key 9999.
+        vec![0, 0, 0, 10, 0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0, 0],
+        // Produce v9 with a body of garbage.
+        [
+            vec![0, 0, 0, 24, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0],
+            vec![0xee; 15],
+        ]
+        .concat(),
+        // Metadata v12 whose topic array claims 2^31 entries.
+        vec![
+            0, 0, 0, 16, 0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07,
+        ],
+        // Frame shorter than a request header.
+        vec![0, 0, 0, 3, 0, 1, 2],
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let mut wire = broker.connect();
+        wire.send_raw(case);
+        assert!(
+            wire.closed_by_broker(),
+            "case {i}: broker closes the connection"
+        );
+        // Other connections, old and new, keep working.
+        let response: MetadataResponse =
+            healthy.request(ApiKey::Metadata, 12, &MetadataRequest::default());
+        assert_eq!(response.brokers.len(), 1, "case {i}");
+        let mut fresh = broker.connect();
+        let response: ApiVersionsResponse =
+            fresh.request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        assert_eq!(response.error_code, 0, "case {i}");
+    }
+}
+
+#[test]
+fn produce_validation_errors() {
+    let broker = Broker::start("produce-errors", 2);
+    let mut wire = broker.connect();
+    assert_eq!(create_topic(&mut wire, "checked", 2), 0);
+    assert_eq!(
+        create_topic(&mut wire, "checked", 2),
+        36,
+        "TOPIC_ALREADY_EXISTS"
+    );
+    assert_eq!(
+        create_topic(&mut wire, "bad/name", 1),
+        17,
+        "INVALID_TOPIC_EXCEPTION"
+    );
+    let good = batch(&["a", "b"], 1_000);
+    let mut corrupt = good.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x55;
+    assert_eq!(
+        produce(&mut wire, "checked", 0, Bytes::from(corrupt), 1).0,
+        2,
+        "CORRUPT_MESSAGE"
+    );
+    assert_eq!(
+        produce(&mut wire, "checked", 0, good.slice(..good.len() - 3), 1).0,
+        2,
+        "truncated batch"
+    );
+    assert_eq!(
+        produce(&mut wire, "checked", 7, good.clone(), 1).0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        produce(&mut wire, "checked", 0, good.clone(), 5).0,
+        21,
+        "INVALID_REQUIRED_ACKS"
+    );
+    // Nothing above was stored; the next good batch gets offset 0.
+    assert_eq!(produce(&mut wire, "checked", 0, good, -1), (0, 0));
+    let (error, _, _) = fetch(&mut wire, "checked", 0, 99, 0);
+    assert_eq!(error, 1, "OFFSET_OUT_OF_RANGE");
+    let (error, _, _) = fetch(&mut wire, "missing", 0, 0, 0);
+    assert_eq!(error, 3, "fetch from a missing topic");
+}
+
+#[test]
+fn partitions_on_both_shards_survive_kill_9() {
+    let mut broker = Broker::start("roundtrip", 2);
+    let mut wire = broker.connect();
+    assert_eq!(create_topic(&mut wire, "events", 4), 0);
+    let mut expected = Vec::new();
+    for partition in 0..4 {
+        for round in 0..3 {
+            let values: Vec<String> = (0..5)
+                .map(|i| format!("p{partition}-r{round}-{i}"))
+                .collect();
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            let (error, base) = produce(
+                &mut wire,
+                "events",
+                partition,
+                batch(&refs, 1_000 * round as i64),
+                -1,
+            );
+            assert_eq!(
+                (error, base),
+                (0, round * 5),
+                "dense offsets on partition {partition}"
+            );
+        }
+        let (_, hw, bytes) = fetch(&mut wire, "events", partition, 0, 0);
+        assert_eq!(hw, 15);
+        expected.push(records(bytes));
+        assert_eq!(expected[partition as usize].len(), 15);
+    }
+    broker.kill_and_restart();
+    let mut wire = broker.connect();
+    let metadata: MetadataResponse = wire.request(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic_name("events")))
+        ])),
+    );
+    assert_eq!(metadata.topics[0].partitions.len(), 4);
+    for partition in 0..4 {
+        let (error, hw, bytes) = fetch(&mut wire, "events", partition, 0, 0);
+        assert_eq!((error, hw), (0, 15));
+        assert_eq!(
+            records(bytes),
+            expected[partition as usize],
+            "partition {partition} after kill -9"
+        );
+        // A fetch from an offset returns the batch that holds it first.
+        let (_, _, bytes) = fetch(&mut wire, "events", partition, 7, 0);
+        let got = records(bytes);
+        assert!(
+            got[0].0 <= 7 && got.iter().any(|r| r.0 == 7),
+            "fetch at 7 starts with the batch holding 7"
+        );
+    }
+    let offsets: ListOffsetsResponse = wire.request(
+        ApiKey::ListOffsets,
+        6,
+        &ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name("events"))
+            .with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(1)
+                    .with_timestamp(-2),
+                ListOffsetsPartition::default()
+                    .with_partition_index(2)
+                    .with_timestamp(-1),
+                ListOffsetsPartition::default()
+                    .with_partition_index(3)
+                    .with_timestamp(1_002),
+            ])]),
+    );
+    let found: Vec<i64> = offsets.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.offset)
+        .collect();
+    assert_eq!(found, vec![0, 15, 7]);
+}
+
+#[test]
+fn long_poll_wakes_on_append_from_another_connection() {
+    let broker = Broker::start("longpoll", 2);
+    let mut setup = broker.connect();
+    assert_eq!(create_topic(&mut setup, "tail", 2), 0);
+    for partition in 0..2 {
+        let mut consumer = broker.connect();
+        let waiter = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let (error, hw, bytes) = fetch(&mut consumer, "tail", partition, 0, 20_000);
+            (error, hw, records(bytes), started.elapsed())
+        });
+        // The fetch parks until this produce lands (it would otherwise wait 20 s).
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(
+            produce(&mut setup, "tail", partition, batch(&["wake"], 5), 1),
+            (0, 0)
+        );
+        let (error, hw, got, waited) = waiter.join().unwrap();
+        assert_eq!((error, hw), (0, 1));
+        assert_eq!(got[0].2, "wake");
+        assert!(
+            waited < std::time::Duration::from_secs(10),
+            "woken by the append, not the deadline"
+        );
+    }
+}
