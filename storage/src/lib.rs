@@ -67,6 +67,7 @@
 
 mod batch;
 mod error;
+mod fifo_lock;
 mod index;
 mod iopoll_probe;
 mod log;

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::fifo_lock::{FifoLock, Ticket};
 use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
-use glommio::sync::Semaphore;
 
 use crate::batch::{self, ValidatedBatches};
 use crate::index::SparseIndex;
@@ -42,7 +42,8 @@ struct LogInner {
     /// The bytes `[align_down(end), end)` of the active segment: each append rewrites that
     /// partial block from this copy, followed by the new batches and zero padding.
     tail_block: RefCell<Vec<u8>>,
-    append_lock: Semaphore,
+    /// Serialises appends in call order (see `fifo_lock`).
+    append_lock: FifoLock,
     appended: Rc<Notify>,
     /// Every offset below this is durable.
     synced_offset: Cell<i64>,
@@ -88,7 +89,7 @@ impl PartitionLog {
             segments: RefCell::new(segments),
             log_end_offset: Cell::new(log_end_offset),
             tail_block: RefCell::new(tail_block),
-            append_lock: Semaphore::new(1),
+            append_lock: FifoLock::default(),
             appended: Rc::new(Notify::default()),
             synced_offset: Cell::new(log_end_offset),
             sync_in_flight: Cell::new(false),
@@ -124,7 +125,10 @@ impl PartitionLog {
     /// sits in a segment of its own).
     pub async fn append(&self, batches: ValidatedBatches) -> Result<AppendInfo, StorageError> {
         let inner = Rc::clone(&self.inner);
-        let task = glommio::spawn_local(async move { inner.append(batches).await }).detach();
+        // The ticket is drawn now, in call order; the task always runs to use it.
+        let ticket = inner.append_lock.ticket();
+        let task =
+            glommio::spawn_local(async move { inner.append(ticket, batches).await }).detach();
         task.await.unwrap_or(Err(StorageError::Closed))
     }
 
@@ -204,7 +208,7 @@ impl PartitionLog {
     pub async fn close(self) -> Result<(), StorageError> {
         let inner = &self.inner;
         inner.closed.set(true);
-        let permit = inner.append_lock.acquire_permit(1).await?;
+        let permit = inner.append_lock.acquire(inner.append_lock.ticket()).await;
         inner.appended.notify_all();
         let sync_result = self.sync_to(i64::MAX).await;
         let active = inner.active_segment();
@@ -244,8 +248,12 @@ impl LogInner {
         segment
     }
 
-    async fn append(&self, batches: ValidatedBatches) -> Result<AppendInfo, StorageError> {
-        let _permit = self.append_lock.acquire_permit(1).await?;
+    async fn append(
+        &self,
+        ticket: Ticket,
+        batches: ValidatedBatches,
+    ) -> Result<AppendInfo, StorageError> {
+        let _turn = self.append_lock.acquire(ticket).await;
         if self.closed.get() {
             return Err(StorageError::Closed);
         }

@@ -62,7 +62,8 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                 Ok((offset, timestamp)) => response
                     .with_offset(offset)
                     .with_timestamp(timestamp)
-                    .with_leader_epoch(0),
+                    // The field exists from v4 on.
+                    .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 }),
                 Err(error) => response
                     .with_error_code(error.code())
                     .with_offset(-1)
