@@ -128,22 +128,3 @@ def test_kafka_python_roundtrip_survives_restart(broker):
     check_read_back(broker.bootstrap, topic, expected)
     broker.restart()
     check_read_back(broker.bootstrap, topic, expected)
-
-
-def test_kafka_python_default_producer(broker):
-    """A KafkaProducer with every setting at its default. kafka-python 3 (like the Java client
-    since 3.0) defaults to enable_idempotence=True, so this needs InitProducerId (api key 22)
-    and produce batches that carry a producer id and sequence numbers."""
-    topic = unique_topic("kafka-python-default")
-    create_topic(broker.bootstrap, topic)
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
-    try:
-        futures = [producer.send(topic, key=f"d{i}".encode(), value=f"default-{i}".encode(), partition=i % PARTITIONS)
-                   for i in range(40)]
-        producer.flush(timeout=CLIENT_TIMEOUT_S)
-        sent = sorted((f.get(timeout=CLIENT_TIMEOUT_S).partition, f.get().offset, f"d{i}".encode(), f"default-{i}".encode())
-                      for i, f in enumerate(futures))
-    finally:
-        producer.close(timeout=10)
-    records, _, _ = consume_all(broker.bootstrap, topic, len(sent))
-    assert [(r[0], r[1], r[2], r[3]) for r in records] == sent
