@@ -25,6 +25,18 @@ pub const CONTROLLER_SHARD: usize = 0;
 
 pub struct Controller {
     changes: Semaphore,
+    producer_ids: std::cell::RefCell<ProducerIdBlock>,
+}
+
+/// Producer ids handed out per persisted block: one fsync per this many InitProducerId calls.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// The controller's supply of producer ids. The end of the current block is persisted before any
+/// id of the block is handed out, so no id is ever given twice, across restarts included (ids
+/// left in a block at a crash are skipped).
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
 }
 
 /// A topic to create, as asked by CreateTopics, the CLI or auto-creation.
@@ -42,11 +54,69 @@ pub struct TopicSpec {
 pub type Refusal = (ResponseError, String);
 
 impl Controller {
-    pub fn new() -> Controller {
-        Controller {
+    pub fn new(data_dir: &std::path::Path) -> anyhow::Result<Controller> {
+        let persisted_end = match std::fs::read_to_string(producer_id_path(data_dir)) {
+            Ok(text) => text
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| anyhow::anyhow!("meta/producer_ids: {e}"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Controller {
             changes: Semaphore::new(1),
-        }
+            producer_ids: std::cell::RefCell::new(ProducerIdBlock {
+                next: persisted_end,
+                end: persisted_end,
+            }),
+        })
     }
+}
+
+fn producer_id_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("meta").join("producer_ids")
+}
+
+/// A new producer id (from any shard).
+pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, ResponseError> {
+    shard
+        .call(CONTROLLER_SHARD, |s| async move {
+            allocate_producer_id_here(&s)
+        })
+        .await
+}
+
+fn allocate_producer_id_here(shard: &Shard) -> Result<i64, ResponseError> {
+    let mut block = controller(shard).producer_ids.borrow_mut();
+    if block.next == block.end {
+        let end = block.end + PRODUCER_ID_BLOCK_SIZE;
+        persist_atomically(
+            &producer_id_path(&shard.config.data_dir),
+            end.to_string().as_bytes(),
+        )
+        .map_err(|e| {
+            log::error!("persisting the producer id block failed: {e}");
+            ResponseError::KafkaStorageError
+        })?;
+        block.end = end;
+    }
+    let id = block.next;
+    block.next += 1;
+    Ok(id)
+}
+
+/// Replaces `path` with `contents` durably: write a temporary file, fsync, rename, fsync the
+/// directory.
+fn persist_atomically(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn controller(shard: &Shard) -> &Controller {

@@ -8,6 +8,7 @@ mod errors;
 mod handlers;
 mod metadata;
 mod ops;
+mod producers;
 mod server;
 mod shard;
 

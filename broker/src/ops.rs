@@ -16,7 +16,8 @@ use kafka_protocol::error::ResponseError;
 use storage::ValidatedBatches;
 
 use crate::errors::storage_error;
-use crate::shard::Shard;
+use crate::producers::{BatchIdentity, Verdict};
+use crate::shard::{Partition, Shard};
 
 /// Acks value meaning "answer once the append is durable" (acks=all).
 pub const ACKS_ALL: i16 = -1;
@@ -54,19 +55,55 @@ impl Shard {
         batches: ValidatedBatches,
         acks: i16,
     ) -> Result<Appended, ResponseError> {
-        let log = self
-            .log(&topic, partition)
+        let partition = self
+            .partition(&topic, partition)
             .ok_or(ResponseError::UnknownTopicOrPartition)?;
-        let info = log.append(batches).await.map_err(|e| storage_error(&e))?;
-        if acks == ACKS_ALL {
-            log.sync_to(info.last_offset)
-                .await
-                .map_err(|e| storage_error(&e))?;
+        // Kafka requires exactly one batch per partition from Produce v3 on; it also keeps the
+        // producer-state bookkeeping one batch per append.
+        if batches.batch_count() != 1 {
+            return Err(ResponseError::InvalidRecord);
         }
-        Ok(Appended {
-            base_offset: info.base_offset,
-            log_start_offset: log.log_start_offset(),
-        })
+        let identity = BatchIdentity::parse(batches.bytes());
+        if identity.transactional {
+            return Err(ResponseError::TransactionalIdAuthorizationFailed);
+        }
+        if identity.is_idempotent() {
+            let verdict = partition
+                .producers
+                .borrow_mut()
+                .check_and_reserve(&identity, now_ms())?;
+            match verdict {
+                Verdict::Append => {}
+                Verdict::DuplicateInFlight => return Err(ResponseError::DuplicateSequenceNumber),
+                Verdict::Duplicate { first_offset } => {
+                    let last_offset = first_offset + i64::from(identity.last_offset_delta);
+                    return finish(&partition, first_offset, last_offset, acks).await;
+                }
+            }
+        }
+        // No await between the check above and this call: the append draws its place in the
+        // log's queue in the same order the producer state saw the batch.
+        let appended = partition.log.append(batches).await;
+        match appended {
+            Ok(info) => {
+                if identity.is_idempotent() {
+                    partition
+                        .producers
+                        .borrow_mut()
+                        .complete(&identity, info.base_offset);
+                }
+                finish(&partition, info.base_offset, info.last_offset, acks).await
+            }
+            Err(e) => {
+                if identity.is_idempotent() {
+                    partition
+                        .producers
+                        .borrow_mut()
+                        .abandon(identity.producer_id);
+                }
+                Err(storage_error(&e))
+            }
+        }
     }
 
     pub async fn read_local(self: Rc<Self>, specs: Vec<ReadSpec>) -> Vec<PartitionRead> {
@@ -78,7 +115,7 @@ impl Shard {
     }
 
     async fn read_one(&self, spec: &ReadSpec) -> PartitionRead {
-        let Some(log) = self.log(&spec.topic, spec.partition) else {
+        let Some(partition) = self.partition(&spec.topic, spec.partition) else {
             return PartitionRead {
                 error: Some(ResponseError::UnknownTopicOrPartition),
                 high_watermark: -1,
@@ -88,6 +125,7 @@ impl Shard {
         };
         // Read the bounds before the data: the data may then run past this high watermark,
         // which clients accept, but never the other way round.
+        let log = &partition.log;
         let high_watermark = log.log_end_offset();
         let log_start_offset = log.log_start_offset();
         match log.read(spec.offset, spec.max_bytes).await {
@@ -114,9 +152,10 @@ impl Shard {
         partition: i32,
         timestamp: i64,
     ) -> Result<(i64, i64), ResponseError> {
-        let log = self
-            .log(&topic, partition)
+        let partition = self
+            .partition(&topic, partition)
             .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let log = &partition.log;
         match timestamp {
             -2 => Ok((log.log_start_offset(), -1)),
             -1 => Ok((log.log_end_offset(), -1)),
@@ -137,9 +176,10 @@ impl Shard {
         let mut wakeups: Vec<Pin<Box<dyn Future<Output = ()>>>> =
             Vec::with_capacity(waits.len() + 1);
         for (topic, partition, offset) in &waits {
-            let Some(log) = self.log(topic, partition.to_owned()) else {
+            let Some(partition) = self.partition(topic, *partition) else {
                 return;
             };
+            let log = &partition.log;
             // Listen before checking, so an append between the check and the wait is not missed.
             let appended = log.wait_for_append();
             if log.log_end_offset() > *offset {
@@ -151,6 +191,32 @@ impl Shard {
         wakeups.push(Box::pin(glommio::timer::sleep(remaining)));
         first_of(wakeups).await;
     }
+}
+
+/// Answers an append once it is as durable as `acks` asks.
+async fn finish(
+    partition: &Partition,
+    base_offset: i64,
+    last_offset: i64,
+    acks: i16,
+) -> Result<Appended, ResponseError> {
+    if acks == ACKS_ALL {
+        partition
+            .log
+            .sync_to(last_offset)
+            .await
+            .map_err(|e| storage_error(&e))?;
+    }
+    Ok(Appended {
+        base_offset,
+        log_start_offset: partition.log.log_start_offset(),
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Completes when the first of `futures` does.

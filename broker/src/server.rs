@@ -63,7 +63,7 @@ async fn shard_main(
     inbox: async_channel::Receiver<Job>,
     ready: Arc<Barrier>,
 ) -> anyhow::Result<()> {
-    let shard = Rc::new(Shard::new(id, config.clone(), snapshot.clone(), peers));
+    let shard = Rc::new(Shard::new(id, config.clone(), snapshot.clone(), peers)?);
     glommio::spawn_local(shard.clone().serve_inbox(inbox)).detach();
     shard.apply_metadata(snapshot).await;
     let listener = TcpListener::bind(config.listen)

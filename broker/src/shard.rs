@@ -11,11 +11,14 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use std::cell::RefCell as StateCell;
+
 use storage::{LogConfig, PartitionLog};
 
 use crate::config::ServeArgs;
 use crate::controller::Controller;
 use crate::metadata::{partition_dir, MetadataSnapshot, TopicMeta};
+use crate::producers::{BatchIdentity, ProducerStates};
 
 /// Jobs waiting in one shard's inbox before senders wait. Each job is small (a closure and its
 /// captured request part); the bound turns a flood from other shards into backpressure.
@@ -39,9 +42,18 @@ pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> usize {
     (hash.wrapping_add(partition as u64) % shard_count as u64) as usize
 }
 
+/// A partition this shard owns: its log and the idempotent-producer state derived from it.
+pub struct Partition {
+    pub log: PartitionLog,
+    pub producers: StateCell<ProducerStates>,
+}
+
+/// Bytes read at a time while rebuilding producer state from a log.
+const PRODUCER_SCAN_READ_BYTES: usize = 1 << 20;
+
 struct TopicLogs {
     id: uuid::Uuid,
-    partitions: HashMap<i32, Rc<PartitionLog>>,
+    partitions: HashMap<i32, Rc<Partition>>,
 }
 
 pub struct Shard {
@@ -61,18 +73,23 @@ impl Shard {
         config: Arc<ServeArgs>,
         metadata: Arc<MetadataSnapshot>,
         peers: Vec<async_channel::Sender<Job>>,
-    ) -> Shard {
+    ) -> anyhow::Result<Shard> {
         let count = peers.len();
         assert!(id < count);
-        Shard {
+        let controller = if id == 0 {
+            Some(Controller::new(&config.data_dir)?)
+        } else {
+            None
+        };
+        Ok(Shard {
             id,
             count,
             config,
             metadata: RefCell::new(metadata),
             logs: RefCell::new(HashMap::new()),
             peers,
-            controller: (id == 0).then(Controller::new),
-        }
+            controller,
+        })
     }
 
     /// Runs jobs sent by other shards until every sender is gone.
@@ -120,8 +137,8 @@ impl Shard {
         shard_for(topic, partition, self.count)
     }
 
-    /// The log of a partition this shard owns.
-    pub fn log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+    /// A partition this shard owns.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         debug_assert_eq!(self.owner(topic, partition), self.id);
         self.logs
             .borrow()
@@ -160,7 +177,7 @@ impl Shard {
         for topic in snapshot.topics.values() {
             for partition in 0..topic.partitions {
                 if self.owner(&topic.name, partition) == self.id
-                    && self.log(&topic.name, partition).is_none()
+                    && self.partition(&topic.name, partition).is_none()
                 {
                     self.open_partition(topic, partition).await;
                 }
@@ -190,10 +207,10 @@ impl Shard {
                 .collect()
         };
         for (name, topic) in removed {
-            for (partition, log) in topic.partitions {
-                match Rc::try_unwrap(log) {
-                    Ok(log) => {
-                        if let Err(e) = log.delete().await {
+            for (partition, state) in topic.partitions {
+                match Rc::try_unwrap(state) {
+                    Ok(state) => {
+                        if let Err(e) = state.log.delete().await {
                             log::error!("deleting {name}-{partition}: {e}");
                         }
                     }
@@ -213,18 +230,56 @@ impl Shard {
 
     async fn open_partition(&self, topic: &TopicMeta, partition: i32) {
         let dir = partition_dir(&self.config.data_dir, &topic.name, partition);
-        match PartitionLog::open(&dir, self.log_config(topic)).await {
-            Ok(log) => {
-                let mut logs = self.logs.borrow_mut();
-                let entry = logs.entry(topic.name.clone()).or_insert_with(|| TopicLogs {
-                    id: topic.id,
-                    partitions: HashMap::new(),
-                });
-                entry.partitions.insert(partition, Rc::new(log));
-            }
-            Err(e) => log::error!("shard {}: cannot open {}: {e}", self.id, dir.display()),
-        }
+        let log = match PartitionLog::open(&dir, self.log_config(topic)).await {
+            Ok(log) => log,
+            Err(e) => return log::error!("shard {}: cannot open {}: {e}", self.id, dir.display()),
+        };
+        let producers = match rebuild_producer_states(&log).await {
+            Ok(producers) => producers,
+            Err(e) => return log::error!("shard {}: cannot scan {}: {e}", self.id, dir.display()),
+        };
+        let mut logs = self.logs.borrow_mut();
+        let entry = logs.entry(topic.name.clone()).or_insert_with(|| TopicLogs {
+            id: topic.id,
+            partitions: HashMap::new(),
+        });
+        entry.partitions.insert(
+            partition,
+            Rc::new(Partition {
+                log,
+                producers: StateCell::new(producers),
+            }),
+        );
     }
+}
+
+/// Replays every stored batch's producer fields. Reads the whole log: there are no producer
+/// state snapshots yet, so start-up time grows with the data stored.
+async fn rebuild_producer_states(
+    log: &PartitionLog,
+) -> Result<ProducerStates, storage::StorageError> {
+    let mut states = ProducerStates::default();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let bytes = log.read(offset, PRODUCER_SCAN_READ_BYTES).await?;
+        assert!(
+            !bytes.is_empty(),
+            "a read below the log end returns a batch"
+        );
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            assert!(rest.len() >= 61, "storage returns whole batches");
+            let length = 12 + i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+            let base_offset = i64::from_be_bytes(rest[0..8].try_into().unwrap());
+            let max_timestamp = i64::from_be_bytes(rest[35..43].try_into().unwrap());
+            let identity = BatchIdentity::parse(&rest[..length]);
+            states.observe_stored(&identity, base_offset, max_timestamp);
+            offset = base_offset + i64::from(identity.last_offset_delta) + 1;
+            rest = &rest[length..];
+        }
+        glommio::yield_if_needed().await;
+    }
+    Ok(states)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -83,6 +84,11 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
         key: ApiKey::DescribeConfigs,
         min: describe_configs::VERSION_MIN,
         max: describe_configs::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::InitProducerId,
+        min: init_producer_id::VERSION_MIN,
+        max: init_producer_id::VERSION_MAX,
     },
     ApiSupport {
         key: ApiKey::CreatePartitions,
@@ -204,6 +210,12 @@ pub async fn dispatch(shard: Rc<Shard>, mut frame: Bytes) -> Outcome {
                 create_partitions::handle
             )
         }
+        ApiKey::InitProducerId => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::InitProducerIdRequest,
+            init_producer_id::handle
+        ),
         _ => unreachable!("SUPPORTED_APIS lists only routed APIs"),
     }
 }
