@@ -1,0 +1,90 @@
+"""Idempotent producers: every record stored exactly once, in order, also across a kill -9.
+
+With enable.idempotence the client numbers its batches; the broker keeps each producer's last
+batches per partition (rebuilt from the log after a restart) and answers a retried batch with
+its original offset instead of appending it again.
+"""
+
+import time
+
+from confluent_kafka import Producer
+from kafka import KafkaProducer
+
+from e2e_util import assert_dense_offsets, by_partition, confluent_base_config, create_topic, read_all, unique_topic
+
+PARTITIONS = 4
+RECORD_COUNT = 10_000
+KILL_AFTER_ACKS = RECORD_COUNT // 2
+DEADLINE_S = 90
+
+
+def assert_exactly_once_in_order(records, record_count, partitions):
+    assert_dense_offsets(records)
+    grouped = by_partition(records)
+    seen = []
+    for p in range(partitions):
+        sequence = [int(value.decode().split("=")[1]) for _, _, _, value, *_ in grouped.get(p, [])]
+        assert sequence == sorted(sequence), f"partition {p} is out of order"
+        assert len(sequence) == len(set(sequence)), f"partition {p} holds duplicates"
+        assert all(seq % partitions == p for seq in sequence), f"partition {p} holds another partition's records"
+        seen.extend(sequence)
+    assert sorted(seen) == list(range(record_count)), f"{len(seen)} records stored, {len(set(seen))} distinct"
+
+
+def test_confluent_idempotent_producer_survives_kill9(broker):
+    topic = unique_topic("idempotent")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    config = confluent_base_config(broker.bootstrap)
+    config.update({"enable.idempotence": True, "linger.ms": 2, "batch.num.messages": 100, "message.timeout.ms": 60000})
+    producer = Producer(config)
+    acked, failed = [0], []
+
+    def on_delivery(error, message):
+        if error is None:
+            acked[0] += 1
+        else:
+            failed.append(error)
+
+    killed = False
+    deadline = time.monotonic() + DEADLINE_S
+    for seq in range(RECORD_COUNT):
+        if not killed and acked[0] >= KILL_AFTER_ACKS:
+            broker.kill9()
+            broker.start()
+            killed = True
+        while True:
+            try:
+                producer.produce(topic, value=f"seq={seq}".encode(), partition=seq % PARTITIONS, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+                assert time.monotonic() < deadline, "producer queue stayed full"
+        # Keep acknowledgements flowing so the kill lands mid-stream.
+        while not killed and seq - acked[0] > 2000:
+            producer.poll(0.05)
+            assert time.monotonic() < deadline
+        producer.poll(0)
+    assert killed, "the broker was killed mid-stream"
+    assert producer.flush(60) == 0
+    assert not failed, f"{len(failed)} delivery errors, first: {failed[:3]}"
+    assert acked[0] == RECORD_COUNT
+
+    records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=RECORD_COUNT)
+    assert len(records) == RECORD_COUNT, f"{len(records)} stored for {RECORD_COUNT} produced"
+    assert_exactly_once_in_order(records, RECORD_COUNT, PARTITIONS)
+
+
+def test_kafka_python_idempotent_producer(broker):
+    topic = unique_topic("idempotent-kp")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all", linger_ms=2)
+    count = 2000
+    futures = [producer.send(topic, value=f"seq={seq}".encode(), partition=seq % PARTITIONS) for seq in range(count)]
+    producer.flush(timeout=60)
+    metadata = [f.get(timeout=30) for f in futures]
+    producer.close(timeout=10)
+    assert len({(m.partition, m.offset) for m in metadata}) == count
+
+    records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
+    assert len(records) == count
+    assert_exactly_once_in_order(records, count, PARTITIONS)
