@@ -8,6 +8,7 @@ some into duplicates); that is allowed.
 
 import time
 
+import pytest
 from confluent_kafka import Producer, TopicPartition
 
 from e2e_util import assert_dense_offsets, by_partition, confluent_base_config, confluent_consumer, create_topic, read_all, unique_topic
@@ -22,7 +23,10 @@ PRODUCE_DEADLINE_S = 60
 FLUSH_DEADLINE_S = 60
 
 
-def test_kill9_mid_stream_loses_no_acknowledged_record(broker):
+@pytest.mark.parametrize("stop", ["kill9", "sigterm"])
+def test_stop_mid_stream_loses_no_acknowledged_record(broker, stop):
+    """kill -9 (no chance to flush) or SIGTERM (a clean shutdown with requests in flight)."""
+    stop_broker = broker.kill9 if stop == "kill9" else broker.stop
     topic = unique_topic("durable")
     create_topic(broker.bootstrap, topic, PARTITIONS)
 
@@ -59,7 +63,7 @@ def test_kill9_mid_stream_loses_no_acknowledged_record(broker):
             producer.poll(0.05)
             assert time.monotonic() < deadline, f"only {reported[0]} of {seq} records reported before the deadline"
         if killed_at_acks is None and len(acked) >= KILL_AFTER_ACKS:
-            broker.kill9()
+            stop_broker()
             killed_at_acks = len(acked)
         value = f"seq={seq:06d};payload={'p' * (seq % 40)}".encode()
         while True:
@@ -76,7 +80,7 @@ def test_kill9_mid_stream_loses_no_acknowledged_record(broker):
         while len(acked) < KILL_AFTER_ACKS and time.monotonic() < deadline:
             producer.poll(0.05)
         assert len(acked) >= KILL_AFTER_ACKS, f"only {len(acked)} acks before the deadline"
-        broker.kill9()
+        stop_broker()
         killed_at_acks = len(acked)
     assert killed_at_acks < RECORD_COUNT, "the kill came after every record was acknowledged"
 
