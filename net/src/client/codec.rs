@@ -25,6 +25,19 @@ pub const CLIENT_API_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::CreateTopics, VersionRange { min: 2, max: 7 }),
     (ApiKey::DeleteTopics, VersionRange { min: 1, max: 6 }),
     (ApiKey::DescribeConfigs, VersionRange { min: 1, max: 4 }),
+    (ApiKey::FindCoordinator, VersionRange { min: 0, max: 4 }),
+    (ApiKey::JoinGroup, VersionRange { min: 0, max: 9 }),
+    (ApiKey::SyncGroup, VersionRange { min: 0, max: 5 }),
+    (ApiKey::Heartbeat, VersionRange { min: 0, max: 4 }),
+    (ApiKey::LeaveGroup, VersionRange { min: 0, max: 5 }),
+    // v2 is the oldest kafka-protocol encodes; v9 is KIP-848's member epoch.
+    (ApiKey::OffsetCommit, VersionRange { min: 2, max: 8 }),
+    // v2 is the first that can ask for all of a group's partitions (topics null).
+    (ApiKey::OffsetFetch, VersionRange { min: 2, max: 8 }),
+    (ApiKey::ListGroups, VersionRange { min: 0, max: 4 }),
+    (ApiKey::DescribeGroups, VersionRange { min: 0, max: 5 }),
+    (ApiKey::DeleteGroups, VersionRange { min: 0, max: 2 }),
+    (ApiKey::OffsetDelete, VersionRange { min: 0, max: 0 }),
 ];
 
 /// Validates a frame's length prefix before anything is allocated for its body.

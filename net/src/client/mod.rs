@@ -3,6 +3,10 @@
 //! Layers, so an async or benchmark client can reuse everything but the socket:
 //! - `codec`: framing (length prefix, headers, FRAME_BYTES_MAX) and ApiVersions negotiation.
 //! - `apis`: one request builder and one response parser per API, pure functions.
+//! - `group_apis`: the same for the consumer group APIs.
+//! - `consumer_protocol`: the "consumer" group protocol's subscription and assignment formats and
+//!   the range assignor, pure.
+//! - `group`: `GroupConsumer`, a group member that joins, heartbeats, fetches and commits.
 //! - `records`: RecordBatch v2 encoding for Produce and tolerant decoding of Fetch data.
 //! - `transport`: a blocking `TcpStream` with connect/read/write timeouts.
 //! - `Client` (here): glues them, one request in flight at a time.
@@ -12,12 +16,16 @@
 
 pub mod apis;
 pub mod codec;
+pub mod consumer_protocol;
 pub mod error;
+pub mod group;
+pub mod group_apis;
 pub mod partitioner;
 pub mod records;
 pub mod transport;
 pub mod types;
 
+use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -30,7 +38,9 @@ pub use error::{ClientError, KafkaError, Result};
 pub use kafka_protocol::ResponseError;
 pub use partitioner::{murmur2, partition_for_key};
 pub use types::{
-    BrokerMetadata, ClusterMetadata, ConfigEntry, ConsumedRecord, FetchResult, PartitionMetadata,
+    BrokerAddress, BrokerMetadata, ClusterMetadata, CommittedOffset, ConfigEntry, ConsumedRecord,
+    FetchResult, GroupDescription, GroupMembership, GroupProtocol, JoinGroupParams, JoinOutcome,
+    JoinedGroup, JoinedMember, ListedGroup, MemberDescription, PartitionMetadata, PartitionOffset,
     ProduceRecord, TopicMetadata,
 };
 
@@ -40,6 +50,10 @@ use error::check_code;
 use transport::Connection;
 
 pub const BOOTSTRAP_DEFAULT: &str = "127.0.0.1:9092";
+/// FindCoordinator attempts while the coordinator is loading or not yet available.
+const COORDINATOR_ATTEMPTS_MAX: u32 = 20;
+/// Pause between those attempts; 20 x 250 ms covers a broker loading its group state.
+const COORDINATOR_RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -88,6 +102,52 @@ impl Client {
         };
         client.versions = client.negotiate_versions()?;
         Ok(client)
+    }
+
+    /// Connects to the coordinator of `group_id`, found through the broker at `bootstrap`. Keeps
+    /// the bootstrap connection when the coordinator is that broker. Retries FindCoordinator while
+    /// its error is retriable (COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, ...).
+    pub fn connect_coordinator(
+        bootstrap: &str,
+        group_id: &str,
+        config: ClientConfig,
+    ) -> Result<Self> {
+        let mut client = Self::connect_with(bootstrap, config.clone())?;
+        let mut attempt = 1;
+        let coordinator = loop {
+            match client.find_coordinator(group_id) {
+                Err(ClientError::Kafka(error))
+                    if error.error.is_retriable() && attempt < COORDINATOR_ATTEMPTS_MAX =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(COORDINATOR_RETRY_BACKOFF);
+                }
+                result => break result?,
+            }
+        };
+        if client.is_connected_to(&coordinator)? {
+            return Ok(client);
+        }
+        Self::connect_with(&coordinator.address(), config)
+    }
+
+    /// Whether `broker` resolves to the address this connection is connected to.
+    pub fn is_connected_to(&self, broker: &BrokerAddress) -> Result<bool> {
+        let peer = self.connection.peer_address()?;
+        let port = u16::try_from(broker.port).map_err(|_| {
+            ClientError::protocol(format!("broker port {} is out of range", broker.port))
+        })?;
+        let resolved = (broker.host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|source| ClientError::Io {
+                address: broker.address(),
+                source,
+            })?;
+        Ok(resolved.into_iter().any(|address| address == peer))
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     pub fn versions(&self) -> &NegotiatedVersions {
@@ -278,7 +338,134 @@ impl Client {
             .set_read_timeout(self.config.request_timeout)?;
         apis::parse_fetch(response?, &params)
     }
+
+    /// The coordinator of a consumer group; one request, no retries (see `connect_coordinator`).
+    pub fn find_coordinator(&mut self, group_id: &str) -> Result<BrokerAddress> {
+        let version = self.versions.require(ApiKey::FindCoordinator)?;
+        let request = group_apis::find_coordinator_request(group_id, version);
+        let response = self.call(ApiKey::FindCoordinator, version, &request)?;
+        group_apis::parse_find_coordinator(&response, group_id, version)
+    }
+
+    /// Joins (or rejoins) a group. The broker holds the answer until every member has joined or
+    /// the rebalance timeout passed, so the read timeout is stretched by that much.
+    pub fn join_group(&mut self, params: &JoinGroupParams) -> Result<JoinOutcome> {
+        let version = self.versions.require(ApiKey::JoinGroup)?;
+        let request = group_apis::join_group_request(params, version);
+        let wait = Duration::from_millis(params.rebalance_timeout_ms.max(0) as u64);
+        let response = self.call_waiting(ApiKey::JoinGroup, version, &request, wait)?;
+        group_apis::parse_join_group(response, &params.group_id)
+    }
+
+    /// Sends the leader's assignments (or none, from a follower) and returns this member's.
+    /// `wait`: how long the broker may hold the answer until the leader has synced.
+    pub fn sync_group(
+        &mut self,
+        params: &group_apis::SyncGroupParams<'_>,
+        wait: Duration,
+    ) -> Result<bytes::Bytes> {
+        let version = self.versions.require(ApiKey::SyncGroup)?;
+        let request = group_apis::sync_group_request(params, version);
+        let response = self.call_waiting(ApiKey::SyncGroup, version, &request, wait)?;
+        group_apis::parse_sync_group(response, &params.membership.group_id)
+    }
+
+    pub fn heartbeat(&mut self, membership: &GroupMembership) -> Result<()> {
+        let version = self.versions.require(ApiKey::Heartbeat)?;
+        let request = group_apis::heartbeat_request(membership);
+        let response = self.call(ApiKey::Heartbeat, version, &request)?;
+        group_apis::parse_heartbeat(&response, &membership.group_id)
+    }
+
+    pub fn leave_group(
+        &mut self,
+        membership: &GroupMembership,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let version = self.versions.require(ApiKey::LeaveGroup)?;
+        let request = group_apis::leave_group_request(membership, reason, version);
+        let response = self.call(ApiKey::LeaveGroup, version, &request)?;
+        group_apis::parse_leave_group(&response, &membership.group_id)
+    }
+
+    /// Commits the offsets of the next records to consume. `membership` is the current
+    /// generation, or `GroupMembership::admin` for a group without members.
+    pub fn offset_commit(
+        &mut self,
+        membership: &GroupMembership,
+        offsets: &[PartitionOffset],
+    ) -> Result<()> {
+        assert!(!offsets.is_empty(), "a commit carries at least one offset");
+        let version = self.versions.require(ApiKey::OffsetCommit)?;
+        let request = group_apis::offset_commit_request(membership, offsets);
+        let response = self.call(ApiKey::OffsetCommit, version, &request)?;
+        group_apis::parse_offset_commit(&response, &membership.group_id, offsets)
+    }
+
+    /// Committed offsets of `partitions`, or of every partition with a commit when `None`.
+    pub fn offset_fetch(
+        &mut self,
+        group_id: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<Vec<CommittedOffset>> {
+        let version = self.versions.require(ApiKey::OffsetFetch)?;
+        let request = group_apis::offset_fetch_request(group_id, partitions, version);
+        let response = self.call(ApiKey::OffsetFetch, version, &request)?;
+        group_apis::parse_offset_fetch(response, group_id, version)
+    }
+
+    pub fn list_groups(&mut self) -> Result<Vec<ListedGroup>> {
+        let version = self.versions.require(ApiKey::ListGroups)?;
+        let request = group_apis::list_groups_request();
+        let response = self.call(ApiKey::ListGroups, version, &request)?;
+        group_apis::parse_list_groups(response, version)
+    }
+
+    pub fn describe_groups(&mut self, group_ids: &[&str]) -> Result<Vec<GroupDescription>> {
+        let version = self.versions.require(ApiKey::DescribeGroups)?;
+        let request = group_apis::describe_groups_request(group_ids);
+        let response = self.call(ApiKey::DescribeGroups, version, &request)?;
+        group_apis::parse_describe_groups(response, group_ids)
+    }
+
+    pub fn describe_group(&mut self, group_id: &str) -> Result<GroupDescription> {
+        let mut groups = self.describe_groups(&[group_id])?;
+        assert_eq!(groups.len(), 1);
+        Ok(groups.pop().expect("one description per group"))
+    }
+
+    pub fn delete_groups(&mut self, group_ids: &[&str]) -> Result<()> {
+        let version = self.versions.require(ApiKey::DeleteGroups)?;
+        let request = group_apis::delete_groups_request(group_ids);
+        let response = self.call(ApiKey::DeleteGroups, version, &request)?;
+        group_apis::parse_delete_groups(&response, group_ids)
+    }
+
+    pub fn offset_delete(&mut self, group_id: &str, partitions: &[(String, i32)]) -> Result<()> {
+        let version = self.versions.require(ApiKey::OffsetDelete)?;
+        let request = group_apis::offset_delete_request(group_id, partitions);
+        let response = self.call(ApiKey::OffsetDelete, version, &request)?;
+        group_apis::parse_offset_delete(&response, group_id, partitions)
+    }
+
+    /// `call` for a request the broker may hold for up to `wait` before answering.
+    fn call_waiting<Q: Encodable, R: Decodable>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        body: &Q,
+        wait: Duration,
+    ) -> Result<R> {
+        self.connection
+            .set_read_timeout(self.config.request_timeout + wait)?;
+        let response = self.call(api_key, version, body);
+        self.connection
+            .set_read_timeout(self.config.request_timeout)?;
+        response
+    }
 }
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,14 @@ impl Connection {
         &self.address
     }
 
+    /// The socket address actually connected to, to tell whether another address names the
+    /// same broker.
+    pub fn peer_address(&self) -> Result<std::net::SocketAddr> {
+        self.stream
+            .peer_addr()
+            .map_err(|source| self.io_error(source))
+    }
+
     /// Adjusts the read timeout, e.g. so a long-poll fetch can wait longer than its max_wait.
     pub fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.stream
