@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Default segment size in bytes for topics without `segment.bytes`.
     #[arg(long, default_value_t = 1 << 30)]
     pub segment_bytes: u64,
+    /// How long a new consumer group waits for more members before its first generation
+    /// (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = 3000)]
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl ServeArgs {

@@ -237,6 +237,13 @@ async fn delete_topics_here(
     let results: Vec<Result<uuid::Uuid, Refusal>> = names
         .iter()
         .map(|name| match next.topics.remove(name) {
+            Some(meta) if meta.name == crate::groups::store::OFFSETS_TOPIC => {
+                next.topics.insert(meta.name.clone(), meta);
+                Err((
+                    ResponseError::InvalidTopicException,
+                    format!("{name} is internal and cannot be deleted"),
+                ))
+            }
             Some(meta) => Ok(meta.id),
             None => Err((
                 ResponseError::UnknownTopicOrPartition,

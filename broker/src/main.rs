@@ -5,6 +5,7 @@ mod config;
 mod connection;
 mod controller;
 mod errors;
+mod groups;
 mod handlers;
 mod metadata;
 mod ops;

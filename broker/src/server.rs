@@ -9,6 +9,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::ServeArgs;
 use crate::connection;
+use crate::groups::store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
+use crate::groups::GroupCoordinator;
 use crate::metadata::MetadataSnapshot;
 use crate::shard::{Job, Shard, INBOX_JOBS_MAX};
 
@@ -17,7 +19,8 @@ pub const SHARD_CONNECTIONS_MAX: usize = 10_000;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
-    let snapshot = MetadataSnapshot::load_or_init(&args.data_dir)?;
+    let mut snapshot = MetadataSnapshot::load_or_init(&args.data_dir)?;
+    ensure_offsets_topic(&args.data_dir, &mut snapshot)?;
     remove_orphan_partitions(&args.data_dir, &snapshot)?;
     wait_for_port(args.listen)?;
     let shard_count = args.shard_count();
@@ -66,6 +69,10 @@ async fn shard_main(
     let shard = Rc::new(Shard::new(id, config.clone(), snapshot.clone(), peers)?);
     glommio::spawn_local(shard.clone().serve_inbox(inbox)).detach();
     shard.apply_metadata(snapshot).await;
+    GroupCoordinator::load(&shard)
+        .await
+        .map_err(|e| anyhow::anyhow!("shard {id}: loading consumer groups: {e}"))?;
+    glommio::spawn_local(GroupCoordinator::run_timers(shard.clone())).detach();
     let listener = TcpListener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("shard {id} cannot listen on {}: {e}", config.listen))?;
     // Every shard has opened its partitions before any accepts a connection, so a request that
@@ -95,6 +102,26 @@ async fn shard_main(
         })
         .detach();
     }
+}
+
+/// Creates the internal `__consumer_offsets` topic on first start.
+fn ensure_offsets_topic(data_dir: &Path, snapshot: &mut MetadataSnapshot) -> anyhow::Result<()> {
+    if snapshot.topics.contains_key(OFFSETS_TOPIC) {
+        return Ok(());
+    }
+    let configs = [("cleanup.policy".to_string(), "compact".to_string())]
+        .into_iter()
+        .collect();
+    let meta = crate::metadata::TopicMeta {
+        name: OFFSETS_TOPIC.to_string(),
+        id: crate::metadata::random_uuid(),
+        partitions: OFFSETS_TOPIC_PARTITIONS,
+        configs,
+    };
+    snapshot.topics.insert(OFFSETS_TOPIC.to_string(), meta);
+    snapshot.version += 1;
+    snapshot.persist(data_dir)?;
+    Ok(())
 }
 
 /// How long start-up waits for the listen port to be free.

@@ -63,6 +63,8 @@ pub struct Shard {
     metadata: RefCell<Arc<MetadataSnapshot>>,
     logs: RefCell<HashMap<String, TopicLogs>>,
     peers: Vec<async_channel::Sender<Job>>,
+    /// Consumer groups this shard coordinates.
+    pub groups: crate::groups::GroupCoordinator,
     /// Present on shard 0 only: the single writer of metadata.
     pub controller: Option<Controller>,
 }
@@ -76,6 +78,8 @@ impl Shard {
     ) -> anyhow::Result<Shard> {
         let count = peers.len();
         assert!(id < count);
+        let initial_rebalance_delay =
+            std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
         let controller = if id == 0 {
             Some(Controller::new(&config.data_dir)?)
         } else {
@@ -89,6 +93,10 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             peers,
             controller,
+            groups: crate::groups::GroupCoordinator::new(crate::groups::group::GroupConfig {
+                initial_rebalance_delay,
+                ..Default::default()
+            }),
         })
     }
 

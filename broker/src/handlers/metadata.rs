@@ -117,5 +117,6 @@ fn topic_entry(meta: &TopicMeta, node: BrokerId) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
         .with_topic_id(meta.id)
+        .with_is_internal(meta.name == crate::groups::store::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

@@ -8,13 +8,24 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -45,6 +56,61 @@ pub struct ApiSupport {
 
 /// Every API Sluice answers, for routing and for ApiVersions.
 pub const SUPPORTED_APIS: &[ApiSupport] = &[
+    ApiSupport {
+        key: ApiKey::FindCoordinator,
+        min: find_coordinator::VERSION_MIN,
+        max: find_coordinator::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::JoinGroup,
+        min: join_group::VERSION_MIN,
+        max: join_group::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::SyncGroup,
+        min: sync_group::VERSION_MIN,
+        max: sync_group::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::Heartbeat,
+        min: heartbeat::VERSION_MIN,
+        max: heartbeat::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::LeaveGroup,
+        min: leave_group::VERSION_MIN,
+        max: leave_group::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::OffsetCommit,
+        min: offset_commit::VERSION_MIN,
+        max: offset_commit::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::OffsetFetch,
+        min: offset_fetch::VERSION_MIN,
+        max: offset_fetch::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::ListGroups,
+        min: list_groups::VERSION_MIN,
+        max: list_groups::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::DescribeGroups,
+        min: describe_groups::VERSION_MIN,
+        max: describe_groups::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::DeleteGroups,
+        min: delete_groups::VERSION_MIN,
+        max: delete_groups::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::OffsetDelete,
+        min: offset_delete::VERSION_MIN,
+        max: offset_delete::VERSION_MAX,
+    },
     ApiSupport {
         key: ApiKey::Produce,
         min: produce::VERSION_MIN,
@@ -215,6 +281,72 @@ pub async fn dispatch(shard: Rc<Shard>, mut frame: Bytes) -> Outcome {
             body,
             kafka_protocol::messages::InitProducerIdRequest,
             init_producer_id::handle
+        ),
+        ApiKey::FindCoordinator => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::FindCoordinatorRequest,
+            find_coordinator::handle
+        ),
+        ApiKey::JoinGroup => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::JoinGroupRequest,
+            join_group::handle
+        ),
+        ApiKey::SyncGroup => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::SyncGroupRequest,
+            sync_group::handle
+        ),
+        ApiKey::Heartbeat => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::HeartbeatRequest,
+            heartbeat::handle
+        ),
+        ApiKey::LeaveGroup => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::LeaveGroupRequest,
+            leave_group::handle
+        ),
+        ApiKey::OffsetCommit => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::OffsetCommitRequest,
+            offset_commit::handle
+        ),
+        ApiKey::OffsetFetch => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::OffsetFetchRequest,
+            offset_fetch::handle
+        ),
+        ApiKey::ListGroups => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::ListGroupsRequest,
+            list_groups::handle
+        ),
+        ApiKey::DescribeGroups => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::DescribeGroupsRequest,
+            describe_groups::handle
+        ),
+        ApiKey::DeleteGroups => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::DeleteGroupsRequest,
+            delete_groups::handle
+        ),
+        ApiKey::OffsetDelete => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::OffsetDeleteRequest,
+            offset_delete::handle
         ),
         _ => unreachable!("SUPPORTED_APIS lists only routed APIs"),
     }

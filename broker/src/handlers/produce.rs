@@ -96,6 +96,10 @@ async fn produce_partition(
         meta = shard.metadata().topics.get(&topic).cloned();
     }
     let meta = meta.ok_or(ResponseError::UnknownTopicOrPartition)?;
+    if topic == crate::groups::store::OFFSETS_TOPIC {
+        // Only the group coordinator writes the internal topic.
+        return Err(ResponseError::InvalidTopicException);
+    }
     if partition < 0 || partition >= meta.partitions {
         return Err(ResponseError::UnknownTopicOrPartition);
     }

@@ -1,0 +1,547 @@
+//! Consumer-group coordination.
+//!
+//! A group's coordinator is the shard that owns partition `offsets_partition(group)` of the
+//! internal topic `__consumer_offsets`; every group request is forwarded there through
+//! [`Shard::call`]. That shard keeps the group's membership state machine ([`group::Group`]) and
+//! its committed offsets in memory, and appends every commit (and each new generation) to its
+//! `__consumer_offsets` partition, waiting for fdatasync before it answers. On start each shard
+//! replays its partitions of `__consumer_offsets`: committed offsets and generations survive
+//! restarts and kill -9; members rejoin after a restart.
+//!
+//! Invariant: a group's state is touched only on its coordinator shard, and never while a
+//! borrow of the group table is held across an await.
+
+pub mod group;
+pub mod store;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use storage::ValidatedBatches;
+
+use crate::shard::Shard;
+use group::{Group, GroupConfig, GroupState, JoinArgs, JoinResult, Reply, SyncResult};
+use store::{CommittedOffset, GroupRecord, OFFSETS_TOPIC};
+
+/// How often each shard checks session timeouts and rebalance deadlines.
+pub const GROUP_TICK_MS: u64 = 100;
+
+/// Groups one shard coordinates; a new group beyond this is refused with
+/// COORDINATOR_NOT_AVAILABLE. Bounds coordinator memory.
+pub const SHARD_GROUPS_MAX: usize = 100_000;
+
+/// Kafka's `offsets.retention.minutes` default: offsets of a group that has been empty this long
+/// are removed.
+pub const OFFSETS_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Bytes read at a time while replaying `__consumer_offsets`.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+#[derive(Default)]
+pub struct GroupCoordinator {
+    groups: RefCell<HashMap<String, Group>>,
+    pub config: GroupConfig,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The shard coordinating `group`.
+pub fn coordinator_shard(shard: &Shard, group: &str) -> usize {
+    shard.owner(OFFSETS_TOPIC, store::offsets_partition(group))
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            groups: RefCell::new(HashMap::new()),
+            config,
+        }
+    }
+
+    /// Replays this shard's partitions of `__consumer_offsets`.
+    pub async fn load(shard: &Rc<Shard>) -> Result<(), storage::StorageError> {
+        for partition in 0..store::OFFSETS_TOPIC_PARTITIONS {
+            if shard.owner(OFFSETS_TOPIC, partition) != shard.id {
+                continue;
+            }
+            let Some(state) = shard.partition(OFFSETS_TOPIC, partition) else {
+                continue;
+            };
+            let mut offset = state.log.log_start_offset();
+            while offset < state.log.log_end_offset() {
+                let bytes = state.log.read(offset, REPLAY_READ_BYTES).await?;
+                offset = next_offset_after(&bytes);
+                for record in store::decode_batches(bytes) {
+                    shard.groups.replay(record);
+                }
+                glommio::yield_if_needed().await;
+            }
+        }
+        Ok(())
+    }
+
+    fn replay(&self, record: GroupRecord) {
+        let mut groups = self.groups.borrow_mut();
+        match record {
+            GroupRecord::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            } => match value {
+                Some(value) => {
+                    groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group))
+                        .offsets
+                        .insert((topic, partition), value);
+                }
+                None => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        g.offsets.remove(&(topic, partition));
+                    }
+                }
+            },
+            GroupRecord::Group { group, value } => match value {
+                Some((generation, protocol_type)) => {
+                    let g = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group));
+                    g.generation = generation;
+                    g.protocol_type = Some(protocol_type);
+                }
+                None => {
+                    groups.remove(&group);
+                }
+            },
+        }
+    }
+
+    /// Runs the group timers forever: session expiry, rebalance deadlines, offset retention.
+    pub async fn run_timers(shard: Rc<Shard>) {
+        let mut last_retention_check = Instant::now();
+        loop {
+            glommio::timer::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
+            let now = Instant::now();
+            let config = shard.groups.config;
+            for group in shard.groups.groups.borrow_mut().values_mut() {
+                group.tick(now, &config);
+            }
+            if now.duration_since(last_retention_check) > Duration::from_secs(60) {
+                last_retention_check = now;
+                expire_offsets(&shard).await;
+            }
+        }
+    }
+
+    pub fn with_group<T>(&self, group: &str, f: impl FnOnce(&mut Group) -> T) -> Option<T> {
+        self.groups.borrow_mut().get_mut(group).map(f)
+    }
+
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.borrow().keys().cloned().collect()
+    }
+}
+
+/// The offset after the last batch in `bytes` (whole stored batches).
+fn next_offset_after(bytes: &Bytes) -> i64 {
+    let mut rest = &bytes[..];
+    let mut next = -1;
+    while rest.len() >= 61 {
+        let length = 12 + i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+        let base = i64::from_be_bytes(rest[0..8].try_into().unwrap());
+        let last_delta = i32::from_be_bytes(rest[23..27].try_into().unwrap());
+        next = base + i64::from(last_delta) + 1;
+        rest = &rest[length..];
+    }
+    assert!(next >= 0, "a read below the log end returns whole batches");
+    next
+}
+
+/// Appends group records to the group's `__consumer_offsets` partition and waits until they are
+/// durable.
+async fn persist(
+    shard: &Rc<Shard>,
+    group: &str,
+    records: &[(Bytes, Option<Bytes>)],
+) -> Result<(), ResponseError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let partition = shard
+        .partition(OFFSETS_TOPIC, store::offsets_partition(group))
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let batch = store::encode_batch(records, now_ms());
+    let batches = ValidatedBatches::validate(batch).expect("group records form a valid batch");
+    let stored = async {
+        let info = partition.log.append(batches).await?;
+        partition.log.sync_to(info.last_offset).await
+    };
+    stored.await.map_err(|e| {
+        log::error!("persisting group {group} failed: {e}");
+        ResponseError::CoordinatorNotAvailable
+    })
+}
+
+async fn expire_offsets(shard: &Rc<Shard>) {
+    let cutoff = now_ms() - OFFSETS_RETENTION_MS;
+    let expired: Vec<(String, Vec<(String, i32)>)> = shard
+        .groups
+        .groups
+        .borrow()
+        .values()
+        .filter(|g| g.state == GroupState::Empty)
+        .map(|g| {
+            let old = g
+                .offsets
+                .iter()
+                .filter(|(_, o)| o.commit_time_ms < cutoff)
+                .map(|(k, _)| k.clone())
+                .collect();
+            (g.id.clone(), old)
+        })
+        .filter(|(_, old): &(String, Vec<_>)| !old.is_empty())
+        .collect();
+    for (group, keys) in expired {
+        let records: Vec<_> = keys
+            .iter()
+            .map(|(t, p)| (store::offset_key(&group, t, *p), None))
+            .collect();
+        if persist(shard, &group, &records).await.is_ok() {
+            shard.groups.with_group(&group, |g| {
+                keys.iter().for_each(|k| drop(g.offsets.remove(k)))
+            });
+        }
+    }
+}
+
+/// JoinGroup on the coordinator shard.
+pub async fn join(shard: Rc<Shard>, group_id: String, args: JoinArgs) -> JoinResult {
+    let now = Instant::now();
+    let config = shard.groups.config;
+    let reply = {
+        let mut groups = shard.groups.groups.borrow_mut();
+        if !groups.contains_key(&group_id) && groups.len() >= SHARD_GROUPS_MAX {
+            return JoinResult {
+                error: Some(ResponseError::CoordinatorNotAvailable),
+                ..JoinResult::default()
+            };
+        }
+        let member_id = args.member_id.clone();
+        let group = groups
+            .entry(group_id.clone())
+            .or_insert_with(|| Group::new(group_id.clone()));
+        match group.join(args, now, &config) {
+            Reply::Now(result) => return result,
+            Reply::Later(receiver) => (receiver, member_id),
+        }
+    };
+    let (receiver, member_id) = reply;
+    let result = receiver.await.unwrap_or_else(|_| JoinResult {
+        error: Some(ResponseError::RebalanceInProgress),
+        member_id,
+        generation: -1,
+        ..JoinResult::default()
+    });
+    if result.error.is_none() && result.leader == result.member_id {
+        // One member per generation records it, so generations keep growing across restarts.
+        let record = (
+            store::group_key(&group_id),
+            Some(store::group_value(
+                result.generation,
+                result.protocol_type.as_deref().unwrap_or(""),
+            )),
+        );
+        if let Err(error) = persist(&shard, &group_id, &[record]).await {
+            return JoinResult {
+                error: Some(error),
+                ..result
+            };
+        }
+    }
+    result
+}
+
+/// SyncGroup on the coordinator shard.
+pub async fn sync(
+    shard: Rc<Shard>,
+    group_id: String,
+    member_id: String,
+    instance_id: Option<String>,
+    generation: i32,
+    assignments: Vec<(String, Bytes)>,
+) -> SyncResult {
+    let now = Instant::now();
+    let reply = shard.groups.with_group(&group_id, |g| {
+        g.sync(
+            &member_id,
+            instance_id.as_deref(),
+            generation,
+            assignments,
+            now,
+        )
+    });
+    match reply {
+        None => SyncResult {
+            error: Some(ResponseError::UnknownMemberId),
+            ..SyncResult::default()
+        },
+        Some(Reply::Now(result)) => result,
+        Some(Reply::Later(receiver)) => receiver.await.unwrap_or(SyncResult {
+            error: Some(ResponseError::RebalanceInProgress),
+            ..SyncResult::default()
+        }),
+    }
+}
+
+pub fn heartbeat(
+    shard: &Shard,
+    group_id: &str,
+    member_id: &str,
+    instance_id: Option<&str>,
+    generation: i32,
+) -> Option<ResponseError> {
+    let now = Instant::now();
+    shard
+        .groups
+        .with_group(group_id, |g| {
+            g.heartbeat(member_id, instance_id, generation, now)
+        })
+        .unwrap_or(Some(ResponseError::UnknownMemberId))
+}
+
+pub fn leave(
+    shard: &Shard,
+    group_id: &str,
+    members: &[(String, Option<String>)],
+) -> Vec<Option<ResponseError>> {
+    let now = Instant::now();
+    let config = shard.groups.config;
+    members
+        .iter()
+        .map(|(member_id, instance_id)| {
+            shard
+                .groups
+                .with_group(group_id, |g| {
+                    g.leave(member_id, instance_id.as_deref(), now, &config)
+                })
+                .unwrap_or(Some(ResponseError::UnknownMemberId))
+        })
+        .collect()
+}
+
+/// One partition's commit.
+#[derive(Debug, Clone)]
+pub struct CommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: CommittedOffset,
+}
+
+/// OffsetCommit on the coordinator shard: checks membership, persists, then updates memory.
+/// Returns one error (or none) per entry.
+pub async fn commit(
+    shard: Rc<Shard>,
+    group_id: String,
+    member_id: String,
+    instance_id: Option<String>,
+    generation: i32,
+    entries: Vec<CommitEntry>,
+) -> Vec<Option<ResponseError>> {
+    let membership = {
+        let mut groups = shard.groups.groups.borrow_mut();
+        match groups.get(&group_id) {
+            Some(group) => group.check_commit(&member_id, instance_id.as_deref(), generation),
+            None if generation < 0 && member_id.is_empty() => {
+                if groups.len() >= SHARD_GROUPS_MAX {
+                    Err(ResponseError::CoordinatorNotAvailable)
+                } else {
+                    groups.insert(group_id.clone(), Group::new(group_id.clone()));
+                    Ok(())
+                }
+            }
+            None => Err(ResponseError::UnknownMemberId),
+        }
+    };
+    if let Err(error) = membership {
+        return vec![Some(error); entries.len()];
+    }
+    let snapshot = shard.metadata();
+    let checks: Vec<Option<ResponseError>> = entries
+        .iter()
+        .map(|e| {
+            let known = snapshot
+                .topics
+                .get(&e.topic)
+                .is_some_and(|t| e.partition >= 0 && e.partition < t.partitions);
+            if !known {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if e
+                .offset
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > store::OFFSET_METADATA_BYTES_MAX)
+            {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let records: Vec<_> = entries
+        .iter()
+        .zip(&checks)
+        .filter(|(_, check)| check.is_none())
+        .map(|(e, _)| {
+            (
+                store::offset_key(&group_id, &e.topic, e.partition),
+                Some(store::offset_value(&e.offset)),
+            )
+        })
+        .collect();
+    if let Err(error) = persist(&shard, &group_id, &records).await {
+        return vec![Some(error); entries.len()];
+    }
+    shard.groups.with_group(&group_id, |g| {
+        for (entry, check) in entries.into_iter().zip(&checks) {
+            if check.is_none() {
+                g.offsets
+                    .insert((entry.topic, entry.partition), entry.offset);
+            }
+        }
+    });
+    checks
+}
+
+/// Committed offsets of a group: all of them, or those asked for (missing ones as None).
+pub fn fetch_offsets(
+    shard: &Shard,
+    group_id: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+    let groups = shard.groups.groups.borrow();
+    let offsets = groups.get(group_id).map(|g| &g.offsets);
+    match wanted {
+        Some(wanted) => wanted
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let found = partitions
+                    .into_iter()
+                    .map(|p| (p, offsets.and_then(|o| o.get(&(topic.clone(), p)).cloned())))
+                    .collect();
+                (topic, found)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+            for ((topic, partition), offset) in offsets.into_iter().flatten() {
+                match by_topic.last_mut() {
+                    Some((t, list)) if t == topic => list.push((*partition, Some(offset.clone()))),
+                    _ => by_topic.push((topic.clone(), vec![(*partition, Some(offset.clone()))])),
+                }
+            }
+            by_topic
+        }
+    }
+}
+
+/// A group's description for DescribeGroups and ListGroups.
+#[derive(Debug, Clone)]
+pub struct GroupSummary {
+    pub group_id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// member id, instance id, client id, client host, metadata, assignment
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+pub fn describe(shard: &Shard, group_id: &str) -> Option<GroupSummary> {
+    shard.groups.with_group(group_id, |g| {
+        let protocol = g.protocol.clone().unwrap_or_default();
+        GroupSummary {
+            group_id: g.id.clone(),
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            members: g
+                .members
+                .values()
+                .map(|m| {
+                    (
+                        m.id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        m.metadata(&protocol),
+                        m.assignment.clone(),
+                    )
+                })
+                .collect(),
+            protocol,
+        }
+    })
+}
+
+pub fn summaries(shard: &Shard) -> Vec<GroupSummary> {
+    shard
+        .groups
+        .group_names()
+        .iter()
+        .filter_map(|name| describe(shard, name))
+        .collect()
+}
+
+/// Deletes an empty group and its offsets.
+pub async fn delete_group(shard: Rc<Shard>, group_id: String) -> Option<ResponseError> {
+    let keys = match shard.groups.with_group(&group_id, |g| {
+        (g.is_empty(), g.offsets.keys().cloned().collect::<Vec<_>>())
+    }) {
+        None => return Some(ResponseError::GroupIdNotFound),
+        Some((false, _)) => return Some(ResponseError::NonEmptyGroup),
+        Some((true, keys)) => keys,
+    };
+    let mut records: Vec<_> = keys
+        .iter()
+        .map(|(t, p)| (store::offset_key(&group_id, t, *p), None))
+        .collect();
+    records.push((store::group_key(&group_id), None));
+    if let Err(error) = persist(&shard, &group_id, &records).await {
+        return Some(error);
+    }
+    let mut groups = shard.groups.groups.borrow_mut();
+    if groups.get(&group_id).is_some_and(Group::is_empty) {
+        groups.remove(&group_id);
+    }
+    None
+}
+
+/// Deletes committed offsets of an inactive group.
+pub async fn delete_offsets(
+    shard: Rc<Shard>,
+    group_id: String,
+    partitions: Vec<(String, i32)>,
+) -> Result<(), ResponseError> {
+    match shard.groups.with_group(&group_id, |g| g.is_empty()) {
+        None => return Err(ResponseError::GroupIdNotFound),
+        // Members may be consuming these partitions; Kafka refuses while a member subscribes.
+        Some(false) => return Err(ResponseError::GroupSubscribedToTopic),
+        Some(true) => {}
+    }
+    let records: Vec<_> = partitions
+        .iter()
+        .map(|(t, p)| (store::offset_key(&group_id, t, *p), None))
+        .collect();
+    persist(&shard, &group_id, &records).await?;
+    shard.groups.with_group(&group_id, |g| {
+        partitions.iter().for_each(|k| drop(g.offsets.remove(k)))
+    });
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! DeleteGroups: remove empty groups and their committed offsets. Versions 0–2.
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+
+use super::RequestContext;
+use crate::groups;
+
+pub const VERSION_MIN: i16 = 0;
+pub const VERSION_MAX: i16 = 2;
+
+pub async fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for group_id in request.groups_names {
+        let name = group_id.0.to_string();
+        let owner = groups::coordinator_shard(&ctx.shard, &name);
+        let error = ctx
+            .shard
+            .call(owner, move |s| groups::delete_group(s, name))
+            .await;
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(group_id)
+                .with_error_code(error.map_or(0, |e| e.code())),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}

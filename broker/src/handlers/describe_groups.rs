@@ -1,0 +1,56 @@
+//! DescribeGroups: state, protocol and members with their assignments. Versions 0–5.
+//! A group that does not exist is described as Dead, as Kafka does.
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::groups;
+
+pub const VERSION_MIN: i16 = 0;
+pub const VERSION_MAX: i16 = 5;
+
+pub async fn handle(
+    ctx: &RequestContext,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let mut described = Vec::with_capacity(request.groups.len());
+    for group_id in request.groups {
+        let name = group_id.0.to_string();
+        let owner = groups::coordinator_shard(&ctx.shard, &name);
+        let summary = ctx
+            .shard
+            .call(owner, move |s| async move { groups::describe(&s, &name) })
+            .await;
+        let entry = DescribedGroup::default().with_group_id(group_id);
+        described.push(match summary {
+            None => entry.with_group_state(StrBytes::from_static_str("Dead")),
+            Some(g) => {
+                let members = g
+                    .members
+                    .into_iter()
+                    .map(|(id, instance, client_id, host, metadata, assignment)| {
+                        DescribedGroupMember::default()
+                            .with_member_id(StrBytes::from_string(id))
+                            .with_group_instance_id(if ctx.version >= 4 {
+                                instance.map(StrBytes::from_string)
+                            } else {
+                                None
+                            })
+                            .with_client_id(StrBytes::from_string(client_id))
+                            .with_client_host(StrBytes::from_string(host))
+                            .with_member_metadata(metadata)
+                            .with_member_assignment(assignment)
+                    })
+                    .collect();
+                entry
+                    .with_group_state(StrBytes::from_static_str(g.state))
+                    .with_protocol_type(StrBytes::from_string(g.protocol_type))
+                    .with_protocol_data(StrBytes::from_string(g.protocol))
+                    .with_members(members)
+            }
+        });
+    }
+    DescribeGroupsResponse::default().with_groups(described)
+}

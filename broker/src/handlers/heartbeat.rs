@@ -1,0 +1,30 @@
+//! Heartbeat: keeps a member's session alive; tells it when to rejoin. Versions 0–4.
+
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use super::RequestContext;
+use crate::groups;
+
+pub const VERSION_MIN: i16 = 0;
+pub const VERSION_MAX: i16 = 4;
+
+pub async fn handle(ctx: &RequestContext, request: HeartbeatRequest) -> HeartbeatResponse {
+    let group_id = request.group_id.0.to_string();
+    let member_id = request.member_id.to_string();
+    let instance_id = request.group_instance_id.map(|i| i.to_string());
+    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let generation = request.generation_id;
+    let error = ctx
+        .shard
+        .call(owner, move |s| async move {
+            groups::heartbeat(
+                &s,
+                &group_id,
+                &member_id,
+                instance_id.as_deref(),
+                generation,
+            )
+        })
+        .await;
+    HeartbeatResponse::default().with_error_code(error.map_or(0, |e| e.code()))
+}

@@ -1,0 +1,81 @@
+//! JoinGroup. Versions 0–9. Forwarded to the group's coordinator shard, where the call waits
+//! until the join phase completes (all members rejoined, or the rebalance timeout).
+
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::groups::{self, group::JoinArgs};
+
+pub const VERSION_MIN: i16 = 0;
+pub const VERSION_MAX: i16 = 9;
+
+pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    if group_id.is_empty() {
+        return JoinGroupResponse::default()
+            .with_error_code(ResponseError::InvalidGroupId.code())
+            .with_generation_id(-1);
+    }
+    // v0 has no rebalance timeout: it is the session timeout.
+    let rebalance_timeout_ms = if ctx.version == 0 {
+        request.session_timeout_ms
+    } else {
+        request.rebalance_timeout_ms
+    };
+    let args = JoinArgs {
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.map(|i| i.to_string()),
+        client_id: ctx
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: "/127.0.0.1".to_string(),
+        session_timeout: Duration::from_millis(request.session_timeout_ms.max(0) as u64),
+        rebalance_timeout: Duration::from_millis(rebalance_timeout_ms.max(0) as u64),
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member_id: ctx.version >= 4,
+    };
+    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let result = ctx
+        .shard
+        .call(owner, move |s| groups::join(s, group_id, args))
+        .await;
+    let members = result
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(StrBytes::from_string(id))
+                .with_group_instance_id(if ctx.version >= 5 {
+                    instance.map(StrBytes::from_string)
+                } else {
+                    None
+                })
+                .with_metadata(metadata)
+        })
+        .collect();
+    let response = JoinGroupResponse::default()
+        .with_error_code(result.error.map_or(0, |e| e.code()))
+        .with_generation_id(result.generation)
+        .with_protocol_name(result.protocol_name.map(StrBytes::from_string))
+        .with_leader(StrBytes::from_string(result.leader))
+        .with_member_id(StrBytes::from_string(result.member_id))
+        .with_members(members);
+    if ctx.version >= 7 {
+        response.with_protocol_type(result.protocol_type.map(StrBytes::from_string))
+    } else {
+        response
+    }
+}

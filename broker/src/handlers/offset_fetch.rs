@@ -1,0 +1,111 @@
+//! OffsetFetch: a group's committed offsets (v1–7 one group; v8 several). Versions 1–8.
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::groups::{self, store::CommittedOffset};
+
+pub const VERSION_MIN: i16 = 1;
+pub const VERSION_MAX: i16 = 8;
+
+type Found = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+async fn fetch(
+    ctx: &RequestContext,
+    group_id: String,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Found {
+    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    ctx.shard
+        .call(owner, move |s| async move {
+            groups::fetch_offsets(&s, &group_id, wanted)
+        })
+        .await
+}
+
+fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+    match offset {
+        Some(o) => (
+            o.offset,
+            o.leader_epoch,
+            Some(StrBytes::from_string(
+                o.metadata.clone().unwrap_or_default(),
+            )),
+        ),
+        None => (-1, -1, Some(StrBytes::from_static_str(""))),
+    }
+}
+
+pub async fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
+    if ctx.version >= 8 {
+        let mut results = Vec::with_capacity(request.groups.len());
+        for group in request.groups {
+            let wanted = group.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let found = fetch(ctx, group.group_id.0.to_string(), wanted).await;
+            let topics = found
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let partitions = partitions
+                        .iter()
+                        .map(|(p, o)| {
+                            let (offset, epoch, metadata) = fields(o);
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(metadata)
+                        })
+                        .collect();
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(StrBytes::from_string(topic)))
+                        .with_partitions(partitions)
+                })
+                .collect();
+            results.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(GroupId(group.group_id.0))
+                    .with_topics(topics),
+            );
+        }
+        return OffsetFetchResponse::default().with_groups(results);
+    }
+    let wanted = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let found = fetch(ctx, request.group_id.0.to_string(), wanted).await;
+    let topics = found
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .iter()
+                .map(|(p, o)| {
+                    let (offset, epoch, metadata) = fields(o);
+                    let entry = OffsetFetchResponsePartition::default()
+                        .with_partition_index(*p)
+                        .with_committed_offset(offset)
+                        .with_metadata(metadata);
+                    if ctx.version >= 5 {
+                        entry.with_committed_leader_epoch(epoch)
+                    } else {
+                        entry
+                    }
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}

@@ -1,0 +1,60 @@
+//! SyncGroup: the leader hands out assignments; every member receives its own. Versions 0–5.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::groups;
+
+pub const VERSION_MIN: i16 = 0;
+pub const VERSION_MAX: i16 = 5;
+
+pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let member_id = request.member_id.to_string();
+    let instance_id = request.group_instance_id.map(|i| i.to_string());
+    let assignments = request
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let result = ctx
+        .shard
+        .call(owner, move |s| {
+            groups::sync(
+                s,
+                group_id,
+                member_id,
+                instance_id,
+                request.generation_id,
+                assignments,
+            )
+        })
+        .await;
+    // v5 names the protocol; a member that expected another one is inconsistent.
+    let mismatch = |asked: &Option<StrBytes>, actual: &Option<String>| {
+        asked
+            .as_ref()
+            .is_some_and(|a| actual.as_deref().is_some_and(|b| a.as_str() != b))
+    };
+    let error = if result.error.is_none()
+        && (mismatch(&request.protocol_type, &result.protocol_type)
+            || mismatch(&request.protocol_name, &result.protocol_name))
+    {
+        Some(ResponseError::InconsistentGroupProtocol)
+    } else {
+        result.error
+    };
+    let response = SyncGroupResponse::default()
+        .with_error_code(error.map_or(0, |e| e.code()))
+        .with_assignment(result.assignment);
+    if ctx.version >= 5 {
+        response
+            .with_protocol_type(result.protocol_type.map(StrBytes::from_string))
+            .with_protocol_name(result.protocol_name.map(StrBytes::from_string))
+    } else {
+        response
+    }
+}
