@@ -37,6 +37,9 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Consume records from a topic to stdout.
     Consume(cli::consume::ConsumeArgs),
+    /// Inspect and manage consumer groups on a running broker.
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         Command::Topic(command) => cli::topic::run(command),
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
+        Command::Group(command) => cli::group::run(command),
     }
 }

@@ -1,5 +1,7 @@
 //! Pieces shared by the CLI commands: connection options and argument parsers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 use net::client::{Client, ClientConfig, TopicMetadata, BOOTSTRAP_DEFAULT};
 
@@ -11,13 +13,71 @@ pub struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    pub fn connect(&self) -> anyhow::Result<Client> {
-        let config = ClientConfig {
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
             client_id: format!("sluice-cli-{}", std::process::id()),
             ..ClientConfig::default()
-        };
-        Client::connect_with(&self.bootstrap_server, config)
+        }
+    }
+
+    pub fn connect(&self) -> anyhow::Result<Client> {
+        Client::connect_with(&self.bootstrap_server, self.client_config())
             .with_context(|| format!("cannot reach a broker at {}", self.bootstrap_server))
+    }
+
+    /// A connection to the coordinator of `group_id`.
+    pub fn connect_coordinator(&self, group_id: &str) -> anyhow::Result<Client> {
+        Client::connect_coordinator(&self.bootstrap_server, group_id, self.client_config())
+            .with_context(|| {
+                format!(
+                    "cannot reach the coordinator of group {group_id:?} via {}",
+                    self.bootstrap_server
+                )
+            })
+    }
+}
+
+/// Set by SIGINT or SIGTERM once `watch_interrupts` ran, so a long-running command can stop
+/// cleanly (commit, leave its group) instead of dying mid-request.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn watch_interrupts() {
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+pub fn is_interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Prints rows under headers with each column padded to its widest cell.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
+    for row in rows {
+        assert_eq!(row.len(), headers.len(), "one cell per column");
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
     }
 }
 

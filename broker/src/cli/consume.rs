@@ -2,13 +2,18 @@
 
 use std::io::{BufWriter, ErrorKind, Write};
 
+use std::time::Duration;
+
 use anyhow::Context;
+use net::client::group::{GroupConsumer, GroupConsumerConfig, OffsetReset};
 use net::client::{
     Client, ConsumedRecord, FetchPosition, FetchResult, ResponseError, FRAME_BYTES_MAX,
     TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
 };
 
-use super::common::{parse_separator, topic_metadata, ConnectionArgs};
+use super::common::{
+    is_interrupted, parse_separator, topic_metadata, watch_interrupts, ConnectionArgs,
+};
 
 /// How long the broker may hold a fetch waiting for new records.
 const FETCH_WAIT_MS: i32 = 500;
@@ -19,6 +24,10 @@ const PARTITION_FETCH_BYTES_MAX: i32 = 1024 * 1024;
 /// Fetches in a row that return nothing while records are known to exist before the end offset;
 /// past this the broker is not serving them and waiting longer will not help.
 const FETCHES_STALLED_MAX: u32 = 20;
+/// How long one group poll waits for records; also bounds how late an interrupt is noticed.
+const GROUP_POLL_TIMEOUT: Duration = Duration::from_millis(500);
+/// Records taken from one group poll.
+const GROUP_POLL_RECORDS_MAX: usize = 500;
 
 const _: () = assert!(PARTITION_FETCH_BYTES_MAX <= FETCH_BYTES_MAX);
 // Room for one oversized batch on top of the asked-for bytes.
@@ -50,9 +59,17 @@ pub struct ConsumeArgs {
     /// Read only this partition (default: all partitions).
     #[arg(short = 'p', long)]
     pub partition: Option<i32>,
-    /// Where to start: beginning, end, or an offset.
+    /// Where to start: beginning, end, or an offset. With --group: where to start partitions
+    /// the group has no committed offset for (beginning or end).
     #[arg(long, default_value = "beginning", value_parser = parse_start)]
     pub from: StartPosition,
+    /// Consume as a member of this consumer group: partitions are shared with the group's other
+    /// members and consumed offsets are committed.
+    #[arg(short = 'g', long, conflicts_with = "partition")]
+    pub group: Option<String>,
+    /// With --group: do not commit offsets.
+    #[arg(long, requires = "group")]
+    pub no_commit: bool,
     /// Keep waiting for new records instead of stopping at the end offsets seen at start.
     #[arg(long)]
     pub follow: bool,
@@ -86,7 +103,6 @@ impl Cursor {
 
 pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut client = args.connection.connect()?;
-    let mut cursors = open_cursors(&mut client, &args)?;
     let stdout = std::io::stdout();
     let mut output = BufWriter::new(stdout.lock());
     let mut printer = Printer {
@@ -94,7 +110,18 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         args: &args,
         records_printed: 0,
     };
-    match consume(&mut client, &args, &mut cursors, &mut printer) {
+    let result = match &args.group {
+        Some(group) => {
+            topic_metadata(&mut client, &args.topic)?;
+            drop(client);
+            consume_group(&args, group, &mut printer)
+        }
+        None => {
+            let mut cursors = open_cursors(&mut client, &args)?;
+            consume(&mut client, &args, &mut cursors, &mut printer)
+        }
+    };
+    match result {
         Err(error) if is_broken_pipe(&error) => Ok(()),
         Err(error) => Err(error),
         Ok(()) => match output.flush() {
@@ -193,6 +220,54 @@ fn consume(
             );
         }
     }
+}
+
+/// Consumes as a group member until interrupted, until --max-records, or (without --follow)
+/// until the assigned partitions are read up to their end; then commits and leaves the group.
+fn consume_group(
+    args: &ConsumeArgs,
+    group: &str,
+    printer: &mut Printer<'_, impl Write>,
+) -> anyhow::Result<()> {
+    let offset_reset = match args.from {
+        StartPosition::Beginning => OffsetReset::Earliest,
+        StartPosition::End => OffsetReset::Latest,
+        StartPosition::Offset(_) => {
+            anyhow::bail!("--from takes beginning or end with --group; the group keeps offsets")
+        }
+    };
+    let mut config = GroupConsumerConfig::new(
+        &args.connection.bootstrap_server,
+        group,
+        vec![args.topic.clone()],
+    );
+    config.client = args.connection.client_config();
+    config.offset_reset = offset_reset;
+    if args.no_commit {
+        config.auto_commit_interval = None;
+    }
+    watch_interrupts();
+    let mut consumer =
+        GroupConsumer::new(config).with_context(|| format!("joining group {group:?}"))?;
+    while !printer.is_full() && !is_interrupted() {
+        let remaining = args
+            .max_records
+            .map_or(u64::MAX, |max| max - printer.records_printed);
+        let records_max = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(GROUP_POLL_RECORDS_MAX);
+        let records = consumer.poll_at_most(GROUP_POLL_TIMEOUT, records_max)?;
+        for record in &records {
+            printer.print(&record.record)?;
+        }
+        printer.output.flush()?;
+        if !args.follow && records.is_empty() && consumer.is_caught_up() {
+            break;
+        }
+    }
+    consumer
+        .close()
+        .with_context(|| format!("committing offsets and leaving group {group:?}"))
 }
 
 /// Prints a partition's fetched records and moves its cursor past them.

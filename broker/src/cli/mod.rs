@@ -2,5 +2,6 @@
 
 pub mod common;
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
