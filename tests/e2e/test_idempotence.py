@@ -88,3 +88,24 @@ def test_kafka_python_idempotent_producer(broker):
     records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
     assert len(records) == count
     assert_exactly_once_in_order(records, count, PARTITIONS)
+
+
+def test_kafkajs_idempotent_producer(broker):
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    topic = unique_topic("idempotent-js")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    count = 1000
+    script_dir = Path(__file__).resolve().parent / "kafkajs"
+    node = shutil.which("node") or "node"
+    result = subprocess.run([node, str(script_dir / "idempotent.js"), broker.bootstrap, topic, str(PARTITIONS), str(count)],
+                            capture_output=True, text=True, timeout=90, cwd=script_dir)
+    assert result.returncode == 0, f"idempotent.js exited {result.returncode}: {result.stderr}"
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"sent": count}
+
+    records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
+    assert len(records) == count
+    assert_exactly_once_in_order(records, count, PARTITIONS)
