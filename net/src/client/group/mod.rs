@@ -621,3 +621,6 @@ impl Drop for GroupConsumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
