@@ -204,3 +204,59 @@ def health_check(broker, topic="health"):
     finally:
         consumer.close()
     broker.assert_running()
+
+
+# --- consumer groups (test_groups_*.py) ---------------------------------------------------------
+
+
+def wait_until(condition, timeout_s, describe, interval_s=0.05, step=None):
+    """Call `step` (if given) and check `condition` until it holds or `timeout_s` passes.
+
+    `step` does the work between checks (for example polling consumers); without it the loop
+    waits `interval_s` between checks. On timeout the assertion message is `describe()`.
+    Returns the seconds it took.
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    while True:
+        if step is not None:
+            step()
+        if condition():
+            return time.monotonic() - started
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not reached within {timeout_s}s: {describe()}")
+        if step is None:
+            time.sleep(interval_s)
+
+
+def produce_records(bootstrap, topic, count, partitions, tag, first=0):
+    """Produce records `first`..`first+count-1` (record i to partition i % partitions, key and
+    value naming `tag` and i) with acks=all; return [(partition, offset, key, value)] sorted."""
+    config = confluent_base_config(bootstrap)
+    config.update({"acks": "all", "enable.idempotence": False, "message.timeout.ms": 15000, "linger.ms": 2})
+    producer = Producer(config)
+    reports = []
+    for i in range(first, first + count):
+        producer.produce(
+            topic,
+            key=f"{tag}-k{i}".encode(),
+            value=f"{tag}-v{i}".encode(),
+            partition=i % partitions,
+            on_delivery=lambda e, m: reports.append((e, m)),
+        )
+    remaining = producer.flush(CLIENT_TIMEOUT_S)
+    assert remaining == 0, f"{remaining} records not delivered within {CLIENT_TIMEOUT_S}s"
+    errors = [e for e, _ in reports if e is not None]
+    assert not errors and len(reports) == count, f"delivery errors: {errors[:5]}, {len(reports)} reports"
+    return sorted((m.partition(), m.offset(), m.key(), m.value()) for _, m in reports)
+
+
+def kafka_group_partition(group_id, partitions=50):
+    """The __consumer_offsets partition Kafka uses for a group: Utils.abs(groupId.hashCode()) % 50."""
+    h = 0
+    data = group_id.encode("utf-16-be")  # Java's String.hashCode runs over UTF-16 code units
+    for i in range(0, len(data), 2):
+        h = (31 * h + int.from_bytes(data[i:i + 2], "big")) & 0xFFFFFFFF
+    if h >= 0x80000000:
+        h -= 0x100000000
+    return (0 if h == -0x80000000 else abs(h)) % partitions
