@@ -1,5 +1,6 @@
 //! Pieces shared by the CLI commands: connection options and argument parsers.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
@@ -58,8 +59,8 @@ pub fn is_interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// Prints rows under headers with each column padded to its widest cell.
-pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+/// Rows under headers, each column padded to its widest cell, one line each.
+pub fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
     for row in rows {
         assert_eq!(row.len(), headers.len(), "one cell per column");
@@ -67,17 +68,32 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             *width = (*width).max(cell.len());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut table = String::new();
+    let mut line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        table.push_str(padded.join("  ").trim_end());
+        table.push('\n');
     };
     line(headers.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+    table
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("writing stdout"),
     }
 }
 
@@ -145,6 +161,15 @@ mod tests {
         assert_eq!(parse_separator("::").unwrap(), "::");
         assert_eq!(parse_separator("a\\\\b\\x").unwrap(), "a\\b\\x");
         assert!(parse_separator("").is_err());
+    }
+
+    #[test]
+    fn tables_pad_columns_to_the_widest_cell() {
+        let rows = vec![vec!["a".to_owned(), "12345".to_owned(), "".to_owned()]];
+        assert_eq!(
+            format_table(&["LONG-NAME", "X", "Y"], &rows),
+            "LONG-NAME  X      Y\na          12345\n"
+        );
     }
 
     #[test]

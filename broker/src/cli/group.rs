@@ -10,7 +10,9 @@ use net::client::{
     TIMESTAMP_LATEST,
 };
 
-use super::common::{print_table, topic_metadata, ConnectionArgs};
+use std::fmt::Write as _;
+
+use super::common::{emit, format_table, topic_metadata, ConnectionArgs};
 
 /// Group states in which the group has no members, so its offsets may be changed by hand.
 const INACTIVE_STATES: &[&str] = &["Empty", "Dead"];
@@ -188,8 +190,7 @@ fn list(connection: &ConnectionArgs) -> anyhow::Result<()> {
             vec![group.group_id, protocol_type, state]
         })
         .collect();
-    print_table(&["GROUP", "TYPE", "STATE"], &rows);
-    Ok(())
+    emit(&format_table(&["GROUP", "TYPE", "STATE"], &rows))
 }
 
 /// Describes a group that exists; Kafka reports a group it does not know as "Dead".
@@ -232,12 +233,14 @@ fn describe(connection: &ConnectionArgs, group: &str) -> anyhow::Result<()> {
         "" => "-",
         other => other,
     };
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "Group: {group}\tState: {}\tProtocolType: {}\tProtocol: {protocol}\tMembers: {}",
         description.state,
         description.protocol_type,
         description.members.len()
-    );
+    )?;
     let owners = owners(&description)?;
     let members: Vec<Vec<String>> = description
         .members
@@ -261,8 +264,11 @@ fn describe(connection: &ConnectionArgs, group: &str) -> anyhow::Result<()> {
         })
         .collect();
     if !members.is_empty() {
-        println!();
-        print_table(&["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"], &members);
+        out.push('\n');
+        out.push_str(&format_table(
+            &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
+            &members,
+        ));
     }
     let committed = coordinator.offset_fetch(group, None)?;
     let mut partitions: BTreeMap<(String, i32), Option<i64>> =
@@ -294,10 +300,10 @@ fn describe(connection: &ConnectionArgs, group: &str) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    println!();
+    out.push('\n');
     if rows.is_empty() {
-        println!("No committed offsets and no assigned partitions.");
-        return Ok(());
+        out.push_str("No committed offsets and no assigned partitions.\n");
+        return emit(&out);
     }
     let headers = [
         "TOPIC",
@@ -309,8 +315,8 @@ fn describe(connection: &ConnectionArgs, group: &str) -> anyhow::Result<()> {
         "HOST",
         "CLIENT-ID",
     ];
-    print_table(&headers, &rows);
-    Ok(())
+    out.push_str(&format_table(&headers, &rows));
+    emit(&out)
 }
 
 /// The (topic, partition) pairs `selection` names, checked against the topic's metadata.
@@ -410,7 +416,7 @@ fn reset_offsets(args: &ResetOffsetsArgs) -> anyhow::Result<()> {
         "CURRENT-OFFSET",
         "NEW-OFFSET",
     ];
-    print_table(&headers, &rows);
+    emit(&format_table(&headers, &rows))?;
     if !args.execute {
         eprintln!("Dry run: nothing committed. Add --execute to commit these offsets.");
         return Ok(());
