@@ -40,17 +40,15 @@ struct InFlight {
 }
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer_ip: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let fd = stream.as_raw_fd();
     let (reader, writer) = futures_lite::io::split(stream);
     let (queue_tx, queue_rx) =
         local_channel::new_bounded::<InFlight>(CONNECTION_REQUESTS_IN_FLIGHT_MAX);
     let writer_task = glommio::spawn_local(write_responses(writer, queue_rx, fd));
     let budget = Rc::new(Semaphore::new(CONNECTION_REQUEST_BYTES_IN_FLIGHT_MAX));
-    if let Err(reason) = read_requests(&shard, reader, &queue_tx, &budget).await {
+    if let Err(reason) = read_requests(&shard, &peer_ip, reader, &queue_tx, &budget).await {
         log::debug!("closing connection from {peer}: {reason}");
     }
     drop(queue_tx);
@@ -59,6 +57,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
 async fn read_requests(
     shard: &Rc<Shard>,
+    peer_ip: &Rc<str>,
     reader: impl futures_lite::AsyncRead + Unpin,
     queue: &local_channel::LocalSender<InFlight>,
     budget: &Rc<Semaphore>,
@@ -83,7 +82,7 @@ async fn read_requests(
             .read_exact(&mut frame)
             .await
             .map_err(|e| e.to_string())?;
-        let response = glommio::spawn_local(dispatch(shard.clone(), frame.freeze())).detach();
+        let response = glommio::spawn_local(dispatch(shard.clone(), peer_ip.clone(), frame.freeze())).detach();
         if queue
             .send(InFlight {
                 response,

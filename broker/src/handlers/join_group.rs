@@ -36,7 +36,7 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default(),
-        client_host: "/127.0.0.1".to_string(),
+        client_host: format!("/{}", ctx.peer_ip),
         session_timeout: Duration::from_millis(request.session_timeout_ms.max(0) as u64),
         rebalance_timeout: Duration::from_millis(rebalance_timeout_ms.max(0) as u64),
         protocol_type: request.protocol_type.to_string(),

@@ -170,6 +170,8 @@ pub fn supported(key: ApiKey) -> Option<&'static ApiSupport> {
 /// A decoded request's context, handed to every handler.
 pub struct RequestContext {
     pub shard: Rc<Shard>,
+    /// The client's IP address, as group member descriptions show it.
+    pub peer_ip: Rc<str>,
     pub header: RequestHeader,
     pub version: i16,
 }
@@ -190,7 +192,7 @@ macro_rules! route {
 }
 
 /// Handles one request frame (everything after the length prefix).
-pub async fn dispatch(shard: Rc<Shard>, mut frame: Bytes) -> Outcome {
+pub async fn dispatch(shard: Rc<Shard>, peer_ip: Rc<str>, mut frame: Bytes) -> Outcome {
     let preamble = match RequestPreamble::parse(&frame) {
         Ok(preamble) => preamble,
         Err(e) => return Outcome::Close(e.to_string()),
@@ -216,6 +218,7 @@ pub async fn dispatch(shard: Rc<Shard>, mut frame: Bytes) -> Outcome {
     };
     let ctx = RequestContext {
         shard,
+        peer_ip,
         header,
         version,
     };
