@@ -184,6 +184,11 @@ impl Wire {
 
 /// A RecordBatch v2 of records with the given values, keys "k<i>", timestamps from `ts`.
 pub fn batch(values: &[&str], ts: i64) -> Bytes {
+    idempotent_batch(values, ts, -1, -1, 0)
+}
+
+/// A batch from an idempotent producer: its id, epoch and first sequence number.
+pub fn idempotent_batch(values: &[&str], ts: i64, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Bytes {
     use kafka_protocol::records::*;
     let records: Vec<Record> = values
         .iter()
@@ -192,12 +197,12 @@ pub fn batch(values: &[&str], ts: i64) -> Bytes {
             transactional: false,
             control: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder keeps records in one batch while offset - sequence stays constant.
-            sequence: i as i32,
+            sequence: base_sequence + i as i32,
             timestamp: ts + i as i64,
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::from(v.to_string())),
