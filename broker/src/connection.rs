@@ -40,8 +40,15 @@ struct InFlight {
 }
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer_ip: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer_ip: Rc<str> = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+        .into();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let fd = stream.as_raw_fd();
     let (reader, writer) = futures_lite::io::split(stream);
     let (queue_tx, queue_rx) =
@@ -82,7 +89,8 @@ async fn read_requests(
             .read_exact(&mut frame)
             .await
             .map_err(|e| e.to_string())?;
-        let response = glommio::spawn_local(dispatch(shard.clone(), peer_ip.clone(), frame.freeze())).detach();
+        let response =
+            glommio::spawn_local(dispatch(shard.clone(), peer_ip.clone(), frame.freeze())).detach();
         if queue
             .send(InFlight {
                 response,

@@ -186,7 +186,7 @@ fn check_new_topic(
     } else {
         spec.partitions
     };
-    if partitions < 1 || partitions > TOPIC_PARTITIONS_MAX {
+    if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
         return Err((
             ResponseError::InvalidPartitions,
             format!("partition count must be 1 to {TOPIC_PARTITIONS_MAX}"),

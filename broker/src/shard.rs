@@ -169,7 +169,6 @@ impl Shard {
         LogConfig {
             segment_bytes,
             index_interval_bytes,
-            ..LogConfig::default()
         }
     }
 

@@ -209,7 +209,7 @@ fn partitions_on_both_shards_survive_kill_9() {
                 &mut wire,
                 "events",
                 partition,
-                batch(&refs, 1_000 * round as i64),
+                batch(&refs, 1_000 * round),
                 -1,
             );
             assert_eq!(
@@ -311,7 +311,11 @@ fn idempotent_retries_are_deduplicated_across_kill_9() {
     let init: InitProducerIdResponse = wire.request(
         ApiKey::InitProducerId,
         4,
-        &InitProducerIdRequest::default().with_transactional_id(None).with_producer_id(ProducerId(-1)).with_producer_epoch(-1).with_transaction_timeout_ms(60_000),
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_transaction_timeout_ms(60_000),
     );
     assert_eq!(init.error_code, 0);
     let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
@@ -329,27 +333,50 @@ fn idempotent_retries_are_deduplicated_across_kill_9() {
     // The producer state was rebuilt from the log: retries are still recognised.
     assert_eq!(produce(&mut wire, "once", 1, second.clone(), -1), (0, 3));
     assert_eq!(produce(&mut wire, "once", 1, first, -1), (0, 0));
-    assert_eq!(fetch(&mut wire, "once", 1, 0, 0).1, 5, "no record was stored twice");
+    assert_eq!(
+        fetch(&mut wire, "once", 1, 0, 0).1,
+        5,
+        "no record was stored twice"
+    );
     // A gap in the sequence and a stale epoch are refused.
     let gap = idempotent_batch(&["x"], 30, pid, epoch, 9);
-    assert_eq!(produce(&mut wire, "once", 1, gap, -1).0, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+    assert_eq!(
+        produce(&mut wire, "once", 1, gap, -1).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
     let next = idempotent_batch(&["f"], 30, pid, epoch, 5);
     assert_eq!(produce(&mut wire, "once", 1, next, -1), (0, 5));
     let bumped: InitProducerIdResponse = wire.request(
         ApiKey::InitProducerId,
         4,
-        &InitProducerIdRequest::default().with_transactional_id(None).with_producer_id(ProducerId(pid)).with_producer_epoch(epoch).with_transaction_timeout_ms(60_000),
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_transaction_timeout_ms(60_000),
     );
-    assert_eq!((bumped.producer_id.0, bumped.producer_epoch), (pid, epoch + 1));
+    assert_eq!(
+        (bumped.producer_id.0, bumped.producer_epoch),
+        (pid, epoch + 1)
+    );
     let fresh_epoch = idempotent_batch(&["g"], 40, pid, epoch + 1, 0);
     assert_eq!(produce(&mut wire, "once", 1, fresh_epoch, -1), (0, 6));
     let stale = idempotent_batch(&["h"], 50, pid, epoch, 6);
-    assert_eq!(produce(&mut wire, "once", 1, stale, -1).0, 47, "INVALID_PRODUCER_EPOCH");
+    assert_eq!(
+        produce(&mut wire, "once", 1, stale, -1).0,
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
     // Producer ids stay unique across restarts.
     let other: InitProducerIdResponse = wire.request(
         ApiKey::InitProducerId,
         4,
-        &InitProducerIdRequest::default().with_transactional_id(None).with_producer_id(ProducerId(-1)).with_producer_epoch(-1).with_transaction_timeout_ms(60_000),
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_transaction_timeout_ms(60_000),
     );
     assert!(other.producer_id.0 > pid);
 }

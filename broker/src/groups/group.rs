@@ -949,7 +949,7 @@ mod tests {
             "waits for the follower"
         );
         assert_eq!(
-            group.sync(&follower, None, 1, vec![], t0).is_now_error(),
+            group.sync(&follower, None, 1, vec![], t0).now_error(),
             Some(ResponseError::RebalanceInProgress)
         );
         group.tick(t0 + Duration::from_secs(31), &config());
@@ -1036,7 +1036,7 @@ mod tests {
     }
 
     impl<T> Reply<T> {
-        fn is_now_error(self) -> Option<ResponseError>
+        fn now_error(self) -> Option<ResponseError>
         where
             T: HasError,
         {

@@ -421,12 +421,15 @@ pub async fn commit(
     checks
 }
 
+/// Committed offsets by topic, each partition with its offset if one is committed.
+pub type OffsetsByTopic = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
 /// Committed offsets of a group: all of them, or those asked for (missing ones as None).
 pub fn fetch_offsets(
     shard: &Shard,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+) -> OffsetsByTopic {
     let groups = shard.groups.groups.borrow();
     let offsets = groups.get(group_id).map(|g| &g.offsets);
     match wanted {
@@ -441,7 +444,7 @@ pub fn fetch_offsets(
             })
             .collect(),
         None => {
-            let mut by_topic: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+            let mut by_topic: OffsetsByTopic = Vec::new();
             for ((topic, partition), offset) in offsets.into_iter().flatten() {
                 match by_topic.last_mut() {
                     Some((t, list)) if t == topic => list.push((*partition, Some(offset.clone()))),

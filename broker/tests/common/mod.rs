@@ -188,7 +188,13 @@ pub fn batch(values: &[&str], ts: i64) -> Bytes {
 }
 
 /// A batch from an idempotent producer: its id, epoch and first sequence number.
-pub fn idempotent_batch(values: &[&str], ts: i64, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Bytes {
+pub fn idempotent_batch(
+    values: &[&str],
+    ts: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Bytes {
     use kafka_protocol::records::*;
     let records: Vec<Record> = values
         .iter()
