@@ -69,12 +69,17 @@ async fn shard_main(
     let shard = Rc::new(Shard::new(id, config.clone(), snapshot.clone(), peers)?);
     glommio::spawn_local(shard.clone().serve_inbox(inbox)).detach();
     shard.apply_metadata(snapshot).await;
-    GroupCoordinator::load(&shard)
-        .await
-        .map_err(|e| anyhow::anyhow!("shard {id}: loading consumer groups: {e}"))?;
+    if let Err(e) = GroupCoordinator::load(&shard).await {
+        // The other shards wait for this one at the start-up barrier: stop the whole process.
+        log::error!("shard {id}: loading consumer groups failed: {e}");
+        std::process::exit(1);
+    }
     glommio::spawn_local(GroupCoordinator::run_timers(shard.clone())).detach();
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| anyhow::anyhow!("shard {id} cannot listen on {}: {e}", config.listen))?;
+    let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
+        // As above: a shard that cannot start must not leave the others waiting.
+        log::error!("shard {id} cannot listen on {}: {e}", config.listen);
+        std::process::exit(1)
+    });
     // Every shard has opened its partitions before any accepts a connection, so a request that
     // is forwarded to another shard never finds its partitions still closed.
     ready.wait();

@@ -362,7 +362,7 @@ impl Group {
                 &args.member_id,
             ));
         }
-        if self.is_empty() {
+        if self.members.is_empty() {
             self.protocol_type = Some(args.protocol_type.clone());
         }
         if let Some(instance) = &args.instance_id {
@@ -986,6 +986,17 @@ mod tests {
             group.heartbeat(&result.member_id, Some("instance-1"), 1, t0),
             Some(ResponseError::FencedInstanceId)
         );
+    }
+
+    #[test]
+    fn protocol_type_is_set_when_pending_members_join_together() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g".into());
+        let a = now_result(group.join(args("", "a"), t0, &config())).member_id;
+        let b = now_result(group.join(args("", "b"), t0, &config())).member_id;
+        let _ja = later(group.join(args(&a, "a"), t0, &config()));
+        let _jb = later(group.join(args(&b, "b"), t0, &config()));
+        assert_eq!(group.protocol_type.as_deref(), Some("consumer"));
     }
 
     #[test]

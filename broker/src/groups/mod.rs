@@ -180,7 +180,9 @@ async fn persist(
         .partition(OFFSETS_TOPIC, store::offsets_partition(group))
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let batch = store::encode_batch(records, now_ms());
-    let batches = ValidatedBatches::validate(batch).expect("group records form a valid batch");
+    // Encoding is ours, so only the size can fail validation (a commit of very many partitions).
+    let batches =
+        ValidatedBatches::validate(batch).map_err(|_| ResponseError::InvalidCommitOffsetSize)?;
     let stored = async {
         let info = partition.log.append(batches).await?;
         partition.log.sync_to(info.last_offset).await
@@ -223,8 +225,18 @@ async fn expire_offsets(shard: &Rc<Shard>) {
     }
 }
 
+/// Longest group id accepted; group ids are stored in `__consumer_offsets` keys.
+pub const GROUP_ID_BYTES_MAX: usize = 4096;
+
 /// JoinGroup on the coordinator shard.
 pub async fn join(shard: Rc<Shard>, group_id: String, args: JoinArgs) -> JoinResult {
+    if group_id.len() > GROUP_ID_BYTES_MAX {
+        return JoinResult {
+            error: Some(ResponseError::InvalidGroupId),
+            generation: -1,
+            ..JoinResult::default()
+        };
+    }
     let now = Instant::now();
     let config = shard.groups.config;
     let reply = {
@@ -356,6 +368,9 @@ pub async fn commit(
     generation: i32,
     entries: Vec<CommitEntry>,
 ) -> Vec<Option<ResponseError>> {
+    if group_id.len() > GROUP_ID_BYTES_MAX {
+        return vec![Some(ResponseError::InvalidGroupId); entries.len()];
+    }
     let membership = {
         let mut groups = shard.groups.groups.borrow_mut();
         match groups.get(&group_id) {
@@ -410,14 +425,19 @@ pub async fn commit(
     if let Err(error) = persist(&shard, &group_id, &records).await {
         return vec![Some(error); entries.len()];
     }
-    shard.groups.with_group(&group_id, |g| {
-        for (entry, check) in entries.into_iter().zip(&checks) {
-            if check.is_none() {
-                g.offsets
-                    .insert((entry.topic, entry.partition), entry.offset);
-            }
+    // The group may have been deleted while the commit was being written; the log now holds
+    // these offsets, so memory must too.
+    let mut groups = shard.groups.groups.borrow_mut();
+    let group = groups
+        .entry(group_id.clone())
+        .or_insert_with(|| Group::new(group_id));
+    for (entry, check) in entries.into_iter().zip(&checks) {
+        if check.is_none() {
+            group
+                .offsets
+                .insert((entry.topic, entry.partition), entry.offset);
         }
-    });
+    }
     checks
 }
 
