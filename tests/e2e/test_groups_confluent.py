@@ -428,3 +428,9 @@ def test_confluent_groups_on_every_shard(broker):
         finally:
             checker.close()
         assert committed == {p: (i + p, None) for p in range(2)}, f"group {g} after restart: {committed}"
+    # Each group's records are in the log of its own __consumer_offsets partition (data-dir layout
+    # TOPIC-PARTITION/*.log), so the commits really went through coordinators on both shards.
+    for g in groups:
+        directory = broker.data_dir / f"__consumer_offsets-{kafka_group_partition(g)}"
+        sizes = [f.stat().st_size for f in directory.glob("*.log")]
+        assert sum(sizes) > 0, f"no records of group {g} in {directory}: {sizes}"
