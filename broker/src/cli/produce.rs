@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use net::client::{partition_for_key, Client, ProduceRecord};
+use net::client::{partition_for_key, Client, IdempotentProducer, ProduceRecord};
 
 use super::common::{parse_key_value, parse_separator, topic_metadata, ConnectionArgs};
 
@@ -24,6 +24,7 @@ const LINES_QUEUED_MAX: usize = 10_000;
 const LINGER: Duration = Duration::from_millis(100);
 /// Per-record overhead assumed when estimating batch bytes (varint lengths, deltas, attributes).
 const RECORD_OVERHEAD_BYTES: usize = 24;
+const ACKS_ALL: i16 = -1;
 
 #[derive(clap::Args, Debug)]
 pub struct ProduceArgs {
@@ -34,9 +35,13 @@ pub struct ProduceArgs {
     /// Split each line at the first SEP into key and value (escapes like "\t" are understood).
     #[arg(long, value_name = "SEP", value_parser = parse_separator)]
     pub key_separator: Option<String>,
-    /// Acknowledgements to wait for: 0 (none), 1 (leader), all.
-    #[arg(long, default_value = "all", value_parser = parse_acks)]
-    pub acks: i16,
+    /// Acknowledgements to wait for: 0 (none), 1 (leader), all. Default all; idempotence
+    /// requires all.
+    #[arg(long, value_parser = parse_acks)]
+    pub acks: Option<i16>,
+    /// Number batches per partition so the broker drops resent duplicates (needs acks all).
+    #[arg(long, default_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub idempotence: bool,
     /// A header added to every record; may be repeated.
     #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub headers: Vec<(String, String)>,
@@ -53,7 +58,41 @@ fn parse_acks(text: &str) -> Result<i16, String> {
     }
 }
 
+/// acks=all unless asked otherwise; idempotence refuses anything else, as Kafka does.
+fn effective_acks(acks: Option<i16>, idempotence: bool) -> anyhow::Result<i16> {
+    match (acks, idempotence) {
+        (None, _) => Ok(ACKS_ALL),
+        (Some(acks), true) if acks != ACKS_ALL => anyhow::bail!(
+            "--acks {acks} cannot be used with idempotence; use --acks all or --idempotence false"
+        ),
+        (Some(acks), _) => Ok(acks),
+    }
+}
+
+/// Sends batches with the plain client or, with idempotence, through an `IdempotentProducer`.
+enum Sender {
+    Plain(Client),
+    Idempotent(IdempotentProducer),
+}
+
+impl Sender {
+    fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+        acks: i16,
+    ) -> anyhow::Result<()> {
+        match self {
+            Sender::Plain(client) => client.produce(topic, partition, records, acks)?,
+            Sender::Idempotent(producer) => producer.produce(topic, partition, records, acks)?,
+        };
+        Ok(())
+    }
+}
+
 pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
+    let acks = effective_acks(args.acks, args.idempotence)?;
     let mut client = args.connection.connect()?;
     let topic = topic_metadata(&mut client, &args.topic)?;
     let partition_ids: Vec<i32> = topic.partitions.iter().map(|p| p.partition).collect();
@@ -65,10 +104,18 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
             partition_ids.len()
         );
     }
+    let sender = if args.idempotence {
+        Sender::Idempotent(
+            IdempotentProducer::new(client).context("initialising the idempotent producer")?,
+        )
+    } else {
+        Sender::Plain(client)
+    };
     let lines = spawn_line_reader();
     let mut producer = Producer {
-        client,
+        sender,
         args: &args,
+        acks,
         partition_ids,
         batches: Vec::new(),
         round_robin_next: 0,
@@ -138,8 +185,9 @@ struct Batch {
 }
 
 struct Producer<'a> {
-    client: Client,
+    sender: Sender,
     args: &'a ProduceArgs,
+    acks: i16,
     /// Partition ids in metadata order; `batches[i]` collects records for `partition_ids[i]`.
     partition_ids: Vec<i32>,
     batches: Vec<Batch>,
@@ -242,8 +290,8 @@ impl Producer<'_> {
             return Ok(());
         }
         let partition = self.partition_ids[index];
-        self.client
-            .produce(&self.args.topic, partition, &batch.records, self.args.acks)?;
+        self.sender
+            .produce(&self.args.topic, partition, &batch.records, self.acks)?;
         self.records_produced += batch.records.len() as u64;
         Ok(())
     }
@@ -305,6 +353,17 @@ mod tests {
         assert_eq!(parse_acks("0"), Ok(0));
         assert_eq!(parse_acks("1"), Ok(1));
         assert!(parse_acks("2").is_err());
+    }
+
+    #[test]
+    fn idempotence_forces_acks_all() {
+        assert_eq!(effective_acks(None, true).unwrap(), -1);
+        assert_eq!(effective_acks(Some(-1), true).unwrap(), -1);
+        assert!(effective_acks(Some(0), true).is_err());
+        assert!(effective_acks(Some(1), true).is_err());
+        assert_eq!(effective_acks(None, false).unwrap(), -1);
+        assert_eq!(effective_acks(Some(0), false).unwrap(), 0);
+        assert_eq!(effective_acks(Some(1), false).unwrap(), 1);
     }
 
     #[test]

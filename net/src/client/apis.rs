@@ -13,8 +13,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, TopicName,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -254,6 +254,53 @@ pub fn parse_produce(response: &ProduceResponse, topic: &str, partition: i32) ->
         format!("produce to {topic}-{partition}")
     })?;
     Ok(result.base_offset)
+}
+
+/// An idempotent producer's id and epoch, as InitProducerId hands them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// InitProducerId without a transactional id. `current`: the identity to bump (KIP-360, v3+);
+/// `None` asks for a fresh producer id.
+pub fn init_producer_id_request(
+    current: Option<ProducerIdentity>,
+    transaction_timeout_ms: i32,
+    version: i16,
+) -> InitProducerIdRequest {
+    assert!(
+        current.is_none() || version >= 3,
+        "bumping an epoch needs InitProducerId v3+"
+    );
+    let mut request = InitProducerIdRequest::default();
+    // The default is Some(""), which a broker takes for a (refused) transactional id.
+    request.transactional_id = None;
+    request.transaction_timeout_ms = transaction_timeout_ms;
+    let current = current.unwrap_or(ProducerIdentity {
+        producer_id: -1,
+        producer_epoch: -1,
+    });
+    if version >= 3 {
+        request.producer_id = ProducerId(current.producer_id);
+        request.producer_epoch = current.producer_epoch;
+    }
+    request
+}
+
+pub fn parse_init_producer_id(response: &InitProducerIdResponse) -> Result<ProducerIdentity> {
+    check_code(response.error_code, None, || "init producer id".to_owned())?;
+    if response.producer_id.0 < 0 || response.producer_epoch < 0 {
+        return Err(ClientError::protocol(format!(
+            "InitProducerId returned producer id {} epoch {}",
+            response.producer_id.0, response.producer_epoch
+        )));
+    }
+    Ok(ProducerIdentity {
+        producer_id: response.producer_id.0,
+        producer_epoch: response.producer_epoch,
+    })
 }
 
 /// `timestamp` is TIMESTAMP_EARLIEST, TIMESTAMP_LATEST or a time in ms since the epoch.

@@ -38,6 +38,8 @@ pub const CLIENT_API_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DescribeGroups, VersionRange { min: 0, max: 5 }),
     (ApiKey::DeleteGroups, VersionRange { min: 0, max: 2 }),
     (ApiKey::OffsetDelete, VersionRange { min: 0, max: 0 }),
+    // Non-transactional only; v3+ can bump the epoch of an existing producer id (KIP-360).
+    (ApiKey::InitProducerId, VersionRange { min: 0, max: 4 }),
 ];
 
 /// Validates a frame's length prefix before anything is allocated for its body.

@@ -84,6 +84,9 @@ pub enum ClientError {
     UnsupportedApi { api: ApiKey, ours: VersionRange },
     #[error("{0}")]
     Kafka(KafkaError),
+    /// Settings that cannot work together, e.g. idempotence with acks other than all.
+    #[error("invalid client settings: {0}")]
+    Config(String),
 }
 
 impl ClientError {

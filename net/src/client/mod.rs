@@ -20,6 +20,7 @@ pub mod consumer_protocol;
 pub mod error;
 pub mod group;
 pub mod group_apis;
+pub mod idempotent;
 pub mod partitioner;
 pub mod records;
 pub mod transport;
@@ -32,9 +33,12 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::Compression;
 
-pub use apis::{FetchParams, FetchPosition, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
+pub use apis::{
+    FetchParams, FetchPosition, ProducerIdentity, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
+};
 pub use codec::{NegotiatedVersions, FRAME_BYTES_MAX};
 pub use error::{ClientError, KafkaError, Result};
+pub use idempotent::IdempotentProducer;
 pub use kafka_protocol::ResponseError;
 pub use partitioner::{murmur2, partition_for_key};
 pub use types::{
@@ -144,6 +148,14 @@ impl Client {
                 source,
             })?;
         Ok(resolved.into_iter().any(|address| address == peer))
+    }
+
+    /// Replaces the connection with a new one to the same address, negotiating versions again.
+    /// Used after an I/O error, when the old connection may be mid-frame.
+    pub fn reconnect(&mut self) -> Result<()> {
+        let address = self.connection.address().to_owned();
+        *self = Self::connect_with(&address, self.config.clone())?;
+        Ok(())
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -274,8 +286,19 @@ impl Client {
         acks: i16,
         compression: Compression,
     ) -> Result<i64> {
-        let version = self.versions.require(ApiKey::Produce)?;
         let batch = records::encode_record_batch(records, compression)?;
+        self.produce_batch(topic, partition, batch, acks)
+    }
+
+    /// Produces one already encoded RecordBatch v2, e.g. an idempotent batch being resent.
+    pub fn produce_batch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch: bytes::Bytes,
+        acks: i16,
+    ) -> Result<i64> {
+        let version = self.versions.require(ApiKey::Produce)?;
         let request = apis::produce_request(topic, partition, batch, acks, self.timeout_ms());
         if acks == 0 {
             self.send(ApiKey::Produce, version, &request)?;
@@ -283,6 +306,29 @@ impl Client {
         }
         let response = self.call(ApiKey::Produce, version, &request)?;
         apis::parse_produce(&response, topic, partition)
+    }
+
+    /// A fresh producer id and epoch 0 for an idempotent (not transactional) producer.
+    pub fn init_producer_id(&mut self) -> Result<ProducerIdentity> {
+        self.init_producer_id_as(None)
+    }
+
+    /// `current: Some(..)` bumps that producer's epoch (InitProducerId v3+); its sequences
+    /// restart at 0 on every partition.
+    pub fn init_producer_id_as(
+        &mut self,
+        current: Option<ProducerIdentity>,
+    ) -> Result<ProducerIdentity> {
+        let version = self.versions.require(ApiKey::InitProducerId)?;
+        if current.is_some() && version < 3 {
+            return Err(ClientError::UnsupportedApi {
+                api: ApiKey::InitProducerId,
+                ours: kafka_protocol::protocol::VersionRange { min: 3, max: 4 },
+            });
+        }
+        let request = apis::init_producer_id_request(current, i32::MAX, version);
+        let response = self.call(ApiKey::InitProducerId, version, &request)?;
+        apis::parse_init_producer_id(&response)
     }
 
     /// `timestamp`: TIMESTAMP_EARLIEST (-2), TIMESTAMP_LATEST (-1) or ms since the epoch.

@@ -22,9 +22,36 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 /// Records per produced batch; bounds the encoder's work and the request size per call.
 pub const BATCH_RECORDS_MAX: usize = 1 << 20;
 
-/// Encodes `records` as one uncompressed RecordBatch v2 with offsets 0..n (the broker assigns the
-/// real base offset) and no producer id (not idempotent).
+/// The idempotence fields of a batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl BatchProducer {
+    /// A batch of a producer that is not idempotent.
+    pub const NONE: BatchProducer = BatchProducer {
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        base_sequence: NO_SEQUENCE,
+    };
+}
+
+/// Encodes `records` as one RecordBatch v2 with offsets 0..n (the broker assigns the real base
+/// offset) and no producer id (not idempotent).
 pub fn encode_record_batch(records: &[ProduceRecord], compression: Compression) -> Result<Bytes> {
+    encode_record_batch_as(records, compression, BatchProducer::NONE)
+}
+
+/// Encodes `records` as one RecordBatch v2 whose header carries `producer`'s id, epoch and base
+/// sequence.
+pub fn encode_record_batch_as(
+    records: &[ProduceRecord],
+    compression: Compression,
+    producer: BatchProducer,
+) -> Result<Bytes> {
     assert!(
         !records.is_empty(),
         "a record batch holds at least one record"
@@ -38,7 +65,7 @@ pub fn encode_record_batch(records: &[ProduceRecord], compression: Compression) 
     let records_kafka: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(index, record)| to_kafka_record(index, record))
+        .map(|(index, record)| to_kafka_record(index, record, producer))
         .collect();
     let mut buffer = BytesMut::new();
     let options = RecordEncodeOptions {
@@ -57,7 +84,7 @@ pub fn encode_record_batch(records: &[ProduceRecord], compression: Compression) 
     Ok(buffer.freeze())
 }
 
-fn to_kafka_record(index: usize, record: &ProduceRecord) -> Record {
+fn to_kafka_record(index: usize, record: &ProduceRecord, producer: BatchProducer) -> Record {
     let mut headers = IndexMap::with_capacity(record.headers.len());
     for (name, value) in &record.headers {
         headers.insert(StrBytes::from_string(name.clone()), value.clone());
@@ -67,13 +94,15 @@ fn to_kafka_record(index: usize, record: &ProduceRecord) -> Record {
         control: false,
         delete_horizon: false,
         partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-        producer_id: NO_PRODUCER_ID,
-        producer_epoch: NO_PRODUCER_EPOCH,
+        producer_id: producer.producer_id,
+        producer_epoch: producer.producer_epoch,
         timestamp_type: TimestampType::Creation,
         offset: index as i64,
         // The encoder derives baseSequence from the first record and splits batches where
-        // offset - sequence changes, so sequence tracks the offset starting at NO_SEQUENCE.
-        sequence: NO_SEQUENCE.wrapping_add(index as i32),
+        // offset - sequence (wrapping i32 arithmetic) changes, so sequence tracks the offset
+        // from the base sequence. Only baseSequence is written; the broker wraps the sequences
+        // after it from i32::MAX to 0 itself.
+        sequence: producer.base_sequence.wrapping_add(index as i32),
         timestamp: record.timestamp_ms,
         key: record.key.clone(),
         value: record.value.clone(),

@@ -608,3 +608,148 @@ fn client_talks_to_a_loopback_broker() {
     drop(client);
     broker.join().unwrap();
 }
+
+/// What the idempotence fake broker does with the Produce requests of one connection.
+#[derive(Clone, Copy)]
+enum ProduceAnswer {
+    /// Reads the request, keeps its batch, then closes the connection without answering.
+    Drop,
+    /// Answers with this error code (0 for success at base offset 7).
+    Code(i16),
+}
+
+/// Serves one connection per entry of `answers`; returns the Produce batches it received.
+fn idempotence_broker(listener: TcpListener, answers: Vec<ProduceAnswer>) -> Vec<Bytes> {
+    use std::io::{Read, Write};
+    let mut batches = Vec::new();
+    for answer in answers {
+        let (mut stream, _) = listener.accept().unwrap();
+        loop {
+            let mut prefix = [0u8; 4];
+            if stream.read_exact(&mut prefix).is_err() {
+                break;
+            }
+            let mut body = vec![0u8; frame_body_bytes(prefix).unwrap()];
+            stream.read_exact(&mut body).unwrap();
+            let mut body = Bytes::from(body);
+            let header = decode_request_header_from_buffer(&mut body).unwrap();
+            let (version, id) = (header.request_api_version, header.correlation_id);
+            let frame = match ApiKey::try_from(header.request_api_key).unwrap() {
+                ApiKey::ApiVersions => {
+                    let response = api_versions_response(&[
+                        (ApiKey::ApiVersions, 0, 3),
+                        (ApiKey::Produce, 3, 9),
+                        (ApiKey::InitProducerId, 0, 4),
+                    ]);
+                    response_frame(ApiKey::ApiVersions, version, id, &response)
+                }
+                ApiKey::InitProducerId => {
+                    let request = InitProducerIdRequest::decode(&mut body, version).unwrap();
+                    assert_eq!(request.transactional_id, None);
+                    let mut response = InitProducerIdResponse::default();
+                    response.producer_id = ProducerId(77);
+                    response.producer_epoch = 0;
+                    response_frame(ApiKey::InitProducerId, version, id, &response)
+                }
+                ApiKey::Produce => {
+                    let request = ProduceRequest::decode(&mut body, version).unwrap();
+                    assert_eq!(request.acks, -1);
+                    let data = &request.topic_data[0].partition_data[0];
+                    batches.push(data.records.clone().unwrap());
+                    let code = match answer {
+                        ProduceAnswer::Drop => break,
+                        ProduceAnswer::Code(code) => code,
+                    };
+                    let mut partition = PartitionProduceResponse::default();
+                    partition.index = data.index;
+                    partition.error_code = code;
+                    partition.base_offset = if code == 0 { 7 } else { -1 };
+                    let mut topic_response = TopicProduceResponse::default();
+                    topic_response.name = request.topic_data[0].name.clone();
+                    topic_response.partition_responses = vec![partition];
+                    let mut response = ProduceResponse::default();
+                    response.responses = vec![topic_response];
+                    response_frame(ApiKey::Produce, version, id, &response)
+                }
+                other => panic!("fake broker does not answer {other:?}"),
+            };
+            let mut out = BytesMut::new();
+            out.put_i32(frame.len() as i32);
+            out.extend_from_slice(&frame);
+            stream.write_all(&out).unwrap();
+        }
+    }
+    batches
+}
+
+#[test]
+fn idempotent_resend_after_broken_connection_reuses_the_same_bytes() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let answers = vec![ProduceAnswer::Drop, ProduceAnswer::Code(0)];
+    let broker = thread::spawn(move || idempotence_broker(listener, answers));
+    let mut producer = IdempotentProducer::connect(&address, ClientConfig::default()).unwrap();
+    assert_eq!(producer.identity().producer_id, 77);
+    assert!(matches!(
+        producer.produce("t", 1, &[record("a")], 1),
+        Err(ClientError::Config(_))
+    ));
+    let records = [record("a"), record("b"), record("c")];
+    assert_eq!(producer.produce("t", 1, &records, -1).unwrap(), 7);
+    assert_eq!(producer.sequence_next("t", 1), 3);
+    drop(producer);
+    let batches = broker.join().unwrap();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[0], batches[1], "the resend carries identical bytes");
+    let infos = RecordBatchDecoder::decode_batch_info(&mut batches[0].clone()).unwrap();
+    assert_eq!(
+        (
+            infos[0].producer_id,
+            infos[0].producer_epoch,
+            infos[0].base_sequence
+        ),
+        (77, 0, 0)
+    );
+}
+
+#[test]
+fn idempotent_sequence_errors_are_final() {
+    for code in [
+        ResponseError::OutOfOrderSequenceNumber.code(),
+        ResponseError::InvalidProducerEpoch.code(),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let answers = vec![ProduceAnswer::Code(code)];
+        let broker = thread::spawn(move || idempotence_broker(listener, answers));
+        let mut producer = IdempotentProducer::connect(&address, ClientConfig::default()).unwrap();
+        let error = producer.produce("t", 0, &[record("a")], -1).unwrap_err();
+        assert_eq!(error.kafka_error().map(|e| e.code()), Some(code));
+        assert_eq!(producer.sequence_next("t", 0), 0);
+        drop(producer);
+        assert_eq!(broker.join().unwrap().len(), 1, "not resent");
+    }
+}
+
+#[test]
+fn init_producer_id_request_has_no_transactional_id() {
+    for version in 0..=4 {
+        let request = init_producer_id_request(None, i32::MAX, version);
+        let mut frame =
+            encode_request_frame(ApiKey::InitProducerId, version, 1, "test", &request).unwrap();
+        frame.advance(4);
+        decode_request_header_from_buffer(&mut frame).unwrap();
+        let decoded = InitProducerIdRequest::decode(&mut frame, version).unwrap();
+        assert_eq!(decoded.transactional_id, None);
+        assert_eq!(decoded.producer_id.0, -1);
+    }
+    let bump = ProducerIdentity {
+        producer_id: 5,
+        producer_epoch: 2,
+    };
+    let request = init_producer_id_request(Some(bump), i32::MAX, 4);
+    assert_eq!((request.producer_id.0, request.producer_epoch), (5, 2));
+    let mut response = InitProducerIdResponse::default();
+    response.error_code = ResponseError::ProducerFenced.code();
+    assert!(parse_init_producer_id(&response).is_err());
+}
