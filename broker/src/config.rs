@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, default_value_t = 3000)]
     pub group_initial_rebalance_delay_ms: u64,
+    /// Bytes appended to a partition between snapshots of its idempotent-producer state; bounds
+    /// how much of the log a restart scans to rebuild that state.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub producer_snapshot_interval_bytes: u64,
 }
 
 impl ServeArgs {

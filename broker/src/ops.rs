@@ -83,6 +83,7 @@ impl Shard {
         }
         // No await between the check above and this call: the append draws its place in the
         // log's queue in the same order the producer state saw the batch.
+        let batch_bytes = batches.len_bytes() as u64;
         let appended = partition.log.append(batches).await;
         match appended {
             Ok(info) => {
@@ -92,6 +93,12 @@ impl Shard {
                         .borrow_mut()
                         .complete(&identity, info.base_offset);
                 }
+                maybe_snapshot(
+                    &partition,
+                    batch_bytes,
+                    self.config.producer_snapshot_interval_bytes,
+                );
+
                 finish(&partition, info.base_offset, info.last_offset, acks).await
             }
             Err(e) => {
@@ -190,6 +197,24 @@ impl Shard {
         let remaining = deadline.saturating_duration_since(Instant::now());
         wakeups.push(Box::pin(glommio::timer::sleep(remaining)));
         first_of(wakeups).await;
+    }
+}
+
+/// Writes a producer-state snapshot once enough was appended and no append is in flight (so the
+/// state matches the log end exactly).
+fn maybe_snapshot(partition: &Partition, appended_bytes: u64, interval_bytes: u64) {
+    let total = partition.appended_since_snapshot.get() + appended_bytes;
+    partition.appended_since_snapshot.set(total);
+    let producers = partition.producers.borrow();
+    if total < interval_bytes || producers.has_in_flight() {
+        return;
+    }
+    match producers.write_snapshot(&partition.dir, partition.log.log_end_offset()) {
+        Ok(()) => partition.appended_since_snapshot.set(0),
+        Err(e) => log::warn!(
+            "producer-state snapshot in {} failed: {e}",
+            partition.dir.display()
+        ),
     }
 }
 

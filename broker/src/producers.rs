@@ -24,6 +24,16 @@ pub const PARTITION_PRODUCERS_MAX: usize = 10_000;
 /// Kafka's `producer.id.expiration.ms` default: one day without a write forgets a producer.
 pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
+/// File in a partition directory holding the last producer-state snapshot.
+pub const SNAPSHOT_FILE_NAME: &str = "producer-state.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    /// The state covers every batch below this offset.
+    next_offset: i64,
+    states: serde_json::Value,
+}
+
 /// The idempotence fields of one RecordBatch v2 header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchIdentity {
@@ -66,7 +76,7 @@ fn add_sequence(sequence: i32, delta: i32) -> i32 {
     (sum % (i64::from(i32::MAX) + 1)) as i32
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct KeptBatch {
     first_sequence: i32,
     last_sequence: i32,
@@ -74,7 +84,7 @@ struct KeptBatch {
     first_offset: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<KeptBatch>,
@@ -92,7 +102,7 @@ pub enum Verdict {
     DuplicateInFlight,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
 }
@@ -197,6 +207,40 @@ impl ProducerStates {
         }
         entry.last_write_ms = entry.last_write_ms.max(timestamp_ms);
         keep(entry, batch, first_offset);
+    }
+
+    /// Whether a reserved batch is still being appended (its offsets unknown).
+    pub fn has_in_flight(&self) -> bool {
+        self.producers
+            .values()
+            .any(|e| e.batches.iter().any(|b| b.first_offset < 0))
+    }
+
+    /// Writes a snapshot of this state, valid for the log up to (excluding) `next_offset`.
+    /// Replaced atomically; not fsync'd: a snapshot lost in a crash only means a longer scan.
+    pub fn write_snapshot(&self, dir: &std::path::Path, next_offset: i64) -> std::io::Result<()> {
+        assert!(
+            !self.has_in_flight(),
+            "a snapshot holds completed batches only"
+        );
+        let snapshot = Snapshot {
+            next_offset,
+            states: serde_json::to_value(self).expect("producer state serializes"),
+        };
+        let tmp = dir.join(format!("{SNAPSHOT_FILE_NAME}.tmp"));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&snapshot).expect("snapshot serializes"),
+        )?;
+        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE_NAME))
+    }
+
+    /// The last snapshot in `dir` and the offset its state covers up to, if one is readable.
+    pub fn read_snapshot(dir: &std::path::Path) -> Option<(ProducerStates, i64)> {
+        let bytes = std::fs::read(dir.join(SNAPSHOT_FILE_NAME)).ok()?;
+        let snapshot: Snapshot = serde_json::from_slice(&bytes).ok()?;
+        let states: ProducerStates = serde_json::from_value(snapshot.states).ok()?;
+        Some((states, snapshot.next_offset))
     }
 
     /// Drops producers idle for longer than [`PRODUCER_ID_EXPIRATION_MS`].
@@ -374,6 +418,27 @@ mod tests {
             states.check_and_reserve(&batch(9, 1, 4, 1), 2_000),
             Ok(Verdict::Append)
         );
+    }
+
+    #[test]
+    fn snapshots_round_trip() {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-producers-{}",
+            crate::metadata::random_uuid().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut states = ProducerStates::default();
+        append(&mut states, &batch(4, 2, 0, 3), 10).unwrap();
+        states.write_snapshot(&dir, 13).unwrap();
+        let (mut restored, next_offset) = ProducerStates::read_snapshot(&dir).unwrap();
+        assert_eq!(next_offset, 13);
+        assert_eq!(
+            restored.check_and_reserve(&batch(4, 2, 0, 3), 0),
+            Ok(Verdict::Duplicate { first_offset: 10 })
+        );
+        std::fs::write(dir.join(SNAPSHOT_FILE_NAME), b"{garbage").unwrap();
+        assert!(ProducerStates::read_snapshot(&dir).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> usize {
 pub struct Partition {
     pub log: PartitionLog,
     pub producers: StateCell<ProducerStates>,
+    pub dir: std::path::PathBuf,
+    /// Bytes appended since the last producer-state snapshot.
+    pub appended_since_snapshot: std::cell::Cell<u64>,
 }
 
 /// Bytes read at a time while rebuilding producer state from a log.
@@ -241,7 +244,7 @@ impl Shard {
             Ok(log) => log,
             Err(e) => return log::error!("shard {}: cannot open {}: {e}", self.id, dir.display()),
         };
-        let producers = match rebuild_producer_states(&log).await {
+        let producers = match rebuild_producer_states(&log, &dir).await {
             Ok(producers) => producers,
             Err(e) => return log::error!("shard {}: cannot scan {}: {e}", self.id, dir.display()),
         };
@@ -255,18 +258,26 @@ impl Shard {
             Rc::new(Partition {
                 log,
                 producers: StateCell::new(producers),
+                dir,
+                appended_since_snapshot: std::cell::Cell::new(0),
             }),
         );
     }
 }
 
-/// Replays every stored batch's producer fields. Reads the whole log: there are no producer
-/// state snapshots yet, so start-up time grows with the data stored.
+/// Rebuilds producer state: the last snapshot, if it still matches the log, plus the batches
+/// after it; otherwise every stored batch. (A snapshot past the log end describes batches a
+/// crash cut off, and one before the log start may miss producers: both are ignored.)
 async fn rebuild_producer_states(
     log: &PartitionLog,
+    dir: &std::path::Path,
 ) -> Result<ProducerStates, storage::StorageError> {
-    let mut states = ProducerStates::default();
-    let mut offset = log.log_start_offset();
+    let (mut states, mut offset) = match ProducerStates::read_snapshot(dir) {
+        Some((states, next)) if next >= log.log_start_offset() && next <= log.log_end_offset() => {
+            (states, next)
+        }
+        _ => (ProducerStates::default(), log.log_start_offset()),
+    };
     while offset < log.log_end_offset() {
         let bytes = log.read(offset, PRODUCER_SCAN_READ_BYTES).await?;
         assert!(

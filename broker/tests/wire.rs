@@ -305,7 +305,12 @@ fn long_poll_wakes_on_append_from_another_connection() {
 #[test]
 fn idempotent_retries_are_deduplicated_across_kill_9() {
     use common::idempotent_batch;
-    let mut broker = Broker::start("idempotent", 2);
+    // A snapshot after every append: the restart below rebuilds from the snapshot plus the tail.
+    let mut broker = Broker::start_with(
+        "idempotent",
+        2,
+        &["--producer-snapshot-interval-bytes", "1"],
+    );
     let mut wire = broker.connect();
     assert_eq!(create_topic(&mut wire, "once", 2), 0);
     let init: InitProducerIdResponse = wire.request(
@@ -328,14 +333,22 @@ fn idempotent_retries_are_deduplicated_across_kill_9() {
     assert_eq!(produce(&mut wire, "once", 1, first.clone(), -1), (0, 0));
     assert_eq!(fetch(&mut wire, "once", 1, 0, 0).1, 5);
 
+    let snapshot = broker.data_dir.join("once-1").join("producer-state.json");
+    assert!(snapshot.exists(), "a producer-state snapshot was written");
+    // One more batch after the snapshot, so the restart also scans a tail.
+    let tail = idempotent_batch(&["t"], 25, pid, epoch, 5);
+    std::fs::remove_file(&snapshot).unwrap();
+    assert_eq!(produce(&mut wire, "once", 1, tail.clone(), -1), (0, 5));
+    assert!(snapshot.exists());
     broker.kill_and_restart();
     let mut wire = broker.connect();
-    // The producer state was rebuilt from the log: retries are still recognised.
+    // The producer state was rebuilt from the snapshot and the log: retries are still recognised.
+    assert_eq!(produce(&mut wire, "once", 1, tail, -1), (0, 5));
     assert_eq!(produce(&mut wire, "once", 1, second.clone(), -1), (0, 3));
     assert_eq!(produce(&mut wire, "once", 1, first, -1), (0, 0));
     assert_eq!(
         fetch(&mut wire, "once", 1, 0, 0).1,
-        5,
+        6,
         "no record was stored twice"
     );
     // A gap in the sequence and a stale epoch are refused.
@@ -345,8 +358,8 @@ fn idempotent_retries_are_deduplicated_across_kill_9() {
         45,
         "OUT_OF_ORDER_SEQUENCE_NUMBER"
     );
-    let next = idempotent_batch(&["f"], 30, pid, epoch, 5);
-    assert_eq!(produce(&mut wire, "once", 1, next, -1), (0, 5));
+    let next = idempotent_batch(&["f"], 30, pid, epoch, 6);
+    assert_eq!(produce(&mut wire, "once", 1, next, -1), (0, 6));
     let bumped: InitProducerIdResponse = wire.request(
         ApiKey::InitProducerId,
         4,
@@ -361,8 +374,8 @@ fn idempotent_retries_are_deduplicated_across_kill_9() {
         (pid, epoch + 1)
     );
     let fresh_epoch = idempotent_batch(&["g"], 40, pid, epoch + 1, 0);
-    assert_eq!(produce(&mut wire, "once", 1, fresh_epoch, -1), (0, 6));
-    let stale = idempotent_batch(&["h"], 50, pid, epoch, 6);
+    assert_eq!(produce(&mut wire, "once", 1, fresh_epoch, -1), (0, 7));
+    let stale = idempotent_batch(&["h"], 50, pid, epoch, 7);
     assert_eq!(
         produce(&mut wire, "once", 1, stale, -1).0,
         47,

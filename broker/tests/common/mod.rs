@@ -16,6 +16,7 @@ pub struct Broker {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     shards: usize,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -35,14 +36,21 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start(name: &str, shards: usize) -> Broker {
+        Broker::start_with(name, shards, &[])
+    }
+
+    /// Starts with extra `sluice serve` arguments.
+    pub fn start_with(name: &str, shards: usize, extra_args: &[&str]) -> Broker {
         let data_dir =
             std::env::temp_dir().join(format!("sluice-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
         let mut broker = Broker {
             addr,
             data_dir,
             shards,
+            extra_args,
             child: None,
         };
         broker.launch();
@@ -60,6 +68,7 @@ impl Broker {
                 "--data-dir",
             ])
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
