@@ -158,15 +158,7 @@ async fn create_topics_here(
         }
         results.push(result);
     }
-    if !validate_only && results.iter().any(Result::is_ok) {
-        if let Err(e) = publish(shard, next).await {
-            return results
-                .into_iter()
-                .map(|_| Err(storage_refusal(&e)))
-                .collect();
-        }
-    }
-    results
+    publish_results(shard, next, results, validate_only).await
 }
 
 fn check_new_topic(
@@ -251,15 +243,7 @@ async fn delete_topics_here(
             )),
         })
         .collect();
-    if results.iter().any(Result::is_ok) {
-        if let Err(e) = publish(shard, next).await {
-            return results
-                .into_iter()
-                .map(|_| Err(storage_refusal(&e)))
-                .collect();
-        }
-    }
-    results
+    publish_results(shard, next, results, false).await
 }
 
 /// Grows topics to new partition counts (from any shard).
@@ -311,15 +295,27 @@ async fn create_partitions_here(
         };
         results.push(result);
     }
-    if !validate_only && results.iter().any(Result::is_ok) {
-        if let Err(e) = publish(shard, next).await {
-            return results
-                .into_iter()
-                .map(|_| Err(storage_refusal(&e)))
-                .collect();
-        }
+    publish_results(shard, next, results, validate_only).await
+}
+
+/// Publishes `next` if any result succeeded and this is not a dry run; when publishing fails,
+/// every result becomes that failure.
+async fn publish_results<T>(
+    shard: &Rc<Shard>,
+    next: MetadataSnapshot,
+    results: Vec<Result<T, Refusal>>,
+    validate_only: bool,
+) -> Vec<Result<T, Refusal>> {
+    if validate_only || !results.iter().any(Result::is_ok) {
+        return results;
     }
-    results
+    match publish(shard, next).await {
+        Ok(()) => results,
+        Err(e) => results
+            .into_iter()
+            .map(|_| Err(storage_refusal(&e)))
+            .collect(),
+    }
 }
 
 /// Persists `next` as the new metadata and applies it on every shard.
