@@ -109,3 +109,61 @@ def test_kafkajs_idempotent_producer(broker):
     records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
     assert len(records) == count
     assert_exactly_once_in_order(records, count, PARTITIONS)
+
+
+def test_kafka_python_idempotent_producer_survives_kill9(broker):
+    topic = unique_topic("idempotent-kp-kill")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all", linger_ms=2,
+                             retries=100, retry_backoff_ms=100, request_timeout_ms=10000, reconnect_backoff_ms=50)
+    count = 4000
+    futures = []
+    killed = False
+    for seq in range(count):
+        futures.append(producer.send(topic, value=f"seq={seq}".encode(), partition=seq % PARTITIONS))
+        if not killed and seq == count // 2:
+            # Killed while the sender thread still has batches in flight; they are retried.
+            broker.kill9()
+            broker.start()
+            killed = True
+    producer.flush(timeout=60)
+    metadata = [f.get(timeout=30) for f in futures]
+    producer.close(timeout=10)
+    assert len({(m.partition, m.offset) for m in metadata}) == count
+
+    records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
+    assert len(records) == count
+    assert_exactly_once_in_order(records, count, PARTITIONS)
+
+
+def test_kafkajs_idempotent_producer_survives_kill9(broker):
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    topic = unique_topic("idempotent-js-kill")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    count = 3000
+    script_dir = Path(__file__).resolve().parent / "kafkajs"
+    node = shutil.which("node") or "node"
+    process = subprocess.Popen([node, str(script_dir / "idempotent.js"), broker.bootstrap, topic, str(PARTITIONS), str(count)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=script_dir)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line.strip())
+            if line.startswith("progress") and int(line.split()[1]) >= count // 2:
+                broker.kill9()
+                broker.start()
+                break
+        lines.extend(line.strip() for line in process.stdout)
+        assert process.wait(timeout=90) == 0, f"idempotent.js failed: {process.stderr.read()}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert json.loads(lines[-1]) == {"sent": count}
+
+    records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
+    assert len(records) == count
+    assert_exactly_once_in_order(records, count, PARTITIONS)

@@ -2,7 +2,8 @@
 //
 // Usage: node idempotent.js BOOTSTRAP TOPIC PARTITIONS COUNT
 // Sends COUNT records (value "seq=<i>", partition i % PARTITIONS) in batches of 100 with
-// acks=-1 and prints {"sent": COUNT} on stdout; the Python test reads them back.
+// acks=-1, prints "progress <n>" after each batch and {"sent": COUNT} at the end on stdout; the
+// Python test reads the records back (and may restart the broker in between).
 'use strict';
 
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
@@ -17,7 +18,12 @@ const watchdog = setTimeout(() => {
 }, 60_000);
 
 async function main() {
-  const kafka = new Kafka({ clientId: 'sluice-e2e-idempotent', brokers: [bootstrap], logLevel: logLevel.WARN });
+  const kafka = new Kafka({
+    clientId: 'sluice-e2e-idempotent',
+    brokers: [bootstrap],
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 30, initialRetryTime: 100, maxRetryTime: 1000 },
+  });
   // KafkaJS allows one request in flight for an idempotent producer.
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
   await producer.connect();
@@ -27,6 +33,7 @@ async function main() {
       messages.push({ value: `seq=${i}`, partition: i % partitions });
     }
     await producer.send({ topic, acks: -1, messages });
+    process.stdout.write(`progress ${first + messages.length}\n`);
   }
   await producer.disconnect();
   process.stdout.write(JSON.stringify({ sent: count }) + '\n');
