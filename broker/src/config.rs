@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// how much of the log a restart scans to rebuild that state.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub producer_snapshot_interval_bytes: u64,
+    /// How often each shard applies its partitions' `retention.ms` and `retention.bytes`,
+    /// deleting expired segments (Kafka's log.retention.check.interval.ms).
+    #[arg(long, default_value_t = 300_000)]
+    pub retention_check_interval_ms: u64,
 }
 
 impl ServeArgs {

@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use storage::ValidatedBatches;
+use storage::{RetentionPolicy, StorageError, ValidatedBatches};
 
 use crate::errors::storage_error;
+use crate::groups::store::OFFSETS_TOPIC;
 use crate::producers::{BatchIdentity, Verdict};
 use crate::shard::{Partition, Shard};
 
@@ -197,6 +198,52 @@ impl Shard {
         let remaining = deadline.saturating_duration_since(Instant::now());
         wakeups.push(Box::pin(glommio::timer::sleep(remaining)));
         first_of(wakeups).await;
+    }
+}
+
+/// Deletes the expired segments of every partition this shard owns, by its topic's
+/// `retention.ms` and `retention.bytes`. `__consumer_offsets` is skipped: it must keep its whole
+/// history until compaction exists. Errors are logged per partition and the others go on.
+pub async fn apply_retention_local(shard: &Shard) {
+    for (topic, partition) in shard.owned_partitions() {
+        if topic != OFFSETS_TOPIC {
+            apply_partition_retention(shard, &topic, partition).await;
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+async fn apply_partition_retention(shard: &Shard, topic: &str, partition: i32) {
+    let metadata = shard.metadata();
+    // Deleted since the pass started: nothing is left to retain.
+    let (Some(meta), Some(state)) = (
+        metadata.topics.get(topic),
+        shard.partition(topic, partition),
+    ) else {
+        return;
+    };
+    let policy = RetentionPolicy {
+        retention_ms: meta.config_i64("retention.ms").unwrap_or(-1),
+        retention_bytes: meta.config_i64("retention.bytes").unwrap_or(-1),
+        now_ms: now_ms(),
+    };
+    if policy.retention_ms < 0 && policy.retention_bytes < 0 {
+        return;
+    }
+    match state.log.apply_retention(policy).await {
+        Ok(outcome) if outcome.segments_deleted > 0 => log::info!(
+            "shard {}: retention deleted {} segment(s) of {topic}-{partition}; log start offset now {}",
+            shard.id,
+            outcome.segments_deleted,
+            outcome.log_start_offset
+        ),
+        Ok(_) => {}
+        // The topic is being deleted and its log closed.
+        Err(StorageError::Closed) => {}
+        Err(e) => log::error!(
+            "shard {}: retention of {topic}-{partition} failed: {e}",
+            shard.id
+        ),
     }
 }
 

@@ -159,6 +159,20 @@ impl Shard {
             .cloned()
     }
 
+    /// The (topic, partition) pairs this shard has open right now. Callers look each one up
+    /// again with [`Shard::partition`] when they get to it, so a long pass over them does not
+    /// keep a deleted topic's logs alive.
+    pub fn owned_partitions(&self) -> Vec<(String, i32)> {
+        let logs = self.logs.borrow();
+        let mut owned = Vec::new();
+        for (name, topic_logs) in logs.iter() {
+            for partition in topic_logs.partitions.keys() {
+                owned.push((name.clone(), *partition));
+            }
+        }
+        owned
+    }
+
     fn log_config(&self, topic: &TopicMeta) -> LogConfig {
         let segment_bytes = topic
             .configs

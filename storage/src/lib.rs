@@ -53,6 +53,10 @@
 //!   If a segment was cut and the next one no longer starts where it now ends, the later
 //!   segments are deleted (no offset gap is ever served); a gap between uncut segments fails
 //!   `open` with `Corrupt` instead.
+//! - **Retention cuts a prefix.** [`PartitionLog::apply_retention`] deletes whole sealed
+//!   segments from the oldest, never the active one. The log start offset moves before any file
+//!   is unlinked, and files are unlinked oldest first, so the files on disk always chain densely
+//!   and recovery starts the log at the first remaining segment's base offset.
 //! - **Durability is explicit.** `append` returns after the write completed; `sync_to` returns
 //!   after fdatasync. Concurrent `sync_to` callers share fdatasyncs (group commit). For each
 //!   segment `synced_position <= end_position`.
@@ -98,6 +102,28 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
         }
     }
+}
+
+/// What [`PartitionLog::apply_retention`] may delete. Only whole sealed segments are deleted,
+/// oldest first; the active segment always stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// A sealed segment whose largest batch maxTimestamp is older than `now_ms - retention_ms`
+    /// is deleted. -1 (any negative value): no time limit (Kafka's `retention.ms`).
+    pub retention_ms: i64,
+    /// The oldest sealed segment is deleted while the log without it still holds at least this
+    /// many bytes. -1 (any negative value): no size limit (Kafka's `retention.bytes`).
+    pub retention_bytes: i64,
+    /// Wall-clock time the time limit is measured from, in milliseconds since the Unix epoch.
+    pub now_ms: i64,
+}
+
+/// What one [`PartitionLog::apply_retention`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    /// The log start offset after retention.
+    pub log_start_offset: i64,
 }
 
 /// Where an append landed.

@@ -1,5 +1,5 @@
 //! `PartitionLog`: the segments of one partition, the append path with direct I/O, group commit,
-//! reads and timestamp lookups.
+//! reads, timestamp lookups and retention.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -17,14 +17,14 @@ use crate::index::SparseIndex;
 use crate::notify::Notify;
 use crate::recovery;
 use crate::segment::{segment_file_name, Segment};
-use crate::{AppendInfo, LogConfig, StorageError};
+use crate::{AppendInfo, LogConfig, RetentionOutcome, RetentionPolicy, StorageError};
 
 /// The log of one partition: an ordered list of segments, the last of which is active (appended
 /// to).
 ///
 /// Concurrency: the type is `!Send` and lives on one glommio executor, but any number of tasks
-/// on that executor may call its methods concurrently. Appends are serialised by an async lock
-/// and each runs in its own spawned task, so dropping an `append` future after its first poll
+/// on that executor may call its methods concurrently. Appends (with the rolls they do) and
+/// retention are serialised by an async lock and each runs in its own spawned task, so dropping an `append` future after its first poll
 /// does not abandon a half-done write: it completes (or fails) and the state stays consistent.
 /// `log_end_offset` and each segment's end move forward only after the write that put the bytes
 /// on disk completed, so `read` never returns bytes that are not yet written.
@@ -197,6 +197,27 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// Deletes whole sealed segments, oldest first, that `policy` says are expired (see
+    /// [`RetentionPolicy`]); the active segment is never deleted. The log start offset moves to
+    /// the first remaining segment's base offset before any file is unlinked, so from then on a
+    /// read below it fails with `OffsetOutOfRange`; a read already in flight on a deleted segment
+    /// keeps the open file and completes. Files are unlinked oldest first, so after a crash the
+    /// remaining files still chain densely and recovery starts the log at the first of them.
+    ///
+    /// Serialised with appends, and so with the rolls that change the segment list, by the
+    /// append lock; runs in its own task like `append`, so dropping the future cannot strand the
+    /// lock ticket.
+    pub async fn apply_retention(
+        &self,
+        policy: RetentionPolicy,
+    ) -> Result<RetentionOutcome, StorageError> {
+        let inner = Rc::clone(&self.inner);
+        let ticket = inner.append_lock.ticket();
+        let task = glommio::spawn_local(async move { inner.apply_retention(ticket, policy).await })
+            .detach();
+        task.await.unwrap_or(Err(StorageError::Closed))
+    }
+
     /// Completes the next time `log_end_offset` grows (or the log is closed). Cheap; any number
     /// of waiters. Create it before checking `log_end_offset` to avoid missing an append.
     pub fn wait_for_append(&self) -> impl Future<Output = ()> + 'static {
@@ -315,6 +336,52 @@ impl LogInner {
         })
     }
 
+    async fn apply_retention(
+        &self,
+        ticket: Ticket,
+        policy: RetentionPolicy,
+    ) -> Result<RetentionOutcome, StorageError> {
+        let _turn = self.append_lock.acquire(ticket).await;
+        if self.closed.get() {
+            return Err(StorageError::Closed);
+        }
+        // No await from taking the expired segments out of the list to publishing the new log
+        // start: a read sees either the old list and start or the new ones.
+        let expired: Vec<Rc<Segment>> = {
+            let mut segments = self.segments.borrow_mut();
+            let count = expired_segment_count(&segments, &policy);
+            assert!(
+                count < segments.len(),
+                "the active segment is never deleted"
+            );
+            segments.drain(..count).collect()
+        };
+        let log_start_offset = self.segments.borrow()[0].base_offset;
+        assert!(log_start_offset >= self.log_start_offset.get());
+        assert!(log_start_offset <= self.log_end_offset.get());
+        self.log_start_offset.set(log_start_offset);
+        let outcome = RetentionOutcome {
+            segments_deleted: expired.len(),
+            log_start_offset,
+        };
+        if expired.is_empty() {
+            return Ok(outcome);
+        }
+        // Oldest first and stopping at the first failure, so the files left on disk always
+        // chain densely. A file whose unlink failed is no longer served; it comes back (and the
+        // log start with it) only if the log is reopened.
+        for segment in expired {
+            segment.file.remove().await?;
+            // Only a concurrent read or sync holds the segment otherwise; the file then closes
+            // when the last reference drops.
+            if let Ok(segment) = Rc::try_unwrap(segment) {
+                segment.file.close_rc().await?;
+            }
+        }
+        sync_directory(&self.dir).await?;
+        Ok(outcome)
+    }
+
     /// One aligned buffer: [partial tail block][batches with offsets assigned][zero padding].
     fn build_write_buffer(
         &self,
@@ -426,6 +493,32 @@ impl Drop for SyncInFlight<'_> {
         self.inner.sync_in_flight.set(false);
         self.inner.sync_finished.notify_all();
     }
+}
+
+/// How many segments from the oldest `policy` deletes: each must be sealed (not the last) and
+/// expired by time or by size; the first one that is not ends the run, so retention only ever
+/// cuts a prefix of the log.
+fn expired_segment_count(segments: &[Rc<Segment>], policy: &RetentionPolicy) -> usize {
+    let mut remaining_bytes: u64 = segments.iter().map(|segment| segment.end_position()).sum();
+    let sealed = &segments[..segments.len() - 1];
+    let mut count = 0;
+    for segment in sealed {
+        let bytes = segment.end_position();
+        let max_timestamp = segment.index.borrow().max_timestamp();
+        // A roll only seals a non-empty segment.
+        let max_timestamp = max_timestamp.expect("a sealed segment holds a batch");
+        let expired_by_time = policy.retention_ms >= 0
+            && max_timestamp < policy.now_ms.saturating_sub(policy.retention_ms);
+        // As Kafka: delete while what stays is still at least retention_bytes.
+        let expired_by_size =
+            policy.retention_bytes >= 0 && remaining_bytes - bytes >= policy.retention_bytes as u64;
+        if !expired_by_time && !expired_by_size {
+            break;
+        }
+        remaining_bytes -= bytes;
+        count += 1;
+    }
+    count
 }
 
 fn sync_failed_error() -> StorageError {
