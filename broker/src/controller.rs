@@ -374,3 +374,169 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
         }
     }
 }
+
+/// A change to one topic's explicit configs.
+#[derive(Debug, Clone)]
+pub enum ConfigChange {
+    /// AlterConfigs: these become the topic's explicit configs, replacing all others.
+    Replace(BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: (key, operation, value) with Kafka's operations 0 SET,
+    /// 1 DELETE, 2 APPEND, 3 SUBTRACT (the last two for list configs).
+    Incremental(Vec<(String, i8, Option<String>)>),
+}
+
+/// Changes topic configs (from any shard). Results are in the order of `changes`.
+pub async fn alter_topic_configs(
+    shard: &Rc<Shard>,
+    changes: Vec<(String, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
+    shard
+        .call(CONTROLLER_SHARD, move |s| async move {
+            let _change = controller(&s)
+                .changes
+                .acquire_permit(1)
+                .await
+                .expect("controller semaphore is never closed");
+            let mut next = (*s.metadata()).clone();
+            let results = changes
+                .into_iter()
+                .map(|(topic, change)| {
+                    let meta = next.topics.get_mut(&topic).ok_or_else(|| {
+                        (
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("topic {topic} does not exist"),
+                        )
+                    })?;
+                    meta.configs = changed_configs(&meta.configs, change)?;
+                    Ok(())
+                })
+                .collect();
+            publish_results(&s, next, results, validate_only).await
+        })
+        .await
+}
+
+/// The explicit configs after `change`, every entry validated.
+fn changed_configs(
+    current: &BTreeMap<String, String>,
+    change: ConfigChange,
+) -> Result<BTreeMap<String, String>, Refusal> {
+    let mut configs = match &change {
+        ConfigChange::Replace(_) => BTreeMap::new(),
+        ConfigChange::Incremental(_) => current.clone(),
+    };
+    match change {
+        ConfigChange::Replace(all) => configs = all,
+        ConfigChange::Incremental(ops) => {
+            for (key, op, value) in ops {
+                apply_config_op(&mut configs, key, op, value)?;
+            }
+        }
+    }
+    for (key, value) in &configs {
+        validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+    }
+    Ok(configs)
+}
+
+fn apply_config_op(
+    configs: &mut BTreeMap<String, String>,
+    key: String,
+    op: i8,
+    value: Option<String>,
+) -> Result<(), Refusal> {
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    const APPEND: i8 = 2;
+    const SUBTRACT: i8 = 3;
+    let invalid = |m: String| (ResponseError::InvalidConfig, m);
+    match op {
+        SET => {
+            let value = value.ok_or_else(|| invalid(format!("SET of {key} needs a value")))?;
+            configs.insert(key, value);
+        }
+        DELETE => {
+            configs.remove(&key);
+        }
+        APPEND | SUBTRACT if key == "cleanup.policy" => {
+            let value = value.ok_or_else(|| invalid(format!("{key} needs a value")))?;
+            let current = configs
+                .get(&key)
+                .cloned()
+                .or_else(|| crate::metadata::config_default(&key).map(str::to_string));
+            let mut items: Vec<String> = current
+                .unwrap_or_default()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            for item in value.split(',').filter(|s| !s.is_empty()) {
+                if op == APPEND && !items.iter().any(|i| i == item) {
+                    items.push(item.to_string());
+                } else if op == SUBTRACT {
+                    items.retain(|i| i != item);
+                }
+            }
+            configs.insert(key, items.join(","));
+        }
+        APPEND | SUBTRACT => return Err(invalid(format!("{key} is not a list config"))),
+        _ => {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("unknown config operation {op}"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn incremental_config_operations() {
+        let current = configs(&[("retention.ms", "1000"), ("segment.bytes", "4096")]);
+        let change = ConfigChange::Incremental(vec![
+            ("retention.ms".into(), 0, Some("5000".into())),
+            ("segment.bytes".into(), 1, None),
+            ("cleanup.policy".into(), 2, Some("compact".into())),
+        ]);
+        assert_eq!(
+            changed_configs(&current, change).unwrap(),
+            configs(&[
+                ("cleanup.policy", "delete,compact"),
+                ("retention.ms", "5000")
+            ])
+        );
+        let bad = ConfigChange::Incremental(vec![("retention.ms".into(), 0, Some("soon".into()))]);
+        assert_eq!(
+            changed_configs(&current, bad).unwrap_err().0,
+            ResponseError::InvalidConfig
+        );
+        let not_a_list =
+            ConfigChange::Incremental(vec![("retention.ms".into(), 2, Some("1".into()))]);
+        assert_eq!(
+            changed_configs(&current, not_a_list).unwrap_err().0,
+            ResponseError::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn replace_drops_configs_not_named() {
+        let current = configs(&[("retention.ms", "1000")]);
+        let change = ConfigChange::Replace(configs(&[("segment.bytes", "8192")]));
+        assert_eq!(
+            changed_configs(&current, change).unwrap(),
+            configs(&[("segment.bytes", "8192")])
+        );
+    }
+}

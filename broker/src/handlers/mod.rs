@@ -5,6 +5,7 @@
 //! cannot be decoded closes the connection, as Kafka does; nothing a client sends can panic the
 //! broker.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -56,6 +57,16 @@ pub struct ApiSupport {
 
 /// Every API Sluice answers, for routing and for ApiVersions.
 pub const SUPPORTED_APIS: &[ApiSupport] = &[
+    ApiSupport {
+        key: ApiKey::AlterConfigs,
+        min: alter_configs::VERSION_MIN,
+        max: alter_configs::VERSION_MAX,
+    },
+    ApiSupport {
+        key: ApiKey::IncrementalAlterConfigs,
+        min: alter_configs::INCREMENTAL_VERSION_MIN,
+        max: alter_configs::INCREMENTAL_VERSION_MAX,
+    },
     ApiSupport {
         key: ApiKey::FindCoordinator,
         min: find_coordinator::VERSION_MIN,
@@ -350,6 +361,18 @@ pub async fn dispatch(shard: Rc<Shard>, peer_ip: Rc<str>, mut frame: Bytes) -> O
             body,
             kafka_protocol::messages::OffsetDeleteRequest,
             offset_delete::handle
+        ),
+        ApiKey::AlterConfigs => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::AlterConfigsRequest,
+            alter_configs::handle
+        ),
+        ApiKey::IncrementalAlterConfigs => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::IncrementalAlterConfigsRequest,
+            alter_configs::handle_incremental
         ),
         _ => unreachable!("SUPPORTED_APIS lists only routed APIs"),
     }

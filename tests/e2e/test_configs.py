@@ -1,0 +1,56 @@
+"""Topic configs changed at run time with AlterConfigs and IncrementalAlterConfigs, seen by
+DescribeConfigs, kept across a restart, and refused when invalid."""
+
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+from e2e_util import create_topic, unique_topic
+
+TIMEOUT_S = 15
+
+
+def describe(admin, topic):
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    entries = admin.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    return {name: entry.value for name, entry in entries.items()}
+
+
+def test_incremental_and_full_alter_configs(broker):
+    topic = unique_topic("configs")
+    create_topic(broker.bootstrap, topic, 1)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    assert describe(admin, topic)["retention.ms"] == "604800000"
+
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND),
+    ])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    configs = describe(admin, topic)
+    assert configs["retention.ms"] == "3600000"
+    assert configs["cleanup.policy"] == "delete,compact"
+
+    delete = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+    ])
+    admin.incremental_alter_configs([delete])[delete].result(timeout=TIMEOUT_S)
+    assert describe(admin, topic)["retention.ms"] == "604800000"
+
+    bad = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET),
+    ])
+    try:
+        admin.incremental_alter_configs([bad])[bad].result(timeout=TIMEOUT_S)
+        raise AssertionError("an invalid value was accepted")
+    except Exception as error:  # KafkaException carrying INVALID_CONFIG
+        assert "INVALID_CONFIG" in str(error) or "integer" in str(error), error
+
+    # AlterConfigs replaces every explicit config.
+    full = ConfigResource(ResourceType.TOPIC, topic, set_config={"retention.bytes": "1048576"})
+    admin.alter_configs([full])[full].result(timeout=TIMEOUT_S)
+    configs = describe(admin, topic)
+    assert configs["retention.bytes"] == "1048576"
+    assert configs["cleanup.policy"] == "delete"
+
+    broker.restart()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    assert describe(admin, topic)["retention.bytes"] == "1048576"
