@@ -74,96 +74,79 @@ def test_confluent_idempotent_producer_survives_kill9(broker):
     assert_exactly_once_in_order(records, RECORD_COUNT, PARTITIONS)
 
 
-def test_kafka_python_idempotent_producer(broker):
-    topic = unique_topic("idempotent-kp")
-    create_topic(broker.bootstrap, topic, PARTITIONS)
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all", linger_ms=2)
-    count = 2000
-    futures = [producer.send(topic, value=f"seq={seq}".encode(), partition=seq % PARTITIONS) for seq in range(count)]
-    producer.flush(timeout=60)
-    metadata = [f.get(timeout=30) for f in futures]
-    producer.close(timeout=10)
-    assert len({(m.partition, m.offset) for m in metadata}) == count
-
+def assert_stored_once(broker, topic, count):
     records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
-    assert len(records) == count
+    assert len(records) == count, f"{len(records)} stored for {count} produced"
     assert_exactly_once_in_order(records, count, PARTITIONS)
 
 
-def test_kafkajs_idempotent_producer(broker):
-    import json
-    import shutil
-    import subprocess
-    from pathlib import Path
-
-    topic = unique_topic("idempotent-js")
-    create_topic(broker.bootstrap, topic, PARTITIONS)
-    count = 1000
-    script_dir = Path(__file__).resolve().parent / "kafkajs"
-    node = shutil.which("node") or "node"
-    result = subprocess.run([node, str(script_dir / "idempotent.js"), broker.bootstrap, topic, str(PARTITIONS), str(count)],
-                            capture_output=True, text=True, timeout=90, cwd=script_dir)
-    assert result.returncode == 0, f"idempotent.js exited {result.returncode}: {result.stderr}"
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"sent": count}
-
-    records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
-    assert len(records) == count
-    assert_exactly_once_in_order(records, count, PARTITIONS)
-
-
-def test_kafka_python_idempotent_producer_survives_kill9(broker):
-    topic = unique_topic("idempotent-kp-kill")
-    create_topic(broker.bootstrap, topic, PARTITIONS)
+def kafka_python_produce(broker, topic, count, kill_at=None):
+    """kafka-python's idempotent producer; with `kill_at`, the broker is killed (-9) and
+    restarted after that many sends, while the sender thread still has batches in flight."""
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all", linger_ms=2,
                              retries=100, retry_backoff_ms=100, request_timeout_ms=10000, reconnect_backoff_ms=50)
-    count = 4000
     futures = []
-    killed = False
     for seq in range(count):
         futures.append(producer.send(topic, value=f"seq={seq}".encode(), partition=seq % PARTITIONS))
-        if not killed and seq == count // 2:
-            # Killed while the sender thread still has batches in flight; they are retried.
+        if seq == kill_at:
             broker.kill9()
             broker.start()
-            killed = True
     producer.flush(timeout=60)
     metadata = [f.get(timeout=30) for f in futures]
     producer.close(timeout=10)
     assert len({(m.partition, m.offset) for m in metadata}) == count
 
-    records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
-    assert len(records) == count
-    assert_exactly_once_in_order(records, count, PARTITIONS)
 
-
-def test_kafkajs_idempotent_producer_survives_kill9(broker):
+def kafkajs_produce(broker, topic, count, kill_at=None):
+    """KafkaJS's idempotent producer (kafkajs/idempotent.js); with `kill_at`, the broker is
+    killed (-9) and restarted once the script reports that many records sent."""
     import json
     import shutil
     import subprocess
     from pathlib import Path
 
-    topic = unique_topic("idempotent-js-kill")
-    create_topic(broker.bootstrap, topic, PARTITIONS)
-    count = 3000
     script_dir = Path(__file__).resolve().parent / "kafkajs"
     node = shutil.which("node") or "node"
-    process = subprocess.Popen([node, str(script_dir / "idempotent.js"), broker.bootstrap, topic, str(PARTITIONS), str(count)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=script_dir)
+    command = [node, str(script_dir / "idempotent.js"), broker.bootstrap, topic, str(PARTITIONS), str(count)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=script_dir)
     try:
         lines = []
         for line in process.stdout:
             lines.append(line.strip())
-            if line.startswith("progress") and int(line.split()[1]) >= count // 2:
+            if kill_at is not None and line.startswith("progress") and int(line.split()[1]) >= kill_at:
                 broker.kill9()
                 broker.start()
-                break
-        lines.extend(line.strip() for line in process.stdout)
+                kill_at = None
         assert process.wait(timeout=90) == 0, f"idempotent.js failed: {process.stderr.read()}"
     finally:
         if process.poll() is None:
             process.kill()
     assert json.loads(lines[-1]) == {"sent": count}
 
-    records = read_all(broker.bootstrap, topic, PARTITIONS, timeout_s=60, expect_count=count)
-    assert len(records) == count
-    assert_exactly_once_in_order(records, count, PARTITIONS)
+
+def test_kafka_python_idempotent_producer(broker):
+    topic = unique_topic("idempotent-kp")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    kafka_python_produce(broker, topic, 2000)
+    assert_stored_once(broker, topic, 2000)
+
+
+def test_kafkajs_idempotent_producer(broker):
+    topic = unique_topic("idempotent-js")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    kafkajs_produce(broker, topic, 1000)
+    assert_stored_once(broker, topic, 1000)
+
+
+def test_kafka_python_idempotent_producer_survives_kill9(broker):
+    topic = unique_topic("idempotent-kp-kill")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    kafka_python_produce(broker, topic, 4000, kill_at=2000)
+    assert_stored_once(broker, topic, 4000)
+
+
+def test_kafkajs_idempotent_producer_survives_kill9(broker):
+    topic = unique_topic("idempotent-js-kill")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    kafkajs_produce(broker, topic, 3000, kill_at=1500)
+    assert_stored_once(broker, topic, 3000)
