@@ -12,7 +12,7 @@ use crate::connection;
 use crate::groups::store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::groups::GroupCoordinator;
 use crate::metadata::MetadataSnapshot;
-use crate::shard::{Job, Shard, INBOX_JOBS_MAX};
+use crate::shard::{Envelope, Shard, INBOX_JOBS_MAX};
 
 /// Connections one shard serves at once; a further connection is closed on accept.
 pub const SHARD_CONNECTIONS_MAX: usize = 10_000;
@@ -26,30 +26,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shard_count = args.shard_count();
     anyhow::ensure!(shard_count > 0, "--shards must be at least 1");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shard_count)
-        .map(|_| async_channel::bounded::<Job>(INBOX_JOBS_MAX))
-        .unzip();
+    let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(
+        shard_count,
+        INBOX_JOBS_MAX,
+    );
+    // Mesh peer indexes follow the order in which shards join; each shard records its own here.
+    let peer_index = Arc::new(std::sync::Mutex::new(vec![usize::MAX; shard_count]));
     let config = Arc::new(args);
     let snapshot = Arc::new(snapshot);
     let ready = Arc::new(Barrier::new(shard_count));
     let mut handles = Vec::with_capacity(shard_count);
-    for (id, inbox) in receivers.into_iter().enumerate() {
-        let (config, snapshot, senders, ready) = (
+    for id in 0..shard_count {
+        let (config, snapshot, mesh, peer_index, ready) = (
             config.clone(),
             snapshot.clone(),
-            senders.clone(),
+            mesh.clone(),
+            peer_index.clone(),
             ready.clone(),
         );
-        let handle =
-            LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
-                .name(&format!("shard-{id}"))
-                .spawn(move || async move {
-                    shard_main(id, config, snapshot, senders, inbox, ready).await
-                })
-                .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+            .name(&format!("shard-{id}"))
+            .spawn(move || async move {
+                shard_main(id, config, snapshot, mesh, peer_index, ready).await
+            })
+            .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
         handles.push(handle);
     }
-    drop(senders);
     for handle in handles {
         handle
             .join()
@@ -62,12 +64,37 @@ async fn shard_main(
     id: usize,
     config: Arc<ServeArgs>,
     snapshot: Arc<MetadataSnapshot>,
-    peers: Vec<async_channel::Sender<Job>>,
-    inbox: async_channel::Receiver<Job>,
+    mesh: glommio::channels::channel_mesh::MeshBuilder<
+        Envelope,
+        glommio::channels::channel_mesh::Full,
+    >,
+    peer_index: Arc<std::sync::Mutex<Vec<usize>>>,
     ready: Arc<Barrier>,
 ) -> anyhow::Result<()> {
-    let shard = Rc::new(Shard::new(id, config.clone(), snapshot.clone(), peers)?);
-    glommio::spawn_local(shard.clone().serve_inbox(inbox)).detach();
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| anyhow::anyhow!("shard {id} cannot join the mesh"))?;
+    peer_index
+        .lock()
+        .expect("no shard panics holding the peer table")[id] = senders.peer_id();
+    // Every shard has joined (join returns only then) and recorded its index before passing.
+    ready.wait();
+    let peer_index = peer_index
+        .lock()
+        .expect("no shard panics holding the peer table")
+        .clone();
+    assert!(peer_index.iter().all(|&i| i < peer_index.len()));
+    let shard = Rc::new(Shard::new(
+        id,
+        config.clone(),
+        snapshot.clone(),
+        senders,
+        peer_index,
+    )?);
+    for (peer, receiver) in receivers.streams() {
+        glommio::spawn_local(shard.clone().serve_peer(peer, receiver)).detach();
+    }
     shard.apply_metadata(snapshot).await;
     if let Err(e) = GroupCoordinator::load(&shard).await {
         // The other shards wait for this one at the start-up barrier: stop the whole process.

@@ -20,12 +20,23 @@ use crate::controller::Controller;
 use crate::metadata::{partition_dir, MetadataSnapshot, TopicMeta};
 use crate::producers::{BatchIdentity, ProducerStates};
 
-/// Jobs waiting in one shard's inbox before senders wait. Each job is small (a closure and its
-/// captured request part); the bound turns a flood from other shards into backpressure.
+/// Messages in flight from one shard to another before the sender waits. Each message is small
+/// (a closure and its captured request part, or a reply); the bound turns a flood from other
+/// shards into backpressure.
 pub const INBOX_JOBS_MAX: usize = 1024;
 
-/// Work sent to another shard: runs there and sends its own reply.
-pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+/// Work sent to another shard: runs there and produces the reply.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Reply>>> + Send>;
+
+/// A reply to a [`Job`], sent back to the calling shard.
+pub type Reply = Box<dyn std::any::Any + Send>;
+
+/// What travels between shards over glommio's channel mesh. The mesh wakes the receiving
+/// executor through its own notifier, so no task waker ever crosses a thread.
+pub enum Envelope {
+    Job { id: u64, job: Job },
+    Reply { id: u64, value: Reply },
+}
 
 /// The shard that owns a partition. A pure function of the topic name, the partition and the
 /// shard count, so every shard agrees without asking; consecutive partitions of one topic go to
@@ -65,7 +76,11 @@ pub struct Shard {
     pub config: Arc<ServeArgs>,
     metadata: RefCell<Arc<MetadataSnapshot>>,
     logs: RefCell<HashMap<String, TopicLogs>>,
-    peers: Vec<async_channel::Sender<Job>>,
+    mesh: glommio::channels::channel_mesh::Senders<Envelope>,
+    /// Mesh peer index of each shard id.
+    peer_index: Vec<usize>,
+    next_call_id: std::cell::Cell<u64>,
+    pending_calls: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Reply>>>,
     /// Consumer groups this shard coordinates.
     pub groups: crate::groups::GroupCoordinator,
     /// Present on shard 0 only: the single writer of metadata.
@@ -77,9 +92,10 @@ impl Shard {
         id: usize,
         config: Arc<ServeArgs>,
         metadata: Arc<MetadataSnapshot>,
-        peers: Vec<async_channel::Sender<Job>>,
+        mesh: glommio::channels::channel_mesh::Senders<Envelope>,
+        peer_index: Vec<usize>,
     ) -> anyhow::Result<Shard> {
-        let count = peers.len();
+        let count = peer_index.len();
         assert!(id < count);
         let initial_rebalance_delay =
             std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
@@ -94,7 +110,10 @@ impl Shard {
             config,
             metadata: RefCell::new(metadata),
             logs: RefCell::new(HashMap::new()),
-            peers,
+            mesh,
+            peer_index,
+            next_call_id: std::cell::Cell::new(0),
+            pending_calls: RefCell::new(HashMap::new()),
             controller,
             groups: crate::groups::GroupCoordinator::new(crate::groups::group::GroupConfig {
                 initial_rebalance_delay,
@@ -103,10 +122,34 @@ impl Shard {
         })
     }
 
-    /// Runs jobs sent by other shards until every sender is gone.
-    pub async fn serve_inbox(self: Rc<Self>, inbox: async_channel::Receiver<Job>) {
-        while let Ok(job) = inbox.recv().await {
-            glommio::spawn_local(job(self.clone())).detach();
+    /// Serves the messages from one peer until it goes away: jobs run as their own tasks (in
+    /// arrival order) and their replies go back; replies complete the waiting calls.
+    pub async fn serve_peer(
+        self: Rc<Self>,
+        peer: usize,
+        receiver: glommio::channels::shared_channel::ConnectedReceiver<Envelope>,
+    ) {
+        while let Some(envelope) = receiver.recv().await {
+            match envelope {
+                Envelope::Job { id, job } => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let value = job(shard.clone()).await;
+                        // The peer only goes away when the process stops.
+                        let _ = shard
+                            .mesh
+                            .send_to(peer, Envelope::Reply { id, value })
+                            .await;
+                    })
+                    .detach();
+                }
+                Envelope::Reply { id, value } => {
+                    if let Some(waiting) = self.pending_calls.borrow_mut().remove(&id) {
+                        // The caller may have gone (its connection closed); then it is unwanted.
+                        let _ = waiting.send(value);
+                    }
+                }
+            }
         }
     }
 
@@ -122,22 +165,27 @@ impl Shard {
         if target == self.id {
             return work(self.clone()).await;
         }
+        let id = self.next_call_id.get();
+        self.next_call_id.set(id + 1);
         let (reply_tx, reply_rx) = futures_channel::oneshot::channel();
-        let job: Job = Box::new(move |shard| {
-            Box::pin(async move {
-                // The caller may have gone (its connection closed); the result is then unwanted.
-                let _ = reply_tx.send(work(shard).await);
-            })
-        });
-        if self.peers[target].send(job).await.is_err() {
+        self.pending_calls.borrow_mut().insert(id, reply_tx);
+        let job: Job =
+            Box::new(move |shard| Box::pin(async move { Box::new(work(shard).await) as Reply }));
+        if self
+            .mesh
+            .send_to(self.peer_index[target], Envelope::Job { id, job })
+            .await
+            .is_err()
+        {
             panic!(
-                "shard {target} inbox closed while shard {} is running",
+                "shard {target} left the mesh while shard {} is running",
                 self.id
             );
         }
-        reply_rx
-            .await
-            .expect("a shard dropped a job without replying")
+        let value = reply_rx.await.expect("every job is answered");
+        *value
+            .downcast::<R>()
+            .expect("a reply has the type its call expects")
     }
 
     pub fn metadata(&self) -> Arc<MetadataSnapshot> {
