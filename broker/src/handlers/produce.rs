@@ -90,12 +90,16 @@ async fn produce_partition(
     records: Option<Bytes>,
     acks: i16,
 ) -> Result<Appended, ResponseError> {
-    let mut meta = shard.metadata().topics.get(&topic).cloned();
-    if meta.is_none() {
+    // Hold the snapshot rather than cloning the topic's metadata on every produce.
+    let mut snapshot = shard.metadata();
+    if !snapshot.topics.contains_key(&topic) {
         controller::auto_create(&shard, vec![topic.clone()]).await;
-        meta = shard.metadata().topics.get(&topic).cloned();
+        snapshot = shard.metadata();
     }
-    let meta = meta.ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let meta = snapshot
+        .topics
+        .get(&topic)
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
     if topic == crate::groups::store::OFFSETS_TOPIC {
         // Only the group coordinator writes the internal topic.
         return Err(ResponseError::InvalidTopicException);
