@@ -73,6 +73,7 @@ mod batch;
 mod error;
 mod fifo_lock;
 mod index;
+pub mod io;
 mod iopoll_probe;
 mod log;
 mod notify;

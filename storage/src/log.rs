@@ -10,10 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::fifo_lock::{FifoLock, Ticket};
 use bytes::Bytes;
-use glommio::io::{DmaFile, OpenOptions};
 
 use crate::batch::{self, ValidatedBatches};
 use crate::index::SparseIndex;
+use crate::io::{DirectIo, LogIo, OpenMode, SegmentFile};
 use crate::notify::Notify;
 use crate::recovery;
 use crate::segment::{segment_file_name, Segment};
@@ -34,6 +34,7 @@ pub struct PartitionLog {
 
 struct LogInner {
     dir: PathBuf,
+    io: Rc<dyn LogIo>,
     config: LogConfig,
     /// Ordered by base offset; dense: each segment starts where the previous one ends.
     segments: RefCell<Vec<Rc<Segment>>>,
@@ -63,6 +64,15 @@ impl PartitionLog {
     /// segment is verified, torn or garbage tails are truncated, indexes are rebuilt. Recovery
     /// uses blocking file I/O.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
+        PartitionLog::open_with_io(dir, config, Rc::new(DirectIo)).await
+    }
+
+    /// [`PartitionLog::open`] with segment file I/O through `io` (tests inject faults here).
+    pub async fn open_with_io(
+        dir: &Path,
+        config: LogConfig,
+        io: Rc<dyn LogIo>,
+    ) -> Result<PartitionLog, StorageError> {
         assert!(config.segment_bytes > 0, "segment_bytes must be positive");
         assert!(
             config.index_interval_bytes > 0,
@@ -73,7 +83,7 @@ impl PartitionLog {
         assert!(!recovered.is_empty());
         let mut segments = Vec::with_capacity(recovered.len());
         for segment in recovered {
-            let file = open_segment_file(&segment.path, false).await?;
+            let file = io.open(&segment.path, OpenMode::Existing).await?;
             let end_position = segment.index.end_position();
             let segment = Segment::new(segment.base_offset, &segment.path, file, segment.index);
             segment.synced_position.set(end_position);
@@ -84,6 +94,7 @@ impl PartitionLog {
         let log_end_offset = active.next_offset();
         let inner = LogInner {
             dir: dir.to_path_buf(),
+            io,
             config,
             log_start_offset: Cell::new(segments[0].base_offset),
             segments: RefCell::new(segments),
@@ -241,7 +252,7 @@ impl PartitionLog {
             // Nothing else can hold a segment here (`close` consumes the log and waited for the
             // append tasks); if something does, its file closes when the last reference drops.
             if let Ok(segment) = Rc::try_unwrap(segment) {
-                segment.file.close_rc().await?;
+                segment.file.close().await?;
             }
         }
         Ok(())
@@ -286,10 +297,10 @@ impl LogInner {
         let segment = self.active_segment();
         let end_position = segment.end_position();
         let write_position = segment.file.align_down(end_position);
-        let buffer = self.build_write_buffer(&segment.file, &batches, base_offset);
+        let buffer = self.build_write_buffer(segment.file.as_ref(), &batches, base_offset);
         let written = segment
             .file
-            .write_rc_at(Rc::clone(&buffer), write_position)
+            .write_at(Rc::clone(&buffer), write_position)
             .await?;
         if written != buffer.len() {
             let message = format!(
@@ -375,17 +386,17 @@ impl LogInner {
             // Only a concurrent read or sync holds the segment otherwise; the file then closes
             // when the last reference drops.
             if let Ok(segment) = Rc::try_unwrap(segment) {
-                segment.file.close_rc().await?;
+                segment.file.close().await?;
             }
         }
-        sync_directory(&self.dir).await?;
+        self.io.sync_dir(&self.dir).await?;
         Ok(outcome)
     }
 
     /// One aligned buffer: [partial tail block][batches with offsets assigned][zero padding].
     fn build_write_buffer(
         &self,
-        file: &DmaFile,
+        file: &dyn SegmentFile,
         batches: &ValidatedBatches,
         base_offset: i64,
     ) -> Rc<glommio::io::DmaBuffer> {
@@ -430,7 +441,9 @@ impl LogInner {
         let base_offset = self.log_end_offset.get();
         assert_eq!(base_offset, active.next_offset());
         let path = self.dir.join(segment_file_name(base_offset));
-        let file = open_segment_file(&path, true).await?;
+        // A file with this name is not part of the log (recovery would have found it), so any
+        // content is a leftover of an earlier failed roll.
+        let file = self.io.open(&path, OpenMode::CreateEmpty).await?;
         let index = SparseIndex::new(base_offset, self.config.index_interval_bytes);
         let segment = Segment::new(base_offset, &path, file, index);
         self.directory_sync_needed.set(true);
@@ -453,9 +466,9 @@ impl LogInner {
             .map(|segment| (Rc::clone(segment), segment.end_position()))
             .collect();
         if self.directory_sync_needed.replace(false) {
-            if let Err(error) = sync_directory(&self.dir).await {
+            if let Err(error) = self.io.sync_dir(&self.dir).await {
                 self.directory_sync_needed.set(true);
-                return Err(error);
+                return Err(error.into());
             }
         }
         for (segment, end_position) in pending {
@@ -524,24 +537,6 @@ fn expired_segment_count(segments: &[Rc<Segment>], policy: &RetentionPolicy) -> 
 fn sync_failed_error() -> StorageError {
     let message = "an earlier fdatasync failed; reopen the log to recover";
     StorageError::Io(io::Error::other(message))
-}
-
-async fn open_segment_file(path: &Path, create: bool) -> Result<DmaFile, StorageError> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true);
-    if create {
-        // A file with this name is not part of the log (recovery would have found it), so any
-        // content is a leftover of an earlier failed roll.
-        options.create(true).truncate(true);
-    }
-    Ok(options.dma_open(path).await?)
-}
-
-async fn sync_directory(dir: &Path) -> Result<(), StorageError> {
-    let directory = glommio::io::Directory::open(dir).await?;
-    let result = directory.sync().await;
-    directory.close().await?;
-    Ok(result?)
 }
 
 /// The bytes `[align_down(end), end)` of the active segment, which the next append rewrites.

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaFile, ReadResult};
+use glommio::io::ReadResult;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::index::SparseIndex;
+use crate::io::SegmentFile;
 use crate::StorageError;
 
 /// Most bytes one `read` returns (unless its first batch alone is larger, which
@@ -51,14 +52,19 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub path: PathBuf,
-    pub file: Rc<DmaFile>,
+    pub file: Rc<dyn SegmentFile>,
     /// File bytes below this position are fdatasync'd.
     pub synced_position: Cell<u64>,
     pub index: RefCell<SparseIndex>,
 }
 
 impl Segment {
-    pub fn new(base_offset: i64, path: &Path, file: DmaFile, index: SparseIndex) -> Segment {
+    pub fn new(
+        base_offset: i64,
+        path: &Path,
+        file: Rc<dyn SegmentFile>,
+        index: SparseIndex,
+    ) -> Segment {
         assert_eq!(
             index.end_position() == 0,
             index.next_offset() == base_offset
@@ -66,7 +72,7 @@ impl Segment {
         Segment {
             base_offset,
             path: path.to_path_buf(),
-            file: Rc::new(file),
+            file,
             synced_position: Cell::new(0),
             index: RefCell::new(index),
         }
