@@ -1,0 +1,306 @@
+//! The bench's phases, run one after another on one glommio executor.
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use hdrhistogram::Histogram;
+use storage::{LogConfig, PartitionLog, ValidatedBatches};
+
+/// Latencies above this (µs) are clamped: a minute per operation means the disk is gone anyway.
+const LATENCY_US_MAX: u64 = 60_000_000;
+/// Bytes of a batch header up to and including batchLength.
+const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
+
+pub struct PhaseConfig {
+    pub data_dir: PathBuf,
+    pub batch: ValidatedBatches,
+    pub appenders: usize,
+    pub phase_duration: Duration,
+    pub phase_bytes_max: u64,
+    pub tail_window_bytes: u64,
+    pub cold_log_bytes: u64,
+    pub readers: usize,
+    pub read_bytes: usize,
+    pub segment_bytes: u64,
+}
+
+/// The figures of one phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PhaseResult {
+    pub bytes: u64,
+    pub secs: f64,
+    pub mb_per_sec: f64,
+    /// Appends (with their sync, in append_sync) or reads.
+    pub operations: u64,
+    pub latency_us_p50: u64,
+    pub latency_us_p99: u64,
+    pub latency_us_max: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Results {
+    pub append_sync: PhaseResult,
+    pub append: PhaseResult,
+    pub tail_read: PhaseResult,
+    /// Writing the cold-read phase's log (appends without sync, as `append`).
+    pub cold_write: PhaseResult,
+    /// Opening (recovering) the closed cold log: the start-up cost of that partition.
+    pub cold_open_secs: f64,
+    pub cold_read: PhaseResult,
+}
+
+/// What the tasks of one phase share: bytes claimed so far, operations done, latencies.
+struct Tally {
+    bytes: Cell<u64>,
+    operations: Cell<u64>,
+    latencies_us: RefCell<Histogram<u64>>,
+}
+
+impl Tally {
+    fn new() -> Rc<Tally> {
+        let histogram = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds");
+        Rc::new(Tally {
+            bytes: Cell::new(0),
+            operations: Cell::new(0),
+            latencies_us: RefCell::new(histogram),
+        })
+    }
+
+    fn record(&self, bytes: u64, started: Instant) {
+        self.bytes.set(self.bytes.get() + bytes);
+        self.operations.set(self.operations.get() + 1);
+        let latency_us = (started.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
+        self.latencies_us.borrow_mut().record(latency_us).unwrap();
+    }
+
+    fn result(&self, elapsed: Duration) -> PhaseResult {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let latencies = self.latencies_us.borrow();
+        PhaseResult {
+            bytes: self.bytes.get(),
+            secs,
+            mb_per_sec: self.bytes.get() as f64 / secs / 1e6,
+            operations: self.operations.get(),
+            latency_us_p50: latencies.value_at_quantile(0.50),
+            latency_us_p99: latencies.value_at_quantile(0.99),
+            latency_us_max: latencies.max(),
+        }
+    }
+}
+
+pub async fn run_all(config: &PhaseConfig) -> Result<Results> {
+    let deadline = || Some(Instant::now() + config.phase_duration);
+    let log = open_log(config, "append-sync").await?;
+    let append_sync = append_phase(&log, config, true, deadline(), config.phase_bytes_max).await?;
+    print_phase("append_sync", &append_sync);
+    close_log(log).await?;
+
+    let log = open_log(config, "append").await?;
+    let append = append_phase(&log, config, false, deadline(), config.phase_bytes_max).await?;
+    print_phase("append", &append);
+    let tail_read = tail_read_phase(&log, config).await?;
+    print_phase("tail_read", &tail_read);
+    close_log(log).await?;
+
+    let log = open_log(config, "cold").await?;
+    let cold_write = append_phase(&log, config, false, None, config.cold_log_bytes).await?;
+    print_phase("cold_write", &cold_write);
+    close_log(log).await?;
+    let opening = Instant::now();
+    let log = open_log(config, "cold").await?;
+    let cold_open_secs = opening.elapsed().as_secs_f64();
+    println!("cold_open: {cold_open_secs:.3} s to open (recover) the cold log");
+    let cold_read = cold_read_phase(&log, config).await?;
+    print_phase("cold_read", &cold_read);
+    close_log(log).await?;
+    Ok(Results {
+        append_sync,
+        append,
+        tail_read,
+        cold_write,
+        cold_open_secs,
+        cold_read,
+    })
+}
+
+fn print_phase(name: &str, result: &PhaseResult) {
+    println!(
+        "{name}: {:.1} MB/s ({} bytes in {:.2} s, {} ops; latency µs p50 {} p99 {} max {})",
+        result.mb_per_sec,
+        result.bytes,
+        result.secs,
+        result.operations,
+        result.latency_us_p50,
+        result.latency_us_p99,
+        result.latency_us_max
+    );
+}
+
+async fn open_log(config: &PhaseConfig, name: &str) -> Result<Rc<PartitionLog>> {
+    let dir = config.data_dir.join(name);
+    let log_config = LogConfig {
+        segment_bytes: config.segment_bytes,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(&dir, log_config)
+        .await
+        .with_context(|| format!("opening the log in {}", dir.display()))?;
+    Ok(Rc::new(log))
+}
+
+async fn close_log(log: Rc<PartitionLog>) -> Result<()> {
+    let Ok(log) = Rc::try_unwrap(log) else {
+        bail!("a phase still holds the log");
+    };
+    log.close().await?;
+    Ok(())
+}
+
+/// `config.appenders` tasks append the bench batch (and with `sync`, wait for `sync_to` its last
+/// offset) until `deadline` or until `bytes_max` bytes are claimed.
+async fn append_phase(
+    log: &Rc<PartitionLog>,
+    config: &PhaseConfig,
+    sync: bool,
+    deadline: Option<Instant>,
+    bytes_max: u64,
+) -> Result<PhaseResult> {
+    let tally = Tally::new();
+    let claimed = Rc::new(Cell::new(0u64));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..config.appenders)
+        .map(|_| {
+            let (log, tally, claimed) = (Rc::clone(log), Rc::clone(&tally), Rc::clone(&claimed));
+            let batch = config.batch.clone();
+            glommio::spawn_local(async move {
+                let batch_bytes = batch.len_bytes() as u64;
+                while claimed.get() + batch_bytes <= bytes_max
+                    && deadline.is_none_or(|deadline| Instant::now() < deadline)
+                {
+                    claimed.set(claimed.get() + batch_bytes);
+                    let operation_started = Instant::now();
+                    let appended = log.append(batch.clone()).await?;
+                    if sync {
+                        log.sync_to(appended.last_offset).await?;
+                    }
+                    tally.record(batch_bytes, operation_started);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    let result = tally.result(started.elapsed());
+    // The phase's data is made durable outside the measurement, so the next phase starts clean.
+    log.sync_to(i64::MAX).await?;
+    Ok(result)
+}
+
+/// Reads the last `tail_window_bytes` of the log from the oldest to the newest batch, again and
+/// again, until the phase's time is up.
+async fn tail_read_phase(log: &PartitionLog, config: &PhaseConfig) -> Result<PhaseResult> {
+    let batch_bytes = config.batch.len_bytes() as u64;
+    let records_per_batch = config.batch.record_count();
+    let end = log.log_end_offset();
+    let window_batches = (config.tail_window_bytes / batch_bytes).max(1) as i64;
+    let start = (end - window_batches * records_per_batch).max(log.log_start_offset());
+    ensure!(start < end, "the append phase wrote nothing to read back");
+    let tally = Tally::new();
+    let deadline = Instant::now() + config.phase_duration;
+    let started = Instant::now();
+    while Instant::now() < deadline {
+        read_range(log, start, end, config.read_bytes, &tally).await?;
+    }
+    Ok(tally.result(started.elapsed()))
+}
+
+/// `config.readers` tasks read the whole log once, each a contiguous share of its batches.
+async fn cold_read_phase(log: &Rc<PartitionLog>, config: &PhaseConfig) -> Result<PhaseResult> {
+    let records_per_batch = config.batch.record_count();
+    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+    let batches = (end - start) / records_per_batch;
+    ensure!(batches > 0, "the cold log is empty");
+    let readers = (config.readers as i64).min(batches);
+    let tally = Tally::new();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..readers)
+        .map(|reader| {
+            let from = start + batches * reader / readers * records_per_batch;
+            let to = start + batches * (reader + 1) / readers * records_per_batch;
+            let (log, tally, read_bytes) = (Rc::clone(log), Rc::clone(&tally), config.read_bytes);
+            glommio::spawn_local(
+                async move { read_range(&log, from, to, read_bytes, &tally).await },
+            )
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    let result = tally.result(started.elapsed());
+    ensure!(
+        result.bytes == batches as u64 * config.batch.len_bytes() as u64,
+        "the cold read did not return every batch once"
+    );
+    Ok(result)
+}
+
+/// Reads the batches with offsets in `[from, to)` in reads of at most `read_bytes`; counts only
+/// the bytes of those batches.
+async fn read_range(
+    log: &PartitionLog,
+    from: i64,
+    to: i64,
+    read_bytes: usize,
+    tally: &Tally,
+) -> Result<()> {
+    let mut offset = from;
+    while offset < to {
+        let started = Instant::now();
+        let bytes = log.read(offset, read_bytes).await?;
+        let (next_offset, bytes_below_to) = walk_batches(&bytes, offset, to)?;
+        tally.record(bytes_below_to, started);
+        offset = next_offset;
+        glommio::yield_if_needed().await;
+    }
+    Ok(())
+}
+
+/// The offset after the last batch in `bytes` (which starts with the batch holding `offset`) and
+/// the bytes of the batches that start below `to`.
+fn walk_batches(bytes: &[u8], offset: i64, to: i64) -> Result<(i64, u64)> {
+    ensure!(
+        !bytes.is_empty(),
+        "read at offset {offset} returned nothing"
+    );
+    let mut position = 0usize;
+    let mut next_offset = offset;
+    let mut bytes_below_to = 0u64;
+    while position < bytes.len() {
+        let batch = &bytes[position..];
+        ensure!(batch.len() >= storage::BATCH_HEADER_BYTES, "partial batch");
+        let base_offset = i64::from_be_bytes(batch[0..8].try_into().unwrap());
+        let batch_length = i32::from_be_bytes(batch[8..12].try_into().unwrap());
+        let last_offset_delta = i32::from_be_bytes(batch[23..27].try_into().unwrap());
+        if position == 0 {
+            ensure!(
+                base_offset <= offset,
+                "the first batch starts after {offset}"
+            );
+        } else {
+            ensure!(base_offset == next_offset, "offsets are not dense");
+        }
+        let total_bytes = BATCH_LENGTH_PREFIX_BYTES + batch_length as usize;
+        if base_offset < to {
+            bytes_below_to += total_bytes as u64;
+        }
+        next_offset = base_offset + i64::from(last_offset_delta) + 1;
+        position += total_bytes;
+    }
+    ensure!(position == bytes.len(), "read returned a partial batch");
+    Ok((next_offset, bytes_below_to))
+}
