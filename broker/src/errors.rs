@@ -3,10 +3,13 @@
 use kafka_protocol::error::ResponseError;
 use storage::{BatchError, StorageError};
 
-/// The Kafka error a client sees for a storage failure.
+/// The Kafka error a client sees for a storage failure. I/O errors (EIO, ENOSPC, a poisoned
+/// sync) are KAFKA_STORAGE_ERROR; storage logs them once per run of failures, so they are not
+/// logged here for every request.
 pub fn storage_error(e: &StorageError) -> ResponseError {
     match e {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::Io(_) => ResponseError::KafkaStorageError,
         _ => {
             log::error!("storage error: {e}");
             ResponseError::KafkaStorageError
@@ -26,4 +29,27 @@ pub fn batch_error(e: &BatchError) -> ResponseError {
 /// The wire code for an optional error (`0` means success).
 pub fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_errors_are_kafka_storage_errors() {
+        for errno in [libc::EIO, libc::ENOSPC] {
+            let error = StorageError::Io(std::io::Error::from_raw_os_error(errno));
+            assert_eq!(storage_error(&error), ResponseError::KafkaStorageError);
+            assert_eq!(code(Some(storage_error(&error))), 56);
+        }
+        let out_of_range = StorageError::OffsetOutOfRange {
+            offset: 5,
+            log_start_offset: 0,
+            log_end_offset: 3,
+        };
+        assert_eq!(
+            storage_error(&out_of_range),
+            ResponseError::OffsetOutOfRange
+        );
+    }
 }

@@ -234,6 +234,7 @@ impl Shard {
         LogConfig {
             segment_bytes,
             index_interval_bytes,
+            ..LogConfig::default()
         }
     }
 

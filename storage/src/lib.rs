@@ -41,7 +41,9 @@
 //!   and after it is read (on fetch and at recovery).
 //! - **Direct I/O with an aligned tail.** Appends write one aligned buffer at the aligned-down
 //!   logical end: `[partial tail block][new batches][zero padding]`. The active segment's file is
-//!   therefore a whole number of blocks, and the logical end lives in memory. The tail block's
+//!   therefore a whole number of blocks, grown ahead of the writes by `fallocate` in steps of
+//!   `segment_preallocate_bytes` (so appends rarely change the file size), and the logical end
+//!   lives in memory. The tail block's
 //!   bytes below the logical end are identical in every rewrite, so a concurrent read of that
 //!   block, or a crash during its rewrite, sees the same prefix either way (assuming the device
 //!   does not tear a single block it has already acknowledged: sector-atomic writes).
@@ -71,6 +73,7 @@
 
 mod batch;
 mod error;
+pub mod fault;
 mod fifo_lock;
 mod index;
 pub mod io;
@@ -87,6 +90,10 @@ pub use error::StorageError;
 pub use log::PartitionLog;
 pub use segment::READ_BYTES_MAX;
 
+/// Default preallocation step of the active segment file: one `fallocate` per 16 MiB appended,
+/// small next to the default 1 GiB segment and large enough that its cost is amortised.
+pub const SEGMENT_PREALLOCATE_BYTES: u64 = 16 << 20;
+
 /// Tuning of one partition log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -94,6 +101,9 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// One sparse index entry per this many bytes of batches.
     pub index_interval_bytes: u64,
+    /// The active segment file grows in steps of this many bytes (`fallocate`), bounded by
+    /// `segment_bytes`, so that most appends do not change the file size. 0 disables it.
+    pub segment_preallocate_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -101,6 +111,7 @@ impl Default for LogConfig {
         LogConfig {
             segment_bytes: 1 << 30,
             index_interval_bytes: 4096,
+            segment_preallocate_bytes: SEGMENT_PREALLOCATE_BYTES,
         }
     }
 }

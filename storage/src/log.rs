@@ -50,6 +50,16 @@ struct LogInner {
     synced_offset: Cell<i64>,
     sync_in_flight: Cell<bool>,
     sync_finished: Rc<Notify>,
+    /// The file size of the active segment as far as this log made it: preallocated, or
+    /// extended by a write. Appends that end below it need no `fallocate`.
+    active_allocated_bytes: Cell<u64>,
+    /// Set once `fallocate` reported the file system does not support it.
+    preallocate_unsupported: Cell<bool>,
+    /// Failures of appends, reads and syncs are logged once per run of failures (see
+    /// `FailureLog`), not once per request.
+    append_failures: FailureLog,
+    read_failures: FailureLog,
+    sync_failures: FailureLog,
     /// Set when a segment file was created and the directory entry is not yet durable.
     directory_sync_needed: Cell<bool>,
     /// After a failed fdatasync the state of the file on disk is unknown (the kernel may have
@@ -105,6 +115,11 @@ impl PartitionLog {
             synced_offset: Cell::new(log_end_offset),
             sync_in_flight: Cell::new(false),
             sync_finished: Rc::new(Notify::default()),
+            active_allocated_bytes: Cell::new(active.end_position()),
+            preallocate_unsupported: Cell::new(false),
+            append_failures: FailureLog::new("appends"),
+            read_failures: FailureLog::new("reads"),
+            sync_failures: FailureLog::new("syncs"),
             directory_sync_needed: Cell::new(false),
             sync_failed: Cell::new(false),
             closed: Cell::new(false),
@@ -140,7 +155,9 @@ impl PartitionLog {
         let ticket = inner.append_lock.ticket();
         let task =
             glommio::spawn_local(async move { inner.append(ticket, batches).await }).detach();
-        task.await.unwrap_or(Err(StorageError::Closed))
+        let result = task.await.unwrap_or(Err(StorageError::Closed));
+        self.inner.append_failures.observe(&self.inner.dir, &result);
+        result
     }
 
     /// Returns once every record up to and including `offset` is durable. An `offset` at or past
@@ -148,6 +165,12 @@ impl PartitionLog {
     /// commit): while one sync is in flight the others wait for it, then sync again only if it
     /// did not cover them.
     pub async fn sync_to(&self, offset: i64) -> Result<(), StorageError> {
+        let result = self.sync_to_unlogged(offset).await;
+        self.inner.sync_failures.observe(&self.inner.dir, &result);
+        result
+    }
+
+    async fn sync_to_unlogged(&self, offset: i64) -> Result<(), StorageError> {
         let inner = &self.inner;
         loop {
             if inner.sync_failed.get() {
@@ -184,7 +207,9 @@ impl PartitionLog {
             return Ok(Bytes::new());
         }
         let segment = self.inner.segment_holding(offset);
-        segment.read(offset, max_bytes).await
+        let result = segment.read(offset, max_bytes).await;
+        self.inner.read_failures.observe(&self.inner.dir, &result);
+        result
     }
 
     /// Kafka ListOffsets by timestamp: the earliest offset whose record timestamp is at least
@@ -298,21 +323,10 @@ impl LogInner {
         let end_position = segment.end_position();
         let write_position = segment.file.align_down(end_position);
         let buffer = self.build_write_buffer(segment.file.as_ref(), &batches, base_offset);
-        let written = segment
-            .file
-            .write_at(Rc::clone(&buffer), write_position)
-            .await?;
-        if written != buffer.len() {
-            let message = format!(
-                "short write of {written} of {} bytes to {}",
-                buffer.len(),
-                segment.path.display()
-            );
-            return Err(StorageError::Io(io::Error::new(
-                io::ErrorKind::WriteZero,
-                message,
-            )));
-        }
+        // On any error below nothing has been published: the log end, the segment end and the
+        // tail-block copy are unchanged, so the next append rewrites the same block from the
+        // same aligned-down end, over whatever this attempt left past the logical end.
+        self.write(&segment, &buffer, write_position).await?;
         // The write completed: publish the new state. No await from here on, so every observer
         // sees the index, the segment end and the log end move together.
         let tail_len = (end_position - write_position) as usize;
@@ -345,6 +359,66 @@ impl LogInner {
             last_offset: next_offset - 1,
             log_append_time_ms: now_ms(),
         })
+    }
+
+    /// Writes `buffer` at `write_position` of `segment`, first growing the file by a
+    /// preallocation step if the write would extend it.
+    async fn write(
+        &self,
+        segment: &Segment,
+        buffer: &Rc<glommio::io::DmaBuffer>,
+        write_position: u64,
+    ) -> Result<(), StorageError> {
+        let write_end = write_position + buffer.len() as u64;
+        self.preallocate(segment, write_end).await?;
+        let written = segment
+            .file
+            .write_at(Rc::clone(buffer), write_position)
+            .await?;
+        if written != buffer.len() {
+            let message = format!(
+                "short write of {written} of {} bytes to {}",
+                buffer.len(),
+                segment.path.display()
+            );
+            return Err(StorageError::Io(io::Error::new(
+                io::ErrorKind::WriteZero,
+                message,
+            )));
+        }
+        let allocated = self.active_allocated_bytes.get();
+        self.active_allocated_bytes.set(allocated.max(write_end));
+        Ok(())
+    }
+
+    /// Grows the active segment file with `fallocate` to hold a write ending at `write_end`:
+    /// by `segment_preallocate_bytes` at a time, but not past `segment_bytes` unless the write
+    /// itself goes further. Appends inside the allocated range then do not change the file size,
+    /// so their fdatasync has no size update to journal. The zeros past the logical end read as
+    /// batchLength 0, which recovery takes for the end of the log; rolls and `close` trim the
+    /// file back to its logical end.
+    async fn preallocate(&self, segment: &Segment, write_end: u64) -> Result<(), StorageError> {
+        let allocated = self.active_allocated_bytes.get();
+        let step = self.config.segment_preallocate_bytes;
+        if write_end <= allocated || step == 0 || self.preallocate_unsupported.get() {
+            return Ok(());
+        }
+        let limit = segment.file.align_up(self.config.segment_bytes);
+        let target = segment
+            .file
+            .align_up(write_end.max(allocated.saturating_add(step).min(limit)));
+        match segment.file.preallocate(target).await {
+            Ok(()) => self.active_allocated_bytes.set(target),
+            Err(error) if error.kind() == io::ErrorKind::Unsupported => {
+                log::warn!(
+                    "fallocate is not supported for {}, appends extend the file: {error}",
+                    segment.path.display()
+                );
+                self.preallocate_unsupported.set(true);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        Ok(())
     }
 
     async fn apply_retention(
@@ -432,9 +506,9 @@ impl LogInner {
             return Err(sync_failed_error());
         }
         active.file.truncate(end_position).await?;
+        self.active_allocated_bytes.set(end_position);
         if let Err(error) = active.file.fdatasync().await {
             self.sync_failed.set(true);
-            log::error!("fdatasync of {} failed: {error}", active.path.display());
             return Err(error.into());
         }
         active.synced_position.set(end_position);
@@ -449,6 +523,7 @@ impl LogInner {
         self.directory_sync_needed.set(true);
         self.segments.borrow_mut().push(Rc::new(segment));
         self.tail_block.borrow_mut().clear();
+        self.active_allocated_bytes.set(0);
         Ok(())
     }
 
@@ -474,7 +549,6 @@ impl LogInner {
         for (segment, end_position) in pending {
             if let Err(error) = segment.file.fdatasync().await {
                 self.sync_failed.set(true);
-                log::error!("fdatasync of {} failed: {error}", segment.path.display());
                 return Err(error.into());
             }
             let synced = segment.synced_position.get().max(end_position);
@@ -532,6 +606,37 @@ fn expired_segment_count(segments: &[Rc<Segment>], policy: &RetentionPolicy) -> 
         count += 1;
     }
     count
+}
+
+/// Logs the first I/O failure of a run of failures of one kind of operation, and the first
+/// success after it. A full or failing disk fails every append until it recovers; logging each
+/// failed request would flood the log. Other errors (out of range, closed) are not logged here.
+struct FailureLog {
+    what: &'static str,
+    failing: Cell<bool>,
+}
+
+impl FailureLog {
+    fn new(what: &'static str) -> FailureLog {
+        FailureLog {
+            what,
+            failing: Cell::new(false),
+        }
+    }
+
+    fn observe<T>(&self, dir: &Path, result: &Result<T, StorageError>) {
+        match result {
+            Err(StorageError::Io(error)) if !self.failing.replace(true) => log::error!(
+                "{} in {} fail: {error}; further failures are logged only after one succeeds",
+                self.what,
+                dir.display()
+            ),
+            Ok(_) if self.failing.replace(false) => {
+                log::info!("{} in {} succeed again", self.what, dir.display())
+            }
+            _ => {}
+        }
+    }
 }
 
 fn sync_failed_error() -> StorageError {

@@ -28,6 +28,7 @@ fn small_config() -> LogConfig {
     LogConfig {
         segment_bytes: 8 * 1024,
         index_interval_bytes: 512,
+        ..LogConfig::default()
     }
 }
 
@@ -213,6 +214,7 @@ fn append_larger_than_a_segment_goes_into_a_segment_alone() {
         let config = LogConfig {
             segment_bytes: 4096,
             index_interval_bytes: 1024,
+            ..LogConfig::default()
         };
         let log = PartitionLog::open(&dir.partition(), config.clone())
             .await
@@ -510,6 +512,7 @@ fn offset_for_timestamp_finds_the_earliest_record_at_or_after() {
         let config = LogConfig {
             segment_bytes: 4096,
             index_interval_bytes: 256,
+            ..LogConfig::default()
         };
         let log = PartitionLog::open(&dir.partition(), config).await.unwrap();
         // Timestamps are not monotonic across records: the answer is the earliest *offset*.

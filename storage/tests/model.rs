@@ -88,6 +88,7 @@ async fn run_case(seed: u64) {
     let config = LogConfig {
         segment_bytes: rng.range(1024, 8192),
         index_interval_bytes: rng.range(64, 2048),
+        segment_preallocate_bytes: rng.range(0, 3) * 4096,
     };
     let partition = dir.partition();
     let mut log = PartitionLog::open(&partition, config.clone())

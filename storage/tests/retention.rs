@@ -21,6 +21,7 @@ fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 4096,
         index_interval_bytes: 512,
+        ..LogConfig::default()
     }
 }
 

@@ -1,0 +1,249 @@
+//! Disk errors, short writes, crashes and preallocation, with real O_DIRECT files: injected
+//! through `storage::fault::FaultIo` or checked on the files themselves.
+
+mod common;
+
+use std::io::ErrorKind;
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use common::*;
+use storage::fault::{CrashOptions, Fault, FaultIo, FaultPlan, Operations, EIO, ENOSPC};
+use storage::{LogConfig, PartitionLog, StorageError, ValidatedBatches};
+
+fn validated(batch: &[u8]) -> ValidatedBatches {
+    ValidatedBatches::validate(Bytes::copy_from_slice(batch)).unwrap()
+}
+
+fn batch(value_len: usize, timestamp: i64) -> Vec<u8> {
+    encode_batch(&[record(timestamp, value_len, timestamp as u8)])
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        index_interval_bytes: 512,
+        segment_preallocate_bytes: 16 * 1024,
+    }
+}
+
+async fn open(partition: &Path, io: &FaultIo) -> PartitionLog {
+    PartitionLog::open_with_io(partition, config(), Rc::new(io.clone()))
+        .await
+        .unwrap()
+}
+
+/// Appends each batch and returns the stored form with its base offset.
+async fn append_all(log: &PartitionLog, batches: &[Vec<u8>]) -> Vec<(i64, Vec<u8>)> {
+    let mut stored_batches = Vec::new();
+    for batch in batches {
+        let info = log.append(validated(batch)).await.unwrap();
+        stored_batches.push((info.base_offset, stored(batch, info.base_offset)));
+    }
+    stored_batches
+}
+
+/// The whole log, read batch by batch from the log start.
+async fn read_all(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
+    let mut offset = log.log_start_offset();
+    let mut batches = Vec::new();
+    while offset < log.log_end_offset() {
+        let got = split_batches(&log.read(offset, 1 << 20).await.unwrap());
+        let (last_base, last) = got.last().unwrap();
+        offset = last_base + last_offset_delta(last) + 1;
+        batches.extend(got);
+    }
+    batches
+}
+
+fn file_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn the_active_segment_grows_in_preallocation_steps_and_is_trimmed_when_sealed_or_closed() {
+    run(|| async {
+        let dir = TestDir::new("prealloc");
+        let partition = dir.partition();
+        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let mut expected = append_all(&log, &[batch(100, 1)]).await;
+        let files = segment_files(&partition);
+        assert_eq!(file_bytes(&files[0].1), 16 * 1024, "one step");
+        // 20 KiB more: two more steps, the file size stays a whole number of steps.
+        for timestamp in 2..12 {
+            expected.extend(append_all(&log, &[batch(2000, timestamp)]).await);
+        }
+        assert_eq!(file_bytes(&files[0].1), 32 * 1024);
+        // Fill past segment_bytes: the sealed segment is trimmed to its batches.
+        for timestamp in 12..50 {
+            expected.extend(append_all(&log, &[batch(2000, timestamp)]).await);
+        }
+        let files = segment_files(&partition);
+        assert_eq!(files.len(), 2);
+        let sealed = std::fs::read(&files[0].1).unwrap();
+        assert!(sealed.len() <= 64 * 1024);
+        assert_eq!(
+            split_batches(&sealed),
+            expected[..split_batches(&sealed).len()]
+        );
+        let active_end: usize = expected[split_batches(&sealed).len()..]
+            .iter()
+            .map(|(_, bytes)| bytes.len())
+            .sum();
+        let active_bytes = file_bytes(&files[1].1);
+        assert!(active_bytes.is_multiple_of(16 * 1024) && active_bytes >= active_end as u64);
+        assert!(active_bytes < active_end as u64 + 16 * 1024);
+        // A crashed process leaves the zeros of the step behind; recovery ends the log there.
+        drop(log);
+        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        assert_eq!(read_all(&log).await, expected);
+        expected.extend(append_all(&log, &[batch(10, 50)]).await);
+        log.close().await.unwrap();
+        let active = std::fs::read(&files[1].1).unwrap();
+        let in_active = expected.len() - split_batches(&sealed).len();
+        assert_eq!(
+            split_batches(&active),
+            expected[expected.len() - in_active..]
+        );
+    });
+}
+
+#[test]
+fn a_full_disk_fails_the_append_and_leaves_the_log_consistent() {
+    run(|| async {
+        let dir = TestDir::new("enospc");
+        let partition = dir.partition();
+        let io = FaultIo::new();
+        let log = open(&partition, &io).await;
+        let mut expected = append_all(&log, &[batch(100, 1), batch(3000, 2)]).await;
+        log.sync_to(i64::MAX).await.unwrap();
+        io.inject(FaultPlan {
+            fault: Fault::Errno(ENOSPC),
+            operations: Operations::Writes,
+            after: 0,
+            count: u64::MAX,
+        });
+        for _ in 0..3 {
+            let error = log.append(validated(&batch(20_000, 3))).await.unwrap_err();
+            let StorageError::Io(error) = error else {
+                panic!("not an I/O error: {error}");
+            };
+            assert_eq!(error.kind(), ErrorKind::StorageFull);
+            assert_eq!(log.log_end_offset(), 2);
+        }
+        assert_eq!(read_all(&log).await, expected, "reads keep working");
+        io.clear();
+        expected.extend(append_all(&log, &[batch(50, 4)]).await);
+        assert_eq!(expected.last().unwrap().0, 2);
+        assert_eq!(read_all(&log).await, expected);
+        log.close().await.unwrap();
+        let log = open(&partition, &io).await;
+        assert_eq!(read_all(&log).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_short_write_fails_the_append_and_the_next_append_rewrites_the_tail() {
+    run(|| async {
+        let dir = TestDir::new("short");
+        let partition = dir.partition();
+        let io = FaultIo::new();
+        let log = open(&partition, &io).await;
+        let mut expected = append_all(&log, &[batch(700, 1)]).await;
+        for seen in 0..4 {
+            io.inject(FaultPlan {
+                fault: Fault::ShortWrite,
+                operations: Operations::Writes,
+                after: seen,
+                count: 1,
+            });
+            for timestamp in 0..seen {
+                expected.extend(append_all(&log, &[batch(5000, 2 + timestamp as i64)]).await);
+            }
+            let failed = log.append(validated(&batch(5000, 9))).await;
+            assert!(matches!(failed, Err(StorageError::Io(_))), "{failed:?}");
+            assert_eq!(io.injected(), seen + 1);
+            expected.extend(append_all(&log, &[batch(6000, 10)]).await);
+            assert_eq!(read_all(&log).await, expected);
+        }
+        // A crashed process: every completed write is on disk, nothing of the failed ones is
+        // served, because each was overwritten by a longer successful append.
+        drop(log);
+        let log = open(&partition, &io).await;
+        assert_eq!(read_all(&log).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_fdatasync_fails_every_later_sync_until_reopened() {
+    run(|| async {
+        let dir = TestDir::new("fsync");
+        let partition = dir.partition();
+        let io = FaultIo::new();
+        let log = open(&partition, &io).await;
+        let durable = append_all(&log, &[batch(100, 1)]).await;
+        log.sync_to(i64::MAX).await.unwrap();
+        append_all(&log, &[batch(100, 2)]).await;
+        io.inject(FaultPlan {
+            fault: Fault::Errno(EIO),
+            operations: Operations::Syncs,
+            after: 0,
+            count: 1,
+        });
+        assert!(log.sync_to(i64::MAX).await.is_err());
+        assert_eq!(io.injected(), 1);
+        // The disk works again, but the kernel may have dropped the failed pages: no later sync
+        // may claim durability.
+        assert!(log.sync_to(i64::MAX).await.is_err());
+        append_all(&log, &[batch(100, 3)]).await;
+        assert!(log.sync_to(i64::MAX).await.is_err());
+        assert_eq!(
+            io.injected(),
+            1,
+            "the poisoned syncs did not reach the disk"
+        );
+        assert_eq!(log.synced_offset(), 1);
+        drop(log);
+        io.crash(CrashOptions::default()).unwrap();
+        let log = open(&partition, &io).await;
+        assert_eq!(read_all(&log).await, durable);
+        log.sync_to(i64::MAX).await.unwrap();
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_crash_keeps_what_was_synced_and_at_most_a_torn_prefix_of_the_rest() {
+    run(|| async {
+        let dir = TestDir::new("crash");
+        let partition = dir.partition();
+        let io = FaultIo::new();
+        let log = open(&partition, &io).await;
+        let mut expected = append_all(&log, &[batch(100, 1), batch(200, 2)]).await;
+        log.sync_to(i64::MAX).await.unwrap();
+        let unsynced = append_all(&log, &[batch(3000, 3), batch(3000, 4)]).await;
+        drop(log);
+        io.crash(CrashOptions::default()).unwrap();
+        let log = open(&partition, &io).await;
+        assert_eq!(read_all(&log).await, expected);
+        let unsynced_again = append_all(&log, &[batch(3000, 3), batch(3000, 4)]).await;
+        assert_eq!(
+            unsynced_again, unsynced,
+            "the same offsets are assigned again"
+        );
+        drop(log);
+        // Keep every unsynced block: a crash after the writes reached the disk.
+        io.crash(CrashOptions {
+            torn_blocks_kept: u64::MAX,
+            unsynced_files_lost: true,
+        })
+        .unwrap();
+        let log = open(&partition, &io).await;
+        expected.extend(unsynced);
+        assert_eq!(read_all(&log).await, expected);
+        log.close().await.unwrap();
+    });
+}
