@@ -1,6 +1,7 @@
-//! The in-memory sparse index of one segment: offset → file position, with the largest batch
-//! timestamp of each indexed interval for timestamp lookups. Derived data: rebuilt from the
-//! segment file at recovery, extended on append, never persisted.
+//! The in-memory sparse index of the active segment: offset → file position, with the largest
+//! batch timestamp of each indexed interval for timestamp lookups. Derived data: extended on
+//! append, persisted by `index_file` when the segment is sealed or the log closes, and rebuilt
+//! from the segment file when that copy is missing or stale.
 
 /// One index entry: the batch starting at `position` has base offset `offset`; `max_timestamp` is
 /// the largest `maxTimestamp` of the batches from this entry up to (not including) the next one.
@@ -13,6 +14,7 @@ pub(crate) struct IndexEntry {
 
 #[derive(Debug)]
 pub(crate) struct SparseIndex {
+    base_offset: i64,
     entries: Vec<IndexEntry>,
     interval_bytes: u64,
     bytes_since_entry: u64,
@@ -24,12 +26,55 @@ impl SparseIndex {
     pub fn new(base_offset: i64, interval_bytes: u64) -> SparseIndex {
         assert!(interval_bytes > 0);
         SparseIndex {
+            base_offset,
             entries: Vec::new(),
             interval_bytes,
             bytes_since_entry: 0,
             next_offset: base_offset,
             end_position: 0,
         }
+    }
+
+    /// The index a scan of a segment `end_position` bytes long ending at `next_offset` would have
+    /// built, from its persisted `entries` (checked by the caller to be ordered and in range).
+    pub fn restore(
+        base_offset: i64,
+        interval_bytes: u64,
+        entries: Vec<IndexEntry>,
+        next_offset: i64,
+        end_position: u64,
+    ) -> SparseIndex {
+        assert!(interval_bytes > 0);
+        assert_eq!(entries.is_empty(), end_position == 0);
+        assert_eq!(entries.is_empty(), next_offset == base_offset);
+        let bytes_since_entry = entries
+            .last()
+            .map_or(0, |last| end_position - last.position);
+        SparseIndex {
+            base_offset,
+            entries,
+            interval_bytes,
+            bytes_since_entry,
+            next_offset,
+            end_position,
+        }
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    pub fn interval_bytes(&self) -> u64 {
+        self.interval_bytes
+    }
+
+    pub fn entries(&self) -> &[IndexEntry] {
+        &self.entries
+    }
+
+    /// Bytes of memory the entries take.
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<IndexEntry>()
     }
 
     /// Records the next batch of the segment. Batches must be observed in file order, each

@@ -10,8 +10,10 @@
 //! `00000000000000001000.log` holds the batches starting at offset 1000. A segment file is a plain
 //! concatenation of RecordBatch v2 batches, exactly as produced except for two fields storage
 //! owns: `baseOffset` (assigned on append) and `partitionLeaderEpoch` (set to 0). Neither is
-//! covered by the CRC, so the producer's CRC stays valid on disk. There are no other files: the
-//! segment files are the ground truth, and the indexes are derived from them in memory.
+//! covered by the CRC, so the producer's CRC stays valid on disk. The segment files are the
+//! ground truth; next to them are derived files that only shorten `open`: one index file per
+//! segment and the clean-shutdown marker (both below). Files named `*.tmp` are interrupted
+//! writes of those and are removed at open.
 //!
 //! | offset | field                | type | notes                                        |
 //! |-------:|----------------------|------|----------------------------------------------|
@@ -30,6 +32,59 @@
 //! |     57 | recordCount          | i32  |                                              |
 //! |     61 | records              |      |                                              |
 //!
+//! ## Index files
+//!
+//! `<base_offset:020>.index` is the sparse index of the segment `<base_offset:020>.log`: an entry
+//! for the first batch and then for the first batch after every `index_interval_bytes` of
+//! batches, each with the largest `maxTimestamp` of the batches up to the next entry. It is
+//! written (to `<name>.tmp`, fdatasync'd, renamed) when the segment is sealed at a roll, after
+//! the segment itself was trimmed and fdatasync'd, and for the active segment by a clean close.
+//! A 64-byte header, little-endian, is followed by the body:
+//!
+//! | offset | field          | type    | notes                                              |
+//! |-------:|----------------|---------|----------------------------------------------------|
+//! |      0 | magic          | [u8; 8] | `SLCINDEX`                                         |
+//! |      8 | version        | u32     | 1                                                  |
+//! |     12 | reserved       | u32     | 0                                                  |
+//! |     16 | baseOffset     | i64     | must match the file name                           |
+//! |     24 | segmentBytes   | u64     | length of the segment the index describes          |
+//! |     32 | nextOffset     | i64     | offset after the segment's last batch              |
+//! |     40 | maxTimestamp   | i64     | largest batch maxTimestamp; i64::MIN if no entries |
+//! |     48 | entryCount     | u32     | at most 2^24                                       |
+//! |     52 | bodyBytes      | u32     | 24 * entryCount + 8                                |
+//! |     56 | bodyCrc        | u32     | CRC-32C of the body                                |
+//! |     60 | headerCrc      | u32     | CRC-32C of bytes 0..60                             |
+//! |     64 | body           |         | rkyv 0.8 archive of the entries, read in place     |
+//!
+//! The body is rkyv's archived `Vec` of entries (little-endian, 32-bit relative pointers): the
+//! entries, then the 8-byte root. It starts at byte 64, a multiple of the archive's alignment.
+//!
+//! | body offset    | field        | type | notes                                           |
+//! |---------------:|--------------|------|-------------------------------------------------|
+//! |         24 * i | offset       | i64  | base offset of the batch entry i points at      |
+//! |     24 * i + 8 | position     | u64  | its byte position in the segment                |
+//! |    24 * i + 16 | maxTimestamp | i64  | largest maxTimestamp up to entry i + 1          |
+//! |      24 * n    | root pointer | i32  | relative position of the entries (-24 * n)      |
+//! |  24 * n + 4    | root length  | u32  | n = entryCount                                  |
+//!
+//! ## Clean-shutdown marker
+//!
+//! `clean-shutdown` in the partition directory is written by [`PartitionLog::close`] after the
+//! final sync, the trim of the active segment, its fdatasync, and its index file; then the
+//! directory is fsync'd. `open` reads and removes it before the log can change (the removal
+//! reaches the disk with the directory sync of the first `sync_to`). 48 bytes, little-endian:
+//!
+//! | offset | field              | type    | notes                               |
+//! |-------:|--------------------|---------|-------------------------------------|
+//! |      0 | magic              | [u8; 8] | `SLCCLEAN`                          |
+//! |      8 | version            | u32     | 1                                   |
+//! |     12 | reserved           | u32     | 0                                   |
+//! |     16 | activeBaseOffset   | i64     | base offset of the last segment     |
+//! |     24 | activeSegmentBytes | u64     | its length after the trim           |
+//! |     32 | logEndOffset       | i64     | offset after its last batch         |
+//! |     40 | crc                | u32     | CRC-32C of bytes 0..40              |
+//! |     44 | reserved           | u32     | 0                                   |
+//!
 //! # Invariants
 //!
 //! - **Dense offsets.** Within and across segments, each batch's baseOffset is the previous
@@ -47,18 +102,40 @@
 //!   bytes below the logical end are identical in every rewrite, so a concurrent read of that
 //!   block, or a crash during its rewrite, sees the same prefix either way (assuming the device
 //!   does not tear a single block it has already acknowledged: sector-atomic writes).
-//! - **Recovery.** On open, every batch of every segment is verified (length, magic, CRC, record
-//!   framing, dense offsets); the first invalid byte of a segment (torn write, garbage, or the
-//!   zero padding, whose batchLength of 0 is invalid) ends it and the file is truncated there.
-//!   Sealed segments are trimmed to their last batch and fdatasync'd when the log rolls, so
-//!   recovery only has to make the last segment durable; the active one is trimmed on close.
-//!   If a segment was cut and the next one no longer starts where it now ends, the later
-//!   segments are deleted (no offset gap is ever served); a gap between uncut segments fails
-//!   `open` with `Corrupt` instead.
+//! - **Recovery.** The bytes `[0, L)` of a segment never change once written (appends rewrite
+//!   the tail block with the same prefix), so an index file written after the segment was
+//!   fdatasync'd at length L vouches for the segment as long as the file is still L bytes long.
+//!   On open:
+//!   1. A sealed segment (not the last) whose index header is valid (magic, version, header CRC,
+//!      base offset, consistent fields, file length) and whose `segmentBytes` equals the
+//!      segment's length is trusted: only the 64-byte header is read. Its body (and body CRC)
+//!      is checked when first loaded; a body that fails then is rebuilt from the segment.
+//!   2. Any other segment is scanned: every batch verified (length, magic, CRC, record framing,
+//!      dense offsets); the first invalid byte (torn write, garbage, or the zero padding, whose
+//!      batchLength of 0 is invalid) ends it and the file is truncated there. A scanned sealed
+//!      segment gets its index file rewritten.
+//!   3. The last segment is scanned too, unless a valid clean-shutdown marker names its base
+//!      offset and length and its index file is wholly valid with the same length and next
+//!      offset: then its index is loaded and nothing is read or synced. After a crash exactly
+//!      one segment per partition is scanned.
+//!   4. Sealed segments are trimmed to their last batch and fdatasync'd when the log rolls, so
+//!      recovery only has to make a scanned last segment durable; the active one is trimmed on
+//!      close. If a segment was cut and the next one no longer starts where it now ends, the
+//!      later segments (and their indexes) are deleted (no offset gap is ever served); a gap
+//!      between uncut segments fails `open` with `Corrupt` instead. Index files without a
+//!      segment, and the last segment's index after a scan, are removed.
+//!
+//!   A trusted sealed segment is not re-verified at open: bit rot in it is found by the CRC
+//!   check of the read that reaches it, not by recovery.
+//! - **Bounded index memory.** The active segment's entries are in memory (at most
+//!   `segment_bytes / index_interval_bytes + 1`, 24 bytes each: 6 MiB at the defaults). A sealed
+//!   segment keeps only its header; its entries are loaded on first use into a per-executor
+//!   cache of at most [`SEALED_INDEX_CACHE_BYTES_MAX`] bytes, least recently used first out.
 //! - **Retention cuts a prefix.** [`PartitionLog::apply_retention`] deletes whole sealed
 //!   segments from the oldest, never the active one. The log start offset moves before any file
-//!   is unlinked, and files are unlinked oldest first, so the files on disk always chain densely
-//!   and recovery starts the log at the first remaining segment's base offset.
+//!   is unlinked, and files are unlinked oldest first (each segment, then its index), so the
+//!   files on disk always chain densely and recovery starts the log at the first remaining
+//!   segment's base offset.
 //! - **Durability is explicit.** `append` returns after the write completed; `sync_to` returns
 //!   after fdatasync. Concurrent `sync_to` callers share fdatasyncs (group commit). For each
 //!   segment `synced_position <= end_position`.
@@ -72,10 +149,13 @@
 //! that executor may use it at once through `&self` methods; appends are serialised internally.
 
 mod batch;
+mod clean_marker;
 mod error;
 pub mod fault;
 mod fifo_lock;
 mod index;
+mod index_cache;
+mod index_file;
 pub mod io;
 mod iopoll_probe;
 mod log;
@@ -87,6 +167,7 @@ pub use batch::{
     BatchError, ValidatedBatches, APPEND_BYTES_MAX, BATCH_BYTES_MAX, BATCH_HEADER_BYTES,
 };
 pub use error::StorageError;
+pub use index_cache::{cached_bytes as sealed_index_cache_bytes, SEALED_INDEX_CACHE_BYTES_MAX};
 pub use log::PartitionLog;
 pub use segment::READ_BYTES_MAX;
 

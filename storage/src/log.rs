@@ -12,10 +12,12 @@ use crate::fifo_lock::{FifoLock, Ticket};
 use bytes::Bytes;
 
 use crate::batch::{self, ValidatedBatches};
+use crate::clean_marker::{self, CleanMarker};
 use crate::index::SparseIndex;
+use crate::index_file;
 use crate::io::{DirectIo, LogIo, OpenMode, SegmentFile};
 use crate::notify::Notify;
-use crate::recovery;
+use crate::recovery::{self, RecoveredIndex};
 use crate::segment::{segment_file_name, Segment};
 use crate::{AppendInfo, LogConfig, RetentionOutcome, RetentionPolicy, StorageError};
 
@@ -67,12 +69,15 @@ struct LogInner {
     /// recovered.
     sync_failed: Cell<bool>,
     closed: Cell<bool>,
+    segments_scanned_at_open: usize,
 }
 
 impl PartitionLog {
-    /// Opens the partition in `dir` (creating it if missing) and recovers it: every batch of every
-    /// segment is verified, torn or garbage tails are truncated, indexes are rebuilt. Recovery
-    /// uses blocking file I/O.
+    /// Opens the partition in `dir` (creating it if missing) and recovers it (see
+    /// `recovery`): sealed segments with a valid index file are not read, the others are
+    /// verified batch by batch and cut at their first invalid byte, and the last segment is
+    /// scanned unless a clean close left a marker that matches it. Recovery uses blocking file
+    /// I/O.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
         PartitionLog::open_with_io(dir, config, Rc::new(DirectIo)).await
     }
@@ -90,16 +95,30 @@ impl PartitionLog {
         );
         let recovered = recovery::recover_dir(dir, &config)?;
         crate::iopoll_probe::ensure_probed(dir).await?;
-        assert!(!recovered.is_empty());
-        let mut segments = Vec::with_capacity(recovered.len());
-        for segment in recovered {
+        assert!(!recovered.segments.is_empty());
+        let segments_scanned = recovered.segments_scanned;
+        let mut segments = Vec::with_capacity(recovered.segments.len());
+        for segment in recovered.segments {
             let file = io.open(&segment.path, OpenMode::Existing).await?;
-            let end_position = segment.index.end_position();
-            let segment = Segment::new(segment.base_offset, &segment.path, file, segment.index);
+            let end_position = segment.end_position();
+            let segment = match segment.index {
+                RecoveredIndex::InMemory(index) => {
+                    Segment::new_active(segment.base_offset, &segment.path, file, index)
+                }
+                RecoveredIndex::Persisted(header) => Segment::new_sealed(
+                    segment.base_offset,
+                    &segment.path,
+                    file,
+                    header,
+                    config.index_interval_bytes,
+                ),
+            };
             segment.synced_position.set(end_position);
             segments.push(Rc::new(segment));
         }
         let active = Rc::clone(segments.last().unwrap());
+        assert!(!active.is_sealed());
+        assert!(segments[..segments.len() - 1].iter().all(|s| s.is_sealed()));
         let tail_block = read_tail_block(&active).await?;
         let log_end_offset = active.next_offset();
         let inner = LogInner {
@@ -120,13 +139,28 @@ impl PartitionLog {
             append_failures: FailureLog::new("appends"),
             read_failures: FailureLog::new("reads"),
             sync_failures: FailureLog::new("syncs"),
-            directory_sync_needed: Cell::new(false),
+            directory_sync_needed: Cell::new(recovered.directory_sync_needed),
             sync_failed: Cell::new(false),
             closed: Cell::new(false),
+            segments_scanned_at_open: segments_scanned,
         };
         Ok(PartitionLog {
             inner: Rc::new(inner),
         })
+    }
+
+    /// How many segments `open` read batch by batch (0 after a clean close, 1 after a crash if
+    /// every sealed segment's index was valid).
+    pub fn segments_scanned_at_open(&self) -> usize {
+        self.inner.segments_scanned_at_open
+    }
+
+    /// Bytes of index entries this log holds in memory itself: the active segment's. Sealed
+    /// segments' entries live in the executor's bounded cache
+    /// ([`crate::SEALED_INDEX_CACHE_BYTES_MAX`]).
+    pub fn index_memory_bytes(&self) -> usize {
+        let segments = self.inner.segments.borrow();
+        segments.iter().map(|s| s.index_memory_bytes()).sum()
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -222,7 +256,7 @@ impl PartitionLog {
     ) -> Result<Option<(i64, i64)>, StorageError> {
         let segments: Vec<Rc<Segment>> = self.inner.segments.borrow().clone();
         for segment in segments {
-            let max_timestamp = segment.index.borrow().max_timestamp();
+            let max_timestamp = segment.max_timestamp();
             if max_timestamp.is_none_or(|max| max < timestamp_ms) {
                 continue;
             }
@@ -260,9 +294,22 @@ impl PartitionLog {
         self.inner.appended.listen()
     }
 
-    /// Waits for in-flight appends, syncs, trims the active segment to its last batch, and closes
-    /// the files.
+    /// Waits for in-flight appends, syncs, trims the active segment to its last batch, writes
+    /// its index file and the clean-shutdown marker (so the next `open` reads no segment), and
+    /// closes the files.
     pub async fn close(self) -> Result<(), StorageError> {
+        self.close_files(CloseMode::Clean).await
+    }
+
+    /// Closes the log and removes its directory with every segment.
+    pub async fn delete(self) -> Result<(), StorageError> {
+        let dir = self.inner.dir.clone();
+        self.close_files(CloseMode::ForDeletion).await?;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    async fn close_files(self, mode: CloseMode) -> Result<(), StorageError> {
         let inner = &self.inner;
         inner.closed.set(true);
         let permit = inner.append_lock.acquire(inner.append_lock.ticket()).await;
@@ -271,28 +318,56 @@ impl PartitionLog {
         let active = inner.active_segment();
         active.file.truncate(active.end_position()).await?;
         sync_result?;
+        if mode == CloseMode::Clean {
+            inner.write_clean_shutdown(&active).await?;
+        }
         drop(permit);
         let segments = std::mem::take(&mut *inner.segments.borrow_mut());
         for segment in segments {
             // Nothing else can hold a segment here (`close` consumes the log and waited for the
             // append tasks); if something does, its file closes when the last reference drops.
             if let Ok(segment) = Rc::try_unwrap(segment) {
-                segment.file.close().await?;
+                let file = Rc::clone(&segment.file);
+                drop(segment);
+                file.close().await?;
             }
         }
         Ok(())
     }
+}
 
-    /// Closes the log and removes its directory with every segment.
-    pub async fn delete(self) -> Result<(), StorageError> {
-        let dir = self.inner.dir.clone();
-        self.close().await?;
-        std::fs::remove_dir_all(&dir)?;
-        Ok(())
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseMode {
+    /// Leave the index and the clean-shutdown marker for a fast reopen.
+    Clean,
+    /// The directory is removed right after.
+    ForDeletion,
 }
 
 impl LogInner {
+    /// After the final sync and trim: makes the trimmed length durable, then writes the active
+    /// segment's index and the marker that vouches for both, each durably, in that order. A
+    /// crash in between leaves no valid marker, and the next open scans the last segment.
+    async fn write_clean_shutdown(&self, active: &Segment) -> Result<(), StorageError> {
+        if self.sync_failed.get() {
+            return Err(sync_failed_error());
+        }
+        if let Err(error) = active.file.fdatasync().await {
+            self.sync_failed.set(true);
+            return Err(error.into());
+        }
+        let (header, index_bytes) = active.encode_active_index();
+        index_file::write(&index_file::index_path(&active.path), index_bytes).await?;
+        let marker = CleanMarker {
+            active_base_offset: active.base_offset,
+            active_segment_bytes: header.segment_bytes,
+            log_end_offset: self.log_end_offset.get(),
+        };
+        assert_eq!(marker.log_end_offset, header.next_offset);
+        clean_marker::write(&self.dir, &marker).await?;
+        Ok(self.io.sync_dir(&self.dir).await?)
+    }
+
     fn active_segment(&self) -> Rc<Segment> {
         Rc::clone(self.segments.borrow().last().unwrap())
     }
@@ -334,24 +409,24 @@ impl LogInner {
         let new_tail_start = (segment.file.align_down(new_end_position) - write_position) as usize;
         let new_tail_end = (new_end_position - write_position) as usize;
         *self.tail_block.borrow_mut() = buffer.as_bytes()[new_tail_start..new_tail_end].to_vec();
-        let mut index = segment.index.borrow_mut();
-        let mut offset = base_offset;
-        for summary in batches.summaries() {
-            let position = end_position + summary.position as u64;
-            index.observe(
-                offset,
-                position,
-                summary.total_bytes as u64,
-                summary.offset_count,
-                summary.max_timestamp,
-            );
-            offset += summary.offset_count;
-        }
-        assert_eq!(index.next_offset(), next_offset);
-        assert_eq!(index.end_position(), new_end_position);
+        segment.with_active_index(|index| {
+            let mut offset = base_offset;
+            for summary in batches.summaries() {
+                let position = end_position + summary.position as u64;
+                index.observe(
+                    offset,
+                    position,
+                    summary.total_bytes as u64,
+                    summary.offset_count,
+                    summary.max_timestamp,
+                );
+                offset += summary.offset_count;
+            }
+            assert_eq!(index.next_offset(), next_offset);
+            assert_eq!(index.end_position(), new_end_position);
+        });
         assert!(tail_len < segment.file.alignment() as usize);
         assert!(segment.synced_position.get() <= new_end_position);
-        drop(index);
         self.log_end_offset.set(next_offset);
         self.appended.notify_all();
         Ok(AppendInfo {
@@ -457,10 +532,14 @@ impl LogInner {
         // log start with it) only if the log is reopened.
         for segment in expired {
             segment.file.remove().await?;
+            // The index is derived: one left behind by a failure here is removed at open.
+            index_file::remove_if_exists(&index_file::index_path(&segment.path))?;
             // Only a concurrent read or sync holds the segment otherwise; the file then closes
             // when the last reference drops.
             if let Ok(segment) = Rc::try_unwrap(segment) {
-                segment.file.close().await?;
+                let file = Rc::clone(&segment.file);
+                drop(segment);
+                file.close().await?;
             }
         }
         self.io.sync_dir(&self.dir).await?;
@@ -512,6 +591,11 @@ impl LogInner {
             return Err(error.into());
         }
         active.synced_position.set(end_position);
+        // The segment is durable, so its index may now vouch for it. The rename reaches the
+        // disk with the directory sync that the new segment's creation requires anyway.
+        let (_, index_bytes) = active.encode_active_index();
+        index_file::write(&index_file::index_path(&active.path), index_bytes.clone()).await?;
+        active.seal(&index_bytes);
         let base_offset = self.log_end_offset.get();
         assert_eq!(base_offset, active.next_offset());
         let path = self.dir.join(segment_file_name(base_offset));
@@ -519,7 +603,7 @@ impl LogInner {
         // content is a leftover of an earlier failed roll.
         let file = self.io.open(&path, OpenMode::CreateEmpty).await?;
         let index = SparseIndex::new(base_offset, self.config.index_interval_bytes);
-        let segment = Segment::new(base_offset, &path, file, index);
+        let segment = Segment::new_active(base_offset, &path, file, index);
         self.directory_sync_needed.set(true);
         self.segments.borrow_mut().push(Rc::new(segment));
         self.tail_block.borrow_mut().clear();
@@ -591,7 +675,7 @@ fn expired_segment_count(segments: &[Rc<Segment>], policy: &RetentionPolicy) -> 
     let mut count = 0;
     for segment in sealed {
         let bytes = segment.end_position();
-        let max_timestamp = segment.index.borrow().max_timestamp();
+        let max_timestamp = segment.max_timestamp();
         // A roll only seals a non-empty segment.
         let max_timestamp = max_timestamp.expect("a sealed segment holds a batch");
         let expired_by_time = policy.retention_ms >= 0

@@ -1,56 +1,144 @@
-//! Startup recovery with blocking std::fs I/O (startup may block the shard): scan every segment,
-//! verify every batch, cut each segment at its first invalid byte, and rebuild the indexes.
+//! Startup recovery with blocking std::fs I/O (startup may block the shard). Sealed segments
+//! whose index file is valid and describes the segment's current length are trusted without
+//! reading the segment; the others are scanned (every batch verified, the segment cut at its
+//! first invalid byte) and get their index file rewritten. The last segment is scanned unless a
+//! valid clean-shutdown marker matches it, in which case its persisted index is loaded instead.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::clean_marker::{self, CleanMarker};
 use crate::index::SparseIndex;
+use crate::index_file::{self, IndexHeader};
 use crate::segment::{parse_segment_file_name, segment_file_name};
 use crate::{LogConfig, StorageError};
 
 /// Read-ahead buffer for the sequential recovery scan.
 const RECOVERY_READ_BUFFER_BYTES: usize = 1 << 20;
 
-/// A segment as found on disk after recovery: the file is exactly `index.end_position()` bytes
-/// long, holds only valid batches with dense offsets, and is durable.
+/// How recovery knows a segment's batches.
+pub(crate) enum RecoveredIndex {
+    /// Scanned, or restored from the index file a clean close wrote; the entries are in memory.
+    InMemory(SparseIndex),
+    /// A sealed segment trusted from its index file's header; not read.
+    Persisted(IndexHeader),
+}
+
+/// A segment as found on disk after recovery: the file is exactly `end_position` bytes long,
+/// holds only valid batches with dense offsets, and is durable.
 pub(crate) struct RecoveredSegment {
     pub base_offset: i64,
     pub path: PathBuf,
-    pub index: SparseIndex,
+    pub index: RecoveredIndex,
+}
+
+impl RecoveredSegment {
+    pub fn next_offset(&self) -> i64 {
+        match &self.index {
+            RecoveredIndex::InMemory(index) => index.next_offset(),
+            RecoveredIndex::Persisted(header) => header.next_offset,
+        }
+    }
+
+    pub fn end_position(&self) -> u64 {
+        match &self.index {
+            RecoveredIndex::InMemory(index) => index.end_position(),
+            RecoveredIndex::Persisted(header) => header.segment_bytes,
+        }
+    }
+}
+
+/// The outcome of [`recover_dir`]: every segment but the last is `Persisted` (its index file is
+/// valid), the last is `InMemory`.
+pub(crate) struct Recovered {
+    pub segments: Vec<RecoveredSegment>,
+    /// How many segments were read batch by batch (the rest were trusted from their index).
+    pub segments_scanned: usize,
+    /// A clean-shutdown marker was removed: the directory must be synced before the log's
+    /// changes are acknowledged as durable.
+    pub directory_sync_needed: bool,
 }
 
 /// Recovers the partition directory `dir`, creating it (with an empty first segment) if needed.
 ///
-/// Each segment is cut at its first invalid byte (torn write, garbage, zero padding, CRC
+/// Each scanned segment is cut at its first invalid byte (torn write, garbage, zero padding, CRC
 /// mismatch, offset not following the previous batch). Segments must chain densely: each starts
 /// at the offset where the previous one ends. If a segment was cut and the next one no longer
 /// follows it, the batches after the cut are lost, and the later segments are deleted so that no
 /// offset gap is ever served. A gap between segments that were not cut means files were changed
 /// outside this code, and opening fails with `Corrupt` rather than deleting data.
-pub(crate) fn recover_dir(
-    dir: &Path,
-    config: &LogConfig,
-) -> Result<Vec<RecoveredSegment>, StorageError> {
+pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
     fs::create_dir_all(dir)?;
-    let files = list_segment_files(dir)?;
-    if files.is_empty() {
+    let listing = list_partition_files(dir)?;
+    let (marker_removed, marker) = clean_marker::take_blocking(dir)?;
+    if listing.segments.is_empty() {
         let path = dir.join(segment_file_name(0));
         File::create(&path)?.sync_all()?;
         sync_directory(dir)?;
         let index = SparseIndex::new(0, config.index_interval_bytes);
-        return Ok(vec![RecoveredSegment {
+        let segment = RecoveredSegment {
             base_offset: 0,
             path,
-            index,
-        }]);
+            index: RecoveredIndex::InMemory(index),
+        };
+        return Ok(Recovered {
+            segments: vec![segment],
+            segments_scanned: 0,
+            directory_sync_needed: false,
+        });
     }
+    let (mut segments, last_is_clean) = recover_chain(dir, &listing.segments, marker, config)?;
+    let segments_scanned = segments
+        .iter()
+        .filter(|segment| matches!(segment.index, RecoveredIndex::InMemory(_)))
+        .count()
+        - usize::from(last_is_clean);
+    let mut directory_changed = write_missing_indexes(&mut segments)?;
+    directory_changed |= remove_leftovers(&listing, &segments)?;
+    let last = segments.last().expect("at least one segment");
+    let last_index_path = index_file::index_path(&last.path);
+    if !last_is_clean && last_index_path.exists() {
+        // The scanned last segment will be appended to; an index left from an earlier clean
+        // close or roll no longer describes it (and is rewritten at the next roll or close).
+        index_file::remove_if_exists(&last_index_path)?;
+        directory_changed = true;
+    }
+    if directory_changed {
+        sync_directory(dir)?;
+    }
+    let last = segments.last().expect("at least one segment");
+    assert!(matches!(last.index, RecoveredIndex::InMemory(_)));
+    if !last_is_clean {
+        // Sealed segments were made durable when the log rolled past them (and cut ones when
+        // they were cut). What the last one holds is served from now on, so it must be durable
+        // too, even if the process that wrote it crashed before its fdatasync. After a clean
+        // close it already is.
+        File::open(&last.path)?.sync_data()?;
+    }
+    Ok(Recovered {
+        segments,
+        segments_scanned,
+        directory_sync_needed: marker_removed,
+    })
+}
+
+/// Recovers the segments in order and checks that they chain. Returns them and whether the last
+/// one was restored from a clean close instead of scanned.
+fn recover_chain(
+    dir: &Path,
+    files: &[(i64, PathBuf)],
+    marker: Option<CleanMarker>,
+    config: &LogConfig,
+) -> Result<(Vec<RecoveredSegment>, bool), StorageError> {
     let mut recovered: Vec<RecoveredSegment> = Vec::new();
     let mut previous_was_cut = false;
+    let mut last_is_clean = false;
     for (file_number, (base_offset, path)) in files.iter().enumerate() {
         if let Some(previous) = recovered.last() {
-            let expected = previous.index.next_offset();
+            let expected = previous.next_offset();
             if *base_offset != expected && previous_was_cut {
                 delete_segments_after_cut(dir, &files[file_number..])?;
                 break;
@@ -62,32 +150,172 @@ pub(crate) fn recover_dir(
                 )));
             }
         }
-        let (segment, was_cut) = recover_segment(*base_offset, path, config)?;
+        let is_last = file_number + 1 == files.len();
+        let restored = match marker {
+            Some(marker) if is_last => restore_clean_last(*base_offset, path, &marker, config)?,
+            _ => None,
+        };
+        let (segment, was_cut) = match restored {
+            Some(segment) => {
+                last_is_clean = true;
+                (segment, false)
+            }
+            None if is_last => recover_segment(*base_offset, path, config)?,
+            None => recover_sealed_segment(*base_offset, path, config)?,
+        };
         previous_was_cut = was_cut;
         recovered.push(segment);
     }
-    // Sealed segments were made durable when the log rolled past them (and cut ones when they
-    // were cut). What the last one holds is served from now on, so it must be durable too, even
-    // if the process that wrote it crashed before its fdatasync.
-    let last = recovered.last().expect("at least one segment");
-    File::open(&last.path)?.sync_data()?;
-    Ok(recovered)
+    Ok((recovered, last_is_clean))
 }
 
-/// Segment files in `dir`, sorted by base offset. Other files are ignored.
-fn list_segment_files(dir: &Path) -> Result<Vec<(i64, PathBuf)>, StorageError> {
-    let mut files = Vec::new();
+/// A sealed segment: trusted if its index file is valid and describes exactly the file's
+/// current length, scanned otherwise.
+fn recover_sealed_segment(
+    base_offset: i64,
+    path: &Path,
+    config: &LogConfig,
+) -> Result<(RecoveredSegment, bool), StorageError> {
+    let file_bytes = fs::metadata(path)?.len();
+    let index_path = index_file::index_path(path);
+    match index_file::read_header_blocking(&index_path)? {
+        Ok(header)
+            if header.base_offset == base_offset
+                && header.segment_bytes == file_bytes
+                && header.entry_count > 0 =>
+        {
+            let segment = RecoveredSegment {
+                base_offset,
+                path: path.to_path_buf(),
+                index: RecoveredIndex::Persisted(header),
+            };
+            return Ok((segment, false));
+        }
+        Ok(header) => log::warn!(
+            "rebuilding index {}: it describes {} bytes at offset {}, the segment has {file_bytes} at {base_offset}",
+            index_path.display(),
+            header.segment_bytes,
+            header.base_offset
+        ),
+        Err(reason) => log::warn!("rebuilding index {}: {reason}", index_path.display()),
+    }
+    recover_segment(base_offset, path, config)
+}
+
+/// The last segment after a clean close: its index file, if the marker and the index both
+/// describe the segment as it is on disk. `None` means it must be scanned.
+fn restore_clean_last(
+    base_offset: i64,
+    path: &Path,
+    marker: &CleanMarker,
+    config: &LogConfig,
+) -> Result<Option<RecoveredSegment>, StorageError> {
+    let file_bytes = fs::metadata(path)?.len();
+    if marker.active_base_offset != base_offset || marker.active_segment_bytes != file_bytes {
+        log::warn!(
+            "clean-shutdown marker does not match {} ({file_bytes} bytes); scanning it",
+            path.display()
+        );
+        return Ok(None);
+    }
+    let index_path = index_file::index_path(path);
+    let loaded = match index_file::read_blocking(&index_path)? {
+        Ok(loaded) => loaded,
+        Err(reason) => {
+            log::warn!("scanning {}: its index {reason}", path.display());
+            return Ok(None);
+        }
+    };
+    let header = loaded.header();
+    if header.base_offset != base_offset
+        || header.segment_bytes != file_bytes
+        || header.next_offset != marker.log_end_offset
+    {
+        log::warn!("scanning {}: its index does not match", path.display());
+        return Ok(None);
+    }
+    Ok(Some(RecoveredSegment {
+        base_offset,
+        path: path.to_path_buf(),
+        index: RecoveredIndex::InMemory(loaded.to_sparse_index(config.index_interval_bytes)),
+    }))
+}
+
+/// Writes the index file of every scanned segment but the last (which is still appended to) and
+/// marks it `Persisted`. Returns whether a file was written.
+fn write_missing_indexes(segments: &mut [RecoveredSegment]) -> Result<bool, StorageError> {
+    let Some((_, sealed)) = segments.split_last_mut() else {
+        return Ok(false);
+    };
+    let mut written = false;
+    for segment in sealed {
+        let RecoveredIndex::InMemory(index) = &segment.index else {
+            continue;
+        };
+        let (header, bytes) = index_file::encode(index);
+        index_file::write_blocking(&index_file::index_path(&segment.path), &bytes)?;
+        segment.index = RecoveredIndex::Persisted(header);
+        written = true;
+    }
+    Ok(written)
+}
+
+/// Removes temporary files of interrupted writes and index files without a segment. Returns
+/// whether anything was removed.
+fn remove_leftovers(
+    listing: &PartitionFiles,
+    segments: &[RecoveredSegment],
+) -> Result<bool, StorageError> {
+    let kept: BTreeSet<i64> = segments.iter().map(|segment| segment.base_offset).collect();
+    let mut removed = false;
+    for path in &listing.temporaries {
+        index_file::remove_if_exists(path)?;
+        removed = true;
+    }
+    for (base_offset, path) in &listing.indexes {
+        if !kept.contains(base_offset) {
+            log::info!("removing index {} without a segment", path.display());
+            index_file::remove_if_exists(path)?;
+            removed = true;
+        }
+    }
+    Ok(removed)
+}
+
+struct PartitionFiles {
+    /// Sorted by base offset.
+    segments: Vec<(i64, PathBuf)>,
+    indexes: Vec<(i64, PathBuf)>,
+    temporaries: Vec<PathBuf>,
+}
+
+/// The files of a partition directory that recovery cares about; others are ignored.
+fn list_partition_files(dir: &Path) -> Result<PartitionFiles, StorageError> {
+    let mut files = PartitionFiles {
+        segments: Vec::new(),
+        indexes: Vec::new(),
+        temporaries: Vec::new(),
+    };
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        match name.to_str().and_then(parse_segment_file_name) {
-            Some(base_offset) if entry.file_type()?.is_file() => {
-                files.push((base_offset, entry.path()))
-            }
-            _ => log::debug!("ignoring {} in partition directory", entry.path().display()),
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        if let Some(base_offset) = parse_segment_file_name(name) {
+            files.segments.push((base_offset, entry.path()));
+        } else if let Some(base_offset) = index_file::parse_index_file_name(name) {
+            files.indexes.push((base_offset, entry.path()));
+        } else if index_file::is_temporary_file_name(name) {
+            files.temporaries.push(entry.path());
+        } else {
+            log::debug!("ignoring {} in partition directory", entry.path().display());
         }
     }
-    files.sort();
+    files.segments.sort();
     Ok(files)
 }
 
@@ -98,6 +326,7 @@ fn delete_segments_after_cut(dir: &Path, files: &[(i64, PathBuf)]) -> Result<(),
             path.display()
         );
         fs::remove_file(path)?;
+        index_file::remove_if_exists(&index_file::index_path(path))?;
     }
     sync_directory(dir)?;
     Ok(())
@@ -116,9 +345,47 @@ fn recover_segment(
     config: &LogConfig,
 ) -> Result<(RecoveredSegment, bool), StorageError> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let (index, file_bytes) = scan_valid_prefix(&file, base_offset, config.index_interval_bytes)?;
+    let end_position = index.end_position();
+    let was_cut = end_position < file_bytes;
+    if was_cut {
+        log::warn!(
+            "truncating {} from {file_bytes} to {end_position} bytes after the last valid batch (next offset {})",
+            path.display(),
+            index.next_offset()
+        );
+        file.set_len(end_position)?;
+        file.sync_data()?;
+    }
+    let segment = RecoveredSegment {
+        base_offset,
+        path: path.to_path_buf(),
+        index: RecoveredIndex::InMemory(index),
+    };
+    Ok((segment, was_cut))
+}
+
+/// Rebuilds the index of a sealed segment whose index file went missing or bad after open,
+/// without changing the segment.
+pub(crate) fn scan_sealed_segment(
+    path: &Path,
+    base_offset: i64,
+    interval_bytes: u64,
+) -> Result<SparseIndex, StorageError> {
+    let file = File::open(path)?;
+    Ok(scan_valid_prefix(&file, base_offset, interval_bytes)?.0)
+}
+
+/// Verifies batches from the start of `file` up to the first invalid byte; returns their index
+/// and the file's length.
+fn scan_valid_prefix(
+    file: &File,
+    base_offset: i64,
+    interval_bytes: u64,
+) -> Result<(SparseIndex, u64), StorageError> {
     let file_bytes = file.metadata()?.len();
-    let mut reader = BufReader::with_capacity(RECOVERY_READ_BUFFER_BYTES, &file);
-    let mut index = SparseIndex::new(base_offset, config.index_interval_bytes);
+    let mut reader = BufReader::with_capacity(RECOVERY_READ_BUFFER_BYTES, file);
+    let mut index = SparseIndex::new(base_offset, interval_bytes);
     let mut batch_bytes = Vec::new();
     while let Some(header) = read_valid_batch(
         &mut reader,
@@ -136,23 +403,7 @@ fn recover_segment(
             header.max_timestamp,
         );
     }
-    let end_position = index.end_position();
-    let was_cut = end_position < file_bytes;
-    if was_cut {
-        log::warn!(
-            "truncating {} from {file_bytes} to {end_position} bytes after the last valid batch (next offset {})",
-            path.display(),
-            index.next_offset()
-        );
-        file.set_len(end_position)?;
-        file.sync_data()?;
-    }
-    let segment = RecoveredSegment {
-        base_offset,
-        path: path.to_path_buf(),
-        index,
-    };
-    Ok((segment, was_cut))
+    Ok((index, file_bytes))
 }
 
 /// Reads the next batch if it is whole and valid and has base offset `expected_offset`;

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use glommio::io::ReadResult;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
-use crate::index::SparseIndex;
+use crate::index::{IndexEntry, SparseIndex};
+use crate::index_file::{self, IndexHeader, LoadedIndex};
 use crate::io::SegmentFile;
-use crate::StorageError;
+use crate::{index_cache, recovery, StorageError};
 
 /// Most bytes one `read` returns (unless its first batch alone is larger, which
 /// `BATCH_BYTES_MAX` bounds). Bounds the buffer a fetch with a huge `max_bytes` can make us
@@ -41,6 +42,14 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
     digits.parse::<i64>().ok()
 }
 
+/// The index of a segment: the active segment's entries live in memory and grow with appends;
+/// a sealed segment keeps only its index file's header, and its entries are loaded on demand
+/// through the per-executor [`index_cache`].
+pub(crate) enum SegmentIndex {
+    Active(SparseIndex),
+    Sealed(IndexHeader),
+}
+
 /// A segment of the log. The bytes `[0, end_position)` of the file are whole, checked batches
 /// with dense offsets `[base_offset, next_offset)`; anything after `end_position` (zero padding
 /// of the last DMA write, or a write in flight) is never read.
@@ -48,18 +57,23 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
 /// Concurrency: the index (and with it `end_position`) only grows, and only after the write that
 /// put the bytes on disk completed. Readers take a snapshot of `end_position` and read below it;
 /// a concurrent append rewrites the block holding `end_position`, but with the same bytes below
-/// `end_position`, so such a read sees identical data whichever version it gets.
+/// `end_position`, so such a read sees identical data whichever version it gets. Sealing (at a
+/// roll) swaps the in-memory entries for the identical persisted ones, so a lookup that spans
+/// the swap sees the same entry numbers either way.
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub path: PathBuf,
     pub file: Rc<dyn SegmentFile>,
     /// File bytes below this position are fdatasync'd.
     pub synced_position: Cell<u64>,
-    pub index: RefCell<SparseIndex>,
+    index: RefCell<SegmentIndex>,
+    /// This segment's key in the executor's sealed-index cache.
+    cache_key: u64,
+    index_interval_bytes: u64,
 }
 
 impl Segment {
-    pub fn new(
+    pub fn new_active(
         base_offset: i64,
         path: &Path,
         file: Rc<dyn SegmentFile>,
@@ -69,21 +83,178 @@ impl Segment {
             index.end_position() == 0,
             index.next_offset() == base_offset
         );
+        assert_eq!(index.base_offset(), base_offset);
+        let interval_bytes = index.interval_bytes();
+        Segment::new(
+            base_offset,
+            path,
+            file,
+            SegmentIndex::Active(index),
+            interval_bytes,
+        )
+    }
+
+    pub fn new_sealed(
+        base_offset: i64,
+        path: &Path,
+        file: Rc<dyn SegmentFile>,
+        header: IndexHeader,
+        index_interval_bytes: u64,
+    ) -> Segment {
+        assert_eq!(header.base_offset, base_offset);
+        assert!(header.entry_count > 0, "a sealed segment holds a batch");
+        let index = SegmentIndex::Sealed(header);
+        Segment::new(base_offset, path, file, index, index_interval_bytes)
+    }
+
+    fn new(
+        base_offset: i64,
+        path: &Path,
+        file: Rc<dyn SegmentFile>,
+        index: SegmentIndex,
+        index_interval_bytes: u64,
+    ) -> Segment {
         Segment {
             base_offset,
             path: path.to_path_buf(),
             file,
             synced_position: Cell::new(0),
             index: RefCell::new(index),
+            cache_key: index_cache::new_key(),
+            index_interval_bytes,
         }
     }
 
     pub fn end_position(&self) -> u64 {
-        self.index.borrow().end_position()
+        match &*self.index.borrow() {
+            SegmentIndex::Active(index) => index.end_position(),
+            SegmentIndex::Sealed(header) => header.segment_bytes,
+        }
     }
 
     pub fn next_offset(&self) -> i64 {
-        self.index.borrow().next_offset()
+        match &*self.index.borrow() {
+            SegmentIndex::Active(index) => index.next_offset(),
+            SegmentIndex::Sealed(header) => header.next_offset,
+        }
+    }
+
+    /// Largest batch maxTimestamp in the segment, `None` if it holds no batch.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        match &*self.index.borrow() {
+            SegmentIndex::Active(index) => index.max_timestamp(),
+            SegmentIndex::Sealed(header) => header.max_timestamp(),
+        }
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        matches!(&*self.index.borrow(), SegmentIndex::Sealed(_))
+    }
+
+    /// Bytes of index entries held by this segment itself (the active segment's).
+    pub fn index_memory_bytes(&self) -> usize {
+        match &*self.index.borrow() {
+            SegmentIndex::Active(index) => index.memory_bytes(),
+            SegmentIndex::Sealed(_) => 0,
+        }
+    }
+
+    /// Extends the active segment's index by appended batches.
+    pub fn with_active_index<T>(&self, update: impl FnOnce(&mut SparseIndex) -> T) -> T {
+        match &mut *self.index.borrow_mut() {
+            SegmentIndex::Active(index) => update(index),
+            SegmentIndex::Sealed(_) => panic!("{} is sealed", self.path.display()),
+        }
+    }
+
+    /// The persisted form of the active segment's index, which describes the segment as it is.
+    pub fn encode_active_index(&self) -> (IndexHeader, Vec<u8>) {
+        self.with_active_index(|index| index_file::encode(index))
+    }
+
+    /// Makes the segment sealed: `file_bytes` is its index as written to its index file.
+    pub fn seal(&self, file_bytes: &[u8]) {
+        let loaded = LoadedIndex::from_file_bytes(file_bytes).expect("an index just encoded");
+        let header = *loaded.header();
+        assert_eq!(header.segment_bytes, self.end_position());
+        assert_eq!(header.next_offset, self.next_offset());
+        *self.index.borrow_mut() = SegmentIndex::Sealed(header);
+        index_cache::insert(self.cache_key, Rc::new(loaded));
+    }
+
+    /// The entries of a sealed segment: from the cache, else from its index file, else (the file
+    /// is gone or damaged since open) rebuilt by scanning the segment and written again.
+    async fn sealed_index(&self, header: IndexHeader) -> Result<Rc<LoadedIndex>, StorageError> {
+        if let Some(loaded) = index_cache::get(self.cache_key) {
+            return Ok(loaded);
+        }
+        let path = index_file::index_path(&self.path);
+        let loaded = match index_file::read(&path, &header).await? {
+            Ok(loaded) => loaded,
+            Err(reason) => {
+                log::warn!("rebuilding index {}: {reason}", path.display());
+                self.rebuild_sealed_index(&header).await?
+            }
+        };
+        let loaded = Rc::new(loaded);
+        index_cache::insert(self.cache_key, Rc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    async fn rebuild_sealed_index(
+        &self,
+        header: &IndexHeader,
+    ) -> Result<LoadedIndex, StorageError> {
+        let index =
+            recovery::scan_sealed_segment(&self.path, self.base_offset, self.index_interval_bytes)?;
+        if index.end_position() != header.segment_bytes || index.next_offset() != header.next_offset
+        {
+            return Err(StorageError::Corrupt(format!(
+                "{} no longer holds the batches it held at open",
+                self.path.display()
+            )));
+        }
+        let (rebuilt, file_bytes) = index_file::encode(&index);
+        index_file::write(&index_file::index_path(&self.path), file_bytes.clone()).await?;
+        *self.index.borrow_mut() = SegmentIndex::Sealed(rebuilt);
+        Ok(LoadedIndex::from_file_bytes(&file_bytes).expect("an index just encoded"))
+    }
+
+    /// Entry number `number` of the index and the position where its interval ends (the next
+    /// entry's position, or `end`).
+    async fn interval(
+        &self,
+        number: usize,
+        end: u64,
+    ) -> Result<Option<(IndexEntry, u64)>, StorageError> {
+        let header = match &*self.index.borrow() {
+            SegmentIndex::Active(index) => {
+                return Ok(index.entry(number).map(|entry| {
+                    let next = index.entry(number + 1);
+                    (entry, next.map_or(end, |next| next.position.min(end)))
+                }))
+            }
+            SegmentIndex::Sealed(header) => *header,
+        };
+        let loaded = self.sealed_index(header).await?;
+        Ok(loaded.entry(number).map(|entry| {
+            let next = loaded.entry(number + 1);
+            (entry, next.map_or(end, |next| next.position.min(end)))
+        }))
+    }
+
+    /// The last index entry at or below `offset`, which must lie in this segment.
+    async fn floor_entry(&self, offset: i64) -> Result<IndexEntry, StorageError> {
+        let header = match &*self.index.borrow() {
+            SegmentIndex::Active(index) => {
+                let number = index.floor(offset).expect("offset below segment base");
+                return Ok(index.entry(number).unwrap());
+            }
+            SegmentIndex::Sealed(header) => *header,
+        };
+        let loaded = self.sealed_index(header).await?;
+        let number = loaded.floor(offset).expect("offset below segment base");
+        Ok(loaded.entry(number).unwrap())
     }
 
     /// Reads exactly `len` bytes at `position`, which must lie below `end_position`.
@@ -126,13 +297,8 @@ impl Segment {
 
     /// Position and header of the batch holding `offset`, searching below `end`.
     async fn find_batch(&self, offset: i64, end: u64) -> Result<(u64, BatchHeader), StorageError> {
-        let (mut position, mut expected_offset) = {
-            let index = self.index.borrow();
-            let entry = index
-                .entry(index.floor(offset).expect("offset below segment base"))
-                .unwrap();
-            (entry.position, entry.offset)
-        };
+        let entry = self.floor_entry(offset).await?;
+        let (mut position, mut expected_offset) = (entry.position, entry.offset);
         loop {
             assert!(
                 position < end,
@@ -189,15 +355,8 @@ impl Segment {
     ) -> Result<Option<(i64, i64)>, StorageError> {
         let end = self.end_position();
         for entry_number in 0.. {
-            let (entry, interval_end) = {
-                let index = self.index.borrow();
-                let Some(entry) = index.entry(entry_number) else {
-                    break;
-                };
-                let next = index
-                    .entry(entry_number + 1)
-                    .map_or(end, |next| next.position.min(end));
-                (entry, next)
+            let Some((entry, interval_end)) = self.interval(entry_number, end).await? else {
+                break;
             };
             if entry.position >= end {
                 break;
@@ -241,6 +400,12 @@ impl Segment {
             glommio::yield_if_needed().await;
         }
         Ok(None)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        index_cache::forget(self.cache_key);
     }
 }
 

@@ -273,6 +273,8 @@ fn recovery_case(
             .collect();
         let mut expected = append_all(&log, &batches).await;
         log.close().await.unwrap();
+        // The damage stands for a crash, which leaves no clean-shutdown marker.
+        forget_clean_shutdown(&dir.partition());
 
         let (last_base, last_path) = segment_files(&dir.partition()).pop().unwrap();
         let in_last: Vec<(i64, Vec<u8>)> = expected
@@ -394,6 +396,9 @@ fn recovery_deletes_segments_after_a_cut_segment() {
         let at = bytes.len() - last_len / 2;
         bytes[at] ^= 0xff;
         std::fs::write(second_path, bytes).unwrap();
+        // A sealed segment with a valid index is trusted; without one (a crash during the roll
+        // before the index was written) it is scanned and cut.
+        std::fs::remove_file(index_path_of(second_path)).unwrap();
 
         let log = PartitionLog::open(&dir.partition(), small_config())
             .await

@@ -114,10 +114,28 @@ async fn run_case(seed: u64) {
         } else if choice < 88 {
             log.close().await.unwrap();
             log = reopen_and_check(&partition, &config, &model).await;
+            assert_eq!(
+                log.segments_scanned_at_open(),
+                0,
+                "a clean close is trusted"
+            );
         } else if choice < 92 {
             // Abandon without close, like a crash after the writes completed: the active
             // segment keeps its zero padding, which recovery must drop.
             drop(log);
+            log = reopen_and_check(&partition, &config, &model).await;
+            assert_eq!(
+                log.segments_scanned_at_open(),
+                1,
+                "only the tail is scanned"
+            );
+        } else if choice < 96 {
+            if rng.chance(50) {
+                log.close().await.unwrap();
+            } else {
+                drop(log);
+            }
+            damage_sealed_index(&partition, &mut rng);
             log = reopen_and_check(&partition, &config, &model).await;
         } else {
             log.close().await.unwrap();
@@ -298,9 +316,43 @@ async fn check_everything(log: &PartitionLog, model: &Model) {
     assert!(log.read(model.end_offset(), 100).await.unwrap().is_empty());
 }
 
+/// Damages the index file of a random sealed segment: removes it, cuts it, flips a byte, or
+/// replaces it with another segment's index. Indexes are derived: the log must not change.
+fn damage_sealed_index(partition: &Path, rng: &mut Rng) {
+    let segments = segment_files(partition);
+    if segments.len() < 2 {
+        return;
+    }
+    let victim = rng.range(0, segments.len() as u64 - 1) as usize;
+    let path = index_path_of(&segments[victim].1);
+    let Ok(mut bytes) = std::fs::read(&path) else {
+        return;
+    };
+    match rng.range(0, 4) {
+        0 => std::fs::remove_file(&path).unwrap(),
+        1 => {
+            bytes.truncate(rng.range(0, bytes.len() as u64) as usize);
+            std::fs::write(&path, bytes).unwrap();
+        }
+        2 => {
+            let at = rng.range(0, bytes.len() as u64) as usize;
+            bytes[at] ^= 1 << rng.range(0, 8);
+            std::fs::write(&path, bytes).unwrap();
+        }
+        _ => {
+            let other = rng.range(0, segments.len() as u64 - 1) as usize;
+            if let Ok(other) = std::fs::read(index_path_of(&segments[other].1)) {
+                std::fs::write(&path, other).unwrap();
+            }
+        }
+    }
+}
+
 /// Damages the last segment of a closed log as a crash or bad disk might, and drops from the
 /// model every batch the damage reaches.
 fn damage_tail(partition: &Path, model: &mut Model, rng: &mut Rng) {
+    // A crash leaves no clean-shutdown marker; with one, the last segment would be trusted.
+    forget_clean_shutdown(partition);
     let (last_base, path) = segment_files(partition).pop().unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     let first_in_last = model.batches.partition_point(|(base, _)| *base < last_base);

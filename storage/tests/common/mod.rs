@@ -222,3 +222,14 @@ impl Rng {
         self.range(0, 100) < percent
     }
 }
+
+/// Removes the clean-shutdown marker `close` left, so the next open treats the log as after a
+/// crash (which leaves none).
+pub fn forget_clean_shutdown(partition: &Path) {
+    std::fs::remove_file(partition.join("clean-shutdown")).unwrap();
+}
+
+/// The index file next to a segment file.
+pub fn index_path_of(segment_path: &Path) -> PathBuf {
+    segment_path.with_extension("index")
+}
