@@ -10,6 +10,8 @@
 //! - `cold_read`: a log of `--cold-log-mib` is written, closed and reopened (the reopen time is
 //!   reported), then `--readers` tasks read it from start to end, each its own contiguous share.
 //!   Reads are O_DIRECT, so the page cache does not help.
+//! - `startup` (only with `--startup-partitions`): `--startup-mib` written over P logs, closed,
+//!   then all P opened one after another, as a shard does at start-up; the open time is reported.
 //!
 //! Every batch is a valid RecordBatch v2 (encoded by the Kafka client's encoder in `net`, CRC-32C
 //! included) of exactly `--batch-bytes`. Output: a line per phase, then one JSON line with every
@@ -80,6 +82,15 @@ struct Args {
     #[arg(long, default_value_t = 256 << 20)]
     segment_bytes: u64,
 
+    /// Also measure start-up: for each of these partition counts (comma-separated, e.g.
+    /// 10,1000), write --startup-mib over that many logs, then time opening them all.
+    #[arg(long, value_delimiter = ',', value_name = "P[,P]")]
+    startup_partitions: Vec<usize>,
+
+    /// MiB written over the partitions of each start-up measurement.
+    #[arg(long, default_value_t = 10 * 1024)]
+    startup_mib: u64,
+
     /// Pin the executor to this CPU (default: not pinned).
     #[arg(long)]
     core: Option<usize>,
@@ -95,6 +106,9 @@ struct Args {
 
 /// Tasks per phase; each is a task on one executor, so this only bounds memory and queueing.
 const TASKS_MAX: usize = 256;
+
+/// Partitions opened at once in the start-up phase; each holds open files (one per segment).
+const STARTUP_PARTITIONS_MAX: usize = 10_000;
 
 impl Args {
     fn validate(&self) -> Result<()> {
@@ -124,6 +138,12 @@ impl Args {
             storage::READ_BYTES_MAX
         );
         ensure!(
+            self.startup_partitions
+                .iter()
+                .all(|&partitions| (1..=STARTUP_PARTITIONS_MAX).contains(&partitions)),
+            "--startup-partitions are 1..={STARTUP_PARTITIONS_MAX}"
+        );
+        ensure!(
             !self.data_dir.exists(),
             "{} exists; give a new directory",
             self.data_dir.display()
@@ -144,6 +164,8 @@ impl Args {
             readers: self.readers,
             read_bytes: self.read_bytes,
             segment_bytes: self.segment_bytes,
+            startup_partitions: self.startup_partitions.clone(),
+            startup_bytes: self.startup_mib << 20,
         })
     }
 }

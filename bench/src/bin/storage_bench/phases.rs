@@ -1,7 +1,7 @@
 //! The bench's phases, run one after another on one glommio executor.
 
 use std::cell::{Cell, RefCell};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,9 @@ pub struct PhaseConfig {
     pub readers: usize,
     pub read_bytes: usize,
     pub segment_bytes: u64,
+    /// Partition counts for the start-up phase (none: no start-up phase).
+    pub startup_partitions: Vec<usize>,
+    pub startup_bytes: u64,
 }
 
 /// The figures of one phase.
@@ -50,6 +53,8 @@ pub struct Results {
     /// Opening (recovering) the closed cold log: the start-up cost of that partition.
     pub cold_open_secs: f64,
     pub cold_read: PhaseResult,
+    /// One entry per `--startup-partitions` count.
+    pub startup: Vec<StartupResult>,
 }
 
 /// What the tasks of one phase share: bytes claimed so far, operations done, latencies.
@@ -116,6 +121,10 @@ pub async fn run_all(config: &PhaseConfig) -> Result<Results> {
     let cold_read = cold_read_phase(&log, config).await?;
     print_phase("cold_read", &cold_read);
     close_log(log).await?;
+    let mut startup = Vec::with_capacity(config.startup_partitions.len());
+    for &partitions in &config.startup_partitions {
+        startup.push(startup_phase(config, partitions, config.startup_bytes).await?);
+    }
     Ok(Results {
         append_sync,
         append,
@@ -123,6 +132,7 @@ pub async fn run_all(config: &PhaseConfig) -> Result<Results> {
         cold_write,
         cold_open_secs,
         cold_read,
+        startup,
     })
 }
 
@@ -140,15 +150,7 @@ fn print_phase(name: &str, result: &PhaseResult) {
 }
 
 async fn open_log(config: &PhaseConfig, name: &str) -> Result<Rc<PartitionLog>> {
-    let dir = config.data_dir.join(name);
-    let log_config = LogConfig {
-        segment_bytes: config.segment_bytes,
-        ..LogConfig::default()
-    };
-    let log = PartitionLog::open(&dir, log_config)
-        .await
-        .with_context(|| format!("opening the log in {}", dir.display()))?;
-    Ok(Rc::new(log))
+    open_dir(config, &config.data_dir.join(name)).await
 }
 
 async fn close_log(log: Rc<PartitionLog>) -> Result<()> {
@@ -303,4 +305,78 @@ fn walk_batches(bytes: &[u8], offset: i64, to: i64) -> Result<(i64, u64)> {
     }
     ensure!(position == bytes.len(), "read returned a partial batch");
     Ok((next_offset, bytes_below_to))
+}
+
+/// Start-up cost of a shard's worth of partitions: how long opening (recovering) them takes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StartupResult {
+    pub partitions: usize,
+    pub bytes: u64,
+    pub write_secs: f64,
+    /// Opening every partition one after another, as a shard does at start-up.
+    pub open_secs: f64,
+}
+
+/// Writes `total_bytes` spread evenly over `partitions` logs, closes them, then opens them all
+/// again one after another and reports how long that took. Writes are O_DIRECT, so the page cache
+/// holds none of the data when recovery reads it.
+pub async fn startup_phase(
+    config: &PhaseConfig,
+    partitions: usize,
+    total_bytes: u64,
+) -> Result<StartupResult> {
+    assert!(partitions > 0);
+    let dir = config.data_dir.join(format!("startup-{partitions}"));
+    let batch_bytes = config.batch.len_bytes() as u64;
+    let partition_bytes = (total_bytes / partitions as u64).max(batch_bytes);
+    let writing = Instant::now();
+    let mut bytes = 0;
+    for partition in 0..partitions {
+        let log = open_partition(config, &dir, partition).await?;
+        bytes += append_phase(&log, config, false, None, partition_bytes)
+            .await?
+            .bytes;
+        close_log(log).await?;
+    }
+    let write_secs = writing.elapsed().as_secs_f64();
+    let opening = Instant::now();
+    let mut logs = Vec::with_capacity(partitions);
+    for partition in 0..partitions {
+        logs.push(open_partition(config, &dir, partition).await?);
+    }
+    let open_secs = opening.elapsed().as_secs_f64();
+    for log in logs {
+        close_log(log).await?;
+    }
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    let result = StartupResult {
+        partitions,
+        bytes,
+        write_secs,
+        open_secs,
+    };
+    println!(
+        "startup: {partitions} partitions holding {bytes} bytes open in {open_secs:.3} s \
+         (written in {write_secs:.1} s)"
+    );
+    Ok(result)
+}
+
+async fn open_partition(
+    config: &PhaseConfig,
+    dir: &Path,
+    partition: usize,
+) -> Result<Rc<PartitionLog>> {
+    open_dir(config, &dir.join(format!("bench-{partition}"))).await
+}
+
+async fn open_dir(config: &PhaseConfig, path: &Path) -> Result<Rc<PartitionLog>> {
+    let log_config = LogConfig {
+        segment_bytes: config.segment_bytes,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(path, log_config)
+        .await
+        .with_context(|| format!("opening the log in {}", path.display()))?;
+    Ok(Rc::new(log))
 }
