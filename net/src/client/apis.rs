@@ -256,6 +256,69 @@ pub fn parse_produce(response: &ProduceResponse, topic: &str, partition: i32) ->
     Ok(result.base_offset)
 }
 
+/// One batch of a Produce request that carries several partitions.
+#[derive(Debug, Clone)]
+pub struct PartitionBatch<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub batch: Bytes,
+}
+
+/// A Produce request with one batch for each of several partitions (at most one per partition:
+/// brokers refuse two batches of one partition in one request). Topics keep their first order.
+pub fn produce_request_many(
+    batches: &[PartitionBatch<'_>],
+    acks: i16,
+    timeout_ms: i32,
+) -> ProduceRequest {
+    assert!(matches!(acks, -1..=1), "acks is -1 (all), 0 or 1");
+    assert!(!batches.is_empty(), "a produce request carries a batch");
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    for entry in batches {
+        let mut partition_data = PartitionProduceData::default();
+        partition_data.index = entry.partition;
+        partition_data.records = Some(entry.batch.clone());
+        match topics
+            .iter_mut()
+            .find(|topic| topic.name.as_str() == entry.topic)
+        {
+            Some(topic) => {
+                assert!(
+                    topic
+                        .partition_data
+                        .iter()
+                        .all(|data| data.index != entry.partition),
+                    "one batch per partition and request"
+                );
+                topic.partition_data.push(partition_data);
+            }
+            None => {
+                let mut topic = TopicProduceData::default();
+                topic.name = topic_name(entry.topic);
+                topic.partition_data = vec![partition_data];
+                topics.push(topic);
+            }
+        }
+    }
+    let mut request = ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = timeout_ms;
+    request.topic_data = topics;
+    request
+}
+
+/// The base offset of each batch of `produce_request_many`, in the order of `batches`; a batch
+/// the response does not mention is a protocol error.
+pub fn parse_produce_many(
+    response: &ProduceResponse,
+    batches: &[PartitionBatch<'_>],
+) -> Vec<Result<i64>> {
+    batches
+        .iter()
+        .map(|entry| parse_produce(response, entry.topic, entry.partition))
+        .collect()
+}
+
 /// An idempotent producer's id and epoch, as InitProducerId hands them out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerIdentity {

@@ -84,6 +84,19 @@ pub enum ClientError {
     UnsupportedApi { api: ApiKey, ours: VersionRange },
     #[error("{0}")]
     Kafka(KafkaError),
+    /// A record larger than the producer's request size limit.
+    #[error("record of {record_bytes} bytes exceeds the request limit of {request_bytes_max}")]
+    RecordTooLarge {
+        record_bytes: usize,
+        request_bytes_max: usize,
+    },
+    /// The producer could not take a record in time: its buffer stayed full, or the topic's
+    /// metadata did not arrive.
+    #[error("producer timed out: {0}")]
+    Timeout(String),
+    /// The producer is closed, or failed for good.
+    #[error("producer closed: {0}")]
+    Closed(String),
     /// Settings that cannot work together, e.g. idempotence with acks other than all.
     #[error("invalid client settings: {0}")]
     Config(String),
@@ -95,6 +108,40 @@ impl ClientError {
         match self {
             ClientError::Kafka(error) => Some(error.error),
             _ => None,
+        }
+    }
+
+    /// An equal error, for each of several batches that failed together (`std::io::Error` is
+    /// not `Clone`; the copy keeps its kind and message).
+    pub fn duplicate(&self) -> ClientError {
+        match self {
+            ClientError::Io { address, source } => ClientError::Io {
+                address: address.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            ClientError::FrameSize {
+                frame_bytes,
+                frame_bytes_max,
+            } => ClientError::FrameSize {
+                frame_bytes: *frame_bytes,
+                frame_bytes_max: *frame_bytes_max,
+            },
+            ClientError::Protocol(message) => ClientError::Protocol(message.clone()),
+            ClientError::UnsupportedApi { api, ours } => ClientError::UnsupportedApi {
+                api: *api,
+                ours: *ours,
+            },
+            ClientError::Kafka(error) => ClientError::Kafka(error.clone()),
+            ClientError::RecordTooLarge {
+                record_bytes,
+                request_bytes_max,
+            } => ClientError::RecordTooLarge {
+                record_bytes: *record_bytes,
+                request_bytes_max: *request_bytes_max,
+            },
+            ClientError::Timeout(message) => ClientError::Timeout(message.clone()),
+            ClientError::Closed(message) => ClientError::Closed(message.clone()),
+            ClientError::Config(message) => ClientError::Config(message.clone()),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod group;
 pub mod group_apis;
 pub mod idempotent;
 pub mod partitioner;
+pub mod producer;
 pub mod records;
 pub mod transport;
 pub mod types;
@@ -156,6 +157,12 @@ impl Client {
         let address = self.connection.address().to_owned();
         *self = Self::connect_with(&address, self.config.clone())?;
         Ok(())
+    }
+
+    /// The negotiated socket and versions, for a pipelining sender that writes requests on one
+    /// thread and reads responses on another.
+    pub fn into_parts(self) -> (std::net::TcpStream, NegotiatedVersions, ClientConfig) {
+        (self.connection.into_stream(), self.versions, self.config)
     }
 
     pub fn config(&self) -> &ClientConfig {

@@ -48,6 +48,11 @@ impl Connection {
         Err(io_error(error))
     }
 
+    /// The socket, for a caller that splits reading and writing over two threads.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     pub fn address(&self) -> &str {
         &self.address
     }
