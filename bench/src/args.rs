@@ -131,6 +131,101 @@ impl fmt::Display for RecordSize {
     }
 }
 
+/// Which client the producers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// `net::client::producer::Producer`: per-partition batches (--batch-bytes, --linger-ms),
+    /// compression, several requests in flight (--max-in-flight), keys.
+    Batching,
+    /// One Produce request of --batch-records records at a time, waiting for each answer.
+    Simple,
+}
+
+impl fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientKind::Batching => "batching",
+            ClientKind::Simple => "simple",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionKind {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionKind {
+    pub fn codec(self) -> kafka_protocol::records::Compression {
+        use kafka_protocol::records::Compression;
+        match self {
+            CompressionKind::None => Compression::None,
+            CompressionKind::Gzip => Compression::Gzip,
+            CompressionKind::Snappy => Compression::Snappy,
+            CompressionKind::Lz4 => Compression::Lz4,
+            CompressionKind::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+impl fmt::Display for CompressionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self
+            .to_possible_value()
+            .expect("no variant is skipped")
+            .get_name()
+            .to_owned();
+        f.write_str(&name)
+    }
+}
+
+/// Distinct keys at most; each producer keeps its keys' texts in memory.
+pub const KEYS_MAX: u64 = 10_000_000;
+
+/// Record keys: none (the sticky partitioner spreads records), or one of N keys drawn at random
+/// or in turn (the Java client's murmur2 partitioner places them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum KeyDistribution {
+    None,
+    Random(u64),
+    Sequential(u64),
+}
+
+impl FromStr for KeyDistribution {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let count = |part: &str| match part.parse::<u64>() {
+            Ok(count) if (1..=KEYS_MAX).contains(&count) => Ok(count),
+            _ => Err(format!("key count {part:?} is not in 1..={KEYS_MAX}")),
+        };
+        match text.split_once(':') {
+            None if text == "none" => Ok(KeyDistribution::None),
+            Some(("random", n)) => Ok(KeyDistribution::Random(count(n)?)),
+            Some(("sequential", n)) => Ok(KeyDistribution::Sequential(count(n)?)),
+            _ => Err(format!(
+                "keys are none, random:N or sequential:N, not {text:?}"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for KeyDistribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyDistribution::None => f.write_str("none"),
+            KeyDistribution::Random(count) => write!(f, "random:{count}"),
+            KeyDistribution::Sequential(count) => write!(f, "sequential:{count}"),
+        }
+    }
+}
+
 /// Load generator for Sluice and any Kafka-compatible broker.
 ///
 /// Producers and consumers are OS threads with one connection each. Every record value starts
@@ -172,9 +267,47 @@ pub struct Args {
     #[arg(long, default_value = "1024", value_name = "BYTES|MIN..MAX")]
     pub record_size: RecordSize,
 
-    /// Records per produce request (one RecordBatch).
+    /// Producer client: batching (the native batching producer) or simple (one request of
+    /// --batch-records records in flight at a time, the client before batching).
+    #[arg(long, value_enum, default_value_t = ClientKind::Batching)]
+    pub client: ClientKind,
+
+    /// Records per produce request (one RecordBatch); --client simple only.
     #[arg(long, default_value_t = 100)]
     pub batch_records: u64,
+
+    /// A partition's batch is sent once it holds this many bytes (Kafka's batch.size);
+    /// --client batching.
+    #[arg(long, default_value_t = BATCH_BYTES_DEFAULT, value_name = "BYTES")]
+    pub batch_bytes: usize,
+
+    /// ... or once its first record waited this long (linger.ms); --client batching.
+    #[arg(long, default_value_t = 5.0, value_name = "MS")]
+    pub linger_ms: f64,
+
+    /// Produce requests in flight per connection; --client batching.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_in_flight: usize,
+
+    /// Bytes of records a producer holds until they are acknowledged (buffer.memory); sending
+    /// blocks beyond it. Records wait in this buffer, so at full speed it adds to the ack
+    /// latency; --client batching.
+    #[arg(long, default_value_t = BUFFER_BYTES_DEFAULT, value_name = "BYTES")]
+    pub buffer_bytes: usize,
+
+    /// Compression of the produced batches: none, gzip, snappy, lz4 or zstd; --client batching.
+    #[arg(long, value_enum, default_value_t = CompressionKind::None)]
+    pub compression: CompressionKind,
+
+    /// Record keys: none (unkeyed; the sticky partitioner fills one partition's batch, then
+    /// moves on), random:N (one of N keys at random) or sequential:N (keys 0..N in turn); keyed
+    /// records go to the Java client's murmur2 partition. --client batching.
+    #[arg(
+        long,
+        default_value = "none",
+        value_name = "none|random:N|sequential:N"
+    )]
+    pub keys: KeyDistribution,
 
     /// Acknowledgements each produce request waits for: 0 (none; latency is the send time only),
     /// 1 (leader) or all.
@@ -200,9 +333,15 @@ pub struct Args {
     #[arg(long, value_name = "RECORDS_PER_SEC")]
     pub rate: Option<u64>,
 
-    /// Also write the results as JSON to this file.
+    /// Also write the results as JSON to this file, and the plots next to it
+    /// (PATH without .json, then -latency.svg and -throughput.svg) unless --plot-dir is given.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+
+    /// Write latency.svg (latency by percentile, log-scaled percentile axis) and throughput.svg
+    /// (MB/s over time) to this directory.
+    #[arg(long, value_name = "DIR")]
+    pub plot_dir: Option<PathBuf>,
 }
 
 /// When the run stops.
@@ -219,6 +358,10 @@ fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S
 }
 
 pub const DURATION_DEFAULT: Duration = Duration::from_secs(10);
+pub const BATCH_BYTES_DEFAULT: usize = 64 * 1024;
+pub const BUFFER_BYTES_DEFAULT: usize = 4 << 20;
+/// Longest linger; a benchmark that waits longer measures the linger.
+pub const LINGER_MS_MAX: f64 = 10_000.0;
 pub const PARTITIONS_DEFAULT: u32 = 1;
 
 impl Args {
@@ -241,6 +384,29 @@ impl Args {
         if self.idempotence && self.acks != Acks::All {
             return Err("--idempotence needs --acks all".to_owned());
         }
+        let batching = self.client == ClientKind::Batching;
+        if !batching
+            && (self.compression != CompressionKind::None || self.keys != KeyDistribution::None)
+        {
+            return Err("--compression and --keys need --client batching".to_owned());
+        }
+        let batch_bytes_max = net::client::producer::PRODUCER_BATCH_BYTES_MAX;
+        if !(1..=batch_bytes_max).contains(&self.batch_bytes) {
+            return Err(format!("--batch-bytes is 1..={batch_bytes_max}"));
+        }
+        if !(0.0..=LINGER_MS_MAX).contains(&self.linger_ms) {
+            return Err(format!("--linger-ms is 0..={LINGER_MS_MAX}"));
+        }
+        let buffer_bytes_max = net::client::producer::PRODUCER_BUFFER_BYTES_MAX;
+        if !(self.batch_bytes..=buffer_bytes_max).contains(&self.buffer_bytes) {
+            return Err(format!(
+                "--buffer-bytes is --batch-bytes..={buffer_bytes_max}"
+            ));
+        }
+        let in_flight_max = net::client::producer::PRODUCER_IN_FLIGHT_MAX;
+        if !(1..=in_flight_max).contains(&self.max_in_flight) {
+            return Err(format!("--max-in-flight is 1..={in_flight_max}"));
+        }
         if self.rate == Some(0) {
             return Err("--rate must be at least 1 record per second".to_owned());
         }
@@ -258,6 +424,21 @@ impl Args {
     /// Partitions to create the topic with when it is missing.
     pub fn partitions_to_create(&self) -> u32 {
         self.partitions.unwrap_or(PARTITIONS_DEFAULT)
+    }
+
+    /// Where the plots go: --plot-dir, or next to the JSON file; `None` for no plots.
+    pub fn plot_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        if let Some(dir) = &self.plot_dir {
+            return Some((dir.join("latency.svg"), dir.join("throughput.svg")));
+        }
+        let json = self.json.as_ref()?;
+        let stem = json.with_extension("");
+        let with_suffix = |suffix: &str| {
+            let mut name = stem.file_name().unwrap_or_default().to_os_string();
+            name.push(suffix);
+            stem.with_file_name(name)
+        };
+        Some((with_suffix("-latency.svg"), with_suffix("-throughput.svg")))
     }
 
     pub fn finish(&self) -> Finish {
@@ -367,5 +548,64 @@ mod tests {
         assert!(parse(&["--batch-records", "0"]).is_err());
         assert!(parse(&["--partitions", "0"]).is_err());
         assert!(parse(&["--duration", "-1"]).is_err());
+        assert!(parse(&["--client", "simple", "--compression", "zstd"]).is_err());
+        assert!(parse(&["--keys", "random:0"]).is_err());
+        assert!(parse(&["--keys", "bogus:3"]).is_err());
+        assert!(parse(&["--max-in-flight", "0"]).is_err());
+        assert!(parse(&["--batch-bytes", "0"]).is_err());
+        assert!(parse(&["--buffer-bytes", "1000"]).is_err());
+        assert!(parse(&["--linger-ms", "-1"]).is_err());
+    }
+
+    #[test]
+    fn producer_options() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.client, ClientKind::Batching);
+        assert_eq!(args.compression, CompressionKind::None);
+        assert_eq!(args.keys, KeyDistribution::None);
+        assert_eq!(args.batch_bytes, BATCH_BYTES_DEFAULT);
+        let args = parse(&[
+            "--compression",
+            "zstd",
+            "--keys",
+            "random:100",
+            "--linger-ms",
+            "0.5",
+            "--max-in-flight",
+            "8",
+            "--batch-bytes",
+            "1000000",
+        ])
+        .unwrap();
+        assert_eq!(args.compression.to_string(), "zstd");
+        assert_eq!(args.keys, KeyDistribution::Random(100));
+        assert_eq!(args.keys.to_string(), "random:100");
+        assert_eq!(
+            "sequential:7".parse::<KeyDistribution>(),
+            Ok(KeyDistribution::Sequential(7))
+        );
+        assert_eq!((args.linger_ms, args.max_in_flight), (0.5, 8));
+        assert!(parse(&["--client", "simple", "--batch-records", "10"]).is_ok());
+    }
+
+    #[test]
+    fn plots_go_next_to_the_json_file_or_into_the_plot_dir() {
+        assert_eq!(parse(&[]).unwrap().plot_paths(), None);
+        let args = parse(&["--json", "/tmp/r/run.json"]).unwrap();
+        assert_eq!(
+            args.plot_paths(),
+            Some((
+                PathBuf::from("/tmp/r/run-latency.svg"),
+                PathBuf::from("/tmp/r/run-throughput.svg")
+            ))
+        );
+        let args = parse(&["--json", "/tmp/r/run.json", "--plot-dir", "/p"]).unwrap();
+        assert_eq!(
+            args.plot_paths(),
+            Some((
+                PathBuf::from("/p/latency.svg"),
+                PathBuf::from("/p/throughput.svg")
+            ))
+        );
     }
 }

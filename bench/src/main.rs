@@ -2,13 +2,15 @@
 //! latencies, throughput, delivery verification, a fixed-rate mode and JSON results.
 //!
 //! Layout: `args` (command line), `workload` (topic setup, actors, gathering), `actors`
-//! (producer and consumer threads), finish conditions in `args::Finish` and the actors' quotas,
-//! `report` (summary, progress line, JSON); `value`, `verify`, `schedule`, `stats` and `clock` are
-//! the pure pieces they share.
+//! (producer and consumer threads; `batching` drives the batching producer), finish conditions
+//! in `args::Finish` and the actors' quotas, `report` (summary, progress line, JSON), `plot` (SVG
+//! latency and throughput plots); `value`, `verify`, `schedule`, `stats` and `clock` are the pure
+//! pieces they share.
 
 mod actors;
 mod args;
 mod clock;
+mod plot;
 mod report;
 mod schedule;
 mod stats;
@@ -46,6 +48,12 @@ fn main() -> ExitCode {
     if let Some(path) = &args.json {
         if let Err(error) = report.write_json(path) {
             eprintln!("sluice-bench: writing {}: {error:#}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some((latency, throughput)) = args.plot_paths() {
+        if let Err(error) = report.write_plots(&latency, &throughput) {
+            eprintln!("sluice-bench: writing the plots: {error:#}");
             return ExitCode::FAILURE;
         }
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::args::{Acks, Finish, RecordSize, Workload};
+use crate::args::{Acks, ClientKind, CompressionKind, Finish, RecordSize, Workload};
+use crate::plot::{latency_chart, throughput_chart, Sample};
 use crate::stats::ProgressSnapshot;
 use crate::verify::VerifyCounts;
 
@@ -75,6 +76,13 @@ pub struct Settings {
     pub consumers: u32,
     pub record_size: String,
     pub batch_records: u64,
+    pub client: ClientKind,
+    pub compression: CompressionKind,
+    pub keys: String,
+    pub batch_bytes: usize,
+    pub buffer_bytes: usize,
+    pub linger_ms: f64,
+    pub max_in_flight: usize,
     pub acks: String,
     pub idempotence: bool,
     pub finish: Finish,
@@ -95,7 +103,11 @@ impl Settings {
 pub struct ProduceReport {
     pub throughput: Throughput,
     pub requests: u64,
-    /// Per produce request, from its (scheduled) send to its acknowledgement.
+    pub batches: u64,
+    /// Batches sent again after an error (batching client).
+    pub resends: u64,
+    /// From the (scheduled) send to the acknowledgement: per record with the batching client,
+    /// per request with the simple client.
     pub ack_latency: Option<Latencies>,
 }
 
@@ -108,11 +120,21 @@ pub struct ConsumeReport {
     pub drain_timed_out: bool,
 }
 
+/// What the plots are drawn from; not part of the JSON.
+#[derive(Debug, Clone, Default)]
+pub struct PlotData {
+    pub ack_latency: Option<Histogram<u64>>,
+    pub e2e_latency: Option<Histogram<u64>>,
+    pub samples: Vec<Sample>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub settings: Settings,
     pub produce: Option<ProduceReport>,
     pub consume: Option<ConsumeReport>,
+    #[serde(skip)]
+    pub plot: PlotData,
 }
 
 impl Report {
@@ -124,11 +146,22 @@ impl Report {
             s.workload, s.bootstrap, s.topic, s.partitions,
         )?;
         if self.produce.is_some() {
+            write!(out, ": record size {}, ", s.record_size)?;
+            match s.client {
+                ClientKind::Simple => write!(
+                    out,
+                    "simple client, {} records per request",
+                    s.batch_records
+                )?,
+                ClientKind::Batching => write!(
+                    out,
+                    "batches of {} bytes, linger {} ms, {} in flight, {} compression, keys {}",
+                    s.batch_bytes, s.linger_ms, s.max_in_flight, s.compression, s.keys
+                )?,
+            }
             write!(
                 out,
-                ": record size {}, batch {}, acks {}{}",
-                s.record_size,
-                s.batch_records,
+                ", acks {}{}",
                 s.acks,
                 if s.idempotence { ", idempotent" } else { "" },
             )?;
@@ -139,12 +172,16 @@ impl Report {
         writeln!(out)?;
         if let Some(produce) = &self.produce {
             print_throughput(out, "produce", &produce.throughput, s.producers)?;
-            writeln!(out, "  requests {}", produce.requests)?;
-            print_latencies(
+            writeln!(
                 out,
-                "produce ack latency (per request)",
-                produce.ack_latency.as_ref(),
+                "  requests {}, batches {}, resent {}",
+                produce.requests, produce.batches, produce.resends
             )?;
+            let per = match s.client {
+                ClientKind::Simple => "produce ack latency (per request)",
+                ClientKind::Batching => "produce ack latency (per record)",
+            };
+            print_latencies(out, per, produce.ack_latency.as_ref())?;
         }
         if let Some(consume) = &self.consume {
             print_throughput(out, "consume", &consume.throughput, s.consumers)?;
@@ -170,6 +207,40 @@ impl Report {
                 },
             )?;
         }
+        Ok(())
+    }
+
+    /// A short description for the plot titles.
+    fn plot_title(&self, what: &str) -> String {
+        let s = &self.settings;
+        format!(
+            "{what}: {} on {} ({} partitions), records {} B, acks {}, {} client",
+            s.workload, s.topic, s.partitions, s.record_size, s.acks, s.client
+        )
+    }
+
+    /// Writes the latency-percentile plot and the throughput-over-time plot.
+    pub fn write_plots(
+        &self,
+        latency: &std::path::Path,
+        throughput: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        let mut histograms = Vec::new();
+        if let Some(ack) = &self.plot.ack_latency {
+            histograms.push(("produce ack", ack));
+        }
+        if let Some(e2e) = &self.plot.e2e_latency {
+            histograms.push(("end to end", e2e));
+        }
+        for path in [latency, throughput] {
+            if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let latency_svg = latency_chart(&self.plot_title("latency by percentile"), &histograms);
+        std::fs::write(latency, latency_svg.to_svg())?;
+        let throughput_svg = throughput_chart(&self.plot_title("throughput"), &self.plot.samples);
+        std::fs::write(throughput, throughput_svg.to_svg())?;
         Ok(())
     }
 

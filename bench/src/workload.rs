@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
 use net::client::Client;
 
 use crate::actors::consumer::{self, ConsumerConfig, ConsumerMode, ConsumerResult};
@@ -17,14 +18,18 @@ use crate::actors::producer::{self, ProducerConfig, ProducerResult, Quota};
 use crate::actors::{client_config, Shared};
 use crate::args::{Args, Finish, Workload};
 use crate::clock::Clock;
+use crate::plot::Sample;
 use crate::report::{
-    progress_line, ConsumeReport, Latencies, ProduceReport, Report, Settings, Throughput,
+    progress_line, ConsumeReport, Latencies, PlotData, ProduceReport, Report, Settings, Throughput,
 };
 use crate::schedule::{split_evenly, Schedule};
 use crate::stats::{latency_histogram, Progress};
 use crate::verify::{StreamKey, Verifier};
 
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Throughput samples for the plot: four a second, for up to about seven hours.
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+const SAMPLES_MAX: usize = 100_000;
 /// How long a created topic may take to get a leader for every partition.
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -85,15 +90,30 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     for thread in threads {
         thread.join().expect("actor threads do not panic");
     }
-    progress_thread
+    let samples = progress_thread
         .join()
         .expect("progress thread does not panic");
     let produced = produced.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let consumed = consumed.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let mut plot = PlotData {
+        samples,
+        ..PlotData::default()
+    };
+    let produce = producing.then(|| {
+        let (report, latency) = produce_report(&produced);
+        plot.ack_latency = Some(latency);
+        report
+    });
+    let consume = consuming.then(|| {
+        let (report, latency) = consume_report(&produced, consumed, producing);
+        plot.e2e_latency = (args.workload == Workload::E2e).then_some(latency);
+        report
+    });
     Ok(Report {
         settings: settings(args, partitions),
-        produce: producing.then(|| produce_report(&produced)),
-        consume: consuming.then(|| consume_report(&produced, consumed, producing)),
+        produce,
+        consume,
+        plot,
     })
 }
 
@@ -180,6 +200,13 @@ fn producer_configs(args: &Args, partitions: u32) -> anyhow::Result<Vec<Producer
             batch_records: args.batch_records,
             acks: args.acks,
             idempotence: args.idempotence,
+            client: args.client,
+            compression: args.compression,
+            keys: args.keys,
+            batch_bytes: args.batch_bytes,
+            buffer_bytes: args.buffer_bytes,
+            linger: Duration::from_secs_f64(args.linger_ms / 1_000.0),
+            max_in_flight: args.max_in_flight,
             quota: match args.finish() {
                 Finish::Duration(duration) => Quota::Until(duration),
                 Finish::Records(records) => {
@@ -235,18 +262,34 @@ fn gather<T>(results: &Receiver<anyhow::Result<T>>, count: usize) -> Vec<anyhow:
         .collect()
 }
 
-fn spawn_progress(shared: &Shared, start: Instant, done: Arc<AtomicBool>) -> JoinHandle<()> {
+/// Samples the progress counters every SAMPLE_INTERVAL for the throughput plot and, when stderr
+/// is a terminal, prints a progress line every PROGRESS_INTERVAL.
+fn spawn_progress(
+    shared: &Shared,
+    start: Instant,
+    done: Arc<AtomicBool>,
+) -> JoinHandle<Vec<Sample>> {
     let progress = shared.progress.clone();
     std::thread::spawn(move || {
-        if !std::io::stderr().is_terminal() {
-            return;
-        }
+        let terminal = std::io::stderr().is_terminal();
+        let mut samples = vec![Sample {
+            seconds: 0.0,
+            totals: progress.snapshot(),
+        }];
         let mut before = progress.snapshot();
         let mut tick = Instant::now();
         let mut shown = false;
+        let mut sampled = start;
         while !done.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(50));
-            if tick.elapsed() < PROGRESS_INTERVAL {
+            std::thread::sleep(Duration::from_millis(10));
+            if sampled.elapsed() >= SAMPLE_INTERVAL && samples.len() < SAMPLES_MAX {
+                sampled = Instant::now();
+                samples.push(Sample {
+                    seconds: start.elapsed().as_secs_f64(),
+                    totals: progress.snapshot(),
+                });
+            }
+            if !terminal || tick.elapsed() < PROGRESS_INTERVAL {
                 continue;
             }
             let now = progress.snapshot();
@@ -259,6 +302,7 @@ fn spawn_progress(shared: &Shared, start: Instant, done: Arc<AtomicBool>) -> Joi
         if shown {
             eprintln!();
         }
+        samples
     })
 }
 
@@ -280,6 +324,13 @@ fn settings(args: &Args, partitions: u32) -> Settings {
         },
         record_size: Settings::record_size_text(args.record_size),
         batch_records: args.batch_records,
+        client: args.client,
+        compression: args.compression,
+        keys: args.keys.to_string(),
+        batch_bytes: args.batch_bytes,
+        buffer_bytes: args.buffer_bytes,
+        linger_ms: args.linger_ms,
+        max_in_flight: args.max_in_flight,
         acks: Settings::acks_text(args.acks),
         idempotence: args.idempotence,
         finish: args.finish(),
@@ -287,28 +338,31 @@ fn settings(args: &Args, partitions: u32) -> Settings {
     }
 }
 
-fn produce_report(results: &[ProducerResult]) -> ProduceReport {
+fn produce_report(results: &[ProducerResult]) -> (ProduceReport, Histogram<u64>) {
     let mut latency = latency_histogram();
     for result in results {
         latency.add(&result.latency).expect("same histogram bounds");
     }
     let elapsed = results.iter().map(|r| r.elapsed).max().unwrap_or_default();
-    ProduceReport {
+    let report = ProduceReport {
         throughput: Throughput::new(
             results.iter().map(|r| r.records).sum(),
             results.iter().map(|r| r.bytes).sum(),
             elapsed,
         ),
         requests: results.iter().map(|r| r.requests).sum(),
+        batches: results.iter().map(|r| r.batches).sum(),
+        resends: results.iter().map(|r| r.resends).sum(),
         ack_latency: Latencies::from_histogram(&latency),
-    }
+    };
+    (report, latency)
 }
 
 fn consume_report(
     produced: &[ProducerResult],
     results: Vec<ConsumerResult>,
     producing: bool,
-) -> ConsumeReport {
+) -> (ConsumeReport, Histogram<u64>) {
     let mut latency = latency_histogram();
     let mut verifier: Option<Verifier> = None;
     let elapsed = results.iter().map(|r| r.elapsed).max().unwrap_or_default();
@@ -332,10 +386,11 @@ fn consume_report(
     let verify = verifier
         .map(|verifier| verifier.counts(producing.then_some(&expected)))
         .unwrap_or_default();
-    ConsumeReport {
+    let report = ConsumeReport {
         throughput: Throughput::new(records, bytes, elapsed),
         e2e_latency: Latencies::from_histogram(&latency),
         verify,
         drain_timed_out,
-    }
+    };
+    (report, latency)
 }

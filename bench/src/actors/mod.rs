@@ -1,6 +1,7 @@
 //! The actors: OS threads with one broker connection each, reporting their results once, at
 //! the end, over a bounded channel.
 
+pub mod batching;
 pub mod consumer;
 pub mod producer;
 

@@ -1,6 +1,7 @@
-//! A producer: sends batches of `batch_records` records to the topic's partitions in turn, one
-//! request in flight, and times each request from its (scheduled) send to its acknowledgement.
-//! The timed span includes encoding the RecordBatch (CRC included), as it does in any client.
+//! A producer. With `--client simple` (here) it sends batches of `batch_records` records to the
+//! topic's partitions in turn, one request in flight, and times each request from its
+//! (scheduled) send to its acknowledgement. The timed span includes encoding the RecordBatch (CRC
+//! included), as it does in any client. With `--client batching` the work is in `batching`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use hdrhistogram::Histogram;
 use net::client::{Client, IdempotentProducer, ProduceRecord};
 
 use super::{client_config, Shared};
-use crate::args::{Acks, RecordSize};
+use crate::args::{Acks, ClientKind, CompressionKind, KeyDistribution, RecordSize};
 use crate::schedule::Schedule;
 use crate::stats::{latency_histogram, record_latency};
 use crate::value::{ValueHeader, VALUE_HEADER_BYTES};
@@ -32,6 +33,13 @@ pub struct ProducerConfig {
     pub batch_records: u64,
     pub acks: Acks,
     pub idempotence: bool,
+    pub client: ClientKind,
+    pub compression: CompressionKind,
+    pub keys: KeyDistribution,
+    pub batch_bytes: usize,
+    pub buffer_bytes: usize,
+    pub linger: Duration,
+    pub max_in_flight: usize,
     pub quota: Quota,
     /// Fixed-rate mode; `None` sends as fast as acknowledgements come back.
     pub schedule: Option<Schedule>,
@@ -42,8 +50,12 @@ pub struct ProducerResult {
     pub records: u64,
     pub bytes: u64,
     pub requests: u64,
+    /// Batches sent (one per request with the simple client), and those sent again.
+    pub batches: u64,
+    pub resends: u64,
     pub elapsed: Duration,
-    /// Per request: acknowledgement time minus (scheduled) send time.
+    /// Acknowledgement time minus (scheduled) send time: per request with the simple client,
+    /// per record with the batching client.
     pub latency: Histogram<u64>,
     /// Records acknowledged per stream, for the consumers' lost count.
     pub produced: HashMap<StreamKey, u64>,
@@ -75,13 +87,20 @@ impl Sender {
 }
 
 /// A small xorshift generator for record sizes; quality does not matter, speed does.
-struct SizeDraw {
+pub struct SizeDraw {
     state: u64,
     size: RecordSize,
 }
 
 impl SizeDraw {
-    fn next(&mut self) -> usize {
+    pub fn new(seed: u64, size: RecordSize) -> SizeDraw {
+        SizeDraw {
+            state: seed | 1,
+            size,
+        }
+    }
+
+    pub fn next(&mut self) -> usize {
         let span = self.size.bytes_max - self.size.bytes_min;
         if span == 0 {
             return self.size.bytes_min;
@@ -98,6 +117,17 @@ pub fn run(
     config: &ProducerConfig,
     start: Instant,
 ) -> anyhow::Result<ProducerResult> {
+    match config.client {
+        ClientKind::Batching => super::batching::run(shared, config, start),
+        ClientKind::Simple => run_simple(shared, config, start),
+    }
+}
+
+fn run_simple(
+    shared: &Shared,
+    config: &ProducerConfig,
+    start: Instant,
+) -> anyhow::Result<ProducerResult> {
     let client = Client::connect_with(&shared.bootstrap, client_config("producer", config.id))
         .with_context(|| format!("producer {} connecting to {}", config.id, shared.bootstrap))?;
     let mut sender = if config.idempotence {
@@ -105,14 +135,16 @@ pub fn run(
     } else {
         Sender::Plain(client)
     };
-    let mut sizes = SizeDraw {
-        state: 0x9e37_79b9_7f4a_7c15 ^ (u64::from(shared.run_id) << 20) ^ u64::from(config.id + 1),
-        size: config.record_size,
-    };
+    let mut sizes = SizeDraw::new(
+        0x9e37_79b9_7f4a_7c15 ^ (u64::from(shared.run_id) << 20) ^ u64::from(config.id + 1),
+        config.record_size,
+    );
     let mut result = ProducerResult {
         records: 0,
         bytes: 0,
         requests: 0,
+        batches: 0,
+        resends: 0,
         elapsed: Duration::ZERO,
         latency: latency_histogram(),
         produced: HashMap::new(),
@@ -150,6 +182,7 @@ pub fn run(
         result.records += count;
         result.bytes += bytes;
         result.requests += 1;
+        result.batches += 1;
         shared.progress.add_produced(count, bytes);
         batch_index += 1;
     }
