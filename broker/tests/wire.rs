@@ -86,7 +86,15 @@ fn api_versions_negotiation() {
         .iter()
         .find(|k| k.api_key == ApiKey::Produce as i16)
         .unwrap();
-    assert!(produce.min_version <= 3 && produce.max_version >= 9);
+    // Produce lists v0 like Kafka 4.0, so old librdkafka compresses, but serves v3 and up.
+    assert_eq!((produce.min_version, produce.max_version), (0, 9));
+    let mut old_produce = broker.connect();
+    // Produce v2: api key 0, version 2, correlation id 7, null client id, then nothing.
+    old_produce.send_raw(&[0, 0, 0, 10, 0, 0, 0, 2, 0, 0, 0, 7, 0xff, 0xff]);
+    assert!(
+        old_produce.closed_by_broker(),
+        "Produce below v3 is refused"
+    );
     // An unknown future version gets a v0 answer with UNSUPPORTED_VERSION and the real list.
     let response: ApiVersionsResponse =
         wire.request(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default());

@@ -20,6 +20,14 @@ use crate::shard::Shard;
 
 pub const VERSION_MIN: i16 = 3;
 pub const VERSION_MAX: i16 = 9;
+/// The lowest Produce version ApiVersions lists, below VERSION_MIN as in Kafka 4.0
+/// (KAFKA-18659): librdkafka before the fix of its issue #4956 (Debian's kcat, with librdkafka
+/// 2.0.2, among them) compresses with gzip, snappy or lz4 only if the broker lists Produce v0,
+/// and otherwise sends those batches uncompressed. Versions below VERSION_MIN are still refused
+/// like any unsupported version; clients send the highest version both sides list, which is at
+/// least 3 for every client that writes RecordBatch v2.
+pub const VERSION_MIN_ADVERTISED: i16 = 0;
+const _: () = assert!(VERSION_MIN_ADVERTISED <= VERSION_MIN);
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
