@@ -549,7 +549,11 @@ impl Decodable for FetchResponse {
                             node_endpoints =
                                 types::CompactArray(types::Struct { version }).decode(buf)?;
                         } else {
-                            bail!("Tag {} is not valid for version {}", tag, version);
+                            // Sluice patch: a tag this version does not define is an unknown
+                            // tagged field, which KIP-482 says a reader skips (some brokers
+                            // send NodeEndpoints below v16).
+                            let unknown_value = buf.try_get_bytes(size as usize)?;
+                            unknown_tagged_fields.insert(tag as i32, unknown_value);
                         }
                     }
                     _ => {
