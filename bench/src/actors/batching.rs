@@ -119,6 +119,67 @@ fn client_settings(config: &ProducerConfig) -> ClientConfig {
     }
 }
 
+/// Builds one producer's records: keys, value sizes, and per-partition sequence numbers in the
+/// value headers. Values are cut from shared chunks, so building a record rarely allocates.
+struct RecordSource {
+    run_id: u32,
+    producer_id: u32,
+    keys: Keys,
+    sizes: SizeDraw,
+    sequences: HashMap<i32, u64>,
+    chunk: BytesMut,
+}
+
+impl RecordSource {
+    fn new(shared: &Shared, config: &ProducerConfig) -> RecordSource {
+        let seed =
+            0x9e37_79b9_7f4a_7c15 ^ (u64::from(shared.run_id) << 20) ^ u64::from(config.id + 1);
+        RecordSource {
+            run_id: shared.run_id,
+            producer_id: config.id,
+            keys: Keys::new(config.keys, seed.rotate_left(7)),
+            sizes: SizeDraw::new(seed, config.record_size),
+            sequences: HashMap::new(),
+            chunk: BytesMut::new(),
+        }
+    }
+
+    /// The next record, its partition (as the producer would choose it) and its value bytes.
+    fn next(
+        &mut self,
+        producer: &Producer,
+        topic: &str,
+        send_ns: u64,
+    ) -> anyhow::Result<(i32, ProduceRecord, usize)> {
+        let key = self.keys.draw();
+        let partition = producer
+            .choose_partition(topic, key.as_deref())
+            .context("choosing a partition")?;
+        let sequence = self.sequences.entry(partition).or_default();
+        let length = self.sizes.next();
+        if self.chunk.len() < length {
+            self.chunk = BytesMut::zeroed(VALUE_CHUNK_BYTES.max(length));
+        }
+        let mut value = self.chunk.split_to(length);
+        ValueHeader {
+            run_id: self.run_id,
+            producer_id: self.producer_id,
+            partition: partition as u32,
+            sequence: *sequence,
+            send_timestamp_ns: send_ns,
+        }
+        .encode(&mut value);
+        *sequence += 1;
+        let record = ProduceRecord {
+            key,
+            value: Some(value.freeze()),
+            headers: Vec::new(),
+            timestamp_ms: (send_ns / 1_000_000) as i64,
+        };
+        Ok((partition, record, length))
+    }
+}
+
 pub fn run(
     shared: &Shared,
     config: &ProducerConfig,
@@ -135,40 +196,12 @@ pub fn run(
         callback(shared.clock, acknowledged.clone()),
     )
     .with_context(|| format!("producer {} connecting to {}", config.id, shared.bootstrap))?;
-    let seed = 0x9e37_79b9_7f4a_7c15 ^ (u64::from(shared.run_id) << 20) ^ u64::from(config.id + 1);
-    let mut sizes = SizeDraw::new(seed, config.record_size);
-    let mut keys = Keys::new(config.keys, seed.rotate_left(7));
+    let mut source = RecordSource::new(shared, config);
     let schedule = config.schedule.map(|s| Schedule::new(s.records_per_sec, 1));
-    let mut sequences: HashMap<i32, u64> = HashMap::new();
-    let mut chunk = BytesMut::new();
     let (mut records, mut bytes, mut unreported) = (0u64, 0u64, (0u64, 0u64));
     while let Some(due) = next_due(config.quota, schedule, records, start) {
-        let key = keys.draw();
-        let partition = producer
-            .choose_partition(&shared.topic, key.as_deref())
-            .context("choosing a partition")?;
-        let sequence = sequences.entry(partition).or_default();
         let send_ns = shared.clock.unix_ns_at(due);
-        let length = sizes.next();
-        if chunk.len() < length {
-            chunk = BytesMut::zeroed(VALUE_CHUNK_BYTES.max(length));
-        }
-        let mut value = chunk.split_to(length);
-        ValueHeader {
-            run_id: shared.run_id,
-            producer_id: config.id,
-            partition: partition as u32,
-            sequence: *sequence,
-            send_timestamp_ns: send_ns,
-        }
-        .encode(&mut value);
-        *sequence += 1;
-        let record = ProduceRecord {
-            key,
-            value: Some(value.freeze()),
-            headers: Vec::new(),
-            timestamp_ms: (send_ns / 1_000_000) as i64,
-        };
+        let (partition, record, length) = source.next(&producer, &shared.topic, send_ns)?;
         producer
             .send(&shared.topic, Some(partition), record, send_ns)
             .with_context(|| format!("producer {} sending", config.id))?;

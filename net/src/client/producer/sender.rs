@@ -282,36 +282,48 @@ impl Sender {
                 return settle_failed(shared, failed, in_flight_done);
             }
         };
-        let correlation_id = connection.correlation_id_next - 1;
         if config.acks == 0 {
-            let written = connection.stream.write_all(&frame);
-            let results = batches
-                .iter()
-                .map(|_| match &written {
-                    Ok(()) => Ok(-1),
-                    Err(source) => Err(io_error(&connection.address, source)),
-                })
-                .collect();
-            if written.is_err() {
-                connection.mark_broken(shared);
-            }
-            return settle(shared, None, batches, results);
+            connection.write_unanswered(shared, &frame, batches);
+        } else {
+            connection.hand_over(shared, &frame, batches);
         }
+    }
+}
+
+impl Connection {
+    /// acks=0: nothing will answer, so the batches are settled once the request is written.
+    fn write_unanswered(&mut self, shared: &Shared, frame: &[u8], batches: Vec<DrainedBatch>) {
+        let written = self.stream.write_all(frame);
+        let results = batches
+            .iter()
+            .map(|_| match &written {
+                Ok(()) => Ok(-1),
+                Err(source) => Err(io_error(&self.address, source)),
+            })
+            .collect();
+        if written.is_err() {
+            self.mark_broken(shared);
+        }
+        settle(shared, None, batches, results);
+    }
+
+    /// Gives the request's bookkeeping to the reader, then writes it; the reader settles it.
+    fn hand_over(&mut self, shared: &Shared, frame: &[u8], batches: Vec<DrainedBatch>) {
         let entry = InFlight {
-            correlation_id,
-            version: connection.produce_version,
+            correlation_id: self.correlation_id_next - 1,
+            version: self.produce_version,
             batches,
         };
-        match connection.entries.try_send(entry) {
+        match self.entries.try_send(entry) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 unreachable!("in-flight requests are counted before they are planned")
             }
             Err(TrySendError::Disconnected(entry)) => {
                 // The reader is gone; settle here as a broken connection.
-                connection.mark_broken(shared);
+                self.mark_broken(shared);
                 let error = ClientError::Io {
-                    address: connection.address.clone(),
+                    address: self.address.clone(),
                     source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
                 };
                 let results = entry
@@ -319,17 +331,15 @@ impl Sender {
                     .iter()
                     .map(|_| Err(error.duplicate()))
                     .collect();
-                return settle(shared, Some(connection.id), entry.batches, results);
+                return settle(shared, Some(self.id), entry.batches, results);
             }
         }
-        if connection.stream.write_all(&frame).is_err() {
+        if self.stream.write_all(frame).is_err() {
             // The reader settles the request as an I/O failure.
-            connection.mark_broken(shared);
+            self.mark_broken(shared);
         }
     }
-}
 
-impl Connection {
     fn mark_broken(&self, shared: &Shared) {
         self.broken.store(true, Ordering::Release);
         let _ = self.stream.shutdown(Shutdown::Both);
