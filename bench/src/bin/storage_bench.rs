@@ -171,11 +171,13 @@ impl Args {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     args.validate()?;
-    let config = args.phase_config()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // glommio opens directories (for their fsync) only by absolute path.
+    args.data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let config = args.phase_config()?;
     let placement = match args.core {
         Some(core) => Placement::Fixed(core),
         None => Placement::Unbound,
