@@ -43,12 +43,27 @@ pub struct ServeArgs {
     /// deleting expired segments (Kafka's log.retention.check.interval.ms).
     #[arg(long, default_value_t = 300_000)]
     pub retention_check_interval_ms: u64,
+    /// Bytes of recently appended batches the broker keeps in memory, split evenly over the
+    /// shards, so that consumers reading the tail of a partition are served without disk reads.
+    /// 0 disables the cache.
+    #[arg(long, default_value_t = TAIL_CACHE_BYTES_DEFAULT)]
+    pub tail_cache_bytes: usize,
 }
+
+/// Default of `--tail-cache-bytes`: a few seconds of appends at what one broker sustains, small
+/// next to the memory of any machine that runs one.
+pub const TAIL_CACHE_BYTES_DEFAULT: usize = 256 << 20;
 
 impl ServeArgs {
     pub fn shard_count(&self) -> usize {
         self.shards
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// The tail cache budget of each shard (see `--tail-cache-bytes`), within what storage
+    /// accepts per executor.
+    pub fn tail_cache_bytes_per_shard(&self) -> usize {
+        (self.tail_cache_bytes / self.shard_count().max(1)).min(storage::TAIL_CACHE_BYTES_MAX)
     }
 
     pub fn advertised_host(&self) -> String {

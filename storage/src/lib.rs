@@ -131,6 +131,12 @@
 //!   `segment_bytes / index_interval_bytes + 1`, 24 bytes each: 6 MiB at the defaults). A sealed
 //!   segment keeps only its header; its entries are loaded on first use into a per-executor
 //!   cache of at most [`SEALED_INDEX_CACHE_BYTES_MAX`] bytes, least recently used first out.
+//! - **Tail cache.** Each executor keeps the batches of its logs' most recent appends in memory,
+//!   exactly as stored, within one budget ([`set_tail_cache_bytes_max`], default
+//!   [`TAIL_CACHE_BYTES_DEFAULT`]), oldest evicted first. A chunk is inserted only after its append
+//!   published the new log end, a log's chunks are contiguous up to its log end, and a read whose
+//!   offset they hold is answered from them with the batches a disk read would return. Retention,
+//!   close, delete and drop remove what is no longer valid.
 //! - **Retention cuts a prefix.** [`PartitionLog::apply_retention`] deletes whole sealed
 //!   segments from the oldest, never the active one. The log start offset moves before any file
 //!   is unlinked, and files are unlinked oldest first (each segment, then its index), so the
@@ -162,6 +168,7 @@ mod log;
 mod notify;
 mod recovery;
 mod segment;
+mod tail_cache;
 
 pub use batch::{
     BatchError, ValidatedBatches, APPEND_BYTES_MAX, BATCH_BYTES_MAX, BATCH_HEADER_BYTES,
@@ -170,6 +177,10 @@ pub use error::StorageError;
 pub use index_cache::{cached_bytes as sealed_index_cache_bytes, SEALED_INDEX_CACHE_BYTES_MAX};
 pub use log::PartitionLog;
 pub use segment::READ_BYTES_MAX;
+pub use tail_cache::{
+    bytes_max as tail_cache_bytes_max, cached_bytes as tail_cache_bytes,
+    set_bytes_max as set_tail_cache_bytes_max, TAIL_CACHE_BYTES_DEFAULT, TAIL_CACHE_BYTES_MAX,
+};
 
 /// Default preallocation step of the active segment file: one `fallocate` per 16 MiB appended,
 /// small next to the default 1 GiB segment and large enough that its cost is amortised.

@@ -19,6 +19,7 @@ use crate::io::{DirectIo, LogIo, OpenMode, SegmentFile};
 use crate::notify::Notify;
 use crate::recovery::{self, RecoveredIndex};
 use crate::segment::{segment_file_name, Segment};
+use crate::tail_cache;
 use crate::{AppendInfo, LogConfig, RetentionOutcome, RetentionPolicy, StorageError};
 
 /// The log of one partition: an ordered list of segments, the last of which is active (appended
@@ -70,6 +71,8 @@ struct LogInner {
     sync_failed: Cell<bool>,
     closed: Cell<bool>,
     segments_scanned_at_open: usize,
+    /// This log's key in the executor's tail cache.
+    tail_cache_key: u64,
 }
 
 impl PartitionLog {
@@ -143,6 +146,7 @@ impl PartitionLog {
             sync_failed: Cell::new(false),
             closed: Cell::new(false),
             segments_scanned_at_open: segments_scanned,
+            tail_cache_key: tail_cache::new_key(),
         };
         Ok(PartitionLog {
             inner: Rc::new(inner),
@@ -240,6 +244,10 @@ impl PartitionLog {
         if offset == log_end_offset {
             return Ok(Bytes::new());
         }
+        let key = self.inner.tail_cache_key;
+        if let Some(bytes) = tail_cache::read(key, offset, max_bytes, log_end_offset) {
+            return Ok(bytes);
+        }
         let segment = self.inner.segment_holding(offset);
         let result = segment.read(offset, max_bytes).await;
         self.inner.read_failures.observe(&self.inner.dir, &result);
@@ -313,6 +321,7 @@ impl PartitionLog {
         let inner = &self.inner;
         inner.closed.set(true);
         let permit = inner.append_lock.acquire(inner.append_lock.ticket()).await;
+        tail_cache::forget(inner.tail_cache_key);
         inner.appended.notify_all();
         let sync_result = self.sync_to(i64::MAX).await;
         let active = inner.active_segment();
@@ -333,6 +342,12 @@ impl PartitionLog {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for LogInner {
+    fn drop(&mut self) {
+        tail_cache::forget(self.tail_cache_key);
     }
 }
 
@@ -366,6 +381,17 @@ impl LogInner {
         assert_eq!(marker.log_end_offset, header.next_offset);
         clean_marker::write(&self.dir, &marker).await?;
         Ok(self.io.sync_dir(&self.dir).await?)
+    }
+
+    /// Puts the batches an append has just published into the executor's tail cache.
+    fn cache_appended(&self, segment: &Segment, written: &[u8], base_offset: i64) {
+        if tail_cache::accepts(written.len()) {
+            let bytes = Bytes::copy_from_slice(written);
+            let (key, next_offset) = (self.tail_cache_key, self.log_end_offset.get());
+            tail_cache::insert(key, segment.base_offset, base_offset, next_offset, bytes);
+        } else {
+            tail_cache::forget(self.tail_cache_key);
+        }
     }
 
     fn active_segment(&self) -> Rc<Segment> {
@@ -428,6 +454,11 @@ impl LogInner {
         assert!(tail_len < segment.file.alignment() as usize);
         assert!(segment.synced_position.get() <= new_end_position);
         self.log_end_offset.set(next_offset);
+        self.cache_appended(
+            &segment,
+            &buffer.as_bytes()[tail_len..new_tail_end],
+            base_offset,
+        );
         self.appended.notify_all();
         Ok(AppendInfo {
             base_offset,
@@ -520,6 +551,7 @@ impl LogInner {
         assert!(log_start_offset >= self.log_start_offset.get());
         assert!(log_start_offset <= self.log_end_offset.get());
         self.log_start_offset.set(log_start_offset);
+        tail_cache::drop_below(self.tail_cache_key, log_start_offset);
         let outcome = RetentionOutcome {
             segments_deleted: expired.len(),
             log_start_offset,

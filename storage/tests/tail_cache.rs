@@ -1,0 +1,149 @@
+//! The tail cache: recent batches answered from memory, within the executor's budget, and
+//! dropped when retention, close or delete make them invalid.
+
+mod common;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use common::*;
+use storage::fault::{Fault, FaultIo, FaultPlan, Operations, EIO};
+use storage::{LogConfig, PartitionLog, RetentionPolicy, ValidatedBatches};
+
+/// Segments of 4096 bytes hold two of the ~1500-byte batches below: a third one rolls.
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    }
+}
+
+fn batch(timestamp: i64, fill: u8) -> Vec<u8> {
+    encode_batch(&[record(timestamp, 1_400, fill)])
+}
+
+/// Appends `count` batches; returns the stored form of each with its base offset.
+async fn append_batches(log: &PartitionLog, count: usize, timestamp: i64) -> Vec<(i64, Vec<u8>)> {
+    let mut stored_batches = Vec::new();
+    for index in 0..count {
+        let bytes = batch(timestamp, index as u8);
+        let validated = ValidatedBatches::validate(Bytes::copy_from_slice(&bytes)).unwrap();
+        let info = log.append(validated).await.unwrap();
+        stored_batches.push((info.base_offset, stored(&bytes, info.base_offset)));
+    }
+    stored_batches
+}
+
+fn fail_every_read(io: &FaultIo) {
+    io.inject(FaultPlan {
+        fault: Fault::Errno(EIO),
+        operations: Operations::Reads,
+        after: 0,
+        count: u64::MAX,
+    });
+}
+
+#[test]
+fn tail_reads_are_served_from_memory_and_older_ones_from_disk() {
+    run(|| async {
+        let dir = TestDir::new("tail-cache-memory");
+        let io = FaultIo::new();
+        let log = PartitionLog::open_with_io(&dir.partition(), config(), Rc::new(io.clone()))
+            .await
+            .unwrap();
+        let batch_bytes = batch(0, 0).len();
+        // Room for the last three batches (each costs its bytes and a small overhead).
+        storage::set_tail_cache_bytes_max(3 * batch_bytes + 3 * 96);
+        let batches = append_batches(&log, 6, 0).await;
+        assert!(storage::tail_cache_bytes() <= storage::tail_cache_bytes_max());
+        fail_every_read(&io);
+        // Every read now fails at the disk; the last three batches still come back, from
+        // memory, whole and up to their segment's end (segments hold two batches).
+        for (index, (base_offset, _)) in batches.iter().enumerate().skip(3) {
+            let bytes = log.read(*base_offset, 1 << 20).await.unwrap();
+            let segment_end = (index / 2 + 1) * 2;
+            assert_eq!(split_batches(&bytes), batches[index..segment_end]);
+        }
+        let bytes = log.read(batches[3].0, 1).await.unwrap();
+        assert_eq!(split_batches(&bytes), batches[3..4], "KIP-74");
+        // The older ones need the disk.
+        assert!(log.read(batches[2].0, 1 << 20).await.is_err());
+        io.clear();
+        let bytes = log.read(batches[2].0, batch_bytes).await.unwrap();
+        assert_eq!(split_batches(&bytes), batches[2..3]);
+        log.close().await.unwrap();
+        assert_eq!(storage::tail_cache_bytes(), 0);
+    });
+}
+
+#[test]
+fn a_disabled_cache_reads_from_disk() {
+    run(|| async {
+        let dir = TestDir::new("tail-cache-disabled");
+        let io = FaultIo::new();
+        let log = PartitionLog::open_with_io(&dir.partition(), config(), Rc::new(io.clone()))
+            .await
+            .unwrap();
+        storage::set_tail_cache_bytes_max(0);
+        let batches = append_batches(&log, 2, 0).await;
+        assert_eq!(storage::tail_cache_bytes(), 0);
+        fail_every_read(&io);
+        assert!(log.read(batches[1].0, 1 << 20).await.is_err());
+        io.clear();
+        let bytes = log.read(batches[0].0, 1 << 20).await.unwrap();
+        assert_eq!(split_batches(&bytes), batches);
+        log.delete().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_and_delete_drop_cached_batches() {
+    run(|| async {
+        let dir = TestDir::new("tail-cache-retention");
+        let log = PartitionLog::open(&dir.partition(), config())
+            .await
+            .unwrap();
+        storage::set_tail_cache_bytes_max(1 << 20);
+        // Two full segments of old batches, then the active one.
+        append_batches(&log, 4, 1_000).await;
+        let recent = append_batches(&log, 1, 9_999_000).await;
+        let cached_before = storage::tail_cache_bytes();
+        let policy = RetentionPolicy {
+            retention_ms: 60_000,
+            retention_bytes: -1,
+            now_ms: 10_000_000,
+        };
+        let outcome = log.apply_retention(policy).await.unwrap();
+        assert_eq!(outcome.segments_deleted, 2);
+        assert_eq!(outcome.log_start_offset, recent[0].0);
+        assert_eq!(storage::tail_cache_bytes(), cached_before / 5);
+        let bytes = log.read(recent[0].0, 1 << 20).await.unwrap();
+        assert_eq!(split_batches(&bytes), recent);
+        log.delete().await.unwrap();
+        assert_eq!(storage::tail_cache_bytes(), 0);
+    });
+}
+
+#[test]
+fn reopened_logs_start_with_an_empty_cache() {
+    run(|| async {
+        let dir = TestDir::new("tail-cache-reopen");
+        let log = PartitionLog::open(&dir.partition(), config())
+            .await
+            .unwrap();
+        let batches = append_batches(&log, 3, 0).await;
+        // Dropped without close (a crash): its cached batches go with it.
+        drop(log);
+        assert_eq!(storage::tail_cache_bytes(), 0);
+        let log = PartitionLog::open(&dir.partition(), config())
+            .await
+            .unwrap();
+        let bytes = log.read(0, 1 << 20).await.unwrap();
+        assert_eq!(split_batches(&bytes), batches[..2]);
+        let more = append_batches(&log, 1, 0).await;
+        let bytes = log.read(more[0].0, 1 << 20).await.unwrap();
+        assert_eq!(split_batches(&bytes), more);
+        log.close().await.unwrap();
+    });
+}
