@@ -104,6 +104,18 @@ async fn read_requests(
     }
 }
 
+/// Writes the pieces of one frame back to back; large records go to the socket from the buffer
+/// storage returned, without a copy.
+async fn write_pieces(
+    writer: &mut (impl futures_lite::AsyncWrite + Unpin),
+    pieces: &[bytes::Bytes],
+) -> std::io::Result<()> {
+    for piece in pieces {
+        writer.write_all(piece).await?;
+    }
+    Ok(())
+}
+
 async fn write_responses(
     mut writer: impl futures_lite::AsyncWrite + Unpin,
     queue: local_channel::LocalReceiver<InFlight>,
@@ -116,6 +128,7 @@ async fn write_responses(
             .unwrap_or_else(|| Outcome::Close("request task was cancelled".into()));
         let result = match outcome {
             Outcome::Respond(frame) => writer.write_all(&frame).await,
+            Outcome::RespondPieces(pieces) => write_pieces(&mut writer, &pieces).await,
             Outcome::NoResponse => Ok(()),
             Outcome::Close(reason) => {
                 log::info!("closing a connection: {reason}");

@@ -14,6 +14,7 @@ pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
+pub mod fetch_frame;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod init_producer_id;
@@ -42,6 +43,9 @@ use crate::shard::Shard;
 pub enum Outcome {
     /// Write this complete response frame.
     Respond(Bytes),
+    /// Write these pieces in order: together one complete response frame (a Fetch response,
+    /// whose records are not copied into a frame buffer).
+    RespondPieces(Vec<Bytes>),
     /// Write nothing (Produce with acks=0).
     NoResponse,
     /// Close the connection after earlier responses are written.
@@ -238,12 +242,12 @@ pub async fn dispatch(shard: Rc<Shard>, peer_ip: Rc<str>, mut frame: Bytes) -> O
         ApiKey::Produce => {
             route!(optional ctx, body, kafka_protocol::messages::ProduceRequest, produce::handle)
         }
-        ApiKey::Fetch => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::FetchRequest,
-            fetch::handle
-        ),
+        ApiKey::Fetch => {
+            match decode_body::<kafka_protocol::messages::FetchRequest>(body, ctx.version) {
+                Ok(request) => encode_fetch(&ctx, &fetch::handle(&ctx, request).await),
+                Err(reason) => Outcome::Close(reason),
+            }
+        }
         ApiKey::ListOffsets => route!(
             ctx,
             body,
@@ -387,6 +391,16 @@ fn decode_body<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, String>
 fn catch_decode<T>(decode: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     std::panic::catch_unwind(AssertUnwindSafe(decode))
         .unwrap_or_else(|_| Err("decoder panicked".to_string()))
+}
+
+fn encode_fetch(
+    ctx: &RequestContext,
+    response: &kafka_protocol::messages::FetchResponse,
+) -> Outcome {
+    match fetch_frame::encode(ctx.version, ctx.header.correlation_id, response) {
+        Ok(pieces) => Outcome::RespondPieces(pieces),
+        Err(e) => Outcome::Close(format!("encoding Fetch response failed: {e}")),
+    }
 }
 
 fn encode<M: Encodable>(ctx: &RequestContext, response: Option<M>) -> Outcome {
