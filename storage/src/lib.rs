@@ -137,6 +137,10 @@
 //!   published the new log end, a log's chunks are contiguous up to its log end, and a read whose
 //!   offset they hold is answered from them with the batches a disk read would return. Retention,
 //!   close, delete and drop remove what is no longer valid.
+//! - **Readahead.** A fetch below the tail cache reads at least [`READ_AHEAD_BYTES`] from disk
+//!   and keeps the chunk per segment in a per-executor cache of at most
+//!   [`READ_AHEAD_CACHE_BYTES_MAX`]; later fetches inside it need no disk read. A chunk holds
+//!   only bytes below the segment's logical end, which never change.
 //! - **Retention cuts a prefix.** [`PartitionLog::apply_retention`] deletes whole sealed
 //!   segments from the oldest, never the active one. The log start offset moves before any file
 //!   is unlinked, and files are unlinked oldest first (each segment, then its index), so the
@@ -166,6 +170,7 @@ pub mod io;
 mod iopoll_probe;
 mod log;
 mod notify;
+mod read_ahead;
 mod recovery;
 mod segment;
 mod tail_cache;
@@ -176,6 +181,9 @@ pub use batch::{
 pub use error::StorageError;
 pub use index_cache::{cached_bytes as sealed_index_cache_bytes, SEALED_INDEX_CACHE_BYTES_MAX};
 pub use log::PartitionLog;
+pub use read_ahead::{
+    cached_bytes as read_ahead_bytes, READ_AHEAD_BYTES, READ_AHEAD_CACHE_BYTES_MAX,
+};
 pub use segment::READ_BYTES_MAX;
 pub use tail_cache::{
     bytes_max as tail_cache_bytes_max, cached_bytes as tail_cache_bytes,

@@ -12,6 +12,7 @@ use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::index::{IndexEntry, SparseIndex};
 use crate::index_file::{self, IndexHeader, LoadedIndex};
 use crate::io::SegmentFile;
+use crate::read_ahead::{self, READ_AHEAD_BYTES};
 use crate::{index_cache, recovery, StorageError};
 
 /// Most bytes one `read` returns (unless its first batch alone is larger, which
@@ -67,7 +68,7 @@ pub(crate) struct Segment {
     /// File bytes below this position are fdatasync'd.
     pub synced_position: Cell<u64>,
     index: RefCell<SegmentIndex>,
-    /// This segment's key in the executor's sealed-index cache.
+    /// This segment's key in the executor's sealed-index and readahead caches.
     cache_key: u64,
     index_interval_bytes: u64,
 }
@@ -275,13 +276,50 @@ impl Segment {
         Ok(bytes)
     }
 
+    /// The bytes `[position, position + len)`, below `end`, for a fetch: from this segment's
+    /// readahead chunk if it holds them, else by one direct read of at least
+    /// [`READ_AHEAD_BYTES`] (up to `end`) that becomes the segment's chunk.
+    async fn read_ahead(&self, position: u64, len: usize, end: u64) -> Result<Bytes, StorageError> {
+        assert!(position + len as u64 <= end);
+        if let Some(bytes) = read_ahead::get(self.cache_key, position, len) {
+            return Ok(bytes);
+        }
+        let read_len = (len.max(READ_AHEAD_BYTES) as u64).min(end - position) as usize;
+        let read = self.read_exact(position, read_len).await?;
+        let chunk = Bytes::copy_from_slice(&read);
+        read_ahead::insert(self.cache_key, position, chunk.clone());
+        Ok(chunk.slice(..len))
+    }
+
     /// Reads and range-checks the batch header at `position`, which must hold a batch.
     async fn read_header(&self, position: u64, end: u64) -> Result<BatchHeader, StorageError> {
         if end - position < BATCH_HEADER_BYTES as u64 {
             return Err(self.corrupt(position, "batch header crosses the segment end"));
         }
         let bytes = self.read_exact(position, BATCH_HEADER_BYTES).await?;
-        let header = BatchHeader::parse(&bytes)?;
+        self.check_header(position, end, &bytes)
+    }
+
+    /// [`Segment::read_header`] through the readahead chunk, for fetches.
+    async fn read_header_ahead(
+        &self,
+        position: u64,
+        end: u64,
+    ) -> Result<BatchHeader, StorageError> {
+        if end - position < BATCH_HEADER_BYTES as u64 {
+            return Err(self.corrupt(position, "batch header crosses the segment end"));
+        }
+        let bytes = self.read_ahead(position, BATCH_HEADER_BYTES, end).await?;
+        self.check_header(position, end, &bytes)
+    }
+
+    fn check_header(
+        &self,
+        position: u64,
+        end: u64,
+        bytes: &[u8],
+    ) -> Result<BatchHeader, StorageError> {
+        let header = BatchHeader::parse(bytes)?;
         if header.total_bytes() as u64 > end - position {
             return Err(self.corrupt(position, "batch crosses the segment end"));
         }
@@ -304,7 +342,7 @@ impl Segment {
                 position < end,
                 "offset {offset} not found below the segment end"
             );
-            let header = self.read_header(position, end).await?;
+            let header = self.read_header_ahead(position, end).await?;
             if header.base_offset != expected_offset {
                 return Err(self.corrupt(position, "unexpected batch base offset"));
             }
@@ -318,6 +356,9 @@ impl Segment {
 
     /// Whole batches from the one holding `offset`: at most `max_bytes` unless the first batch
     /// alone is larger, in which case exactly that batch (KIP-74). Stops at the segment end.
+    /// Served from the segment's readahead chunk when it holds the range, so sequential fetches
+    /// cost one direct read per [`READ_AHEAD_BYTES`]; every returned batch is CRC-checked either
+    /// way.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
         let end = self.end_position();
         assert!(offset >= self.base_offset && offset < self.next_offset());
@@ -327,7 +368,7 @@ impl Segment {
             .min(max_bytes)
             .min(READ_BYTES_MAX)
             .max(first.total_bytes());
-        let bytes = self.read_exact(start, len).await?;
+        let bytes = self.read_ahead(start, len, end).await?;
         let mut taken = 0usize;
         let mut expected_offset = first.base_offset;
         while taken < len {
@@ -344,7 +385,7 @@ impl Segment {
             taken += header.total_bytes();
         }
         assert!(taken > 0 && taken <= len);
-        Ok(Bytes::copy_from_slice(&bytes[..taken]))
+        Ok(bytes.slice(..taken))
     }
 
     /// The earliest record in this segment with timestamp at least `timestamp_ms`, as
@@ -406,6 +447,7 @@ impl Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         index_cache::forget(self.cache_key);
+        read_ahead::forget(self.cache_key);
     }
 }
 

@@ -147,3 +147,34 @@ fn reopened_logs_start_with_an_empty_cache() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn sequential_reads_below_the_cache_are_served_from_the_readahead_chunk() {
+    run(|| async {
+        let dir = TestDir::new("read-ahead");
+        let config = LogConfig::default();
+        let log = PartitionLog::open(&dir.partition(), config.clone())
+            .await
+            .unwrap();
+        let batches = append_batches(&log, 40, 0).await;
+        log.close().await.unwrap();
+        let io = FaultIo::new();
+        let log = PartitionLog::open_with_io(&dir.partition(), config, Rc::new(io.clone()))
+            .await
+            .unwrap();
+        // The first read goes to the disk and reads ahead; 40 batches of ~1.5 KiB fit in one
+        // chunk, so every later read is answered with the disk failing.
+        let batch_bytes = batches[0].1.len();
+        let first = log.read(0, 4 * batch_bytes).await.unwrap();
+        assert_eq!(split_batches(&first), batches[..4]);
+        assert!(storage::read_ahead_bytes() >= 40 * batch_bytes);
+        fail_every_read(&io);
+        for (index, (base_offset, _)) in batches.iter().enumerate().skip(4) {
+            let bytes = log.read(*base_offset, batch_bytes).await.unwrap();
+            assert_eq!(split_batches(&bytes), batches[index..index + 1]);
+        }
+        io.clear();
+        log.close().await.unwrap();
+        assert_eq!(storage::read_ahead_bytes(), 0);
+    });
+}
