@@ -6,7 +6,9 @@
 //!   offset (acks=all; concurrent syncs share fdatasyncs: group commit);
 //! - `append`: the same tasks append without syncing (acks=1);
 //! - `tail_read`: one task reads the most recent `--tail-window-mib` of the `append` log again and
-//!   again (what a consumer at the tail does; a tail cache serves it from memory);
+//!   again (what a consumer at the tail does; the tail cache serves it from memory);
+//! - `tail_read_uncached`: the same with the tail cache disabled, so from disk through the
+//!   readahead chunks;
 //! - `cold_read`: a log of `--cold-log-mib` is written, closed and reopened (the reopen time is
 //!   reported), then `--readers` tasks read it from start to end, each its own contiguous share.
 //!   Reads are O_DIRECT, so the page cache does not help.

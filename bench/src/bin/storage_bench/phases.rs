@@ -48,6 +48,8 @@ pub struct Results {
     pub append_sync: PhaseResult,
     pub append: PhaseResult,
     pub tail_read: PhaseResult,
+    /// The same reads with the tail cache disabled: from disk, through the readahead chunks.
+    pub tail_read_uncached: PhaseResult,
     /// Writing the cold-read phase's log (appends without sync, as `append`).
     pub cold_write: PhaseResult,
     /// Opening (recovering) the closed cold log: the start-up cost of that partition.
@@ -108,6 +110,11 @@ pub async fn run_all(config: &PhaseConfig) -> Result<Results> {
     print_phase("append", &append);
     let tail_read = tail_read_phase(&log, config).await?;
     print_phase("tail_read", &tail_read);
+    let tail_cache_bytes_max = storage::tail_cache_bytes_max();
+    storage::set_tail_cache_bytes_max(0);
+    let tail_read_uncached = tail_read_phase(&log, config).await?;
+    print_phase("tail_read_uncached", &tail_read_uncached);
+    storage::set_tail_cache_bytes_max(tail_cache_bytes_max);
     close_log(log).await?;
 
     let log = open_log(config, "cold").await?;
@@ -129,6 +136,7 @@ pub async fn run_all(config: &PhaseConfig) -> Result<Results> {
         append_sync,
         append,
         tail_read,
+        tail_read_uncached,
         cold_write,
         cold_open_secs,
         cold_read,
