@@ -90,6 +90,10 @@ async fn run_case(seed: u64) {
         index_interval_bytes: rng.range(64, 2048),
         segment_preallocate_bytes: rng.range(0, 3) * 4096,
     };
+    // The tail cache off, holding the last few batches, or all of them: reads come from memory,
+    // from disk, or from either depending on the offset.
+    let tail_cache_bytes = [0, 4096, 1 << 20][rng.range(0, 3) as usize];
+    storage::set_tail_cache_bytes_max(tail_cache_bytes);
     let partition = dir.partition();
     let mut log = PartitionLog::open(&partition, config.clone())
         .await
