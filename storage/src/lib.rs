@@ -158,6 +158,7 @@
 //! A [`PartitionLog`] is `!Send` and belongs to one glommio executor (shard). Several tasks on
 //! that executor may use it at once through `&self` methods; appends are serialised internally.
 
+mod append_pipeline;
 mod batch;
 mod clean_marker;
 mod error;

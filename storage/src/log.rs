@@ -11,6 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::fifo_lock::{FifoLock, Ticket};
 use bytes::Bytes;
 
+use glommio::io::DmaBuffer;
+
+use crate::append_pipeline::{AppendPipeline, Reservation};
 use crate::batch::{self, ValidatedBatches};
 use crate::clean_marker::{self, CleanMarker};
 use crate::index::SparseIndex;
@@ -43,11 +46,15 @@ struct LogInner {
     segments: RefCell<Vec<Rc<Segment>>>,
     log_start_offset: Cell<i64>,
     log_end_offset: Cell<i64>,
-    /// The bytes `[align_down(end), end)` of the active segment: each append rewrites that
-    /// partial block from this copy, followed by the new batches and zero padding.
+    /// The bytes `[align_down(end), end)` of the active segment as published. The pipeline keeps
+    /// the tail as reserved, which each write starts with; this one is where it restarts after
+    /// a failed write.
     tail_block: RefCell<Vec<u8>>,
-    /// Serialises appends in call order (see `fifo_lock`).
+    /// Serialises the reservations of appends in call order (see `fifo_lock`), and rolls,
+    /// retention and close with them.
     append_lock: FifoLock,
+    /// The appends whose writes are in flight (see `append_pipeline`).
+    pipeline: AppendPipeline,
     appended: Rc<Notify>,
     /// Every offset below this is durable.
     synced_offset: Cell<i64>,
@@ -131,6 +138,7 @@ impl PartitionLog {
             log_start_offset: Cell::new(segments[0].base_offset),
             segments: RefCell::new(segments),
             log_end_offset: Cell::new(log_end_offset),
+            pipeline: AppendPipeline::new(log_end_offset, active.end_position(), &tail_block),
             tail_block: RefCell::new(tail_block),
             append_lock: FifoLock::default(),
             appended: Rc::new(Notify::default()),
@@ -321,6 +329,7 @@ impl PartitionLog {
         let inner = &self.inner;
         inner.closed.set(true);
         let permit = inner.append_lock.acquire(inner.append_lock.ticket()).await;
+        inner.pipeline.wait_drained().await;
         tail_cache::forget(inner.tail_cache_key);
         inner.appended.notify_all();
         let sync_result = self.sync_to(i64::MAX).await;
@@ -406,35 +415,127 @@ impl LogInner {
         segment
     }
 
+    /// One append through the pipeline (see `append_pipeline`): reserve and submit under the
+    /// append lock, wait for the write outside it, publish in reservation order.
     async fn append(
         &self,
         ticket: Ticket,
         batches: ValidatedBatches,
     ) -> Result<AppendInfo, StorageError> {
-        let _turn = self.append_lock.acquire(ticket).await;
+        let (reservation, segment, buffer) = {
+            let _turn = self.append_lock.acquire(ticket).await;
+            self.reserve(&batches).await?
+        };
+        let written = self.write_reserved(&reservation, &segment, &buffer).await;
+        self.pipeline
+            .wait_resolved_below(reservation.sequence)
+            .await;
+        let result = match written {
+            Err(error) => Err(error),
+            Ok(()) if self.pipeline.is_poisoned(reservation.sequence) => {
+                Err(earlier_append_failed_error())
+            }
+            Ok(()) => Ok(self.publish(&reservation, &segment, &buffer, &batches)),
+        };
+        self.pipeline.resolve(reservation.sequence);
+        result
+    }
+
+    /// Under the append lock: waits for a pipeline slot, repairs after a failed write, rolls if
+    /// needed, grows the file, builds the write buffer and takes the next place in the pipeline.
+    /// Nothing is reserved if it fails.
+    async fn reserve(
+        &self,
+        batches: &ValidatedBatches,
+    ) -> Result<(Reservation, Rc<Segment>, Rc<DmaBuffer>), StorageError> {
         if self.closed.get() {
             return Err(StorageError::Closed);
         }
-        let base_offset = self.log_end_offset.get();
+        self.pipeline.wait_for_slot().await;
+        if self.pipeline.is_failed() {
+            self.pipeline.wait_drained().await;
+            self.repair_after_failure().await?;
+        }
+        self.roll_if_needed(batches.len_bytes() as u64).await?;
+        let base_offset = self.pipeline.reserved_offset();
         let next_offset = base_offset
             .checked_add(batches.record_count())
             .ok_or(StorageError::OffsetOverflow)?;
-        self.roll_if_needed(batches.len_bytes() as u64).await?;
         let segment = self.active_segment();
-        let end_position = segment.end_position();
-        let write_position = segment.file.align_down(end_position);
-        let buffer = self.build_write_buffer(segment.file.as_ref(), &batches, base_offset);
-        // On any error below nothing has been published: the log end, the segment end and the
-        // tail-block copy are unchanged, so the next append rewrites the same block from the
-        // same aligned-down end, over whatever this attempt left past the logical end.
-        self.write(&segment, &buffer, write_position).await?;
-        // The write completed: publish the new state. No await from here on, so every observer
-        // sees the index, the segment end and the log end move together.
-        let tail_len = (end_position - write_position) as usize;
+        let end_position = self.pipeline.reserved_end();
         let new_end_position = end_position + batches.len_bytes() as u64;
+        let write_position = segment.file.align_down(end_position);
+        let write_end = segment.file.align_up(new_end_position);
+        self.preallocate(&segment, write_end).await?;
+        let buffer = self.build_write_buffer(segment.file.as_ref(), batches, base_offset);
+        assert_eq!(write_position + buffer.len() as u64, write_end);
+        let reservation = Reservation {
+            sequence: self.pipeline.next_sequence(),
+            base_offset,
+            next_offset,
+            end_position,
+            new_end_position,
+            write_position,
+            first_block_shared: write_position < end_position && self.pipeline.unresolved() > 0,
+        };
+        let tail_start = (segment.file.align_down(new_end_position) - write_position) as usize;
+        let tail_end = (new_end_position - write_position) as usize;
+        self.pipeline
+            .reserve(&reservation, &buffer.as_bytes()[tail_start..tail_end]);
+        Ok((reservation, segment, buffer))
+    }
+
+    /// Writes a reserved append's buffer, first waiting for the earlier appends if its first
+    /// block is shared with one of them. Skips the write if an earlier one failed.
+    async fn write_reserved(
+        &self,
+        reservation: &Reservation,
+        segment: &Segment,
+        buffer: &Rc<DmaBuffer>,
+    ) -> Result<(), StorageError> {
+        if reservation.first_block_shared {
+            self.pipeline
+                .wait_resolved_below(reservation.sequence)
+                .await;
+        }
+        if self.pipeline.is_poisoned(reservation.sequence) {
+            return Err(earlier_append_failed_error());
+        }
+        let written = self
+            .write(segment, buffer, reservation.write_position)
+            .await;
+        if written.is_err() {
+            self.pipeline.fail(reservation.sequence);
+        }
+        written
+    }
+
+    /// The write of `reservation` and of every earlier append completed: publishes the new state.
+    /// No await, so every observer sees the index, the segment end and the log end move together.
+    fn publish(
+        &self,
+        reservation: &Reservation,
+        segment: &Segment,
+        buffer: &DmaBuffer,
+        batches: &ValidatedBatches,
+    ) -> AppendInfo {
+        let Reservation {
+            base_offset,
+            next_offset,
+            end_position,
+            new_end_position,
+            write_position,
+            ..
+        } = *reservation;
+        assert_eq!(self.log_end_offset.get(), base_offset);
+        assert_eq!(segment.end_position(), end_position);
+        let tail_len = (end_position - write_position) as usize;
         let new_tail_start = (segment.file.align_down(new_end_position) - write_position) as usize;
         let new_tail_end = (new_end_position - write_position) as usize;
-        *self.tail_block.borrow_mut() = buffer.as_bytes()[new_tail_start..new_tail_end].to_vec();
+        let mut tail_block = self.tail_block.borrow_mut();
+        tail_block.clear();
+        tail_block.extend_from_slice(&buffer.as_bytes()[new_tail_start..new_tail_end]);
+        drop(tail_block);
         segment.with_active_index(|index| {
             let mut offset = base_offset;
             for summary in batches.summaries() {
@@ -455,28 +556,54 @@ impl LogInner {
         assert!(segment.synced_position.get() <= new_end_position);
         self.log_end_offset.set(next_offset);
         self.cache_appended(
-            &segment,
+            segment,
             &buffer.as_bytes()[tail_len..new_tail_end],
             base_offset,
         );
         self.appended.notify_all();
-        Ok(AppendInfo {
+        AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
             log_append_time_ms: now_ms(),
-        })
+        }
     }
 
-    /// Writes `buffer` at `write_position` of `segment`, first growing the file by a
-    /// preallocation step if the write would extend it.
+    /// With nothing in flight after a failed write: the failed writes, and later ones that
+    /// succeeded but were not published, may have left whole batches past the published end.
+    /// Recovery would take such a batch for part of the log if it followed the end directly, so
+    /// the tail block is rewritten with zeros after the end and the file is cut after it. On
+    /// error the pipeline stays failed and the next append tries again.
+    async fn repair_after_failure(&self) -> Result<(), StorageError> {
+        assert_eq!(self.pipeline.unresolved(), 0);
+        let segment = self.active_segment();
+        let end_position = segment.end_position();
+        let tail_block = self.tail_block.borrow().clone();
+        let block_end = segment.file.align_up(end_position);
+        if !tail_block.is_empty() {
+            let alignment = segment.file.alignment() as usize;
+            let mut block = segment.file.alloc_dma_buffer(alignment);
+            block.as_bytes_mut()[..tail_block.len()].copy_from_slice(&tail_block);
+            block.as_bytes_mut()[tail_block.len()..].fill(0);
+            let write_position = segment.file.align_down(end_position);
+            self.write(&segment, &Rc::new(block), write_position)
+                .await?;
+        }
+        segment.file.truncate(block_end).await?;
+        self.active_allocated_bytes.set(block_end);
+        self.pipeline
+            .reset_to(self.log_end_offset.get(), end_position, &tail_block);
+        Ok(())
+    }
+
+    /// Writes `buffer` at `write_position` of `segment`; the file must already hold the range
+    /// or the write extends it (see `preallocate`).
     async fn write(
         &self,
         segment: &Segment,
-        buffer: &Rc<glommio::io::DmaBuffer>,
+        buffer: &Rc<DmaBuffer>,
         write_position: u64,
     ) -> Result<(), StorageError> {
         let write_end = write_position + buffer.len() as u64;
-        self.preallocate(segment, write_end).await?;
         let written = segment
             .file
             .write_at(Rc::clone(buffer), write_position)
@@ -584,8 +711,8 @@ impl LogInner {
         file: &dyn SegmentFile,
         batches: &ValidatedBatches,
         base_offset: i64,
-    ) -> Rc<glommio::io::DmaBuffer> {
-        let tail = self.tail_block.borrow();
+    ) -> Rc<DmaBuffer> {
+        let tail = self.pipeline.reserved_tail();
         let data_len = tail.len() + batches.len_bytes();
         let mut buffer = file.alloc_dma_buffer(file.align_up(data_len as u64) as usize);
         let bytes = buffer.as_bytes_mut();
@@ -606,13 +733,21 @@ impl LogInner {
     /// exceed `segment_bytes`. The old segment is trimmed to its last batch (dropping the zero
     /// padding) and fdatasync'd before the new one exists, so every sealed segment is durable and
     /// recovery only has to make the last segment durable. That costs one fdatasync per roll on
-    /// the append path (once per `segment_bytes`).
+    /// the append path (once per `segment_bytes`). The appends in flight are waited for first.
     async fn roll_if_needed(&self, append_bytes: u64) -> Result<(), StorageError> {
-        let active = self.active_segment();
-        let end_position = active.end_position();
-        if end_position == 0 || end_position + append_bytes <= self.config.segment_bytes {
+        if !self.roll_needed(append_bytes) {
             return Ok(());
         }
+        self.pipeline.wait_drained().await;
+        if self.pipeline.is_failed() {
+            self.repair_after_failure().await?;
+            if !self.roll_needed(append_bytes) {
+                return Ok(());
+            }
+        }
+        let active = self.active_segment();
+        let end_position = active.end_position();
+        assert_eq!(end_position, self.pipeline.reserved_end());
         if self.sync_failed.get() {
             return Err(sync_failed_error());
         }
@@ -640,7 +775,15 @@ impl LogInner {
         self.segments.borrow_mut().push(Rc::new(segment));
         self.tail_block.borrow_mut().clear();
         self.active_allocated_bytes.set(0);
+        self.pipeline.reset_to(base_offset, 0, &[]);
         Ok(())
+    }
+
+    /// Whether appending `append_bytes` after the reserved end would make a non-empty active
+    /// segment exceed `segment_bytes`.
+    fn roll_needed(&self, append_bytes: u64) -> bool {
+        let end_position = self.pipeline.reserved_end();
+        end_position != 0 && end_position + append_bytes > self.config.segment_bytes
     }
 
     /// One group-commit round: fdatasyncs every segment with unsynced bytes (oldest first) and
@@ -753,6 +896,11 @@ impl FailureLog {
             _ => {}
         }
     }
+}
+
+fn earlier_append_failed_error() -> StorageError {
+    let message = "the write of an earlier append failed";
+    StorageError::Io(io::Error::other(message))
 }
 
 fn sync_failed_error() -> StorageError {
