@@ -140,13 +140,18 @@ impl AppendPipeline {
 
     /// Whether the append `sequence` must fail because its write or an earlier one failed.
     pub fn is_poisoned(&self, sequence: u64) -> bool {
-        self.failed_sequence.get().is_some_and(|failed| failed <= sequence)
+        self.failed_sequence
+            .get()
+            .is_some_and(|failed| failed <= sequence)
     }
 
     /// Records that the write of `sequence` failed.
     pub fn fail(&self, sequence: u64) {
         assert!(sequence < self.next_sequence.get());
-        let failed = self.failed_sequence.get().map_or(sequence, |f| f.min(sequence));
+        let failed = self
+            .failed_sequence
+            .get()
+            .map_or(sequence, |f| f.min(sequence));
         self.failed_sequence.set(Some(failed));
     }
 

@@ -304,7 +304,12 @@ impl SegmentFile for FaultFile {
     fn write_at(&self, buffer: Rc<DmaBuffer>, position: u64) -> IoFuture<'_, usize> {
         Box::pin(async move {
             let buffer = match self.state.check(Kind::Write) {
-                Some(Fault::Errno(errno)) => return Err(io::Error::from_raw_os_error(errno)),
+                Some(Fault::Errno(errno)) => {
+                    // As from a real disk, the error arrives after the write was submitted,
+                    // while the caller may have submitted others.
+                    futures_lite::future::yield_now().await;
+                    return Err(io::Error::from_raw_os_error(errno));
+                }
                 Some(Fault::ShortWrite) => {
                     let blocks = buffer.len() as u64 / self.alignment();
                     let kept = (self.state.seen.get() % blocks) * self.alignment();

@@ -452,21 +452,30 @@ impl LogInner {
             return Err(StorageError::Closed);
         }
         self.pipeline.wait_for_slot().await;
-        if self.pipeline.is_failed() {
-            self.pipeline.wait_drained().await;
-            self.repair_after_failure().await?;
-        }
-        self.roll_if_needed(batches.len_bytes() as u64).await?;
+        let segment = loop {
+            if self.pipeline.is_failed() {
+                self.pipeline.wait_drained().await;
+                self.repair_after_failure().await?;
+            }
+            self.roll_if_needed(batches.len_bytes() as u64).await?;
+            let segment = self.active_segment();
+            let write_end = segment.file.align_up(self.pipeline.reserved_end())
+                + segment.file.align_up(batches.len_bytes() as u64);
+            self.preallocate(&segment, write_end).await?;
+            // A write in flight may have failed meanwhile; then this append must start from
+            // the published end instead (after the repair, nothing is in flight).
+            if !self.pipeline.is_failed() {
+                break segment;
+            }
+        };
         let base_offset = self.pipeline.reserved_offset();
         let next_offset = base_offset
             .checked_add(batches.record_count())
             .ok_or(StorageError::OffsetOverflow)?;
-        let segment = self.active_segment();
         let end_position = self.pipeline.reserved_end();
         let new_end_position = end_position + batches.len_bytes() as u64;
         let write_position = segment.file.align_down(end_position);
         let write_end = segment.file.align_up(new_end_position);
-        self.preallocate(&segment, write_end).await?;
         let buffer = self.build_write_buffer(segment.file.as_ref(), batches, base_offset);
         assert_eq!(write_position + buffer.len() as u64, write_end);
         let reservation = Reservation {
@@ -762,13 +771,16 @@ impl LogInner {
         // disk with the directory sync that the new segment's creation requires anyway.
         let (_, index_bytes) = active.encode_active_index();
         index_file::write(&index_file::index_path(&active.path), index_bytes.clone()).await?;
-        active.seal(&index_bytes);
         let base_offset = self.log_end_offset.get();
         assert_eq!(base_offset, active.next_offset());
         let path = self.dir.join(segment_file_name(base_offset));
         // A file with this name is not part of the log (recovery would have found it), so any
         // content is a leftover of an earlier failed roll.
         let file = self.io.open(&path, OpenMode::CreateEmpty).await?;
+        // Sealed only once the new segment exists: if anything above fails, the segment stays
+        // active (its index file is rewritten by the next attempt, or removed by recovery as
+        // the last segment's), and the next append tries the roll again.
+        active.seal(&index_bytes);
         let index = SparseIndex::new(base_offset, self.config.index_interval_bytes);
         let segment = Segment::new_active(base_offset, &path, file, index);
         self.directory_sync_needed.set(true);
