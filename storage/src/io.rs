@@ -46,8 +46,8 @@ pub trait LogIo {
 /// One open segment file. Writes and reads must be aligned as [`SegmentFile::alignment`] says
 /// (reads of any range are allowed; the implementation aligns them).
 ///
-/// Concurrency: several reads may be in flight with a write; the log never has two writes of
-/// one file in flight (see `PartitionLog`).
+/// Concurrency: several reads and several writes may be in flight at once; the log never has
+/// two writes of one block in flight (see `append_pipeline`).
 pub trait SegmentFile {
     fn path(&self) -> &Path;
     /// The direct-I/O block size: write positions and lengths are multiples of it.

@@ -146,6 +146,15 @@
 //!   is unlinked, and files are unlinked oldest first (each segment, then its index), so the
 //!   files on disk always chain densely and recovery starts the log at the first remaining
 //!   segment's base offset.
+//! - **Appends in flight.** Up to `APPEND_WRITES_IN_FLIGHT_MAX` appends per log have their
+//!   writes in flight (see `append_pipeline`): reserved (offsets, bytes, tail block) in call
+//!   order under the append lock, written concurrently, published in reservation order, each
+//!   only after its own write and every earlier one completed. No two writes of one block are
+//!   in flight together: a write whose first block ends the previous append waits until every
+//!   earlier append resolved. A failed write fails every later reserved append too; before the
+//!   next reservation, with nothing in flight, the published tail block is rewritten with
+//!   zeros after the end and the file is cut there, so no batch a failed pipeline left on disk
+//!   can follow the end and be recovered. Rolls and close wait until nothing is in flight.
 //! - **Durability is explicit.** `append` returns after the write completed; `sync_to` returns
 //!   after fdatasync. Concurrent `sync_to` callers share fdatasyncs (group commit). For each
 //!   segment `synced_position <= end_position`.
@@ -156,7 +165,8 @@
 //! # Concurrency
 //!
 //! A [`PartitionLog`] is `!Send` and belongs to one glommio executor (shard). Several tasks on
-//! that executor may use it at once through `&self` methods; appends are serialised internally.
+//! that executor may use it at once through `&self` methods; appends are ordered internally
+//! (reserved and published in call order, written concurrently).
 
 mod append_pipeline;
 mod batch;

@@ -29,11 +29,14 @@ use crate::{AppendInfo, LogConfig, RetentionOutcome, RetentionPolicy, StorageErr
 /// to).
 ///
 /// Concurrency: the type is `!Send` and lives on one glommio executor, but any number of tasks
-/// on that executor may call its methods concurrently. Appends (with the rolls they do) and
-/// retention are serialised by an async lock and each runs in its own spawned task, so dropping an `append` future after its first poll
-/// does not abandon a half-done write: it completes (or fails) and the state stays consistent.
-/// `log_end_offset` and each segment's end move forward only after the write that put the bytes
-/// on disk completed, so `read` never returns bytes that are not yet written.
+/// on that executor may call its methods concurrently. Appends reserve their place (with the
+/// rolls they do) in call order under an async lock, which retention also takes; their writes
+/// then run concurrently, up to `APPEND_WRITES_IN_FLIGHT_MAX`, and they publish in reservation
+/// order (see `append_pipeline`). Each runs in its own spawned task, so dropping an `append`
+/// future after its first poll does not abandon a half-done write: it completes (or fails) and
+/// the state stays consistent. `log_end_offset` and each segment's end move forward only after
+/// the write that put the bytes on disk, and every earlier one, completed, so `read` never
+/// returns bytes that are not yet written.
 pub struct PartitionLog {
     inner: Rc<LogInner>,
 }
