@@ -5,6 +5,7 @@ mod config;
 mod connection;
 mod controller;
 mod errors;
+mod flush;
 mod groups;
 mod handlers;
 mod metadata;

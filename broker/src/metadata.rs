@@ -86,6 +86,19 @@ pub fn validate_config(key: &str, value: &str) -> Result<(), String> {
         "segment.bytes" if value.parse::<i64>().unwrap_or(0) < 14 => {
             Err("segment.bytes must be at least 14".into())
         }
+        "segment.ms" | "flush.messages" | "index.interval.bytes"
+            if value.parse::<i64>().unwrap_or(0) < 1 =>
+        {
+            Err(format!("{key} must be at least 1"))
+        }
+        "flush.ms" | "retention.ms" | "retention.bytes"
+            if value.parse::<i64>().unwrap_or(0) < -1 =>
+        {
+            Err(format!("{key} must be at least -1"))
+        }
+        "flush.ms" if value.parse::<i64>().unwrap_or(0) < 0 => {
+            Err("flush.ms must be at least 0".into())
+        }
         _ => Ok(()),
     }
 }
@@ -187,6 +200,14 @@ mod tests {
     fn configs() {
         assert!(validate_config("retention.ms", "1000").is_ok());
         assert!(validate_config("retention.ms", "soon").is_err());
+        assert!(validate_config("segment.ms", "0").is_err());
+        assert!(validate_config("segment.ms", "1").is_ok());
+        assert!(validate_config("flush.messages", "0").is_err());
+        assert!(validate_config("flush.messages", "1").is_ok());
+        assert!(validate_config("flush.ms", "-1").is_err());
+        assert!(validate_config("flush.ms", "0").is_ok());
+        assert!(validate_config("retention.ms", "-2").is_err());
+        assert!(validate_config("retention.ms", "-1").is_ok());
         assert!(validate_config("no.such.config", "1").is_err());
         assert!(validate_config("cleanup.policy", "compact").is_ok());
         assert!(validate_config("cleanup.policy", "shred").is_err());

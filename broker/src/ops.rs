@@ -16,9 +16,13 @@ use kafka_protocol::error::ResponseError;
 use storage::{RetentionPolicy, StorageError, ValidatedBatches};
 
 use crate::errors::storage_error;
+use crate::flush::{unsynced_records, FlushPolicy};
 use crate::groups::store::OFFSETS_TOPIC;
 use crate::producers::{BatchIdentity, Verdict};
 use crate::shard::{Partition, Shard};
+
+/// DeleteRecords offset meaning "up to the high watermark".
+pub const DELETE_RECORDS_TO_HIGH_WATERMARK: i64 = -1;
 
 /// Acks value meaning "answer once the append is durable" (acks=all).
 pub const ACKS_ALL: i16 = -1;
@@ -100,6 +104,13 @@ impl Shard {
                     self.config.producer_snapshot_interval_bytes,
                 );
 
+                let flush = self
+                    .metadata()
+                    .topics
+                    .get(&topic)
+                    .map(FlushPolicy::of)
+                    .filter(|policy| policy.append_must_sync(unsynced_records(&partition)));
+                let acks = if flush.is_some() { ACKS_ALL } else { acks };
                 finish(&partition, info.base_offset, info.last_offset, acks).await
             }
             Err(e) => {
@@ -177,6 +188,34 @@ impl Shard {
                 None => Ok((-1, -1)),
             },
         }
+    }
+
+    /// Kafka's DeleteRecords on one partition: moves the log start offset to `offset` (-1: the
+    /// high watermark) and returns the new log start (the partition's low watermark). An offset
+    /// past the high watermark, or negative other than -1, is OFFSET_OUT_OF_RANGE.
+    pub async fn delete_records_local(
+        self: Rc<Self>,
+        topic: String,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, ResponseError> {
+        if topic == OFFSETS_TOPIC {
+            // Group state is rebuilt from this log's whole history; deleting a prefix would
+            // silently drop committed offsets.
+            return Err(ResponseError::InvalidTopicException);
+        }
+        let partition = self
+            .partition(&topic, partition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let log = &partition.log;
+        let offset = match offset {
+            DELETE_RECORDS_TO_HIGH_WATERMARK => log.log_end_offset(),
+            offset if offset < 0 => return Err(ResponseError::OffsetOutOfRange),
+            offset => offset,
+        };
+        log.delete_records(offset)
+            .await
+            .map_err(|e| storage_error(&e))
     }
 
     /// Completes when any of the partitions has data past its offset, or at the deadline.
@@ -285,7 +324,8 @@ async fn finish(
     })
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -17,8 +17,14 @@ use crate::shard::{Envelope, Shard, INBOX_JOBS_MAX};
 /// Connections one shard serves at once; a further connection is closed on accept.
 pub const SHARD_CONNECTIONS_MAX: usize = 10_000;
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
+    // Absolute from here on: glommio opens directories for their fsync through io_uring with
+    // AT_FDCWD semantics that do not hold for relative paths, so a relative data directory
+    // (the README's `./data`) made every directory sync fail.
+    args.data_dir = std::fs::canonicalize(&args.data_dir).map_err(|e| {
+        anyhow::anyhow!("cannot resolve --data-dir {}: {e}", args.data_dir.display())
+    })?;
     let mut snapshot = MetadataSnapshot::load_or_init(&args.data_dir)?;
     ensure_offsets_topic(&args.data_dir, &mut snapshot)?;
     remove_orphan_partitions(&args.data_dir, &snapshot)?;
@@ -104,6 +110,7 @@ async fn shard_main(
     }
     glommio::spawn_local(GroupCoordinator::run_timers(shard.clone())).detach();
     spawn_retention(shard.clone());
+    crate::flush::spawn_flusher(shard.clone());
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         // As above: a shard that cannot start must not leave the others waiting.
         log::error!("shard {id} cannot listen on {}: {e}", config.listen);

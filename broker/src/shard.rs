@@ -60,6 +60,8 @@ pub struct Partition {
     pub dir: std::path::PathBuf,
     /// Bytes appended since the last producer-state snapshot.
     pub appended_since_snapshot: std::cell::Cell<u64>,
+    /// When `flush.ms` last synced (or found nothing to sync), ms since the Unix epoch.
+    pub last_flush_ms: std::cell::Cell<i64>,
 }
 
 /// Bytes read at a time while rebuilding producer state from a log.
@@ -221,6 +223,14 @@ impl Shard {
         owned
     }
 
+    /// The open partitions of `topic` on this shard.
+    pub fn partitions_of(&self, topic: &str) -> Vec<Rc<Partition>> {
+        let logs = self.logs.borrow();
+        logs.get(topic)
+            .map(|t| t.partitions.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn log_config(&self, topic: &TopicMeta) -> LogConfig {
         let segment_bytes = topic
             .configs
@@ -234,6 +244,9 @@ impl Shard {
         LogConfig {
             segment_bytes,
             index_interval_bytes,
+            segment_ms: topic
+                .config_i64("segment.ms")
+                .unwrap_or(storage::SEGMENT_MS_DEFAULT),
             ..LogConfig::default()
         }
     }
@@ -248,11 +261,20 @@ impl Shard {
         );
         self.drop_removed_topics(&snapshot).await;
         for topic in snapshot.topics.values() {
+            let config_changed = previous
+                .topics
+                .get(&topic.name)
+                .is_some_and(|old| old.configs != topic.configs);
             for partition in 0..topic.partitions {
-                if self.owner(&topic.name, partition) == self.id
-                    && self.partition(&topic.name, partition).is_none()
-                {
-                    self.open_partition(topic, partition).await;
+                if self.owner(&topic.name, partition) != self.id {
+                    continue;
+                }
+                match self.partition(&topic.name, partition) {
+                    None => self.open_partition(topic, partition).await,
+                    // Topic configs changed (AlterConfigs): the log applies them from its next
+                    // append.
+                    Some(open) if config_changed => open.log.set_config(self.log_config(topic)),
+                    Some(_) => {}
                 }
             }
         }
@@ -323,6 +345,7 @@ impl Shard {
                 producers: StateCell::new(producers),
                 dir,
                 appended_since_snapshot: std::cell::Cell::new(0),
+                last_flush_ms: std::cell::Cell::new(crate::ops::now_ms()),
             }),
         );
     }

@@ -12,8 +12,9 @@
 //! owns: `baseOffset` (assigned on append) and `partitionLeaderEpoch` (set to 0). Neither is
 //! covered by the CRC, so the producer's CRC stays valid on disk. The segment files are the
 //! ground truth; next to them are derived files that only shorten `open`: one index file per
-//! segment and the clean-shutdown marker (both below). Files named `*.tmp` are interrupted
-//! writes of those and are removed at open.
+//! segment and the clean-shutdown marker (both below). The log start checkpoint (below) is
+//! ground truth too, once DeleteRecords wrote it. Files named `*.tmp` are interrupted writes of
+//! those and are removed at open.
 //!
 //! | offset | field                | type | notes                                        |
 //! |-------:|----------------------|------|----------------------------------------------|
@@ -67,6 +68,25 @@
 //! |      24 * n    | root pointer | i32  | relative position of the entries (-24 * n)      |
 //! |  24 * n + 4    | root length  | u32  | n = entryCount                                  |
 //!
+//! ## Log start checkpoint
+//!
+//! `log-start-offset` in the partition directory holds the log start offset that
+//! [`PartitionLog::delete_records`] moved inside or past the first segment. It is written to
+//! `log-start-offset.tmp`, fdatasync'd, renamed, and the directory fsync'd before the new start
+//! is published. At open the start is this value clamped to `[first segment base, log end]`
+//! (retention may since have deleted past it; a crash may have lost unsynced records below it);
+//! without the file it is the first segment's base offset; a damaged file fails `open` with
+//! `Corrupt`. 32 bytes, little-endian:
+//!
+//! | offset | field          | type    | notes                     |
+//! |-------:|----------------|---------|---------------------------|
+//! |      0 | magic          | [u8; 8] | `SLCSTART`                |
+//! |      8 | version        | u32     | 1                         |
+//! |     12 | reserved       | u32     | 0                         |
+//! |     16 | logStartOffset | i64     | at least 0                |
+//! |     24 | crc            | u32     | CRC-32C of bytes 0..24    |
+//! |     28 | reserved       | u32     | 0                         |
+//!
 //! ## Clean-shutdown marker
 //!
 //! `clean-shutdown` in the partition directory is written by [`PartitionLog::close`] after the
@@ -89,7 +109,8 @@
 //!
 //! - **Dense offsets.** Within and across segments, each batch's baseOffset is the previous
 //!   batch's baseOffset + lastOffsetDelta + 1, and each segment starts at the offset where the
-//!   previous one ends. `log_start_offset` is the first segment's base offset.
+//!   previous one ends. `log_start_offset` is at least the first segment's base offset (more
+//!   after DeleteRecords) and never moves back.
 //! - **Nothing past the last valid batch is served.** Only bytes below a segment's in-memory
 //!   logical end are ever read; that end moves only after the write that put the bytes on disk
 //!   completed. Every batch is CRC-checked before it is written (in [`ValidatedBatches::validate`])
@@ -141,11 +162,14 @@
 //!   and keeps the chunk per segment in a per-executor cache of at most
 //!   [`READ_AHEAD_CACHE_BYTES_MAX`]; later fetches inside it need no disk read. A chunk holds
 //!   only bytes below the segment's logical end, which never change.
-//! - **Retention cuts a prefix.** [`PartitionLog::apply_retention`] deletes whole sealed
-//!   segments from the oldest, never the active one. The log start offset moves before any file
-//!   is unlinked, and files are unlinked oldest first (each segment, then its index), so the
-//!   files on disk always chain densely and recovery starts the log at the first remaining
-//!   segment's base offset.
+//! - **Retention cuts a prefix.** [`PartitionLog::apply_retention`] and
+//!   [`PartitionLog::delete_records`] delete whole sealed segments from the oldest, never the
+//!   active one. The log start offset moves before any file is unlinked; the unlinks run after
+//!   the append lock is released, in ticket order under a second lock, oldest first (each
+//!   segment, then its index), so the files on disk always chain densely and recovery starts
+//!   the log at the first remaining segment's base offset (or the checkpoint above it).
+//! - **Rolls.** A new segment starts when an append would take the active one past
+//!   `segment_bytes`, or when the first append to it is `segment_ms` old.
 //! - **Appends in flight.** Up to `APPEND_WRITES_IN_FLIGHT_MAX` appends per log have their
 //!   writes in flight (see `append_pipeline`): reserved (offsets, bytes, tail block) in call
 //!   order under the append lock, written concurrently, published in reservation order, each
@@ -180,6 +204,7 @@ mod index_file;
 pub mod io;
 mod iopoll_probe;
 mod log;
+mod log_start_checkpoint;
 mod notify;
 mod read_ahead;
 mod recovery;
@@ -205,6 +230,9 @@ pub use tail_cache::{
 /// small next to the default 1 GiB segment and large enough that its cost is amortised.
 pub const SEGMENT_PREALLOCATE_BYTES: u64 = 16 << 20;
 
+/// Kafka's default `segment.ms`: 7 days.
+pub const SEGMENT_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Tuning of one partition log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -215,6 +243,10 @@ pub struct LogConfig {
     /// The active segment file grows in steps of this many bytes (`fallocate`), bounded by
     /// `segment_bytes`, so that most appends do not change the file size. 0 disables it.
     pub segment_preallocate_bytes: u64,
+    /// A new segment is started by the first append that comes at least this many milliseconds
+    /// after the first append to the active segment (Kafka's `segment.ms`), so that retention by
+    /// time can delete data even from a partition that fills segments slowly. Negative: never.
+    pub segment_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -223,6 +255,7 @@ impl Default for LogConfig {
             segment_bytes: 1 << 30,
             index_interval_bytes: 4096,
             segment_preallocate_bytes: SEGMENT_PREALLOCATE_BYTES,
+            segment_ms: SEGMENT_MS_DEFAULT,
         }
     }
 }

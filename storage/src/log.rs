@@ -19,6 +19,7 @@ use crate::clean_marker::{self, CleanMarker};
 use crate::index::SparseIndex;
 use crate::index_file;
 use crate::io::{DirectIo, LogIo, OpenMode, SegmentFile};
+use crate::log_start_checkpoint;
 use crate::notify::Notify;
 use crate::recovery::{self, RecoveredIndex};
 use crate::segment::{segment_file_name, Segment};
@@ -44,7 +45,8 @@ pub struct PartitionLog {
 struct LogInner {
     dir: PathBuf,
     io: Rc<dyn LogIo>,
-    config: LogConfig,
+    /// Changed by [`PartitionLog::set_config`]; read by rolls and preallocation.
+    config: RefCell<LogConfig>,
     /// Ordered by base offset; dense: each segment starts where the previous one ends.
     segments: RefCell<Vec<Rc<Segment>>>,
     log_start_offset: Cell<i64>,
@@ -58,6 +60,13 @@ struct LogInner {
     append_lock: FifoLock,
     /// The appends whose writes are in flight (see `append_pipeline`).
     pipeline: AppendPipeline,
+    /// Orders the unlinking of deleted segments (retention, DeleteRecords), which runs after the
+    /// append lock is released so that produce never waits for file deletion, while keeping the
+    /// files on disk a dense chain at every moment.
+    removal_lock: FifoLock,
+    /// Wall-clock time of the first append to the active segment (or of the open that found it
+    /// non-empty): `segment_ms` counts from here.
+    active_first_append_ms: Cell<Option<i64>>,
     appended: Rc<Notify>,
     /// Every offset below this is durable.
     synced_offset: Cell<i64>,
@@ -107,6 +116,10 @@ impl PartitionLog {
             "index_interval_bytes must be positive"
         );
         let recovered = recovery::recover_dir(dir, &config)?;
+        // Directory syncs go through io_uring, where a relative path fails (EBADF); resolve it
+        // once, now that recovery has created the directory.
+        let dir = &std::fs::canonicalize(dir)?;
+        let checkpoint = log_start_checkpoint::read_blocking(dir)?;
         crate::iopoll_probe::ensure_probed(dir).await?;
         assert!(!recovered.segments.is_empty());
         let segments_scanned = recovered.segments_scanned;
@@ -134,16 +147,24 @@ impl PartitionLog {
         assert!(segments[..segments.len() - 1].iter().all(|s| s.is_sealed()));
         let tail_block = read_tail_block(&active).await?;
         let log_end_offset = active.next_offset();
+        // A checkpoint past the log end means the records it was moved over were lost in a
+        // crash (they were never fdatasync'd); the log then starts, empty, at its end.
+        let log_start_offset = checkpoint
+            .unwrap_or(0)
+            .clamp(segments[0].base_offset, log_end_offset);
+        let active_first_append_ms = (active.end_position() > 0).then(now_ms);
         let inner = LogInner {
             dir: dir.to_path_buf(),
             io,
-            config,
-            log_start_offset: Cell::new(segments[0].base_offset),
+            config: RefCell::new(config),
+            log_start_offset: Cell::new(log_start_offset),
             segments: RefCell::new(segments),
             log_end_offset: Cell::new(log_end_offset),
             pipeline: AppendPipeline::new(log_end_offset, active.end_position(), &tail_block),
             tail_block: RefCell::new(tail_block),
             append_lock: FifoLock::default(),
+            removal_lock: FifoLock::default(),
+            active_first_append_ms: Cell::new(active_first_append_ms),
             appended: Rc::new(Notify::default()),
             synced_offset: Cell::new(log_end_offset),
             sync_in_flight: Cell::new(false),
@@ -279,8 +300,12 @@ impl PartitionLog {
             if max_timestamp.is_none_or(|max| max < timestamp_ms) {
                 continue;
             }
-            if let Some(found) = segment.offset_for_timestamp(timestamp_ms).await? {
-                return Ok(Some(found));
+            if segment.next_offset() <= self.log_start_offset() {
+                continue;
+            }
+            if let Some((offset, timestamp)) = segment.offset_for_timestamp(timestamp_ms).await? {
+                // Records below the log start are deleted; the first one that is not answers.
+                return Ok(Some((offset.max(self.log_start_offset()), timestamp)));
             }
         }
         Ok(None)
@@ -305,6 +330,37 @@ impl PartitionLog {
         let task = glommio::spawn_local(async move { inner.apply_retention(ticket, policy).await })
             .detach();
         task.await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Moves the log start offset up to `offset` (Kafka's DeleteRecords): reads below it fail
+    /// with `OffsetOutOfRange` from then on, and sealed segments wholly below it are deleted.
+    /// The new start is checkpointed durably (see `log_start_checkpoint`) before it is
+    /// published, so it survives a restart. An `offset` at or below the current start changes
+    /// nothing; one past the log end is `OffsetOutOfRange`. Returns the log start offset after
+    /// the call. Serialised with appends and retention like `apply_retention`.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
+        let inner = Rc::clone(&self.inner);
+        let ticket = inner.append_lock.ticket();
+        let task = glommio::spawn_local(async move { inner.delete_records(ticket, offset).await })
+            .detach();
+        task.await.unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Replaces the tuning (a topic's configs changed). Takes effect from the next append:
+    /// `segment_bytes` and `segment_ms` decide the next roll, `index_interval_bytes` applies to
+    /// segments started after this call.
+    pub fn set_config(&self, config: LogConfig) {
+        assert!(config.segment_bytes > 0, "segment_bytes must be positive");
+        assert!(
+            config.index_interval_bytes > 0,
+            "index_interval_bytes must be positive"
+        );
+        *self.inner.config.borrow_mut() = config;
+    }
+
+    /// The tuning in force.
+    pub fn config(&self) -> LogConfig {
+        self.inner.config.borrow().clone()
     }
 
     /// Completes the next time `log_end_offset` grows (or the log is closed). Cheap; any number
@@ -334,6 +390,11 @@ impl PartitionLog {
         let permit = inner.append_lock.acquire(inner.append_lock.ticket()).await;
         inner.pipeline.wait_drained().await;
         tail_cache::forget(inner.tail_cache_key);
+        // Unlinks of removed segments finish before the files are closed or the directory goes.
+        let removal_permit = inner
+            .removal_lock
+            .acquire(inner.removal_lock.ticket())
+            .await;
         inner.appended.notify_all();
         let sync_result = self.sync_to(i64::MAX).await;
         let active = inner.active_segment();
@@ -343,6 +404,7 @@ impl PartitionLog {
             inner.write_clean_shutdown(&active).await?;
         }
         drop(permit);
+        drop(removal_permit);
         let segments = std::mem::take(&mut *inner.segments.borrow_mut());
         for segment in segments {
             // Nothing else can hold a segment here (`close` consumes the log and waited for the
@@ -572,11 +634,15 @@ impl LogInner {
             &buffer.as_bytes()[tail_len..new_tail_end],
             base_offset,
         );
+        let log_append_time_ms = now_ms();
+        if self.active_first_append_ms.get().is_none() {
+            self.active_first_append_ms.set(Some(log_append_time_ms));
+        }
         self.appended.notify_all();
         AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
-            log_append_time_ms: now_ms(),
+            log_append_time_ms,
         }
     }
 
@@ -644,11 +710,12 @@ impl LogInner {
     /// file back to its logical end.
     async fn preallocate(&self, segment: &Segment, write_end: u64) -> Result<(), StorageError> {
         let allocated = self.active_allocated_bytes.get();
-        let step = self.config.segment_preallocate_bytes;
+        let config = self.config.borrow().clone();
+        let step = config.segment_preallocate_bytes;
         if write_end <= allocated || step == 0 || self.preallocate_unsupported.get() {
             return Ok(());
         }
-        let limit = segment.file.align_up(self.config.segment_bytes);
+        let limit = segment.file.align_up(config.segment_bytes);
         let target = segment
             .file
             .align_up(write_end.max(allocated.saturating_add(step).min(limit)));
@@ -671,23 +738,15 @@ impl LogInner {
         ticket: Ticket,
         policy: RetentionPolicy,
     ) -> Result<RetentionOutcome, StorageError> {
-        let _turn = self.append_lock.acquire(ticket).await;
+        let turn = self.append_lock.acquire(ticket).await;
         if self.closed.get() {
             return Err(StorageError::Closed);
         }
-        // No await from taking the expired segments out of the list to publishing the new log
-        // start: a read sees either the old list and start or the new ones.
-        let expired: Vec<Rc<Segment>> = {
-            let mut segments = self.segments.borrow_mut();
-            let count = expired_segment_count(&segments, &policy);
-            assert!(
-                count < segments.len(),
-                "the active segment is never deleted"
-            );
-            segments.drain(..count).collect()
-        };
-        let log_start_offset = self.segments.borrow()[0].base_offset;
-        assert!(log_start_offset >= self.log_start_offset.get());
+        let log_start_offset = self.log_start_offset.get();
+        let expired = self.take_sealed_prefix(|segments| {
+            expired_segment_count(segments, log_start_offset, &policy)
+        });
+        let log_start_offset = log_start_offset.max(self.segments.borrow()[0].base_offset);
         assert!(log_start_offset <= self.log_end_offset.get());
         self.log_start_offset.set(log_start_offset);
         tail_cache::drop_below(self.tail_cache_key, log_start_offset);
@@ -695,13 +754,75 @@ impl LogInner {
             segments_deleted: expired.len(),
             log_start_offset,
         };
-        if expired.is_empty() {
-            return Ok(outcome);
+        let removal = self.removal_lock.ticket();
+        drop(turn);
+        self.remove_segment_files(removal, expired).await?;
+        Ok(outcome)
+    }
+
+    async fn delete_records(&self, ticket: Ticket, offset: i64) -> Result<i64, StorageError> {
+        let turn = self.append_lock.acquire(ticket).await;
+        if self.closed.get() {
+            return Err(StorageError::Closed);
         }
-        // Oldest first and stopping at the first failure, so the files left on disk always
-        // chain densely. A file whose unlink failed is no longer served; it comes back (and the
-        // log start with it) only if the log is reopened.
-        for segment in expired {
+        let log_start_offset = self.log_start_offset.get();
+        let log_end_offset = self.log_end_offset.get();
+        if offset < 0 || offset > log_end_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            });
+        }
+        if offset <= log_start_offset {
+            return Ok(log_start_offset);
+        }
+        // Durable before it is published: a restart must not serve the deleted records again.
+        log_start_checkpoint::write(&self.dir, offset).await?;
+        self.io.sync_dir(&self.dir).await?;
+        self.log_start_offset.set(offset);
+        tail_cache::drop_below(self.tail_cache_key, offset);
+        let below = self.take_sealed_prefix(|segments| {
+            let sealed = &segments[..segments.len() - 1];
+            sealed
+                .iter()
+                .take_while(|s| s.next_offset() <= offset)
+                .count()
+        });
+        let removal = self.removal_lock.ticket();
+        drop(turn);
+        self.remove_segment_files(removal, below).await?;
+        Ok(offset)
+    }
+
+    /// Takes the first `count(segments)` segments out of the list; never the active one. No
+    /// await between this and publishing the new log start: a read sees either the old list and
+    /// start or the new ones.
+    fn take_sealed_prefix(&self, count: impl FnOnce(&[Rc<Segment>]) -> usize) -> Vec<Rc<Segment>> {
+        let mut segments = self.segments.borrow_mut();
+        let count = count(&segments);
+        assert!(
+            count < segments.len(),
+            "the active segment is never deleted"
+        );
+        segments.drain(..count).collect()
+    }
+
+    /// Unlinks segments taken out of the list (and their indexes), oldest first, in the order
+    /// their removals were ticketed, stopping at the first failure, so the files left on disk
+    /// always chain densely. Runs without the append lock: produce does not wait for it. A
+    /// file whose unlink failed is no longer served; it comes back (and the log start with it)
+    /// only if the log is reopened.
+    async fn remove_segment_files(
+        &self,
+        ticket: Ticket,
+        removed: Vec<Rc<Segment>>,
+    ) -> Result<(), StorageError> {
+        let _turn = self.removal_lock.acquire(ticket).await;
+        if removed.is_empty() {
+            return Ok(());
+        }
+        for segment in removed {
             segment.file.remove().await?;
             // The index is derived: one left behind by a failure here is removed at open.
             index_file::remove_if_exists(&index_file::index_path(&segment.path))?;
@@ -713,8 +834,7 @@ impl LogInner {
                 file.close().await?;
             }
         }
-        self.io.sync_dir(&self.dir).await?;
-        Ok(outcome)
+        Ok(self.io.sync_dir(&self.dir).await?)
     }
 
     /// One aligned buffer: [partial tail block][batches with offsets assigned][zero padding].
@@ -742,8 +862,9 @@ impl LogInner {
     }
 
     /// Starts a new segment if appending `append_bytes` would make a non-empty active segment
-    /// exceed `segment_bytes`. The old segment is trimmed to its last batch (dropping the zero
-    /// padding) and fdatasync'd before the new one exists, so every sealed segment is durable and
+    /// exceed `segment_bytes`, or if its first append is `segment_ms` or more ago (see
+    /// `roll_needed`). The old segment is trimmed to its last batch (dropping the zero padding)
+    /// and fdatasync'd before the new one exists, so every sealed segment is durable and
     /// recovery only has to make the last segment durable. That costs one fdatasync per roll on
     /// the append path (once per `segment_bytes`). The appends in flight are waited for first.
     async fn roll_if_needed(&self, append_bytes: u64) -> Result<(), StorageError> {
@@ -784,21 +905,29 @@ impl LogInner {
         // active (its index file is rewritten by the next attempt, or removed by recovery as
         // the last segment's), and the next append tries the roll again.
         active.seal(&index_bytes);
-        let index = SparseIndex::new(base_offset, self.config.index_interval_bytes);
+        let index = SparseIndex::new(base_offset, self.config.borrow().index_interval_bytes);
         let segment = Segment::new_active(base_offset, &path, file, index);
         self.directory_sync_needed.set(true);
         self.segments.borrow_mut().push(Rc::new(segment));
         self.tail_block.borrow_mut().clear();
         self.active_allocated_bytes.set(0);
         self.pipeline.reset_to(base_offset, 0, &[]);
+        self.active_first_append_ms.set(None);
         Ok(())
     }
 
-    /// Whether appending `append_bytes` after the reserved end would make a non-empty active
-    /// segment exceed `segment_bytes`.
+    /// Whether a non-empty active segment must be sealed before `append_bytes` more: they would
+    /// take it past `segment_bytes`, or its first append is `segment_ms` or more ago.
     fn roll_needed(&self, append_bytes: u64) -> bool {
         let end_position = self.pipeline.reserved_end();
-        end_position != 0 && end_position + append_bytes > self.config.segment_bytes
+        let config = self.config.borrow();
+        let full = end_position + append_bytes > config.segment_bytes;
+        let aged = config.segment_ms >= 0
+            && self
+                .active_first_append_ms
+                .get()
+                .is_some_and(|first_ms| now_ms().saturating_sub(first_ms) >= config.segment_ms);
+        end_position != 0 && (full || aged)
     }
 
     /// One group-commit round: fdatasyncs every segment with unsynced bytes (oldest first) and
@@ -859,7 +988,11 @@ impl Drop for SyncInFlight<'_> {
 /// How many segments from the oldest `policy` deletes: each must be sealed (not the last) and
 /// expired by time or by size; the first one that is not ends the run, so retention only ever
 /// cuts a prefix of the log.
-fn expired_segment_count(segments: &[Rc<Segment>], policy: &RetentionPolicy) -> usize {
+fn expired_segment_count(
+    segments: &[Rc<Segment>],
+    log_start_offset: i64,
+    policy: &RetentionPolicy,
+) -> usize {
     let mut remaining_bytes: u64 = segments.iter().map(|segment| segment.end_position()).sum();
     let sealed = &segments[..segments.len() - 1];
     let mut count = 0;
@@ -873,7 +1006,9 @@ fn expired_segment_count(segments: &[Rc<Segment>], policy: &RetentionPolicy) -> 
         // As Kafka: delete while what stays is still at least retention_bytes.
         let expired_by_size =
             policy.retention_bytes >= 0 && remaining_bytes - bytes >= policy.retention_bytes as u64;
-        if !expired_by_time && !expired_by_size {
+        // Left behind if a crash came between a DeleteRecords checkpoint and the unlink.
+        let below_log_start = segment.next_offset() <= log_start_offset;
+        if !expired_by_time && !expired_by_size && !below_log_start {
             break;
         }
         remaining_bytes -= bytes;

@@ -25,6 +25,7 @@ fn config() -> LogConfig {
         segment_bytes: 64 * 1024,
         index_interval_bytes: 512,
         segment_preallocate_bytes: 16 * 1024,
+        ..LogConfig::default()
     }
 }
 

@@ -89,6 +89,7 @@ async fn run_case(seed: u64) {
         segment_bytes: rng.range(1024, 8192),
         index_interval_bytes: rng.range(64, 2048),
         segment_preallocate_bytes: rng.range(0, 3) * 4096,
+        ..LogConfig::default()
     };
     // The tail cache off, holding the last few batches, or all of them: reads come from memory,
     // from disk, or from either depending on the offset.

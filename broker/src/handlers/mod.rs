@@ -10,6 +10,7 @@ pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -157,6 +158,11 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
         max: create_topics::VERSION_MAX,
     },
     ApiSupport {
+        key: ApiKey::DeleteRecords,
+        min: delete_records::VERSION_MIN,
+        max: delete_records::VERSION_MAX,
+    },
+    ApiSupport {
         key: ApiKey::DeleteTopics,
         min: delete_topics::VERSION_MIN,
         max: delete_topics::VERSION_MAX,
@@ -277,6 +283,12 @@ pub async fn dispatch(shard: Rc<Shard>, peer_ip: Rc<str>, mut frame: Bytes) -> O
             body,
             kafka_protocol::messages::DeleteTopicsRequest,
             delete_topics::handle
+        ),
+        ApiKey::DeleteRecords => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::DeleteRecordsRequest,
+            delete_records::handle
         ),
         ApiKey::DescribeConfigs => {
             route!(
