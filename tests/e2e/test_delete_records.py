@@ -5,7 +5,9 @@ range, whole segments below it are deleted, and the new start survives a restart
 rolls the active segment by age; flush.messages and flush.ms are accepted, shown by
 DescribeConfigs and leave produce and consume working."""
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -14,6 +16,7 @@ from kafka import KafkaAdminClient
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.errors import OffsetOutOfRangeError, UnknownTopicOrPartitionError
 
+from conftest import Broker, free_port
 from e2e_util import (
     CLIENT_TIMEOUT_S,
     confluent_base_config,
@@ -22,6 +25,7 @@ from e2e_util import (
     read_all,
     unique_topic,
     wait_for_partitions,
+    wait_until,
 )
 
 SEGMENT_BYTES = 16384
@@ -168,3 +172,30 @@ def test_segment_ms_rolls_by_age_and_flush_configs_are_served(broker):
         admin.alter_configs([bad])[bad].result(timeout=CLIENT_TIMEOUT_S)
     assert raised.value.args[0].code() == KafkaError.INVALID_CONFIG
     assert describe(admin, topic)["segment.ms"] == "1"
+
+
+def test_a_relative_data_dir_serves_rolls_syncs_and_deletes(tmp_path):
+    """The README's default `--data-dir ./data` is relative: segment rolls, acks=all syncs,
+    DeleteRecords and topic deletion all sync directories under it."""
+    workdir = Path(os.path.relpath(tmp_path / "broker"))
+    assert not workdir.is_absolute()
+    broker = Broker(workdir, free_port(), extra_args=["--segment-bytes", str(SEGMENT_BYTES)])
+    try:
+        broker.start()
+        topic = unique_topic("relative")
+        admin = AdminClient(confluent_base_config(broker.bootstrap))
+        create(admin, broker.bootstrap, topic, {})
+        produced = produce_large(broker.bootstrap, topic, 100)
+        assert len(segment_bases(broker, topic)) > 2
+        futures = admin.delete_records([TopicPartition(topic, 0, 50)], request_timeout=15)
+        assert next(iter(futures.values())).result(timeout=CLIENT_TIMEOUT_S).low_watermark == 50
+        assert [(r[1], r[3]) for r in read_all(broker.bootstrap, topic, 1)] == produced[50:]
+        admin.delete_topics([topic], request_timeout=15)[topic].result(timeout=CLIENT_TIMEOUT_S)
+        wait_until(lambda: not (broker.data_dir / f"{topic}-0").exists(), timeout_s=CLIENT_TIMEOUT_S,
+                   describe=lambda: f"{topic}-0 still on disk")
+        broker.assert_running()
+        assert "KAFKA_STORAGE_ERROR" not in broker.log_path.read_text()
+        assert " ERROR " not in broker.log_path.read_text()
+    finally:
+        problem = broker.close()
+        assert not problem, problem
