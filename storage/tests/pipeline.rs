@@ -22,6 +22,7 @@ fn config() -> LogConfig {
         segment_bytes: 96 * 1024,
         index_interval_bytes: 1024,
         segment_preallocate_bytes: 16 * 1024,
+        ..LogConfig::default()
     }
 }
 
