@@ -170,8 +170,9 @@
 //!   the log at the first remaining segment's base offset (or the checkpoint above it).
 //! - **Rolls.** A new segment starts when an append would take the active one past
 //!   `segment_bytes`, or when the first append to it is `segment_ms` old.
-//! - **Appends in flight.** Up to `APPEND_WRITES_IN_FLIGHT_MAX` appends per log have their
-//!   writes in flight (see `append_pipeline`): reserved (offsets, bytes, tail block) in call
+//! - **Appends in flight.** Up to [`PartitionLog::set_append_writes_in_flight`] appends per
+//!   log (at most [`APPEND_WRITES_IN_FLIGHT_MAX`], default [`APPEND_WRITES_IN_FLIGHT_DEFAULT`])
+//!   have their writes in flight (see `append_pipeline`): reserved (offsets, bytes, tail block) in call
 //!   order under the append lock, written concurrently, published in reservation order, each
 //!   only after its own write and every earlier one completed. No two writes of one block are
 //!   in flight together: a write whose first block ends the previous append waits until every
@@ -211,6 +212,7 @@ mod recovery;
 mod segment;
 mod tail_cache;
 
+pub use append_pipeline::{APPEND_WRITES_IN_FLIGHT_DEFAULT, APPEND_WRITES_IN_FLIGHT_MAX};
 pub use batch::{
     BatchError, ValidatedBatches, APPEND_BYTES_MAX, BATCH_BYTES_MAX, BATCH_HEADER_BYTES,
 };

@@ -32,7 +32,7 @@ use crate::{AppendInfo, LogConfig, RetentionOutcome, RetentionPolicy, StorageErr
 /// Concurrency: the type is `!Send` and lives on one glommio executor, but any number of tasks
 /// on that executor may call its methods concurrently. Appends reserve their place (with the
 /// rolls they do) in call order under an async lock, which retention also takes; their writes
-/// then run concurrently, up to `APPEND_WRITES_IN_FLIGHT_MAX`, and they publish in reservation
+/// then run concurrently, up to `set_append_writes_in_flight`, and they publish in reservation
 /// order (see `append_pipeline`). Each runs in its own spawned task, so dropping an `append`
 /// future after its first poll does not abandon a half-done write: it completes (or fails) and
 /// the state stays consistent. `log_end_offset` and each segment's end move forward only after
@@ -206,6 +206,13 @@ impl PartitionLog {
     /// The offset the next appended record gets.
     pub fn log_end_offset(&self) -> i64 {
         self.inner.log_end_offset.get()
+    }
+
+    /// Lets up to `writes_in_flight` appends (1..=[`crate::APPEND_WRITES_IN_FLIGHT_MAX`]) have
+    /// their writes in flight at once; the log starts with
+    /// [`crate::APPEND_WRITES_IN_FLIGHT_DEFAULT`].
+    pub fn set_append_writes_in_flight(&self, writes_in_flight: usize) {
+        self.inner.pipeline.set_writes_in_flight(writes_in_flight);
     }
 
     /// Every offset below this is durable (fdatasync'd).

@@ -10,7 +10,10 @@ use std::rc::Rc;
 use bytes::Bytes;
 use common::*;
 use storage::fault::{CrashOptions, Fault, FaultIo, FaultPlan, Operations, EIO, ENOSPC};
-use storage::{AppendInfo, LogConfig, PartitionLog, StorageError, ValidatedBatches};
+use storage::{
+    AppendInfo, LogConfig, PartitionLog, StorageError, ValidatedBatches,
+    APPEND_WRITES_IN_FLIGHT_MAX,
+};
 
 const CASES: u64 = 40;
 const ROUNDS_PER_CASE: u64 = 12;
@@ -88,10 +91,13 @@ fn random_fault(rng: &mut Rng) -> FaultPlan {
     }
 }
 
+/// Opens the log with the most writes in flight it allows.
 async fn open(partition: &Path, io: &FaultIo) -> PartitionLog {
-    PartitionLog::open_with_io(partition, config(), Rc::new(io.clone()))
+    let log = PartitionLog::open_with_io(partition, config(), Rc::new(io.clone()))
         .await
-        .unwrap()
+        .unwrap();
+    log.set_append_writes_in_flight(APPEND_WRITES_IN_FLIGHT_MAX);
+    log
 }
 
 /// The whole log, read batch by batch from the log start.
@@ -253,6 +259,7 @@ fn a_dropped_append_future_still_completes_in_order() {
         let dir = TestDir::new("dropped");
         let partition = dir.partition();
         let log = PartitionLog::open(&partition, config()).await.unwrap();
+        log.set_append_writes_in_flight(APPEND_WRITES_IN_FLIGHT_MAX);
         let mut rng = Rng::new(7);
         let batches: Vec<Vec<u8>> = (0..12).map(|_| random_batch(&mut rng)).collect();
         let mut expected = Vec::new();
@@ -307,6 +314,7 @@ fn a_later_write_that_landed_after_a_failed_one_is_never_recovered() {
         let log = PartitionLog::open_with_io(&partition, config.clone(), Rc::new(io.clone()))
             .await
             .unwrap();
+        log.set_append_writes_in_flight(APPEND_WRITES_IN_FLIGHT_MAX);
         let log = Rc::new(log);
         // Whole blocks, so the second write shares no block with the first and is submitted
         // while the first is in flight.

@@ -56,6 +56,11 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     appenders: usize,
 
+    /// Appends of one log whose writes may be in flight at once (storage's
+    /// `PartitionLog::set_append_writes_in_flight`).
+    #[arg(long, default_value_t = storage::APPEND_WRITES_IN_FLIGHT_DEFAULT)]
+    append_writes_in_flight: usize,
+
     /// Seconds each append phase and the tail-read phase run at most.
     #[arg(long, default_value_t = 3.0)]
     phase_secs: f64,
@@ -119,6 +124,11 @@ impl Args {
             "--appenders is 1..={TASKS_MAX}"
         );
         ensure!(
+            (1..=storage::APPEND_WRITES_IN_FLIGHT_MAX).contains(&self.append_writes_in_flight),
+            "--append-writes-in-flight is 1..={}",
+            storage::APPEND_WRITES_IN_FLIGHT_MAX
+        );
+        ensure!(
             (1..=TASKS_MAX).contains(&self.readers),
             "--readers is 1..={TASKS_MAX}"
         );
@@ -159,6 +169,7 @@ impl Args {
             data_dir: self.data_dir.clone(),
             batch,
             appenders: self.appenders,
+            append_writes_in_flight: self.append_writes_in_flight,
             phase_duration: Duration::from_secs_f64(self.phase_secs),
             phase_bytes_max: self.phase_mib_max << 20,
             tail_window_bytes: self.tail_window_mib << 20,

@@ -18,6 +18,8 @@ pub struct PhaseConfig {
     pub data_dir: PathBuf,
     pub batch: ValidatedBatches,
     pub appenders: usize,
+    /// `PartitionLog::set_append_writes_in_flight` of every log.
+    pub append_writes_in_flight: usize,
     pub phase_duration: Duration,
     pub phase_bytes_max: u64,
     pub tail_window_bytes: u64,
@@ -158,7 +160,9 @@ fn print_phase(name: &str, result: &PhaseResult) {
 }
 
 async fn open_log(config: &PhaseConfig, name: &str) -> Result<Rc<PartitionLog>> {
-    open_dir(config, &config.data_dir.join(name)).await
+    let log = open_dir(config, &config.data_dir.join(name)).await?;
+    log.set_append_writes_in_flight(config.append_writes_in_flight);
+    Ok(log)
 }
 
 async fn close_log(log: Rc<PartitionLog>) -> Result<()> {
