@@ -121,6 +121,9 @@ struct State {
     /// Matching operations seen since the plan was armed.
     seen: Cell<u64>,
     injected: Cell<u64>,
+    /// Injected failures of file fdatasyncs (not directory syncs): after one, the log must fail
+    /// every later sync until it is reopened.
+    fdatasyncs_failed: Cell<u64>,
     images: RefCell<HashMap<PathBuf, Rc<RefCell<Image>>>>,
 }
 
@@ -146,7 +149,12 @@ impl State {
 
     fn fail(&self, kind: Kind) -> io::Result<()> {
         match self.check(kind) {
-            Some(Fault::Errno(errno)) => Err(io::Error::from_raw_os_error(errno)),
+            Some(Fault::Errno(errno)) => {
+                if kind == Kind::Sync {
+                    self.fdatasyncs_failed.set(self.fdatasyncs_failed.get() + 1);
+                }
+                Err(io::Error::from_raw_os_error(errno))
+            }
             _ => Ok(()),
         }
     }
@@ -180,14 +188,25 @@ impl FaultIo {
         self.state.injected.get()
     }
 
+    /// How many file fdatasyncs (not directory syncs) failed by injection since this `FaultIo`
+    /// was made.
+    pub fn fdatasyncs_failed(&self) -> u64 {
+        self.state.fdatasyncs_failed.get()
+    }
+
     /// Simulates a power failure. Call it after the log was dropped and its tasks finished: each
-    /// file the log opened is rewritten to its durable content (see [`CrashOptions`]), and
+    /// file the log opened that still exists is rewritten to its durable content (see [`CrashOptions`]), and
     /// forgotten. Disarms the plan.
     pub fn crash(&self, options: CrashOptions) -> io::Result<()> {
         self.clear();
         let images = std::mem::take(&mut *self.state.images.borrow_mut());
         for (path, image) in images {
             let image = image.borrow();
+            if !path.exists() {
+                // Removed outside this layer (recovery deletes segments past a cut): that
+                // removal is durable, recovery synced the directory.
+                continue;
+            }
             if !image.entry_synced && options.unsynced_files_lost {
                 std::fs::remove_file(&path)?;
                 continue;

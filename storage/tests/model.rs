@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::rc::Rc;
 
 use bytes::Bytes;
 use common::*;
@@ -32,20 +31,6 @@ impl Model {
     }
 }
 
-/// Prints the seed if the case panics.
-struct SeedReporter(u64);
-
-impl Drop for SeedReporter {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "model test failed with seed {} (rerun with STORAGE_MODEL_SEED={})",
-                self.0, self.0
-            );
-        }
-    }
-}
-
 fn random_batch(rng: &mut Rng) -> Vec<u8> {
     let record_count = rng.range(1, 6) as usize;
     let value_len_max = if rng.chance(5) { 3000 } else { 700 };
@@ -63,19 +48,13 @@ fn random_batch(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn random_operations_match_the_model() {
-    let seeds: Vec<u64> = match std::env::var("STORAGE_MODEL_SEED") {
-        Ok(seed) => vec![seed.parse().unwrap()],
-        Err(_) => {
-            let base = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64;
-            (0..CASES).map(|case| base.wrapping_add(case)).collect()
-        }
-    };
+    let seeds = model_seeds("STORAGE_MODEL_SEED", CASES);
     run(move || async move {
         for seed in seeds {
-            let reporter = SeedReporter(seed);
+            let reporter = SeedReporter {
+                seed,
+                replay_variable: "STORAGE_MODEL_SEED",
+            };
             run_case(seed).await;
             drop(reporter);
         }
@@ -191,29 +170,6 @@ async fn append_concurrently(log: &PartitionLog, model: &mut Model, rng: &mut Rn
     assert_eq!(log.log_end_offset(), model.end_offset());
 }
 
-/// Polls all futures concurrently on this task until all complete.
-async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    let pending = Rc::new(std::cell::Cell::new(futures.len()));
-    std::future::poll_fn(|cx| {
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                if let std::task::Poll::Ready(value) = std::pin::Pin::new(&mut *future).poll(cx) {
-                    *output = Some(value);
-                    pending.set(pending.get() - 1);
-                }
-            }
-        }
-        if pending.get() == 0 {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs.into_iter().map(Option::unwrap).collect()
-}
-
 async fn check_read(log: &PartitionLog, model: &Model, partition: &Path, rng: &mut Rng) {
     let end = model.end_offset();
     let offset = rng.range(0, end as u64 + 3) as i64 - 1;
@@ -264,39 +220,6 @@ async fn check_timestamp_lookup(log: &PartitionLog, model: &Model, rng: &mut Rng
         want,
         "timestamp {target}"
     );
-}
-
-/// Decodes the test encoder's records (fixed layout: varints as written by `encode_batch`).
-fn first_at_or_after(base: i64, batch: &[u8], target: i64) -> Option<(i64, i64)> {
-    let base_timestamp = i64::from_be_bytes(batch[27..35].try_into().unwrap());
-    let record_count = i32::from_be_bytes(batch[57..61].try_into().unwrap());
-    let mut position = 61usize;
-    for _ in 0..record_count {
-        let length = read_varint(batch, &mut position);
-        let record_end = position + length as usize;
-        position += 1; // attributes
-        let timestamp = base_timestamp + read_varint(batch, &mut position);
-        let offset_delta = read_varint(batch, &mut position);
-        if timestamp >= target {
-            return Some((base + offset_delta, timestamp));
-        }
-        position = record_end;
-    }
-    None
-}
-
-fn read_varint(bytes: &[u8], position: &mut usize) -> i64 {
-    let mut value = 0u64;
-    let mut shift = 0;
-    loop {
-        let byte = bytes[*position];
-        *position += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        shift += 7;
-        if byte & 0x80 == 0 {
-            return ((value >> 1) as i64) ^ -((value & 1) as i64);
-        }
-    }
 }
 
 async fn reopen_and_check(partition: &Path, config: &LogConfig, model: &Model) -> PartitionLog {

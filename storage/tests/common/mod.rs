@@ -233,3 +233,97 @@ pub fn forget_clean_shutdown(partition: &Path) {
 pub fn index_path_of(segment_path: &Path) -> PathBuf {
     segment_path.with_extension("index")
 }
+
+/// Prints the seed, and the variable that replays it, if the case panics.
+pub struct SeedReporter {
+    pub seed: u64,
+    pub replay_variable: &'static str,
+}
+
+impl Drop for SeedReporter {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "model test failed with seed {} (rerun with {}={})",
+                self.seed, self.replay_variable, self.seed
+            );
+        }
+    }
+}
+
+/// The seeds to run: the one in `replay_variable` if it is set, else `cases` seeds from the
+/// clock (a different run each time, each failure printed by a [`SeedReporter`]).
+pub fn model_seeds(replay_variable: &str, cases: u64) -> Vec<u64> {
+    match std::env::var(replay_variable) {
+        Ok(seed) => vec![seed.parse().expect("a seed is a u64")],
+        Err(_) => {
+            let base = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+            (0..cases).map(|case| base.wrapping_add(case)).collect()
+        }
+    }
+}
+
+/// Polls all futures concurrently on this task until all complete.
+pub async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    let mut pending = futures.len();
+    std::future::poll_fn(|cx| {
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                if let std::task::Poll::Ready(value) = std::pin::Pin::new(&mut *future).poll(cx) {
+                    *output = Some(value);
+                    pending -= 1;
+                }
+            }
+        }
+        if pending == 0 {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
+}
+
+/// The first record at or after `target` in a batch of the test encoder (fixed layout: varints
+/// as written by `encode_batch`), as (offset, timestamp).
+pub fn first_at_or_after(base: i64, batch: &[u8], target: i64) -> Option<(i64, i64)> {
+    let base_timestamp = i64::from_be_bytes(batch[27..35].try_into().unwrap());
+    let record_count = i32::from_be_bytes(batch[57..61].try_into().unwrap());
+    let mut position = 61usize;
+    for _ in 0..record_count {
+        let length = read_varint(batch, &mut position);
+        let record_end = position + length as usize;
+        position += 1; // attributes
+        let timestamp = base_timestamp + read_varint(batch, &mut position);
+        let offset_delta = read_varint(batch, &mut position);
+        if timestamp >= target {
+            return Some((base + offset_delta, timestamp));
+        }
+        position = record_end;
+    }
+    None
+}
+
+fn read_varint(bytes: &[u8], position: &mut usize) -> i64 {
+    let mut value = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = bytes[*position];
+        *position += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            return ((value >> 1) as i64) ^ -((value & 1) as i64);
+        }
+    }
+}
+
+/// The batch's maxTimestamp field.
+pub fn max_timestamp(batch: &[u8]) -> i64 {
+    i64::from_be_bytes(batch[35..43].try_into().unwrap())
+}
