@@ -248,3 +248,34 @@ fn a_crash_keeps_what_was_synced_and_at_most_a_torn_prefix_of_the_rest() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_failed_segment_creation_at_a_roll_leaves_the_old_segment_active() {
+    run(|| async {
+        let dir = TestDir::new("roll-create");
+        let partition = dir.partition();
+        let io = FaultIo::new();
+        let log = open(&partition, &io).await;
+        let mut expected = append_all(&log, &[batch(40_000, 1)]).await;
+        // The next append rolls: the truncate of the old segment (a write) succeeds, the
+        // creation of the new one fails.
+        io.inject(FaultPlan {
+            fault: Fault::Errno(EIO),
+            operations: Operations::Writes,
+            after: 1,
+            count: 1,
+        });
+        let failed = log.append(validated(&batch(40_000, 2))).await;
+        assert!(matches!(failed, Err(StorageError::Io(_))), "{failed:?}");
+        assert_eq!(io.injected(), 1);
+        assert_eq!(segment_files(&partition).len(), 1);
+        // Both a small append into the old segment and one that rolls work afterwards.
+        expected.extend(append_all(&log, &[batch(10, 3), batch(40_000, 4)]).await);
+        assert_eq!(segment_files(&partition).len(), 2);
+        assert_eq!(read_all(&log).await, expected);
+        log.close().await.unwrap();
+        let log = open(&partition, &io).await;
+        assert_eq!(read_all(&log).await, expected);
+        log.close().await.unwrap();
+    });
+}

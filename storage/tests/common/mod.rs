@@ -25,9 +25,14 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new(name: &str) -> TestDir {
+        TestDir::new_in(&std::env::temp_dir(), name)
+    }
+
+    /// A unique directory under `base`, removed on drop.
+    pub fn new_in(base: &Path, name: &str) -> TestDir {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
+        let path = base.join(format!(
             "sluice-storage-test-{}-{name}-{unique}",
             std::process::id()
         ));
