@@ -195,8 +195,8 @@ impl FaultIo {
     }
 
     /// Simulates a power failure. Call it after the log was dropped and its tasks finished: each
-    /// file the log opened that still exists is rewritten to its durable content (see [`CrashOptions`]), and
-    /// forgotten. Disarms the plan.
+    /// file the log opened that still exists is rewritten to its durable content (see
+    /// [`CrashOptions`]), and forgotten. Disarms the plan.
     pub fn crash(&self, options: CrashOptions) -> io::Result<()> {
         self.clear();
         let images = std::mem::take(&mut *self.state.images.borrow_mut());
