@@ -167,7 +167,9 @@
 //!   active one. The log start offset moves before any file is unlinked; the unlinks run after
 //!   the append lock is released, in ticket order under a second lock, oldest first (each
 //!   segment, then its index), so the files on disk always chain densely and recovery starts
-//!   the log at the first remaining segment's base offset (or the checkpoint above it).
+//!   the log at the first remaining segment's base offset (or the checkpoint above it). The
+//!   directory is synced before the first unlink if a roll's new segment is not yet durable in
+//!   it, and segments a failed removal left on disk are unlinked first by the next removal.
 //! - **Rolls.** A new segment starts when an append would take the active one past
 //!   `segment_bytes`, or when the first append to it is `segment_ms` old.
 //! - **Appends in flight.** Up to [`PartitionLog::set_append_writes_in_flight`] appends per

@@ -64,6 +64,9 @@ struct LogInner {
     /// append lock is released so that produce never waits for file deletion, while keeping the
     /// files on disk a dense chain at every moment.
     removal_lock: FifoLock,
+    /// Segments taken out of the list whose files a failed removal left on disk, oldest first.
+    /// The next removal unlinks them before any newer one, so the files on disk keep chaining.
+    pending_removals: RefCell<Vec<Rc<Segment>>>,
     /// Wall-clock time of the first append to the active segment (or of the open that found it
     /// non-empty): `segment_ms` counts from here.
     active_first_append_ms: Cell<Option<i64>>,
@@ -164,6 +167,7 @@ impl PartitionLog {
             tail_block: RefCell::new(tail_block),
             append_lock: FifoLock::default(),
             removal_lock: FifoLock::default(),
+            pending_removals: RefCell::new(Vec::new()),
             active_first_append_ms: Cell::new(active_first_append_ms),
             appended: Rc::new(Notify::default()),
             synced_offset: Cell::new(log_end_offset),
@@ -816,21 +820,39 @@ impl LogInner {
     }
 
     /// Unlinks segments taken out of the list (and their indexes), oldest first, in the order
-    /// their removals were ticketed, stopping at the first failure, so the files left on disk
-    /// always chain densely. Runs without the append lock: produce does not wait for it. A
-    /// file whose unlink failed is no longer served; it comes back (and the log start with it)
-    /// only if the log is reopened.
+    /// their removals were ticketed, after any left over by an earlier failed removal, so the
+    /// files left on disk always chain densely. A removal that fails keeps the segments it did
+    /// not unlink for the next one. Runs without the append lock: produce does not wait for it.
     async fn remove_segment_files(
         &self,
         ticket: Ticket,
         removed: Vec<Rc<Segment>>,
     ) -> Result<(), StorageError> {
         let _turn = self.removal_lock.acquire(ticket).await;
-        if removed.is_empty() {
+        let mut queue = std::mem::take(&mut *self.pending_removals.borrow_mut());
+        queue.extend(removed);
+        if queue.is_empty() {
             return Ok(());
         }
-        for segment in removed {
+        let result = self.unlink_in_order(&mut queue).await;
+        *self.pending_removals.borrow_mut() = queue;
+        result
+    }
+
+    /// Unlinks `queue` from the front, leaving in it what was not unlinked.
+    async fn unlink_in_order(&self, queue: &mut Vec<Rc<Segment>>) -> Result<(), StorageError> {
+        // A segment created by a roll must be durable in the directory before older ones go:
+        // otherwise a crash could keep the unlinks and lose the creation, and the log would
+        // come back without its newest segment, or empty at offset 0.
+        if self.directory_sync_needed.replace(false) {
+            if let Err(error) = self.io.sync_dir(&self.dir).await {
+                self.directory_sync_needed.set(true);
+                return Err(error.into());
+            }
+        }
+        while let Some(segment) = queue.first().cloned() {
             segment.file.remove().await?;
+            queue.remove(0);
             // The index is derived: one left behind by a failure here is removed at open.
             index_file::remove_if_exists(&index_file::index_path(&segment.path))?;
             // Only a concurrent read or sync holds the segment otherwise; the file then closes

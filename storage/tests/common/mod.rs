@@ -12,10 +12,28 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move { make().await })
+        .spawn(move || async move {
+            glommio::spawn_local(wake_periodically()).detach();
+            make().await
+        })
         .unwrap()
         .join()
         .unwrap();
+}
+
+/// How often [`wake_periodically`] wakes the executor.
+const EXECUTOR_WAKE_INTERVAL_MS: u64 = 20;
+
+/// Wakes the executor every [`EXECUTOR_WAKE_INTERVAL_MS`]. glommio 0.9 can park its executor
+/// in `io_uring_enter` while a task queue is still runnable (when the preemption timer fired
+/// before the scheduler ran any task, it takes "preempted" for "nothing to run"; fixed upstream
+/// by glommio/glommio#53), and then sleeps until some other event arrives. A test executor
+/// running only storage work may have no other event for a long time, so a pending timer
+/// bounds that sleep. Shards of the broker always have such timers (flush, retention, groups).
+async fn wake_periodically() {
+    loop {
+        glommio::timer::sleep(std::time::Duration::from_millis(EXECUTOR_WAKE_INTERVAL_MS)).await;
+    }
 }
 
 /// A unique directory under the system temp dir, removed on drop.
