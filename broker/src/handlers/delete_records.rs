@@ -2,13 +2,12 @@
 //! call). Versions 0–2. Each partition's owner shard checkpoints the new start durably before it
 //! answers; the response's low watermark is the log start offset afterwards.
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::RequestContext;
+use super::{partition_result, start_on_owners, RequestContext};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 2;
@@ -19,42 +18,20 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
     let mut pending = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
-        let known = ctx
-            .shard
-            .metadata()
-            .topics
-            .get(&name)
-            .map(|meta| meta.partitions);
-        let tasks: Vec<_> = topic
+        let requests = topic
             .partitions
             .iter()
-            .map(|p| {
-                let (shard, name, index, offset) =
-                    (ctx.shard.clone(), name.clone(), p.partition_index, p.offset);
-                let task = match known {
-                    Some(count) if index >= 0 && index < count => {
-                        Some(glommio::spawn_local(async move {
-                            let owner = shard.owner(&name, index);
-                            shard
-                                .call(owner, move |s| s.delete_records_local(name, index, offset))
-                                .await
-                        }))
-                    }
-                    _ => None,
-                };
-                (index, task)
-            })
-            .collect();
+            .map(|p| (p.partition_index, p.offset));
+        let tasks = start_on_owners(ctx, &name, requests, |s, name, index, offset| {
+            s.delete_records_local(name, index, offset)
+        });
         pending.push((topic.name, tasks));
     }
     let mut topics = Vec::with_capacity(pending.len());
     for (name, tasks) in pending {
         let mut partitions = Vec::with_capacity(tasks.len());
         for (index, task) in tasks {
-            let result = match task {
-                Some(task) => task.await,
-                None => Err(ResponseError::UnknownTopicOrPartition),
-            };
+            let result = partition_result(task).await;
             let response = DeleteRecordsPartitionResult::default().with_partition_index(index);
             partitions.push(match result {
                 Ok(low_watermark) => response.with_low_watermark(low_watermark),

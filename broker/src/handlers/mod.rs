@@ -30,10 +30,12 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use net::frame::{decode_request_header, encode_response, RequestPreamble};
@@ -391,6 +393,57 @@ pub async fn dispatch(shard: Rc<Shard>, peer_ip: Rc<str>, mut frame: Bytes) -> O
             alter_configs::handle_incremental
         ),
         _ => unreachable!("SUPPORTED_APIS lists only routed APIs"),
+    }
+}
+
+/// The work for one requested partition on its owner shard, or `None` when the topic does not
+/// have that partition.
+pub type PartitionTask<T> = Option<glommio::Task<Result<T, ResponseError>>>;
+
+/// Starts `work(owner, topic, partition, argument)` on the owner shard of each requested
+/// partition of `topic`, all before any is awaited, so that partitions on different shards
+/// proceed in parallel. Await each with [`partition_result`].
+pub fn start_on_owners<A, T, F, Fut>(
+    ctx: &RequestContext,
+    topic: &str,
+    requests: impl IntoIterator<Item = (i32, A)>,
+    work: F,
+) -> Vec<(i32, PartitionTask<T>)>
+where
+    A: Send + 'static,
+    T: Send + 'static,
+    F: Fn(Rc<Shard>, String, i32, A) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<T, ResponseError>> + 'static,
+{
+    let partitions = ctx
+        .shard
+        .metadata()
+        .topics
+        .get(topic)
+        .map(|meta| meta.partitions);
+    let start = |index: i32, argument: A| {
+        let (shard, name, work) = (ctx.shard.clone(), topic.to_string(), work.clone());
+        glommio::spawn_local(async move {
+            let owner = shard.owner(&name, index);
+            shard
+                .call(owner, move |s| work(s, name, index, argument))
+                .await
+        })
+    };
+    requests
+        .into_iter()
+        .map(|(index, argument)| match partitions {
+            Some(count) if index >= 0 && index < count => (index, Some(start(index, argument))),
+            _ => (index, None),
+        })
+        .collect()
+}
+
+/// The outcome of a [`start_on_owners`] task: UNKNOWN_TOPIC_OR_PARTITION if none was started.
+pub async fn partition_result<T>(task: PartitionTask<T>) -> Result<T, ResponseError> {
+    match task {
+        Some(task) => task.await,
+        None => Err(ResponseError::UnknownTopicOrPartition),
     }
 }
 
