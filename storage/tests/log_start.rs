@@ -39,15 +39,6 @@ fn segment_bases(dir: &std::path::Path) -> Vec<i64> {
     segment_files(dir).iter().map(|(base, _)| *base).collect()
 }
 
-fn assert_out_of_range<T: std::fmt::Debug>(result: Result<T, StorageError>, log_start: i64) {
-    match result {
-        Err(StorageError::OffsetOutOfRange {
-            log_start_offset, ..
-        }) => assert_eq!(log_start_offset, log_start),
-        other => panic!("expected OffsetOutOfRange, got {other:?}"),
-    }
-}
-
 #[test]
 fn delete_records_moves_the_log_start_and_deletes_segments_below_it() {
     run(|| async {

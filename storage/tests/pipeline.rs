@@ -46,20 +46,6 @@ impl Model {
     }
 }
 
-/// Prints the seed if the case panics.
-struct SeedReporter(u64);
-
-impl Drop for SeedReporter {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "pipeline test failed with seed {} (rerun with STORAGE_PIPELINE_SEED={})",
-                self.0, self.0
-            );
-        }
-    }
-}
-
 /// One batch of 1 to 3 records; sizes from a few bytes to several blocks, so appends start
 /// both inside a block shared with the previous append and at block boundaries.
 fn random_batch(rng: &mut Rng) -> Vec<u8> {
@@ -113,21 +99,18 @@ async fn read_all(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
     batches
 }
 
+/// Replays one case.
+const REPLAY_VARIABLE: &str = "STORAGE_PIPELINE_SEED";
+
 #[test]
 fn concurrent_appends_with_write_faults_match_the_model() {
-    let seeds: Vec<u64> = match std::env::var("STORAGE_PIPELINE_SEED") {
-        Ok(seed) => vec![seed.parse().unwrap()],
-        Err(_) => {
-            let base = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64;
-            (0..CASES).map(|case| base.wrapping_add(case)).collect()
-        }
-    };
+    let seeds = model_seeds(REPLAY_VARIABLE, CASES);
     run(move || async move {
         for seed in seeds {
-            let reporter = SeedReporter(seed);
+            let reporter = SeedReporter {
+                seed,
+                replay_variable: REPLAY_VARIABLE,
+            };
             run_case(seed).await;
             drop(reporter);
         }

@@ -6,9 +6,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use common::*;
-use storage::{
-    LogConfig, PartitionLog, RetentionOutcome, RetentionPolicy, StorageError, ValidatedBatches,
-};
+use storage::{LogConfig, PartitionLog, RetentionOutcome, RetentionPolicy, ValidatedBatches};
 
 /// Timestamps of batches that retention should treat as old, and as recent.
 const OLD_MS: i64 = 1_000;
@@ -62,15 +60,6 @@ async fn assert_log_holds(log: &PartitionLog, expected: &[(i64, Vec<u8>)]) {
         read_batches.extend(batches);
     }
     assert_eq!(read_batches, expected);
-}
-
-fn assert_out_of_range(result: Result<Bytes, StorageError>, log_start: i64) {
-    match result {
-        Err(StorageError::OffsetOutOfRange {
-            log_start_offset, ..
-        }) => assert_eq!(log_start_offset, log_start),
-        other => panic!("expected OffsetOutOfRange, got {other:?}"),
-    }
 }
 
 #[test]

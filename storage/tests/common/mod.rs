@@ -350,3 +350,16 @@ fn read_varint(bytes: &[u8], position: &mut usize) -> i64 {
 pub fn max_timestamp(batch: &[u8]) -> i64 {
     i64::from_be_bytes(batch[35..43].try_into().unwrap())
 }
+
+/// Asserts `result` is `OffsetOutOfRange` reporting `log_start` as the log start.
+pub fn assert_out_of_range<T: std::fmt::Debug>(
+    result: Result<T, storage::StorageError>,
+    log_start: i64,
+) {
+    match result {
+        Err(storage::StorageError::OffsetOutOfRange {
+            log_start_offset, ..
+        }) => assert_eq!(log_start_offset, log_start),
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+}
