@@ -28,9 +28,14 @@ pub struct ServeArgs {
     /// Create unknown topics on Metadata and Produce requests (Kafka's auto.create.topics.enable).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
-    /// Default segment size in bytes for topics without `segment.bytes`.
-    #[arg(long, default_value_t = 1 << 30)]
+    /// Default segment size in bytes for topics without `segment.bytes` (at least 1 MiB, as in
+    /// Kafka).
+    #[arg(long, default_value_t = 1 << 30, value_parser = segment_bytes_parser())]
     pub segment_bytes: u64,
+    /// For tests: replaces `--segment-bytes` with a value that may be below its minimum (the
+    /// broker-wide counterpart of Kafka's `internal.segment.bytes`).
+    #[arg(long, hide = true, value_parser = internal_segment_bytes_parser())]
+    pub internal_segment_bytes: Option<u64>,
     /// How long a new consumer group waits for more members before its first generation
     /// (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, default_value_t = 3000)]
@@ -54,7 +59,20 @@ pub struct ServeArgs {
 /// next to the memory of any machine that runs one.
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 256 << 20;
 
+fn segment_bytes_parser() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(crate::metadata::SEGMENT_BYTES_MIN as u64..)
+}
+
+fn internal_segment_bytes_parser() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(crate::metadata::INTERNAL_SEGMENT_BYTES_MIN as u64..)
+}
+
 impl ServeArgs {
+    /// Segment size of topics that set neither `segment.bytes` nor `internal.segment.bytes`.
+    pub fn default_segment_bytes(&self) -> u64 {
+        self.internal_segment_bytes.unwrap_or(self.segment_bytes)
+    }
+
     pub fn shard_count(&self) -> usize {
         self.shards
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

@@ -533,10 +533,10 @@ mod tests {
     #[test]
     fn replace_drops_configs_not_named() {
         let current = configs(&[("retention.ms", "1000")]);
-        let change = ConfigChange::Replace(configs(&[("segment.bytes", "8192")]));
+        let change = ConfigChange::Replace(configs(&[("segment.bytes", "2097152")]));
         assert_eq!(
             changed_configs(&current, change).unwrap(),
-            configs(&[("segment.bytes", "8192")])
+            configs(&[("segment.bytes", "2097152")])
         );
     }
 }

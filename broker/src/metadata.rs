@@ -17,6 +17,18 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Most partitions a topic may have; bounds per-topic memory and open files.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 
+/// Smallest `segment.bytes` (and `--segment-bytes`) accepted, as in Kafka 4.0: every segment
+/// holds a file descriptor while it is active, so tiny segments turn a stream of small batches
+/// into a stream of new files. Tests that want tiny segments use `internal.segment.bytes`.
+pub const SEGMENT_BYTES_MIN: i64 = 1 << 20;
+
+/// Smallest `internal.segment.bytes`: one batch header (Kafka's old `segment.bytes` minimum).
+pub const INTERNAL_SEGMENT_BYTES_MIN: i64 = 14;
+
+/// Kafka's internal topic config for tests: when set it replaces `segment.bytes` with a value
+/// that may lie below [`SEGMENT_BYTES_MIN`]. It is not listed by DescribeConfigs.
+pub const INTERNAL_SEGMENT_BYTES: &str = "internal.segment.bytes";
+
 /// Topic-level configs that Sluice accepts, with their defaults (Kafka's names and defaults).
 pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
     ("cleanup.policy", "delete"),
@@ -64,6 +76,15 @@ pub fn config_default(key: &str) -> Option<&'static str> {
 
 /// Checks a topic config entry as Kafka would: known key, value of the right shape.
 pub fn validate_config(key: &str, value: &str) -> Result<(), String> {
+    if key == INTERNAL_SEGMENT_BYTES {
+        return match value.parse::<i64>() {
+            Ok(bytes) if bytes >= INTERNAL_SEGMENT_BYTES_MIN => Ok(()),
+            _ => Err(format!(
+                "Invalid value {value} for configuration {key}: Value must be at least \
+                 {INTERNAL_SEGMENT_BYTES_MIN}"
+            )),
+        };
+    }
     let Some(default) = config_default(key) else {
         return Err(format!("unknown topic config {key}"));
     };
@@ -83,9 +104,10 @@ pub fn validate_config(key: &str, value: &str) -> Result<(), String> {
         "message.timestamp.type" if !matches!(value, "CreateTime" | "LogAppendTime") => {
             Err(format!("invalid message.timestamp.type {value:?}"))
         }
-        "segment.bytes" if value.parse::<i64>().unwrap_or(0) < 14 => {
-            Err("segment.bytes must be at least 14".into())
-        }
+        "segment.bytes" if value.parse::<i64>().unwrap_or(0) < SEGMENT_BYTES_MIN => Err(format!(
+            "Invalid value {value} for configuration segment.bytes: Value must be at least \
+             {SEGMENT_BYTES_MIN}"
+        )),
         "segment.ms" | "flush.messages" | "index.interval.bytes"
             if value.parse::<i64>().unwrap_or(0) < 1 =>
         {
@@ -175,12 +197,36 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
-/// A version 4 UUID from the kernel's random source.
+/// A version 4 UUID from the kernel's random source, through the getrandom system call: it
+/// needs no file descriptor, so it works at the descriptor limit (opening `/dev/urandom` there
+/// failed with EMFILE).
 pub fn random_uuid() -> uuid::Uuid {
     let mut bytes = [0u8; 16];
-    let mut urandom = std::fs::File::open("/dev/urandom").expect("/dev/urandom opens");
-    std::io::Read::read_exact(&mut urandom, &mut bytes).expect("/dev/urandom reads");
+    fill_random(&mut bytes);
     uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// Fills `bytes` from the kernel's random source. getrandom(2) without flags blocks only until
+/// the pool is initialised at boot and returns up to 256 bytes whole; it can fail only with
+/// EINTR (retried) or for a bad buffer or flags, which would be a bug here.
+fn fill_random(bytes: &mut [u8]) {
+    assert!(bytes.len() <= 256);
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let rest = &mut bytes[filled..];
+        // SAFETY: the pointer and length describe `rest`, which the call only writes.
+        let read = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if read < 0 {
+            let error = std::io::Error::last_os_error();
+            assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::Interrupted,
+                "getrandom: {error}"
+            );
+            continue;
+        }
+        filled += read as usize;
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +257,11 @@ mod tests {
         assert!(validate_config("no.such.config", "1").is_err());
         assert!(validate_config("cleanup.policy", "compact").is_ok());
         assert!(validate_config("cleanup.policy", "shred").is_err());
+        assert!(validate_config("segment.bytes", "14").is_err());
+        assert!(validate_config("segment.bytes", "1048575").is_err());
+        assert!(validate_config("segment.bytes", "1048576").is_ok());
+        assert!(validate_config(INTERNAL_SEGMENT_BYTES, "14").is_ok());
+        assert!(validate_config(INTERNAL_SEGMENT_BYTES, "13").is_err());
     }
 
     #[test]

@@ -18,6 +18,9 @@ use crate::shard::{Envelope, Shard, INBOX_JOBS_MAX};
 pub const SHARD_CONNECTIONS_MAX: usize = 10_000;
 
 pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+    let nofile = crate::fd_budget::raise_nofile_limit()
+        .map_err(|e| anyhow::anyhow!("cannot read or raise the file descriptor limit: {e}"))?;
+    log::info!("file descriptor limit: {nofile}");
     std::fs::create_dir_all(&args.data_dir)?;
     // Absolute from here on: glommio opens directories for their fsync through io_uring with
     // AT_FDCWD semantics that do not hold for relative paths, so a relative data directory
@@ -120,18 +123,44 @@ async fn shard_main(
     // is forwarded to another shard never finds its partitions still closed.
     ready.wait();
     log::info!("shard {id} listening on {}", config.listen);
+    accept_loop(shard, listener).await
+}
+
+/// First pause after a failed accept; it doubles with each failure in a row.
+const ACCEPT_BACKOFF_MS_MIN: u64 = 10;
+
+/// Longest pause after failed accepts: at the descriptor limit every accept fails until a
+/// connection closes, and retrying faster only burns the core the shard's requests need.
+const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
+
+/// Accepts connections forever. Accept errors (EMFILE at the descriptor limit) back off and are
+/// logged once per interval with their count, as are refused connections.
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) -> anyhow::Result<()> {
+    let id = shard.id;
+    let interval = crate::log_limit::REPEATED_ERROR_LOG_INTERVAL;
+    let mut accept_errors = crate::log_limit::RateLimitedLog::new(interval);
+    let mut refusals = crate::log_limit::RateLimitedLog::new(interval);
+    let mut backoff_ms = ACCEPT_BACKOFF_MS_MIN;
     let connections = Rc::new(std::cell::Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
-                log::warn!("shard {id}: accept failed: {e}");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                if let Some(count) = accept_errors.observe(std::time::Instant::now()) {
+                    log::warn!("shard {id}: {count} accepts failed; the last with: {e}");
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(ACCEPT_BACKOFF_MS_MAX);
                 continue;
             }
         };
+        backoff_ms = ACCEPT_BACKOFF_MS_MIN;
         if connections.get() >= SHARD_CONNECTIONS_MAX {
-            log::warn!("shard {id}: {SHARD_CONNECTIONS_MAX} connections open; refusing another");
+            if let Some(count) = refusals.observe(std::time::Instant::now()) {
+                log::warn!(
+                    "shard {id}: {SHARD_CONNECTIONS_MAX} connections open; refused {count} more"
+                );
+            }
             continue;
         }
         let _ = stream.set_nodelay(true);

@@ -232,11 +232,10 @@ impl Shard {
     }
 
     fn log_config(&self, topic: &TopicMeta) -> LogConfig {
-        let segment_bytes = topic
-            .configs
-            .get("segment.bytes")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(self.config.segment_bytes);
+        let segment_bytes = [crate::metadata::INTERNAL_SEGMENT_BYTES, "segment.bytes"]
+            .iter()
+            .find_map(|key| topic.configs.get(*key)?.parse::<u64>().ok())
+            .unwrap_or(self.config.default_segment_bytes());
         let index_interval_bytes = topic
             .config_i64("index.interval.bytes")
             .unwrap_or(4096)

@@ -285,7 +285,7 @@ def _test_failed(item):
 def broker(request, tmp_path):
     """A fresh broker on a free port with a fresh data directory and two shards.
 
-    `@pytest.mark.broker_args("--segment-bytes", 65536)` adds arguments to `sluice serve`.
+    `@pytest.mark.broker_args("--internal-segment-bytes", 65536)` adds arguments to `sluice serve`.
     """
     marker = request.node.get_closest_marker("broker_args")
     instance = Broker(tmp_path / "broker", free_port(), extra_args=marker.args if marker else ())

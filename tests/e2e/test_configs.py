@@ -1,7 +1,8 @@
 """Topic configs changed at run time with AlterConfigs and IncrementalAlterConfigs, seen by
 DescribeConfigs, kept across a restart, and refused when invalid."""
 
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+from confluent_kafka import KafkaError
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from e2e_util import create_topic, unique_topic
 
@@ -54,3 +55,29 @@ def test_incremental_and_full_alter_configs(broker):
     broker.restart()
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     assert describe(admin, topic)["retention.bytes"] == "1048576"
+
+
+def test_segment_bytes_below_kafkas_minimum_is_refused(broker):
+    """Kafka 4.0 refuses segment.bytes below 1 MiB: a tiny value (14 made every batch a new
+    segment file, one descriptor each) fails CreateTopics and AlterConfigs with INVALID_CONFIG."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    tiny = unique_topic("tiny-segments")
+    futures = admin.create_topics([NewTopic(tiny, 1, 1, config={"segment.bytes": "14"})])
+    error = futures[tiny].exception(timeout=TIMEOUT_S)
+    assert error is not None and error.args[0].code() == KafkaError.INVALID_CONFIG, error
+
+    topic = unique_topic("segments")
+    create_topic(broker.bootstrap, topic, 1)
+    for alter in (
+        lambda: admin.alter_configs([ConfigResource(ResourceType.TOPIC, topic, set_config={"segment.bytes": "14"})]),
+        lambda: admin.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+            ConfigEntry("segment.bytes", "14", incremental_operation=AlterConfigOpType.SET)])]),
+    ):
+        error = next(iter(alter().values())).exception(timeout=TIMEOUT_S)
+        assert error is not None and error.args[0].code() == KafkaError.INVALID_CONFIG, error
+    assert describe(admin, topic)["segment.bytes"] == "1073741824"
+
+    # Kafka's minimum itself is accepted.
+    minimum = ConfigResource(ResourceType.TOPIC, topic, set_config={"segment.bytes": "1048576"})
+    admin.alter_configs([minimum])[minimum].result(timeout=TIMEOUT_S)
+    assert describe(admin, topic)["segment.bytes"] == "1048576"

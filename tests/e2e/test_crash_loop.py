@@ -89,7 +89,7 @@ class Counter:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.broker_args("--segment-bytes", 65536)
+@pytest.mark.broker_args("--internal-segment-bytes", 65536)
 def test_kill9_loop_under_concurrent_idempotent_load(broker):
     topic = unique_topic("crash-loop")
     create_topic(broker.bootstrap, topic, PARTITIONS)

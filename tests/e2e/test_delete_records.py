@@ -92,7 +92,7 @@ def fetch_error_at(bootstrap, topic, offset):
 def test_delete_records_moves_the_log_start_across_restarts(broker):
     topic = unique_topic("delete-records")
     admin = AdminClient(confluent_base_config(broker.bootstrap))
-    create(admin, broker.bootstrap, topic, {"segment.bytes": str(SEGMENT_BYTES)})
+    create(admin, broker.bootstrap, topic, {"internal.segment.bytes": str(SEGMENT_BYTES)})
     produced = produce_large(broker.bootstrap, topic, RECORD_COUNT)
     assert [offset for offset, _ in produced] == list(range(RECORD_COUNT))
     assert len(segment_bases(broker, topic)) > 3
@@ -179,7 +179,7 @@ def test_a_relative_data_dir_serves_rolls_syncs_and_deletes(tmp_path):
     DeleteRecords and topic deletion all sync directories under it."""
     workdir = Path(os.path.relpath(tmp_path / "broker"))
     assert not workdir.is_absolute()
-    broker = Broker(workdir, free_port(), extra_args=["--segment-bytes", str(SEGMENT_BYTES)])
+    broker = Broker(workdir, free_port(), extra_args=["--internal-segment-bytes", str(SEGMENT_BYTES)])
     try:
         broker.start()
         topic = unique_topic("relative")

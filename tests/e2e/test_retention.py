@@ -42,7 +42,7 @@ def test_retention_by_time_advances_the_log_start(broker):
     topic = unique_topic("retention")
     admin = AdminClient(confluent_base_config(broker.bootstrap))
     new_topic = NewTopic(topic, num_partitions=1, replication_factor=1,
-                         config={"segment.bytes": str(SEGMENT_BYTES), "retention.ms": "1000"})
+                         config={"internal.segment.bytes": str(SEGMENT_BYTES), "retention.ms": "1000"})
     admin.create_topics([new_topic], request_timeout=15)[topic].result(timeout=CLIENT_TIMEOUT_S)
     wait_for_partitions(broker.bootstrap, topic, 1, admin=admin)
     produce_old_records(broker.bootstrap, topic)

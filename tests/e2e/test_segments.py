@@ -1,4 +1,4 @@
-"""Small segments (--segment-bytes 64 KiB): many segment files per partition, reads from any
+"""Small segments (--internal-segment-bytes 64 KiB): many segment files per partition, reads from any
 offset (sparse index lookups), time lookups across segments, all again after kill -9 and after
 a clean restart."""
 
@@ -97,7 +97,7 @@ def check_everything(broker, topic, expected, rng):
         consumer.close()
 
 
-@pytest.mark.broker_args("--segment-bytes", SEGMENT_BYTES)
+@pytest.mark.broker_args("--internal-segment-bytes", SEGMENT_BYTES)
 def test_many_segments_read_anywhere_after_crash_and_restart(broker):
     rng = random.Random(7)
     topic = unique_topic("segments")
