@@ -212,6 +212,7 @@ mod notify;
 mod read_ahead;
 mod recovery;
 mod segment;
+mod segment_files;
 mod tail_cache;
 
 pub use append_pipeline::{APPEND_WRITES_IN_FLIGHT_DEFAULT, APPEND_WRITES_IN_FLIGHT_MAX};
@@ -225,6 +226,10 @@ pub use read_ahead::{
     cached_bytes as read_ahead_bytes, READ_AHEAD_BYTES, READ_AHEAD_CACHE_BYTES_MAX,
 };
 pub use segment::READ_BYTES_MAX;
+pub use segment_files::{
+    sealed_segment_files_max, sealed_segment_files_open, set_sealed_segment_files_max,
+    SEALED_SEGMENT_FILES_DEFAULT, SEALED_SEGMENT_FILES_MAX,
+};
 pub use tail_cache::{
     bytes_max as tail_cache_bytes_max, cached_bytes as tail_cache_bytes,
     set_bytes_max as set_tail_cache_bytes_max, TAIL_CACHE_BYTES_DEFAULT, TAIL_CACHE_BYTES_MAX,

@@ -127,17 +127,20 @@ impl PartitionLog {
         assert!(!recovered.segments.is_empty());
         let segments_scanned = recovered.segments_scanned;
         let mut segments = Vec::with_capacity(recovered.segments.len());
+        // Only the active segment's file is opened here; sealed segments open theirs when a
+        // read needs it (see `segment_files`), so a log costs one descriptor at rest.
         for segment in recovered.segments {
-            let file = io.open(&segment.path, OpenMode::Existing).await?;
             let end_position = segment.end_position();
+            let (base_offset, path) = (segment.base_offset, &segment.path);
             let segment = match segment.index {
                 RecoveredIndex::InMemory(index) => {
-                    Segment::new_active(segment.base_offset, &segment.path, file, index)
+                    let file = io.open(path, OpenMode::Existing).await?;
+                    Segment::new_active(base_offset, path, Rc::clone(&io), file, index)
                 }
                 RecoveredIndex::Persisted(header) => Segment::new_sealed(
-                    segment.base_offset,
-                    &segment.path,
-                    file,
+                    base_offset,
+                    path,
+                    Rc::clone(&io),
                     header,
                     config.index_interval_bytes,
                 ),
@@ -409,7 +412,7 @@ impl PartitionLog {
         inner.appended.notify_all();
         let sync_result = self.sync_to(i64::MAX).await;
         let active = inner.active_segment();
-        active.file.truncate(active.end_position()).await?;
+        active.active_file().truncate(active.end_position()).await?;
         sync_result?;
         if mode == CloseMode::Clean {
             inner.write_clean_shutdown(&active).await?;
@@ -421,9 +424,11 @@ impl PartitionLog {
             // Nothing else can hold a segment here (`close` consumes the log and waited for the
             // append tasks); if something does, its file closes when the last reference drops.
             if let Ok(segment) = Rc::try_unwrap(segment) {
-                let file = Rc::clone(&segment.file);
+                let file = segment.take_file();
                 drop(segment);
-                file.close().await?;
+                if let Some(file) = file {
+                    file.close().await?;
+                }
             }
         }
         Ok(())
@@ -452,7 +457,7 @@ impl LogInner {
         if self.sync_failed.get() {
             return Err(sync_failed_error());
         }
-        if let Err(error) = active.file.fdatasync().await {
+        if let Err(error) = active.active_file().fdatasync().await {
             self.sync_failed.set(true);
             return Err(error.into());
         }
@@ -535,8 +540,8 @@ impl LogInner {
             }
             self.roll_if_needed(batches.len_bytes() as u64).await?;
             let segment = self.active_segment();
-            let write_end = segment.file.align_up(self.pipeline.reserved_end())
-                + segment.file.align_up(batches.len_bytes() as u64);
+            let write_end = segment.active_file().align_up(self.pipeline.reserved_end())
+                + segment.active_file().align_up(batches.len_bytes() as u64);
             self.preallocate(&segment, write_end).await?;
             // A write in flight may have failed meanwhile; then this append must start from
             // the published end instead (after the repair, nothing is in flight).
@@ -550,9 +555,9 @@ impl LogInner {
             .ok_or(StorageError::OffsetOverflow)?;
         let end_position = self.pipeline.reserved_end();
         let new_end_position = end_position + batches.len_bytes() as u64;
-        let write_position = segment.file.align_down(end_position);
-        let write_end = segment.file.align_up(new_end_position);
-        let buffer = self.build_write_buffer(segment.file.as_ref(), batches, base_offset);
+        let write_position = segment.active_file().align_down(end_position);
+        let write_end = segment.active_file().align_up(new_end_position);
+        let buffer = self.build_write_buffer(segment.active_file().as_ref(), batches, base_offset);
         assert_eq!(write_position + buffer.len() as u64, write_end);
         let reservation = Reservation {
             sequence: self.pipeline.next_sequence(),
@@ -563,7 +568,8 @@ impl LogInner {
             write_position,
             first_block_shared: write_position < end_position && self.pipeline.unresolved() > 0,
         };
-        let tail_start = (segment.file.align_down(new_end_position) - write_position) as usize;
+        let tail_start =
+            (segment.active_file().align_down(new_end_position) - write_position) as usize;
         let tail_end = (new_end_position - write_position) as usize;
         self.pipeline
             .reserve(&reservation, &buffer.as_bytes()[tail_start..tail_end]);
@@ -615,7 +621,8 @@ impl LogInner {
         assert_eq!(self.log_end_offset.get(), base_offset);
         assert_eq!(segment.end_position(), end_position);
         let tail_len = (end_position - write_position) as usize;
-        let new_tail_start = (segment.file.align_down(new_end_position) - write_position) as usize;
+        let new_tail_start =
+            (segment.active_file().align_down(new_end_position) - write_position) as usize;
         let new_tail_end = (new_end_position - write_position) as usize;
         let mut tail_block = self.tail_block.borrow_mut();
         tail_block.clear();
@@ -637,7 +644,7 @@ impl LogInner {
             assert_eq!(index.next_offset(), next_offset);
             assert_eq!(index.end_position(), new_end_position);
         });
-        assert!(tail_len < segment.file.alignment() as usize);
+        assert!(tail_len < segment.active_file().alignment() as usize);
         assert!(segment.synced_position.get() <= new_end_position);
         self.log_end_offset.set(next_offset);
         self.cache_appended(
@@ -667,17 +674,17 @@ impl LogInner {
         let segment = self.active_segment();
         let end_position = segment.end_position();
         let tail_block = self.tail_block.borrow().clone();
-        let block_end = segment.file.align_up(end_position);
+        let block_end = segment.active_file().align_up(end_position);
         if !tail_block.is_empty() {
-            let alignment = segment.file.alignment() as usize;
-            let mut block = segment.file.alloc_dma_buffer(alignment);
+            let alignment = segment.active_file().alignment() as usize;
+            let mut block = segment.active_file().alloc_dma_buffer(alignment);
             block.as_bytes_mut()[..tail_block.len()].copy_from_slice(&tail_block);
             block.as_bytes_mut()[tail_block.len()..].fill(0);
-            let write_position = segment.file.align_down(end_position);
+            let write_position = segment.active_file().align_down(end_position);
             self.write(&segment, &Rc::new(block), write_position)
                 .await?;
         }
-        segment.file.truncate(block_end).await?;
+        segment.active_file().truncate(block_end).await?;
         self.active_allocated_bytes.set(block_end);
         self.pipeline
             .reset_to(self.log_end_offset.get(), end_position, &tail_block);
@@ -694,7 +701,7 @@ impl LogInner {
     ) -> Result<(), StorageError> {
         let write_end = write_position + buffer.len() as u64;
         let written = segment
-            .file
+            .active_file()
             .write_at(Rc::clone(buffer), write_position)
             .await?;
         if written != buffer.len() {
@@ -726,11 +733,11 @@ impl LogInner {
         if write_end <= allocated || step == 0 || self.preallocate_unsupported.get() {
             return Ok(());
         }
-        let limit = segment.file.align_up(config.segment_bytes);
+        let limit = segment.active_file().align_up(config.segment_bytes);
         let target = segment
-            .file
+            .active_file()
             .align_up(write_end.max(allocated.saturating_add(step).min(limit)));
-        match segment.file.preallocate(target).await {
+        match segment.active_file().preallocate(target).await {
             Ok(()) => self.active_allocated_bytes.set(target),
             Err(error) if error.kind() == io::ErrorKind::Unsupported => {
                 log::warn!(
@@ -851,16 +858,18 @@ impl LogInner {
             }
         }
         while let Some(segment) = queue.first().cloned() {
-            segment.file.remove().await?;
+            segment.open_file().await?.remove().await?;
             queue.remove(0);
             // The index is derived: one left behind by a failure here is removed at open.
             index_file::remove_if_exists(&index_file::index_path(&segment.path))?;
             // Only a concurrent read or sync holds the segment otherwise; the file then closes
             // when the last reference drops.
             if let Ok(segment) = Rc::try_unwrap(segment) {
-                let file = Rc::clone(&segment.file);
+                let file = segment.take_file();
                 drop(segment);
-                file.close().await?;
+                if let Some(file) = file {
+                    file.close().await?;
+                }
             }
         }
         Ok(self.io.sync_dir(&self.dir).await?)
@@ -913,9 +922,9 @@ impl LogInner {
         if self.sync_failed.get() {
             return Err(sync_failed_error());
         }
-        active.file.truncate(end_position).await?;
+        active.active_file().truncate(end_position).await?;
         self.active_allocated_bytes.set(end_position);
-        if let Err(error) = active.file.fdatasync().await {
+        if let Err(error) = active.active_file().fdatasync().await {
             self.sync_failed.set(true);
             return Err(error.into());
         }
@@ -935,7 +944,7 @@ impl LogInner {
         // the last segment's), and the next append tries the roll again.
         active.seal(&index_bytes);
         let index = SparseIndex::new(base_offset, self.config.borrow().index_interval_bytes);
-        let segment = Segment::new_active(base_offset, &path, file, index);
+        let segment = Segment::new_active(base_offset, &path, Rc::clone(&self.io), file, index);
         self.directory_sync_needed.set(true);
         self.segments.borrow_mut().push(Rc::new(segment));
         self.tail_block.borrow_mut().clear();
@@ -979,7 +988,13 @@ impl LogInner {
             }
         }
         for (segment, end_position) in pending {
-            if let Err(error) = segment.file.fdatasync().await {
+            // A segment sealed since `pending` was taken was fdatasync'd whole by its roll, and
+            // its file may be closed by now.
+            if segment.is_sealed() {
+                assert_eq!(segment.synced_position.get(), segment.end_position());
+                continue;
+            }
+            if let Err(error) = segment.active_file().fdatasync().await {
                 self.sync_failed.set(true);
                 return Err(error.into());
             }
@@ -1090,12 +1105,12 @@ fn sync_failed_error() -> StorageError {
 /// The bytes `[align_down(end), end)` of the active segment, which the next append rewrites.
 async fn read_tail_block(segment: &Segment) -> Result<Vec<u8>, StorageError> {
     let end_position = segment.end_position();
-    let start = segment.file.align_down(end_position);
+    let start = segment.active_file().align_down(end_position);
     let len = (end_position - start) as usize;
     if len == 0 {
         return Ok(Vec::new());
     }
-    let bytes = segment.file.read_at(start, len).await?;
+    let bytes = segment.active_file().read_at(start, len).await?;
     if bytes.len() != len {
         let message = format!("short read of the tail block of {}", segment.path.display());
         return Err(StorageError::Io(io::Error::new(

@@ -11,9 +11,9 @@ use glommio::io::ReadResult;
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::index::{IndexEntry, SparseIndex};
 use crate::index_file::{self, IndexHeader, LoadedIndex};
-use crate::io::SegmentFile;
+use crate::io::{LogIo, OpenMode, SegmentFile};
 use crate::read_ahead::{self, READ_AHEAD_BYTES};
-use crate::{index_cache, recovery, StorageError};
+use crate::{index_cache, recovery, segment_files, StorageError};
 
 /// Most bytes one `read` returns (unless its first batch alone is larger, which
 /// `BATCH_BYTES_MAX` bounds). Bounds the buffer a fetch with a huge `max_bytes` can make us
@@ -61,10 +61,17 @@ pub(crate) enum SegmentIndex {
 /// `end_position`, so such a read sees identical data whichever version it gets. Sealing (at a
 /// roll) swaps the in-memory entries for the identical persisted ones, so a lookup that spans
 /// the swap sees the same entry numbers either way.
+///
+/// Files: the active segment holds its file open. A sealed segment's file is opened on demand
+/// and kept in the executor's bounded cache of open files (`segment_files`), which closes the
+/// least recently used; a read holds its own reference, so it is never closed under a read.
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub path: PathBuf,
-    pub file: Rc<dyn SegmentFile>,
+    /// The active segment's file; `None` once sealed (the file then lives in `segment_files`).
+    active_file: RefCell<Option<Rc<dyn SegmentFile>>>,
+    /// Reopens the file of a sealed segment whose file was closed.
+    io: Rc<dyn LogIo>,
     /// File bytes below this position are fdatasync'd.
     pub synced_position: Cell<u64>,
     index: RefCell<SegmentIndex>,
@@ -77,6 +84,7 @@ impl Segment {
     pub fn new_active(
         base_offset: i64,
         path: &Path,
+        io: Rc<dyn LogIo>,
         file: Rc<dyn SegmentFile>,
         index: SparseIndex,
     ) -> Segment {
@@ -86,44 +94,76 @@ impl Segment {
         );
         assert_eq!(index.base_offset(), base_offset);
         let interval_bytes = index.interval_bytes();
-        Segment::new(
+        let segment = Segment::new(
             base_offset,
             path,
-            file,
+            io,
             SegmentIndex::Active(index),
             interval_bytes,
-        )
+        );
+        *segment.active_file.borrow_mut() = Some(file);
+        segment
     }
 
+    /// A sealed segment; its file is opened when a read first needs it.
     pub fn new_sealed(
         base_offset: i64,
         path: &Path,
-        file: Rc<dyn SegmentFile>,
+        io: Rc<dyn LogIo>,
         header: IndexHeader,
         index_interval_bytes: u64,
     ) -> Segment {
         assert_eq!(header.base_offset, base_offset);
         assert!(header.entry_count > 0, "a sealed segment holds a batch");
         let index = SegmentIndex::Sealed(header);
-        Segment::new(base_offset, path, file, index, index_interval_bytes)
+        Segment::new(base_offset, path, io, index, index_interval_bytes)
     }
 
     fn new(
         base_offset: i64,
         path: &Path,
-        file: Rc<dyn SegmentFile>,
+        io: Rc<dyn LogIo>,
         index: SegmentIndex,
         index_interval_bytes: u64,
     ) -> Segment {
         Segment {
             base_offset,
             path: path.to_path_buf(),
-            file,
+            active_file: RefCell::new(None),
+            io,
             synced_position: Cell::new(0),
             index: RefCell::new(index),
             cache_key: index_cache::new_key(),
             index_interval_bytes,
         }
+    }
+
+    /// The file of the active segment, which appends, rolls and repairs write.
+    pub fn active_file(&self) -> Rc<dyn SegmentFile> {
+        let file = self.active_file.borrow();
+        Rc::clone(file.as_ref().expect("only the active segment is written"))
+    }
+
+    /// The segment's file for a read, a sync or an unlink: the active segment's own, else the
+    /// open file in the executor's cache, else the file opened again (and cached).
+    pub async fn open_file(&self) -> Result<Rc<dyn SegmentFile>, StorageError> {
+        if let Some(file) = self.active_file.borrow().as_ref() {
+            return Ok(Rc::clone(file));
+        }
+        if let Some(file) = segment_files::get(self.cache_key) {
+            return Ok(file);
+        }
+        let file = self.io.open(&self.path, OpenMode::Existing).await?;
+        // A concurrent read may have opened it too; the cache keeps one, the other closes
+        // when its read is done.
+        segment_files::insert(self.cache_key, Rc::clone(&file));
+        Ok(file)
+    }
+
+    /// Takes the segment's open file, if any, for the caller to close.
+    pub fn take_file(&self) -> Option<Rc<dyn SegmentFile>> {
+        let active = self.active_file.borrow_mut().take();
+        active.or_else(|| segment_files::take(self.cache_key))
     }
 
     pub fn end_position(&self) -> u64 {
@@ -181,6 +221,11 @@ impl Segment {
         assert_eq!(header.next_offset, self.next_offset());
         *self.index.borrow_mut() = SegmentIndex::Sealed(header);
         index_cache::insert(self.cache_key, Rc::new(loaded));
+        let file = self.active_file.borrow_mut().take();
+        segment_files::insert(
+            self.cache_key,
+            file.expect("an active segment has its file"),
+        );
     }
 
     /// The entries of a sealed segment: from the cache, else from its index file, else (the file
@@ -261,7 +306,7 @@ impl Segment {
     /// Reads exactly `len` bytes at `position`, which must lie below `end_position`.
     async fn read_exact(&self, position: u64, len: usize) -> Result<ReadResult, StorageError> {
         assert!(position + len as u64 <= self.end_position());
-        let bytes = self.file.read_at(position, len).await?;
+        let bytes = self.open_file().await?.read_at(position, len).await?;
         if bytes.len() != len {
             let message = format!(
                 "short read of {} bytes at {position} in {}",
@@ -448,6 +493,7 @@ impl Drop for Segment {
     fn drop(&mut self) {
         index_cache::forget(self.cache_key);
         read_ahead::forget(self.cache_key);
+        segment_files::forget(self.cache_key);
     }
 }
 

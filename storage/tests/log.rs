@@ -643,3 +643,70 @@ fn wait_for_append_completes_on_the_next_append() {
         assert!(!dir.partition().exists());
     });
 }
+
+/// Descriptors this process holds open on segment files of `partition`.
+fn open_segment_files(partition: &std::path::Path) -> usize {
+    let partition = std::fs::canonicalize(partition).unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| {
+            target.parent() == Some(partition.as_path())
+                && target.extension().is_some_and(|ext| ext == "log")
+        })
+        .count()
+}
+
+/// How long a file dropped from the cache may take to be closed: glommio closes a dropped file
+/// with its next I/O cycle.
+const FILE_CLOSE_WAIT_MS_MAX: u64 = 2_000;
+
+/// Waits (bounded) until at most `max` segment files of `partition` are open.
+async fn wait_for_open_segment_files_at_most(partition: &std::path::Path, max: usize) {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(FILE_CLOSE_WAIT_MS_MAX);
+    loop {
+        let open = open_segment_files(partition);
+        if open <= max {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} segment files open, expected at most {max}"
+        );
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn sealed_segment_files_are_opened_on_demand_and_closed_when_cold() {
+    run(|| async {
+        // Sealed-segment files this executor keeps open.
+        const FILES_OPEN: usize = 4;
+        storage::set_sealed_segment_files_max(FILES_OPEN);
+        let dir = TestDir::new("cold-segments");
+        let config = small_config();
+        let log = PartitionLog::open(&dir.partition(), config.clone())
+            .await
+            .unwrap();
+        let batches: Vec<Vec<u8>> = (0..80).map(|index| batch(1, 3000, index as i64)).collect();
+        let expected = append_all(&log, &batches).await;
+        let segments = segment_files(&dir.partition()).len();
+        assert!(segments > 8 * FILES_OPEN, "only {segments} segments");
+        // Rolled segments: the active one's file plus at most FILES_OPEN sealed ones.
+        wait_for_open_segment_files_at_most(&dir.partition(), 1 + FILES_OPEN).await;
+        // Reads reopen cold segments and still return every batch.
+        assert_log_holds(&log, &expected).await;
+        assert!(storage::sealed_segment_files_open() <= FILES_OPEN);
+        wait_for_open_segment_files_at_most(&dir.partition(), 1 + FILES_OPEN).await;
+        log.close().await.unwrap();
+
+        // A reopened log opens only its active segment.
+        let log = PartitionLog::open(&dir.partition(), config).await.unwrap();
+        wait_for_open_segment_files_at_most(&dir.partition(), 1).await;
+        assert_log_holds(&log, &expected).await;
+        wait_for_open_segment_files_at_most(&dir.partition(), 1 + FILES_OPEN).await;
+        log.close().await.unwrap();
+        wait_for_open_segment_files_at_most(&dir.partition(), 0).await;
+    });
+}
