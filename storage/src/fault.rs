@@ -52,6 +52,8 @@ pub enum Operations {
     Syncs,
     /// Reads.
     Reads,
+    /// fallocate only: a failure while the active segment grows.
+    Preallocations,
 }
 
 /// Errno values, so that callers need no libc.
@@ -101,6 +103,7 @@ impl Kind {
             ),
             Operations::Syncs => matches!(self, Kind::Sync | Kind::SyncDir),
             Operations::Reads => self == Kind::Read,
+            Operations::Preallocations => self == Kind::Preallocate,
         }
     }
 }

@@ -24,7 +24,10 @@ use crate::notify::Notify;
 use crate::recovery::{self, RecoveredIndex};
 use crate::segment::{segment_file_name, Segment};
 use crate::tail_cache;
-use crate::{AppendInfo, LogConfig, RetentionOutcome, RetentionPolicy, StorageError};
+use crate::{
+    AppendInfo, LogConfig, RetentionOutcome, RetentionPolicy, StorageError,
+    SEGMENT_PREALLOCATE_MIN_BYTES,
+};
 
 /// The log of one partition: an ordered list of segments, the last of which is active (appended
 /// to).
@@ -720,23 +723,24 @@ impl LogInner {
         Ok(())
     }
 
-    /// Grows the active segment file with `fallocate` to hold a write ending at `write_end`:
-    /// by `segment_preallocate_bytes` at a time, but not past `segment_bytes` unless the write
-    /// itself goes further. Appends inside the allocated range then do not change the file size,
-    /// so their fdatasync has no size update to journal. The zeros past the logical end read as
-    /// batchLength 0, which recovery takes for the end of the log; rolls and `close` trim the
-    /// file back to its logical end.
+    /// Grows the active segment file with `fallocate` to hold a write ending at `write_end`, in
+    /// geometric steps (see `preallocation_target`): an idle partition costs a few kilobytes of
+    /// disk, a busy one reaches `segment_preallocate_bytes` per step after a few doublings.
+    /// Appends inside the allocated range then do not change the file size, so their fdatasync
+    /// has no size update to journal. The zeros past the logical end read as batchLength 0,
+    /// which recovery takes for the end of the log; rolls and `close` trim the file back to its
+    /// logical end.
     async fn preallocate(&self, segment: &Segment, write_end: u64) -> Result<(), StorageError> {
         let allocated = self.active_allocated_bytes.get();
         let config = self.config.borrow().clone();
-        let step = config.segment_preallocate_bytes;
-        if write_end <= allocated || step == 0 || self.preallocate_unsupported.get() {
+        let step_max = config.segment_preallocate_bytes;
+        if write_end <= allocated || step_max == 0 || self.preallocate_unsupported.get() {
             return Ok(());
         }
         let limit = segment.active_file().align_up(config.segment_bytes);
         let target = segment
             .active_file()
-            .align_up(write_end.max(allocated.saturating_add(step).min(limit)));
+            .align_up(preallocation_target(allocated, write_end, step_max, limit));
         match segment.active_file().preallocate(target).await {
             Ok(()) => self.active_allocated_bytes.set(target),
             Err(error) if error.kind() == io::ErrorKind::Unsupported => {
@@ -1119,6 +1123,16 @@ async fn read_tail_block(segment: &Segment) -> Result<Vec<u8>, StorageError> {
         )));
     }
     Ok(bytes.to_vec())
+}
+
+/// The file size the next `fallocate` of the active segment asks for: the segment grows by as
+/// much as it already holds (at least `SEGMENT_PREALLOCATE_MIN_BYTES`, at most `step_max`), not
+/// past `limit` (the segment size) unless the write itself goes further. The disk a partition
+/// takes is thus at most about twice what it stores, plus one step.
+fn preallocation_target(allocated: u64, write_end: u64, step_max: u64, limit: u64) -> u64 {
+    assert!(step_max > 0);
+    let step = allocated.clamp(SEGMENT_PREALLOCATE_MIN_BYTES.min(step_max), step_max);
+    write_end.max(allocated.saturating_add(step).min(limit))
 }
 
 fn now_ms() -> i64 {

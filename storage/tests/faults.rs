@@ -279,3 +279,94 @@ fn a_failed_segment_creation_at_a_roll_leaves_the_old_segment_active() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn preallocation_doubles_from_a_small_first_step_and_a_failed_growth_fails_only_its_append() {
+    run(|| async {
+        let dir = TestDir::new("prealloc-grow");
+        let partition = dir.partition();
+        let io = FaultIo::new();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            segment_preallocate_bytes: 64 * 1024,
+            ..config()
+        };
+        let log = PartitionLog::open_with_io(&partition, config, Rc::new(io.clone()))
+            .await
+            .unwrap();
+        // The third fallocate (32 KiB -> 64 KiB) fails with a full disk, once.
+        io.inject(FaultPlan {
+            fault: Fault::Errno(ENOSPC),
+            operations: Operations::Preallocations,
+            after: 2,
+            count: 1,
+        });
+        let mut expected = Vec::new();
+        let mut sizes = Vec::new();
+        for timestamp in 0..60 {
+            let before = log.log_end_offset();
+            match log.append(validated(&batch(3000, timestamp))).await {
+                Ok(info) => expected.push((
+                    info.base_offset,
+                    stored(&batch(3000, timestamp), info.base_offset),
+                )),
+                Err(StorageError::Io(error)) => {
+                    assert_eq!(error.kind(), ErrorKind::StorageFull);
+                    assert_eq!(
+                        log.log_end_offset(),
+                        before,
+                        "a failed append publishes nothing"
+                    );
+                    assert_eq!(read_all(&log).await, expected, "reads keep working");
+                }
+                Err(error) => panic!("not an I/O error: {error}"),
+            }
+            let size = file_bytes(&segment_files(&partition)[0].1);
+            if sizes.last() != Some(&size) {
+                sizes.push(size);
+            }
+        }
+        assert_eq!(io.injected(), 1);
+        assert_eq!(expected.len(), 59);
+        let kib: Vec<u64> = sizes.iter().map(|size| size / 1024).collect();
+        assert_eq!(kib, [16, 32, 64, 128, 192], "steps double up to 64 KiB");
+        drop(log);
+        let log = open(&partition, &io).await;
+        assert_eq!(read_all(&log).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn an_idle_partition_takes_kilobytes_of_disk() {
+    use std::os::unix::fs::MetadataExt;
+    /// Disk one partition with one small record may take (st_blocks).
+    const IDLE_PARTITION_DISK_BYTES_MAX: u64 = 64 * 1024;
+    run(|| async {
+        let dir = TestDir::new("idle-disk");
+        let mut logs = Vec::new();
+        for partition in 0..64 {
+            let path = dir.partition().join(format!("p-{partition}"));
+            let log = PartitionLog::open(&path, LogConfig::default())
+                .await
+                .unwrap();
+            append_all(&log, &[batch(100, partition)]).await;
+            log.sync_to(i64::MAX).await.unwrap();
+            logs.push((path, log));
+        }
+        for (path, _) in &logs {
+            let disk_bytes: u64 = std::fs::read_dir(path)
+                .unwrap()
+                .map(|entry| entry.unwrap().metadata().unwrap().blocks() * 512)
+                .sum();
+            assert!(
+                disk_bytes <= IDLE_PARTITION_DISK_BYTES_MAX,
+                "{} takes {disk_bytes} bytes of disk",
+                path.display()
+            );
+        }
+        for (_, log) in logs {
+            log.close().await.unwrap();
+        }
+    });
+}
