@@ -15,10 +15,10 @@ use glommio::sync::Semaphore;
 use kafka_protocol::error::ResponseError;
 
 use crate::metadata::{
-    random_uuid, validate_config, validate_topic_name, MetadataSnapshot, TopicMeta,
-    TOPIC_PARTITIONS_MAX,
+    random_uuid, validate_topic_name, MetadataSnapshot, TopicMeta, TOPIC_PARTITIONS_MAX,
 };
 use crate::shard::Shard;
+use crate::topic_config;
 
 /// The controller's shard.
 pub const CONTROLLER_SHARD: usize = 0;
@@ -193,14 +193,16 @@ fn check_new_topic(
             ),
         ));
     }
-    for (key, value) in &spec.configs {
-        validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+    let mut configs = spec.configs;
+    for (key, value) in &configs {
+        topic_config::validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
     }
+    topic_config::drop_ignored(&spec.name, &mut configs);
     Ok(TopicMeta {
         name: spec.name,
         id: random_uuid(),
         partitions,
-        configs: spec.configs,
+        configs,
     })
 }
 
@@ -409,6 +411,7 @@ pub async fn alter_topic_configs(
                         )
                     })?;
                     meta.configs = changed_configs(&meta.configs, change)?;
+                    topic_config::drop_ignored(&topic, &mut meta.configs);
                     Ok(())
                 })
                 .collect();
@@ -435,7 +438,7 @@ fn changed_configs(
         }
     }
     for (key, value) in &configs {
-        validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        topic_config::validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
     }
     Ok(configs)
 }
@@ -459,19 +462,17 @@ fn apply_config_op(
         DELETE => {
             configs.remove(&key);
         }
-        APPEND | SUBTRACT if key == "cleanup.policy" => {
+        APPEND | SUBTRACT if topic_config::is_list(&key) => {
             let value = value.ok_or_else(|| invalid(format!("{key} needs a value")))?;
             let current = configs
                 .get(&key)
                 .cloned()
-                .or_else(|| crate::metadata::config_default(&key).map(str::to_string));
-            let mut items: Vec<String> = current
-                .unwrap_or_default()
-                .split(',')
-                .filter(|s| !s.is_empty())
+                .or_else(|| topic_config::config_default(&key).map(str::to_string));
+            let current = current.unwrap_or_default();
+            let mut items: Vec<String> = topic_config::list_items(&current)
                 .map(str::to_string)
                 .collect();
-            for item in value.split(',').filter(|s| !s.is_empty()) {
+            for item in topic_config::list_items(&value) {
                 if op == APPEND && !items.iter().any(|i| i == item) {
                     items.push(item.to_string());
                 } else if op == SUBTRACT {

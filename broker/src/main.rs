@@ -15,6 +15,7 @@ mod ops;
 mod producers;
 mod server;
 mod shard;
+mod topic_config;
 
 use clap::{Parser, Subcommand};
 

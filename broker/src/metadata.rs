@@ -29,28 +29,12 @@ pub const INTERNAL_SEGMENT_BYTES_MIN: i64 = 14;
 /// that may lie below [`SEGMENT_BYTES_MIN`]. It is not listed by DescribeConfigs.
 pub const INTERNAL_SEGMENT_BYTES: &str = "internal.segment.bytes";
 
-/// Topic-level configs that Sluice accepts, with their defaults (Kafka's names and defaults).
-pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
-    ("cleanup.policy", "delete"),
-    ("compression.type", "producer"),
-    ("flush.messages", "9223372036854775807"),
-    ("flush.ms", "9223372036854775807"),
-    ("index.interval.bytes", "4096"),
-    ("max.message.bytes", "1048588"),
-    ("message.timestamp.type", "CreateTime"),
-    ("min.insync.replicas", "1"),
-    ("retention.bytes", "-1"),
-    ("retention.ms", "604800000"),
-    ("segment.bytes", "1073741824"),
-    ("segment.ms", "604800000"),
-];
-
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct TopicMeta {
     pub name: String,
     pub id: uuid::Uuid,
     pub partitions: i32,
-    /// Only the configs set explicitly; defaults come from [`TOPIC_CONFIG_DEFAULTS`].
+    /// Only the configs set explicitly; defaults come from [`crate::topic_config::TOPIC_CONFIGS`].
     pub configs: BTreeMap<String, String>,
 }
 
@@ -59,69 +43,11 @@ impl TopicMeta {
         self.configs
             .get(key)
             .map(String::as_str)
-            .or_else(|| config_default(key))
+            .or_else(|| crate::topic_config::config_default(key))
     }
 
     pub fn config_i64(&self, key: &str) -> Option<i64> {
         self.config(key).and_then(|v| v.parse().ok())
-    }
-}
-
-pub fn config_default(key: &str) -> Option<&'static str> {
-    TOPIC_CONFIG_DEFAULTS
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| *v)
-}
-
-/// Checks a topic config entry as Kafka would: known key, value of the right shape.
-pub fn validate_config(key: &str, value: &str) -> Result<(), String> {
-    if key == INTERNAL_SEGMENT_BYTES {
-        return match value.parse::<i64>() {
-            Ok(bytes) if bytes >= INTERNAL_SEGMENT_BYTES_MIN => Ok(()),
-            _ => Err(format!(
-                "Invalid value {value} for configuration {key}: Value must be at least \
-                 {INTERNAL_SEGMENT_BYTES_MIN}"
-            )),
-        };
-    }
-    let Some(default) = config_default(key) else {
-        return Err(format!("unknown topic config {key}"));
-    };
-    let numeric = default.parse::<i64>().is_ok();
-    if numeric && value.parse::<i64>().is_err() {
-        return Err(format!("config {key} needs an integer, got {value:?}"));
-    }
-    match key {
-        "cleanup.policy"
-            if !matches!(
-                value,
-                "delete" | "compact" | "compact,delete" | "delete,compact"
-            ) =>
-        {
-            Err(format!("invalid cleanup.policy {value:?}"))
-        }
-        "message.timestamp.type" if !matches!(value, "CreateTime" | "LogAppendTime") => {
-            Err(format!("invalid message.timestamp.type {value:?}"))
-        }
-        "segment.bytes" if value.parse::<i64>().unwrap_or(0) < SEGMENT_BYTES_MIN => Err(format!(
-            "Invalid value {value} for configuration segment.bytes: Value must be at least \
-             {SEGMENT_BYTES_MIN}"
-        )),
-        "segment.ms" | "flush.messages" | "index.interval.bytes"
-            if value.parse::<i64>().unwrap_or(0) < 1 =>
-        {
-            Err(format!("{key} must be at least 1"))
-        }
-        "flush.ms" | "retention.ms" | "retention.bytes"
-            if value.parse::<i64>().unwrap_or(0) < -1 =>
-        {
-            Err(format!("{key} must be at least -1"))
-        }
-        "flush.ms" if value.parse::<i64>().unwrap_or(0) < 0 => {
-            Err("flush.ms must be at least 0".into())
-        }
-        _ => Ok(()),
     }
 }
 
@@ -240,28 +166,6 @@ mod tests {
         assert!(validate_topic_name("..").is_err());
         assert!(validate_topic_name("a/b").is_err());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
-    }
-
-    #[test]
-    fn configs() {
-        assert!(validate_config("retention.ms", "1000").is_ok());
-        assert!(validate_config("retention.ms", "soon").is_err());
-        assert!(validate_config("segment.ms", "0").is_err());
-        assert!(validate_config("segment.ms", "1").is_ok());
-        assert!(validate_config("flush.messages", "0").is_err());
-        assert!(validate_config("flush.messages", "1").is_ok());
-        assert!(validate_config("flush.ms", "-1").is_err());
-        assert!(validate_config("flush.ms", "0").is_ok());
-        assert!(validate_config("retention.ms", "-2").is_err());
-        assert!(validate_config("retention.ms", "-1").is_ok());
-        assert!(validate_config("no.such.config", "1").is_err());
-        assert!(validate_config("cleanup.policy", "compact").is_ok());
-        assert!(validate_config("cleanup.policy", "shred").is_err());
-        assert!(validate_config("segment.bytes", "14").is_err());
-        assert!(validate_config("segment.bytes", "1048575").is_err());
-        assert!(validate_config("segment.bytes", "1048576").is_ok());
-        assert!(validate_config(INTERNAL_SEGMENT_BYTES, "14").is_ok());
-        assert!(validate_config(INTERNAL_SEGMENT_BYTES, "13").is_err());
     }
 
     #[test]

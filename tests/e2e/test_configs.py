@@ -1,8 +1,16 @@
 """Topic configs changed at run time with AlterConfigs and IncrementalAlterConfigs, seen by
 DescribeConfigs, kept across a restart, and refused when invalid."""
 
-from confluent_kafka import KafkaError
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+    ResourceType,
+)
 
 from e2e_util import create_topic, unique_topic
 
@@ -81,3 +89,34 @@ def test_segment_bytes_below_kafkas_minimum_is_refused(broker):
     minimum = ConfigResource(ResourceType.TOPIC, topic, set_config={"segment.bytes": "1048576"})
     admin.alter_configs([minimum])[minimum].result(timeout=TIMEOUT_S)
     assert describe(admin, topic)["segment.bytes"] == "1048576"
+
+
+def test_every_kafka_topic_config_is_accepted_and_described(broker):
+    """Kafka's topic configs beyond those Sluice acts on are accepted, validated and reported
+    with their defaults; one Kafka 4.0 removed is accepted and dropped (librdkafka 0081, 0092)."""
+    topic = unique_topic("allconfigs")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    new = NewTopic(topic, num_partitions=1, config={"delete.retention.ms": "1000"})
+    admin.create_topics([new])[topic].result(timeout=TIMEOUT_S)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    entries = admin.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    assert entries["delete.retention.ms"].value == "1000"
+    assert entries["delete.retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert entries["min.cleanable.dirty.ratio"].value == "0.5"
+    assert entries["min.cleanable.dirty.ratio"].source == ConfigSource.DEFAULT_CONFIG.value
+
+    # Write every described config back, as tools do, plus one Kafka 4.0 removed.
+    written = {name: entry.value for name, entry in entries.items()}
+    written["message.format.version"] = "0.10.0.0"
+    full = ConfigResource(ResourceType.TOPIC, topic, set_config=written)
+    admin.alter_configs([full])[full].result(timeout=TIMEOUT_S)
+    configs = describe(admin, topic)
+    assert "message.format.version" not in configs
+    assert configs["delete.retention.ms"] == "1000"
+
+    bad = ConfigResource(ResourceType.TOPIC, topic, set_config={"min.cleanable.dirty.ratio": "2"})
+    try:
+        admin.alter_configs([bad])[bad].result(timeout=TIMEOUT_S)
+        raise AssertionError("an out-of-range value was accepted")
+    except KafkaException as error:
+        assert error.args[0].code() == KafkaError.INVALID_CONFIG, error

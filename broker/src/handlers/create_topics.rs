@@ -12,7 +12,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::controller::{self, Refusal, TopicSpec};
-use crate::metadata::{TopicMeta, TOPIC_CONFIG_DEFAULTS};
+use crate::metadata::TopicMeta;
+use crate::topic_config::TOPIC_CONFIGS;
 
 pub const VERSION_MIN: i16 = 2;
 pub const VERSION_MAX: i16 = 7;
@@ -109,10 +110,11 @@ fn topic_result(
     let entry = CreatableTopicResult::default().with_name(topic.name.clone());
     match result {
         Ok(meta) => {
-            let configs = TOPIC_CONFIG_DEFAULTS
+            let configs = TOPIC_CONFIGS
                 .iter()
-                .map(|(key, _)| {
-                    let explicit = meta.configs.contains_key(*key);
+                .map(|config| {
+                    let key = config.name;
+                    let explicit = meta.configs.contains_key(key);
                     CreatableTopicConfigs::default()
                         .with_name(StrBytes::from_static_str(key))
                         .with_value(

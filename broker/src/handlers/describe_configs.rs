@@ -10,7 +10,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::create_topics::{CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use super::RequestContext;
 use crate::config::ServeArgs;
-use crate::metadata::{MetadataSnapshot, TOPIC_CONFIG_DEFAULTS};
+use crate::metadata::MetadataSnapshot;
+use crate::topic_config::{ConfigKind, TOPIC_CONFIGS};
 
 pub const VERSION_MIN: i16 = 1;
 pub const VERSION_MAX: i16 = 4;
@@ -24,6 +25,20 @@ const CONFIG_TYPE_BOOLEAN: i8 = 1;
 const CONFIG_TYPE_STRING: i8 = 2;
 const CONFIG_TYPE_INT: i8 = 3;
 const CONFIG_TYPE_LONG: i8 = 5;
+const CONFIG_TYPE_DOUBLE: i8 = 6;
+const CONFIG_TYPE_LIST: i8 = 7;
+
+/// The ConfigType DescribeConfigs reports for a topic config.
+fn config_type(kind: ConfigKind) -> i8 {
+    match kind {
+        ConfigKind::Boolean => CONFIG_TYPE_BOOLEAN,
+        ConfigKind::Int { .. } => CONFIG_TYPE_INT,
+        ConfigKind::Long { .. } => CONFIG_TYPE_LONG,
+        ConfigKind::Double { .. } => CONFIG_TYPE_DOUBLE,
+        ConfigKind::Choice(_) => CONFIG_TYPE_STRING,
+        ConfigKind::List(_) => CONFIG_TYPE_LIST,
+    }
+}
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -94,19 +109,14 @@ fn topic_configs(
         .topics
         .get(topic)
         .ok_or((ResponseError::UnknownTopicOrPartition, "unknown topic"))?;
-    Ok(TOPIC_CONFIG_DEFAULTS
+    Ok(TOPIC_CONFIGS
         .iter()
-        .map(|(key, default)| {
-            let (value, source) = match meta.configs.get(*key) {
+        .map(|config| {
+            let (value, source) = match meta.configs.get(config.name) {
                 Some(value) => (value.clone(), CONFIG_SOURCE_TOPIC),
-                None => (default.to_string(), CONFIG_SOURCE_DEFAULT),
+                None => (config.default.to_string(), CONFIG_SOURCE_DEFAULT),
             };
-            let config_type = if default.parse::<i64>().is_ok() {
-                CONFIG_TYPE_LONG
-            } else {
-                CONFIG_TYPE_STRING
-            };
-            config_entry(key, value, source, config_type)
+            config_entry(config.name, value, source, config_type(config.kind))
         })
         .collect())
 }

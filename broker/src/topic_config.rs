@@ -1,0 +1,326 @@
+//! The topic-level configs Kafka 3.x and 4.x define: name, type, default and legal range.
+//!
+//! Every one is accepted and reported by DescribeConfigs, so that clients and tools written for
+//! Kafka (which read back every config and write them all again, as `kafka-configs` and
+//! librdkafka's tests do) work unchanged. Sluice acts on some of them (retention, segments,
+//! flushing, `max.message.bytes`); the others are stored and reported only. Configs Kafka 4.0
+//! removed are accepted and dropped with a warning, as Redpanda does.
+
+use std::collections::BTreeMap;
+
+use crate::metadata::{INTERNAL_SEGMENT_BYTES, INTERNAL_SEGMENT_BYTES_MIN, SEGMENT_BYTES_MIN};
+
+/// The value type of a config, with its legal values, as Kafka's `ConfigDef` declares it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConfigKind {
+    Boolean,
+    /// A 32-bit integer in `min..=max`.
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// A 64-bit integer in `min..=max`.
+    Long {
+        min: i64,
+        max: i64,
+    },
+    /// A floating-point number in `min..=max`.
+    Double {
+        min: f64,
+        max: f64,
+    },
+    /// One of the listed strings.
+    Choice(&'static [&'static str]),
+    /// A comma-separated list; its items are one of the listed strings, or anything if `None`.
+    List(Option<&'static [&'static str]>),
+}
+
+/// One topic config.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfig {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub kind: ConfigKind,
+}
+
+const INT_MAX: i64 = i32::MAX as i64;
+const LONG_MIN: i64 = i64::MIN;
+const LONG_MAX: i64 = i64::MAX;
+const LONG_MAX_TEXT: &str = "9223372036854775807";
+
+const fn long_at_least(min: i64) -> ConfigKind {
+    ConfigKind::Long { min, max: LONG_MAX }
+}
+
+const fn int_at_least(min: i64) -> ConfigKind {
+    ConfigKind::Int { min, max: INT_MAX }
+}
+
+const fn config(name: &'static str, default: &'static str, kind: ConfigKind) -> TopicConfig {
+    TopicConfig {
+        name,
+        default,
+        kind,
+    }
+}
+
+/// Every topic config Sluice accepts, with Kafka's defaults and ranges, sorted by name.
+pub const TOPIC_CONFIGS: &[TopicConfig] = &[
+    config(
+        "cleanup.policy",
+        "delete",
+        ConfigKind::List(Some(&["compact", "delete"])),
+    ),
+    config(
+        "compression.gzip.level",
+        "-1",
+        ConfigKind::Int { min: -1, max: 9 },
+    ),
+    config(
+        "compression.lz4.level",
+        "9",
+        ConfigKind::Int { min: 1, max: 17 },
+    ),
+    config(
+        "compression.type",
+        "producer",
+        ConfigKind::Choice(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+    ),
+    config(
+        "compression.zstd.level",
+        "3",
+        ConfigKind::Int {
+            min: -131_072,
+            max: 22,
+        },
+    ),
+    config("delete.retention.ms", "86400000", long_at_least(0)),
+    config("file.delete.delay.ms", "60000", long_at_least(0)),
+    config("flush.messages", LONG_MAX_TEXT, long_at_least(1)),
+    config("flush.ms", LONG_MAX_TEXT, long_at_least(0)),
+    config(
+        "follower.replication.throttled.replicas",
+        "",
+        ConfigKind::List(None),
+    ),
+    config("index.interval.bytes", "4096", int_at_least(0)),
+    config(
+        "leader.replication.throttled.replicas",
+        "",
+        ConfigKind::List(None),
+    ),
+    config("local.retention.bytes", "-2", long_at_least(-2)),
+    config("local.retention.ms", "-2", long_at_least(-2)),
+    config("max.compaction.lag.ms", LONG_MAX_TEXT, long_at_least(1)),
+    config("max.message.bytes", "1048588", int_at_least(0)),
+    config(
+        "message.timestamp.after.max.ms",
+        LONG_MAX_TEXT,
+        long_at_least(0),
+    ),
+    config(
+        "message.timestamp.before.max.ms",
+        LONG_MAX_TEXT,
+        long_at_least(0),
+    ),
+    config(
+        "message.timestamp.type",
+        "CreateTime",
+        ConfigKind::Choice(&["CreateTime", "LogAppendTime"]),
+    ),
+    config(
+        "min.cleanable.dirty.ratio",
+        "0.5",
+        ConfigKind::Double { min: 0.0, max: 1.0 },
+    ),
+    config("min.compaction.lag.ms", "0", long_at_least(0)),
+    config("min.insync.replicas", "1", int_at_least(1)),
+    config("preallocate", "false", ConfigKind::Boolean),
+    config("remote.log.copy.disable", "false", ConfigKind::Boolean),
+    config("remote.log.delete.on.disable", "false", ConfigKind::Boolean),
+    config("remote.storage.enable", "false", ConfigKind::Boolean),
+    config("retention.bytes", "-1", long_at_least(LONG_MIN)),
+    config("retention.ms", "604800000", long_at_least(-1)),
+    config(
+        "segment.bytes",
+        "1073741824",
+        int_at_least(SEGMENT_BYTES_MIN),
+    ),
+    config("segment.index.bytes", "10485760", int_at_least(4)),
+    config("segment.jitter.ms", "0", long_at_least(0)),
+    config("segment.ms", "604800000", long_at_least(1)),
+    config(
+        "unclean.leader.election.enable",
+        "false",
+        ConfigKind::Boolean,
+    ),
+];
+
+/// Configs Kafka 3.x defines and 4.0 removed (message format v0/v1 and down-conversion are
+/// gone): accepted so that older clients keep working, then dropped with a warning.
+pub const TOPIC_CONFIGS_IGNORED: &[&str] = &[
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.difference.max.ms",
+];
+
+pub fn topic_config(name: &str) -> Option<&'static TopicConfig> {
+    TOPIC_CONFIGS.iter().find(|c| c.name == name)
+}
+
+pub fn config_default(name: &str) -> Option<&'static str> {
+    topic_config(name).map(|c| c.default)
+}
+
+/// Checks a topic config entry as Kafka would: a known (or ignored) name, a value of the
+/// config's type within its range.
+pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
+    if TOPIC_CONFIGS_IGNORED.contains(&name) {
+        return Ok(());
+    }
+    if name == INTERNAL_SEGMENT_BYTES {
+        return validate_value(name, int_at_least(INTERNAL_SEGMENT_BYTES_MIN), value);
+    }
+    let Some(config) = topic_config(name) else {
+        return Err(format!("unknown topic config {name}"));
+    };
+    if name == "remote.storage.enable" && value == "true" {
+        return Err("tiered storage is not supported: remote.storage.enable must be false".into());
+    }
+    validate_value(name, config.kind, value)
+}
+
+fn validate_value(name: &str, kind: ConfigKind, value: &str) -> Result<(), String> {
+    match kind {
+        ConfigKind::Boolean if matches!(value, "true" | "false") => Ok(()),
+        ConfigKind::Boolean => Err(format!("config {name} needs true or false, got {value:?}")),
+        ConfigKind::Int { min, max } | ConfigKind::Long { min, max } => {
+            let parsed: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("config {name} needs an integer, got {value:?}"))?;
+            out_of_range(name, value, parsed < min, parsed > max, min, max)
+        }
+        ConfigKind::Double { min, max } => {
+            let parsed: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("config {name} needs a number, got {value:?}"))?;
+            out_of_range(name, value, parsed < min, parsed > max, min, max)
+        }
+        ConfigKind::Choice(legal) if legal.contains(&value) => Ok(()),
+        ConfigKind::Choice(legal) => Err(format!(
+            "invalid {name} {value:?}: must be one of {}",
+            legal.join(", ")
+        )),
+        ConfigKind::List(None) => Ok(()),
+        ConfigKind::List(Some(legal)) => match list_items(value).find(|i| !legal.contains(i)) {
+            Some(item) => Err(format!(
+                "invalid {name} item {item:?}: must be among {}",
+                legal.join(", ")
+            )),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Kafka's wording for a number outside its config's range.
+fn out_of_range(
+    name: &str,
+    value: &str,
+    below: bool,
+    above: bool,
+    min: impl std::fmt::Display,
+    max: impl std::fmt::Display,
+) -> Result<(), String> {
+    let bound = match (below, above) {
+        (false, false) => return Ok(()),
+        (true, _) => format!("at least {min}"),
+        (false, true) => format!("no more than {max}"),
+    };
+    Err(format!(
+        "Invalid value {value} for configuration {name}: Value must be {bound}"
+    ))
+}
+
+/// The items of a list config's value.
+pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Whether APPEND and SUBTRACT (IncrementalAlterConfigs) apply to this config.
+pub fn is_list(name: &str) -> bool {
+    topic_config(name).is_some_and(|c| matches!(c.kind, ConfigKind::List(_)))
+}
+
+/// Drops the configs Sluice accepts but ignores, logging a warning for each.
+pub fn drop_ignored(topic: &str, configs: &mut BTreeMap<String, String>) {
+    configs.retain(|name, value| {
+        let ignored = TOPIC_CONFIGS_IGNORED.contains(&name.as_str());
+        if ignored {
+            log::warn!("topic {topic}: ignoring {name}={value}, which Kafka 4.0 removed");
+        }
+        !ignored
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_every_default_is_valid() {
+        assert!(TOPIC_CONFIGS.windows(2).all(|w| w[0].name < w[1].name));
+        for config in TOPIC_CONFIGS {
+            assert_eq!(validate_config(config.name, config.default), Ok(()));
+        }
+    }
+
+    #[test]
+    fn values_are_checked_by_type_and_range() {
+        assert!(validate_config("retention.ms", "1000").is_ok());
+        assert!(validate_config("retention.ms", "soon").is_err());
+        assert!(validate_config("retention.ms", "-2").is_err());
+        assert!(validate_config("retention.ms", "-1").is_ok());
+        assert!(validate_config("segment.ms", "0").is_err());
+        assert!(validate_config("segment.ms", "1").is_ok());
+        assert!(validate_config("flush.messages", "0").is_err());
+        assert!(validate_config("flush.messages", "1").is_ok());
+        assert!(validate_config("flush.ms", "-1").is_err());
+        assert!(validate_config("flush.ms", "0").is_ok());
+        assert!(validate_config("max.message.bytes", "2147483648").is_err());
+        assert!(validate_config("delete.retention.ms", "0").is_ok());
+        assert!(validate_config("delete.retention.ms", "-1").is_err());
+        assert!(validate_config("min.cleanable.dirty.ratio", "0.9").is_ok());
+        assert!(validate_config("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate_config("preallocate", "true").is_ok());
+        assert!(validate_config("preallocate", "yes").is_err());
+        assert!(validate_config("compression.type", "zstd").is_ok());
+        assert!(validate_config("compression.type", "brotli").is_err());
+        assert!(validate_config("cleanup.policy", "compact").is_ok());
+        assert!(validate_config("cleanup.policy", "delete,compact").is_ok());
+        assert!(validate_config("cleanup.policy", "shred").is_err());
+        assert!(validate_config("leader.replication.throttled.replicas", "").is_ok());
+        assert!(validate_config("remote.storage.enable", "true").is_err());
+        assert!(validate_config("no.such.config", "1").is_err());
+        assert!(validate_config("segment.bytes", "14").is_err());
+        assert!(validate_config("segment.bytes", "1048575").is_err());
+        assert!(validate_config("segment.bytes", "1048576").is_ok());
+        assert!(validate_config(INTERNAL_SEGMENT_BYTES, "14").is_ok());
+        assert!(validate_config(INTERNAL_SEGMENT_BYTES, "13").is_err());
+    }
+
+    #[test]
+    fn removed_configs_are_accepted_and_dropped() {
+        assert!(validate_config("message.format.version", "0.10.0.0").is_ok());
+        let mut configs = BTreeMap::from([
+            ("message.format.version".to_string(), "0.10.0.0".to_string()),
+            ("retention.ms".to_string(), "1000".to_string()),
+        ]);
+        drop_ignored("t", &mut configs);
+        assert_eq!(
+            configs,
+            BTreeMap::from([("retention.ms".to_string(), "1000".to_string())])
+        );
+    }
+}
