@@ -90,7 +90,7 @@ fn allocate_producer_id_here(shard: &Shard) -> Result<i64, ResponseError> {
     let mut block = controller(shard).producer_ids.borrow_mut();
     if block.next == block.end {
         let end = block.end + PRODUCER_ID_BLOCK_SIZE;
-        persist_atomically(
+        crate::data_dir::persist_atomically(
             &producer_id_path(&shard.config.data_dir),
             end.to_string().as_bytes(),
         )
@@ -103,20 +103,6 @@ fn allocate_producer_id_here(shard: &Shard) -> Result<i64, ResponseError> {
     let id = block.next;
     block.next += 1;
     Ok(id)
-}
-
-/// Replaces `path` with `contents` durably: write a temporary file, fsync, rename, fsync the
-/// directory.
-fn persist_atomically(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 fn controller(shard: &Shard) -> &Controller {
@@ -334,6 +320,8 @@ async fn publish(shard: &Rc<Shard>, mut next: MetadataSnapshot) -> std::io::Resu
             )
             .await;
     }
+    // A change on a full disk may have used the reserve; a deletion has now freed space.
+    crate::data_dir::ensure_reserve(&shard.config.data_dir);
     Ok(())
 }
 

@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod connection;
 mod controller;
+mod data_dir;
 mod errors;
 mod fd_budget;
 mod flush;

@@ -6,10 +6,11 @@
 //! replaced atomically (write, fsync, rename, fsync directory).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::data_dir::persist_atomically;
 
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -85,13 +86,24 @@ impl MetadataSnapshot {
         data_dir.join("meta").join("topics.json")
     }
 
-    /// Loads the snapshot, or creates an empty one with a fresh cluster id on first start.
+    /// Loads the snapshot, or creates an empty one with a fresh cluster id on first start. A
+    /// missing file next to partition data is an error: empty metadata would hide that data.
     pub fn load_or_init(data_dir: &Path) -> anyhow::Result<MetadataSnapshot> {
         let path = Self::path(data_dir);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes)
                 .map_err(|e| anyhow::anyhow!("{} is not valid metadata: {e}", path.display()))?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let holding = crate::data_dir::dirs_with_segments(data_dir)?;
+                anyhow::ensure!(
+                    holding.is_empty(),
+                    "{} is missing, but {} partition directories hold data (such as {}); \
+                     refusing to start with empty metadata. Restore the file, or move the \
+                     partition directories away to start afresh",
+                    path.display(),
+                    holding.len(),
+                    holding[0].display()
+                );
                 let snapshot = MetadataSnapshot {
                     version: 0,
                     cluster_id: random_uuid().simple().to_string(),
@@ -104,17 +116,21 @@ impl MetadataSnapshot {
         }
     }
 
-    /// Atomically replaces the metadata file with this snapshot and makes it durable.
+    /// Atomically replaces the metadata file with this snapshot and makes it durable. On a full
+    /// disk it releases the reserve (see `data_dir`) and tries once more, so that a deletion,
+    /// which frees space, still goes through.
     pub fn persist(&self, data_dir: &Path) -> std::io::Result<()> {
         let path = Self::path(data_dir);
-        let dir = path.parent().expect("metadata path has a parent");
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join("topics.json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(self).expect("metadata serializes"))?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
+        let bytes = serde_json::to_vec_pretty(self).expect("metadata serializes");
+        match persist_atomically(&path, &bytes) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::StorageFull
+                    && crate::data_dir::release_reserve(data_dir) =>
+            {
+                persist_atomically(&path, &bytes)
+            }
+            result => result,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::ServeArgs;
 use crate::connection;
+use crate::data_dir;
 use crate::groups::store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::groups::GroupCoordinator;
 use crate::metadata::MetadataSnapshot;
@@ -28,9 +29,11 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     args.data_dir = std::fs::canonicalize(&args.data_dir).map_err(|e| {
         anyhow::anyhow!("cannot resolve --data-dir {}: {e}", args.data_dir.display())
     })?;
+    data_dir::ensure_writable(&args.data_dir)?;
     let mut snapshot = MetadataSnapshot::load_or_init(&args.data_dir)?;
     ensure_offsets_topic(&args.data_dir, &mut snapshot)?;
-    remove_orphan_partitions(&args.data_dir, &snapshot)?;
+    data_dir::remove_deleted_partitions(&args.data_dir, &snapshot)?;
+    data_dir::ensure_reserve(&args.data_dir);
     wait_for_port(args.listen)?;
     let shard_count = args.shard_count();
     anyhow::ensure!(shard_count > 0, "--shards must be at least 1");
@@ -262,35 +265,4 @@ fn port_has_listener(port: u16) -> bool {
                 fields.len() > 3 && fields[1].ends_with(&local_port) && fields[3] == "0A"
             })
     })
-}
-
-/// Removes partition directories that the metadata does not list: what remains of a topic whose
-/// deletion was persisted but not finished before a crash. Without this, a topic created later
-/// under the same name would serve the old data.
-fn remove_orphan_partitions(data_dir: &Path, snapshot: &MetadataSnapshot) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(data_dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((topic, partition)) = name.rsplit_once('-') else {
-            continue;
-        };
-        let Ok(partition) = partition.parse::<i32>() else {
-            continue;
-        };
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let listed = snapshot
-            .topics
-            .get(topic)
-            .is_some_and(|meta| partition < meta.partitions);
-        if !listed {
-            log::warn!(
-                "removing {}: not in the topic metadata",
-                entry.path().display()
-            );
-            std::fs::remove_dir_all(entry.path())?;
-        }
-    }
-    Ok(())
 }

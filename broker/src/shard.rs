@@ -260,16 +260,21 @@ impl Shard {
         );
         self.drop_removed_topics(&snapshot).await;
         for topic in snapshot.topics.values() {
-            let config_changed = previous
-                .topics
-                .get(&topic.name)
-                .is_some_and(|old| old.configs != topic.configs);
+            let old = previous.topics.get(&topic.name);
+            let config_changed = old.is_some_and(|old| old.configs != topic.configs);
+            // At start-up `previous` is the snapshot itself, so nothing counts as created.
+            let created_from = old
+                .filter(|old| old.id == topic.id)
+                .map_or(0, |old| old.partitions);
             for partition in 0..topic.partitions {
                 if self.owner(&topic.name, partition) != self.id {
                     continue;
                 }
                 match self.partition(&topic.name, partition) {
-                    None => self.open_partition(topic, partition).await,
+                    None => {
+                        let created = partition >= created_from;
+                        self.open_partition(topic, partition, created).await
+                    }
                     // Topic configs changed (AlterConfigs): the log applies them from its next
                     // append.
                     Some(open) if config_changed => open.log.set_config(self.log_config(topic)),
@@ -302,28 +307,34 @@ impl Shard {
         };
         for (name, topic) in removed {
             for (partition, state) in topic.partitions {
-                match Rc::try_unwrap(state) {
-                    Ok(state) => {
-                        if let Err(e) = state.log.delete().await {
-                            log::error!("deleting {name}-{partition}: {e}");
-                        }
+                // Requests in flight may still hold the log; then the files are removed under
+                // them (the open descriptors keep working until they finish).
+                if let Ok(state) = Rc::try_unwrap(state) {
+                    if let Err(e) = state.log.delete().await {
+                        log::error!("deleting {name}-{partition}: {e}");
                     }
-                    // Requests in flight still hold the log; remove the files under them (the
-                    // open descriptors keep working until they finish).
-                    Err(_) => {
-                        let dir = partition_dir(&self.config.data_dir, &name, partition);
-                        if let Err(e) = std::fs::remove_dir_all(&dir) {
-                            log::error!("deleting {}: {e}", dir.display());
-                        }
+                }
+                // Also after a failed delete (a log whose sync failed refuses to close cleanly):
+                // the topic is gone either way, and its space is wanted back.
+                let dir = partition_dir(&self.config.data_dir, &name, partition);
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        log::error!("deleting {}: {e}", dir.display())
                     }
+                    _ => {}
                 }
             }
             log::info!("shard {}: removed topic {name}", self.id);
         }
     }
 
-    async fn open_partition(&self, topic: &TopicMeta, partition: i32) {
+    /// Opens a partition's log; `created` says the topic or partition was created just now,
+    /// so that no data found in its directory may be served.
+    async fn open_partition(&self, topic: &TopicMeta, partition: i32, created: bool) {
         let dir = partition_dir(&self.config.data_dir, &topic.name, partition);
+        if let Err(e) = claim_partition_dir(&dir, topic.id, created) {
+            return log::error!("shard {}: cannot claim {}: {e}", self.id, dir.display());
+        }
         let log = match PartitionLog::open(&dir, self.log_config(topic)).await {
             Ok(log) => log,
             Err(e) => return log::error!("shard {}: cannot open {}: {e}", self.id, dir.display()),
@@ -348,6 +359,49 @@ impl Shard {
             }),
         );
     }
+}
+
+/// Makes `dir` a directory of topic `id` before its log is opened. A directory left by an
+/// earlier topic of the same name (its `topic_id` differs) is removed; one without a `topic_id`
+/// is adopted at start-up (written by an older version), but moved aside, never served, when the
+/// partition was just created. Failing to record the id on a full disk only costs the proof of
+/// ownership, so it is logged, not fatal.
+fn claim_partition_dir(
+    dir: &std::path::Path,
+    id: uuid::Uuid,
+    created: bool,
+) -> std::io::Result<()> {
+    match crate::data_dir::read_topic_id(dir)? {
+        Some(found) if found == id => return Ok(()),
+        Some(found) => {
+            log::warn!(
+                "removing {}: left by deleted topic id {found}",
+                dir.display()
+            );
+            std::fs::remove_dir_all(dir)?;
+        }
+        None if created && dir.exists() => {
+            let aside = dir.with_file_name(format!(
+                "{}.{}-stray",
+                dir.file_name()
+                    .expect("a partition directory name")
+                    .to_string_lossy(),
+                id.simple()
+            ));
+            log::warn!(
+                "moving {} to {}: it predates the new partition",
+                dir.display(),
+                aside.display()
+            );
+            std::fs::rename(dir, &aside)?;
+        }
+        None => {}
+    }
+    std::fs::create_dir_all(dir)?;
+    if let Err(e) = crate::data_dir::write_topic_id(dir, id) {
+        log::warn!("cannot record the topic id in {}: {e}", dir.display());
+    }
+    Ok(())
 }
 
 /// Rebuilds producer state: the last snapshot, if it still matches the log, plus the batches
@@ -405,5 +459,37 @@ mod tests {
             );
         }
         assert_eq!(shard_for("orders", 7, 4), shard_for("orders", 7, 4));
+    }
+
+    #[test]
+    fn a_new_partition_never_takes_over_old_data() {
+        let data_dir = std::env::temp_dir().join(format!(
+            "sluice-claim-{}",
+            crate::metadata::random_uuid().simple()
+        ));
+        let (old, new) = (
+            crate::metadata::random_uuid(),
+            crate::metadata::random_uuid(),
+        );
+        let dir = data_dir.join("t-0");
+        let read_id = |dir: &std::path::Path| crate::data_dir::read_topic_id(dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("old.log"), b"old").unwrap();
+        // Without a topic id, an existing directory is adopted at start-up...
+        claim_partition_dir(&dir, old, false).unwrap();
+        assert!(dir.join("old.log").exists());
+        assert_eq!(read_id(&dir), Some(old));
+        // ...and a directory of an earlier topic of the same name is removed.
+        claim_partition_dir(&dir, new, true).unwrap();
+        assert!(!dir.join("old.log").exists());
+        assert_eq!(read_id(&dir), Some(new));
+        // A directory without an id that a just-created partition finds is moved aside.
+        std::fs::remove_file(dir.join(crate::data_dir::TOPIC_ID_FILE_NAME)).unwrap();
+        std::fs::write(dir.join("stray.log"), b"stray").unwrap();
+        claim_partition_dir(&dir, new, true).unwrap();
+        assert!(!dir.join("stray.log").exists());
+        let aside = data_dir.join(format!("t-0.{}-stray", new.simple()));
+        assert!(aside.join("stray.log").exists());
+        std::fs::remove_dir_all(&data_dir).unwrap();
     }
 }

@@ -34,10 +34,52 @@ pub(crate) async fn ensure_probed(dir: &Path) -> Result<(), StorageError> {
         return Ok(());
     }
     let path = dir.join(PROBE_FILE_NAME);
-    std::fs::write(&path, [0xa5u8; PROBE_FILE_BYTES])?;
-    let opened = glommio::io::DmaFile::open(&path).await;
-    std::fs::remove_file(&path)?;
+    let opened = match std::fs::write(&path, [0xa5u8; PROBE_FILE_BYTES]) {
+        Ok(()) => {
+            let opened = glommio::io::DmaFile::open(&path).await;
+            std::fs::remove_file(&path)?;
+            opened
+        }
+        // A full disk still serves reads: probe with a file that is already there.
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+            let _ = std::fs::remove_file(&path);
+            let Some(existing) = existing_probe_file(dir, device) else {
+                log::warn!("cannot probe I/O polling for {}: {e}", dir.display());
+                return Ok(());
+            };
+            glommio::io::DmaFile::open(&existing).await
+        }
+        Err(e) => return Err(e.into()),
+    };
     opened?.close().await?;
     PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
     Ok(())
+}
+
+/// Directories looked into for an existing probe file: bounds the search on a full disk.
+const PROBE_SEARCH_DIRS_MAX: usize = 256;
+
+/// A file of at least `PROBE_FILE_BYTES` on `device`, in `dir` or a sibling directory (the other
+/// partitions of the data directory).
+fn existing_probe_file(dir: &Path, device: u64) -> Option<std::path::PathBuf> {
+    let siblings = dir
+        .parent()
+        .and_then(|parent| std::fs::read_dir(parent).ok());
+    let dirs = std::iter::once(dir.to_path_buf())
+        .chain(siblings.into_iter().flatten().flatten().map(|e| e.path()))
+        .take(PROBE_SEARCH_DIRS_MAX);
+    for candidate_dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&candidate_dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let fits = entry.metadata().is_ok_and(|m| {
+                m.is_file() && m.dev() == device && m.len() >= PROBE_FILE_BYTES as u64
+            });
+            if fits {
+                return Some(entry.path());
+            }
+        }
+    }
+    None
 }

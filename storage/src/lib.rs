@@ -226,7 +226,7 @@ pub use log::PartitionLog;
 pub use read_ahead::{
     cached_bytes as read_ahead_bytes, READ_AHEAD_BYTES, READ_AHEAD_CACHE_BYTES_MAX,
 };
-pub use segment::READ_BYTES_MAX;
+pub use segment::{parse_segment_file_name, READ_BYTES_MAX};
 pub use segment_files::{
     sealed_segment_files_max, sealed_segment_files_open, set_sealed_segment_files_max,
     SEALED_SEGMENT_FILES_DEFAULT, SEALED_SEGMENT_FILES_MAX,

@@ -35,7 +35,7 @@ pub(crate) fn segment_file_name(base_offset: i64) -> String {
 }
 
 /// The base offset encoded in a segment file name, or `None` if `name` is not a segment file.
-pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
+pub fn parse_segment_file_name(name: &str) -> Option<i64> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
     if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
