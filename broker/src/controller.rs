@@ -144,7 +144,9 @@ async fn create_topics_here(
         }
         results.push(result);
     }
-    publish_results(shard, next, results, validate_only).await
+    let (results, failures) =
+        publish_results_and_failures(shard, next, results, validate_only).await;
+    undo_unopened_topics(shard, results, failures).await
 }
 
 fn check_new_topic(
@@ -184,12 +186,32 @@ fn check_new_topic(
         topic_config::validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
     }
     topic_config::drop_ignored(&spec.name, &mut configs);
+    check_fd_budget(
+        shard,
+        metadata.partition_count() + partitions as u64,
+        &spec.name,
+    )?;
     Ok(TopicMeta {
         name: spec.name,
         id: random_uuid(),
         partitions,
         configs,
     })
+}
+
+/// Refuses a change that would leave `partitions_total` partitions, more than the descriptor
+/// budget holds: each open partition holds a descriptor, and a partition that cannot open
+/// would be reported as created while every request for it fails.
+fn check_fd_budget(shard: &Shard, partitions_total: u64, topic: &str) -> Result<(), Refusal> {
+    shard
+        .fd_budget
+        .check_partitions(partitions_total)
+        .map_err(|m| {
+            (
+                ResponseError::PolicyViolation,
+                format!("topic {topic}: {m}"),
+            )
+        })
 }
 
 /// Deletes topics by name (from any shard); returns each deleted topic's id.
@@ -260,6 +282,7 @@ async fn create_partitions_here(
     let mut next = (*shard.metadata()).clone();
     let mut results = Vec::with_capacity(requests.len());
     for (name, count) in requests {
+        let partitions_total = next.partition_count();
         let result = match next.topics.get_mut(&name) {
             None => Err((
                 ResponseError::UnknownTopicOrPartition,
@@ -277,8 +300,8 @@ async fn create_partitions_here(
                 format!("partition count must be at most {TOPIC_PARTITIONS_MAX}"),
             )),
             Some(meta) => {
-                meta.partitions = count;
-                Ok(())
+                let total = partitions_total - meta.partitions as u64 + count as u64;
+                check_fd_budget(shard, total, &name).map(|()| meta.partitions = count)
             }
         };
         results.push(result);
@@ -294,35 +317,108 @@ async fn publish_results<T>(
     results: Vec<Result<T, Refusal>>,
     validate_only: bool,
 ) -> Vec<Result<T, Refusal>> {
+    publish_results_and_failures(shard, next, results, validate_only)
+        .await
+        .0
+}
+
+/// [`publish_results`], also returning the partitions that failed to open, as (topic, error).
+async fn publish_results_and_failures<T>(
+    shard: &Rc<Shard>,
+    next: MetadataSnapshot,
+    results: Vec<Result<T, Refusal>>,
+    validate_only: bool,
+) -> (Vec<Result<T, Refusal>>, Vec<(String, String)>) {
     if validate_only || !results.iter().any(Result::is_ok) {
-        return results;
+        return (results, Vec::new());
     }
     match publish(shard, next).await {
-        Ok(()) => results,
-        Err(e) => results
-            .into_iter()
-            .map(|_| Err(storage_refusal(&e)))
-            .collect(),
+        Ok(failures) => (results, failures),
+        Err(e) => {
+            let refusal = storage_refusal(&e);
+            (
+                results.into_iter().map(|_| Err(refusal.clone())).collect(),
+                Vec::new(),
+            )
+        }
     }
 }
 
-/// Persists `next` as the new metadata and applies it on every shard.
-async fn publish(shard: &Rc<Shard>, mut next: MetadataSnapshot) -> std::io::Result<()> {
+/// Persists `next` as the new metadata and applies it on every shard; returns the partitions
+/// that failed to open, as (topic, error).
+async fn publish(
+    shard: &Rc<Shard>,
+    mut next: MetadataSnapshot,
+) -> std::io::Result<Vec<(String, String)>> {
     next.version = shard.metadata().version + 1;
     next.persist(&shard.config.data_dir)?;
     let snapshot = Arc::new(next);
+    let mut failures = Vec::new();
     for target in 0..shard.count {
         let snapshot = snapshot.clone();
-        shard
+        let failed = shard
             .call(
                 target,
                 move |s| async move { s.apply_metadata(snapshot).await },
             )
             .await;
+        failures.extend(failed);
     }
     // A change on a full disk may have used the reserve; a deletion has now freed space.
     crate::data_dir::ensure_reserve(&shard.config.data_dir);
-    Ok(())
+    Ok(failures)
+}
+
+/// Takes back the topics of `results` that have a partition in `failures` (which failed to
+/// open, EMFILE or ENOSPC for example): they are removed from the metadata again, their opened
+/// partitions closed and their directories removed, and their results become the error. A
+/// topic is reported as created only if every partition opened.
+async fn undo_unopened_topics(
+    shard: &Rc<Shard>,
+    mut results: Vec<Result<TopicMeta, Refusal>>,
+    failures: Vec<(String, String)>,
+) -> Vec<Result<TopicMeta, Refusal>> {
+    let failed: BTreeMap<String, String> = failures
+        .into_iter()
+        .filter(|(topic, _)| results.iter().flatten().any(|meta| &meta.name == topic))
+        .collect();
+    if failed.is_empty() {
+        return results;
+    }
+    let mut next = (*shard.metadata()).clone();
+    let removed: Vec<TopicMeta> = failed
+        .keys()
+        .filter_map(|topic| next.topics.remove(topic))
+        .collect();
+    if let Err(e) = publish(shard, next).await {
+        // The topics stay listed with partitions that are not open, as after a failed open at
+        // start; requests for those get UNKNOWN_TOPIC_OR_PARTITION.
+        log::error!("taking back topics whose partitions did not open failed: {e}");
+        return results;
+    }
+    for meta in &removed {
+        for partition in 0..meta.partitions {
+            let dir = crate::metadata::partition_dir(&shard.config.data_dir, &meta.name, partition);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    log::warn!("removing {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+    for result in &mut results {
+        let error = match result {
+            Ok(meta) => failed.get(&meta.name),
+            Err(_) => None,
+        };
+        if let Some(error) = error {
+            *result = Err((
+                ResponseError::KafkaStorageError,
+                format!("a partition failed to open, so the topic was not created: {error}"),
+            ));
+        }
+    }
+    results
 }
 
 fn storage_refusal(e: &std::io::Error) -> Refusal {
@@ -335,9 +431,12 @@ fn storage_refusal(e: &std::io::Error) -> Refusal {
 
 /// Creates missing topics with the broker defaults if auto-creation is on; invalid names and
 /// topics that appeared meanwhile are left alone (the caller reports them from the metadata).
-pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
+/// Returns the error of each topic whose creation was refused (beyond the descriptor budget,
+/// for example), for the caller to report instead of UNKNOWN_TOPIC_OR_PARTITION.
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> AutoCreateRefusals {
+    let mut refusals = AutoCreateRefusals::new();
     if !shard.config.auto_create_topics || names.is_empty() {
-        return;
+        return refusals;
     }
     let specs = names
         .into_iter()
@@ -350,9 +449,13 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
         })
         .collect::<Vec<_>>();
     if specs.is_empty() {
-        return;
+        return refusals;
     }
-    for result in create_topics(shard, specs, false).await {
+    let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
+    for (name, result) in names
+        .into_iter()
+        .zip(create_topics(shard, specs, false).await)
+    {
         match result {
             Ok(meta) => log::info!(
                 "auto-created topic {} with {} partitions",
@@ -360,10 +463,23 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
                 meta.partitions
             ),
             Err((ResponseError::TopicAlreadyExists, _)) => {}
-            Err((error, message)) => log::warn!("auto-creating a topic failed: {error}: {message}"),
+            Err((error, message)) => {
+                // The first failure and then a count: a request may name thousands of topics.
+                if refusals.is_empty() {
+                    log::warn!("auto-creating a topic failed: {error}: {message}");
+                }
+                refusals.insert(name, error);
+            }
         }
     }
+    if refusals.len() > 1 {
+        log::warn!("auto-creating {} topics failed", refusals.len());
+    }
+    refusals
 }
+
+/// Topics whose auto-creation was refused, with the error to report for each.
+pub type AutoCreateRefusals = std::collections::HashMap<String, ResponseError>;
 
 /// A change to one topic's explicit configs.
 #[derive(Debug, Clone)]

@@ -82,6 +82,14 @@ pub struct MetadataSnapshot {
 }
 
 impl MetadataSnapshot {
+    /// Partitions of all topics together.
+    pub fn partition_count(&self) -> u64 {
+        self.topics
+            .values()
+            .map(|meta| meta.partitions.max(0) as u64)
+            .sum()
+    }
+
     fn path(data_dir: &Path) -> PathBuf {
         data_dir.join("meta").join("topics.json")
     }

@@ -10,18 +10,19 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::ServeArgs;
 use crate::connection;
 use crate::data_dir;
+use crate::fd_budget::FdBudget;
 use crate::groups::store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::groups::GroupCoordinator;
 use crate::metadata::MetadataSnapshot;
 use crate::shard::{Envelope, Shard, INBOX_JOBS_MAX};
 
-/// Connections one shard serves at once; a further connection is closed on accept.
+/// Connections one shard serves at once at most, whatever the descriptor limit allows; a
+/// further connection is closed on accept.
 pub const SHARD_CONNECTIONS_MAX: usize = 10_000;
 
 pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let nofile = crate::fd_budget::raise_nofile_limit()
         .map_err(|e| anyhow::anyhow!("cannot read or raise the file descriptor limit: {e}"))?;
-    log::info!("file descriptor limit: {nofile}");
     std::fs::create_dir_all(&args.data_dir)?;
     // Absolute from here on: glommio opens directories for their fsync through io_uring with
     // AT_FDCWD semantics that do not hold for relative paths, so a relative data directory
@@ -34,9 +35,10 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     ensure_offsets_topic(&args.data_dir, &mut snapshot)?;
     data_dir::remove_deleted_partitions(&args.data_dir, &snapshot)?;
     data_dir::ensure_reserve(&args.data_dir);
-    wait_for_port(args.listen)?;
     let shard_count = args.shard_count();
     anyhow::ensure!(shard_count > 0, "--shards must be at least 1");
+    let fd_budget = stored_partitions_fit(nofile, shard_count, &snapshot)?;
+    wait_for_port(args.listen)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(
         shard_count,
@@ -49,17 +51,24 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let ready = Arc::new(Barrier::new(shard_count));
     let mut handles = Vec::with_capacity(shard_count);
     for id in 0..shard_count {
-        let (config, snapshot, mesh, peer_index, ready) = (
+        let (config, snapshot, mesh, peer_index, ready, fd_budget) = (
             config.clone(),
             snapshot.clone(),
             mesh.clone(),
             peer_index.clone(),
             ready.clone(),
+            fd_budget,
         );
         let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
             .name(&format!("shard-{id}"))
             .spawn(move || async move {
-                shard_main(id, config, snapshot, mesh, peer_index, ready).await
+                let shared = Shared {
+                    config,
+                    fd_budget,
+                    peer_index,
+                    ready,
+                };
+                shard_main(id, shared, snapshot, mesh).await
             })
             .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
         handles.push(handle);
@@ -72,17 +81,55 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The divided descriptor limit, if every stored partition fits in it; otherwise an error that
+/// says so, because opening them would exhaust the descriptors and fail every start the same way.
+fn stored_partitions_fit(
+    nofile: u64,
+    shard_count: usize,
+    snapshot: &MetadataSnapshot,
+) -> anyhow::Result<FdBudget> {
+    let budget = FdBudget::new(nofile, shard_count, SHARD_CONNECTIONS_MAX)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let stored = snapshot.partition_count();
+    budget.check_partitions(stored).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the stored topics: {e}; raise the limit (ulimit -n, LimitNOFILE) or \
+             run with fewer shards"
+        )
+    })?;
+    log::info!(
+        "file descriptor limit {nofile}: {stored} of at most {} partitions stored, {} \
+         connections and {} sealed-segment files per shard",
+        budget.partitions_max,
+        budget.connections_per_shard,
+        budget.sealed_segment_files_per_shard
+    );
+    Ok(budget)
+}
+
+/// What every shard receives from start-up besides the metadata and the mesh.
+struct Shared {
+    config: Arc<ServeArgs>,
+    fd_budget: FdBudget,
+    peer_index: Arc<std::sync::Mutex<Vec<usize>>>,
+    ready: Arc<Barrier>,
+}
+
 async fn shard_main(
     id: usize,
-    config: Arc<ServeArgs>,
+    shared: Shared,
     snapshot: Arc<MetadataSnapshot>,
     mesh: glommio::channels::channel_mesh::MeshBuilder<
         Envelope,
         glommio::channels::channel_mesh::Full,
     >,
-    peer_index: Arc<std::sync::Mutex<Vec<usize>>>,
-    ready: Arc<Barrier>,
 ) -> anyhow::Result<()> {
+    let Shared {
+        config,
+        fd_budget,
+        peer_index,
+        ready,
+    } = shared;
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -91,6 +138,7 @@ async fn shard_main(
         .lock()
         .expect("no shard panics holding the peer table")[id] = senders.peer_id();
     storage::set_tail_cache_bytes_max(config.tail_cache_bytes_per_shard());
+    storage::set_sealed_segment_files_max(fd_budget.sealed_segment_files_per_shard);
     // Every shard has joined (join returns only then) and recorded its index before passing.
     ready.wait();
     let peer_index = peer_index
@@ -104,11 +152,14 @@ async fn shard_main(
         snapshot.clone(),
         senders,
         peer_index,
+        fd_budget,
     )?);
     for (peer, receiver) in receivers.streams() {
         glommio::spawn_local(shard.clone().serve_peer(peer, receiver)).detach();
     }
-    shard.apply_metadata(snapshot).await;
+    // A stored partition that fails to open is logged and left closed; requests for it get
+    // UNKNOWN_TOPIC_OR_PARTITION (see start-up and recovery in ARCHITECTURE.md).
+    let _failures = shard.apply_metadata(snapshot).await;
     if let Err(e) = GroupCoordinator::load(&shard).await {
         // The other shards wait for this one at the start-up barrier: stop the whole process.
         log::error!("shard {id}: loading consumer groups failed: {e}");
@@ -140,6 +191,7 @@ const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
 /// logged once per interval with their count, as are refused connections.
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) -> anyhow::Result<()> {
     let id = shard.id;
+    let connections_max = shard.fd_budget.connections_per_shard;
     let interval = crate::log_limit::REPEATED_ERROR_LOG_INTERVAL;
     let mut accept_errors = crate::log_limit::RateLimitedLog::new(interval);
     let mut refusals = crate::log_limit::RateLimitedLog::new(interval);
@@ -158,11 +210,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) -> anyhow::Result<
             }
         };
         backoff_ms = ACCEPT_BACKOFF_MS_MIN;
-        if connections.get() >= SHARD_CONNECTIONS_MAX {
+        if connections.get() >= connections_max {
             if let Some(count) = refusals.observe(std::time::Instant::now()) {
-                log::warn!(
-                    "shard {id}: {SHARD_CONNECTIONS_MAX} connections open; refused {count} more"
-                );
+                log::warn!("shard {id}: {connections_max} connections open; refused {count} more");
             }
             continue;
         }

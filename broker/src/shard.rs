@@ -87,6 +87,8 @@ pub struct Shard {
     pub groups: crate::groups::GroupCoordinator,
     /// Present on shard 0 only: the single writer of metadata.
     pub controller: Option<Controller>,
+    /// How the process's descriptors are divided; the controller refuses partitions beyond it.
+    pub fd_budget: crate::fd_budget::FdBudget,
 }
 
 impl Shard {
@@ -96,6 +98,7 @@ impl Shard {
         metadata: Arc<MetadataSnapshot>,
         mesh: glommio::channels::channel_mesh::Senders<Envelope>,
         peer_index: Vec<usize>,
+        fd_budget: crate::fd_budget::FdBudget,
     ) -> anyhow::Result<Shard> {
         let count = peer_index.len();
         assert!(id < count);
@@ -117,6 +120,7 @@ impl Shard {
             next_call_id: std::cell::Cell::new(0),
             pending_calls: RefCell::new(HashMap::new()),
             controller,
+            fd_budget,
             groups: crate::groups::GroupCoordinator::new(crate::groups::group::GroupConfig {
                 initial_rebalance_delay,
                 ..Default::default()
@@ -252,7 +256,12 @@ impl Shard {
 
     /// Installs a new metadata snapshot and brings this shard's open logs in line with it:
     /// partitions of deleted topics are closed and removed, newly owned partitions opened.
-    pub async fn apply_metadata(self: &Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
+    /// Returns the partitions that failed to open (each logged), as (topic, error).
+    pub async fn apply_metadata(
+        self: &Rc<Self>,
+        snapshot: Arc<MetadataSnapshot>,
+    ) -> Vec<(String, String)> {
+        let mut failures = Vec::new();
         let previous = self.metadata.replace(snapshot.clone());
         assert!(
             snapshot.version >= previous.version,
@@ -273,7 +282,9 @@ impl Shard {
                 match self.partition(&topic.name, partition) {
                     None => {
                         let created = partition >= created_from;
-                        self.open_partition(topic, partition, created).await
+                        if let Err(error) = self.open_partition(topic, partition, created).await {
+                            failures.push((topic.name.clone(), error));
+                        }
                     }
                     // Topic configs changed (AlterConfigs): the log applies them from its next
                     // append.
@@ -282,6 +293,7 @@ impl Shard {
                 }
             }
         }
+        failures
     }
 
     async fn drop_removed_topics(&self, snapshot: &MetadataSnapshot) {
@@ -329,20 +341,27 @@ impl Shard {
     }
 
     /// Opens a partition's log; `created` says the topic or partition was created just now,
-    /// so that no data found in its directory may be served.
-    async fn open_partition(&self, topic: &TopicMeta, partition: i32, created: bool) {
+    /// so that no data found in its directory may be served. On failure logs and returns the
+    /// reason.
+    async fn open_partition(
+        &self,
+        topic: &TopicMeta,
+        partition: i32,
+        created: bool,
+    ) -> Result<(), String> {
         let dir = partition_dir(&self.config.data_dir, &topic.name, partition);
-        if let Err(e) = claim_partition_dir(&dir, topic.id, created) {
-            return log::error!("shard {}: cannot claim {}: {e}", self.id, dir.display());
-        }
-        let log = match PartitionLog::open(&dir, self.log_config(topic)).await {
-            Ok(log) => log,
-            Err(e) => return log::error!("shard {}: cannot open {}: {e}", self.id, dir.display()),
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            let message = format!("cannot {what} {}: {e}", dir.display());
+            log::error!("shard {}: {message}", self.id);
+            message
         };
-        let producers = match rebuild_producer_states(&log, &dir).await {
-            Ok(producers) => producers,
-            Err(e) => return log::error!("shard {}: cannot scan {}: {e}", self.id, dir.display()),
-        };
+        claim_partition_dir(&dir, topic.id, created).map_err(|e| failed("claim", &e))?;
+        let log = PartitionLog::open(&dir, self.log_config(topic))
+            .await
+            .map_err(|e| failed("open", &e))?;
+        let producers = rebuild_producer_states(&log, &dir)
+            .await
+            .map_err(|e| failed("scan", &e))?;
         let mut logs = self.logs.borrow_mut();
         let entry = logs.entry(topic.name.clone()).or_insert_with(|| TopicLogs {
             id: topic.id,
@@ -358,6 +377,7 @@ impl Shard {
                 last_flush_ms: std::cell::Cell::new(crate::ops::now_ms()),
             }),
         );
+        Ok(())
     }
 }
 

@@ -324,3 +324,42 @@ def api_versions(broker):
         correlation_id, error_code, apis = parse_api_versions_v0_response(read_response(sock))
     assert (correlation_id, error_code) == (1, ERROR_NONE)
     return apis
+
+
+# --- Metadata v1 (non-flexible; topics are auto-created where the broker allows) ------------------
+
+API_METADATA = 3
+
+
+def metadata_v1_request(correlation_id, topics) -> bytes:
+    """Metadata v1 naming `topics` (v1 has no allow_auto_topic_creation flag: it is implied)."""
+    body = struct.pack(">i", len(topics)) + b"".join(string(topic) for topic in topics)
+    return frame(request_header(API_METADATA, 1, correlation_id) + body)
+
+
+def parse_metadata_v1_response(payload: bytes):
+    """Returns (correlation_id, {topic: (error_code, partition_count)})."""
+    reader = Reader(payload)
+    correlation_id = reader.int32()
+    for _ in range(reader.int32()):  # brokers: node_id, host, port, rack
+        reader.int32()
+        reader.string()
+        reader.int32()
+        reader.string()
+    reader.int32()  # controller_id
+    topics = {}
+    for _ in range(reader.int32()):
+        error_code = reader.int16()
+        name = reader.string()
+        reader.take(1)  # is_internal
+        partitions = reader.int32()
+        for _ in range(partitions):
+            reader.int16()  # error_code
+            reader.int32()  # partition_index
+            reader.int32()  # leader_id
+            for _ in range(2):  # replica_nodes, isr_nodes
+                for _ in range(reader.int32()):
+                    reader.int32()
+        topics[name] = (error_code, partitions)
+    reader.assert_done()
+    return correlation_id, topics

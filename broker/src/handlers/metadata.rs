@@ -44,13 +44,14 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
                 _ => None,
             })
             .collect();
+        let mut refusals = controller::AutoCreateRefusals::new();
         if allow_auto_create && !missing.is_empty() {
-            controller::auto_create(&ctx.shard, missing).await;
+            refusals = controller::auto_create(&ctx.shard, missing).await;
             snapshot = ctx.shard.metadata();
         }
         requested
             .iter()
-            .map(|r| requested_entry(&snapshot, r, node))
+            .map(|r| requested_entry(&snapshot, r, &refusals, node))
             .collect()
     };
     MetadataResponse::default()
@@ -78,9 +79,12 @@ fn resolve(snapshot: &MetadataSnapshot, name: Option<TopicName>, id: uuid::Uuid)
     }
 }
 
+/// The entry of one requested topic; a topic that is still missing gets the error its
+/// auto-creation was refused with, if it was.
 fn requested_entry(
     snapshot: &MetadataSnapshot,
     requested: &Requested,
+    refusals: &controller::AutoCreateRefusals,
     node: BrokerId,
 ) -> MetadataResponseTopic {
     match requested {
@@ -90,7 +94,8 @@ fn requested_entry(
                 let error = if validate_topic_name(name).is_err() {
                     ResponseError::InvalidTopicException
                 } else {
-                    ResponseError::UnknownTopicOrPartition
+                    let refusal = refusals.get(name).cloned();
+                    refusal.unwrap_or(ResponseError::UnknownTopicOrPartition)
                 };
                 MetadataResponseTopic::default()
                     .with_error_code(error.code())

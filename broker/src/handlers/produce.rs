@@ -100,14 +100,15 @@ async fn produce_partition(
 ) -> Result<Appended, ResponseError> {
     // Hold the snapshot rather than cloning the topic's metadata on every produce.
     let mut snapshot = shard.metadata();
+    let mut refusals = controller::AutoCreateRefusals::new();
     if !snapshot.topics.contains_key(&topic) {
-        controller::auto_create(&shard, vec![topic.clone()]).await;
+        refusals = controller::auto_create(&shard, vec![topic.clone()]).await;
         snapshot = shard.metadata();
     }
-    let meta = snapshot
-        .topics
-        .get(&topic)
-        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let meta = snapshot.topics.get(&topic).ok_or_else(|| {
+        let refusal = refusals.remove(&topic);
+        refusal.unwrap_or(ResponseError::UnknownTopicOrPartition)
+    })?;
     if topic == crate::groups::store::OFFSETS_TOPIC {
         // Only the group coordinator writes the internal topic.
         return Err(ResponseError::InvalidTopicException);
