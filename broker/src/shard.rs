@@ -89,6 +89,9 @@ pub struct Shard {
     pub controller: Option<Controller>,
     /// How the process's descriptors are divided; the controller refuses partitions beyond it.
     pub fd_budget: crate::fd_budget::FdBudget,
+    /// Counts the Fetch requests this shard answered: the partition a response fills first
+    /// rotates with it, so a request-wide `max_bytes` does not starve the later partitions.
+    pub fetches_answered: std::cell::Cell<u64>,
 }
 
 impl Shard {
@@ -121,6 +124,7 @@ impl Shard {
             pending_calls: RefCell::new(HashMap::new()),
             controller,
             fd_budget,
+            fetches_answered: std::cell::Cell::new(0),
             groups: crate::groups::GroupCoordinator::new(crate::groups::group::GroupConfig {
                 initial_rebalance_delay,
                 ..Default::default()

@@ -401,3 +401,79 @@ fn idempotent_retries_are_deduplicated_across_kill_9() {
     );
     assert!(other.producer_id.0 > pid);
 }
+
+/// Fetches every partition of `topic` from offset 0 with a 20 MB partition limit and the given
+/// request-wide limit; returns each partition's record bytes in request order.
+fn fetch_all_partitions(
+    wire: &mut common::Wire,
+    topic: &str,
+    partitions: i32,
+    max_bytes: i32,
+) -> Vec<Bytes> {
+    let request = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(
+                (0..partitions)
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(20_000_000)
+                    })
+                    .collect(),
+            )]);
+    let response: FetchResponse = wire.request(ApiKey::Fetch, 12, &request);
+    response.responses[0]
+        .partitions
+        .iter()
+        .map(|p| p.records.clone().unwrap_or_default())
+        .collect()
+}
+
+/// KIP-74: the request-wide `max_bytes` bounds the whole response (whole batches, partitions
+/// filled in turn), except that the first batch of the first non-empty partition is always
+/// returned even when it alone is larger; the partition filled first rotates between requests.
+#[test]
+fn fetch_honours_the_request_wide_max_bytes() {
+    let broker = Broker::start("fetchmaxbytes", 2);
+    let mut wire = broker.connect();
+    assert_eq!(create_topic(&mut wire, "wide", 3), 0);
+    let value = "v".repeat(100_000);
+    for partition in 0..3 {
+        for _ in 0..4 {
+            let (error, _) = produce(&mut wire, "wide", partition, batch(&[&value], 1), 1);
+            assert_eq!(error, 0);
+        }
+    }
+    let batch_bytes = batch(&[&value], 1).len();
+
+    let got = fetch_all_partitions(&mut wire, "wide", 3, 250_000);
+    let total: usize = got.iter().map(Bytes::len).sum();
+    assert_eq!(total, 2 * batch_bytes, "two whole batches fit in 250 kB");
+    let filled: Vec<usize> = (0..3).filter(|&p| !got[p].is_empty()).collect();
+    assert_eq!(filled.len(), 1, "only the partition filled first has data");
+
+    let got = fetch_all_partitions(&mut wire, "wide", 3, 1000);
+    let sizes: Vec<usize> = got.iter().map(Bytes::len).collect();
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        batch_bytes,
+        "one batch, although over the limit"
+    );
+    assert_eq!(
+        records(got.into_iter().find(|b| !b.is_empty()).unwrap()).len(),
+        1
+    );
+
+    let mut first_filled = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let got = fetch_all_partitions(&mut wire, "wide", 3, 1000);
+        first_filled.insert(got.iter().position(|b| !b.is_empty()).unwrap());
+    }
+    assert_eq!(first_filled.len(), 3, "each partition comes first in turn");
+}

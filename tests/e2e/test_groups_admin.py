@@ -140,6 +140,37 @@ def test_admin_list_describe_offsets_delete(broker):
     assert_group_gone(admin, group)
 
 
+def test_offset_delete_keeps_only_subscribed_topics_of_an_active_group(broker):
+    """OffsetDelete on a group with a member: partitions of the topic it subscribes to answer
+    GROUP_SUBSCRIBED_TO_TOPIC and keep their offsets, the request itself succeeds, and the
+    offsets of another topic are deleted (librdkafka 0081)."""
+    from kafka import TopicPartition as KafkaTopicPartition
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import GroupSubscribedToTopicError, NoError
+
+    consumed, other = unique_topic("odel"), unique_topic("odel-other")
+    group = unique_topic("odel-g")
+    create_topic(broker.bootstrap, consumed, PARTITIONS)
+    create_topic(broker.bootstrap, other, PARTITIONS)
+    admin = admin_client(broker.bootstrap)
+    member = Member(broker.bootstrap, group, consumed, "odel-client")
+    deleter = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=ADMIN_TIMEOUT_S * 1000)
+    try:
+        assert_shared([member])
+        offsets = [TopicPartition(t, 0, 7) for t in (consumed, other)]
+        member.consumer.commit(offsets=offsets, asynchronous=False)
+        outcome = deleter.delete_group_offsets(group, [KafkaTopicPartition(t, 0) for t in (consumed, other)])
+        assert outcome == {
+            KafkaTopicPartition(consumed, 0): GroupSubscribedToTopicError,
+            KafkaTopicPartition(other, 0): NoError,
+        }, outcome
+        assert group_offsets(admin, group, consumed, 1) == {0: 7}
+        assert group_offsets(admin, group, other, 1) == {0: -1001}
+    finally:
+        deleter.close()
+        member.close()
+
+
 def test_admin_alter_offsets_of_inactive_group(broker):
     topic = unique_topic("adm-alter")
     group = unique_topic("adm-alter-g")

@@ -546,25 +546,86 @@ pub async fn delete_group(shard: Rc<Shard>, group_id: String) -> Option<Response
     None
 }
 
-/// Deletes committed offsets of an inactive group.
+/// The protocol type of Kafka consumer groups, whose member metadata is a subscription.
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
+/// Kafka's OffsetDelete: deletes the committed offsets of the requested partitions and answers
+/// each partition's outcome in request order. An empty group loses every requested offset; a
+/// consumer group with members keeps those of topics a member subscribes to
+/// (GROUP_SUBSCRIBED_TO_TOPIC) and loses the others; any other group with members is refused
+/// whole with NON_EMPTY_GROUP.
 pub async fn delete_offsets(
     shard: Rc<Shard>,
     group_id: String,
     partitions: Vec<(String, i32)>,
-) -> Result<(), ResponseError> {
-    match shard.groups.with_group(&group_id, |g| g.is_empty()) {
-        None => return Err(ResponseError::GroupIdNotFound),
-        // Members may be consuming these partitions; Kafka refuses while a member subscribes.
-        Some(false) => return Err(ResponseError::GroupSubscribedToTopic),
-        Some(true) => {}
-    }
-    let records: Vec<_> = partitions
+) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+    let subscribed = shard
+        .groups
+        .with_group(&group_id, |g| subscribed_topics(g))
+        .ok_or(ResponseError::GroupIdNotFound)??;
+    let outcomes: Vec<Option<ResponseError>> = partitions
+        .iter()
+        .map(|(topic, _)| {
+            let in_use = subscribed.as_ref().is_some_and(|s| s.is_subscribed(topic));
+            in_use.then_some(ResponseError::GroupSubscribedToTopic)
+        })
+        .collect();
+    let deleted: Vec<(String, i32)> = partitions
+        .into_iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(partition, _)| partition)
+        .collect();
+    let records: Vec<_> = deleted
         .iter()
         .map(|(t, p)| (store::offset_key(&group_id, t, *p), None))
         .collect();
     persist(&shard, &group_id, &records).await?;
     shard.groups.with_group(&group_id, |g| {
-        partitions.iter().for_each(|k| drop(g.offsets.remove(k)))
+        deleted.iter().for_each(|k| drop(g.offsets.remove(k)))
     });
-    Ok(())
+    Ok(outcomes)
+}
+
+/// The topics a group's members subscribe to.
+enum Subscribed {
+    Topics(std::collections::HashSet<String>),
+    /// A member's subscription could not be read: every topic counts as in use.
+    All,
+}
+
+impl Subscribed {
+    fn is_subscribed(&self, topic: &str) -> bool {
+        match self {
+            Subscribed::Topics(topics) => topics.contains(topic),
+            Subscribed::All => true,
+        }
+    }
+}
+
+/// `None` for an empty group (nothing is in use); the members' subscribed topics for a consumer
+/// group; NON_EMPTY_GROUP for any other group with members, whose metadata Kafka cannot read.
+fn subscribed_topics(group: &Group) -> Result<Option<Subscribed>, ResponseError> {
+    if group.is_empty() {
+        return Ok(None);
+    }
+    if group.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
+        return Err(ResponseError::NonEmptyGroup);
+    }
+    let mut topics = std::collections::HashSet::new();
+    for member in group.members.values() {
+        let metadata = match &group.protocol {
+            Some(protocol) => member.metadata(protocol),
+            None => member
+                .protocols
+                .first()
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default(),
+        };
+        match net::client::consumer_protocol::decode_subscription(metadata) {
+            Ok(subscription) => topics.extend(subscription.topics),
+            Err(_) => return Ok(Some(Subscribed::All)),
+        }
+    }
+    Ok(Some(Subscribed::Topics(topics)))
 }

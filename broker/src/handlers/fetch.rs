@@ -36,20 +36,19 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         return FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
+    let response_bytes_max = request.max_bytes.clamp(0, FETCH_RESPONSE_BYTES_MAX as i32) as usize;
     let mut specs = Vec::new();
     for topic in &request.topics {
         for partition in &topic.partitions {
+            // No partition can contribute more than the whole response may hold.
             specs.push(ReadSpec {
                 topic: topic.topic.0.to_string(),
                 partition: partition.partition,
                 offset: partition.fetch_offset,
-                max_bytes: partition
-                    .partition_max_bytes
-                    .clamp(0, FETCH_RESPONSE_BYTES_MAX as i32) as usize,
+                max_bytes: (partition.partition_max_bytes.max(0) as usize).min(response_bytes_max),
             });
         }
     }
-    let response_bytes_max = request.max_bytes.clamp(0, FETCH_RESPONSE_BYTES_MAX as i32) as usize;
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -58,7 +57,58 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         wait_any(&ctx.shard, &specs, deadline).await;
         reads = read_all(&ctx.shard, &specs).await;
     }
-    respond(&request, reads, response_bytes_max)
+    let answered = ctx.shard.fetches_answered.get();
+    ctx.shard.fetches_answered.set(answered.wrapping_add(1));
+    let first = if reads.is_empty() {
+        0
+    } else {
+        (answered % reads.len() as u64) as usize
+    };
+    respond(&request, fit(reads, first, response_bytes_max))
+}
+
+/// Trims the reads to whole batches within `response_bytes_max` in total, filling partitions
+/// in request order starting at `first` and wrapping around (KIP-74). The first non-empty
+/// partition keeps at least its first batch, however large, so that a consumer can progress
+/// past a batch larger than its limits.
+fn fit(
+    mut reads: Vec<PartitionRead>,
+    first: usize,
+    response_bytes_max: usize,
+) -> Vec<PartitionRead> {
+    let count = reads.len();
+    let mut total_bytes = 0usize;
+    for index in (0..count).map(|i| (first + i) % count) {
+        let read = &mut reads[index];
+        let room = response_bytes_max.saturating_sub(total_bytes);
+        let kept = batches_within(&read.records, room, total_bytes == 0);
+        read.records = read.records.slice(..kept);
+        total_bytes += kept;
+    }
+    reads
+}
+
+/// Length of the longest run of whole batches at the start of `records` that fits in
+/// `bytes_max`; with `at_least_one`, never less than the first batch.
+fn batches_within(records: &Bytes, bytes_max: usize, at_least_one: bool) -> usize {
+    // A batch starts with baseOffset (8 bytes) and batchLength (4 bytes): the bytes that follow.
+    const BATCH_LENGTH_END: usize = 12;
+    let mut kept = 0usize;
+    while records.len() - kept >= BATCH_LENGTH_END {
+        let length_bytes: [u8; 4] = records[kept + 8..kept + BATCH_LENGTH_END]
+            .try_into()
+            .expect("four bytes");
+        let batch_bytes = BATCH_LENGTH_END + i32::from_be_bytes(length_bytes) as usize;
+        assert!(
+            kept + batch_bytes <= records.len(),
+            "storage returns whole batches"
+        );
+        if kept + batch_bytes > bytes_max && !(at_least_one && kept == 0) {
+            break;
+        }
+        kept += batch_bytes;
+    }
+    kept
 }
 
 fn enough(reads: &[PartitionRead], min_bytes: usize) -> bool {
@@ -120,25 +170,14 @@ async fn wait_any(shard: &Rc<Shard>, specs: &[ReadSpec], deadline: Instant) {
     first_of(waits).await;
 }
 
-/// Builds the response in request order, keeping the total under `response_bytes_max` but
-/// always returning the first non-empty partition whole (KIP-74), so a large batch can progress.
-fn respond(
-    request: &FetchRequest,
-    reads: Vec<PartitionRead>,
-    response_bytes_max: usize,
-) -> FetchResponse {
+/// Builds the response in request order from reads already trimmed by [`fit`].
+fn respond(request: &FetchRequest, reads: Vec<PartitionRead>) -> FetchResponse {
     let mut reads = reads.into_iter();
-    let mut total_bytes = 0usize;
     let mut responses = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
             let read = reads.next().expect("one read per requested partition");
-            let mut records = read.records;
-            if total_bytes > 0 && total_bytes + records.len() > response_bytes_max {
-                records = Bytes::new();
-            }
-            total_bytes += records.len();
             partitions.push(
                 PartitionData::default()
                     .with_partition_index(partition.partition)
@@ -146,7 +185,7 @@ fn respond(
                     .with_high_watermark(read.high_watermark)
                     .with_last_stable_offset(read.high_watermark)
                     .with_log_start_offset(read.log_start_offset)
-                    .with_records(Some(records)),
+                    .with_records(Some(read.records)),
             );
         }
         responses.push(

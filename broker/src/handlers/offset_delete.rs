@@ -1,11 +1,12 @@
-//! OffsetDelete: drop committed offsets of an inactive group. Version 0.
+//! OffsetDelete: drop committed offsets of partitions a group does not consume. Version 0.
 
 use kafka_protocol::messages::offset_delete_response::{
-    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    OffsetDeleteResponsePartition as OffsetDeletePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::RequestContext;
+use crate::errors::code;
 use crate::groups;
 
 pub const VERSION_MIN: i16 = 0;
@@ -29,25 +30,29 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
             groups::delete_offsets(s, group_id, partitions)
         })
         .await;
-    let Err(error) = result else {
-        let topics = request
-            .topics
-            .into_iter()
-            .map(|t| {
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        OffsetDeleteResponsePartition::default()
-                            .with_partition_index(p.partition_index)
-                    })
-                    .collect();
-                OffsetDeleteResponseTopic::default()
-                    .with_name(t.name)
-                    .with_partitions(partitions)
-            })
-            .collect();
-        return OffsetDeleteResponse::default().with_topics(topics);
+    let outcomes = match result {
+        Ok(outcomes) => outcomes,
+        Err(error) => return OffsetDeleteResponse::default().with_error_code(error.code()),
     };
-    OffsetDeleteResponse::default().with_error_code(error.code())
+    let mut outcomes = outcomes.into_iter();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let outcome = outcomes.next().expect("one outcome per partition");
+                    OffsetDeletePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code(outcome))
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
 }
