@@ -10,6 +10,8 @@ pub fn storage_error(e: &StorageError) -> ResponseError {
     match e {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::Io(_) => ResponseError::KafkaStorageError,
+        // Storage fenced the range and logged it (rate-limited) when it found it.
+        StorageError::CorruptRange { .. } => ResponseError::CorruptMessage,
         _ => {
             log::error!("storage error: {e}");
             ResponseError::KafkaStorageError

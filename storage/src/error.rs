@@ -20,6 +20,11 @@ pub enum StorageError {
     /// set of segment files is inconsistent in a way recovery must not paper over.
     #[error("corrupt log: {0}")]
     Corrupt(String),
+    /// The offsets `[first_offset, next_offset)` lie in a damaged range of a segment (a batch
+    /// that fails its checks, with valid batches after it): they cannot be read, while offsets
+    /// before and from `next_offset` on can.
+    #[error("offsets [{first_offset}, {next_offset}) are in a corrupt range of the log")]
+    CorruptRange { first_offset: i64, next_offset: i64 },
     /// Stored bytes failed batch validation when read back.
     #[error("corrupt batch on disk: {0}")]
     CorruptBatch(#[from] BatchError),

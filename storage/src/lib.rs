@@ -201,6 +201,7 @@ mod batch;
 mod clean_marker;
 mod error;
 pub mod fault;
+mod fence;
 mod fifo_lock;
 mod index;
 mod index_cache;

@@ -16,6 +16,7 @@ use glommio::io::DmaBuffer;
 use crate::append_pipeline::{AppendPipeline, Reservation};
 use crate::batch::{self, ValidatedBatches};
 use crate::clean_marker::{self, CleanMarker};
+use crate::fence::Fence;
 use crate::index::SparseIndex;
 use crate::index_file;
 use crate::io::{DirectIo, LogIo, OpenMode, SegmentFile};
@@ -88,6 +89,8 @@ struct LogInner {
     append_failures: FailureLog,
     read_failures: FailureLog,
     sync_failures: FailureLog,
+    /// Corrupt ranges fenced in this log (see `fence`): counted, and logged at a bounded rate.
+    corruption: CorruptionLog,
     /// Set when a segment file was created and the directory entry is not yet durable.
     directory_sync_needed: Cell<bool>,
     /// After a failed fdatasync the state of the file on disk is unknown (the kernel may have
@@ -132,7 +135,10 @@ impl PartitionLog {
         let mut segments = Vec::with_capacity(recovered.segments.len());
         // Only the active segment's file is opened here; sealed segments open theirs when a
         // read needs it (see `segment_files`), so a log costs one descriptor at rest.
-        for segment in recovered.segments {
+        let mut corrupt_ranges_at_open = 0;
+        for mut segment in recovered.segments {
+            let fences = std::mem::take(&mut segment.fences);
+            corrupt_ranges_at_open += fences.len() as u64;
             let end_position = segment.end_position();
             let (base_offset, path) = (segment.base_offset, &segment.path);
             let segment = match segment.index {
@@ -149,6 +155,7 @@ impl PartitionLog {
                 ),
             };
             segment.synced_position.set(end_position);
+            segment.add_recovered_fences(fences);
             segments.push(Rc::new(segment));
         }
         let active = Rc::clone(segments.last().unwrap());
@@ -184,6 +191,7 @@ impl PartitionLog {
             append_failures: FailureLog::new("appends"),
             read_failures: FailureLog::new("reads"),
             sync_failures: FailureLog::new("syncs"),
+            corruption: CorruptionLog::new(corrupt_ranges_at_open),
             directory_sync_needed: Cell::new(recovered.directory_sync_needed),
             sync_failed: Cell::new(false),
             closed: Cell::new(false),
@@ -193,6 +201,12 @@ impl PartitionLog {
         Ok(PartitionLog {
             inner: Rc::new(inner),
         })
+    }
+
+    /// How many damaged ranges this log has fenced since it was opened (found by the recovery
+    /// scan or by reads): their offsets answer `CorruptRange`, the rest of the log is served.
+    pub fn corrupt_ranges_fenced(&self) -> u64 {
+        self.inner.corruption.fenced.get()
     }
 
     /// How many segments `open` read batch by batch (0 after a clean close, 1 after a crash if
@@ -300,6 +314,9 @@ impl PartitionLog {
         let segment = self.inner.segment_holding(offset);
         let result = segment.read(offset, max_bytes).await;
         self.inner.read_failures.observe(&self.inner.dir, &result);
+        for fence in segment.take_unreported_fences() {
+            self.inner.corruption.observe(&segment.path, &fence);
+        }
         result
     }
 
@@ -320,7 +337,11 @@ impl PartitionLog {
             if segment.next_offset() <= self.log_start_offset() {
                 continue;
             }
-            if let Some((offset, timestamp)) = segment.offset_for_timestamp(timestamp_ms).await? {
+            let found = segment.offset_for_timestamp(timestamp_ms).await;
+            for fence in segment.take_unreported_fences() {
+                self.inner.corruption.observe(&segment.path, &fence);
+            }
+            if let Some((offset, timestamp)) = found? {
                 // Records below the log start are deleted; the first one that is not answers.
                 return Ok(Some((offset.max(self.log_start_offset()), timestamp)));
             }
@@ -1093,6 +1114,51 @@ impl FailureLog {
             }
             _ => {}
         }
+    }
+}
+
+/// Counts the corrupt ranges a log fences and logs them: at most one line per
+/// `CORRUPTION_LOG_INTERVAL_MS`, with the number of ranges not logged since, so a badly damaged
+/// disk cannot flood the log.
+struct CorruptionLog {
+    fenced: Cell<u64>,
+    last_logged_ms: Cell<Option<i64>>,
+    unlogged: Cell<u64>,
+}
+
+/// Least time between two log lines about newly fenced ranges of one log.
+const CORRUPTION_LOG_INTERVAL_MS: i64 = 10_000;
+
+impl CorruptionLog {
+    fn new(fenced_at_open: u64) -> CorruptionLog {
+        CorruptionLog {
+            fenced: Cell::new(fenced_at_open),
+            last_logged_ms: Cell::new(None),
+            unlogged: Cell::new(0),
+        }
+    }
+
+    fn observe(&self, path: &Path, fence: &Fence) {
+        self.fenced.set(self.fenced.get() + 1);
+        let now = now_ms();
+        let due = self
+            .last_logged_ms
+            .get()
+            .is_none_or(|last| now.saturating_sub(last) >= CORRUPTION_LOG_INTERVAL_MS);
+        if !due {
+            self.unlogged.set(self.unlogged.get() + 1);
+            return;
+        }
+        self.last_logged_ms.set(Some(now));
+        log::error!(
+            "{}: offsets [{}, {}) at bytes [{}, {}) fail their checks; fenced (reads of them fail, the batches after them are served); {} more ranges fenced since the last such line",
+            path.display(),
+            fence.offset,
+            fence.next_offset,
+            fence.position,
+            fence.end_position,
+            self.unlogged.replace(0)
+        );
     }
 }
 

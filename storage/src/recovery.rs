@@ -6,11 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::clean_marker::{self, CleanMarker};
+use crate::fence::{self, Fence, RegionEnd, Resume, FENCE_MAX_TIMESTAMP, RESUME_SEARCH_BYTES_MAX};
 use crate::index::SparseIndex;
 use crate::index_file::{self, IndexHeader};
 use crate::segment::{parse_segment_file_name, segment_file_name};
@@ -33,6 +35,9 @@ pub(crate) struct RecoveredSegment {
     pub base_offset: i64,
     pub path: PathBuf,
     pub index: RecoveredIndex,
+    /// Damaged ranges the scan found with valid batches after them (see `fence`); the index
+    /// covers each as one entry-less stretch of offsets.
+    pub fences: Vec<Fence>,
 }
 
 impl RecoveredSegment {
@@ -83,6 +88,7 @@ pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, S
             base_offset: 0,
             path,
             index: RecoveredIndex::InMemory(index),
+            fences: Vec::new(),
         };
         return Ok(Recovered {
             segments: vec![segment],
@@ -160,8 +166,11 @@ fn recover_chain(
                 last_is_clean = true;
                 (segment, false)
             }
-            None if is_last => recover_segment(*base_offset, path, config)?,
-            None => recover_sealed_segment(*base_offset, path, config)?,
+            None if is_last => recover_segment(*base_offset, path, config, ScanEnd::Tail)?,
+            None => {
+                let next_base_offset = files[file_number + 1].0;
+                recover_sealed_segment(*base_offset, path, config, next_base_offset)?
+            }
         };
         previous_was_cut = was_cut;
         recovered.push(segment);
@@ -175,6 +184,7 @@ fn recover_sealed_segment(
     base_offset: i64,
     path: &Path,
     config: &LogConfig,
+    next_base_offset: i64,
 ) -> Result<(RecoveredSegment, bool), StorageError> {
     let file_bytes = fs::metadata(path)?.len();
     let index_path = index_file::index_path(path);
@@ -188,6 +198,7 @@ fn recover_sealed_segment(
                 base_offset,
                 path: path.to_path_buf(),
                 index: RecoveredIndex::Persisted(header),
+                fences: Vec::new(),
             };
             return Ok((segment, false));
         }
@@ -199,7 +210,12 @@ fn recover_sealed_segment(
         ),
         Err(reason) => log::warn!("rebuilding index {}: {reason}", index_path.display()),
     }
-    recover_segment(base_offset, path, config)
+    recover_segment(
+        base_offset,
+        path,
+        config,
+        ScanEnd::Sealed { next_base_offset },
+    )
 }
 
 /// The last segment after a clean close: its index file, if the marker and the index both
@@ -238,6 +254,7 @@ fn restore_clean_last(
         base_offset,
         path: path.to_path_buf(),
         index: RecoveredIndex::InMemory(loaded.to_sparse_index(config.index_interval_bytes)),
+        fences: Vec::new(),
     }))
 }
 
@@ -337,15 +354,37 @@ pub(crate) fn sync_directory(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// How a scanned segment ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanEnd {
+    /// The last segment: it may end in a torn write and the zeros of preallocation, cut off.
+    Tail,
+    /// A sealed segment, trimmed and fdatasync'd at its roll: the next segment starts at
+    /// `next_base_offset`, and damage anywhere in it is fenced, never cut.
+    Sealed { next_base_offset: i64 },
+}
+
+/// What a scan found: the index of the valid batches and fences, the fences, the file length.
+struct Scan {
+    index: SparseIndex,
+    fences: Vec<Fence>,
+    file_bytes: u64,
+}
+
 /// Scans one segment and truncates it (durably) after its last valid batch. Returns whether
 /// bytes were cut off.
 fn recover_segment(
     base_offset: i64,
     path: &Path,
     config: &LogConfig,
+    scan_end: ScanEnd,
 ) -> Result<(RecoveredSegment, bool), StorageError> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
-    let (index, file_bytes) = scan_valid_prefix(&file, base_offset, config.index_interval_bytes)?;
+    let Scan {
+        index,
+        fences,
+        file_bytes,
+    } = scan_segment(&file, base_offset, config.index_interval_bytes, scan_end)?;
     let end_position = index.end_position();
     let was_cut = end_position < file_bytes;
     if was_cut {
@@ -357,53 +396,134 @@ fn recover_segment(
         file.set_len(end_position)?;
         file.sync_data()?;
     }
+    for fence in &fences {
+        log::error!(
+            "{}: offsets [{}, {}) at bytes [{}, {}) are corrupt; fenced, the batches after them are served",
+            path.display(),
+            fence.offset,
+            fence.next_offset,
+            fence.position,
+            fence.end_position
+        );
+    }
     let segment = RecoveredSegment {
         base_offset,
         path: path.to_path_buf(),
         index: RecoveredIndex::InMemory(index),
+        fences,
     };
     Ok((segment, was_cut))
 }
 
 /// Rebuilds the index of a sealed segment whose index file went missing or bad after open,
-/// without changing the segment.
+/// without changing the segment. `next_offset` is where the segment ends.
 pub(crate) fn scan_sealed_segment(
     path: &Path,
     base_offset: i64,
+    next_offset: i64,
     interval_bytes: u64,
 ) -> Result<SparseIndex, StorageError> {
     let file = File::open(path)?;
-    Ok(scan_valid_prefix(&file, base_offset, interval_bytes)?.0)
+    let scan_end = ScanEnd::Sealed {
+        next_base_offset: next_offset,
+    };
+    Ok(scan_segment(&file, base_offset, interval_bytes, scan_end)?.index)
 }
 
-/// Verifies batches from the start of `file` up to the first invalid byte; returns their index
-/// and the file's length.
-fn scan_valid_prefix(
+/// Verifies batches from the start of `file`. At a bad batch that valid batches follow, fences
+/// it and goes on (see `fence_after`); otherwise the valid prefix ends there.
+fn scan_segment(
     file: &File,
     base_offset: i64,
     interval_bytes: u64,
-) -> Result<(SparseIndex, u64), StorageError> {
+    scan_end: ScanEnd,
+) -> Result<Scan, StorageError> {
     let file_bytes = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(RECOVERY_READ_BUFFER_BYTES, file);
     let mut index = SparseIndex::new(base_offset, interval_bytes);
+    let mut fences = Vec::new();
     let mut batch_bytes = Vec::new();
-    while let Some(header) = read_valid_batch(
-        &mut reader,
-        file_bytes - index.end_position(),
-        index.next_offset(),
-        &mut batch_bytes,
-    )? {
+    loop {
+        while let Some(header) = read_valid_batch(
+            &mut reader,
+            file_bytes - index.end_position(),
+            index.next_offset(),
+            &mut batch_bytes,
+        )? {
+            let position = index.end_position();
+            let bytes = header.total_bytes() as u64;
+            index.observe(
+                header.base_offset,
+                position,
+                bytes,
+                header.offset_count(),
+                header.max_timestamp,
+            );
+        }
         let position = index.end_position();
-        let bytes = header.total_bytes() as u64;
+        if position == file_bytes {
+            break;
+        }
+        let Some(fence) = fence_after(file, position, index.next_offset(), file_bytes, scan_end)?
+        else {
+            break;
+        };
+        let count = fence.next_offset - fence.offset;
         index.observe(
-            header.base_offset,
+            fence.offset,
             position,
-            bytes,
-            header.offset_count(),
-            header.max_timestamp,
+            fence.bytes(),
+            count,
+            FENCE_MAX_TIMESTAMP,
         );
+        fences.push(fence);
+        reader.seek(SeekFrom::Start(fence.end_position))?;
     }
-    Ok((index, file_bytes))
+    Ok(Scan {
+        index,
+        fences,
+        file_bytes,
+    })
+}
+
+/// The fence of the bad batch at `position` (which should hold `expected_offset`), or `None` if
+/// the segment's valid batches end there: in the last segment, a batch that looks unwritten (a
+/// torn write) or one no valid batch follows. A sealed segment's damage is always fenced, up to
+/// its end and the next segment's base offset if nothing valid follows within the search.
+fn fence_after(
+    file: &File,
+    position: u64,
+    expected_offset: i64,
+    file_bytes: u64,
+    scan_end: ScanEnd,
+) -> Result<Option<Fence>, StorageError> {
+    let region_len = (file_bytes - position).min(RESUME_SEARCH_BYTES_MAX as u64) as usize;
+    let mut region = vec![0u8; region_len];
+    file.read_exact_at(&mut region, position)?;
+    let resume = match scan_end {
+        ScanEnd::Tail if fence::looks_unwritten(&region, position) => None,
+        ScanEnd::Tail => {
+            let end = RegionEnd {
+                anchor: None,
+                zeros_end_batches: true,
+            };
+            fence::find_resume(&region, expected_offset, end)
+        }
+        ScanEnd::Sealed { next_base_offset } if next_base_offset > expected_offset => {
+            let segment_end = Resume {
+                position: (file_bytes - position) as usize,
+                offset: next_base_offset,
+            };
+            let reaches_end = region_len as u64 == file_bytes - position;
+            let end = RegionEnd {
+                anchor: reaches_end.then_some(segment_end),
+                zeros_end_batches: false,
+            };
+            Some(fence::find_resume(&region, expected_offset, end).unwrap_or(segment_end))
+        }
+        ScanEnd::Sealed { .. } => None,
+    };
+    Ok(resume.map(|resume| Fence::new(position, expected_offset, resume)))
 }
 
 /// Reads the next batch if it is whole and valid and has base offset `expected_offset`;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use glommio::io::ReadResult;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::fence::{self, Fence, RegionEnd, Resume, RESUME_SEARCH_BYTES_MAX};
 use crate::index::{IndexEntry, SparseIndex};
 use crate::index_file::{self, IndexHeader, LoadedIndex};
 use crate::io::{LogIo, OpenMode, SegmentFile};
@@ -78,6 +79,11 @@ pub(crate) struct Segment {
     /// This segment's key in the executor's sealed-index and readahead caches.
     cache_key: u64,
     index_interval_bytes: u64,
+    /// Damaged ranges found so far (at recovery or by reads), ordered by position; reads stop
+    /// before them and step over them (see `fence`).
+    fences: RefCell<Vec<Fence>>,
+    /// Fences found by reads that the log has not yet counted and logged.
+    fences_unreported: RefCell<Vec<Fence>>,
 }
 
 impl Segment {
@@ -135,6 +141,8 @@ impl Segment {
             index: RefCell::new(index),
             cache_key: index_cache::new_key(),
             index_interval_bytes,
+            fences: RefCell::new(Vec::new()),
+            fences_unreported: RefCell::new(Vec::new()),
         }
     }
 
@@ -164,6 +172,46 @@ impl Segment {
     pub fn take_file(&self) -> Option<Rc<dyn SegmentFile>> {
         let active = self.active_file.borrow_mut().take();
         active.or_else(|| segment_files::take(self.cache_key))
+    }
+
+    /// Records fences that recovery found (and logged).
+    pub fn add_recovered_fences(&self, fences: Vec<Fence>) {
+        let mut known = self.fences.borrow_mut();
+        known.extend(fences);
+        known.sort_by_key(|fence| fence.position);
+    }
+
+    /// The fences reads found since the last call, for the log to count and log.
+    pub fn take_unreported_fences(&self) -> Vec<Fence> {
+        std::mem::take(&mut *self.fences_unreported.borrow_mut())
+    }
+
+    /// The known fence that holds `offset`, if any.
+    fn fence_holding(&self, offset: i64) -> Option<Fence> {
+        let fences = self.fences.borrow();
+        fences
+            .iter()
+            .find(|fence| fence.holds_offset(offset))
+            .copied()
+    }
+
+    /// The known fence that starts at `position`, if any.
+    fn fence_at(&self, position: u64) -> Option<Fence> {
+        let fences = self.fences.borrow();
+        fences
+            .iter()
+            .find(|fence| fence.position == position)
+            .copied()
+    }
+
+    /// Where the first known fence at or after `position` starts (or `end`).
+    fn fence_start_after(&self, position: u64, end: u64) -> u64 {
+        let fences = self.fences.borrow();
+        let next = fences
+            .iter()
+            .map(|fence| fence.position)
+            .find(|start| *start >= position);
+        next.map_or(end, |start| start.min(end))
     }
 
     pub fn end_position(&self) -> u64 {
@@ -251,8 +299,12 @@ impl Segment {
         &self,
         header: &IndexHeader,
     ) -> Result<LoadedIndex, StorageError> {
-        let index =
-            recovery::scan_sealed_segment(&self.path, self.base_offset, self.index_interval_bytes)?;
+        let index = recovery::scan_sealed_segment(
+            &self.path,
+            self.base_offset,
+            header.next_offset,
+            self.index_interval_bytes,
+        )?;
         if index.end_position() != header.segment_bytes || index.next_offset() != header.next_offset
         {
             return Err(StorageError::Corrupt(format!(
@@ -287,6 +339,18 @@ impl Segment {
             let next = loaded.entry(number + 1);
             (entry, next.map_or(end, |next| next.position.min(end)))
         }))
+    }
+
+    /// The number of the last index entry at or below `offset`, which must lie in this segment.
+    async fn floor_number(&self, offset: i64) -> Result<usize, StorageError> {
+        let header = match &*self.index.borrow() {
+            SegmentIndex::Active(index) => {
+                return Ok(index.floor(offset).expect("offset below segment base"))
+            }
+            SegmentIndex::Sealed(header) => *header,
+        };
+        let loaded = self.sealed_index(header).await?;
+        Ok(loaded.floor(offset).expect("offset below segment base"))
     }
 
     /// The last index entry at or below `offset`, which must lie in this segment.
@@ -336,41 +400,6 @@ impl Segment {
         Ok(chunk.slice(..len))
     }
 
-    /// Reads and range-checks the batch header at `position`, which must hold a batch.
-    async fn read_header(&self, position: u64, end: u64) -> Result<BatchHeader, StorageError> {
-        if end - position < BATCH_HEADER_BYTES as u64 {
-            return Err(self.corrupt(position, "batch header crosses the segment end"));
-        }
-        let bytes = self.read_exact(position, BATCH_HEADER_BYTES).await?;
-        self.check_header(position, end, &bytes)
-    }
-
-    /// [`Segment::read_header`] through the readahead chunk, for fetches.
-    async fn read_header_ahead(
-        &self,
-        position: u64,
-        end: u64,
-    ) -> Result<BatchHeader, StorageError> {
-        if end - position < BATCH_HEADER_BYTES as u64 {
-            return Err(self.corrupt(position, "batch header crosses the segment end"));
-        }
-        let bytes = self.read_ahead(position, BATCH_HEADER_BYTES, end).await?;
-        self.check_header(position, end, &bytes)
-    }
-
-    fn check_header(
-        &self,
-        position: u64,
-        end: u64,
-        bytes: &[u8],
-    ) -> Result<BatchHeader, StorageError> {
-        let header = BatchHeader::parse(bytes)?;
-        if header.total_bytes() as u64 > end - position {
-            return Err(self.corrupt(position, "batch crosses the segment end"));
-        }
-        Ok(header)
-    }
-
     fn corrupt(&self, position: u64, what: &str) -> StorageError {
         StorageError::Corrupt(format!(
             "{what} at position {position} of {}",
@@ -378,59 +407,221 @@ impl Segment {
         ))
     }
 
-    /// Position and header of the batch holding `offset`, searching below `end`.
+    /// Position and header of the batch holding `offset`, searching below `end`, stepping over
+    /// known fences. A header that fails its checks is fenced (`discover_fence`): then the
+    /// offset is either in the fence (`CorruptRange`) or after it, and the walk goes on there.
     async fn find_batch(&self, offset: i64, end: u64) -> Result<(u64, BatchHeader), StorageError> {
+        if let Some(fence) = self.fence_holding(offset) {
+            return Err(corrupt_range(&fence));
+        }
         let entry = self.floor_entry(offset).await?;
         let (mut position, mut expected_offset) = (entry.position, entry.offset);
+        // The batch walked over last: its length is not covered by its CRC, so a bad header
+        // after it may be its own damage.
+        let mut previous: Option<(u64, i64)> = None;
         loop {
             assert!(
                 position < end,
                 "offset {offset} not found below the segment end"
             );
-            let header = self.read_header_ahead(position, end).await?;
-            if header.base_offset != expected_offset {
-                return Err(self.corrupt(position, "unexpected batch base offset"));
+            let fence = match self.fence_at(position) {
+                Some(fence) => Some(fence),
+                None => match self.walk_header(position, end, expected_offset).await? {
+                    Ok(header) if header.last_offset() >= offset => return Ok((position, header)),
+                    Ok(header) => {
+                        previous = Some((position, expected_offset));
+                        position += header.total_bytes() as u64;
+                        expected_offset = header.next_offset();
+                        None
+                    }
+                    Err(()) => Some(
+                        self.fence_bad_header(previous, position, expected_offset, end)
+                            .await?,
+                    ),
+                },
+            };
+            if let Some(fence) = fence {
+                if fence.holds_offset(offset) {
+                    return Err(corrupt_range(&fence));
+                }
+                (position, expected_offset) = (fence.end_position, fence.next_offset);
+                previous = None;
             }
-            if header.last_offset() >= offset {
-                return Ok((position, header));
-            }
-            position += header.total_bytes() as u64;
-            expected_offset = header.next_offset();
         }
     }
 
+    /// The header at `position` if it parses, fits below `end` and holds `expected_offset`.
+    async fn walk_header(
+        &self,
+        position: u64,
+        end: u64,
+        expected_offset: i64,
+    ) -> Result<Result<BatchHeader, ()>, StorageError> {
+        if end - position < BATCH_HEADER_BYTES as u64 {
+            return Ok(Err(()));
+        }
+        let bytes = self.read_ahead(position, BATCH_HEADER_BYTES, end).await?;
+        match BatchHeader::parse(&bytes) {
+            Ok(header)
+                if header.base_offset == expected_offset
+                    && header.total_bytes() as u64 <= end - position =>
+            {
+                Ok(Ok(header))
+            }
+            _ => Ok(Err(())),
+        }
+    }
+
+    /// Fences a bad header at `position`, or the batch walked over before it if that one fails
+    /// its checks (its damaged length led the walk astray).
+    async fn fence_bad_header(
+        &self,
+        previous: Option<(u64, i64)>,
+        position: u64,
+        expected_offset: i64,
+        end: u64,
+    ) -> Result<Fence, StorageError> {
+        if let Some((previous_position, previous_offset)) = previous {
+            let len = (position - previous_position) as usize;
+            let bytes = self.read_exact(previous_position, len).await?;
+            if batch::check_batch(&bytes).is_err() {
+                return self
+                    .discover_fence(previous_position, previous_offset, end)
+                    .await;
+            }
+        }
+        self.discover_fence(position, expected_offset, end).await
+    }
+
+    /// Finds where valid batches resume after the bad batch at `position` (which should hold
+    /// `offset`), records the fence and returns it. The search is bounded by the next index
+    /// entry (a batch boundary with a known offset) or the segment end, and by
+    /// `RESUME_SEARCH_BYTES_MAX`; if it finds nothing, the fence reaches that boundary.
+    async fn discover_fence(
+        &self,
+        position: u64,
+        offset: i64,
+        end: u64,
+    ) -> Result<Fence, StorageError> {
+        if let Some(fence) = self.fence_at(position) {
+            return Ok(fence);
+        }
+        let boundary = self.boundary_after(offset, position, end).await?;
+        let boundary_position = position + boundary.position as u64;
+        let region_end = boundary_position.min(position + RESUME_SEARCH_BYTES_MAX as u64);
+        let region = self
+            .read_exact(position, (region_end - position) as usize)
+            .await?;
+        let region_end_kind = RegionEnd {
+            anchor: (region_end == boundary_position).then_some(boundary),
+            zeros_end_batches: false,
+        };
+        let resume = fence::find_resume(&region, offset, region_end_kind).unwrap_or(boundary);
+        let fence = Fence::new(position, offset, resume);
+        let mut fences = self.fences.borrow_mut();
+        fences.push(fence);
+        fences.sort_by_key(|fence| fence.position);
+        self.fences_unreported.borrow_mut().push(fence);
+        Ok(fence)
+    }
+
+    /// The first batch boundary after `position` (which holds `offset`) known without reading
+    /// the segment: the next index entry, or the segment end with its next offset. Relative to
+    /// `position`.
+    async fn boundary_after(
+        &self,
+        offset: i64,
+        position: u64,
+        end: u64,
+    ) -> Result<Resume, StorageError> {
+        let mut number = self.floor_number(offset).await?;
+        while let Some((entry, _)) = self.interval(number, end).await? {
+            if entry.position > position {
+                assert!(entry.offset > offset);
+                return Ok(Resume {
+                    position: (entry.position - position) as usize,
+                    offset: entry.offset,
+                });
+            }
+            number += 1;
+        }
+        Ok(Resume {
+            position: (end - position) as usize,
+            offset: self.next_offset(),
+        })
+    }
+
     /// Whole batches from the one holding `offset`: at most `max_bytes` unless the first batch
-    /// alone is larger, in which case exactly that batch (KIP-74). Stops at the segment end.
-    /// Served from the segment's readahead chunk when it holds the range, so sequential fetches
-    /// cost one direct read per [`READ_AHEAD_BYTES`]; every returned batch is CRC-checked either
-    /// way.
+    /// alone is larger, in which case exactly that batch (KIP-74). Stops at the segment end and
+    /// before a fence. Served from the segment's readahead chunk when it holds the range, so
+    /// sequential fetches cost one direct read per [`READ_AHEAD_BYTES`]; every returned batch is
+    /// CRC-checked either way. A batch that fails its checks is fenced: the read stops before
+    /// it, or fails with `CorruptRange` if it holds `offset`.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
         let end = self.end_position();
         assert!(offset >= self.base_offset && offset < self.next_offset());
-        let (start, first) = self.find_batch(offset, end).await?;
-        let available = (end - start) as usize;
+        // Each round either returns or fences one more range; a read holding a fenced offset
+        // returns at once.
+        loop {
+            let (start, first) = self.find_batch(offset, end).await?;
+            match self.read_checked(start, first, max_bytes, end).await? {
+                Ok(bytes) => return Ok(bytes),
+                Err((position, expected_offset)) => {
+                    let fence = self.discover_fence(position, expected_offset, end).await?;
+                    if position == start && fence.holds_offset(offset) {
+                        return Err(corrupt_range(&fence));
+                    }
+                    if position > start {
+                        // The batches before the fence are whole and checked: serve them.
+                        return self
+                            .read_checked(start, first, max_bytes, end)
+                            .await?
+                            .map_err(|_| {
+                                self.corrupt(start, "batches before a fence changed between reads")
+                            });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The checked batches from `start` (whose header is `first`), up to `max_bytes`, the
+    /// segment end or the next fence; or the position and expected offset of the first batch
+    /// that fails its checks.
+    async fn read_checked(
+        &self,
+        start: u64,
+        first: BatchHeader,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<Result<Bytes, (u64, i64)>, StorageError> {
+        let limit = self.fence_start_after(start + 1, end);
+        let available = (limit - start) as usize;
         let len = available
             .min(max_bytes)
             .min(READ_BYTES_MAX)
-            .max(first.total_bytes());
+            .max(first.total_bytes().min(available));
         let bytes = self.read_ahead(start, len, end).await?;
         let mut taken = 0usize;
         let mut expected_offset = first.base_offset;
         while taken < len {
-            let header = match batch::check_batch(&bytes[taken..]) {
-                Ok(header) => header,
-                // The last batch may be cut by `len`; a truncated first batch is corruption.
-                Err(batch::BatchError::Truncated { .. }) if taken > 0 => break,
-                Err(error) => return Err(error.into()),
-            };
-            if header.base_offset != expected_offset {
-                return Err(self.corrupt(start + taken as u64, "unexpected batch base offset"));
+            let position = start + taken as u64;
+            match batch::check_batch(&bytes[taken..]) {
+                Ok(header) if header.base_offset == expected_offset => {
+                    expected_offset = header.next_offset();
+                    taken += header.total_bytes();
+                }
+                // The last batch may be cut by `len` (not by the segment end or a fence).
+                Err(batch::BatchError::Truncated { needed, .. })
+                    if taken > 0 && position + (needed as u64) <= limit =>
+                {
+                    break
+                }
+                _ => return Ok(Err((position, expected_offset))),
             }
-            expected_offset = header.next_offset();
-            taken += header.total_bytes();
         }
         assert!(taken > 0 && taken <= len);
-        Ok(bytes.slice(..taken))
+        Ok(Ok(bytes.slice(..taken)))
     }
 
     /// The earliest record in this segment with timestamp at least `timestamp_ms`, as
@@ -451,7 +642,12 @@ impl Segment {
                 continue;
             }
             let found = self
-                .search_interval(entry.position, interval_end, end, timestamp_ms)
+                .search_interval(
+                    (entry.position, entry.offset),
+                    interval_end,
+                    end,
+                    timestamp_ms,
+                )
                 .await?;
             if found.is_some() {
                 return Ok(found);
@@ -464,18 +660,25 @@ impl Segment {
     /// they hold a late enough timestamp.
     async fn search_interval(
         &self,
-        mut position: u64,
+        (mut position, mut offset): (u64, i64),
         interval_end: u64,
         end: u64,
         timestamp_ms: i64,
     ) -> Result<Option<(i64, i64)>, StorageError> {
         while position < interval_end {
-            let header = self.read_header(position, end).await?;
+            if let Some(fence) = self.fence_at(position) {
+                (position, offset) = (fence.end_position, fence.next_offset);
+                continue;
+            }
+            let Ok(header) = self.walk_header(position, end, offset).await? else {
+                self.discover_fence(position, offset, end).await?;
+                continue;
+            };
             if header.max_timestamp >= timestamp_ms {
                 let bytes = self.read_exact(position, header.total_bytes()).await?;
-                let checked = batch::check_batch(&bytes)?;
-                if checked != header {
-                    return Err(self.corrupt(position, "batch header changed between reads"));
+                if batch::check_batch(&bytes).ok() != Some(header) {
+                    self.discover_fence(position, offset, end).await?;
+                    continue;
                 }
                 if let Some(found) = batch::first_record_at_or_after(&bytes, &header, timestamp_ms)?
                 {
@@ -483,9 +686,17 @@ impl Segment {
                 }
             }
             position += header.total_bytes() as u64;
+            offset = header.next_offset();
             glommio::yield_if_needed().await;
         }
         Ok(None)
+    }
+}
+
+fn corrupt_range(fence: &Fence) -> StorageError {
+    StorageError::CorruptRange {
+        first_offset: fence.offset,
+        next_offset: fence.next_offset,
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use common::*;
-use storage::{LogConfig, PartitionLog, RetentionPolicy, ValidatedBatches};
+use storage::{LogConfig, PartitionLog, RetentionPolicy, StorageError, ValidatedBatches};
 
 /// Bytes of the index file header (see the crate docs).
 const INDEX_HEADER_BYTES: usize = 64;
@@ -182,7 +182,7 @@ fn stale_index_of_a_grown_segment_is_rebuilt() {
 }
 
 #[test]
-fn stale_index_of_a_truncated_segment_is_rebuilt() {
+fn stale_index_of_a_truncated_segment_is_rebuilt_and_its_cut_batch_fenced() {
     run(|| async {
         let dir = TestDir::new("index-stale-truncated");
         let partition = dir.partition();
@@ -191,8 +191,8 @@ fn stale_index_of_a_truncated_segment_is_rebuilt() {
         let (_, second) = &files[1];
         let third_base = files[2].0;
         // Cut the second segment inside its last batch: its index is stale, the scan keeps the
-        // batches before the cut, and the later segments no longer follow and are deleted
-        // together with their indexes.
+        // batches before the cut and fences the cut one up to the third segment, which (with
+        // every later one) stays.
         let length = std::fs::metadata(second).unwrap().len();
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -200,26 +200,33 @@ fn stale_index_of_a_truncated_segment_is_rebuilt() {
             .unwrap();
         file.set_len(length - 10).unwrap();
         drop(file);
-
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
-        let kept: Vec<(i64, Vec<u8>)> = expected
+        let cut = expected
             .iter()
-            .filter(|(base, _)| *base < third_base)
-            .cloned()
-            .collect();
-        let kept = &kept[..kept.len() - 1];
-        assert_lookups_agree(&log, kept).await;
-        assert_eq!(segment_files(&partition).len(), 2);
-        assert_eq!(
-            index_files(&partition).len(),
-            1,
-            "indexes of deleted segments go too"
-        );
-        log.close().await.unwrap();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
-        assert_eq!(log.segments_scanned_at_open(), 0);
-        assert_lookups_agree(&log, kept).await;
-        log.close().await.unwrap();
+            .rposition(|(base, _)| *base < third_base)
+            .unwrap();
+        let mut intact = expected.clone();
+        intact.remove(cut);
+
+        for reopen in 0..2 {
+            let log = PartitionLog::open(&partition, config()).await.unwrap();
+            assert_eq!(log.segments_scanned_at_open(), 1 - reopen);
+            assert_eq!(log.log_end_offset(), end_offset(&expected));
+            for (base, bytes) in &intact {
+                let read = log.read(*base, 1).await.unwrap();
+                assert_eq!(&read[..], &bytes[..], "read at offset {base}");
+                let timestamp = i64::from_be_bytes(bytes[27..35].try_into().unwrap());
+                let found = log.offset_for_timestamp(timestamp).await.unwrap();
+                assert_eq!(found, Some((*base, timestamp)), "timestamp {timestamp}");
+            }
+            let result = log.read(expected[cut].0, 1).await;
+            assert!(
+                matches!(result, Err(StorageError::CorruptRange { first_offset, next_offset })
+                    if first_offset == expected[cut].0 && next_offset == third_base),
+                "{result:?}"
+            );
+            assert_eq!(segment_files(&partition).len(), files.len());
+            log.close().await.unwrap();
+        }
     });
 }
 

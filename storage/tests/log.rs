@@ -358,20 +358,210 @@ fn recovery_drops_a_batch_with_a_flipped_byte() {
     });
 }
 
-#[test]
-fn recovery_drops_everything_after_a_flipped_byte_in_an_earlier_batch() {
-    recovery_case("flip-early", |path, in_last| {
-        assert!(in_last.len() >= 3);
-        let mut bytes = std::fs::read(path).unwrap();
-        let first_len = in_last[0].1.len();
-        bytes[first_len + 30] ^= 0x01; // inside the second batch's header, covered by the CRC
-        std::fs::write(path, bytes).unwrap();
-        1
+/// How a log is reopened after a byte of one of its batches was flipped on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reopen {
+    /// Not at all: the byte flips under the open log (tail cache off, so reads go to disk).
+    Live,
+    /// After a clean close: every index is trusted, the damage is found by reads.
+    Clean,
+    /// As after a crash: sealed segments are trusted by their index, the last one is scanned.
+    Unclean,
+    /// As after a crash with the damaged segment's index lost: the scan finds the damage.
+    UncleanWithoutIndex,
+}
+
+/// Appends 40 batches over several segments, flips one byte inside the records (covered by the
+/// CRC) of batch `bad` of segment `segment` (`None`: the last), reopens as `reopen` says, and checks that only the bad batch's offsets fail (`CorruptRange`), that reads before
+/// and after it and a whole-log read stepping over it return every other batch, that nothing was
+/// truncated, that the range is counted once, and that appends and a further reopen keep it so.
+fn fence_case(name: &'static str, segment: Option<usize>, bad: Option<usize>, reopen: Reopen) {
+    run(move || async move {
+        if reopen == Reopen::Live {
+            storage::set_tail_cache_bytes_max(0);
+        }
+        let dir = TestDir::new(name);
+        let partition = dir.partition();
+        let log = PartitionLog::open(&partition, small_config())
+            .await
+            .unwrap();
+        let mut batches: Vec<Vec<u8>> = (0..40)
+            .map(|index| batch(1 + index % 3, 250 + index * 7, 1 + index as i64))
+            .collect();
+        // Small ones last, so that the active segment holds batches after the damaged one.
+        batches.extend((0..6).map(|index| batch(1, 40, 50 + index)));
+        let mut expected = append_all(&log, &batches).await;
+        let log = if reopen == Reopen::Live {
+            log.sync_to(i64::MAX).await.unwrap();
+            Some(log)
+        } else {
+            log.close().await.unwrap();
+            None
+        };
+        let files = segment_files(&partition);
+        let segment = segment.unwrap_or(files.len() - 1);
+        let (base, path) = files[segment].clone();
+        let first = expected
+            .iter()
+            .position(|(offset, _)| *offset == base)
+            .unwrap();
+        let in_segment = files.get(segment + 1).map_or(expected.len(), |(next, _)| {
+            expected
+                .iter()
+                .position(|(offset, _)| offset == next)
+                .unwrap()
+        }) - first;
+        let bad = first + bad.unwrap_or(in_segment - 1);
+        assert!(bad < first + in_segment);
+        assert!(segment + 1 < files.len() || bad + 1 < first + in_segment);
+        let position: usize = expected[first..bad]
+            .iter()
+            .map(|(_, bytes)| bytes.len())
+            .sum();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let file_len = bytes.len();
+        bytes[position + 70] ^= 0x10;
+        std::fs::write(&path, &bytes[..file_len]).unwrap();
+        if matches!(reopen, Reopen::Unclean | Reopen::UncleanWithoutIndex) {
+            forget_clean_shutdown(&partition);
+        }
+        if reopen == Reopen::UncleanWithoutIndex {
+            std::fs::remove_file(index_path_of(&path)).unwrap();
+        }
+        let log = match log {
+            Some(log) => log,
+            None => PartitionLog::open(&partition, small_config())
+                .await
+                .unwrap(),
+        };
+        let scanned_damage = reopen == Reopen::UncleanWithoutIndex
+            || (reopen == Reopen::Unclean && segment + 1 == files.len());
+        assert_eq!(log.corrupt_ranges_fenced(), u64::from(scanned_damage));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() as usize,
+            file_len,
+            "nothing cut"
+        );
+        let (bad_base, bad_bytes) = expected[bad].clone();
+        let bad_next = bad_base + last_offset_delta(&bad_bytes) + 1;
+        assert_reads_around_fence(&log, &expected, bad).await;
+        assert_eq!(log.corrupt_ranges_fenced(), 1, "counted once");
+
+        expected.extend(append_all(&log, &[batch(2, 60, 77)]).await);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&partition, small_config())
+            .await
+            .unwrap();
+        assert_reads_around_fence(&log, &expected, bad).await;
+        match log.read(bad_base, 1 << 20).await {
+            Err(StorageError::CorruptRange {
+                first_offset,
+                next_offset,
+            }) => {
+                assert_eq!((first_offset, next_offset), (bad_base, bad_next));
+            }
+            other => panic!("expected CorruptRange, got {other:?}"),
+        }
+        log.close().await.unwrap();
+        storage::set_tail_cache_bytes_max(storage::TAIL_CACHE_BYTES_DEFAULT);
     });
 }
 
+/// Every batch but `expected[bad]` reads back, one by one and in a whole-log read that skips
+/// the `CorruptRange`; each offset of the bad batch answers `CorruptRange` with its range.
+async fn assert_reads_around_fence(log: &PartitionLog, expected: &[(i64, Vec<u8>)], bad: usize) {
+    let (bad_base, bad_bytes) = &expected[bad];
+    let bad_next = bad_base + last_offset_delta(bad_bytes) + 1;
+    for offset in *bad_base..bad_next {
+        match log.read(offset, 1 << 20).await {
+            Err(StorageError::CorruptRange {
+                first_offset,
+                next_offset,
+            }) => {
+                assert_eq!((first_offset, next_offset), (*bad_base, bad_next));
+            }
+            other => panic!("offset {offset}: expected CorruptRange, got {other:?}"),
+        }
+    }
+    for (index, (base, bytes)) in expected.iter().enumerate() {
+        if index == bad {
+            continue;
+        }
+        let read = log.read(*base, 1).await.unwrap();
+        assert_eq!(&read[..], &bytes[..], "batch at {base}");
+    }
+    // Reading on from before the fence stops at it; the read at the fence says where to go on.
+    let mut offset = log.log_start_offset();
+    let mut read_batches = Vec::new();
+    while offset < log.log_end_offset() {
+        match log.read(offset, 1 << 20).await {
+            Ok(bytes) => {
+                let batches = split_batches(&bytes);
+                let (last_base, last) = batches.last().unwrap();
+                offset = last_base + last_offset_delta(last) + 1;
+                read_batches.extend(batches);
+            }
+            Err(StorageError::CorruptRange { next_offset, .. }) => offset = next_offset,
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let mut intact = expected.to_vec();
+    intact.remove(bad);
+    assert_eq!(read_batches, intact);
+}
+
 #[test]
-fn recovery_deletes_segments_after_a_cut_segment() {
+fn a_flipped_byte_in_a_sealed_segment_fences_its_batch_after_a_clean_reopen() {
+    fence_case("fence-sealed-clean", Some(1), Some(4), Reopen::Clean);
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_fences_its_batch_after_an_unclean_reopen() {
+    fence_case("fence-sealed-unclean", Some(1), Some(4), Reopen::Unclean);
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_without_index_is_fenced_by_recovery() {
+    fence_case(
+        "fence-sealed-scan",
+        Some(1),
+        Some(4),
+        Reopen::UncleanWithoutIndex,
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_the_last_batch_of_a_sealed_segment_without_index_is_fenced() {
+    fence_case(
+        "fence-sealed-last",
+        Some(1),
+        None,
+        Reopen::UncleanWithoutIndex,
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_the_first_batch_of_a_sealed_segment_is_fenced() {
+    fence_case("fence-sealed-first", Some(2), Some(0), Reopen::Unclean);
+}
+
+#[test]
+fn a_flipped_byte_inside_the_active_segment_is_fenced_while_the_log_is_open() {
+    fence_case("fence-active-live", None, Some(2), Reopen::Live);
+}
+
+#[test]
+fn a_flipped_byte_inside_the_active_segment_is_fenced_not_cut_after_an_unclean_reopen() {
+    fence_case("fence-active-unclean", None, Some(2), Reopen::Unclean);
+}
+
+#[test]
+fn a_flipped_byte_inside_the_active_segment_is_fenced_after_a_clean_reopen() {
+    fence_case("fence-active-clean", None, Some(2), Reopen::Clean);
+}
+
+#[test]
+fn recovery_fences_the_damaged_last_batch_of_a_sealed_segment_and_keeps_the_later_ones() {
     run(|| async {
         let dir = TestDir::new("cut-middle");
         let log = PartitionLog::open(&dir.partition(), small_config())
@@ -382,35 +572,27 @@ fn recovery_deletes_segments_after_a_cut_segment() {
         log.close().await.unwrap();
         let files = segment_files(&dir.partition());
         assert!(files.len() >= 3);
-        // Damage the last batch of the second segment: the third and later segments no longer
-        // follow it and must go.
+        // Damage the last batch of the second segment, whose index is lost (a crash during the
+        // roll before the index was written): it is scanned, and the damage fenced up to the
+        // third segment, which still follows it.
         let (second_base, second_path) = &files[1];
         let next_base = files[2].0;
         let mut bytes = std::fs::read(second_path).unwrap();
-        let last_len = expected
+        let bad = expected
             .iter()
-            .find(|(base, _)| *base < next_base && *base >= *second_base)
-            .unwrap()
-            .1
-            .len();
-        let at = bytes.len() - last_len / 2;
+            .rposition(|(base, _)| *base < next_base && *base >= *second_base)
+            .unwrap();
+        let at = bytes.len() - expected[bad].1.len() / 2;
         bytes[at] ^= 0xff;
         std::fs::write(second_path, bytes).unwrap();
-        // A sealed segment with a valid index is trusted; without one (a crash during the roll
-        // before the index was written) it is scanned and cut.
         std::fs::remove_file(index_path_of(second_path)).unwrap();
 
         let log = PartitionLog::open(&dir.partition(), small_config())
             .await
             .unwrap();
-        let kept: Vec<(i64, Vec<u8>)> = expected
-            .iter()
-            .filter(|(base, _)| *base < next_base)
-            .cloned()
-            .collect();
-        let kept = kept[..kept.len() - 1].to_vec();
-        assert_log_holds(&log, &kept).await;
-        assert_eq!(segment_files(&dir.partition()).len(), 2);
+        assert_eq!(log.corrupt_ranges_fenced(), 1);
+        assert_reads_around_fence(&log, &expected, bad).await;
+        assert_eq!(segment_files(&dir.partition()).len(), files.len());
         log.close().await.unwrap();
     });
 }

@@ -276,8 +276,8 @@ fn damage_sealed_index(partition: &Path, rng: &mut Rng) {
     }
 }
 
-/// Damages the last segment of a closed log as a crash or bad disk might, and drops from the
-/// model every batch the damage reaches.
+/// Damages the tail of the last segment of a closed log as a crash or bad disk might, and drops
+/// from the model every batch the damage reaches.
 fn damage_tail(partition: &Path, model: &mut Model, rng: &mut Rng) {
     // A crash leaves no clean-shutdown marker; with one, the last segment would be trusted.
     forget_clean_shutdown(partition);
@@ -316,7 +316,10 @@ fn damage_tail(partition: &Path, model: &mut Model, rng: &mut Rng) {
             .take_while(|(start, (_, batch))| *start + batch.len() <= cut)
             .count()
     } else {
-        let at = rng.range(0, bytes.len() as u64) as usize;
+        // A flipped byte in the last batch: nothing valid follows, so recovery cuts it as a torn
+        // write. Damage to an earlier batch is fenced instead (storage/tests/log.rs).
+        let last_start = *starts.last().unwrap() as u64;
+        let at = rng.range(last_start, bytes.len() as u64) as usize;
         let batch_number = starts.partition_point(|start| *start <= at) - 1;
         if (12..16).contains(&(at - starts[batch_number])) {
             // partitionLeaderEpoch is not covered by the CRC: nothing can detect a flip there.
