@@ -176,6 +176,10 @@ mod tests {
         bytes
     }
 
+    fn resume(position: usize, offset: i64) -> Resume {
+        Resume { position, offset }
+    }
+
     fn open_end() -> RegionEnd {
         RegionEnd {
             anchor: None,
@@ -188,25 +192,13 @@ mod tests {
         let (first, second, third) = (batch(10, 300, 7), batch(11, 200, 8), batch(12, 100, 9));
         let mut region = [first.clone(), second.clone(), third].concat();
         region[100] ^= 0x40;
-        let resume = find_resume(&region, 10, open_end()).unwrap();
-        assert_eq!(
-            resume,
-            Resume {
-                position: first.len(),
-                offset: 11
-            }
-        );
+        let found = find_resume(&region, 10, open_end()).unwrap();
+        assert_eq!(found, resume(first.len(), 11));
         // A damaged length field is not covered by the CRC: the search does not trust it.
         let mut region = [first.clone(), second.clone()].concat();
         region[9] ^= 0x01;
-        let resume = find_resume(&region, 10, open_end()).unwrap();
-        assert_eq!(
-            resume,
-            Resume {
-                position: first.len(),
-                offset: 11
-            }
-        );
+        let found = find_resume(&region, 10, open_end()).unwrap();
+        assert_eq!(found, resume(first.len(), 11));
         // The last batch before zeros: resumed only where zeros end the batches.
         let mut region = [first.clone(), second.clone(), vec![0; 700]].concat();
         region[100] ^= 0x40;
@@ -230,14 +222,8 @@ mod tests {
         outer[70] ^= 0x01;
         let next = batch(11, 100, 6);
         let region = [outer.clone(), next].concat();
-        let resume = find_resume(&region, 10, open_end()).unwrap();
-        assert_eq!(
-            resume,
-            Resume {
-                position: outer.len(),
-                offset: 11
-            }
-        );
+        let found = find_resume(&region, 10, open_end()).unwrap();
+        assert_eq!(found, resume(outer.len(), 11));
     }
 
     #[test]
@@ -246,10 +232,7 @@ mod tests {
         let mut region = [first.clone(), second.clone()].concat();
         region[100] ^= 0x40;
         region[first.len() + 100] ^= 0x40;
-        let anchor = Resume {
-            position: region.len(),
-            offset: 12,
-        };
+        let anchor = resume(region.len(), 12);
         let end = RegionEnd {
             anchor: Some(anchor),
             zeros_end_batches: false,
@@ -257,21 +240,12 @@ mod tests {
         assert_eq!(find_resume(&region, 10, end), Some(anchor));
         let mut region = [first.clone(), second].concat();
         region[100] ^= 0x40;
-        let anchor = Resume {
-            position: region.len(),
-            offset: 12,
-        };
+        let anchor = resume(region.len(), 12);
         let end = RegionEnd {
             anchor: Some(anchor),
             zeros_end_batches: false,
         };
-        assert_eq!(
-            find_resume(&region, 10, end),
-            Some(Resume {
-                position: first.len(),
-                offset: 11
-            })
-        );
+        assert_eq!(find_resume(&region, 10, end), Some(resume(first.len(), 11)));
     }
 
     #[test]
