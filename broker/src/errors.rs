@@ -19,12 +19,30 @@ pub fn storage_error(e: &StorageError) -> ResponseError {
     }
 }
 
-/// The Kafka error a producer sees for batches that fail validation.
+/// The Kafka error a producer sees for batches that fail validation, as Kafka answers them:
+/// malformed bytes are CORRUPT_MESSAGE; well-formed batches that break a rule (Kafka's
+/// `InvalidRecordException`) are INVALID_RECORD.
 pub fn batch_error(e: &BatchError) -> ResponseError {
     match e {
         BatchError::BadMagic(_) => ResponseError::UnsupportedForMessageFormat,
-        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
-        _ => ResponseError::CorruptMessage,
+        BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. } => {
+            ResponseError::MessageTooLarge
+        }
+        BatchError::ZstdNeedsProduceV7 => ResponseError::UnsupportedCompressionType,
+        BatchError::LogAppendTimeFromClient => ResponseError::InvalidTimestamp,
+        BatchError::ControlBatchFromClient
+        | BatchError::RecordCountMismatch { .. }
+        | BatchError::OffsetDeltaNotConsecutive { .. }
+        | BatchError::KeylessRecordsInCompactedTopic(_) => ResponseError::InvalidRecord,
+        BatchError::Empty
+        | BatchError::Truncated { .. }
+        | BatchError::BadLength(_)
+        | BatchError::CrcMismatch { .. }
+        | BatchError::BadLastOffsetDelta(_)
+        | BatchError::BadRecordCount(_)
+        | BatchError::BadRecords(_)
+        | BatchError::UnknownCodec(_)
+        | BatchError::BadCompressedData => ResponseError::CorruptMessage,
     }
 }
 

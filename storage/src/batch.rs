@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::records;
+
 /// Bytes of the fixed RecordBatch v2 header, up to the first record.
 pub const BATCH_HEADER_BYTES: usize = 61;
 
@@ -59,6 +61,27 @@ pub enum BatchError {
     BadRecordCount(i32),
     #[error("malformed records: {0}")]
     BadRecords(&'static str),
+    #[error("unknown compression codec {0}")]
+    UnknownCodec(i16),
+    #[error("zstd batches need Produce v7 or later")]
+    ZstdNeedsProduceV7,
+    #[error("clients may not write control batches")]
+    ControlBatchFromClient,
+    #[error("producers may not set the LogAppendTime timestamp type")]
+    LogAppendTimeFromClient,
+    #[error("recordCount {record_count} is not lastOffsetDelta {last_offset_delta} + 1")]
+    RecordCountMismatch {
+        record_count: i32,
+        last_offset_delta: i32,
+    },
+    #[error("record {index} does not have offsetDelta {index}")]
+    OffsetDeltaNotConsecutive { index: i32 },
+    #[error("records without a key in a compacted topic: {0:?}")]
+    KeylessRecordsInCompactedTopic(Vec<i32>),
+    #[error("records decompress to more than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
+    #[error("compressed records cannot be decoded")]
+    BadCompressedData,
 }
 
 /// The fields of a RecordBatch v2 header that storage uses.
@@ -222,16 +245,33 @@ fn check_records(header: &BatchHeader, records: &[u8]) -> Result<(), BatchError>
 }
 
 /// The first record of `batch` (a checked, whole batch) whose timestamp is at least
-/// `timestamp_ms`, as `(offset, timestamp)`. Compressed and LogAppendTime batches are answered
-/// from the header: their `(baseOffset, maxTimestamp)`.
+/// `timestamp_ms`, as `(offset, timestamp)`. LogAppendTime batches are answered from the header:
+/// their `(baseOffset, maxTimestamp)`, since every record has the batch's timestamp. Compressed
+/// batches are decompressed (bounded, streamed); one whose records cannot be decoded (stored
+/// before produce checked records) is answered from its header too.
 pub(crate) fn first_record_at_or_after(
     batch: &[u8],
     header: &BatchHeader,
     timestamp_ms: i64,
 ) -> Result<Option<(i64, i64)>, BatchError> {
-    if header.is_compressed() || header.is_log_append_time() {
+    let from_header = || {
         let found = header.max_timestamp >= timestamp_ms;
-        return Ok(found.then_some((header.base_offset, header.max_timestamp)));
+        found.then_some((header.base_offset, header.max_timestamp))
+    };
+    if header.is_log_append_time() {
+        return Ok(from_header());
+    }
+    if header.is_compressed() {
+        return match records::first_compressed_record_at_or_after(batch, header, timestamp_ms) {
+            Ok(found) => Ok(found),
+            Err(e) => {
+                log::warn!(
+                    "timestamp lookup: batch at offset {} not decodable ({e}); using its header",
+                    header.base_offset
+                );
+                Ok(from_header())
+            }
+        };
     }
     let mut found = None;
     let records = &batch[BATCH_HEADER_BYTES..header.total_bytes()];

@@ -212,6 +212,7 @@ mod log;
 mod log_start_checkpoint;
 mod notify;
 mod read_ahead;
+pub mod records;
 mod recovery;
 mod segment;
 mod segment_files;

@@ -735,16 +735,35 @@ fn offset_for_timestamp_finds_the_earliest_record_at_or_after() {
                 "target {target}"
             );
         }
-        // Compressed batches answer with their baseOffset and maxTimestamp.
-        let info = log
-            .append(validated(&encode_compressed_batch(4, 600, 700, b"opaque")))
-            .await
-            .unwrap();
-        assert_eq!(
-            log.offset_for_timestamp(650).await.unwrap(),
-            Some((info.base_offset, 700))
-        );
-        assert_eq!(log.offset_for_timestamp(701).await.unwrap(), None);
+        // Compressed batches are decompressed: the answer is the first record at or after the
+        // target, not the batch's base offset.
+        for (step, codec) in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd]
+            .into_iter()
+            .enumerate()
+        {
+            let base = 1000 * (step as i64 + 1);
+            let records: Vec<TestRecord> = [base, base + 50, base + 40, base + 100]
+                .iter()
+                .map(|ts| record(*ts, 100, 2))
+                .collect();
+            let info = log
+                .append(validated(&encode_batch_with(codec, &records)))
+                .await
+                .unwrap();
+            for (target, delta, timestamp) in [
+                (base - 1, 0, base),
+                (base + 45, 1, base + 50),
+                (base + 50, 1, base + 50),
+                (base + 51, 3, base + 100),
+            ] {
+                assert_eq!(
+                    log.offset_for_timestamp(target).await.unwrap(),
+                    Some((info.base_offset + delta, timestamp)),
+                    "{codec:?} target {target}"
+                );
+            }
+        }
+        assert_eq!(log.offset_for_timestamp(4101).await.unwrap(), None);
         log.close().await.unwrap();
     });
 }

@@ -1,21 +1,28 @@
 //! Produce: append RecordBatch v2 batches to partitions.
 //!
-//! Versions 3–9 (RecordBatch v2 only). Batches are validated (framing, magic, CRC-32C) on the
-//! shard that received the request, then appended by each partition's owner shard. acks=0 gets
+//! Versions 3–9 (RecordBatch v2 only). Batches are validated (framing, magic, CRC-32C, then every
+//! record as `storage::records` describes, compressed ones decompressed within the topic's
+//! `max.message.bytes`) on the shard that received the request, then appended by each
+//! partition's owner shard. acks=0 gets
 //! no response, acks=1 is answered once the write completed, acks=all once it is fdatasync'd.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use storage::ValidatedBatches;
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use storage::records::RecordPolicy;
+use storage::{BatchError, ValidatedBatches};
 
 use super::RequestContext;
 use crate::controller;
 use crate::errors::{batch_error, code};
-use crate::ops::{Appended, ACKS_ALL};
+use crate::metadata::TopicMeta;
+use crate::ops::{now_ms, Appended, ACKS_ALL};
 use crate::shard::Shard;
 
 pub const VERSION_MIN: i16 = 3;
@@ -28,6 +35,30 @@ pub const VERSION_MAX: i16 = 9;
 /// least 3 for every client that writes RecordBatch v2.
 pub const VERSION_MIN_ADVERTISED: i16 = 0;
 const _: () = assert!(VERSION_MIN_ADVERTISED <= VERSION_MIN);
+/// The first Produce version that may carry zstd batches (KIP-110).
+const VERSION_ZSTD_MIN: i16 = 7;
+
+/// A partition's batch as appended, with the timestamp a LogAppendTime topic gave it (-1 else).
+struct Produced {
+    appended: Appended,
+    log_append_time_ms: i64,
+}
+
+/// Why a partition's batch was refused; `keyless_records` are the batch indexes of records
+/// without a key sent to a compacted topic, reported as Kafka's per-record errors.
+struct Refused {
+    error: ResponseError,
+    keyless_records: Vec<i32>,
+}
+
+impl From<ResponseError> for Refused {
+    fn from(error: ResponseError) -> Refused {
+        Refused {
+            error,
+            keyless_records: Vec::new(),
+        }
+    }
+}
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -47,6 +78,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                         index,
                         data.records,
                         acks,
+                        ctx.version,
                     ))
                 });
                 (index, task)
@@ -60,9 +92,9 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
         for (index, task) in partitions {
             let result = match task {
                 Some(task) => task.await,
-                None => Err(ResponseError::InvalidRequiredAcks),
+                None => Err(Refused::from(ResponseError::InvalidRequiredAcks)),
             };
-            partition_responses.push(partition_response(index, result));
+            partition_responses.push(partition_response(&name, index, result));
         }
         responses.push(
             TopicProduceResponse::default()
@@ -74,20 +106,73 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
 }
 
 fn partition_response(
+    topic: &TopicName,
     index: i32,
-    result: Result<Appended, ResponseError>,
+    result: Result<Produced, Refused>,
 ) -> PartitionProduceResponse {
-    let response = PartitionProduceResponse::default()
-        .with_index(index)
-        .with_log_append_time_ms(-1);
+    let response = PartitionProduceResponse::default().with_index(index);
     match result {
-        Ok(appended) => response
-            .with_base_offset(appended.base_offset)
-            .with_log_start_offset(appended.log_start_offset),
-        Err(error) => response
-            .with_error_code(code(Some(error)))
-            .with_base_offset(-1)
-            .with_log_start_offset(-1),
+        Ok(produced) => response
+            .with_base_offset(produced.appended.base_offset)
+            .with_log_start_offset(produced.appended.log_start_offset)
+            .with_log_append_time_ms(produced.log_append_time_ms),
+        Err(refused) => {
+            let response = response
+                .with_error_code(code(Some(refused.error)))
+                .with_base_offset(-1)
+                .with_log_start_offset(-1)
+                .with_log_append_time_ms(-1);
+            if refused.keyless_records.is_empty() {
+                return response;
+            }
+            // Kafka's wording, so that clients and tools show the familiar message.
+            let record_message = format!(
+                "Compacted topic cannot accept message without key in topic partition {}-{index}.",
+                topic.0
+            );
+            let record_errors = refused
+                .keyless_records
+                .iter()
+                .map(|&batch_index| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(batch_index)
+                        .with_batch_index_error_message(Some(StrBytes::from_string(
+                            record_message.clone(),
+                        )))
+                })
+                .collect();
+            response
+                .with_record_errors(record_errors)
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "One or more records have been rejected",
+                )))
+        }
+    }
+}
+
+/// What the topic and the request version require of the records of a produced batch.
+fn record_policy(meta: &TopicMeta, version: i16) -> RecordPolicy {
+    let max_message_bytes = meta.config_i64("max.message.bytes").unwrap_or(i64::MAX);
+    let cleanup_policy = meta.config("cleanup.policy").unwrap_or("delete");
+    let log_append_time = meta.config("message.timestamp.type") == Some("LogAppendTime");
+    RecordPolicy {
+        decompressed_bytes_max: usize::try_from(max_message_bytes.max(0)).unwrap_or(usize::MAX),
+        zstd_allowed: version >= VERSION_ZSTD_MIN,
+        key_required: cleanup_policy
+            .split(',')
+            .any(|policy| policy.trim() == "compact"),
+        log_append_time_ms: log_append_time.then(now_ms),
+    }
+}
+
+fn refused(error: BatchError) -> Refused {
+    let response_error = batch_error(&error);
+    match error {
+        BatchError::KeylessRecordsInCompactedTopic(keyless_records) => Refused {
+            error: response_error,
+            keyless_records,
+        },
+        _ => Refused::from(response_error),
     }
 }
 
@@ -97,7 +182,8 @@ async fn produce_partition(
     partition: i32,
     records: Option<Bytes>,
     acks: i16,
-) -> Result<Appended, ResponseError> {
+    version: i16,
+) -> Result<Produced, Refused> {
     // Hold the snapshot rather than cloning the topic's metadata on every produce.
     let mut snapshot = shard.metadata();
     let mut refusals = controller::AutoCreateRefusals::new();
@@ -107,25 +193,30 @@ async fn produce_partition(
     }
     let meta = snapshot.topics.get(&topic).ok_or_else(|| {
         let refusal = refusals.remove(&topic);
-        refusal.unwrap_or(ResponseError::UnknownTopicOrPartition)
+        Refused::from(refusal.unwrap_or(ResponseError::UnknownTopicOrPartition))
     })?;
     if topic == crate::groups::store::OFFSETS_TOPIC {
         // Only the group coordinator writes the internal topic.
-        return Err(ResponseError::InvalidTopicException);
+        return Err(ResponseError::InvalidTopicException.into());
     }
     if partition < 0 || partition >= meta.partitions {
-        return Err(ResponseError::UnknownTopicOrPartition);
+        return Err(ResponseError::UnknownTopicOrPartition.into());
     }
-    let records = records.ok_or(ResponseError::CorruptMessage)?;
+    let records = records.ok_or(Refused::from(ResponseError::CorruptMessage))?;
     let max_message_bytes = meta.config_i64("max.message.bytes").unwrap_or(i64::MAX);
     if records.len() as i64 > max_message_bytes {
-        return Err(ResponseError::MessageTooLarge);
+        return Err(ResponseError::MessageTooLarge.into());
     }
-    let batches = ValidatedBatches::validate(records).map_err(|e| batch_error(&e))?;
+    let policy = record_policy(meta, version);
+    let batches = ValidatedBatches::validate_produced(records, &policy).map_err(refused)?;
     let owner = shard.owner(&topic, partition);
-    shard
+    let appended = shard
         .call(owner, move |s| {
             s.append_local(topic, partition, batches, acks)
         })
-        .await
+        .await?;
+    Ok(Produced {
+        appended,
+        log_append_time_ms: policy.log_append_time_ms.unwrap_or(-1),
+    })
 }

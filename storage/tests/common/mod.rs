@@ -5,6 +5,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use storage::records::{compress, Codec};
+
 /// Runs `make()` to completion on a fresh glommio executor thread.
 pub fn run<F, Fut>(make: F)
 where
@@ -86,7 +88,7 @@ pub fn record(timestamp: i64, value_len: usize, fill: u8) -> TestRecord {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, value: i64) {
+pub fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     loop {
         let byte = (zigzag & 0x7f) as u8;
@@ -102,6 +104,11 @@ fn put_varint(out: &mut Vec<u8>, value: i64) {
 /// Encodes an uncompressed CreateTime batch as a producer would: baseOffset 0,
 /// partitionLeaderEpoch -1, correct CRC-32C.
 pub fn encode_batch(records: &[TestRecord]) -> Vec<u8> {
+    encode_batch_with(Codec::None, records)
+}
+
+/// Encodes a CreateTime batch whose records are compressed with `codec`.
+pub fn encode_batch_with(codec: Codec, records: &[TestRecord]) -> Vec<u8> {
     assert!(!records.is_empty());
     let base_timestamp = records[0].timestamp;
     let mut body = Vec::new();
@@ -124,33 +131,16 @@ pub fn encode_batch(records: &[TestRecord]) -> Vec<u8> {
     }
     let max_timestamp = records.iter().map(|record| record.timestamp).max().unwrap();
     build_batch(
-        0,
+        codec as i16,
         records.len() as i32 - 1,
         base_timestamp,
         max_timestamp,
         records.len() as i32,
-        &body,
+        &compress(codec, &body),
     )
 }
 
-/// A batch whose attributes say gzip; the payload is opaque to storage.
-pub fn encode_compressed_batch(
-    record_count: i32,
-    base_timestamp: i64,
-    max_timestamp: i64,
-    payload: &[u8],
-) -> Vec<u8> {
-    build_batch(
-        1,
-        record_count - 1,
-        base_timestamp,
-        max_timestamp,
-        record_count,
-        payload,
-    )
-}
-
-fn build_batch(
+pub fn build_batch(
     attributes: i16,
     last_offset_delta: i32,
     base_timestamp: i64,

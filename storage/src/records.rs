@@ -1,0 +1,580 @@
+//! The records inside a RecordBatch v2: record-level validation of produced batches and the
+//! bounded, streaming decompression it and timestamp lookups share.
+//!
+//! A record (Kafka's `DefaultRecord`), all varints zigzag-encoded:
+//!
+//! | field          | type          | rule checked here                                   |
+//! |----------------|---------------|-----------------------------------------------------|
+//! | length         | varint        | >= [`RECORD_BODY_BYTES_MIN`]; the fields fill it exactly |
+//! | attributes     | i8            | unused                                              |
+//! | timestampDelta | varlong       | added to the batch's baseTimestamp                  |
+//! | offsetDelta    | varint        | record `i` of the batch has offsetDelta `i`         |
+//! | keyLength      | varint        | >= -1 (-1 is a null key)                            |
+//! | key            | bytes         | inside the record                                   |
+//! | valueLength    | varint        | >= -1                                               |
+//! | value          | bytes         | inside the record                                   |
+//! | headerCount    | varint        | >= 0                                                |
+//! | headers        | per header: keyLength varint >= 0, key, valueLength varint >= -1, value |
+//!
+//! Compressed batches are read through the codec's streaming decoder and a buffer of
+//! [`DECOMPRESS_BUFFER_BYTES`]; decoding stops as soon as the decompressed records pass the
+//! caller's bound, so a small "bomb" never inflates into memory. Validation only reads: the
+//! batch is stored as produced, except that a LogAppendTime topic gets the broker's timestamp
+//! (attributes bit 3 and maxTimestamp, then the CRC).
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{BatchError, BatchHeader, ValidatedBatches, BATCH_HEADER_BYTES};
+
+/// Buffer between a streaming decompressor and the record parser. Small, because the parser
+/// only ever needs a few bytes at a time; it is the whole per-batch memory cost of gzip, zstd
+/// and lz4 besides the codec's own window.
+pub const DECOMPRESS_BUFFER_BYTES: usize = 16 << 10;
+
+/// Largest zstd window (log2) a produced batch may use: 8 MiB. zstd's decoder allocates the
+/// window the frame header asks for, so without this bound a 30-byte frame could make us
+/// allocate 2 GiB. Producers compress batches of at most a few MiB at low levels, whose windows
+/// are at most 2^21 bytes; level 19 uses 2^23.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
+/// Bound on the decompressed records of a stored compressed batch that a timestamp lookup
+/// decodes. Produce already refused batches decompressing past their topic's
+/// `max.message.bytes`; this only keeps a lookup over data stored before that check (or under a
+/// larger limit) from running unbounded.
+pub const LOOKUP_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// The smallest record body: attributes, timestampDelta, offsetDelta, keyLength, valueLength and
+/// headerCount, one byte each.
+pub const RECORD_BODY_BYTES_MIN: i64 = 6;
+
+/// Kafka's snappy framing (snappy-java's `SnappyOutputStream`): this magic, a version and a
+/// compatible version (4 bytes each), then blocks of `[length: u32 BE][raw snappy block]`.
+/// librdkafka sends plain raw snappy instead; both are read.
+const SNAPPY_XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+const SNAPPY_XERIAL_HEADER_BYTES: usize = 16;
+
+const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x7;
+const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x8;
+const ATTRIBUTE_CONTROL: i16 = 0x20;
+const OFFSET_CRC: usize = 17;
+const OFFSET_ATTRIBUTES: usize = 21;
+const OFFSET_MAX_TIMESTAMP: usize = 35;
+
+/// The compression codec of a batch: attributes bits 0-2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None = 0,
+    Gzip = 1,
+    Snappy = 2,
+    Lz4 = 3,
+    Zstd = 4,
+}
+
+impl Codec {
+    pub const ALL: [Codec; 5] = [
+        Codec::None,
+        Codec::Gzip,
+        Codec::Snappy,
+        Codec::Lz4,
+        Codec::Zstd,
+    ];
+
+    pub fn of_attributes(attributes: i16) -> Result<Codec, BatchError> {
+        match attributes & ATTRIBUTE_COMPRESSION_MASK {
+            0 => Ok(Codec::None),
+            1 => Ok(Codec::Gzip),
+            2 => Ok(Codec::Snappy),
+            3 => Ok(Codec::Lz4),
+            4 => Ok(Codec::Zstd),
+            id => Err(BatchError::UnknownCodec(id)),
+        }
+    }
+}
+
+/// What a topic and a request require of produced records.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordPolicy {
+    /// Bound on the records of one batch once decompressed: the topic's `max.message.bytes`.
+    pub decompressed_bytes_max: usize,
+    /// zstd batches need Produce v7 or later, as in Kafka.
+    pub zstd_allowed: bool,
+    /// The topic's `cleanup.policy` includes `compact`: every record needs a key.
+    pub key_required: bool,
+    /// The topic's `message.timestamp.type` is LogAppendTime: the broker's time to stamp.
+    pub log_append_time_ms: Option<i64>,
+}
+
+/// One record's fields that callers look at.
+#[derive(Debug, Clone, Copy)]
+struct RecordInfo {
+    index: i32,
+    timestamp_delta: i64,
+    has_key: bool,
+}
+
+impl ValidatedBatches {
+    /// Validates produced bytes: everything [`ValidatedBatches::validate`] checks, then every
+    /// record of every batch against `policy`. For a LogAppendTime topic the result holds a copy
+    /// stamped with `policy.log_append_time_ms`; otherwise it holds `bytes` untouched.
+    pub fn validate_produced(
+        bytes: Bytes,
+        policy: &RecordPolicy,
+    ) -> Result<ValidatedBatches, BatchError> {
+        let checked = ValidatedBatches::validate(bytes)?;
+        for summary in checked.summaries() {
+            let batch = &checked.bytes()[summary.position..summary.position + summary.total_bytes];
+            check_produced_batch(batch, policy)?;
+        }
+        let Some(now_ms) = policy.log_append_time_ms else {
+            return Ok(checked);
+        };
+        let mut stamped = BytesMut::from(&checked.bytes()[..]);
+        for summary in checked.summaries() {
+            let end = summary.position + summary.total_bytes;
+            set_log_append_time(&mut stamped[summary.position..end], now_ms);
+        }
+        let stamped = ValidatedBatches::validate(stamped.freeze())
+            .expect("stamping LogAppendTime keeps a valid batch valid");
+        Ok(stamped)
+    }
+}
+
+/// Checks one produced batch (header and CRC already checked) record by record.
+fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let codec = Codec::of_attributes(header.attributes)?;
+    if codec == Codec::Zstd && !policy.zstd_allowed {
+        return Err(BatchError::ZstdNeedsProduceV7);
+    }
+    if header.attributes & ATTRIBUTE_CONTROL != 0 {
+        return Err(BatchError::ControlBatchFromClient);
+    }
+    if header.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0 {
+        return Err(BatchError::LogAppendTimeFromClient);
+    }
+    if i64::from(header.record_count) != header.offset_count() {
+        return Err(BatchError::RecordCountMismatch {
+            record_count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    let mut keyless = Vec::new();
+    walk_records(
+        batch,
+        &header,
+        policy.decompressed_bytes_max,
+        &mut |record| {
+            if policy.key_required && !record.has_key {
+                keyless.push(record.index);
+            }
+            true
+        },
+    )?;
+    if !keyless.is_empty() {
+        return Err(BatchError::KeylessRecordsInCompactedTopic(keyless));
+    }
+    Ok(())
+}
+
+/// Sets the LogAppendTime bit and `maxTimestamp` of a whole, checked batch and recomputes its
+/// CRC, as Kafka does; the records stay as produced (clients read the batch's timestamp).
+fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES);
+    let attributes = i16::from_be_bytes(
+        batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2]
+            .try_into()
+            .unwrap(),
+    );
+    let attributes = attributes | ATTRIBUTE_LOG_APPEND_TIME;
+    batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
+    batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The first record of a whole, checked compressed batch whose timestamp is at least
+/// `timestamp_ms`, as `(offset, timestamp)`, decoding at most [`LOOKUP_DECOMPRESSED_BYTES_MAX`].
+pub(crate) fn first_compressed_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    timestamp_ms: i64,
+) -> Result<Option<(i64, i64)>, BatchError> {
+    let mut found = None;
+    walk_records(
+        batch,
+        header,
+        LOOKUP_DECOMPRESSED_BYTES_MAX,
+        &mut |record| {
+            let record_timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
+            if record_timestamp >= timestamp_ms {
+                found = Some((
+                    header.base_offset + i64::from(record.index),
+                    record_timestamp,
+                ));
+                return false;
+            }
+            true
+        },
+    )?;
+    Ok(found)
+}
+
+/// Decodes the records of a whole batch through its codec, calling `visit` for each until it
+/// returns false. Checks every rule in the module table, that exactly `recordCount` records
+/// fill the (decompressed) records, and that they decompress to at most `decompressed_bytes_max`.
+fn walk_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    decompressed_bytes_max: usize,
+    visit: &mut dyn FnMut(&RecordInfo) -> bool,
+) -> Result<(), BatchError> {
+    let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
+    // `take` stops the decoder one byte past the bound, so a bomb costs no more than the bound.
+    let limit = decompressed_bytes_max as u64 + 1;
+    match Codec::of_attributes(header.attributes)? {
+        Codec::None => walk_stream(payload, header, payload.len(), visit),
+        Codec::Gzip => {
+            let decoder = flate2::bufread::GzDecoder::new(payload).take(limit);
+            walk_stream(buffered(decoder), header, decompressed_bytes_max, visit)
+        }
+        Codec::Snappy => {
+            let decoder = SnappyReader::new(payload, decompressed_bytes_max).take(limit);
+            walk_stream(buffered(decoder), header, decompressed_bytes_max, visit)
+        }
+        Codec::Lz4 => {
+            let decoder = lz4::Decoder::new(payload).map_err(|e| decompress_error(&e))?;
+            walk_stream(
+                buffered(decoder.take(limit)),
+                header,
+                decompressed_bytes_max,
+                visit,
+            )
+        }
+        Codec::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(payload)
+                .map_err(|e| decompress_error(&e))?;
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|e| decompress_error(&e))?;
+            walk_stream(
+                buffered(decoder.take(limit)),
+                header,
+                decompressed_bytes_max,
+                visit,
+            )
+        }
+    }
+}
+
+fn walk_stream(
+    reader: impl BufRead,
+    header: &BatchHeader,
+    decompressed_bytes_max: usize,
+    visit: &mut dyn FnMut(&RecordInfo) -> bool,
+) -> Result<(), BatchError> {
+    let mut source = RecordSource {
+        reader,
+        consumed: 0,
+        record_end: u64::MAX,
+        bytes_max: decompressed_bytes_max as u64,
+    };
+    for index in 0..header.record_count {
+        let record = read_record(&mut source, index)?;
+        if !visit(&record) {
+            return Ok(());
+        }
+    }
+    if !source.at_end()? {
+        return Err(BatchError::BadRecords("bytes after the last record"));
+    }
+    Ok(())
+}
+
+fn buffered<'a>(decoder: impl Read + 'a) -> impl BufRead + 'a {
+    BufReader::with_capacity(DECOMPRESS_BUFFER_BYTES, decoder)
+}
+
+/// Reads record `index`, checking its framing and its offsetDelta.
+fn read_record(
+    source: &mut RecordSource<impl BufRead>,
+    index: i32,
+) -> Result<RecordInfo, BatchError> {
+    let length = source.varint()?;
+    if length < RECORD_BODY_BYTES_MIN {
+        return Err(BatchError::BadRecords("record length out of range"));
+    }
+    source.record_end = source.consumed + length as u64;
+    source.skip(1)?; // attributes
+    let timestamp_delta = source.varlong()?;
+    if source.varint()? != i64::from(index) {
+        return Err(BatchError::OffsetDeltaNotConsecutive { index });
+    }
+    let key_length = source.varint()?;
+    source.skip_bytes_field(key_length, "key length")?;
+    let value_length = source.varint()?;
+    source.skip_bytes_field(value_length, "value length")?;
+    let header_count = source.varint()?;
+    if header_count < 0 {
+        return Err(BatchError::BadRecords("negative header count"));
+    }
+    for _ in 0..header_count {
+        let header_key_length = source.varint()?;
+        if header_key_length < 0 {
+            return Err(BatchError::BadRecords("null header key"));
+        }
+        source.skip_bytes_field(header_key_length, "header key length")?;
+        let header_value_length = source.varint()?;
+        source.skip_bytes_field(header_value_length, "header value length")?;
+    }
+    if source.consumed != source.record_end {
+        return Err(BatchError::BadRecords(
+            "record length does not match its fields",
+        ));
+    }
+    source.record_end = u64::MAX;
+    Ok(RecordInfo {
+        index,
+        timestamp_delta,
+        has_key: key_length >= 0,
+    })
+}
+
+/// A byte stream of records with a position, the end of the record being read (no field may
+/// cross it) and the decompressed-size bound.
+struct RecordSource<R: BufRead> {
+    reader: R,
+    consumed: u64,
+    record_end: u64,
+    bytes_max: u64,
+}
+
+impl<R: BufRead> RecordSource<R> {
+    fn byte(&mut self) -> Result<u8, BatchError> {
+        if self.consumed >= self.record_end {
+            return Err(BatchError::BadRecords("field crosses the record's end"));
+        }
+        let available = self.reader.fill_buf().map_err(|e| decompress_error(&e))?;
+        let Some(&byte) = available.first() else {
+            return Err(self.end_of_stream());
+        };
+        self.reader.consume(1);
+        self.consumed += 1;
+        Ok(byte)
+    }
+
+    /// Skips `count` bytes of the current record.
+    fn skip(&mut self, count: u64) -> Result<(), BatchError> {
+        if count > self.record_end - self.consumed {
+            return Err(BatchError::BadRecords("field crosses the record's end"));
+        }
+        let mut remaining = count;
+        while remaining > 0 {
+            let available = self
+                .reader
+                .fill_buf()
+                .map_err(|e| decompress_error(&e))?
+                .len();
+            if available == 0 {
+                return Err(self.end_of_stream());
+            }
+            let step = remaining.min(available as u64);
+            self.reader.consume(step as usize);
+            self.consumed += step;
+            remaining -= step;
+        }
+        Ok(())
+    }
+
+    /// Skips a key, value or header field of `length` bytes (-1: null).
+    fn skip_bytes_field(&mut self, length: i64, what: &'static str) -> Result<(), BatchError> {
+        if length < -1 {
+            return Err(BatchError::BadRecords(what));
+        }
+        self.skip(length.max(0) as u64)
+    }
+
+    fn end_of_stream(&self) -> BatchError {
+        if self.consumed > self.bytes_max {
+            BatchError::DecompressedTooLarge {
+                limit: self.bytes_max as usize,
+            }
+        } else {
+            BatchError::BadRecords("records end early")
+        }
+    }
+
+    fn at_end(&mut self) -> Result<bool, BatchError> {
+        let available = self.reader.fill_buf().map_err(|e| decompress_error(&e))?;
+        if self.consumed > self.bytes_max {
+            return Err(self.end_of_stream());
+        }
+        Ok(available.is_empty())
+    }
+
+    /// A zigzag varint of at most 5 bytes whose value fits 32 bits.
+    fn varint(&mut self) -> Result<i64, BatchError> {
+        let raw = self.unsigned_varint(5)?;
+        if raw > u64::from(u32::MAX) {
+            return Err(BatchError::BadRecords("varint overflows 32 bits"));
+        }
+        Ok(zigzag(raw))
+    }
+
+    /// A zigzag varlong of at most 10 bytes whose value fits 64 bits.
+    fn varlong(&mut self) -> Result<i64, BatchError> {
+        self.unsigned_varint(10).map(zigzag)
+    }
+
+    fn unsigned_varint(&mut self, bytes_max: u32) -> Result<u64, BatchError> {
+        let mut value = 0u64;
+        for index in 0..bytes_max {
+            let byte = self.byte()?;
+            let bits = u64::from(byte & 0x7f);
+            if index == 9 && bits > 1 {
+                return Err(BatchError::BadRecords("varlong overflows 64 bits"));
+            }
+            value |= bits << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(BatchError::BadRecords("varint too long"))
+    }
+}
+
+fn zigzag(raw: u64) -> i64 {
+    ((raw >> 1) as i64) ^ -((raw & 1) as i64)
+}
+
+/// The typed error a decompressor's I/O error stands for.
+fn decompress_error(error: &io::Error) -> BatchError {
+    let too_large = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<DeclaredTooLarge>());
+    match too_large {
+        Some(declared) => BatchError::DecompressedTooLarge {
+            limit: declared.limit,
+        },
+        None => BatchError::BadCompressedData,
+    }
+}
+
+/// A snappy block that says it decompresses past the bound; refused before allocating.
+#[derive(Debug)]
+struct DeclaredTooLarge {
+    limit: usize,
+}
+
+impl std::fmt::Display for DeclaredTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "snappy block decompresses past {} bytes", self.limit)
+    }
+}
+
+impl std::error::Error for DeclaredTooLarge {}
+
+/// Streams raw or xerial-framed snappy one block at a time. A block's decompressed length is in
+/// its first bytes, so a block larger than the bound is refused before anything is allocated.
+struct SnappyReader<'a> {
+    /// Blocks not yet decoded: xerial `[length][block]...`, or the one raw block.
+    input: &'a [u8],
+    framed: bool,
+    block: Vec<u8>,
+    block_position: usize,
+    block_bytes_max: usize,
+}
+
+impl<'a> SnappyReader<'a> {
+    fn new(payload: &'a [u8], block_bytes_max: usize) -> SnappyReader<'a> {
+        let framed =
+            payload.len() >= SNAPPY_XERIAL_HEADER_BYTES && payload.starts_with(SNAPPY_XERIAL_MAGIC);
+        let input = if framed {
+            &payload[SNAPPY_XERIAL_HEADER_BYTES..]
+        } else {
+            payload
+        };
+        SnappyReader {
+            input,
+            framed,
+            block: Vec::new(),
+            block_position: 0,
+            block_bytes_max,
+        }
+    }
+
+    /// Decodes the next block into `self.block`; false at the end of the input.
+    fn next_block(&mut self) -> io::Result<bool> {
+        if self.input.is_empty() {
+            return Ok(false);
+        }
+        let compressed = if self.framed {
+            let invalid = || io::Error::new(io::ErrorKind::InvalidData, "truncated snappy block");
+            let length_bytes = self.input.get(..4).ok_or_else(invalid)?;
+            let length = u32::from_be_bytes(length_bytes.try_into().unwrap()) as usize;
+            let block = self.input.get(4..4 + length).ok_or_else(invalid)?;
+            self.input = &self.input[4 + length..];
+            block
+        } else {
+            std::mem::take(&mut self.input)
+        };
+        let decompressed_bytes = snap::raw::decompress_len(compressed).map_err(io::Error::other)?;
+        if decompressed_bytes > self.block_bytes_max {
+            let limit = self.block_bytes_max;
+            return Err(io::Error::other(DeclaredTooLarge { limit }));
+        }
+        self.block.resize(decompressed_bytes, 0);
+        snap::raw::Decoder::new()
+            .decompress(compressed, &mut self.block)
+            .map_err(io::Error::other)?;
+        self.block_position = 0;
+        Ok(true)
+    }
+}
+
+impl Read for SnappyReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.block_position == self.block.len() {
+            if !self.next_block()? {
+                return Ok(0);
+            }
+        }
+        let count = out.len().min(self.block.len() - self.block_position);
+        out[..count].copy_from_slice(&self.block[self.block_position..self.block_position + count]);
+        self.block_position += count;
+        Ok(count)
+    }
+}
+
+/// Compresses a records section with `codec` as Kafka clients do (snappy in xerial framing):
+/// for tests and load tools that build batches.
+pub fn compress(codec: Codec, records: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match codec {
+        Codec::None => records.to_vec(),
+        Codec::Gzip => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(records).unwrap();
+            encoder.finish().unwrap()
+        }
+        Codec::Snappy => {
+            let mut out = Vec::from(&b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01"[..]);
+            for chunk in records.chunks(32 << 10) {
+                let block = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+                out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+                out.extend_from_slice(&block);
+            }
+            out
+        }
+        Codec::Lz4 => {
+            let mut encoder = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+            encoder.write_all(records).unwrap();
+            let (out, result) = encoder.finish();
+            result.unwrap();
+            out
+        }
+        Codec::Zstd => zstd::stream::encode_all(records, 3).unwrap(),
+    }
+}
