@@ -137,6 +137,62 @@ def record_batch(records, base_timestamp_ms, corrupt_crc=False) -> bytes:
     return struct.pack(">q", 0) + struct.pack(">i", len(after_length)) + after_length
 
 
+def raw_batch(encoded_records, record_count, last_offset_delta, attributes=0, base_timestamp_ms=0,
+              max_timestamp_ms=None) -> bytes:
+    """A RecordBatch v2 around already encoded (and possibly compressed or malformed) records,
+    with every header field given and a correct CRC-32C."""
+    after_crc = (
+        struct.pack(">h", attributes)
+        + struct.pack(">i", last_offset_delta)
+        + struct.pack(">q", base_timestamp_ms)
+        + struct.pack(">q", base_timestamp_ms if max_timestamp_ms is None else max_timestamp_ms)
+        + struct.pack(">qhi", -1, -1, -1)  # producerId, producerEpoch, baseSequence
+        + struct.pack(">i", record_count)
+        + encoded_records
+    )
+    after_length = struct.pack(">ib", -1, 2) + struct.pack(">I", crc32c(after_crc)) + after_crc
+    return struct.pack(">q", 0) + struct.pack(">i", len(after_length)) + after_length
+
+
+def produce_request(version, correlation_id, topic, partition, batch, acks=1, timeout_ms=10000) -> bytes:
+    """Produce v3..v8 (non-flexible; the request body is the same in all of them)."""
+    assert 3 <= version <= 8
+    body = (
+        string(None)  # transactional_id
+        + struct.pack(">hi", acks, timeout_ms)
+        + struct.pack(">i", 1)
+        + string(topic)
+        + struct.pack(">ii", 1, partition)
+        + struct.pack(">i", len(batch))
+        + batch
+    )
+    return frame(request_header(API_PRODUCE, version, correlation_id) + body)
+
+
+def parse_produce_response(payload: bytes, version):
+    """Produce v3..v8: (correlation_id, [dict(topic, partition, error_code, base_offset,
+    log_append_time, record_errors=[(batch_index, message)], error_message)])."""
+    assert 3 <= version <= 8
+    reader = Reader(payload)
+    correlation_id = reader.int32()
+    results = []
+    for _ in range(reader.int32()):
+        topic = reader.string()
+        for _ in range(reader.int32()):
+            result = dict(topic=topic, partition=reader.int32(), error_code=reader.int16(),
+                          base_offset=reader.int64(), log_append_time=reader.int64(),
+                          record_errors=[], error_message=None)
+            if version >= 5:
+                reader.int64()  # log_start_offset
+            if version >= 8:
+                result["record_errors"] = [(reader.int32(), reader.string()) for _ in range(reader.int32())]
+                result["error_message"] = reader.string()
+            results.append(result)
+    reader.int32()  # throttle_time_ms
+    reader.assert_done()
+    return correlation_id, results
+
+
 def produce_v3_request(correlation_id, topic, partition, batch, acks=1, timeout_ms=10000) -> bytes:
     """Produce v3 (non-flexible): transactional_id, acks, timeout, [topic [partition records]]."""
     body = (
