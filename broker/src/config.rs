@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// 0 disables the cache.
     #[arg(long, default_value_t = TAIL_CACHE_BYTES_DEFAULT)]
     pub tail_cache_bytes: usize,
+    /// Test mode: track what fdatasync made durable and, when the file `power-loss` appears in
+    /// the data directory, lose everything else and die (see `power_loss.rs`).
+    #[arg(long, hide = true)]
+    pub simulate_power_loss: bool,
 }
 
 /// Default of `--tail-cache-bytes`: a few seconds of appends at what one broker sustains, small

@@ -115,11 +115,14 @@ pub fn persist_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut tmp_name = path.file_name().expect("a file name").to_owned();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
+    // Each step also tells a simulated power loss (`power_loss.rs`) what it made durable; held
+    // throughout, so that a simulated cut never falls between two steps.
+    let mut steps = crate::power_loss::Steps::begin()?;
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    steps.sync_file(&file, &tmp, contents)?;
+    steps.rename(&tmp, path)?;
+    steps.sync_dir(dir)
 }
 
 /// Fails with a clear message if files cannot be created in `data_dir` (a read-only mount, no

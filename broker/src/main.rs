@@ -13,6 +13,7 @@ mod handlers;
 mod log_limit;
 mod metadata;
 mod ops;
+mod power_loss;
 mod producers;
 mod server;
 mod shard;

@@ -50,6 +50,14 @@ impl TopicMeta {
     pub fn config_i64(&self, key: &str) -> Option<i64> {
         self.config(key).and_then(|v| v.parse().ok())
     }
+
+    /// Whether `retention.ms` and `retention.bytes` delete old segments. As in Kafka, only a
+    /// `cleanup.policy` that includes `delete` does: a compact-only topic is never trimmed by
+    /// time or size, whatever its retention settings say.
+    pub fn retention_deletes(&self) -> bool {
+        self.config("cleanup.policy")
+            .is_some_and(|policy| policy.split(',').any(|p| p.trim() == "delete"))
+    }
 }
 
 /// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -190,6 +198,23 @@ mod tests {
         assert!(validate_topic_name("..").is_err());
         assert!(validate_topic_name("a/b").is_err());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn only_a_delete_policy_lets_retention_delete() {
+        let topic = |policy: Option<&str>| TopicMeta {
+            name: "t".into(),
+            id: uuid::Uuid::nil(),
+            partitions: 1,
+            configs: policy
+                .map(|p| BTreeMap::from([("cleanup.policy".to_string(), p.to_string())]))
+                .unwrap_or_default(),
+        };
+        assert!(topic(None).retention_deletes());
+        assert!(topic(Some("delete")).retention_deletes());
+        assert!(topic(Some("compact,delete")).retention_deletes());
+        assert!(topic(Some("delete,compact")).retention_deletes());
+        assert!(!topic(Some("compact")).retention_deletes());
     }
 
     #[test]

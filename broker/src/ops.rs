@@ -241,7 +241,8 @@ impl Shard {
 }
 
 /// Deletes the expired segments of every partition this shard owns, by its topic's
-/// `retention.ms` and `retention.bytes`. `__consumer_offsets` is skipped: it must keep its whole
+/// `retention.ms` and `retention.bytes`. Topics whose `cleanup.policy` lacks `delete` are
+/// skipped, as in Kafka, and so is `__consumer_offsets` (compact only): it must keep its whole
 /// history until compaction exists. Errors are logged per partition and the others go on.
 pub async fn apply_retention_local(shard: &Shard) {
     for (topic, partition) in shard.owned_partitions() {
@@ -261,6 +262,9 @@ async fn apply_partition_retention(shard: &Shard, topic: &str, partition: i32) {
     ) else {
         return;
     };
+    if !meta.retention_deletes() {
+        return;
+    }
     let policy = RetentionPolicy {
         retention_ms: meta.config_i64("retention.ms").unwrap_or(-1),
         retention_bytes: meta.config_i64("retention.bytes").unwrap_or(-1),

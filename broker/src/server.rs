@@ -31,6 +31,10 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("cannot resolve --data-dir {}: {e}", args.data_dir.display())
     })?;
     data_dir::ensure_writable(&args.data_dir)?;
+    if args.simulate_power_loss {
+        log::warn!("test mode: simulating power loss; segment fdatasyncs are only simulated");
+        crate::power_loss::enable();
+    }
     let mut snapshot = MetadataSnapshot::load_or_init(&args.data_dir)?;
     ensure_offsets_topic(&args.data_dir, &mut snapshot)?;
     data_dir::remove_deleted_partitions(&args.data_dir, &snapshot)?;
@@ -167,6 +171,9 @@ async fn shard_main(
     }
     glommio::spawn_local(GroupCoordinator::run_timers(shard.clone())).detach();
     spawn_retention(shard.clone());
+    if let Some(io) = shard.power_loss_io.clone() {
+        crate::power_loss::spawn_watcher(shard.clone(), io);
+    }
     crate::flush::spawn_flusher(shard.clone());
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         // As above: a shard that cannot start must not leave the others waiting.

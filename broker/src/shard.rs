@@ -92,6 +92,8 @@ pub struct Shard {
     /// Counts the Fetch requests this shard answered: the partition a response fills first
     /// rotates with it, so a request-wide `max_bytes` does not starve the later partitions.
     pub fetches_answered: std::cell::Cell<u64>,
+    /// The segment I/O of every partition log when a power loss is simulated; direct otherwise.
+    pub power_loss_io: Option<storage::fault::FaultIo>,
 }
 
 impl Shard {
@@ -125,6 +127,7 @@ impl Shard {
             controller,
             fd_budget,
             fetches_answered: std::cell::Cell::new(0),
+            power_loss_io: crate::power_loss::segment_io(),
             groups: crate::groups::GroupCoordinator::new(crate::groups::group::GroupConfig {
                 initial_rebalance_delay,
                 ..Default::default()
@@ -248,13 +251,20 @@ impl Shard {
             .config_i64("index.interval.bytes")
             .unwrap_or(4096)
             .max(1) as u64;
-        LogConfig {
+        let config = LogConfig {
             segment_bytes,
             index_interval_bytes,
             segment_ms: topic
                 .config_i64("segment.ms")
                 .unwrap_or(storage::SEGMENT_MS_DEFAULT),
             ..LogConfig::default()
+        };
+        match self.power_loss_io {
+            Some(_) => LogConfig {
+                segment_preallocate_bytes: crate::power_loss::SEGMENT_PREALLOCATE_BYTES,
+                ..config
+            },
+            None => config,
         }
     }
 
@@ -360,9 +370,12 @@ impl Shard {
             message
         };
         claim_partition_dir(&dir, topic.id, created).map_err(|e| failed("claim", &e))?;
-        let log = PartitionLog::open(&dir, self.log_config(topic))
-            .await
-            .map_err(|e| failed("open", &e))?;
+        let config = self.log_config(topic);
+        let opened = match &self.power_loss_io {
+            Some(io) => PartitionLog::open_with_io(&dir, config, Rc::new(io.clone())).await,
+            None => PartitionLog::open(&dir, config).await,
+        };
+        let log = opened.map_err(|e| failed("open", &e))?;
         let producers = rebuild_producer_states(&log, &dir)
             .await
             .map_err(|e| failed("scan", &e))?;

@@ -34,17 +34,21 @@ fn produce(
     records: Bytes,
     acks: i16,
 ) -> (i16, i64) {
-    let request = ProduceRequest::default()
+    let request = produce_request(topic, partition, records, acks);
+    let response: ProduceResponse = wire.request(ApiKey::Produce, 9, &request);
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(5000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(topic_name(topic))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
-                .with_records(Some(records))])]);
-    let response: ProduceResponse = wire.request(ApiKey::Produce, 9, &request);
-    let p = &response.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+                .with_records(Some(records))])])
 }
 
 fn fetch(
@@ -54,7 +58,22 @@ fn fetch(
     offset: i64,
     max_wait_ms: i32,
 ) -> (i16, i64, Bytes) {
-    let request = FetchRequest::default()
+    let request = fetch_request(topic, partition, offset, max_wait_ms);
+    let response: FetchResponse = wire.request(ApiKey::Fetch, 12, &request);
+    fetched(&response)
+}
+
+fn fetched(response: &FetchResponse) -> (i16, i64, Bytes) {
+    let p = &response.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.clone().unwrap_or_default(),
+    )
+}
+
+fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
@@ -64,14 +83,7 @@ fn fetch(
             .with_partitions(vec![FetchPartition::default()
                 .with_partition(partition)
                 .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let response: FetchResponse = wire.request(ApiKey::Fetch, 12, &request);
-    let p = &response.responses[0].partitions[0];
-    (
-        p.error_code,
-        p.high_watermark,
-        p.records.clone().unwrap_or_default(),
-    )
+                .with_partition_max_bytes(1 << 20)])])
 }
 
 #[test]
@@ -283,30 +295,34 @@ fn partitions_on_both_shards_survive_kill_9() {
 }
 
 #[test]
-fn long_poll_wakes_on_append_from_another_connection() {
+fn long_poll_wakes_on_append() {
     let broker = Broker::start("longpoll", 2);
     let mut setup = broker.connect();
     assert_eq!(create_topic(&mut setup, "tail", 2), 0);
+    // Partitions on both shards: the one that reads the requests and the other.
     for partition in 0..2 {
-        let mut consumer = broker.connect();
-        let waiter = std::thread::spawn(move || {
-            let started = std::time::Instant::now();
-            let (error, hw, bytes) = fetch(&mut consumer, "tail", partition, 0, 20_000);
-            (error, hw, records(bytes), started.elapsed())
-        });
-        // The fetch parks until this produce lands (it would otherwise wait 20 s).
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        assert_eq!(
-            produce(&mut setup, "tail", partition, batch(&["wake"], 5), 1),
-            (0, 0)
-        );
-        let (error, hw, got, waited) = waiter.join().unwrap();
+        let mut wire = broker.connect();
+        let started = std::time::Instant::now();
+        // Pipelined on one connection, the fetch is handled before the produce behind it (each
+        // request starts in arrival order, and forwarded requests reach the owner shard in
+        // order), so it finds the partition empty and parks: only the append can wake it
+        // before its 20 s deadline.
+        let fetch = fetch_request("tail", partition, 0, 20_000);
+        let fetch_id = wire.send(ApiKey::Fetch, 12, &fetch);
+        let produce = produce_request("tail", partition, batch(&["wake"], 5), 1);
+        let produce_id = wire.send(ApiKey::Produce, 9, &produce);
+        let response: FetchResponse = wire.receive(ApiKey::Fetch, 12, fetch_id);
+        let waited = started.elapsed();
+        let (error, hw, bytes) = fetched(&response);
         assert_eq!((error, hw), (0, 1));
-        assert_eq!(got[0].2, "wake");
+        assert_eq!(records(bytes)[0].2, "wake");
         assert!(
             waited < std::time::Duration::from_secs(10),
             "woken by the append, not the deadline"
         );
+        let produced: ProduceResponse = wire.receive(ApiKey::Produce, 9, produce_id);
+        let p = &produced.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 0));
     }
 }
 
@@ -342,13 +358,14 @@ fn idempotent_retries_are_deduplicated_across_kill_9() {
     assert_eq!(fetch(&mut wire, "once", 1, 0, 0).1, 5);
 
     let snapshot = broker.data_dir.join("once-1").join("producer-state.json");
-    assert!(snapshot.exists(), "a producer-state snapshot was written");
-    // One more batch after the snapshot, so the restart also scans a tail.
+    let covering_five = std::fs::read(&snapshot).expect("a producer-state snapshot was written");
+    let covered: serde_json::Value = serde_json::from_slice(&covering_five).unwrap();
+    assert_eq!(covered["next_offset"], 5, "{covered}");
+    // One more batch; the newer snapshot it leaves is replaced by the one above while the
+    // broker is down, so the restart rebuilds from a snapshot and then scans the tail.
     let tail = idempotent_batch(&["t"], 25, pid, epoch, 5);
-    std::fs::remove_file(&snapshot).unwrap();
     assert_eq!(produce(&mut wire, "once", 1, tail.clone(), -1), (0, 5));
-    assert!(snapshot.exists());
-    broker.kill_and_restart();
+    broker.kill_and_restart_with(|_| std::fs::write(&snapshot, &covering_five).unwrap());
     let mut wire = broker.connect();
     // The producer state was rebuilt from the snapshot and the log: retries are still recognised.
     assert_eq!(produce(&mut wire, "once", 1, tail, -1), (0, 5));

@@ -128,6 +128,28 @@ struct State {
     /// every later sync until it is reopened.
     fdatasyncs_failed: Cell<u64>,
     images: RefCell<HashMap<PathBuf, Rc<RefCell<Image>>>>,
+    /// Operations that change a file and have been submitted but not finished.
+    changes_in_flight: Cell<u64>,
+}
+
+/// Counts one file-changing operation as in flight while it lives.
+struct InFlight(Rc<State>);
+
+impl InFlight {
+    fn start(state: &Rc<State>) -> InFlight {
+        state
+            .changes_in_flight
+            .set(state.changes_in_flight.get() + 1);
+        InFlight(Rc::clone(state))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let in_flight = &self.0.changes_in_flight;
+        assert!(in_flight.get() > 0, "an in-flight change was counted");
+        in_flight.set(in_flight.get() - 1);
+    }
 }
 
 impl State {
@@ -197,6 +219,13 @@ impl FaultIo {
         self.state.fdatasyncs_failed.get()
     }
 
+    /// How many operations that change a file (open with create, write, truncate, fallocate,
+    /// unlink) are running. A crash of a log that is still open waits, with every operation
+    /// failing, until this is zero: a write still in the kernel could land after the rewrite.
+    pub fn changes_in_flight(&self) -> u64 {
+        self.state.changes_in_flight.get()
+    }
+
     /// Simulates a power failure. Call it after the log was dropped and its tasks finished: each
     /// file the log opened that still exists is rewritten to its durable content (see
     /// [`CrashOptions`]), and forgotten. Disarms the plan.
@@ -255,6 +284,7 @@ impl LogIo for FaultIo {
                 OpenMode::CreateEmpty => Kind::Create,
             };
             self.state.fail(kind)?;
+            let _in_flight = InFlight::start(&self.state);
             let inner = DirectIo.open(&path, mode).await?;
             let content = match mode {
                 OpenMode::Existing => std::fs::read(&path)?,
@@ -342,6 +372,7 @@ impl SegmentFile for FaultFile {
                 }
                 None => buffer,
             };
+            let _in_flight = InFlight::start(&self.state);
             let written = self.inner.write_at(Rc::clone(&buffer), position).await?;
             let mut image = self.image.borrow_mut();
             let start = position as usize;
@@ -373,6 +404,7 @@ impl SegmentFile for FaultFile {
     fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
         Box::pin(async move {
             self.state.fail(Kind::Truncate)?;
+            let _in_flight = InFlight::start(&self.state);
             self.inner.truncate(len).await?;
             self.image.borrow_mut().current.resize(len as usize, 0);
             Ok(())
@@ -382,6 +414,7 @@ impl SegmentFile for FaultFile {
     fn preallocate(&self, len: u64) -> IoFuture<'_, ()> {
         Box::pin(async move {
             self.state.fail(Kind::Preallocate)?;
+            let _in_flight = InFlight::start(&self.state);
             self.inner.preallocate(len).await?;
             let mut image = self.image.borrow_mut();
             if image.current.len() < len as usize {
@@ -398,6 +431,7 @@ impl SegmentFile for FaultFile {
     fn remove(&self) -> IoFuture<'_, ()> {
         Box::pin(async move {
             self.state.fail(Kind::Remove)?;
+            let _in_flight = InFlight::start(&self.state);
             self.inner.remove().await?;
             self.state.images.borrow_mut().remove(self.inner.path());
             Ok(())

@@ -170,10 +170,7 @@ fn random_operations_with_faults_and_crashes_match_the_model() {
 /// seed, and a replay repeats the case exactly.
 fn run_cases(seeds: Vec<u64>) {
     for seed in seeds {
-        let reporter = SeedReporter {
-            seed,
-            replay_variable: REPLAY_VARIABLE,
-        };
+        let reporter = SeedReporter::start(seed, REPLAY_VARIABLE);
         run(move || async move { run_case(seed).await });
         drop(reporter);
     }
@@ -527,6 +524,10 @@ impl Case {
         match result {
             Ok(outcome) => {
                 assert_eq!(outcome.segments_deleted, expired, "{policy:?}");
+                assert_eq!(
+                    deleted, expired,
+                    "the log start follows the deleted segments"
+                );
                 assert_eq!(outcome.log_start_offset, start);
                 // A successful removal also unlinked what earlier failed ones left behind.
                 self.model.start_offset_low = start;
@@ -541,9 +542,12 @@ impl Case {
                 );
                 assert!(matches!(error, StorageError::Io(_)), "{error}");
                 assert!(self.io.injected() > injected, "unexplained: {error}");
+                assert!(
+                    deleted <= expired,
+                    "a failed retention went past the expired segments"
+                );
             }
         }
-        assert!(deleted <= expired);
         self.model.start_offset = start;
         self.model.segment_bases.drain(..deleted);
         self.check_segment_files();

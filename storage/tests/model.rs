@@ -51,10 +51,7 @@ fn random_operations_match_the_model() {
     let seeds = model_seeds("STORAGE_MODEL_SEED", CASES);
     run(move || async move {
         for seed in seeds {
-            let reporter = SeedReporter {
-                seed,
-                replay_variable: "STORAGE_MODEL_SEED",
-            };
+            let reporter = SeedReporter::start(seed, "STORAGE_MODEL_SEED");
             run_case(seed).await;
             drop(reporter);
         }

@@ -98,6 +98,15 @@ def confluent_consumer(bootstrap, **extra):
     return Consumer(config)
 
 
+def watermarks(bootstrap, topic):
+    """(low, high) watermarks of partition 0."""
+    consumer = confluent_consumer(bootstrap)
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    finally:
+        consumer.close()
+
+
 def record_tuple(message):
     """A comparable view of a consumed confluent_kafka message."""
     headers = message.headers()
@@ -229,11 +238,11 @@ def wait_until(condition, timeout_s, describe, interval_s=0.05, step=None):
             time.sleep(interval_s)
 
 
-def produce_records(bootstrap, topic, count, partitions, tag, first=0):
+def produce_records(bootstrap, topic, count, partitions, tag, first=0, acks="all"):
     """Produce records `first`..`first+count-1` (record i to partition i % partitions, key and
-    value naming `tag` and i) with acks=all; return [(partition, offset, key, value)] sorted."""
+    value naming `tag` and i) with `acks`; return [(partition, offset, key, value)] sorted."""
     config = confluent_base_config(bootstrap)
-    config.update({"acks": "all", "enable.idempotence": False, "message.timeout.ms": 15000, "linger.ms": 2})
+    config.update({"acks": acks, "enable.idempotence": False, "message.timeout.ms": 15000, "linger.ms": 2})
     producer = Producer(config)
     reports = []
     for i in range(first, first + count):

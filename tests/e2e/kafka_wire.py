@@ -13,6 +13,7 @@ import time
 API_PRODUCE = 0
 API_METADATA = 3
 API_API_VERSIONS = 18
+API_INIT_PRODUCER_ID = 22
 
 ERROR_NONE = 0
 ERROR_CORRUPT_MESSAGE = 2
@@ -112,11 +113,13 @@ def record(offset_delta, timestamp_delta, key, value, headers=()) -> bytes:
     return varint(len(body)) + bytes(body)
 
 
-def record_batch(records, base_timestamp_ms, corrupt_crc=False) -> bytes:
+def record_batch(records, base_timestamp_ms, corrupt_crc=False, producer=(-1, -1, -1)) -> bytes:
     """records: list of (key, value) pairs. Returns one uncompressed RecordBatch v2.
 
     corrupt_crc flips one bit of the stored CRC, so the body is intact but the checksum is wrong.
+    producer is (producer id, epoch, base sequence) of an idempotent producer's batch.
     """
+    producer_id, producer_epoch, base_sequence = producer
     encoded = b"".join(record(i, i, key, value) for i, (key, value) in enumerate(records))
     # From attributes to the end: the part the CRC covers.
     after_crc = (
@@ -124,9 +127,9 @@ def record_batch(records, base_timestamp_ms, corrupt_crc=False) -> bytes:
         + struct.pack(">i", len(records) - 1)  # lastOffsetDelta
         + struct.pack(">q", base_timestamp_ms)  # baseTimestamp
         + struct.pack(">q", base_timestamp_ms + len(records) - 1)  # maxTimestamp
-        + struct.pack(">q", -1)  # producerId
-        + struct.pack(">h", -1)  # producerEpoch
-        + struct.pack(">i", -1)  # baseSequence
+        + struct.pack(">q", producer_id)
+        + struct.pack(">h", producer_epoch)
+        + struct.pack(">i", base_sequence)
         + struct.pack(">i", len(records))
         + encoded
     )
@@ -419,3 +422,18 @@ def parse_metadata_v1_response(payload: bytes):
         topics[name] = (error_code, partitions)
     reader.assert_done()
     return correlation_id, topics
+
+
+# --- InitProducerId v0 -------------------------------------------------------------------------
+
+def init_producer_id(sock, correlation_id, transaction_timeout_ms=60000):
+    """An idempotent producer's id and epoch (InitProducerId v0 without a transactional id)."""
+    body = string(None) + struct.pack(">i", transaction_timeout_ms)
+    sock.sendall(frame(request_header(API_INIT_PRODUCER_ID, 0, correlation_id) + body))
+    reader = Reader(read_response(sock))
+    assert reader.int32() == correlation_id
+    reader.int32()  # throttle_time_ms
+    error_code, producer_id, producer_epoch = reader.int16(), reader.int64(), reader.int16()
+    reader.assert_done()
+    assert error_code == ERROR_NONE, error_code
+    return producer_id, producer_epoch

@@ -3,7 +3,10 @@
 Every codec (gzip, snappy, lz4, zstd) from kcat, confluent-kafka and Sluice's own batching
 producer (driven by sluice-bench), read back identical with kafka-python (which decompresses on
 its own) and kcat. The segment files must hold the batches as produced, still compressed with
-the producer's codec. acks=0 gets no response at all and leaves the connection usable.
+the producer's codec. One partition holding batches of every codec reads back whole with
+confluent-kafka and kafka-python, also from an offset in the middle of a compressed batch, and
+with KafkaJS (gzip: its only built-in codec). acks=0 gets no response at all and leaves the
+connection usable.
 """
 
 import json
@@ -15,12 +18,23 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka import TopicPartition as ConfluentTopicPartition
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 import kafka_wire
 from conftest import REPO_ROOT
-from e2e_util import CLIENT_TIMEOUT_S, confluent_base_config, run_sluice, unique_topic, wait_until
+from e2e_util import (
+    CLIENT_TIMEOUT_S,
+    confluent_base_config,
+    confluent_consumer,
+    create_topic,
+    read_all,
+    run_sluice,
+    unique_topic,
+    wait_until,
+)
+from test_groups_kafkajs import run_group_consume
 from test_kcat import kcat
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
@@ -73,22 +87,27 @@ def kcat_read(bootstrap, topic):
     return sorted(records)
 
 
+def stored_batches(broker, topic, partition):
+    """(base offset, record count, codec) of every batch of a partition, read from its segment
+    files in offset order."""
+    batches = []
+    directory = Path(broker.data_dir) / f"{topic}-{partition}"
+    for segment in sorted(directory.glob("*.log"), key=lambda path: int(path.stem)):
+        data = segment.read_bytes()
+        position = 0
+        while position + 27 <= len(data):
+            (base_offset, batch_length) = struct.unpack(">qi", data[position:position + 12])
+            if batch_length <= 0:
+                break  # Zero padding after the last batch.
+            (attributes, last_offset_delta) = struct.unpack(">hi", data[position + 21:position + 27])
+            batches.append((base_offset, last_offset_delta + 1, attributes & 0x7))
+            position += 12 + batch_length
+    return batches
+
+
 def stored_codecs(broker, topic, partitions):
     """The compression codec of every batch in the topic's segment files, read from disk."""
-    codecs = []
-    for partition in range(partitions):
-        directory = Path(broker.data_dir) / f"{topic}-{partition}"
-        for segment in sorted(directory.glob("*.log")):
-            data = segment.read_bytes()
-            position = 0
-            while position + 23 <= len(data):
-                (batch_length,) = struct.unpack(">i", data[position + 8:position + 12])
-                if batch_length <= 0:
-                    break  # Zero padding after the last batch.
-                (attributes,) = struct.unpack(">h", data[position + 21:position + 23])
-                codecs.append(attributes & 0x7)
-                position += 12 + batch_length
-    return codecs
+    return [codec for partition in range(partitions) for _, _, codec in stored_batches(broker, topic, partition)]
 
 
 def assert_stored_with(broker, topic, partitions, codec):
@@ -225,3 +244,89 @@ def test_kcat_acks_zero_compressed(broker):
         (f"key-{i}".encode(), filler(i).encode()) for i in range(RECORDS)
     ]
     assert_stored_with(broker, topic, 1, "lz4")
+
+
+RECORDS_PER_CODEC = 40
+
+
+def produce_with_codecs(bootstrap, topic, codecs):
+    """RECORDS_PER_CODEC records per codec into partition 0, one producer (and one flush) per
+    codec in the given order; returns the delivered [(partition, offset, key, value)]."""
+    delivered = []
+    for number, codec in enumerate(codecs):
+        config = confluent_base_config(bootstrap)
+        config.update({"acks": "all", "compression.type": codec, "linger.ms": 50, "message.timeout.ms": 15000})
+        producer = Producer(config)
+        reports = []
+        for i in range(number * RECORDS_PER_CODEC, (number + 1) * RECORDS_PER_CODEC):
+            producer.produce(topic, key=f"key-{i}".encode(), value=filler(i).encode(), partition=0,
+                             on_delivery=lambda e, m: reports.append((e, m)))
+        assert producer.flush(CLIENT_TIMEOUT_S) == 0, f"not every {codec} record was delivered"
+        assert all(error is None for error, _ in reports), [e for e, _ in reports if e][:3]
+        delivered += [(m.partition(), m.offset(), m.key(), m.value()) for _, m in reports]
+    return sorted(delivered)
+
+
+def confluent_read_from(bootstrap, topic, offset, count):
+    consumer = confluent_consumer(bootstrap)
+    try:
+        consumer.assign([ConfluentTopicPartition(topic, 0, offset)])
+        records = []
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while len(records) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                records.append((message.partition(), message.offset(), message.key(), message.value()))
+        return records
+    finally:
+        consumer.close()
+
+
+def kafka_python_read_from(bootstrap, topic, offset, count):
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             request_timeout_ms=15000, fetch_max_wait_ms=100)
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek(TopicPartition(topic, 0), offset)
+        records = []
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records += [(r.partition, r.offset, r.key, r.value) for r in batch]
+        return records
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_every_codec_in_one_partition_reads_back_also_from_inside_a_batch(broker):
+    topic = unique_topic("mixed-codecs")
+    create_topic(broker.bootstrap, topic, 1)
+    codecs = ["none"] + CODECS
+    delivered = produce_with_codecs(broker.bootstrap, topic, codecs)
+    batches = stored_batches(broker, topic, 0)
+    assert [codec for _, _, codec in batches] == sorted(codec for _, _, codec in batches), batches
+    assert {codec for _, _, codec in batches} == {CODEC_IDS[codec] for codec in codecs}, batches
+
+    assert [record[:4] for record in read_all(broker.bootstrap, topic, 1)] == delivered
+    assert [record[:4] for record in kafka_python_read(broker.bootstrap, topic, 1, len(delivered))] == delivered
+    # From the second record of each compressed batch: the broker serves the whole batch, and
+    # the client skips the records before the offset it asked for.
+    for base_offset, count, codec in batches:
+        if codec == CODEC_IDS["none"] or count < 2:
+            continue
+        expected = delivered[base_offset + 1:]
+        by_confluent = confluent_read_from(broker.bootstrap, topic, base_offset + 1, len(expected))
+        by_python = kafka_python_read_from(broker.bootstrap, topic, base_offset + 1, len(expected))
+        assert by_confluent == expected, f"confluent-kafka from {base_offset + 1} (codec {codec})"
+        assert by_python == expected, f"kafka-python from {base_offset + 1} (codec {codec})"
+
+
+def test_kafkajs_reads_gzip_and_uncompressed_batches_of_one_partition(broker):
+    topic = unique_topic("js-gzip")
+    create_topic(broker.bootstrap, topic, 1)
+    delivered = produce_with_codecs(broker.bootstrap, topic, ["none", "gzip", "none", "gzip"])
+    assert {codec for _, _, codec in stored_batches(broker, topic, 0)} == {0, CODEC_IDS["gzip"]}
+    out = run_group_consume(broker.bootstrap, topic, unique_topic("js-gzip-g"), len(delivered))
+    consumed = sorted((m["partition"], m["offset"], m["key"].encode(), m["value"].encode())
+                      for m in out["messages"])
+    assert consumed == delivered

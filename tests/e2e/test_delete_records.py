@@ -26,6 +26,7 @@ from e2e_util import (
     unique_topic,
     wait_for_partitions,
     wait_until,
+    watermarks,
 )
 
 SEGMENT_BYTES = 16384
@@ -57,14 +58,6 @@ def create(admin, bootstrap, topic, config):
 
 def segment_bases(broker, topic):
     return sorted(int(path.stem) for path in (broker.data_dir / f"{topic}-0").glob("*.log"))
-
-
-def watermarks(bootstrap, topic):
-    consumer = confluent_consumer(bootstrap)
-    try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    finally:
-        consumer.close()
 
 
 def fetch_error_at(bootstrap, topic, offset):

@@ -249,11 +249,15 @@ def test_static_member_rejoins_without_rebalance_and_is_evicted_later(broker):
         assert member_partitions(by_instance["static-a"]) == sorted(static_partitions)
         dynamic_events = list(dynamic.events)
 
-        # SIGKILL: no LeaveGroup. The same instance id comes back before the session timeout.
+        # SIGKILL: no LeaveGroup. The same instance id comes back before the session timeout. The
+        # new incarnation's process is started first, so the bound below does not include a
+        # Python start on a loaded machine, only making the consumer and joining.
+        second = ChildMember(broker.bootstrap, group, topic, "adm-static-2", gated=True, **static)
+        children.append(second)
+        second.wait_ready()
         first.kill9()
         killed_at = time.monotonic()
-        second = ChildMember(broker.bootstrap, group, topic, "adm-static-2", **static)
-        children.append(second)
+        second.go()
         wait_until(lambda: second.assignment(), STATIC_SESSION_TIMEOUT_MS / 1000, second.describe, step=step)
         rejoined = second.assigned_at - killed_at
         assert second.assignment() == static_partitions, second.describe()

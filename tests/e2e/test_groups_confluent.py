@@ -10,6 +10,7 @@ a goodbye runs in a child process (MEMBER_SCRIPT) that reports its assignment as
 
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -135,6 +136,10 @@ MEMBER_SCRIPT = r"""
 import json, sys, time
 from confluent_kafka import Consumer, KafkaError
 config, topic, lifetime = json.loads(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+if sys.argv[4:] == ["gated"]:
+    # Imports done: the consumer is made (and joins) only when the test says go.
+    print(json.dumps({"event": "ready"}), flush=True)
+    sys.stdin.readline()
 consumer = Consumer(config)
 def say(**event):
     event["member_id"] = consumer.memberid()
@@ -161,13 +166,16 @@ consumer.close()
 class ChildMember:
     """A member in a child process; its events arrive through a reader thread."""
 
-    def __init__(self, bootstrap, group, topic, name, **extra):
+    def __init__(self, bootstrap, group, topic, name, gated=False, **extra):
+        """gated: the child starts Python and imports its client, then waits for go()."""
         self.name = name
         config = group_config(bootstrap, group, name, **extra)
         # librdkafka's log goes to a file: a full pipe would block the child.
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", MEMBER_SCRIPT, json.dumps(config), topic, str(CHILD_LIFETIME_S)],
+            [sys.executable, "-c", MEMBER_SCRIPT, json.dumps(config), topic, str(CHILD_LIFETIME_S)]
+            + (["gated"] if gated else []),
+            stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
@@ -211,6 +219,15 @@ class ChildMember:
     def assignment(self):
         self.update()
         return self.partitions
+
+    def wait_ready(self):
+        """A gated child has started and waits for go()."""
+        wait_until(lambda: any(event["event"] == "ready" for event in self.events), JOIN_TIMEOUT_S,
+                   self.describe, step=self.update)
+
+    def go(self):
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -375,15 +392,6 @@ def test_confluent_committed_offsets_survive_kill9(broker):
         member.close()
 
 
-def shard_for(topic, partition, shard_count):
-    """The broker's partition-to-shard function (broker/src/shard.rs): FNV-1a of the topic plus
-    the partition, modulo the shard count."""
-    h = 0xCBF29CE484222325
-    for byte in topic.encode():
-        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return ((h + partition) & 0xFFFFFFFFFFFFFFFF) % shard_count
-
-
 def groups_for_offsets_partitions(wanted, prefix):
     """Group ids whose __consumer_offsets partitions are `wanted` (Kafka's group placement)."""
     found = {}
@@ -404,8 +412,6 @@ def test_confluent_groups_on_every_shard(broker):
     # Six groups on six consecutive __consumer_offsets partitions, which the broker spreads over
     # both shards.
     groups = groups_for_offsets_partitions(list(range(10, 16)), unique_topic("cf-shard-g"))
-    shards = {shard_for("__consumer_offsets", kafka_group_partition(g), broker.shards) for g in groups}
-    assert shards == set(range(broker.shards)), shards
     expected = produce_records(broker.bootstrap, topic, 30, 2, "cf-shards")
     members = [Member(broker.bootstrap, g, topic, f"cf-shard-{i}") for i, g in enumerate(groups)]
     try:
@@ -419,6 +425,10 @@ def test_confluent_groups_on_every_shard(broker):
     finally:
         for member in members:
             member.close()
+    # The broker says which shard coordinates each new group: both shards do.
+    coordinators = dict((group, int(shard)) for shard, group in
+                        re.findall(r"shard (\d+): coordinating new group (\S+)", broker.log_path.read_text()))
+    assert {coordinators.get(g) for g in groups} == set(range(broker.shards)), coordinators
 
     broker.restart()
     for i, g in enumerate(groups):

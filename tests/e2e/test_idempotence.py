@@ -10,6 +10,7 @@ import time
 from confluent_kafka import Producer
 from kafka import KafkaProducer
 
+import kafka_wire
 from e2e_util import assert_dense_offsets, by_partition, confluent_base_config, create_topic, read_all, unique_topic
 
 PARTITIONS = 4
@@ -150,3 +151,29 @@ def test_kafkajs_idempotent_producer_survives_kill9(broker):
     create_topic(broker.bootstrap, topic, PARTITIONS)
     kafkajs_produce(broker, topic, 3000, kill_at=1500)
     assert_stored_once(broker, topic, 3000)
+
+
+def produce_raw(sock, correlation_id, topic, batch):
+    sock.sendall(kafka_wire.produce_v3_request(correlation_id, topic, 0, batch, acks=-1))
+    answered, results, _ = kafka_wire.parse_produce_v3_response(kafka_wire.read_response(sock))
+    assert answered == correlation_id
+    [(_, _, error_code, base_offset, _)] = results
+    return error_code, base_offset
+
+
+def test_a_resent_idempotent_batch_gets_its_first_offset_and_is_stored_once(broker):
+    """The retry is forced: the same bytes (producer id, epoch and sequence) are sent again."""
+    topic = unique_topic("idem-resend")
+    create_topic(broker.bootstrap, topic, 1)
+    with kafka_wire.connect(broker) as sock:
+        producer_id, epoch = kafka_wire.init_producer_id(sock, 1)
+        first = kafka_wire.record_batch([(b"k0", b"v0"), (b"k1", b"v1"), (b"k2", b"v2")],
+                                        1_700_000_000_000, producer=(producer_id, epoch, 0))
+        second = kafka_wire.record_batch([(b"k3", b"v3"), (b"k4", b"v4")],
+                                         1_700_000_000_100, producer=(producer_id, epoch, 3))
+        assert produce_raw(sock, 2, topic, first) == (0, 0)
+        assert produce_raw(sock, 3, topic, second) == (0, 3)
+        assert produce_raw(sock, 4, topic, first) == (0, 0)
+        assert produce_raw(sock, 5, topic, second) == (0, 3)
+    stored = [(offset, key, value) for _, offset, key, value, *_ in read_all(broker.bootstrap, topic, 1)]
+    assert stored == [(i, f"k{i}".encode(), f"v{i}".encode()) for i in range(5)]

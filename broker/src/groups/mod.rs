@@ -248,9 +248,10 @@ pub async fn join(shard: Rc<Shard>, group_id: String, args: JoinArgs) -> JoinRes
             };
         }
         let member_id = args.member_id.clone();
-        let group = groups
-            .entry(group_id.clone())
-            .or_insert_with(|| Group::new(group_id.clone()));
+        let group = groups.entry(group_id.clone()).or_insert_with(|| {
+            log::info!("shard {}: coordinating new group {group_id}", shard.id);
+            Group::new(group_id.clone())
+        });
         match group.join(args, now, &config) {
             Reply::Now(result) => return result,
             Reply::Later(receiver) => (receiver, member_id),

@@ -237,16 +237,14 @@ mod tests {
 
     #[test]
     fn partition_matches_kafka() {
-        // Java: Math.abs("my-group".hashCode()) % 50 == 33 (hashCode 1538327808 -> 8).
-        let java_hash = |s: &str| {
-            s.encode_utf16()
-                .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(u as i32))
-        };
-        assert_eq!(
-            offsets_partition("my-group"),
-            java_hash("my-group").abs() % 50
-        );
-        assert!((0..50).contains(&offsets_partition("")));
+        // Kafka's placement, Utils.abs(groupId.hashCode()) % 50: "my-group" hashes to
+        // -1906497762 and lands in partition 12. Groups whose Java hashCode is
+        // Integer.MIN_VALUE (Math.abs would keep it negative) land in partition 0.
+        assert_eq!(offsets_partition("my-group"), 12);
+        for min_value_hash in ["polygenelubricants", "GydZG_", "DESIGNING WORKHOUSES"] {
+            assert_eq!(offsets_partition(min_value_hash), 0, "{min_value_hash}");
+        }
+        assert_eq!(offsets_partition(""), 0);
     }
 
     #[test]

@@ -105,9 +105,15 @@ impl Broker {
 
     /// kill -9, then start again on the same port and data directory.
     pub fn kill_and_restart(&mut self) {
+        self.kill_and_restart_with(|_| {});
+    }
+
+    /// kill -9, run `while_down` on the data directory, then start again.
+    pub fn kill_and_restart_with(&mut self, while_down: impl FnOnce(&std::path::Path)) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+        while_down(&self.data_dir);
         self.launch();
     }
 
@@ -166,6 +172,12 @@ impl Wire {
         version: i16,
         request: &Req,
     ) -> Resp {
+        let correlation_id = self.send(key, version, request);
+        self.receive(key, version, correlation_id)
+    }
+
+    /// Sends a request without waiting for its response; returns its correlation id.
+    pub fn send<Req: Encodable>(&mut self, key: ApiKey, version: i16, request: &Req) -> i32 {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(key as i16)
@@ -181,10 +193,20 @@ impl Wire {
         frame.put_i32(body.len() as i32);
         frame.extend_from_slice(&body);
         self.send_raw(&frame);
+        self.correlation_id
+    }
+
+    /// Reads the next response, which must answer the request `correlation_id`.
+    pub fn receive<Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Resp {
         let mut response = self.read_frame().expect("a response");
         let header =
             ResponseHeader::decode(&mut response, key.response_header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation_id);
+        assert_eq!(header.correlation_id, correlation_id);
         let decoded = Resp::decode(&mut response, version).unwrap();
         assert_eq!(response.remaining(), 0, "the whole response was decoded");
         decoded

@@ -247,10 +247,46 @@ pub fn index_path_of(segment_path: &Path) -> PathBuf {
     segment_path.with_extension("index")
 }
 
-/// Prints the seed, and the variable that replays it, if the case panics.
+/// A file (set by scripts/test) to which each randomized case appends `started VAR=seed` when it
+/// begins and `finished VAR=seed` when it ends, so that a run the timeout kills names the seeds
+/// of the cases that hung.
+pub const SEED_LOG_VARIABLE: &str = "SLUICE_SEED_LOG";
+/// Multiplies the case count of every randomized test (CI raises it when it has the time); the
+/// regression seeds run whatever it says.
+pub const CASES_FACTOR_VARIABLE: &str = "SLUICE_MODEL_CASES_FACTOR";
+
+fn log_seed(event: &str, replay_variable: &str, seed: u64) {
+    let Some(path) = std::env::var_os(SEED_LOG_VARIABLE) else {
+        return;
+    };
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("the seed log opens");
+    // One short write per line, so lines from concurrent cases do not interleave.
+    std::io::Write::write_all(
+        &mut log,
+        format!("{event} {replay_variable}={seed}\n").as_bytes(),
+    )
+    .expect("the seed log is written");
+}
+
+/// Prints the seed, and the variable that replays it, if the case panics; notes the case in the
+/// seed log (see [`SEED_LOG_VARIABLE`]).
 pub struct SeedReporter {
-    pub seed: u64,
-    pub replay_variable: &'static str,
+    seed: u64,
+    replay_variable: &'static str,
+}
+
+impl SeedReporter {
+    pub fn start(seed: u64, replay_variable: &'static str) -> SeedReporter {
+        log_seed("started", replay_variable, seed);
+        SeedReporter {
+            seed,
+            replay_variable,
+        }
+    }
 }
 
 impl Drop for SeedReporter {
@@ -260,13 +296,19 @@ impl Drop for SeedReporter {
                 "model test failed with seed {} (rerun with {}={})",
                 self.seed, self.replay_variable, self.seed
             );
+        } else {
+            log_seed("finished", self.replay_variable, self.seed);
         }
     }
 }
 
-/// The seeds to run: the one in `replay_variable` if it is set, else `cases` seeds from the
-/// clock (a different run each time, each failure printed by a [`SeedReporter`]).
+/// The seeds to run: the one in `replay_variable` if it is set, else `cases` seeds (times
+/// [`CASES_FACTOR_VARIABLE`]) from the clock (a different run each time, each failure printed by
+/// a [`SeedReporter`]).
 pub fn model_seeds(replay_variable: &str, cases: u64) -> Vec<u64> {
+    let factor: u64 = std::env::var(CASES_FACTOR_VARIABLE)
+        .map_or(1, |factor| factor.parse().expect("a case factor is a u64"));
+    let cases = cases * factor;
     match std::env::var(replay_variable) {
         Ok(seed) => vec![seed.parse().expect("a seed is a u64")],
         Err(_) => {
