@@ -383,10 +383,7 @@ fn mutated_batches_never_panic_and_only_well_formed_ones_pass() {
         .unwrap_or(FUZZ_CASES_DEFAULT);
     let mut accepted = 0u64;
     for seed in model_seeds(FUZZ_SEED_VARIABLE, cases) {
-        let _reporter = SeedReporter {
-            seed,
-            replay_variable: FUZZ_SEED_VARIABLE,
-        };
+        let _reporter = SeedReporter::start(seed, FUZZ_SEED_VARIABLE);
         accepted += u64::from(fuzz_case(seed));
     }
     // The mutations must leave some batches valid, or the "accepts" half tests nothing.

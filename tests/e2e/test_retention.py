@@ -32,7 +32,8 @@ def produce_old_records(bootstrap, topic):
     producer = Producer(config)
     errors = []
     for i in range(RECORD_COUNT):
-        producer.produce(topic, value=bytes([i % 251]) * VALUE_BYTES, partition=0,
+        # Keyed, so that compacted topics (which refuse records without a key) take them too.
+        producer.produce(topic, key=b"k%d" % i, value=bytes([i % 251]) * VALUE_BYTES, partition=0,
                          timestamp=OLD_TIMESTAMP_MS + i,
                          on_delivery=lambda error, _: errors.append(error) if error else None)
         assert producer.flush(CLIENT_TIMEOUT_S) == 0
