@@ -175,6 +175,12 @@ def produce_request(version, correlation_id, topic, partition, batch, acks=1, ti
 def parse_produce_response(payload: bytes, version):
     """Produce v3..v8: (correlation_id, [dict(topic, partition, error_code, base_offset,
     log_append_time, record_errors=[(batch_index, message)], error_message)])."""
+    correlation_id, results, _ = parse_produce_response_and_throttle(payload, version)
+    return correlation_id, results
+
+
+def parse_produce_response_and_throttle(payload: bytes, version):
+    """As parse_produce_response, with throttle_time_ms as a third element."""
     assert 3 <= version <= 8
     reader = Reader(payload)
     correlation_id = reader.int32()
@@ -191,9 +197,9 @@ def parse_produce_response(payload: bytes, version):
                 result["record_errors"] = [(reader.int32(), reader.string()) for _ in range(reader.int32())]
                 result["error_message"] = reader.string()
             results.append(result)
-    reader.int32()  # throttle_time_ms
+    throttle_ms = reader.int32()
     reader.assert_done()
-    return correlation_id, results
+    return correlation_id, results, throttle_ms
 
 
 def produce_v3_request(correlation_id, topic, partition, batch, acks=1, timeout_ms=10000) -> bytes:
@@ -213,20 +219,11 @@ def produce_v3_request(correlation_id, topic, partition, batch, acks=1, timeout_
 
 def parse_produce_v3_response(payload: bytes):
     """Returns (correlation_id, [(topic, partition, error_code, base_offset, log_append_time)], throttle)."""
-    reader = Reader(payload)
-    correlation_id = reader.int32()
-    results = []
-    for _ in range(reader.int32()):
-        topic = reader.string()
-        for _ in range(reader.int32()):
-            partition = reader.int32()
-            error_code = reader.int16()
-            base_offset = reader.int64()
-            log_append_time = reader.int64()
-            results.append((topic, partition, error_code, base_offset, log_append_time))
-    throttle_ms = reader.int32()
-    reader.assert_done()
-    return correlation_id, results, throttle_ms
+    correlation_id, results, throttle_ms = parse_produce_response_and_throttle(payload, 3)
+    return correlation_id, [
+        (r["topic"], r["partition"], r["error_code"], r["base_offset"], r["log_append_time"])
+        for r in results
+    ], throttle_ms
 
 
 def api_versions_request(correlation_id, version) -> bytes:
