@@ -135,8 +135,10 @@ async fn create_topics_here(
         .acquire_permit(1)
         .await
         .expect("controller semaphore is never closed");
-    let mut next = (*shard.metadata()).clone();
+    let before = shard.metadata();
+    let mut next = (*before).clone();
     let mut results = Vec::with_capacity(specs.len());
+    let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
     for spec in specs {
         let result = check_new_topic(shard, &next, spec);
         if let Ok(meta) = &result {
@@ -146,7 +148,7 @@ async fn create_topics_here(
     }
     let (results, failures) =
         publish_results_and_failures(shard, next, results, validate_only).await;
-    undo_unopened_topics(shard, results, failures).await
+    take_back_unopened(shard, &before, &names, results, failures).await
 }
 
 fn check_new_topic(
@@ -279,8 +281,10 @@ async fn create_partitions_here(
         .acquire_permit(1)
         .await
         .expect("controller semaphore is never closed");
-    let mut next = (*shard.metadata()).clone();
+    let before = shard.metadata();
+    let mut next = (*before).clone();
     let mut results = Vec::with_capacity(requests.len());
+    let names: Vec<String> = requests.iter().map(|(name, _)| name.clone()).collect();
     for (name, count) in requests {
         let partitions_total = next.partition_count();
         let result = match next.topics.get_mut(&name) {
@@ -306,7 +310,9 @@ async fn create_partitions_here(
         };
         results.push(result);
     }
-    publish_results(shard, next, results, validate_only).await
+    let (results, failures) =
+        publish_results_and_failures(shard, next, results, validate_only).await;
+    take_back_unopened(shard, &before, &names, results, failures).await
 }
 
 /// Publishes `next` if any result succeeded and this is not a dry run; when publishing fails,
@@ -369,52 +375,71 @@ async fn publish(
     Ok(failures)
 }
 
-/// Takes back the topics of `results` that have a partition in `failures` (which failed to
-/// open, EMFILE or ENOSPC for example): they are removed from the metadata again, their opened
-/// partitions closed and their directories removed, and their results become the error. A
-/// topic is reported as created only if every partition opened.
-async fn undo_unopened_topics(
+/// Takes back the changes of `results` (the result for topic `names[i]` is `results[i]`) whose
+/// topic has a partition in `failures` (which failed to open, EMFILE or ENOSPC for example):
+/// each such topic is restored to its entry in `before` (removed if it was not there), the
+/// partitions it gained are closed on their shards and their directories removed, and its
+/// result becomes the error. A topic is reported as created, or grown, only if every new
+/// partition opened; it is never left half-created.
+async fn take_back_unopened<T>(
     shard: &Rc<Shard>,
-    mut results: Vec<Result<TopicMeta, Refusal>>,
+    before: &MetadataSnapshot,
+    names: &[String],
+    mut results: Vec<Result<T, Refusal>>,
     failures: Vec<(String, String)>,
-) -> Vec<Result<TopicMeta, Refusal>> {
+) -> Vec<Result<T, Refusal>> {
+    assert_eq!(names.len(), results.len());
+    let changed = |topic: &String| {
+        names
+            .iter()
+            .zip(&results)
+            .any(|(name, result)| name == topic && result.is_ok())
+    };
     let failed: BTreeMap<String, String> = failures
         .into_iter()
-        .filter(|(topic, _)| results.iter().flatten().any(|meta| &meta.name == topic))
+        .filter(|(topic, _)| changed(topic))
         .collect();
     if failed.is_empty() {
         return results;
     }
     let mut next = (*shard.metadata()).clone();
-    let removed: Vec<TopicMeta> = failed
-        .keys()
-        .filter_map(|topic| next.topics.remove(topic))
-        .collect();
+    let mut added = Vec::new();
+    for topic in failed.keys() {
+        let Some(meta) = next.topics.remove(topic) else {
+            continue;
+        };
+        let kept = match before.topics.get(topic) {
+            Some(old) if old.id == meta.id => old.partitions,
+            _ => 0,
+        };
+        if kept > 0 {
+            next.topics
+                .insert(topic.clone(), before.topics[topic].clone());
+        }
+        added.extend((kept..meta.partitions).map(|partition| (topic.clone(), partition)));
+    }
     if let Err(e) = publish(shard, next).await {
         // The topics stay listed with partitions that are not open, as after a failed open at
         // start; requests for those get UNKNOWN_TOPIC_OR_PARTITION.
         log::error!("taking back topics whose partitions did not open failed: {e}");
         return results;
     }
-    for meta in &removed {
-        for partition in 0..meta.partitions {
-            let dir = crate::metadata::partition_dir(&shard.config.data_dir, &meta.name, partition);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    log::warn!("removing {}: {e}", dir.display());
-                }
+    // The owners removed the directories of the partitions that opened; these are the others.
+    for (topic, partition) in added {
+        let dir = crate::metadata::partition_dir(&shard.config.data_dir, &topic, partition);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("removing {}: {e}", dir.display());
             }
         }
     }
-    for result in &mut results {
-        let error = match result {
-            Ok(meta) => failed.get(&meta.name),
-            Err(_) => None,
-        };
-        if let Some(error) = error {
+    for (name, result) in names.iter().zip(&mut results) {
+        if let (Ok(_), Some(error)) = (&result, failed.get(name)) {
             *result = Err((
                 ResponseError::KafkaStorageError,
-                format!("a partition failed to open, so the topic was not created: {error}"),
+                format!(
+                    "a partition of {name} failed to open, so the change was taken back: {error}"
+                ),
             ));
         }
     }

@@ -310,48 +310,55 @@ impl Shard {
         failures
     }
 
+    /// Closes and removes the logs `snapshot` no longer lists: every partition of a deleted
+    /// topic, and the partitions past a topic's count (a CreatePartitions taken back because one
+    /// of its partitions failed to open).
     async fn drop_removed_topics(&self, snapshot: &MetadataSnapshot) {
-        let removed: Vec<(String, TopicLogs)> = {
-            let mut logs = self.logs.borrow_mut();
-            let names: Vec<String> = logs
-                .iter()
-                .filter(|(name, t)| {
-                    snapshot
-                        .topics
-                        .get(*name)
-                        .is_none_or(|meta| meta.id != t.id)
-                })
-                .map(|(name, _)| name.clone())
-                .collect();
-            names
-                .into_iter()
-                .map(|name| {
-                    let t = logs.remove(&name).unwrap();
-                    (name, t)
-                })
-                .collect()
-        };
-        for (name, topic) in removed {
-            for (partition, state) in topic.partitions {
-                // Requests in flight may still hold the log; then the files are removed under
-                // them (the open descriptors keep working until they finish).
-                if let Ok(state) = Rc::try_unwrap(state) {
-                    if let Err(e) = state.log.delete().await {
-                        log::error!("deleting {name}-{partition}: {e}");
-                    }
-                }
-                // Also after a failed delete (a log whose sync failed refuses to close cleanly):
-                // the topic is gone either way, and its space is wanted back.
-                let dir = partition_dir(&self.config.data_dir, &name, partition);
-                match std::fs::remove_dir_all(&dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        log::error!("deleting {}: {e}", dir.display())
-                    }
-                    _ => {}
+        for (name, partition, state) in self.take_unlisted_logs(snapshot) {
+            // Requests in flight may still hold the log; then the files are removed under
+            // them (the open descriptors keep working until they finish).
+            if let Ok(state) = Rc::try_unwrap(state) {
+                if let Err(e) = state.log.delete().await {
+                    log::error!("deleting {name}-{partition}: {e}");
                 }
             }
-            log::info!("shard {}: removed topic {name}", self.id);
+            // Also after a failed delete (a log whose sync failed refuses to close cleanly):
+            // the partition is gone either way, and its space is wanted back.
+            let dir = partition_dir(&self.config.data_dir, &name, partition);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    log::error!("deleting {}: {e}", dir.display())
+                }
+                _ => {}
+            }
+            log::info!("shard {}: removed {name}-{partition}", self.id);
         }
+    }
+
+    /// Takes the open logs that `snapshot` does not list out of this shard's table.
+    fn take_unlisted_logs(&self, snapshot: &MetadataSnapshot) -> Vec<(String, i32, Rc<Partition>)> {
+        let mut logs = self.logs.borrow_mut();
+        let mut taken = Vec::new();
+        for (name, topic_logs) in logs.iter_mut() {
+            let listed = snapshot
+                .topics
+                .get(name)
+                .filter(|meta| meta.id == topic_logs.id)
+                .map_or(0, |meta| meta.partitions);
+            let unlisted: Vec<i32> = topic_logs
+                .partitions
+                .keys()
+                .copied()
+                .filter(|partition| *partition >= listed)
+                .collect();
+            for partition in unlisted {
+                let state = topic_logs.partitions.remove(&partition).unwrap();
+                taken.push((name.clone(), partition, state));
+            }
+        }
+        // An empty entry would give a re-created topic of the same name the old id.
+        logs.retain(|_, topic_logs| !topic_logs.partitions.is_empty());
+        taken
     }
 
     /// Opens a partition's log; `created` says the topic or partition was created just now,

@@ -13,7 +13,7 @@ import pytest
 import kafka_wire as wire
 from conftest import Broker, free_port
 from confluent_kafka import KafkaError
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from e2e_util import confluent_base_config, read_all, unique_topic, wait_until
 
 NOFILE = 1024
@@ -178,3 +178,33 @@ def test_a_topic_whose_partition_cannot_open_is_not_created(broker):
     blocker.unlink()
     admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(timeout=TIMEOUT_S)
     assert len(admin.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions) == 3
+
+
+def test_partitions_are_not_added_when_one_cannot_open(broker):
+    """No half-added partitions: when one of the partitions CreatePartitions adds fails to open,
+    the request gets KAFKA_STORAGE_ERROR, the topic keeps its old count (in the metadata, across
+    a restart, and on disk), its records stay readable, and the same request works once the
+    obstacle is gone."""
+    topic = unique_topic("grow")
+    admin = AdminClient(confluent_base_config(broker.bootstrap))
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=TIMEOUT_S)
+    with wire.connect(broker, timeout_s=TIMEOUT_S) as sock:
+        assert produce_one(sock, 1, topic, b"before") == 0
+    blocker = broker.data_dir / f"{topic}-2"
+    blocker.write_bytes(b"not a partition directory")
+    error = admin.create_partitions([NewPartitions(topic, 4)])[topic].exception(timeout=TIMEOUT_S)
+    assert error is not None and error.args[0].code() == KafkaError.KAFKA_STORAGE_ERROR, error
+
+    def partition_count():
+        return len(admin.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions)
+
+    assert partition_count() == 1
+    assert not any((broker.data_dir / f"{topic}-{p}").exists() for p in (1, 3))
+    broker.restart()
+    admin = AdminClient(confluent_base_config(broker.bootstrap))
+    assert partition_count() == 1
+    assert [r[3] for r in read_all(broker.bootstrap, topic, 1, expect_count=1)] == [b"before"]
+
+    blocker.unlink()
+    admin.create_partitions([NewPartitions(topic, 4)])[topic].result(timeout=TIMEOUT_S)
+    assert partition_count() == 4
