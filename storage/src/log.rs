@@ -298,11 +298,7 @@ impl PartitionLog {
         let log_start_offset = self.log_start_offset();
         let log_end_offset = self.log_end_offset();
         if offset < log_start_offset || offset > log_end_offset {
-            return Err(StorageError::OffsetOutOfRange {
-                offset,
-                log_start_offset,
-                log_end_offset,
-            });
+            return Err(self.out_of_range(offset));
         }
         if offset == log_end_offset {
             return Ok(Bytes::new());
@@ -313,11 +309,25 @@ impl PartitionLog {
         }
         let segment = self.inner.segment_holding(offset);
         let result = segment.read(offset, max_bytes).await;
+        if result.is_err() && offset < self.log_start_offset() {
+            // Retention or DeleteRecords took the segment while the read waited: its file may
+            // have been unlinked before the read reopened it. The offset is gone, as for a read
+            // that came a moment later; the failure says nothing about the disk.
+            return Err(self.out_of_range(offset));
+        }
         self.inner.read_failures.observe(&self.inner.dir, &result);
         for fence in segment.take_unreported_fences() {
             self.inner.corruption.observe(&segment.path, &fence);
         }
         result
+    }
+
+    fn out_of_range(&self, offset: i64) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log_start_offset(),
+            log_end_offset: self.log_end_offset(),
+        }
     }
 
     /// Kafka ListOffsets by timestamp: the earliest offset whose record timestamp is at least
@@ -338,6 +348,11 @@ impl PartitionLog {
                 continue;
             }
             let found = segment.offset_for_timestamp(timestamp_ms).await;
+            if found.is_err() && segment.next_offset() <= self.log_start_offset() {
+                // Retention took the segment during the lookup (see `read`): the answer lies
+                // in the segments that remain.
+                continue;
+            }
             for fence in segment.take_unreported_fences() {
                 self.inner.corruption.observe(&segment.path, &fence);
             }
@@ -353,7 +368,8 @@ impl PartitionLog {
     /// [`RetentionPolicy`]); the active segment is never deleted. The log start offset moves to
     /// the first remaining segment's base offset before any file is unlinked, so from then on a
     /// read below it fails with `OffsetOutOfRange`; a read already in flight on a deleted segment
-    /// keeps the open file and completes. Files are unlinked oldest first, so after a crash the
+    /// completes if it holds the open file, and otherwise (its file was closed, and unlinked
+    /// before the read reopened it) fails with `OffsetOutOfRange` too, never with an I/O error. Files are unlinked oldest first, so after a crash the
     /// remaining files still chain densely and recovery starts the log at the first of them.
     ///
     /// Serialised with appends, and so with the rolls that change the segment list, by the

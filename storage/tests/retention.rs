@@ -291,3 +291,94 @@ fn retention_between_concurrent_appends_keeps_offsets_dense() {
         Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
     });
 }
+
+/// Real I/O, except that the first open of each held path waits until the test releases it:
+/// a read is stopped, deterministically, after it found its segment and before it reopens the
+/// segment's closed file.
+struct HeldOpens {
+    inner: storage::io::DirectIo,
+    held: std::cell::RefCell<Vec<std::path::PathBuf>>,
+    /// One permit per held open that has started waiting.
+    arrived: glommio::sync::Semaphore,
+    /// One permit per held open allowed to go on.
+    released: glommio::sync::Semaphore,
+}
+
+impl HeldOpens {
+    fn new(held: Vec<std::path::PathBuf>) -> HeldOpens {
+        HeldOpens {
+            inner: storage::io::DirectIo,
+            held: std::cell::RefCell::new(held),
+            arrived: glommio::sync::Semaphore::new(0),
+            released: glommio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl storage::io::LogIo for HeldOpens {
+    fn open(
+        &self,
+        path: &std::path::Path,
+        mode: storage::io::OpenMode,
+    ) -> storage::io::IoFuture<'_, Rc<dyn storage::io::SegmentFile>> {
+        let path = path.to_path_buf();
+        Box::pin(async move {
+            let position = self.held.borrow().iter().position(|held| *held == path);
+            if let Some(position) = position {
+                self.held.borrow_mut().remove(position);
+                self.arrived.signal(1);
+                self.released.acquire(1).await.unwrap();
+            }
+            self.inner.open(&path, mode).await
+        })
+    }
+
+    fn sync_dir<'a>(&'a self, dir: &'a std::path::Path) -> storage::io::IoFuture<'a, ()> {
+        self.inner.sync_dir(dir)
+    }
+}
+
+#[test]
+fn a_read_racing_retention_is_out_of_range_and_a_live_read_succeeds() {
+    run(|| async {
+        let dir = TestDir::new("retention-race");
+        let log = PartitionLog::open(&dir.partition(), config())
+            .await
+            .unwrap();
+        // Segments [0,1] (old) [2,3] [4].
+        let timestamps = [OLD_MS, OLD_MS, RECENT_MS, RECENT_MS, RECENT_MS];
+        let stored_batches = append_batches(&log, &timestamps).await;
+        log.close().await.unwrap();
+        let segments = segment_files(&dir.partition());
+        assert_eq!(segments.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 2, 4]);
+        // Reopened, the log holds no sealed segment's file open: each read reopens one.
+        let io = Rc::new(HeldOpens::new(vec![
+            segments[0].1.clone(),
+            segments[1].1.clone(),
+        ]));
+        let log = Rc::new(
+            PartitionLog::open_with_io(&dir.partition(), config(), io.clone())
+                .await
+                .unwrap(),
+        );
+        let read = |offset| {
+            let log = Rc::clone(&log);
+            glommio::spawn_local(async move { log.read(offset, 1 << 20).await })
+        };
+        let (removed, live) = (read(0), read(2));
+        io.arrived.acquire(2).await.unwrap();
+
+        // Retention unlinks the old segment while both reads wait to open their files.
+        let outcome = log.apply_retention(policy(RETENTION_MS, -1)).await.unwrap();
+        assert_eq!(outcome.segments_deleted, 1);
+        assert!(!segments[0].1.exists());
+        io.released.signal(2);
+
+        assert_out_of_range(removed.await, 2);
+        let live = live.await.unwrap();
+        let expected: Vec<(i64, Vec<u8>)> = stored_batches[2..4].to_vec();
+        assert_eq!(split_batches(&live), expected);
+        assert_log_holds(&log, &stored_batches[2..]).await;
+        Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+    });
+}
