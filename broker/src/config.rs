@@ -57,6 +57,30 @@ pub struct ServeArgs {
     /// the data directory, lose everything else and die (see `power_loss.rs`).
     #[arg(long, hide = true)]
     pub simulate_power_loss: bool,
+    /// Request bytes each shard holds in memory across all its connections; while they are
+    /// spent, connections stop reading (back-pressure). Must hold the largest frame and a
+    /// reserve for small requests (Kafka's queued.max.request.bytes, per shard).
+    #[arg(long, default_value_t = crate::request_budget::SHARD_REQUEST_BYTES_DEFAULT)]
+    pub shard_request_bytes_max: u64,
+    /// Largest request frame accepted; a longer one closes the connection (Kafka's
+    /// socket.request.max.bytes). At most 104857600.
+    #[arg(long, default_value_t = net::frame::FRAME_BYTES_MAX)]
+    pub socket_request_max_bytes: usize,
+    /// How long a request may take to arrive once its first byte has: a connection that sends
+    /// a frame slower than this is closed, and the frame's memory freed.
+    #[arg(long, default_value_t = 60_000)]
+    pub request_read_timeout_ms: u64,
+    /// A connection with no request in flight that sends nothing for this long is closed
+    /// (Kafka's connections.max.idle.ms).
+    #[arg(long, default_value_t = 600_000)]
+    pub connections_max_idle_ms: u64,
+    /// Shortest session timeout a JoinGroup may ask for (Kafka's group.min.session.timeout.ms).
+    #[arg(long, default_value_t = 6_000)]
+    pub group_min_session_timeout_ms: u64,
+    /// Longest session timeout a JoinGroup may ask for (Kafka's group.max.session.timeout.ms);
+    /// also bounds how long a member that abandons its first join keeps its metadata.
+    #[arg(long, default_value_t = 1_800_000)]
+    pub group_max_session_timeout_ms: u64,
 }
 
 /// Default of `--tail-cache-bytes`: a few seconds of appends at what one broker sustains, small
@@ -86,6 +110,23 @@ impl ServeArgs {
     /// accepts per executor.
     pub fn tail_cache_bytes_per_shard(&self) -> usize {
         (self.tail_cache_bytes / self.shard_count().max(1)).min(storage::TAIL_CACHE_BYTES_MAX)
+    }
+
+    /// Checks the options that constrain each other.
+    pub fn check(&self) -> Result<(), String> {
+        if self.socket_request_max_bytes > net::frame::FRAME_BYTES_MAX {
+            return Err(format!(
+                "--socket-request-max-bytes is at most {}",
+                net::frame::FRAME_BYTES_MAX
+            ));
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err("--group-min-session-timeout-ms exceeds the maximum".to_string());
+        }
+        crate::request_budget::RequestBudget::check(
+            self.shard_request_bytes_max,
+            self.socket_request_max_bytes,
+        )
     }
 
     pub fn advertised_host(&self) -> String {

@@ -15,6 +15,7 @@ mod metadata;
 mod ops;
 mod power_loss;
 mod producers;
+mod request_budget;
 mod server;
 mod shard;
 mod topic_config;

@@ -21,6 +21,7 @@ use crate::shard::{Envelope, Shard, INBOX_JOBS_MAX};
 pub const SHARD_CONNECTIONS_MAX: usize = 10_000;
 
 pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+    args.check().map_err(|e| anyhow::anyhow!(e))?;
     let nofile = crate::fd_budget::raise_nofile_limit()
         .map_err(|e| anyhow::anyhow!("cannot read or raise the file descriptor limit: {e}"))?;
     std::fs::create_dir_all(&args.data_dir)?;

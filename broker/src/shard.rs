@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::cell::RefCell as StateCell;
 
@@ -94,6 +95,8 @@ pub struct Shard {
     pub fetches_answered: std::cell::Cell<u64>,
     /// The segment I/O of every partition log when a power loss is simulated; direct otherwise.
     pub power_loss_io: Option<storage::fault::FaultIo>,
+    /// Request bytes this shard's connections hold in memory.
+    pub request_budget: crate::request_budget::RequestBudget,
 }
 
 impl Shard {
@@ -108,11 +111,20 @@ impl Shard {
         let count = peer_index.len();
         assert!(id < count);
         let initial_rebalance_delay =
-            std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
+            Duration::from_millis(config.group_initial_rebalance_delay_ms);
         let controller = if id == 0 {
             Some(Controller::new(&config.data_dir)?)
         } else {
             None
+        };
+        let request_budget = crate::request_budget::RequestBudget::new(
+            config.shard_request_bytes_max,
+            config.socket_request_max_bytes,
+        );
+        let group_config = crate::groups::group::GroupConfig {
+            initial_rebalance_delay,
+            session_timeout_min: Duration::from_millis(config.group_min_session_timeout_ms),
+            session_timeout_max: Duration::from_millis(config.group_max_session_timeout_ms),
         };
         Ok(Shard {
             id,
@@ -128,10 +140,8 @@ impl Shard {
             fd_budget,
             fetches_answered: std::cell::Cell::new(0),
             power_loss_io: crate::power_loss::segment_io(),
-            groups: crate::groups::GroupCoordinator::new(crate::groups::group::GroupConfig {
-                initial_rebalance_delay,
-                ..Default::default()
-            }),
+            groups: crate::groups::GroupCoordinator::new(group_config),
+            request_budget,
         })
     }
 

@@ -26,8 +26,23 @@ use super::store::CommittedOffset;
 /// `group.max.size` is unbounded by default; a bound keeps one group from exhausting memory).
 pub const GROUP_MEMBERS_MAX: usize = 1000;
 
-/// Bytes of protocol metadata or assignment kept per member.
+/// Bytes of protocol names and metadata one member may list in JoinGroup (all its protocols
+/// together), and of one assignment in SyncGroup; INVALID_REQUEST beyond. Real consumers send a
+/// few KiB: their subscription and owned partitions.
 pub const MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
+
+/// Bytes of protocol metadata one group keeps over all its members; a join beyond it gets
+/// GROUP_MAX_SIZE_REACHED. Kafka stores a group's metadata in one record of at most 1 MiB by
+/// default; this bound is looser but keeps `GROUP_MEMBERS_MAX` members of
+/// `MEMBER_METADATA_BYTES_MAX` each (1 GiB) out of reach.
+pub const GROUP_METADATA_BYTES_MAX: usize = 64 << 20;
+
+const _: () = assert!(MEMBER_METADATA_BYTES_MAX <= GROUP_METADATA_BYTES_MAX);
+
+/// Longest a new member waits in its first join before it is removed, whatever its session
+/// timeout (Kafka's `GroupCoordinator.NewMemberJoinTimeoutMs`): a client that abandons its
+/// JoinGroup does not hold its metadata until a rebalance timeout it chose.
+pub const NEW_MEMBER_JOIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -130,11 +145,21 @@ pub struct Member {
     pub protocols: Vec<(String, Bytes)>,
     pub assignment: Bytes,
     last_heartbeat: Instant,
+    /// True until the member's first join completes: until then its metadata is dropped when
+    /// the join lapses (see [`Member::first_join_lapsed`]).
+    is_new: bool,
     join_waiter: Option<oneshot::Sender<JoinResult>>,
     sync_waiter: Option<oneshot::Sender<SyncResult>>,
 }
 
 impl Member {
+    /// Whether this member is waiting in its first join for longer than its session timeout (or
+    /// [`NEW_MEMBER_JOIN_TIMEOUT`]) since it last joined.
+    fn first_join_lapsed(&self, now: Instant) -> bool {
+        let timeout = self.session_timeout.min(NEW_MEMBER_JOIN_TIMEOUT);
+        self.is_new && self.join_waiter.is_some() && self.last_heartbeat + timeout < now
+    }
+
     /// This member's metadata for `protocol`.
     pub fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols
@@ -248,12 +273,17 @@ impl Group {
         if args.protocol_type.is_empty() || args.protocols.is_empty() {
             return Some(ResponseError::InconsistentGroupProtocol);
         }
-        if args
-            .protocols
-            .iter()
-            .any(|(_, m)| m.len() > MEMBER_METADATA_BYTES_MAX)
-        {
+        if protocols_bytes(&args.protocols) > MEMBER_METADATA_BYTES_MAX {
             return Some(ResponseError::InvalidRequest);
+        }
+        let others_bytes: usize = self
+            .members
+            .values()
+            .filter(|m| m.id != args.member_id)
+            .map(|m| protocols_bytes(&m.protocols))
+            .sum();
+        if others_bytes + protocols_bytes(&args.protocols) > GROUP_METADATA_BYTES_MAX {
+            return Some(ResponseError::GroupMaxSizeReached);
         }
         if !self.is_empty() {
             if self
@@ -382,6 +412,7 @@ impl Group {
                 protocols: args.protocols,
                 assignment: Bytes::new(),
                 last_heartbeat: now,
+                is_new: true,
                 join_waiter: None,
                 sync_waiter: None,
             },
@@ -494,6 +525,7 @@ impl Group {
             let result = self.join_result_for(&id);
             let member = self.members.get_mut(&id).expect("listed");
             member.last_heartbeat = now;
+            member.is_new = false;
             if let Some(waiter) = member.join_waiter.take() {
                 let _ = waiter.send(result);
             }
@@ -739,14 +771,18 @@ impl Group {
             .members
             .values()
             .filter(|m| {
-                m.join_waiter.is_none()
+                let session_lapsed = m.join_waiter.is_none()
                     && m.sync_waiter.is_none()
-                    && m.last_heartbeat + m.session_timeout < now
+                    && m.last_heartbeat + m.session_timeout < now;
+                session_lapsed || m.first_join_lapsed(now)
             })
             .map(|m| m.id.clone())
             .collect();
         for id in &expired {
             log::info!("group {}: member {id} expired", self.id);
+            if let Some(waiter) = self.members.get_mut(id).and_then(|m| m.join_waiter.take()) {
+                let _ = waiter.send(JoinResult::error(ResponseError::UnknownMemberId, id));
+            }
             self.remove_member(id);
         }
         if !expired.is_empty() {
@@ -754,6 +790,15 @@ impl Group {
         }
         self.try_complete_join(now);
         !expired.is_empty()
+    }
+
+    /// Bytes of protocol metadata the members hold.
+    #[cfg(test)]
+    fn metadata_bytes(&self) -> usize {
+        self.members
+            .values()
+            .map(|m| protocols_bytes(&m.protocols))
+            .sum()
     }
 
     /// Whether an OffsetCommit with these fields may store offsets.
@@ -777,6 +822,11 @@ impl Group {
         }
         Ok(())
     }
+}
+
+/// Bytes of protocol names and metadata a member lists.
+fn protocols_bytes(protocols: &[(String, Bytes)]) -> usize {
+    protocols.iter().map(|(name, m)| name.len() + m.len()).sum()
 }
 
 #[cfg(test)]
@@ -1026,6 +1076,75 @@ mod tests {
             now_result(group.join(disjoint, t0, &config())).error,
             Some(ResponseError::InconsistentGroupProtocol)
         );
+    }
+
+    /// A member's JoinGroup with `bytes` of metadata split over two protocols.
+    fn heavy_args(member_id: &str, client: &str, bytes: usize) -> JoinArgs {
+        let mut heavy = args(member_id, client);
+        let half = Bytes::from(vec![7u8; bytes / 2]);
+        heavy.protocols = vec![("range".into(), half.clone()), ("roundrobin".into(), half)];
+        heavy.rebalance_timeout = Duration::from_secs(86_400);
+        heavy
+    }
+
+    #[test]
+    fn an_abandoned_first_join_is_removed_after_its_session_timeout() {
+        let t0 = Instant::now();
+        let (mut group, leader, follower) = stable_pair(t0);
+        let before = group.metadata_bytes();
+        let first = now_result(group.join(heavy_args("", "c", 512 << 10), t0, &config()));
+        let c = first.member_id;
+        // c joins with a day of rebalance timeout; the old members keep heartbeating but never
+        // rejoin, so the join phase cannot complete before that day is over.
+        let mut join_c = later(group.join(heavy_args(&c, "c", 512 << 10), t0, &config()));
+        assert!(group.metadata_bytes() >= before + (512 << 10));
+        let session = args("", "c").session_timeout;
+        for step in 1..=4 {
+            let t = t0 + session / 4 * step;
+            for id in [&leader, &follower] {
+                let error = group.heartbeat(id, None, 1, t);
+                assert_eq!(error, Some(ResponseError::RebalanceInProgress));
+            }
+            group.tick(t, &config());
+            assert!(group.members.contains_key(&c), "still within its session");
+        }
+        group.tick(t0 + session + Duration::from_millis(1), &config());
+        assert!(!group.members.contains_key(&c));
+        assert_eq!(group.metadata_bytes(), before, "its metadata is freed");
+        assert_eq!(
+            ready(&mut join_c).error,
+            Some(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(group.members.len(), 2, "the members that heartbeat stay");
+    }
+
+    #[test]
+    fn member_and_group_metadata_are_bounded() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g".into());
+        // Two protocols under the per-protocol size but over the per-member total.
+        let too_big = heavy_args("", "a", MEMBER_METADATA_BYTES_MAX + 2);
+        let result = now_result(group.join(too_big, t0, &config()));
+        assert_eq!(result.error, Some(ResponseError::InvalidRequest));
+        let member_bytes = MEMBER_METADATA_BYTES_MAX - 64;
+        let fit = GROUP_METADATA_BYTES_MAX / member_bytes;
+        let mut joins = Vec::new();
+        for i in 0..fit {
+            let id = now_result(group.join(args("", "m"), t0, &config())).member_id;
+            let reply = group.join(
+                heavy_args(&id, &format!("m{i}"), member_bytes),
+                t0,
+                &config(),
+            );
+            joins.push(later(reply));
+        }
+        let id = now_result(group.join(args("", "m"), t0, &config())).member_id;
+        let last = group.join(heavy_args(&id, "last", member_bytes), t0, &config());
+        assert_eq!(
+            now_result(last).error,
+            Some(ResponseError::GroupMaxSizeReached)
+        );
+        assert!(group.metadata_bytes() <= GROUP_METADATA_BYTES_MAX);
     }
 
     #[test]

@@ -42,6 +42,14 @@ use net::frame::{decode_request_header, encode_response, RequestPreamble};
 
 use crate::shard::Shard;
 
+/// Entries (array elements and tagged fields, at every level) decoded from one request; a
+/// request claiming more closes its connection before they are built. Each entry costs up to a
+/// few hundred bytes decoded, and later a response entry, from a few bytes on the wire: without
+/// this bound a 100 MiB Fetch listing millions of partitions took gigabytes and stalled the
+/// shard for seconds. Real clients stay far below it (a consumer fetching 10,000 partitions
+/// sends about 10,100 entries).
+pub const REQUEST_ENTRIES_MAX: u64 = 100_000;
+
 /// What the connection does with a request.
 pub enum Outcome {
     /// Write this complete response frame.
@@ -451,10 +459,15 @@ fn decode_body<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, String>
     catch_decode(|| T::decode(&mut body, version).map_err(|e| e.to_string()))
 }
 
+/// Decodes with at most [`REQUEST_ENTRIES_MAX`] entries.
+fn bounded<T>(decode: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    kafka_protocol::protocol::decode_with_entries_max(REQUEST_ENTRIES_MAX, decode)
+}
+
 /// Runs a decoder, turning a panic inside it into an error: malformed input must never take the
 /// broker down, whatever the codec does with it.
 fn catch_decode<T>(decode: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    std::panic::catch_unwind(AssertUnwindSafe(decode))
+    std::panic::catch_unwind(AssertUnwindSafe(|| bounded(decode)))
         .unwrap_or_else(|_| Err("decoder panicked".to_string()))
 }
 

@@ -1,5 +1,6 @@
 //! SyncGroup: the leader hands out assignments; every member receives its own. Versions 0–5.
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -17,7 +18,13 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGrou
     let assignments = request
         .assignments
         .into_iter()
-        .map(|a| (a.member_id.to_string(), a.assignment))
+        // Copied: a slice would keep the whole request frame alive as long as the group.
+        .map(|a| {
+            (
+                a.member_id.to_string(),
+                Bytes::copy_from_slice(&a.assignment),
+            )
+        })
         .collect();
     let owner = groups::coordinator_shard(&ctx.shard, &group_id);
     let result = ctx

@@ -117,6 +117,11 @@ impl Broker {
         self.launch();
     }
 
+    /// The broker process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn connect(&self) -> Wire {
         let stream = TcpStream::connect(self.addr).unwrap();
         stream
@@ -179,19 +184,7 @@ impl Wire {
     /// Sends a request without waiting for its response; returns its correlation id.
     pub fn send<Req: Encodable>(&mut self, key: ApiKey, version: i16, request: &Req) -> i32 {
         self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("wire-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, key.request_header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
+        let frame = request_frame(key, version, self.correlation_id, request);
         self.send_raw(&frame);
         self.correlation_id
     }
@@ -211,6 +204,29 @@ impl Wire {
         assert_eq!(response.remaining(), 0, "the whole response was decoded");
         decoded
     }
+}
+
+/// A request frame, length prefix included.
+pub fn request_frame<Req: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &Req,
+) -> Vec<u8> {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("wire-test")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, key.request_header_version(version))
+        .unwrap();
+    request.encode(&mut body, version).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    frame.to_vec()
 }
 
 /// A RecordBatch v2 of records with the given values, keys "k<i>", timestamps from `ts`.

@@ -194,6 +194,66 @@ pub trait Encodable: Sized {
     fn compute_size(&self, version: i16) -> Result<usize>;
 }
 
+/// A bound on the entries (array elements and tagged fields) one decode may produce.
+///
+/// A frame of a few bytes per entry can decode into structs many times its size: a 100 MiB
+/// Fetch listing millions of partitions becomes gigabytes. A caller that sets a bound with
+/// [`decode_with_entries_max`] gets an error once the input claims more entries, before any of
+/// them is built.
+mod entries {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// (entries the running decode may still produce, its bound); `None` outside a
+        /// bounded decode.
+        pub(super) static LEFT: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    }
+}
+
+/// The error a bounded decode fails with once it exceeds its entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyEntries {
+    /// The bound that was exceeded.
+    pub entries_max: u64,
+}
+
+impl Display for TooManyEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "more than {} entries in one message", self.entries_max)
+    }
+}
+
+impl std::error::Error for TooManyEntries {}
+
+/// Runs `decode` with at most `entries_max` array elements and tagged fields decoded on this
+/// thread; past that, the decoders fail with [`TooManyEntries`]. Bounds do not nest.
+pub fn decode_with_entries_max<T>(entries_max: u64, decode: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            entries::LEFT.with(|left| left.set(None));
+        }
+    }
+    entries::LEFT.with(|left| {
+        assert!(left.get().is_none(), "bounded decodes do not nest");
+        left.set(Some((entries_max, entries_max)));
+    });
+    let _reset = Reset;
+    decode()
+}
+
+/// Counts one decoded entry against the bound of [`decode_with_entries_max`], if any.
+pub fn take_decode_entry() -> Result<()> {
+    entries::LEFT.with(|left| match left.get() {
+        None => Ok(()),
+        Some((0, entries_max)) => Err(anyhow::Error::new(TooManyEntries { entries_max })),
+        Some((n, entries_max)) => {
+            left.set(Some((n - 1, entries_max)));
+            Ok(())
+        }
+    })
+}
+
 /// A decodable message.
 pub trait Decodable: Sized {
     /// Decode the message from the provided buffer and version.

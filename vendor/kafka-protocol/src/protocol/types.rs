@@ -987,6 +987,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
             n if n >= 0 => {
                 let mut result = Vec::with_capacity(bounded_prealloc(n as usize, buf.remaining()));
                 for _ in 0..n {
+                    super::take_decode_entry()?;
                     result.push(self.0.decode(buf)?);
                 }
                 Ok(Some(result))
@@ -1095,6 +1096,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             n => {
                 let mut result = Vec::with_capacity(bounded_prealloc((n - 1) as usize, buf.remaining()));
                 for _ in 1..n {
+                    super::take_decode_entry()?;
                     result.push(self.0.decode(buf)?);
                 }
                 Ok(Some(result))
