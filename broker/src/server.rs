@@ -268,7 +268,10 @@ fn spawn_retention(shard: Rc<Shard>) {
 }
 
 /// Creates the internal `__consumer_offsets` topic on first start.
-fn ensure_offsets_topic(data_dir: &Path, snapshot: &mut MetadataSnapshot) -> anyhow::Result<()> {
+pub(crate) fn ensure_offsets_topic(
+    data_dir: &Path,
+    snapshot: &mut MetadataSnapshot,
+) -> anyhow::Result<()> {
     if snapshot.topics.contains_key(OFFSETS_TOPIC) {
         return Ok(());
     }

@@ -17,6 +17,8 @@ pub mod describe_groups;
 pub mod fetch;
 pub mod fetch_frame;
 pub mod find_coordinator;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod heartbeat;
 pub mod init_producer_id;
 pub mod join_group;
