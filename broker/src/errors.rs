@@ -29,7 +29,9 @@ pub fn batch_error(e: &BatchError) -> ResponseError {
             ResponseError::MessageTooLarge
         }
         BatchError::ZstdNeedsProduceV7 => ResponseError::UnsupportedCompressionType,
-        BatchError::LogAppendTimeFromClient => ResponseError::InvalidTimestamp,
+        BatchError::LogAppendTimeFromClient | BatchError::TimestampOutOfRange { .. } => {
+            ResponseError::InvalidTimestamp
+        }
         BatchError::ControlBatchFromClient
         | BatchError::RecordCountMismatch { .. }
         | BatchError::OffsetDeltaNotConsecutive { .. }

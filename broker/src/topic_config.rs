@@ -157,11 +157,23 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
 ];
 
 /// Configs Kafka 3.x defines and 4.0 removed (message format v0/v1 and down-conversion are
-/// gone): accepted so that older clients keep working, then dropped with a warning.
+/// gone): accepted so that older clients keep working, then dropped with a warning, except
+/// [`TIMESTAMP_DIFFERENCE_MAX_MS`], which [`drop_ignored`] turns into its successors.
 pub const TOPIC_CONFIGS_IGNORED: &[&str] = &[
     "message.downconversion.enable",
     "message.format.version",
     "message.timestamp.difference.max.ms",
+];
+
+/// Kafka 3.x's bound on how far a CreateTime record's timestamp may lie from the broker's
+/// clock, either way. Kafka 3.6 to 3.9 use it for `message.timestamp.before.max.ms` and
+/// `message.timestamp.after.max.ms` (KIP-937) when those are not set; 4.0 removed it.
+pub const TIMESTAMP_DIFFERENCE_MAX_MS: &str = "message.timestamp.difference.max.ms";
+
+/// The configs that replaced [`TIMESTAMP_DIFFERENCE_MAX_MS`].
+const TIMESTAMP_WINDOW_CONFIGS: [&str; 2] = [
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
 ];
 
 pub fn topic_config(name: &str) -> Option<&'static TopicConfig> {
@@ -175,6 +187,9 @@ pub fn config_default(name: &str) -> Option<&'static str> {
 /// Checks a topic config entry as Kafka would: a known (or ignored) name, a value of the
 /// config's type within its range.
 pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
+    if name == TIMESTAMP_DIFFERENCE_MAX_MS {
+        return validate_value(name, long_at_least(0), value);
+    }
     if TOPIC_CONFIGS_IGNORED.contains(&name) {
         return Ok(());
     }
@@ -253,8 +268,22 @@ pub fn is_list(name: &str) -> bool {
     topic_config(name).is_some_and(|c| matches!(c.kind, ConfigKind::List(_)))
 }
 
-/// Drops the configs Sluice accepts but ignores, logging a warning for each.
+/// Drops the configs Sluice accepts but ignores, logging a warning for each. A
+/// [`TIMESTAMP_DIFFERENCE_MAX_MS`] becomes the value of each of its successors not set
+/// explicitly, as Kafka 3.6 to 3.9 apply it, so that a 3.x client's bound is enforced.
 pub fn drop_ignored(topic: &str, configs: &mut BTreeMap<String, String>) {
+    if let Some(value) = configs.remove(TIMESTAMP_DIFFERENCE_MAX_MS) {
+        for successor in TIMESTAMP_WINDOW_CONFIGS {
+            configs
+                .entry(successor.to_string())
+                .or_insert_with(|| value.clone());
+        }
+        log::info!(
+            "topic {topic}: {TIMESTAMP_DIFFERENCE_MAX_MS}={value}, which Kafka 4.0 removed, \
+             applies as {} where not set",
+            TIMESTAMP_WINDOW_CONFIGS.join(" and ")
+        );
+    }
     configs.retain(|name, value| {
         let ignored = TOPIC_CONFIGS_IGNORED.contains(&name.as_str());
         if ignored {
@@ -321,6 +350,29 @@ mod tests {
         assert_eq!(
             configs,
             BTreeMap::from([("retention.ms".to_string(), "1000".to_string())])
+        );
+    }
+
+    #[test]
+    fn timestamp_difference_becomes_the_bounds_not_set() {
+        assert!(validate_config(TIMESTAMP_DIFFERENCE_MAX_MS, "-1").is_err());
+        let owned = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut configs = owned(&[
+            (TIMESTAMP_DIFFERENCE_MAX_MS, "5000"),
+            ("message.timestamp.after.max.ms", "100"),
+        ]);
+        drop_ignored("t", &mut configs);
+        assert_eq!(
+            configs,
+            owned(&[
+                ("message.timestamp.after.max.ms", "100"),
+                ("message.timestamp.before.max.ms", "5000"),
+            ])
         );
     }
 }

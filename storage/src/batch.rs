@@ -78,6 +78,13 @@ pub enum BatchError {
     OffsetDeltaNotConsecutive { index: i32 },
     #[error("records without a key in a compacted topic: {0:?}")]
     KeylessRecordsInCompactedTopic(Vec<i32>),
+    #[error("record timestamps outside [{low_ms}, {high_ms}]: {records:?}")]
+    TimestampOutOfRange {
+        /// (index in the batch, timestamp) of each record outside the window.
+        records: Vec<(i32, i64)>,
+        low_ms: i64,
+        high_ms: i64,
+    },
     #[error("records decompress to more than {limit} bytes")]
     DecompressedTooLarge { limit: usize },
     #[error("compressed records cannot be decoded")]

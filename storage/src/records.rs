@@ -104,6 +104,40 @@ pub struct RecordPolicy {
     pub key_required: bool,
     /// The topic's `message.timestamp.type` is LogAppendTime: the broker's time to stamp.
     pub log_append_time_ms: Option<i64>,
+    /// CreateTime topics with a bounded window: the record timestamps accepted.
+    pub create_time_window: Option<TimestampWindow>,
+}
+
+/// The record timestamps a CreateTime topic accepts, as Kafka's `LogValidator` checks them
+/// (KIP-937): `[now_ms - before_max_ms, now_ms + after_max_ms]`, from the topic's
+/// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`. A record without a
+/// timestamp (-1) is always accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct TimestampWindow {
+    pub now_ms: i64,
+    pub before_max_ms: i64,
+    pub after_max_ms: i64,
+}
+
+/// A record's timestamp when its producer gave none (Kafka's `RecordBatch.NO_TIMESTAMP`).
+const NO_TIMESTAMP: i64 = -1;
+
+impl TimestampWindow {
+    /// Whether `timestamp_ms` lies inside the window; exact for every i64 (no overflow).
+    pub fn holds(&self, timestamp_ms: i64) -> bool {
+        let behind = i128::from(self.now_ms) - i128::from(timestamp_ms);
+        timestamp_ms == NO_TIMESTAMP
+            || (behind <= i128::from(self.before_max_ms)
+                && -behind <= i128::from(self.after_max_ms))
+    }
+
+    fn low_ms(&self) -> i64 {
+        self.now_ms.saturating_sub(self.before_max_ms)
+    }
+
+    fn high_ms(&self) -> i64 {
+        self.now_ms.saturating_add(self.after_max_ms)
+    }
 }
 
 /// One record's fields that callers look at.
@@ -161,17 +195,35 @@ fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), Batch
         });
     }
     let mut keyless = Vec::new();
+    let mut out_of_window = Vec::new();
     walk_records(
         batch,
         &header,
         policy.decompressed_bytes_max,
         &mut |record| {
+            // One error per record, the key's first, as Kafka's `validateRecord`.
             if policy.key_required && !record.has_key {
                 keyless.push(record.index);
+            } else if let Some(window) = &policy.create_time_window {
+                let timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
+                if !window.holds(timestamp) {
+                    out_of_window.push((record.index, timestamp));
+                }
             }
             true
         },
     )?;
+    // As in Kafka, any timestamp error makes the batch's error INVALID_TIMESTAMP.
+    if let Some(window) = policy
+        .create_time_window
+        .filter(|_| !out_of_window.is_empty())
+    {
+        return Err(BatchError::TimestampOutOfRange {
+            records: out_of_window,
+            low_ms: window.low_ms(),
+            high_ms: window.high_ms(),
+        });
+    }
     if !keyless.is_empty() {
         return Err(BatchError::KeylessRecordsInCompactedTopic(keyless));
     }

@@ -9,7 +9,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 use common::*;
-use storage::records::RecordPolicy;
+use storage::records::{RecordPolicy, TimestampWindow};
 use storage::{BatchError, ValidatedBatches};
 
 const POLICY: RecordPolicy = RecordPolicy {
@@ -17,6 +17,7 @@ const POLICY: RecordPolicy = RecordPolicy {
     zstd_allowed: true,
     key_required: false,
     log_append_time_ms: None,
+    create_time_window: None,
 };
 
 /// One record to encode, fields as raw integers so that tests can make them wrong.
@@ -589,4 +590,25 @@ fn reference_varint(bytes: &[u8], at: &mut usize, bytes_max: usize) -> Option<i6
         }
     }
     None
+}
+
+#[test]
+fn the_timestamp_window_is_inclusive_exempts_no_timestamp_and_never_overflows() {
+    let window = TimestampWindow {
+        now_ms: 10_000,
+        before_max_ms: 1_000,
+        after_max_ms: 100,
+    };
+    assert!(window.holds(9_000) && window.holds(10_100) && window.holds(10_000));
+    assert!(!window.holds(8_999) && !window.holds(10_101));
+    assert!(
+        window.holds(-1),
+        "a record without a timestamp is not checked"
+    );
+    assert!(!window.holds(i64::MIN) && !window.holds(i64::MAX));
+    let unbounded_past = TimestampWindow {
+        before_max_ms: i64::MAX,
+        ..window
+    };
+    assert!(unbounded_past.holds(10_000 - i64::MAX) && !unbounded_past.holds(i64::MAX));
 }

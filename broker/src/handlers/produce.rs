@@ -13,9 +13,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use storage::records::RecordPolicy;
+use storage::records::{RecordPolicy, TimestampWindow};
 use storage::{BatchError, ValidatedBatches};
 
 use super::RequestContext;
@@ -44,18 +44,20 @@ struct Produced {
     log_append_time_ms: i64,
 }
 
-/// Why a partition's batch was refused; `keyless_records` are the batch indexes of records
-/// without a key sent to a compacted topic, reported as Kafka's per-record errors.
+/// Why a partition's batch was refused: the error, and Kafka's per-record errors (Produce v8+)
+/// as (batch index, message) with the partition's error message.
 struct Refused {
     error: ResponseError,
-    keyless_records: Vec<i32>,
+    record_errors: Vec<(i32, String)>,
+    error_message: Option<String>,
 }
 
 impl From<ResponseError> for Refused {
     fn from(error: ResponseError) -> Refused {
         Refused {
             error,
-            keyless_records: Vec::new(),
+            record_errors: Vec::new(),
+            error_message: None,
         }
     }
 }
@@ -94,7 +96,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                 Some(task) => task.await,
                 None => Err(Refused::from(ResponseError::InvalidRequiredAcks)),
             };
-            partition_responses.push(partition_response(&name, index, result));
+            partition_responses.push(partition_response(index, result));
         }
         responses.push(
             TopicProduceResponse::default()
@@ -105,11 +107,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
-fn partition_response(
-    topic: &TopicName,
-    index: i32,
-    result: Result<Produced, Refused>,
-) -> PartitionProduceResponse {
+fn partition_response(index: i32, result: Result<Produced, Refused>) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default().with_index(index);
     match result {
         Ok(produced) => response
@@ -122,30 +120,21 @@ fn partition_response(
                 .with_base_offset(-1)
                 .with_log_start_offset(-1)
                 .with_log_append_time_ms(-1);
-            if refused.keyless_records.is_empty() {
+            if refused.record_errors.is_empty() {
                 return response;
             }
-            // Kafka's wording, so that clients and tools show the familiar message.
-            let record_message = format!(
-                "Compacted topic cannot accept message without key in topic partition {}-{index}.",
-                topic.0
-            );
             let record_errors = refused
-                .keyless_records
-                .iter()
-                .map(|&batch_index| {
+                .record_errors
+                .into_iter()
+                .map(|(batch_index, message)| {
                     BatchIndexAndErrorMessage::default()
                         .with_batch_index(batch_index)
-                        .with_batch_index_error_message(Some(StrBytes::from_string(
-                            record_message.clone(),
-                        )))
+                        .with_batch_index_error_message(Some(StrBytes::from_string(message)))
                 })
                 .collect();
             response
                 .with_record_errors(record_errors)
-                .with_error_message(Some(StrBytes::from_static_str(
-                    "One or more records have been rejected",
-                )))
+                .with_error_message(refused.error_message.map(StrBytes::from_string))
         }
     }
 }
@@ -162,17 +151,70 @@ fn record_policy(meta: &TopicMeta, version: i16) -> RecordPolicy {
             .split(',')
             .any(|policy| policy.trim() == "compact"),
         log_append_time_ms: log_append_time.then(now_ms),
+        create_time_window: (!log_append_time)
+            .then(|| create_time_window(meta))
+            .flatten(),
     }
 }
 
-fn refused(error: BatchError) -> Refused {
+/// The record timestamps a CreateTime topic accepts; `None` when both bounds are Kafka's
+/// default (`Long.MAX_VALUE`), so that the common case checks nothing.
+fn create_time_window(meta: &TopicMeta) -> Option<TimestampWindow> {
+    let before_max_ms = meta
+        .config_i64("message.timestamp.before.max.ms")
+        .unwrap_or(i64::MAX);
+    let after_max_ms = meta
+        .config_i64("message.timestamp.after.max.ms")
+        .unwrap_or(i64::MAX);
+    (before_max_ms < i64::MAX || after_max_ms < i64::MAX).then(|| TimestampWindow {
+        now_ms: now_ms(),
+        before_max_ms,
+        after_max_ms,
+    })
+}
+
+/// The refusal of a batch that failed validation, with Kafka's per-record errors and wording,
+/// so that clients and tools show the familiar messages.
+fn refused(error: BatchError, topic: &str, partition: i32) -> Refused {
     let response_error = batch_error(&error);
-    match error {
-        BatchError::KeylessRecordsInCompactedTopic(keyless_records) => Refused {
-            error: response_error,
-            keyless_records,
-        },
-        _ => Refused::from(response_error),
+    let (record_errors, error_message) = match error {
+        BatchError::KeylessRecordsInCompactedTopic(keyless_records) => {
+            let message = format!(
+                "Compacted topic cannot accept message without key in topic partition \
+                 {topic}-{partition}."
+            );
+            let errors = keyless_records
+                .into_iter()
+                .map(|index| (index, message.clone()))
+                .collect();
+            (errors, "One or more records have been rejected")
+        }
+        BatchError::TimestampOutOfRange {
+            records,
+            low_ms,
+            high_ms,
+        } => {
+            let errors = records
+                .into_iter()
+                .map(|(index, timestamp)| {
+                    let message = format!(
+                        "Timestamp {timestamp} of message with offset {index} is out of range. \
+                         The timestamp should be within [{low_ms}, {high_ms}]"
+                    );
+                    (index, message)
+                })
+                .collect();
+            (
+                errors,
+                "One or more records have been rejected due to invalid timestamp",
+            )
+        }
+        _ => return Refused::from(response_error),
+    };
+    Refused {
+        error: response_error,
+        record_errors,
+        error_message: Some(error_message.to_string()),
     }
 }
 
@@ -208,7 +250,8 @@ async fn produce_partition(
         return Err(ResponseError::MessageTooLarge.into());
     }
     let policy = record_policy(meta, version);
-    let batches = ValidatedBatches::validate_produced(records, &policy).map_err(refused)?;
+    let batches = ValidatedBatches::validate_produced(records, &policy)
+        .map_err(|error| refused(error, &topic, partition))?;
     let owner = shard.owner(&topic, partition);
     let appended = shard
         .call(owner, move |s| {
