@@ -560,6 +560,58 @@ fn a_flipped_byte_inside_the_active_segment_is_fenced_after_a_clean_reopen() {
     fence_case("fence-active-clean", None, Some(2), Reopen::Clean);
 }
 
+/// Fences live only in memory, and that is safe across a restart: recovery trusts a sealed
+/// segment's index and scans none of it, but a read CRC-checks every batch it returns, so a
+/// fence a read found before a crash is found again by the first read of its range after the
+/// restart, and its bytes are never served (nor is any offset of it silently skipped).
+#[test]
+fn a_fence_found_before_a_crash_is_found_again_without_a_scan() {
+    run(|| async {
+        storage::set_tail_cache_bytes_max(0);
+        let dir = TestDir::new("fence-crash");
+        let partition = dir.partition();
+        let log = PartitionLog::open(&partition, small_config())
+            .await
+            .unwrap();
+        let batches: Vec<Vec<u8>> = (0..40).map(|index| batch(2, 300, index as i64)).collect();
+        let expected = append_all(&log, &batches).await;
+        log.sync_to(i64::MAX).await.unwrap();
+        let files = segment_files(&partition);
+        assert!(files.len() >= 3);
+        // A flipped byte in the second batch of the second (sealed) segment, under the open log.
+        let (base, path) = &files[1];
+        let first = expected
+            .iter()
+            .position(|(offset, _)| offset == base)
+            .unwrap();
+        let bad = first + 1;
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[expected[first].1.len() + 70] ^= 0x10;
+        std::fs::write(path, bytes).unwrap();
+        assert!(log.read(expected[bad].0, 1 << 20).await.is_err());
+        assert_eq!(log.corrupt_ranges_fenced(), 1);
+        drop(log); // a crash: no clean-shutdown marker, no index rewritten
+
+        let log = PartitionLog::open(&partition, small_config())
+            .await
+            .unwrap();
+        assert_eq!(log.segments_scanned_at_open(), 1, "only the last segment");
+        assert_eq!(
+            log.corrupt_ranges_fenced(),
+            0,
+            "the fence is not known at open"
+        );
+        assert_reads_around_fence(&log, &expected, bad).await;
+        assert_eq!(
+            log.corrupt_ranges_fenced(),
+            1,
+            "found again by the first read"
+        );
+        log.close().await.unwrap();
+        storage::set_tail_cache_bytes_max(storage::TAIL_CACHE_BYTES_DEFAULT);
+    });
+}
+
 #[test]
 fn recovery_fences_the_damaged_last_batch_of_a_sealed_segment_and_keeps_the_later_ones() {
     run(|| async {
