@@ -62,8 +62,8 @@ pub(crate) struct Recovered {
     pub segments: Vec<RecoveredSegment>,
     /// How many segments were read batch by batch (the rest were trusted from their index).
     pub segments_scanned: usize,
-    /// A clean-shutdown marker was removed: the directory must be synced before the log's
-    /// changes are acknowledged as durable.
+    /// A clean-shutdown marker was removed, or the first segment of a new partition created:
+    /// the directory must be synced before the log's changes are acknowledged as durable.
     pub directory_sync_needed: bool,
 }
 
@@ -80,9 +80,14 @@ pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, S
     let listing = list_partition_files(dir)?;
     let (marker_removed, marker) = clean_marker::take_blocking(dir)?;
     if listing.segments.is_empty() {
+        // A new partition's first segment is created as a roll creates one: without an fsync
+        // of the file or the directory. The log syncs the directory before its first sync
+        // completes (`directory_sync_needed`), so nothing acknowledged as durable depends on
+        // an unsynced entry, and creating a topic of many partitions costs no fsync per
+        // partition. A crash before that loses only an empty segment, which the next open
+        // creates again.
         let path = dir.join(segment_file_name(0));
-        File::create(&path)?.sync_all()?;
-        sync_directory(dir)?;
+        File::create(&path)?;
         let index = SparseIndex::new(0, config.index_interval_bytes);
         let segment = RecoveredSegment {
             base_offset: 0,
@@ -93,7 +98,7 @@ pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, S
         return Ok(Recovered {
             segments: vec![segment],
             segments_scanned: 0,
-            directory_sync_needed: false,
+            directory_sync_needed: true,
         });
     }
     let (mut segments, last_is_clean) = recover_chain(dir, &listing.segments, marker, config)?;

@@ -110,6 +110,39 @@ fn the_active_segment_grows_in_preallocation_steps_and_is_trimmed_when_sealed_or
     });
 }
 
+/// A new partition's first segment is created without an fsync (so that creating a topic of
+/// many partitions costs none per partition); its first sync makes the directory entry durable
+/// before the segment's data. Shown by failing the first sync operation: a failed directory sync
+/// is retried by the next sync, whereas a failed fdatasync would fail the log's syncs for good.
+#[test]
+fn a_new_log_syncs_its_directory_before_its_first_fdatasync() {
+    run(|| async {
+        let dir = TestDir::new("new-log-dir-sync");
+        let partition = dir.partition();
+        let io = FaultIo::new();
+        let log = open(&partition, &io).await;
+        let expected = append_all(&log, &[batch(100, 1)]).await;
+        io.inject(FaultPlan {
+            fault: Fault::Errno(EIO),
+            operations: Operations::Syncs,
+            after: 0,
+            count: 1,
+        });
+        log.sync_to(i64::MAX).await.unwrap_err();
+        assert_eq!(io.fdatasyncs_failed(), 0, "the directory sync came first");
+        log.sync_to(i64::MAX).await.unwrap();
+        drop(log);
+        io.crash(CrashOptions {
+            unsynced_files_lost: true,
+            ..CrashOptions::default()
+        })
+        .unwrap();
+        let log = open(&partition, &io).await;
+        assert_eq!(read_all(&log).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn a_full_disk_fails_the_append_and_leaves_the_log_consistent() {
     run(|| async {
