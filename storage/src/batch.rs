@@ -175,7 +175,9 @@ impl BatchHeader {
 }
 
 /// Fully checks the batch at the start of `bytes` (which may hold further batches): header ranges,
-/// presence of every byte, CRC-32C, and for uncompressed batches the record framing.
+/// presence of every byte, CRC-32C, `recordCount = lastOffsetDelta + 1`, and for uncompressed
+/// batches every record by `records.rs`'s rules. Produce, reads, fence searches and recovery all
+/// check batches here, so a batch produce would refuse for its framing is never recovered.
 pub(crate) fn check_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes)?;
     let total_bytes = header.total_bytes();
@@ -190,65 +192,16 @@ pub(crate) fn check_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if stored != computed {
         return Err(BatchError::CrcMismatch { stored, computed });
     }
+    if i64::from(header.record_count) != header.offset_count() {
+        return Err(BatchError::RecordCountMismatch {
+            record_count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
     if !header.is_compressed() {
-        check_records(&header, &bytes[BATCH_HEADER_BYTES..total_bytes])?;
+        records::check_uncompressed_records(&bytes[..total_bytes], &header)?;
     }
     Ok(header)
-}
-
-/// The framing fields of one uncompressed record.
-struct RecordFrame {
-    timestamp_delta: i64,
-    offset_delta: i32,
-}
-
-/// Walks the records of an uncompressed batch, calling `visit` for each; checks that exactly
-/// `record_count` records fill the batch and offset deltas increase within `[0, lastOffsetDelta]`.
-fn walk_records(
-    header: &BatchHeader,
-    records: &[u8],
-    mut visit: impl FnMut(&RecordFrame) -> bool,
-) -> Result<(), BatchError> {
-    let mut position = 0usize;
-    let mut previous_offset_delta = -1i64;
-    for _ in 0..header.record_count {
-        let length = read_varint(records, &mut position, 5)
-            .ok_or(BatchError::BadRecords("record length varint"))?;
-        if length < 0 || length as usize > records.len() - position {
-            return Err(BatchError::BadRecords("record length out of range"));
-        }
-        let record = &records[position..position + length as usize];
-        position += length as usize;
-        let mut field = 1usize; // Skip the attributes byte.
-        if record.is_empty() {
-            return Err(BatchError::BadRecords("empty record"));
-        }
-        let timestamp_delta = read_varint(record, &mut field, 10)
-            .ok_or(BatchError::BadRecords("timestamp delta varint"))?;
-        let offset_delta = read_varint(record, &mut field, 5)
-            .ok_or(BatchError::BadRecords("offset delta varint"))?;
-        if offset_delta <= previous_offset_delta
-            || offset_delta > i64::from(header.last_offset_delta)
-        {
-            return Err(BatchError::BadRecords("offset delta out of order or range"));
-        }
-        previous_offset_delta = offset_delta;
-        let frame = RecordFrame {
-            timestamp_delta,
-            offset_delta: offset_delta as i32,
-        };
-        if !visit(&frame) {
-            return Ok(());
-        }
-    }
-    if position != records.len() {
-        return Err(BatchError::BadRecords("bytes after the last record"));
-    }
-    Ok(())
-}
-
-fn check_records(header: &BatchHeader, records: &[u8]) -> Result<(), BatchError> {
-    walk_records(header, records, |_| true)
 }
 
 /// The first record of `batch` (a checked, whole batch) whose timestamp is at least
@@ -268,30 +221,17 @@ pub(crate) fn first_record_at_or_after(
     if header.is_log_append_time() {
         return Ok(from_header());
     }
-    if header.is_compressed() {
-        return match records::first_compressed_record_at_or_after(batch, header, timestamp_ms) {
-            Ok(found) => Ok(found),
-            Err(e) => {
-                log::warn!(
-                    "timestamp lookup: batch at offset {} not decodable ({e}); using its header",
-                    header.base_offset
-                );
-                Ok(from_header())
-            }
-        };
-    }
-    let mut found = None;
-    let records = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
-    walk_records(header, records, |frame| {
-        let record_timestamp = header.base_timestamp.wrapping_add(frame.timestamp_delta);
-        if record_timestamp >= timestamp_ms {
-            let offset = header.base_offset + i64::from(frame.offset_delta);
-            found = Some((offset, record_timestamp));
-            return false;
+    match records::first_record_at_or_after(batch, header, timestamp_ms) {
+        Ok(found) => Ok(found),
+        Err(e) if header.is_compressed() => {
+            log::warn!(
+                "timestamp lookup: batch at offset {} not decodable ({e}); using its header",
+                header.base_offset
+            );
+            Ok(from_header())
         }
-        true
-    })?;
-    Ok(found)
+        Err(e) => Err(e),
+    }
 }
 
 /// Rewrites the fields storage owns in a batch copy headed for disk. Neither field is covered by
@@ -314,7 +254,7 @@ pub(crate) struct BatchSummary {
 }
 
 /// One or more RecordBatch v2 batches that passed validation: lengths consistent, magic 2,
-/// CRC-32C correct, `recordCount >= 0`, `lastOffsetDelta >= 0`, uncompressed records well framed,
+/// CRC-32C correct, `recordCount = lastOffsetDelta + 1`, uncompressed records well framed,
 /// each batch at most [`BATCH_BYTES_MAX`] and all together at most [`APPEND_BYTES_MAX`].
 /// Constructed only by [`ValidatedBatches::validate`], so `PartitionLog::append` cannot be handed
 /// unchecked bytes.
@@ -397,44 +337,9 @@ fn read_i64(bytes: &[u8], at: usize) -> i64 {
     i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap())
 }
 
-/// Reads a zigzag varint of at most `bytes_max` bytes (5 for varint, 10 for varlong).
-fn read_varint(bytes: &[u8], position: &mut usize, bytes_max: usize) -> Option<i64> {
-    let mut value = 0u64;
-    for index in 0..bytes_max {
-        let byte = *bytes.get(*position)?;
-        *position += 1;
-        value |= u64::from(byte & 0x7f) << (7 * index);
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn varint_zigzag_decoding() {
-        let cases: &[(&[u8], i64)] = &[
-            (&[0x00], 0),
-            (&[0x01], -1),
-            (&[0x02], 1),
-            (&[0x7f], -64),
-            (&[0x80, 0x01], 64),
-            (&[0xfe, 0xff, 0xff, 0xff, 0x0f], i32::MAX as i64),
-        ];
-        for (bytes, expected) in cases {
-            let mut position = 0;
-            assert_eq!(read_varint(bytes, &mut position, 10), Some(*expected));
-            assert_eq!(position, bytes.len());
-        }
-        let mut position = 0;
-        assert_eq!(read_varint(&[0x80, 0x80], &mut position, 10), None);
-        let mut position = 0;
-        assert_eq!(read_varint(&[0x80; 6], &mut position, 5), None);
-    }
 
     #[test]
     fn header_rejects_short_length_and_bad_magic() {

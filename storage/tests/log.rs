@@ -346,6 +346,47 @@ fn recovery_drops_a_batch_torn_in_the_middle() {
     });
 }
 
+/// A batch with a correct CRC that produce refuses (`records.rs`), written after the last
+/// batch: recovery refuses it by the same checks, as a torn tail.
+fn recovery_refuses_what_produce_refuses(name: &'static str, crafted: fn() -> Vec<u8>) {
+    let policy = storage::records::RecordPolicy {
+        decompressed_bytes_max: 1 << 20,
+        zstd_allowed: true,
+        key_required: false,
+        log_append_time_ms: None,
+        create_time_window: None,
+    };
+    assert!(ValidatedBatches::validate_produced(Bytes::from(crafted()), &policy).is_err());
+    recovery_case(name, move |path, in_last| {
+        let (last_base, last) = in_last.last().unwrap();
+        let next_offset = last_base + last_offset_delta(last) + 1;
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.extend(stored(&crafted(), next_offset));
+        std::fs::write(path, bytes).unwrap();
+        in_last.len()
+    });
+}
+
+#[test]
+fn recovery_refuses_a_batch_claiming_more_offsets_than_records() {
+    // One record claiming lastOffsetDelta 2^31 - 1: accepted, it would move the log end by 2^31.
+    recovery_refuses_what_produce_refuses("claims-offsets", || {
+        let one = encode_batch(&[record(7, 10, 1)]);
+        build_batch(0, i32::MAX, 7, 7, 1, &one[61..])
+    });
+}
+
+#[test]
+fn recovery_refuses_a_record_with_a_key_length_below_minus_one() {
+    recovery_refuses_what_produce_refuses("key-length", || {
+        // attributes, timestampDelta 0, offsetDelta 0, keyLength -5, valueLength 0, 0 headers.
+        let body = [0u8, 0, 0, 9, 0, 0];
+        let mut records = vec![body.len() as u8 * 2];
+        records.extend_from_slice(&body);
+        build_batch(0, 0, 7, 7, 1, &records)
+    });
+}
+
 #[test]
 fn recovery_drops_a_batch_with_a_flipped_byte() {
     recovery_case("flip", |path, in_last| {
@@ -734,7 +775,7 @@ fn validate_rejects_malformed_input() {
     wrong_count[57..61].copy_from_slice(&4i32.to_be_bytes());
     assert!(matches!(
         check(with_fixed_crc(wrong_count)),
-        BatchError::BadRecords(_)
+        BatchError::RecordCountMismatch { .. }
     ));
 
     // Two good batches concatenated are fine; the offsets they consume add up.

@@ -100,9 +100,9 @@ def poison_cases():
         ("trailing bytes", one(GOOD_RECORD + b"\x00\x00"), CORRUPT_MESSAGE, 8),
         ("trailing compressed bytes", one(compress("zstd", GOOD_RECORD + b"\x00"), attributes=4), CORRUPT_MESSAGE, 8),
         ("varint overflow", one(b"\xff\xff\xff\xff\xff\x01" + GOOD_RECORD), CORRUPT_MESSAGE, 8),
-        # Compressed: in uncompressed batches the framing check answers first, CORRUPT_MESSAGE.
+        # One record walk for every codec (and for recovery): the same code either way.
         ("offset delta gap", one(compress("lz4", gap), 3, count=2, last_offset_delta=1), INVALID_RECORD, 8),
-        ("offset delta gap, uncompressed", one(gap, count=2, last_offset_delta=1), CORRUPT_MESSAGE, 8),
+        ("offset delta gap, uncompressed", one(gap, count=2, last_offset_delta=1), INVALID_RECORD, 8),
         ("record count above lastOffsetDelta + 1", one(compress("gzip", two), 1, count=2, last_offset_delta=0),
          INVALID_RECORD, 8),
         ("lastOffsetDelta 2^31-1 with one record", one(GOOD_RECORD, last_offset_delta=2**31 - 1), INVALID_RECORD, 8),
