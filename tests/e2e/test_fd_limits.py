@@ -1,4 +1,4 @@
-"""Descriptor limits: the broker runs under `prlimit --nofile=1024` (soft and hard), divides the
+"""Descriptor limits: the broker runs under `prlimit --nofile=1024` (or 2,000 or 256; soft and hard), divides the
 descriptors between partitions, sealed-segment files and connections, refuses what does not fit
 with a clear error, and stays up and restartable. Each partition holds one descriptor; a shard
 keeps at most a bounded number of sealed-segment files open; connections beyond the cap are closed
@@ -31,20 +31,38 @@ pytestmark = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs p
 
 
 class LimitedBroker(Broker):
-    """A broker whose process starts with RLIMIT_NOFILE = NOFILE, soft and hard."""
+    """A broker whose process starts with RLIMIT_NOFILE = `nofile` (NOFILE unless given), soft and
+    hard."""
+
+    def __init__(self, *args, nofile=NOFILE, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nofile = nofile
 
     def command(self):
-        return ["prlimit", f"--nofile={NOFILE}", "--"] + super().command()
+        return ["prlimit", f"--nofile={self.nofile}", "--"] + super().command()
 
 
 @pytest.fixture
-def limited_broker(tmp_path):
-    broker = LimitedBroker(tmp_path / "broker", free_port(), shards=SHARDS)
-    broker.start()
-    yield broker
-    problem = broker.close()
-    if problem:
-        pytest.fail(f"broker teardown: {problem}\n{broker.log_tail(40)}", pytrace=False)
+def make_limited_broker(tmp_path):
+    """Starts brokers with a chosen descriptor limit and shard count; each is closed at the end."""
+    brokers = []
+
+    def start(nofile, shards):
+        broker = LimitedBroker(tmp_path / f"broker-{len(brokers)}", free_port(), shards=shards, nofile=nofile)
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    yield start
+    for broker in brokers:
+        problem = broker.close()
+        if problem:
+            pytest.fail(f"broker teardown: {problem}\n{broker.log_tail(40)}", pytrace=False)
+
+
+@pytest.fixture
+def limited_broker(make_limited_broker):
+    return make_limited_broker(NOFILE, SHARDS)
 
 
 def open_fds(pid):
@@ -208,3 +226,65 @@ def test_partitions_are_not_added_when_one_cannot_open(broker):
     blocker.unlink()
     admin.create_partitions([NewPartitions(topic, 4)])[topic].result(timeout=TIMEOUT_S)
     assert partition_count() == 4
+
+
+def test_two_large_create_topics_under_a_descriptor_limit(make_limited_broker):
+    """Issue 11's 2 x 10,000 partitions under 20,000 descriptors, scaled down: 2 x 1,000 under
+    2,000 (two shards: 1,210 partitions fit). The first topic is created and served, the second
+    refused with POLICY_VIOLATION and not half-created; the broker stays up and restarts."""
+    broker = make_limited_broker(2000, SHARDS)
+    partitions_max = 1210  # broker/src/fd_budget.rs for 2,000 descriptors and two shards
+    first, second = unique_topic("big"), unique_topic("big")
+    admin = AdminClient(confluent_base_config(broker.bootstrap))
+    admin.create_topics([NewTopic(first, 1000, 1)])[first].result(timeout=TIMEOUT_S)
+    error = admin.create_topics([NewTopic(second, 1000, 1)])[second].exception(timeout=TIMEOUT_S)
+    assert error is not None and error.args[0].code() == KafkaError.POLICY_VIOLATION, error
+    assert 1000 + OFFSETS_PARTITIONS <= partitions_max < 2000 + OFFSETS_PARTITIONS
+    broker.assert_running()
+    assert len(open_fds(broker.proc.pid)) < 2000
+    assert not any(broker.data_dir.glob(f"{second}-*"))
+    with wire.connect(broker, timeout_s=TIMEOUT_S) as sock:
+        assert produce_one(sock, 1, first, b"v") == 0
+
+    broker.restart()
+    result = metadata(broker, [first])
+    assert result[first] == (0, 1000)
+    admin = AdminClient(confluent_base_config(broker.bootstrap))
+    assert second not in admin.list_topics(timeout=TIMEOUT_S).topics
+    broker.assert_running()
+
+
+def test_more_idle_connections_than_descriptors(make_limited_broker):
+    """Issue 11's ~2,100 idle connections under 2,048 descriptors, scaled down: 300 idle
+    connections under 256 (one shard: 52 connections fit). Those past the cap are closed at
+    accept, the broker never runs out of descriptors, answers the accepted ones and new clients
+    once the idle ones are gone, and restarts."""
+    broker = make_limited_broker(256, 1)
+    cap = 52  # broker/src/fd_budget.rs for 256 descriptors and one shard
+    idle = []
+    try:
+        for _ in range(300):
+            idle.append(wire.connect(broker, timeout_s=TIMEOUT_S))
+        broker.assert_running()
+        assert len(open_fds(broker.proc.pid)) < 256
+        answered = 0
+        for i, sock in enumerate(idle):
+            sock.sendall(wire.api_versions_request(i, 0))
+            outcome, _ = wire.answered_or_closed(sock, timeout_s=TIMEOUT_S)
+            answered += outcome == "answered"
+        assert 0 < answered <= cap, f"{answered} of 300 idle connections answered"
+    finally:
+        for sock in idle:
+            sock.close()
+    # With the idle connections gone, a new client is served.
+    wait_until(lambda: probe(broker), TIMEOUT_S, lambda: "a new connection was not served")
+    broker.restart()
+    assert probe(broker)
+
+
+def probe(broker):
+    """Whether a new connection gets an ApiVersions answer."""
+    with wire.connect(broker, timeout_s=TIMEOUT_S) as sock:
+        sock.sendall(wire.api_versions_request(1, 0))
+        outcome, _ = wire.answered_or_closed(sock, timeout_s=TIMEOUT_S)
+    return outcome == "answered"
