@@ -135,7 +135,7 @@ impl fmt::Display for RecordSize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientKind {
-    /// `net::client::producer::Producer`: per-partition batches (--batch-bytes, --linger-ms),
+    /// `client::producer::Producer`: per-partition batches (--batch-bytes, --linger-ms),
     /// compression, several requests in flight (--max-in-flight), keys.
     Batching,
     /// One Produce request of --batch-records records at a time, waiting for each answer.
@@ -235,7 +235,7 @@ impl fmt::Display for KeyDistribution {
 #[command(name = "sluice-bench", version)]
 pub struct Args {
     /// Broker address (host:port) to connect every actor to.
-    #[arg(long, default_value = net::client::BOOTSTRAP_DEFAULT)]
+    #[arg(long, default_value = client::BOOTSTRAP_DEFAULT)]
     pub bootstrap: String,
 
     /// Topic to produce to and consume from.
@@ -393,20 +393,20 @@ impl Args {
         {
             return Err("--compression and --keys need --client batching".to_owned());
         }
-        let batch_bytes_max = net::client::producer::PRODUCER_BATCH_BYTES_MAX;
+        let batch_bytes_max = client::producer::PRODUCER_BATCH_BYTES_MAX;
         if !(1..=batch_bytes_max).contains(&self.batch_bytes) {
             return Err(format!("--batch-bytes is 1..={batch_bytes_max}"));
         }
         if !(0.0..=LINGER_MS_MAX).contains(&self.linger_ms) {
             return Err(format!("--linger-ms is 0..={LINGER_MS_MAX}"));
         }
-        let buffer_bytes_max = net::client::producer::PRODUCER_BUFFER_BYTES_MAX;
+        let buffer_bytes_max = client::producer::PRODUCER_BUFFER_BYTES_MAX;
         if !(self.batch_bytes..=buffer_bytes_max).contains(&self.buffer_bytes) {
             return Err(format!(
                 "--buffer-bytes is --batch-bytes..={buffer_bytes_max}"
             ));
         }
-        let in_flight_max = net::client::producer::PRODUCER_IN_FLIGHT_MAX;
+        let in_flight_max = client::producer::PRODUCER_IN_FLIGHT_MAX;
         if !(1..=in_flight_max).contains(&self.max_in_flight) {
             return Err(format!("--max-in-flight is 1..={in_flight_max}"));
         }

@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use client::Client;
 use hdrhistogram::Histogram;
-use net::client::Client;
 
 use crate::actors::consumer::{self, ConsumerConfig, ConsumerMode, ConsumerResult};
 use crate::actors::producer::{self, ProducerConfig, ProducerResult, Quota};
@@ -164,7 +164,7 @@ fn ensure_topic(args: &Args) -> anyhow::Result<u32> {
                     Ok(()) => {}
                     Err(error)
                         if error.kafka_error()
-                            == Some(net::client::ResponseError::TopicAlreadyExists) => {}
+                            == Some(client::ResponseError::TopicAlreadyExists) => {}
                     Err(error) => return Err(error).context("creating the topic"),
                 }
                 created = true;

@@ -1,4 +1,4 @@
-//! The native batching producer (`net::client::producer`) against the real broker binary: every
+//! The native batching producer (`client::producer`) against the real broker binary: every
 //! codec and acks level, keyed records in the Java client's partitions, and idempotent
 //! retries across a kill -9 of the broker.
 
@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use client::producer::{Delivery, DeliveryCallback, Producer, ProducerConfig};
+use client::{Client, ProduceRecord, TIMESTAMP_LATEST};
 use common::Broker;
 use kafka_protocol::records::Compression;
-use net::client::producer::{Delivery, DeliveryCallback, Producer, ProducerConfig};
-use net::client::{Client, ProduceRecord, TIMESTAMP_LATEST};
 
 /// What the delivery callback saw: (partition, base offset or error text, tags).
 type Deliveries = Arc<Mutex<Vec<(i32, Result<i64, String>, Vec<u64>)>>>;

@@ -1,8 +1,6 @@
-//! Kafka wire protocol for Sluice: framing and limits shared by the broker and the native client,
-//! RecordBatch v2 building for the client, and the native blocking client used by the CLI.
+//! Kafka wire framing for Sluice, shared by the broker and the native client: the length prefix,
+//! size limits checked before allocation, and request-header handling.
 //!
-//! Message codecs come from the `kafka-protocol` crate; this crate owns framing (length prefix,
-//! size limits checked before allocation) and request-header handling.
+//! Message codecs come from the `kafka-protocol` crate.
 
-pub mod client;
 pub mod frame;

@@ -1,4 +1,4 @@
-//! A producer on the batching client (`net::client::producer::Producer`): hands records over one
+//! A producer on the batching client (`client::producer::Producer`): hands records over one
 //! at a time and lets the client batch, compress and pipeline them. Each record's latency runs
 //! from its send (in fixed-rate mode, its scheduled send) to the acknowledgement of its batch.
 
@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
+use client::producer::{Delivery, DeliveryCallback, Producer, ProducerConfig as ClientConfig};
+use client::ProduceRecord;
 use hdrhistogram::Histogram;
-use net::client::producer::{Delivery, DeliveryCallback, Producer, ProducerConfig as ClientConfig};
-use net::client::ProduceRecord;
 
 use super::producer::{ProducerConfig, ProducerResult, Quota, SizeDraw};
 use super::{client_config, Shared};

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use client::{Client, FetchPosition, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
 use hdrhistogram::Histogram;
-use net::client::{Client, FetchPosition, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
 
 use super::{client_config, Shared};
 use crate::stats::{latency_histogram, record_latency};
@@ -18,7 +18,7 @@ const FETCH_WAIT_MS: i32 = 100;
 /// Bytes one fetch response may carry in all, and per partition; well under FRAME_BYTES_MAX.
 const FETCH_BYTES_MAX: i32 = 32 << 20;
 const FETCH_PARTITION_BYTES_MAX: i32 = 8 << 20;
-const _: () = assert!(FETCH_BYTES_MAX as usize <= net::client::FRAME_BYTES_MAX / 2);
+const _: () = assert!(FETCH_BYTES_MAX as usize <= client::FRAME_BYTES_MAX / 2);
 /// How long e2e consumers may take, once the producers are done, to read what they wrote.
 const DRAIN_DURATION_MAX: Duration = Duration::from_secs(30);
 

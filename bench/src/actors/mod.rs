@@ -23,9 +23,9 @@ pub struct Shared {
     pub producers_done: Arc<AtomicBool>,
 }
 
-pub fn client_config(role: &str, id: u32) -> net::client::ClientConfig {
-    net::client::ClientConfig {
+pub fn client_config(role: &str, id: u32) -> client::ClientConfig {
+    client::ClientConfig {
         client_id: format!("sluice-bench-{role}-{id}"),
-        ..net::client::ClientConfig::default()
+        ..client::ClientConfig::default()
     }
 }

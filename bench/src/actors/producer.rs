@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::{BufMut, BytesMut};
+use client::{Client, IdempotentProducer, ProduceRecord};
 use hdrhistogram::Histogram;
-use net::client::{Client, IdempotentProducer, ProduceRecord};
 
 use super::{client_config, Shared};
 use crate::args::{Acks, ClientKind, CompressionKind, KeyDistribution, RecordSize};

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
+use client::records::encode_record_batch;
+use client::ProduceRecord;
 use glommio::LocalExecutorBuilder;
-use net::client::records::encode_record_batch;
-use net::client::ProduceRecord;
 use storage::{LogConfig, PartitionLog, ValidatedBatches};
 
 /// Appends in flight while building the data: enough to keep the disk busy.

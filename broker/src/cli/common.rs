@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use net::client::{Client, ClientConfig, TopicMetadata, BOOTSTRAP_DEFAULT};
+use client::{Client, ClientConfig, TopicMetadata, BOOTSTRAP_DEFAULT};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectionArgs {
@@ -104,7 +104,7 @@ pub fn topic_metadata(client: &mut Client, topic: &str) -> anyhow::Result<TopicM
         .topic(topic)
         .with_context(|| format!("broker did not describe topic {topic:?}"))?;
     if let Some(error) = topic_metadata.error() {
-        let name = net::client::error::error_name(error);
+        let name = client::error::error_name(error);
         anyhow::bail!("topic {topic:?}: {name}");
     }
     anyhow::ensure!(

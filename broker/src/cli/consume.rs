@@ -5,8 +5,8 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use net::client::group::{GroupConsumer, GroupConsumerConfig, OffsetReset};
-use net::client::{
+use client::group::{GroupConsumer, GroupConsumerConfig, OffsetReset};
+use client::{
     Client, ConsumedRecord, FetchPosition, FetchResult, ResponseError, FRAME_BYTES_MAX,
     TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
 };
@@ -297,7 +297,7 @@ fn advance(
             return Ok(());
         }
         Some(error) => {
-            let name = net::client::error::error_name(error);
+            let name = client::error::error_name(error);
             anyhow::bail!("fetch from {topic}-{partition}: {name}");
         }
     }

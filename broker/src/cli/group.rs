@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use clap::Subcommand;
-use net::client::consumer_protocol::{decode_assignment, PROTOCOL_TYPE_CONSUMER};
-use net::client::{
+use client::consumer_protocol::{decode_assignment, PROTOCOL_TYPE_CONSUMER};
+use client::{
     Client, GroupDescription, GroupMembership, PartitionOffset, TIMESTAMP_EARLIEST,
     TIMESTAMP_LATEST,
 };

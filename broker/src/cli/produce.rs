@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use net::client::{partition_for_key, Client, IdempotentProducer, ProduceRecord};
+use client::{partition_for_key, Client, IdempotentProducer, ProduceRecord};
 
 use super::common::{parse_key_value, parse_separator, topic_metadata, ConnectionArgs};
 

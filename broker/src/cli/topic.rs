@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use net::client::{Client, ConfigEntry, TopicMetadata, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
+use client::{Client, ConfigEntry, TopicMetadata, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
 
 use super::common::{parse_key_value, topic_metadata, ConnectionArgs};
 

@@ -623,7 +623,7 @@ fn subscribed_topics(group: &Group) -> Result<Option<Subscribed>, ResponseError>
                 .map(|(_, m)| m.clone())
                 .unwrap_or_default(),
         };
-        match net::client::consumer_protocol::decode_subscription(metadata) {
+        match client::consumer_protocol::decode_subscription(metadata) {
             Ok(subscription) => topics.extend(subscription.topics),
             Err(_) => return Ok(Some(Subscribed::All)),
         }

@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Result};
 use bytes::Bytes;
-use net::client::records::encode_record_batch;
-use net::client::ProduceRecord;
+use client::records::encode_record_batch;
+use client::ProduceRecord;
 use storage::{ValidatedBatches, BATCH_HEADER_BYTES};
 
 /// Room for at least one small record after the batch header.

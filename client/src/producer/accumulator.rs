@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::client::types::ProduceRecord;
+use crate::types::ProduceRecord;
 
 /// Bytes a record adds to a batch beyond its key, value and headers: the varint lengths, deltas
 /// and attributes of the RecordBatch v2 record framing, rounded up.

@@ -31,9 +31,9 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Enc
 use kafka_protocol::records::Compression;
 
 use super::*;
-use crate::client::codec::frame_body_bytes;
-use crate::client::records::encode_record_batch;
-use crate::client::ProduceRecord;
+use crate::codec::frame_body_bytes;
+use crate::records::encode_record_batch;
+use crate::ProduceRecord;
 
 /// Records 0, 1 and 2 in every partition.
 const LOG_END_OFFSET: i64 = 3;

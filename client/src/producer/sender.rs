@@ -24,14 +24,14 @@ use kafka_protocol::ResponseError;
 
 use super::accumulator::{DrainedBatch, TopicPartition};
 use super::{Delivery, Shared, State};
-use crate::client::apis::{parse_produce_many, produce_request_many, PartitionBatch};
-use crate::client::codec::{
+use crate::apis::{parse_produce_many, produce_request_many, PartitionBatch};
+use crate::codec::{
     decode_response_frame, encode_request_frame, frame_body_bytes, FRAME_PREFIX_BYTES,
 };
-use crate::client::error::{ClientError, Result};
-use crate::client::idempotent::is_resendable;
-use crate::client::records::{encode_record_batch_as, BatchProducer};
-use crate::client::Client;
+use crate::error::{ClientError, Result};
+use crate::idempotent::is_resendable;
+use crate::records::{encode_record_batch_as, BatchProducer};
+use crate::Client;
 
 /// Longest the sender sleeps without a reason to wake; it wakes earlier for every new batch,
 /// answer, deadline or broken connection.

@@ -9,11 +9,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, VersionRange};
 
 use super::error::{ClientError, Result};
 
-/// Largest frame we send or accept. Fetch responses are bounded by the request's max_bytes (the
-/// CLI asks for at most a few MiB), so 100 MiB only stops garbage or hostile size prefixes.
-pub const FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
-/// Size of the big-endian length prefix.
-pub const FRAME_PREFIX_BYTES: usize = 4;
+/// Frames are bounded and prefixed as the broker's (`net::frame`): the 100 MiB limit only stops
+/// garbage or hostile size prefixes, since Fetch responses are bounded by the request's max_bytes.
+pub use net::frame::{FRAME_BYTES_MAX, FRAME_PREFIX_BYTES};
 
 /// The Kafka API versions this client implements; negotiation picks within these.
 pub const CLIENT_API_VERSIONS: &[(ApiKey, VersionRange)] = &[

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 
-use crate::client::{Client, ClientConfig, ClientError, GroupMembership};
+use crate::{Client, ClientConfig, ClientError, GroupMembership};
 
 /// What the heartbeat thread learned that the poll loop must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
