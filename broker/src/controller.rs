@@ -18,7 +18,7 @@ use crate::metadata::{
     random_uuid, validate_topic_name, MetadataSnapshot, TopicMeta, TOPIC_PARTITIONS_MAX,
 };
 use crate::shard::Shard;
-use crate::topic_config;
+use crate::{broker_config, topic_config};
 
 /// The controller's shard.
 pub const CONTROLLER_SHARD: usize = 0;
@@ -522,6 +522,9 @@ pub async fn alter_topic_configs(
     changes: Vec<(String, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<Result<(), Refusal>> {
+    if changes.is_empty() {
+        return Vec::new();
+    }
     shard
         .call(CONTROLLER_SHARD, move |s| async move {
             let _change = controller(&s)
@@ -539,8 +542,90 @@ pub async fn alter_topic_configs(
                             format!("topic {topic} does not exist"),
                         )
                     })?;
-                    meta.configs = changed_configs(&meta.configs, change)?;
+                    meta.configs = changed_configs(&meta.configs, change, &TopicRules)?;
                     topic_config::drop_ignored(&topic, &mut meta.configs);
+                    Ok(())
+                })
+                .collect();
+            publish_results(&s, next, results, validate_only).await
+        })
+        .await
+}
+
+/// How the entries of one kind of resource are checked.
+trait ConfigRules {
+    /// Checks one entry; the refusal carries the error code Kafka gives.
+    fn validate(&self, key: &str, value: &str) -> Result<(), Refusal>;
+    /// The default of a list config (APPEND and SUBTRACT apply), `None` for other configs.
+    fn list_default(&self, key: &str) -> Option<&'static str>;
+}
+
+struct TopicRules;
+
+impl ConfigRules for TopicRules {
+    fn validate(&self, key: &str, value: &str) -> Result<(), Refusal> {
+        topic_config::validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))
+    }
+
+    fn list_default(&self, key: &str) -> Option<&'static str> {
+        topic_config::is_list(key).then(|| topic_config::config_default(key).unwrap_or(""))
+    }
+}
+
+/// Broker configs, per broker or cluster-wide. Kafka refuses a broker config it cannot apply
+/// with INVALID_REQUEST (KAFKA-13609), not INVALID_CONFIG.
+struct BrokerRules {
+    per_broker: bool,
+}
+
+impl ConfigRules for BrokerRules {
+    fn validate(&self, key: &str, value: &str) -> Result<(), Refusal> {
+        broker_config::validate_config(key, value, self.per_broker)
+            .map_err(|m| (ResponseError::InvalidRequest, m))
+    }
+
+    fn list_default(&self, key: &str) -> Option<&'static str> {
+        broker_config::list_default(key)
+    }
+}
+
+/// Which broker configs a BROKER resource names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BrokerTarget {
+    /// This broker's own (the resource named by its node id).
+    ThisBroker,
+    /// The cluster-wide defaults (the resource with an empty name).
+    ClusterDefault,
+}
+
+/// Changes dynamic broker configs (from any shard), persisted in the metadata like any other
+/// change. Results are in the order of `changes`.
+pub async fn alter_broker_configs(
+    shard: &Rc<Shard>,
+    changes: Vec<(BrokerTarget, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    shard
+        .call(CONTROLLER_SHARD, move |s| async move {
+            let _change = controller(&s)
+                .changes
+                .acquire_permit(1)
+                .await
+                .expect("controller semaphore is never closed");
+            let mut next = (*s.metadata()).clone();
+            let results = changes
+                .into_iter()
+                .map(|(target, change)| {
+                    let per_broker = target == BrokerTarget::ThisBroker;
+                    let configs = if per_broker {
+                        &mut next.broker_configs
+                    } else {
+                        &mut next.broker_default_configs
+                    };
+                    *configs = changed_configs(configs, change, &BrokerRules { per_broker })?;
                     Ok(())
                 })
                 .collect();
@@ -553,6 +638,7 @@ pub async fn alter_topic_configs(
 fn changed_configs(
     current: &BTreeMap<String, String>,
     change: ConfigChange,
+    rules: &dyn ConfigRules,
 ) -> Result<BTreeMap<String, String>, Refusal> {
     let mut configs = match &change {
         ConfigChange::Replace(_) => BTreeMap::new(),
@@ -562,12 +648,12 @@ fn changed_configs(
         ConfigChange::Replace(all) => configs = all,
         ConfigChange::Incremental(ops) => {
             for (key, op, value) in ops {
-                apply_config_op(&mut configs, key, op, value)?;
+                apply_config_op(&mut configs, key, op, value, rules)?;
             }
         }
     }
     for (key, value) in &configs {
-        topic_config::validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        rules.validate(key, value)?;
     }
     Ok(configs)
 }
@@ -577,6 +663,7 @@ fn apply_config_op(
     key: String,
     op: i8,
     value: Option<String>,
+    rules: &dyn ConfigRules,
 ) -> Result<(), Refusal> {
     const SET: i8 = 0;
     const DELETE: i8 = 1;
@@ -591,13 +678,13 @@ fn apply_config_op(
         DELETE => {
             configs.remove(&key);
         }
-        APPEND | SUBTRACT if topic_config::is_list(&key) => {
+        APPEND | SUBTRACT if rules.list_default(&key).is_some() => {
             let value = value.ok_or_else(|| invalid(format!("{key} needs a value")))?;
+            let default = rules.list_default(&key).unwrap_or_default();
             let current = configs
                 .get(&key)
-                .cloned()
-                .or_else(|| topic_config::config_default(&key).map(str::to_string));
-            let current = current.unwrap_or_default();
+                .map_or(default, String::as_str)
+                .to_string();
             let mut items: Vec<String> = topic_config::list_items(&current)
                 .map(str::to_string)
                 .collect();
@@ -641,7 +728,7 @@ mod tests {
             ("cleanup.policy".into(), 2, Some("compact".into())),
         ]);
         assert_eq!(
-            changed_configs(&current, change).unwrap(),
+            changed_configs(&current, change, &TopicRules).unwrap(),
             configs(&[
                 ("cleanup.policy", "delete,compact"),
                 ("retention.ms", "5000")
@@ -649,13 +736,15 @@ mod tests {
         );
         let bad = ConfigChange::Incremental(vec![("retention.ms".into(), 0, Some("soon".into()))]);
         assert_eq!(
-            changed_configs(&current, bad).unwrap_err().0,
+            changed_configs(&current, bad, &TopicRules).unwrap_err().0,
             ResponseError::InvalidConfig
         );
         let not_a_list =
             ConfigChange::Incremental(vec![("retention.ms".into(), 2, Some("1".into()))]);
         assert_eq!(
-            changed_configs(&current, not_a_list).unwrap_err().0,
+            changed_configs(&current, not_a_list, &TopicRules)
+                .unwrap_err()
+                .0,
             ResponseError::InvalidConfig
         );
     }
@@ -665,7 +754,7 @@ mod tests {
         let current = configs(&[("retention.ms", "1000")]);
         let change = ConfigChange::Replace(configs(&[("segment.bytes", "2097152")]));
         assert_eq!(
-            changed_configs(&current, change).unwrap(),
+            changed_configs(&current, change, &TopicRules).unwrap(),
             configs(&[("segment.bytes", "2097152")])
         );
     }

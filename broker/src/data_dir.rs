@@ -230,6 +230,8 @@ mod tests {
             version: 1,
             cluster_id: "c".into(),
             topics: Default::default(),
+            broker_configs: Default::default(),
+            broker_default_configs: Default::default(),
         };
         let meta = TopicMeta {
             name: "t".into(),

@@ -87,6 +87,13 @@ pub struct MetadataSnapshot {
     pub version: u64,
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Dynamic broker configs set for this broker (the BROKER resource named by its node id);
+    /// see [`crate::broker_config`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_configs: BTreeMap<String, String>,
+    /// Cluster-wide dynamic broker configs (the BROKER resource with an empty name).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_default_configs: BTreeMap<String, String>,
 }
 
 impl MetadataSnapshot {
@@ -124,6 +131,8 @@ impl MetadataSnapshot {
                     version: 0,
                     cluster_id: random_uuid().simple().to_string(),
                     topics: BTreeMap::new(),
+                    broker_configs: BTreeMap::new(),
+                    broker_default_configs: BTreeMap::new(),
                 };
                 snapshot.persist(data_dir)?;
                 Ok(snapshot)

@@ -205,7 +205,7 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
     validate_value(name, config.kind, value)
 }
 
-fn validate_value(name: &str, kind: ConfigKind, value: &str) -> Result<(), String> {
+pub fn validate_value(name: &str, kind: ConfigKind, value: &str) -> Result<(), String> {
     match kind {
         ConfigKind::Boolean if matches!(value, "true" | "false") => Ok(()),
         ConfigKind::Boolean => Err(format!("config {name} needs true or false, got {value:?}")),

@@ -494,3 +494,230 @@ fn fetch_honours_the_request_wide_max_bytes() {
     }
     assert_eq!(first_filled.len(), 3, "each partition comes first in turn");
 }
+
+/// Every operation Kafka reports without an authoriser (AclOperation codes as bits).
+const TOPIC_OPERATIONS_ALL: i32 = 3576;
+const CLUSTER_OPERATIONS_ALL: i32 = 8096;
+const GROUP_OPERATIONS_ALL: i32 = 328;
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+/// DescribeCluster v0–v1 names this broker as the only broker and the controller, with the
+/// metadata's cluster id; only the BROKERS endpoint type is served.
+#[test]
+fn describe_cluster_lists_this_broker() {
+    let broker = Broker::start("describecluster", 1);
+    let mut wire = broker.connect();
+    let metadata: MetadataResponse =
+        wire.request(ApiKey::Metadata, 12, &MetadataRequest::default());
+    for version in 0..=1 {
+        let response: DescribeClusterResponse = wire.request(
+            ApiKey::DescribeCluster,
+            version,
+            &DescribeClusterRequest::default(),
+        );
+        assert_eq!(response.error_code, 0);
+        assert_eq!(Some(response.cluster_id), metadata.cluster_id);
+        assert_eq!(response.controller_id, metadata.brokers[0].node_id);
+        assert_eq!(response.brokers.len(), 1);
+        let described = &response.brokers[0];
+        assert_eq!(described.broker_id, metadata.brokers[0].node_id);
+        assert_eq!(described.host, metadata.brokers[0].host);
+        assert_eq!(described.port, i32::from(broker.addr.port()));
+        assert_eq!(
+            response.cluster_authorized_operations,
+            OPERATIONS_NOT_REQUESTED
+        );
+    }
+    let controllers = DescribeClusterRequest::default().with_endpoint_type(2);
+    let response: DescribeClusterResponse = wire.request(ApiKey::DescribeCluster, 1, &controllers);
+    assert_eq!(response.error_code, 115, "UNSUPPORTED_ENDPOINT_TYPE");
+}
+
+/// KIP-430: with no authoriser, Metadata, DescribeCluster and DescribeGroups report every
+/// operation when asked, and Kafka's "not requested" value otherwise.
+#[test]
+fn authorized_operations_are_every_operation() {
+    let broker = Broker::start("authorizedops", 1);
+    let mut wire = broker.connect();
+    assert_eq!(create_topic(&mut wire, "ops", 1), 0);
+    let topics = Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic_name("ops")))
+    ]);
+    for version in [8, 10, 12] {
+        let asked = MetadataRequest::default()
+            .with_topics(topics.clone())
+            .with_include_cluster_authorized_operations(version <= 10)
+            .with_include_topic_authorized_operations(true);
+        let response: MetadataResponse = wire.request(ApiKey::Metadata, version, &asked);
+        assert_eq!(
+            response.topics[0].topic_authorized_operations,
+            TOPIC_OPERATIONS_ALL
+        );
+        if version <= 10 {
+            assert_eq!(
+                response.cluster_authorized_operations,
+                CLUSTER_OPERATIONS_ALL
+            );
+        }
+        let not_asked = MetadataRequest::default().with_topics(topics.clone());
+        let response: MetadataResponse = wire.request(ApiKey::Metadata, version, &not_asked);
+        assert_eq!(
+            response.topics[0].topic_authorized_operations,
+            OPERATIONS_NOT_REQUESTED
+        );
+    }
+    let asked = DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+    let response: DescribeClusterResponse = wire.request(ApiKey::DescribeCluster, 1, &asked);
+    assert_eq!(
+        response.cluster_authorized_operations,
+        CLUSTER_OPERATIONS_ALL
+    );
+    let groups = vec![GroupId(StrBytes::from_static_str("nobody"))];
+    let asked = DescribeGroupsRequest::default()
+        .with_groups(groups.clone())
+        .with_include_authorized_operations(true);
+    let response: DescribeGroupsResponse = wire.request(ApiKey::DescribeGroups, 5, &asked);
+    assert_eq!(
+        response.groups[0].authorized_operations,
+        GROUP_OPERATIONS_ALL
+    );
+    let not_asked = DescribeGroupsRequest::default().with_groups(groups);
+    let response: DescribeGroupsResponse = wire.request(ApiKey::DescribeGroups, 5, &not_asked);
+    assert_eq!(
+        response.groups[0].authorized_operations,
+        OPERATIONS_NOT_REQUESTED
+    );
+}
+
+/// One IncrementalAlterConfigs operation on BROKER `broker`: (error code, error message).
+fn alter_broker_config(
+    wire: &mut common::Wire,
+    broker: &str,
+    name: &str,
+    operation: i8,
+    value: &str,
+) -> (i16, Option<StrBytes>) {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_string(name.to_string()))
+                .with_config_operation(operation)
+                .with_value(Some(StrBytes::from_string(value.to_string())))]),
+    ]);
+    let response: IncrementalAlterConfigsResponse =
+        wire.request(ApiKey::IncrementalAlterConfigs, 1, &request);
+    let answer = &response.responses[0];
+    (answer.error_code, answer.error_message.clone())
+}
+
+/// DescribeConfigs of BROKER `broker`: name -> (value, source, read-only).
+fn describe_broker(
+    wire: &mut common::Wire,
+    broker: &str,
+) -> std::collections::BTreeMap<String, (String, i8, bool)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_configuration_keys(None)]);
+    let response: DescribeConfigsResponse = wire.request(ApiKey::DescribeConfigs, 4, &request);
+    assert_eq!(response.results[0].error_code, 0);
+    response.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            (c.name.to_string(), (value, c.config_source, c.read_only))
+        })
+        .collect()
+}
+
+/// Dynamic broker configs: set per broker (resource "0") or cluster-wide (resource ""),
+/// validated, reported with their source, kept across a restart; read-only, unknown, per-broker
+/// only (at cluster level) and out-of-range ones, and other brokers' ids, are refused with
+/// INVALID_REQUEST as Kafka refuses them.
+#[test]
+fn broker_configs_are_dynamic_validated_and_persisted() {
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    const APPEND: i8 = 2;
+    const INVALID_REQUEST: i16 = 42;
+    const DYNAMIC_BROKER: i8 = 1;
+    const DYNAMIC_DEFAULT_BROKER: i8 = 2;
+    const STATIC_BROKER: i8 = 4;
+    const DEFAULT: i8 = 5;
+    let mut broker = Broker::start("brokerconfigs", 1);
+    let mut wire = broker.connect();
+    assert_eq!(
+        alter_broker_config(&mut wire, "0", "background.threads", SET, "9").0,
+        0
+    );
+    assert_eq!(
+        alter_broker_config(&mut wire, "0", "log.cleanup.policy", APPEND, "compact").0,
+        0
+    );
+    assert_eq!(
+        alter_broker_config(&mut wire, "", "num.io.threads", SET, "4").0,
+        0
+    );
+    let relogin = "sasl.kerberos.min.time.before.relogin";
+    assert_eq!(
+        alter_broker_config(&mut wire, "0", relogin, SET, "58000").0,
+        0
+    );
+    for (resource, name, value) in [
+        ("", relogin, "58000"),
+        ("0", "broker.id", "5"),
+        ("0", "no.such.config", "1"),
+        ("0", "background.threads", "0"),
+        ("0", "log.cleanup.policy", "shred"),
+        ("7", "background.threads", "9"),
+    ] {
+        let (error, message) = alter_broker_config(&mut wire, resource, name, SET, value);
+        assert_eq!(
+            error, INVALID_REQUEST,
+            "{resource:?} {name}={value}: {message:?}"
+        );
+    }
+
+    for round in ["before restart", "after restart"] {
+        let described = describe_broker(&mut wire, "0");
+        let entry = |name: &str| described.get(name).cloned().expect(name);
+        assert_eq!(
+            entry("background.threads"),
+            ("9".into(), DYNAMIC_BROKER, false),
+            "{round}"
+        );
+        assert_eq!(entry("log.cleanup.policy").0, "delete,compact", "{round}");
+        assert_eq!(
+            entry("num.io.threads"),
+            ("4".into(), DYNAMIC_DEFAULT_BROKER, false)
+        );
+        assert_eq!(entry(relogin), ("58000".into(), DYNAMIC_BROKER, false));
+        assert_eq!(entry("num.network.threads"), ("3".into(), DEFAULT, false));
+        assert_eq!(entry("broker.id"), ("0".into(), STATIC_BROKER, true));
+        let cluster = describe_broker(&mut wire, "");
+        assert_eq!(
+            cluster.keys().collect::<Vec<_>>(),
+            ["num.io.threads"],
+            "{round}"
+        );
+        broker.kill_and_restart();
+        wire = broker.connect();
+    }
+    assert_eq!(
+        alter_broker_config(&mut wire, "0", "background.threads", DELETE, "").0,
+        0
+    );
+    let described = describe_broker(&mut wire, "0");
+    assert_eq!(
+        described["background.threads"],
+        ("10".into(), DEFAULT, false)
+    );
+}

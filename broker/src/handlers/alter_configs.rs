@@ -1,9 +1,11 @@
-//! AlterConfigs (versions 0–2) and IncrementalAlterConfigs (versions 0–1) for topics.
+//! AlterConfigs (versions 0–2) and IncrementalAlterConfigs (versions 0–1) for topics and the
+//! broker.
 //!
 //! Changes are persisted and published like every metadata change. Retention settings apply
 //! from the next retention pass; `segment.bytes` and `index.interval.bytes` apply when a
-//! partition is next opened. Broker resources are static (configured on the command line):
-//! altering them is refused.
+//! partition is next opened. A BROKER resource named by this broker's node id changes its own
+//! dynamic configs, one with an empty name the cluster-wide defaults (`broker_config`); any
+//! other broker id is refused, as Kafka refuses a request meant for another broker.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use crate::controller::{self, ConfigChange, Refusal};
+use crate::controller::{self, BrokerTarget, ConfigChange, Refusal};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 2;
@@ -23,29 +25,69 @@ pub const INCREMENTAL_VERSION_MIN: i16 = 0;
 pub const INCREMENTAL_VERSION_MAX: i16 = 1;
 
 const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
 
-/// Sends the topic changes to the controller; other resource types are refused in place.
+/// Where one resource's change goes.
+enum Route {
+    Topic(String),
+    Broker(BrokerTarget),
+    Refused(Refusal),
+}
+
+fn route(ctx: &RequestContext, kind: i8, name: &str) -> Route {
+    let node_id = ctx.shard.config.node_id.to_string();
+    match kind {
+        RESOURCE_TOPIC => Route::Topic(name.to_string()),
+        RESOURCE_BROKER if name.is_empty() => Route::Broker(BrokerTarget::ClusterDefault),
+        RESOURCE_BROKER if name == node_id => Route::Broker(BrokerTarget::ThisBroker),
+        RESOURCE_BROKER => Route::Refused((
+            ResponseError::InvalidRequest,
+            format!("Unexpected broker id, expected {node_id}, but received {name}"),
+        )),
+        _ => Route::Refused((
+            ResponseError::InvalidRequest,
+            format!("unsupported resource type {kind}"),
+        )),
+    }
+}
+
+/// Sends the topic and broker changes to the controller; other resources are refused in place.
 async fn apply(
     ctx: &RequestContext,
     resources: Vec<(i8, String, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<Result<(), Refusal>> {
-    let topic_changes: Vec<(String, ConfigChange)> = resources
-        .iter()
-        .filter(|(kind, _, _)| *kind == RESOURCE_TOPIC)
-        .map(|(_, name, change)| (name.clone(), change.clone()))
+    let routes: Vec<(Route, ConfigChange)> = resources
+        .into_iter()
+        .map(|(kind, name, change)| (route(ctx, kind, &name), change))
         .collect();
-    let mut done = controller::alter_topic_configs(&ctx.shard, topic_changes, validate_only)
+    let topic_changes = routes
+        .iter()
+        .filter_map(|(r, change)| match r {
+            Route::Topic(name) => Some((name.clone(), change.clone())),
+            _ => None,
+        })
+        .collect();
+    let broker_changes = routes
+        .iter()
+        .filter_map(|(r, change)| match r {
+            Route::Broker(target) => Some((*target, change.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut topics_done = controller::alter_topic_configs(&ctx.shard, topic_changes, validate_only)
         .await
         .into_iter();
-    resources
-        .iter()
-        .map(|(kind, _, _)| match *kind {
-            RESOURCE_TOPIC => done.next().expect("one result per topic"),
-            _ => Err((
-                ResponseError::InvalidRequest,
-                "only topic configs can be changed".to_string(),
-            )),
+    let mut brokers_done =
+        controller::alter_broker_configs(&ctx.shard, broker_changes, validate_only)
+            .await
+            .into_iter();
+    routes
+        .into_iter()
+        .map(|(r, _)| match r {
+            Route::Topic(_) => topics_done.next().expect("one result per topic"),
+            Route::Broker(_) => brokers_done.next().expect("one result per broker resource"),
+            Route::Refused(refusal) => Err(refusal),
         })
         .collect()
 }

@@ -1,4 +1,7 @@
 //! DescribeConfigs for topics (resource type 2) and the broker (type 4). Versions 1–4.
+//!
+//! The broker named by its node id lists its read-only configs and every dynamic one with its
+//! source; the broker resource with an empty name lists the cluster-wide dynamic configs set.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
@@ -9,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::create_topics::{CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use super::RequestContext;
+use crate::broker_config::{BROKER_CONFIGS, READ_ONLY_CONFIGS};
 use crate::config::ServeArgs;
 use crate::metadata::MetadataSnapshot;
 use crate::topic_config::{ConfigKind, TOPIC_CONFIGS};
@@ -18,7 +22,9 @@ pub const VERSION_MAX: i16 = 4;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-/// Kafka's STATIC_BROKER_CONFIG config source.
+/// Kafka's config sources for broker configs.
+const CONFIG_SOURCE_DYNAMIC_BROKER: i8 = 1;
+const CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 2;
 const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
 /// Kafka's ConfigType values for DescribeConfigs v3+.
 const CONFIG_TYPE_BOOLEAN: i8 = 1;
@@ -60,10 +66,13 @@ pub async fn handle(
             };
             let configs = match resource.resource_type {
                 RESOURCE_TOPIC => topic_configs(&snapshot, resource.resource_name.as_str()),
+                RESOURCE_BROKER if resource.resource_name.is_empty() => {
+                    Ok(cluster_default_configs(&snapshot))
+                }
                 RESOURCE_BROKER
-                    if broker_named(&ctx.shard.config, resource.resource_name.as_str()) =>
+                    if resource.resource_name.as_str() == ctx.shard.config.node_id.to_string() =>
                 {
-                    Ok(broker_configs(&ctx.shard.config))
+                    Ok(broker_configs(&ctx.shard.config, &snapshot))
                 }
                 RESOURCE_BROKER => Err((ResponseError::InvalidRequest, "no such broker")),
                 _ => Err((ResponseError::InvalidRequest, "unsupported resource type")),
@@ -82,10 +91,6 @@ pub async fn handle(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
-}
-
-fn broker_named(config: &ServeArgs, name: &str) -> bool {
-    name.is_empty() || name == config.node_id.to_string()
 }
 
 fn config_entry(
@@ -121,9 +126,48 @@ fn topic_configs(
         .collect())
 }
 
-fn broker_configs(config: &ServeArgs) -> Vec<DescribeConfigsResourceResult> {
+/// The cluster-wide dynamic configs that are set, as Kafka describes the default broker
+/// resource.
+fn cluster_default_configs(snapshot: &MetadataSnapshot) -> Vec<DescribeConfigsResourceResult> {
+    BROKER_CONFIGS
+        .iter()
+        .filter_map(|config| {
+            let value = snapshot.broker_default_configs.get(config.name)?;
+            Some(config_entry(
+                config.name,
+                value.clone(),
+                CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER,
+                config_type(config.kind),
+            ))
+        })
+        .collect()
+}
+
+/// This broker's configs: the read-only ones from its command line, then every dynamic one
+/// with the value and source that apply (per broker, cluster-wide, or Kafka's default).
+fn broker_configs(
+    config: &ServeArgs,
+    snapshot: &MetadataSnapshot,
+) -> Vec<DescribeConfigsResourceResult> {
+    let mut entries = read_only_broker_configs(config);
+    entries.extend(BROKER_CONFIGS.iter().map(|c| {
+        let (value, source) = match (
+            snapshot.broker_configs.get(c.name),
+            snapshot.broker_default_configs.get(c.name),
+        ) {
+            (Some(value), _) => (value.clone(), CONFIG_SOURCE_DYNAMIC_BROKER),
+            (None, Some(value)) => (value.clone(), CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER),
+            (None, None) => (c.default.to_string(), CONFIG_SOURCE_DEFAULT),
+        };
+        config_entry(c.name, value, source, config_type(c.kind))
+    }));
+    entries
+}
+
+/// The configs of `broker_config::READ_ONLY_CONFIGS`, marked read-only as Kafka marks them.
+fn read_only_broker_configs(config: &ServeArgs) -> Vec<DescribeConfigsResourceResult> {
     let source = CONFIG_SOURCE_STATIC_BROKER;
-    vec![
+    let entries = vec![
         config_entry(
             "broker.id",
             config.node_id.to_string(),
@@ -160,11 +204,12 @@ fn broker_configs(config: &ServeArgs) -> Vec<DescribeConfigsResourceResult> {
             source,
             CONFIG_TYPE_INT,
         ),
-        config_entry(
-            "log.retention.ms",
-            "604800000".to_string(),
-            source,
-            CONFIG_TYPE_LONG,
-        ),
-    ]
+    ];
+    assert!(entries
+        .iter()
+        .all(|e| READ_ONLY_CONFIGS.contains(&e.name.as_str())));
+    entries
+        .into_iter()
+        .map(|entry| entry.with_read_only(true))
+        .collect()
 }

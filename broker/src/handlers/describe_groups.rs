@@ -1,11 +1,12 @@
 //! DescribeGroups: state, protocol and members with their assignments. Versions 0–5.
-//! A group that does not exist is described as Dead, as Kafka does.
+//! A group that does not exist is described as Dead, as Kafka does. Authorised operations (v3+)
+//! are reported when asked for.
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::RequestContext;
+use super::{authorized_operations, RequestContext};
 use crate::groups;
 
 pub const VERSION_MIN: i16 = 0;
@@ -15,6 +16,11 @@ pub async fn handle(
     ctx: &RequestContext,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
+    // v3+ can ask for the group's authorised operations (every one: there is no authoriser).
+    let operations = authorized_operations::if_requested(
+        request.include_authorized_operations,
+        authorized_operations::GROUP,
+    );
     let mut described = Vec::with_capacity(request.groups.len());
     for group_id in request.groups {
         let name = group_id.0.to_string();
@@ -23,7 +29,9 @@ pub async fn handle(
             .shard
             .call(owner, move |s| async move { groups::describe(&s, &name) })
             .await;
-        let entry = DescribedGroup::default().with_group_id(group_id);
+        let entry = DescribedGroup::default()
+            .with_group_id(group_id)
+            .with_authorized_operations(operations);
         described.push(match summary {
             None => entry.with_group_state(StrBytes::from_static_str("Dead")),
             Some(g) => {

@@ -1,7 +1,8 @@
 //! Metadata: brokers, controller and topics with their partitions.
 //!
 //! Versions 0–12 (topic ids from v10). There is one broker, so it leads every partition and is
-//! the controller (clients such as KafkaJS send some requests to the controller).
+//! the controller (clients such as KafkaJS send some requests to the controller). Authorised
+//! operations (v8+) are reported when asked for: every operation, as there is no authoriser.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -10,12 +11,14 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::RequestContext;
+use super::{authorized_operations, RequestContext};
 use crate::controller;
 use crate::metadata::{validate_topic_name, MetadataSnapshot, TopicMeta};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 12;
+/// Metadata v11 dropped the cluster's authorised operations (DescribeCluster reports them).
+const CLUSTER_OPERATIONS_VERSION_MAX: i16 = 10;
 
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let node = BrokerId(ctx.shard.config.node_id);
@@ -23,7 +26,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     // v0 asks for every topic with an empty list; later versions with null.
     let every_topic = request.topics.is_none()
         || (ctx.version == 0 && request.topics.as_ref().is_some_and(Vec::is_empty));
-    let topics = if every_topic {
+    let topics: Vec<MetadataResponseTopic> = if every_topic {
         snapshot
             .topics
             .values()
@@ -54,7 +57,21 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
             .map(|r| requested_entry(&snapshot, r, &refusals, node))
             .collect()
     };
+    let cluster_operations = authorized_operations::if_requested(
+        ctx.version <= CLUSTER_OPERATIONS_VERSION_MAX
+            && request.include_cluster_authorized_operations,
+        authorized_operations::CLUSTER,
+    );
+    let topic_operations = authorized_operations::if_requested(
+        request.include_topic_authorized_operations,
+        authorized_operations::TOPIC,
+    );
+    let topics = topics
+        .into_iter()
+        .map(|topic| with_topic_operations(topic, topic_operations))
+        .collect();
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(node)
             .with_host(StrBytes::from_string(ctx.shard.config.advertised_host()))
@@ -62,6 +79,15 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         .with_cluster_id(Some(StrBytes::from_string(snapshot.cluster_id.clone())))
         .with_controller_id(node)
         .with_topics(topics)
+}
+
+/// A found topic's authorised operations; a topic with an error reports none (Kafka leaves them
+/// out for topics it does not describe).
+fn with_topic_operations(topic: MetadataResponseTopic, operations: i32) -> MetadataResponseTopic {
+    if topic.error_code != 0 {
+        return topic;
+    }
+    topic.with_topic_authorized_operations(operations)
 }
 
 enum Requested {

@@ -7,11 +7,13 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod authorized_operations;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
@@ -185,6 +187,11 @@ pub const SUPPORTED_APIS: &[ApiSupport] = &[
         max: describe_configs::VERSION_MAX,
     },
     ApiSupport {
+        key: ApiKey::DescribeCluster,
+        min: describe_cluster::VERSION_MIN,
+        max: describe_cluster::VERSION_MAX,
+    },
+    ApiSupport {
         key: ApiKey::InitProducerId,
         min: init_producer_id::VERSION_MIN,
         max: init_producer_id::VERSION_MAX,
@@ -310,6 +317,12 @@ pub async fn dispatch(shard: Rc<Shard>, peer_ip: Rc<str>, mut frame: Bytes) -> O
                 describe_configs::handle
             )
         }
+        ApiKey::DescribeCluster => route!(
+            ctx,
+            body,
+            kafka_protocol::messages::DescribeClusterRequest,
+            describe_cluster::handle
+        ),
         ApiKey::CreatePartitions => {
             route!(
                 ctx,
