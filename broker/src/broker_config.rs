@@ -7,7 +7,9 @@
 //! does not act on them (it has no cleaner, thread pools or SASL to tune); they exist so that
 //! tools written for Kafka, which set and read them back, work unchanged.
 
-use crate::topic_config::{validate_value, ConfigKind};
+use crate::topic_config::{
+    int_at_least, long_at_least, validate_value, ConfigKind, INT_MAX, LONG_MAX, LONG_MAX_TEXT,
+};
 
 /// Who may change a broker config, as Kafka's `DynamicBrokerConfig` allows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,10 +29,7 @@ pub struct BrokerConfig {
     pub scope: Scope,
 }
 
-const INT_MAX: i64 = i32::MAX as i64;
-const LONG_MAX: i64 = i64::MAX;
 const INT_MAX_TEXT: &str = "2147483647";
-const LONG_MAX_TEXT: &str = "9223372036854775807";
 
 /// Configs Kafka declares without a range.
 const INT_ANY: ConfigKind = ConfigKind::Int {
@@ -45,14 +44,6 @@ const DOUBLE_ANY: ConfigKind = ConfigKind::Double {
     min: f64::MIN,
     max: f64::MAX,
 };
-
-const fn int_at_least(min: i64) -> ConfigKind {
-    ConfigKind::Int { min, max: INT_MAX }
-}
-
-const fn long_at_least(min: i64) -> ConfigKind {
-    ConfigKind::Long { min, max: LONG_MAX }
-}
 
 const fn dynamic(name: &'static str, default: &'static str, kind: ConfigKind) -> BrokerConfig {
     BrokerConfig {

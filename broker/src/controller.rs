@@ -525,6 +525,72 @@ pub async fn alter_topic_configs(
     if changes.is_empty() {
         return Vec::new();
     }
+    edit_metadata(shard, validate_only, move |next| {
+        changes
+            .into_iter()
+            .map(|(topic, change)| {
+                let meta = next.topics.get_mut(&topic).ok_or_else(|| {
+                    (
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("topic {topic} does not exist"),
+                    )
+                })?;
+                meta.configs = changed_configs(&meta.configs, change, &TopicRules)?;
+                topic_config::drop_ignored(&topic, &mut meta.configs);
+                Ok(())
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Which broker configs a BROKER resource names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BrokerTarget {
+    /// This broker's own (the resource named by its node id).
+    ThisBroker,
+    /// The cluster-wide defaults (the resource with an empty name).
+    ClusterDefault,
+}
+
+/// Changes dynamic broker configs (from any shard), persisted in the metadata like any other
+/// change. Results are in the order of `changes`.
+pub async fn alter_broker_configs(
+    shard: &Rc<Shard>,
+    changes: Vec<(BrokerTarget, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    edit_metadata(shard, validate_only, move |next| {
+        changes
+            .into_iter()
+            .map(|(target, change)| {
+                let per_broker = target == BrokerTarget::ThisBroker;
+                let configs = if per_broker {
+                    &mut next.broker_configs
+                } else {
+                    &mut next.broker_default_configs
+                };
+                *configs = changed_configs(configs, change, &BrokerRules { per_broker })?;
+                Ok(())
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Runs `edit` on a copy of the metadata on the controller, one change at a time, and
+/// publishes the copy unless `validate_only` or every result is a refusal.
+async fn edit_metadata<F>(
+    shard: &Rc<Shard>,
+    validate_only: bool,
+    edit: F,
+) -> Vec<Result<(), Refusal>>
+where
+    F: FnOnce(&mut MetadataSnapshot) -> Vec<Result<(), Refusal>> + Send + 'static,
+{
     shard
         .call(CONTROLLER_SHARD, move |s| async move {
             let _change = controller(&s)
@@ -533,20 +599,7 @@ pub async fn alter_topic_configs(
                 .await
                 .expect("controller semaphore is never closed");
             let mut next = (*s.metadata()).clone();
-            let results = changes
-                .into_iter()
-                .map(|(topic, change)| {
-                    let meta = next.topics.get_mut(&topic).ok_or_else(|| {
-                        (
-                            ResponseError::UnknownTopicOrPartition,
-                            format!("topic {topic} does not exist"),
-                        )
-                    })?;
-                    meta.configs = changed_configs(&meta.configs, change, &TopicRules)?;
-                    topic_config::drop_ignored(&topic, &mut meta.configs);
-                    Ok(())
-                })
-                .collect();
+            let results = edit(&mut next);
             publish_results(&s, next, results, validate_only).await
         })
         .await
@@ -587,51 +640,6 @@ impl ConfigRules for BrokerRules {
     fn list_default(&self, key: &str) -> Option<&'static str> {
         broker_config::list_default(key)
     }
-}
-
-/// Which broker configs a BROKER resource names.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BrokerTarget {
-    /// This broker's own (the resource named by its node id).
-    ThisBroker,
-    /// The cluster-wide defaults (the resource with an empty name).
-    ClusterDefault,
-}
-
-/// Changes dynamic broker configs (from any shard), persisted in the metadata like any other
-/// change. Results are in the order of `changes`.
-pub async fn alter_broker_configs(
-    shard: &Rc<Shard>,
-    changes: Vec<(BrokerTarget, ConfigChange)>,
-    validate_only: bool,
-) -> Vec<Result<(), Refusal>> {
-    if changes.is_empty() {
-        return Vec::new();
-    }
-    shard
-        .call(CONTROLLER_SHARD, move |s| async move {
-            let _change = controller(&s)
-                .changes
-                .acquire_permit(1)
-                .await
-                .expect("controller semaphore is never closed");
-            let mut next = (*s.metadata()).clone();
-            let results = changes
-                .into_iter()
-                .map(|(target, change)| {
-                    let per_broker = target == BrokerTarget::ThisBroker;
-                    let configs = if per_broker {
-                        &mut next.broker_configs
-                    } else {
-                        &mut next.broker_default_configs
-                    };
-                    *configs = changed_configs(configs, change, &BrokerRules { per_broker })?;
-                    Ok(())
-                })
-                .collect();
-            publish_results(&s, next, results, validate_only).await
-        })
-        .await
 }
 
 /// The explicit configs after `change`, every entry validated.

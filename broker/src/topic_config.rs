@@ -43,16 +43,16 @@ pub struct TopicConfig {
     pub kind: ConfigKind,
 }
 
-const INT_MAX: i64 = i32::MAX as i64;
+pub const INT_MAX: i64 = i32::MAX as i64;
 const LONG_MIN: i64 = i64::MIN;
-const LONG_MAX: i64 = i64::MAX;
-const LONG_MAX_TEXT: &str = "9223372036854775807";
+pub const LONG_MAX: i64 = i64::MAX;
+pub const LONG_MAX_TEXT: &str = "9223372036854775807";
 
-const fn long_at_least(min: i64) -> ConfigKind {
+pub const fn long_at_least(min: i64) -> ConfigKind {
     ConfigKind::Long { min, max: LONG_MAX }
 }
 
-const fn int_at_least(min: i64) -> ConfigKind {
+pub const fn int_at_least(min: i64) -> ConfigKind {
     ConfigKind::Int { min, max: INT_MAX }
 }
 

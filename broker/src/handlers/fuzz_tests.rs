@@ -115,6 +115,7 @@ fn encode_default(key: ApiKey, version: i16, buf: &mut BytesMut) {
         DeleteTopics => DeleteTopicsRequest,
         DeleteRecords => DeleteRecordsRequest,
         DescribeConfigs => DescribeConfigsRequest,
+        DescribeCluster => DescribeClusterRequest,
         AlterConfigs => AlterConfigsRequest,
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
         CreatePartitions => CreatePartitionsRequest,
