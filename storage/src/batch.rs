@@ -174,11 +174,24 @@ impl BatchHeader {
     }
 }
 
-/// Fully checks the batch at the start of `bytes` (which may hold further batches): header ranges,
-/// presence of every byte, CRC-32C, `recordCount = lastOffsetDelta + 1`, and for uncompressed
-/// batches every record by `records.rs`'s rules. Produce, reads, fence searches and recovery all
-/// check batches here, so a batch produce would refuse for its framing is never recovered.
+/// Fully checks the batch at the start of `bytes` (which may hold further batches): everything
+/// [`check_batch_integrity`] checks, and for uncompressed batches every record by `records.rs`'s
+/// rules. Produce, fence searches and recovery check batches here, so a batch produce would refuse
+/// for its framing is never recovered.
 pub(crate) fn check_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = check_batch_integrity(bytes)?;
+    if !header.is_compressed() {
+        records::check_uncompressed_records(&bytes[..header.total_bytes()], &header)?;
+    }
+    Ok(header)
+}
+
+/// Checks that the batch at the start of `bytes` is stored intact: header ranges, presence of
+/// every byte, CRC-32C and `recordCount = lastOffsetDelta + 1`. Reads check what they serve
+/// here: every stored batch passed [`check_batch`] when it was produced or recovered, so a read
+/// only has to find damage done since, which the CRC covers; walking the records again would
+/// double the CPU a fetch spends per byte.
+pub(crate) fn check_batch_integrity(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes)?;
     let total_bytes = header.total_bytes();
     if bytes.len() < total_bytes {
@@ -197,9 +210,6 @@ pub(crate) fn check_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             record_count: header.record_count,
             last_offset_delta: header.last_offset_delta,
         });
-    }
-    if !header.is_compressed() {
-        records::check_uncompressed_records(&bytes[..total_bytes], &header)?;
     }
     Ok(header)
 }

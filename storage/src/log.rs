@@ -331,9 +331,9 @@ impl PartitionLog {
     }
 
     /// Kafka ListOffsets by timestamp: the earliest offset whose record timestamp is at least
-    /// `timestamp_ms`, with that timestamp, or `None` if there is none. Uncompressed batches are
-    /// decoded to find the exact record; compressed (and LogAppendTime) batches answer with their
-    /// baseOffset and maxTimestamp.
+    /// `timestamp_ms`, with that timestamp, or `None` if there is none. Batches are decoded to find
+    /// the exact record, compressed ones decompressed (bounded, streamed); LogAppendTime batches
+    /// answer with their baseOffset and maxTimestamp, since every record carries that timestamp.
     pub async fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,

@@ -484,7 +484,7 @@ impl Segment {
         if let Some((previous_position, previous_offset)) = previous {
             let len = (position - previous_position) as usize;
             let bytes = self.read_exact(previous_position, len).await?;
-            if batch::check_batch(&bytes).is_err() {
+            if batch::check_batch_integrity(&bytes).is_err() {
                 return self
                     .discover_fence(previous_position, previous_offset, end)
                     .await;
@@ -606,7 +606,7 @@ impl Segment {
         let mut expected_offset = first.base_offset;
         while taken < len {
             let position = start + taken as u64;
-            match batch::check_batch(&bytes[taken..]) {
+            match batch::check_batch_integrity(&bytes[taken..]) {
                 Ok(header) if header.base_offset == expected_offset => {
                     expected_offset = header.next_offset();
                     taken += header.total_bytes();
@@ -676,7 +676,7 @@ impl Segment {
             };
             if header.max_timestamp >= timestamp_ms {
                 let bytes = self.read_exact(position, header.total_bytes()).await?;
-                if batch::check_batch(&bytes).ok() != Some(header) {
+                if batch::check_batch_integrity(&bytes).ok() != Some(header) {
                     self.discover_fence(position, offset, end).await?;
                     continue;
                 }
