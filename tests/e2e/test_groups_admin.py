@@ -6,7 +6,8 @@ and is evicted once it stays away longer than the session timeout."""
 
 import time
 
-from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (ConsumerGroupState, ConsumerGroupTopicPartitions, ConsumerGroupType, KafkaError, KafkaException,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient
 
 from e2e_util import CLIENT_TIMEOUT_S, confluent_base_config, create_topic, produce_records, unique_topic, wait_until
@@ -94,6 +95,10 @@ def test_admin_list_describe_offsets_delete(broker):
         stable_only = list_groups(admin, states={ConsumerGroupState.STABLE})
         assert group in stable_only and all(g.state == ConsumerGroupState.STABLE for g in stable_only.values())
         assert group not in list_groups(admin, states={ConsumerGroupState.EMPTY})
+        # ListGroups v5 (KIP-848): every group is classic, and a type filter selects by it.
+        assert listed[group].type == ConsumerGroupType.CLASSIC, listed[group].type
+        assert group in list_groups(admin, types={ConsumerGroupType.CLASSIC})
+        assert group not in list_groups(admin, types={ConsumerGroupType.CONSUMER})
 
         description = describe_group(admin, group)
         assert description.group_id == group

@@ -1,4 +1,5 @@
-//! ListGroups: every group of every shard, optionally filtered by state (v4+). Versions 0–4.
+//! ListGroups: every group of every shard, optionally filtered by state (v4+) and by type (v5+,
+//! KIP-848). Versions 0–5. Every Sluice group is a classic group.
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
@@ -8,7 +9,10 @@ use super::RequestContext;
 use crate::groups;
 
 pub const VERSION_MIN: i16 = 0;
-pub const VERSION_MAX: i16 = 4;
+pub const VERSION_MAX: i16 = 5;
+
+/// The type of every group Sluice coordinates (KIP-848 names the classic protocol so).
+const GROUP_TYPE: &str = "classic";
 
 pub async fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsResponse {
     let mut listed = Vec::new();
@@ -26,15 +30,26 @@ pub async fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGro
                 .iter()
                 .any(|f| f.as_str().eq_ignore_ascii_case(state))
     };
+    // A types filter that does not name the classic type matches no group (v5+).
+    let classic_wanted = request.types_filter.is_empty()
+        || request
+            .types_filter
+            .iter()
+            .any(|t| t.as_str().eq_ignore_ascii_case(GROUP_TYPE));
     let groups = listed
         .into_iter()
-        .filter(|g| wanted(g.state))
+        .filter(|g| classic_wanted && wanted(g.state))
         .map(|g| {
             let entry = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
                 .with_protocol_type(StrBytes::from_string(g.protocol_type));
-            if ctx.version >= 4 {
+            let entry = if ctx.version >= 4 {
                 entry.with_group_state(StrBytes::from_static_str(g.state))
+            } else {
+                entry
+            };
+            if ctx.version >= 5 {
+                entry.with_group_type(StrBytes::from_static_str(GROUP_TYPE))
             } else {
                 entry
             }
