@@ -246,7 +246,7 @@ fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
 }
 
 /// Checks every record of a whole uncompressed batch by the rules of the module table. The one
-/// record walk that produce, reads and recovery share (through `batch::check_batch`), so that
+/// record walk that produce, fence searches and recovery share (through `batch::check_batch`), so that
 /// recovery never accepts a batch produce would refuse.
 pub(crate) fn check_uncompressed_records(
     batch: &[u8],
