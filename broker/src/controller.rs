@@ -193,12 +193,12 @@ fn check_new_topic(
         metadata.partition_count() + partitions as u64,
         &spec.name,
     )?;
-    Ok(TopicMeta {
-        name: spec.name,
-        id: random_uuid(),
+    Ok(TopicMeta::new(
+        spec.name,
+        random_uuid(),
         partitions,
         configs,
-    })
+    ))
 }
 
 /// Refuses a change that would leave `partitions_total` partitions, more than the descriptor
@@ -535,8 +535,9 @@ pub async fn alter_topic_configs(
                         format!("topic {topic} does not exist"),
                     )
                 })?;
-                meta.configs = changed_configs(&meta.configs, change, &TopicRules)?;
-                topic_config::drop_ignored(&topic, &mut meta.configs);
+                let mut configs = changed_configs(meta.configs(), change, &TopicRules)?;
+                topic_config::drop_ignored(&topic, &mut configs);
+                meta.set_configs(configs);
                 Ok(())
             })
             .collect()

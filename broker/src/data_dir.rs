@@ -233,12 +233,7 @@ mod tests {
             broker_configs: Default::default(),
             broker_default_configs: Default::default(),
         };
-        let meta = TopicMeta {
-            name: "t".into(),
-            id: listed,
-            partitions: 1,
-            configs: Default::default(),
-        };
+        let meta = TopicMeta::new("t".into(), listed, 1, Default::default());
         snapshot.topics.insert("t".into(), meta);
         for (name, id) in [
             ("t-0", Some(listed)),

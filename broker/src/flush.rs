@@ -13,9 +13,9 @@
 
 use std::rc::Rc;
 
-use crate::metadata::TopicMeta;
 use crate::ops::now_ms;
 use crate::shard::{Partition, Shard};
+use crate::topic_config::TopicConfig;
 
 /// How often the flush task looks at the shard's partitions. A `flush.ms` below this is
 /// honoured to within one interval.
@@ -32,13 +32,10 @@ pub struct FlushPolicy {
 }
 
 impl FlushPolicy {
-    pub fn of(topic: &TopicMeta) -> FlushPolicy {
+    pub fn of(config: &TopicConfig) -> FlushPolicy {
         FlushPolicy {
-            messages: topic
-                .config_i64("flush.messages")
-                .unwrap_or(i64::MAX)
-                .max(1),
-            ms: topic.config_i64("flush.ms").unwrap_or(i64::MAX).max(0),
+            messages: config.flush_messages,
+            ms: config.flush_ms,
         }
     }
 
@@ -84,7 +81,7 @@ async fn flush_due_partitions(shard: &Shard) {
     let timed: Vec<(String, FlushPolicy)> = metadata
         .topics
         .values()
-        .map(|topic| (topic.name.clone(), FlushPolicy::of(topic)))
+        .map(|topic| (topic.name.clone(), FlushPolicy::of(&topic.config)))
         .filter(|(_, policy)| policy.ms != i64::MAX)
         .collect();
     for (topic, policy) in timed {
@@ -117,16 +114,13 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn topic(configs: &[(&str, &str)]) -> TopicMeta {
-        TopicMeta {
-            name: "t".into(),
-            id: uuid::Uuid::nil(),
-            partitions: 1,
-            configs: configs
+    fn topic(configs: &[(&str, &str)]) -> TopicConfig {
+        TopicConfig::parse(
+            &configs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
-        }
+        )
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data_dir::persist_atomically;
+use crate::topic_config::TopicConfig;
 
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -30,33 +31,70 @@ pub const INTERNAL_SEGMENT_BYTES_MIN: i64 = 14;
 /// that may lie below [`SEGMENT_BYTES_MIN`]. It is not listed by DescribeConfigs.
 pub const INTERNAL_SEGMENT_BYTES: &str = "internal.segment.bytes";
 
+/// One topic. Its explicit configs are private so that [`TopicMeta::config`], their parsed
+/// form, is always built from them: change them only with [`TopicMeta::set_configs`].
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(from = "StoredTopicMeta")]
 pub struct TopicMeta {
     pub name: String,
     pub id: uuid::Uuid,
     pub partitions: i32,
     /// Only the configs set explicitly; defaults come from [`crate::topic_config::TOPIC_CONFIGS`].
-    pub configs: BTreeMap<String, String>,
+    configs: BTreeMap<String, String>,
+    /// The configs Sluice acts on, parsed from `configs` and the defaults.
+    #[serde(skip)]
+    pub config: TopicConfig,
+}
+
+/// [`TopicMeta`] as `topics.json` stores it.
+#[derive(Deserialize)]
+struct StoredTopicMeta {
+    name: String,
+    id: uuid::Uuid,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+impl From<StoredTopicMeta> for TopicMeta {
+    fn from(stored: StoredTopicMeta) -> TopicMeta {
+        TopicMeta::new(stored.name, stored.id, stored.partitions, stored.configs)
+    }
 }
 
 impl TopicMeta {
-    pub fn config(&self, key: &str) -> Option<&str> {
+    pub fn new(
+        name: String,
+        id: uuid::Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> TopicMeta {
+        let config = TopicConfig::parse(&configs);
+        TopicMeta {
+            name,
+            id,
+            partitions,
+            configs,
+            config,
+        }
+    }
+
+    /// The configs set explicitly.
+    pub fn configs(&self) -> &BTreeMap<String, String> {
+        &self.configs
+    }
+
+    /// Replaces the explicit configs and parses them again.
+    pub fn set_configs(&mut self, configs: BTreeMap<String, String>) {
+        self.config = TopicConfig::parse(&configs);
+        self.configs = configs;
+    }
+
+    /// A config's text as DescribeConfigs reports it: the explicit value, else the default.
+    pub fn config_text(&self, key: &str) -> Option<&str> {
         self.configs
             .get(key)
             .map(String::as_str)
             .or_else(|| crate::topic_config::config_default(key))
-    }
-
-    pub fn config_i64(&self, key: &str) -> Option<i64> {
-        self.config(key).and_then(|v| v.parse().ok())
-    }
-
-    /// Whether `retention.ms` and `retention.bytes` delete old segments. As in Kafka, only a
-    /// `cleanup.policy` that includes `delete` does: a compact-only topic is never trimmed by
-    /// time or size, whatever its retention settings say.
-    pub fn retention_deletes(&self) -> bool {
-        self.config("cleanup.policy")
-            .is_some_and(|policy| policy.split(',').any(|p| p.trim() == "delete"))
     }
 }
 
@@ -210,35 +248,18 @@ mod tests {
     }
 
     #[test]
-    fn only_a_delete_policy_lets_retention_delete() {
-        let topic = |policy: Option<&str>| TopicMeta {
-            name: "t".into(),
-            id: uuid::Uuid::nil(),
-            partitions: 1,
-            configs: policy
-                .map(|p| BTreeMap::from([("cleanup.policy".to_string(), p.to_string())]))
-                .unwrap_or_default(),
-        };
-        assert!(topic(None).retention_deletes());
-        assert!(topic(Some("delete")).retention_deletes());
-        assert!(topic(Some("compact,delete")).retention_deletes());
-        assert!(topic(Some("delete,compact")).retention_deletes());
-        assert!(!topic(Some("compact")).retention_deletes());
-    }
-
-    #[test]
     fn snapshot_persists() {
         let dir = std::env::temp_dir().join(format!("sluice-meta-{}", random_uuid().simple()));
         let mut snap = MetadataSnapshot::load_or_init(&dir).unwrap();
         snap.version = 3;
         snap.topics.insert(
             "t".into(),
-            TopicMeta {
-                name: "t".into(),
-                id: random_uuid(),
-                partitions: 2,
-                configs: BTreeMap::new(),
-            },
+            TopicMeta::new(
+                "t".into(),
+                random_uuid(),
+                2,
+                BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+            ),
         );
         snap.persist(&dir).unwrap();
         assert_eq!(MetadataSnapshot::load_or_init(&dir).unwrap(), snap);

@@ -108,7 +108,7 @@ impl Shard {
                     .metadata()
                     .topics
                     .get(&topic)
-                    .map(FlushPolicy::of)
+                    .map(|meta| FlushPolicy::of(&meta.config))
                     .filter(|policy| policy.append_must_sync(unsynced_records(&partition)));
                 let acks = if flush.is_some() { ACKS_ALL } else { acks };
                 finish(&partition, info.base_offset, info.last_offset, acks).await
@@ -262,12 +262,12 @@ async fn apply_partition_retention(shard: &Shard, topic: &str, partition: i32) {
     ) else {
         return;
     };
-    if !meta.retention_deletes() {
+    if !meta.config.cleanup_delete {
         return;
     }
     let policy = RetentionPolicy {
-        retention_ms: meta.config_i64("retention.ms").unwrap_or(-1),
-        retention_bytes: meta.config_i64("retention.bytes").unwrap_or(-1),
+        retention_ms: meta.config.retention_ms,
+        retention_bytes: meta.config.retention_bytes,
         now_ms: now_ms(),
     };
     if policy.retention_ms < 0 && policy.retention_bytes < 0 {

@@ -278,12 +278,12 @@ pub(crate) fn ensure_offsets_topic(
     let configs = [("cleanup.policy".to_string(), "compact".to_string())]
         .into_iter()
         .collect();
-    let meta = crate::metadata::TopicMeta {
-        name: OFFSETS_TOPIC.to_string(),
-        id: crate::metadata::random_uuid(),
-        partitions: OFFSETS_TOPIC_PARTITIONS,
+    let meta = crate::metadata::TopicMeta::new(
+        OFFSETS_TOPIC.to_string(),
+        crate::metadata::random_uuid(),
+        OFFSETS_TOPIC_PARTITIONS,
         configs,
-    };
+    );
     snapshot.topics.insert(OFFSETS_TOPIC.to_string(), meta);
     snapshot.version += 1;
     snapshot.persist(data_dir)?;

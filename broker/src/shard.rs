@@ -253,20 +253,11 @@ impl Shard {
     }
 
     fn log_config(&self, topic: &TopicMeta) -> LogConfig {
-        let segment_bytes = [crate::metadata::INTERNAL_SEGMENT_BYTES, "segment.bytes"]
-            .iter()
-            .find_map(|key| topic.configs.get(*key)?.parse::<u64>().ok())
-            .unwrap_or(self.config.default_segment_bytes());
-        let index_interval_bytes = topic
-            .config_i64("index.interval.bytes")
-            .unwrap_or(4096)
-            .max(1) as u64;
         let config = LogConfig {
-            segment_bytes,
-            index_interval_bytes,
-            segment_ms: topic
-                .config_i64("segment.ms")
-                .unwrap_or(storage::SEGMENT_MS_DEFAULT),
+            segment_bytes: (topic.config.segment_bytes)
+                .unwrap_or(self.config.default_segment_bytes()),
+            index_interval_bytes: topic.config.index_interval_bytes,
+            segment_ms: topic.config.segment_ms,
             ..LogConfig::default()
         };
         match self.power_loss_io {
@@ -294,7 +285,7 @@ impl Shard {
         self.drop_removed_topics(&snapshot).await;
         for topic in snapshot.topics.values() {
             let old = previous.topics.get(&topic.name);
-            let config_changed = old.is_some_and(|old| old.configs != topic.configs);
+            let config_changed = old.is_some_and(|old| old.config != topic.config);
             // At start-up `previous` is the snapshot itself, so nothing counts as created.
             let created_from = old
                 .filter(|old| old.id == topic.id)

@@ -10,6 +10,77 @@ use std::collections::BTreeMap;
 
 use crate::metadata::{INTERNAL_SEGMENT_BYTES, INTERNAL_SEGMENT_BYTES_MIN, SEGMENT_BYTES_MIN};
 
+/// The topic configs Sluice acts on, parsed once from a topic's explicit configs and the
+/// defaults when its metadata is built; the string map stays the source for DescribeConfigs.
+/// Values were validated when set, so a value that does not parse (only a hand-edited metadata
+/// file holds one) falls back as the field says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// `retention.ms`; negative keeps data forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`; negative keeps data forever.
+    pub retention_bytes: i64,
+    /// `segment.ms`.
+    pub segment_ms: i64,
+    /// `internal.segment.bytes`, else `segment.bytes`, when set explicitly; otherwise the
+    /// broker's `--segment-bytes` applies.
+    pub segment_bytes: Option<u64>,
+    /// `index.interval.bytes`, at least 1.
+    pub index_interval_bytes: u64,
+    /// `flush.messages`, at least 1; `i64::MAX` never flushes.
+    pub flush_messages: i64,
+    /// `flush.ms`, at least 0; `i64::MAX` never flushes.
+    pub flush_ms: i64,
+    /// `max.message.bytes`; `i64::MAX` if unreadable.
+    pub max_message_bytes: i64,
+    /// `message.timestamp.type` is `LogAppendTime`.
+    pub log_append_time: bool,
+    /// `message.timestamp.before.max.ms`.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`.
+    pub timestamp_after_max_ms: i64,
+    /// `cleanup.policy` includes `delete`: retention trims old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub cleanup_compact: bool,
+}
+
+impl TopicConfig {
+    /// Parses the configs Sluice acts on from a topic's explicit configs.
+    pub fn parse(explicit: &BTreeMap<String, String>) -> TopicConfig {
+        let text = |key: &str| {
+            explicit
+                .get(key)
+                .map(String::as_str)
+                .or(config_default(key))
+        };
+        let long = |key: &str, fallback: i64| {
+            text(key)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(fallback)
+        };
+        let policy = text("cleanup.policy").unwrap_or("delete");
+        let has_policy = |wanted: &str| policy.split(',').any(|p| p.trim() == wanted);
+        TopicConfig {
+            retention_ms: long("retention.ms", -1),
+            retention_bytes: long("retention.bytes", -1),
+            segment_ms: long("segment.ms", storage::SEGMENT_MS_DEFAULT),
+            segment_bytes: [INTERNAL_SEGMENT_BYTES, "segment.bytes"]
+                .iter()
+                .find_map(|key| explicit.get(*key)?.parse::<u64>().ok()),
+            index_interval_bytes: long("index.interval.bytes", 4096).max(1) as u64,
+            flush_messages: long("flush.messages", i64::MAX).max(1),
+            flush_ms: long("flush.ms", i64::MAX).max(0),
+            max_message_bytes: long("max.message.bytes", i64::MAX),
+            log_append_time: text("message.timestamp.type") == Some("LogAppendTime"),
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms", i64::MAX),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms", i64::MAX),
+            cleanup_delete: has_policy("delete"),
+            cleanup_compact: has_policy("compact"),
+        }
+    }
+}
+
 /// The value type of a config, with its legal values, as Kafka's `ConfigDef` declares it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ConfigKind {
@@ -35,9 +106,9 @@ pub enum ConfigKind {
     List(Option<&'static [&'static str]>),
 }
 
-/// One topic config.
+/// The definition of one topic config.
 #[derive(Debug, Clone, Copy)]
-pub struct TopicConfig {
+pub struct ConfigDef {
     pub name: &'static str,
     pub default: &'static str,
     pub kind: ConfigKind,
@@ -56,8 +127,8 @@ pub const fn int_at_least(min: i64) -> ConfigKind {
     ConfigKind::Int { min, max: INT_MAX }
 }
 
-const fn config(name: &'static str, default: &'static str, kind: ConfigKind) -> TopicConfig {
-    TopicConfig {
+const fn config(name: &'static str, default: &'static str, kind: ConfigKind) -> ConfigDef {
+    ConfigDef {
         name,
         default,
         kind,
@@ -65,7 +136,7 @@ const fn config(name: &'static str, default: &'static str, kind: ConfigKind) -> 
 }
 
 /// Every topic config Sluice accepts, with Kafka's defaults and ranges, sorted by name.
-pub const TOPIC_CONFIGS: &[TopicConfig] = &[
+pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     config(
         "cleanup.policy",
         "delete",
@@ -176,12 +247,12 @@ const TIMESTAMP_WINDOW_CONFIGS: [&str; 2] = [
     "message.timestamp.after.max.ms",
 ];
 
-pub fn topic_config(name: &str) -> Option<&'static TopicConfig> {
+pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
     TOPIC_CONFIGS.iter().find(|c| c.name == name)
 }
 
 pub fn config_default(name: &str) -> Option<&'static str> {
-    topic_config(name).map(|c| c.default)
+    config_def(name).map(|c| c.default)
 }
 
 /// Checks a topic config entry as Kafka would: a known (or ignored) name, a value of the
@@ -196,7 +267,7 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
     if name == INTERNAL_SEGMENT_BYTES {
         return validate_value(name, int_at_least(INTERNAL_SEGMENT_BYTES_MIN), value);
     }
-    let Some(config) = topic_config(name) else {
+    let Some(config) = config_def(name) else {
         return Err(format!("unknown topic config {name}"));
     };
     if name == "remote.storage.enable" && value == "true" {
@@ -265,7 +336,7 @@ pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
 
 /// Whether APPEND and SUBTRACT (IncrementalAlterConfigs) apply to this config.
 pub fn is_list(name: &str) -> bool {
-    topic_config(name).is_some_and(|c| matches!(c.kind, ConfigKind::List(_)))
+    config_def(name).is_some_and(|c| matches!(c.kind, ConfigKind::List(_)))
 }
 
 /// Drops the configs Sluice accepts but ignores, logging a warning for each. A
@@ -337,6 +408,54 @@ mod tests {
         assert!(validate_config("segment.bytes", "1048576").is_ok());
         assert!(validate_config(INTERNAL_SEGMENT_BYTES, "14").is_ok());
         assert!(validate_config(INTERNAL_SEGMENT_BYTES, "13").is_err());
+    }
+
+    #[test]
+    fn typed_configs_take_explicit_values_then_defaults() {
+        let owned = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let defaults = TopicConfig::parse(&BTreeMap::new());
+        assert_eq!(defaults.retention_ms, 604_800_000);
+        assert_eq!(defaults.retention_bytes, -1);
+        assert_eq!(defaults.segment_bytes, None);
+        assert_eq!(defaults.index_interval_bytes, 4096);
+        assert_eq!(
+            (defaults.flush_messages, defaults.flush_ms),
+            (i64::MAX, i64::MAX)
+        );
+        assert_eq!(defaults.max_message_bytes, 1_048_588);
+        assert!(defaults.cleanup_delete && !defaults.cleanup_compact);
+        assert!(!defaults.log_append_time);
+        let set = TopicConfig::parse(&owned(&[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "2097152"),
+            (INTERNAL_SEGMENT_BYTES, "100"),
+            ("index.interval.bytes", "0"),
+            ("message.timestamp.type", "LogAppendTime"),
+            ("retention.ms", "soon"),
+        ]));
+        assert!(!set.cleanup_delete && set.cleanup_compact);
+        assert_eq!(set.segment_bytes, Some(100));
+        assert_eq!(set.index_interval_bytes, 1);
+        assert!(set.log_append_time);
+        assert_eq!(set.retention_ms, -1, "an unreadable value falls back");
+    }
+
+    #[test]
+    fn only_a_delete_policy_lets_retention_delete() {
+        let deletes = |policy: &str| {
+            let explicit = BTreeMap::from([("cleanup.policy".to_string(), policy.to_string())]);
+            TopicConfig::parse(&explicit).cleanup_delete
+        };
+        assert!(TopicConfig::parse(&BTreeMap::new()).cleanup_delete);
+        assert!(deletes("delete"));
+        assert!(deletes("compact,delete"));
+        assert!(deletes("delete,compact"));
+        assert!(!deletes("compact"));
     }
 
     #[test]

@@ -114,11 +114,11 @@ fn topic_result(
                 .iter()
                 .map(|config| {
                     let key = config.name;
-                    let explicit = meta.configs.contains_key(key);
+                    let explicit = meta.configs().contains_key(key);
                     CreatableTopicConfigs::default()
                         .with_name(StrBytes::from_static_str(key))
                         .with_value(
-                            meta.config(key)
+                            meta.config_text(key)
                                 .map(|v| StrBytes::from_string(v.to_string())),
                         )
                         .with_config_source(if explicit {

@@ -117,7 +117,7 @@ fn topic_configs(
     Ok(TOPIC_CONFIGS
         .iter()
         .map(|config| {
-            let (value, source) = match meta.configs.get(config.name) {
+            let (value, source) = match meta.configs().get(config.name) {
                 Some(value) => (value.clone(), CONFIG_SOURCE_TOPIC),
                 None => (config.default.to_string(), CONFIG_SOURCE_DEFAULT),
             };

@@ -141,15 +141,12 @@ fn partition_response(index: i32, result: Result<Produced, Refused>) -> Partitio
 
 /// What the topic and the request version require of the records of a produced batch.
 fn record_policy(meta: &TopicMeta, version: i16) -> RecordPolicy {
-    let max_message_bytes = meta.config_i64("max.message.bytes").unwrap_or(i64::MAX);
-    let cleanup_policy = meta.config("cleanup.policy").unwrap_or("delete");
-    let log_append_time = meta.config("message.timestamp.type") == Some("LogAppendTime");
+    let max_message_bytes = meta.config.max_message_bytes;
+    let log_append_time = meta.config.log_append_time;
     RecordPolicy {
         decompressed_bytes_max: usize::try_from(max_message_bytes.max(0)).unwrap_or(usize::MAX),
         zstd_allowed: version >= VERSION_ZSTD_MIN,
-        key_required: cleanup_policy
-            .split(',')
-            .any(|policy| policy.trim() == "compact"),
+        key_required: meta.config.cleanup_compact,
         log_append_time_ms: log_append_time.then(now_ms),
         create_time_window: (!log_append_time)
             .then(|| create_time_window(meta))
@@ -160,12 +157,8 @@ fn record_policy(meta: &TopicMeta, version: i16) -> RecordPolicy {
 /// The record timestamps a CreateTime topic accepts; `None` when both bounds are Kafka's
 /// default (`Long.MAX_VALUE`), so that the common case checks nothing.
 fn create_time_window(meta: &TopicMeta) -> Option<TimestampWindow> {
-    let before_max_ms = meta
-        .config_i64("message.timestamp.before.max.ms")
-        .unwrap_or(i64::MAX);
-    let after_max_ms = meta
-        .config_i64("message.timestamp.after.max.ms")
-        .unwrap_or(i64::MAX);
+    let before_max_ms = meta.config.timestamp_before_max_ms;
+    let after_max_ms = meta.config.timestamp_after_max_ms;
     (before_max_ms < i64::MAX || after_max_ms < i64::MAX).then(|| TimestampWindow {
         now_ms: now_ms(),
         before_max_ms,
@@ -245,8 +238,7 @@ async fn produce_partition(
         return Err(ResponseError::UnknownTopicOrPartition.into());
     }
     let records = records.ok_or(Refused::from(ResponseError::CorruptMessage))?;
-    let max_message_bytes = meta.config_i64("max.message.bytes").unwrap_or(i64::MAX);
-    if records.len() as i64 > max_message_bytes {
+    if records.len() as i64 > meta.config.max_message_bytes {
         return Err(ResponseError::MessageTooLarge.into());
     }
     let policy = record_policy(meta, version);
