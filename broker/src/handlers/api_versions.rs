@@ -10,7 +10,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use net::frame::encode_response;
 
-use super::{ApiSupport, RequestContext, SUPPORTED_APIS};
+use super::{RequestContext, APIS};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 4;
@@ -20,28 +20,18 @@ pub async fn handle(_ctx: &RequestContext, _request: ApiVersionsRequest) -> ApiV
 }
 
 fn response(error_code: i16) -> ApiVersionsResponse {
-    let api_keys = SUPPORTED_APIS
+    let api_keys = APIS
         .iter()
         .map(|api| {
             ApiVersion::default()
                 .with_api_key(api.key as i16)
-                .with_min_version(advertised_min(api))
+                .with_min_version(api.advertised_min)
                 .with_max_version(api.max)
         })
         .collect();
     ApiVersionsResponse::default()
         .with_error_code(error_code)
         .with_api_keys(api_keys)
-}
-
-/// The lowest version listed for an API: the lowest it serves, except Produce (see
-/// `produce::VERSION_MIN_ADVERTISED`).
-fn advertised_min(api: &ApiSupport) -> i16 {
-    if api.key == ApiKey::Produce {
-        super::produce::VERSION_MIN_ADVERTISED
-    } else {
-        api.min
-    }
 }
 
 /// The version-0 response to an ApiVersions request whose version we do not serve.

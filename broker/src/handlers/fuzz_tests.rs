@@ -16,7 +16,7 @@ use clap::Parser;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use super::{dispatch, Outcome, SUPPORTED_APIS};
+use super::{dispatch, Outcome, APIS};
 use crate::config::ServeArgs;
 use crate::shard::{Envelope, Shard};
 
@@ -95,44 +95,13 @@ fn body(key: ApiKey, version: i16) -> BytesMut {
                 ]))
             )
         }
-        _ => encode_default(key, version, &mut buf),
+        _ => {
+            let api = super::supported(key).expect("templates are built for served APIs");
+            (api.encode_default)(version, &mut buf)
+                .expect("a default request encodes at every version")
+        }
     }
     buf
-}
-
-fn encode_default(key: ApiKey, version: i16, buf: &mut BytesMut) {
-    macro_rules! default {
-        ($($api:ident => $request:ty),* $(,)?) => {
-            match key {
-                $(ApiKey::$api => <$request>::default().encode(buf, version),)*
-                _ => unreachable!("SUPPORTED_APIS lists only these"),
-            }
-        };
-    }
-    default!(
-        ApiVersions => ApiVersionsRequest,
-        CreateTopics => CreateTopicsRequest,
-        DeleteTopics => DeleteTopicsRequest,
-        DeleteRecords => DeleteRecordsRequest,
-        DescribeConfigs => DescribeConfigsRequest,
-        DescribeCluster => DescribeClusterRequest,
-        AlterConfigs => AlterConfigsRequest,
-        IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
-        CreatePartitions => CreatePartitionsRequest,
-        InitProducerId => InitProducerIdRequest,
-        FindCoordinator => FindCoordinatorRequest,
-        JoinGroup => JoinGroupRequest,
-        SyncGroup => SyncGroupRequest,
-        Heartbeat => HeartbeatRequest,
-        LeaveGroup => LeaveGroupRequest,
-        OffsetCommit => OffsetCommitRequest,
-        OffsetFetch => OffsetFetchRequest,
-        ListGroups => ListGroupsRequest,
-        DescribeGroups => DescribeGroupsRequest,
-        DeleteGroups => DeleteGroupsRequest,
-        OffsetDelete => OffsetDeleteRequest,
-    )
-    .expect("a default request encodes at every version");
 }
 
 /// A valid request frame (without the length prefix) of `key` at `version`.
@@ -211,7 +180,7 @@ fn case(rng: &mut Rng, correlation_id: i32) -> Vec<u8> {
         let len = rng.below(64);
         return (0..len).map(|_| rng.next() as u8).collect();
     }
-    let api = &SUPPORTED_APIS[rng.below(SUPPORTED_APIS.len())];
+    let api = &APIS[rng.below(APIS.len())];
     let version = api.min + rng.below((api.max - api.min + 1) as usize) as i16;
     let mut frame = valid_frame(api.key, version, correlation_id).to_vec();
     for _ in 0..rng.below(3) {

@@ -1,7 +1,7 @@
 //! Kafka API handlers: one module per API, each declaring the versions it serves.
 //!
 //! `dispatch` turns one request frame into an [`Outcome`]: it checks the API and version against
-//! [`SUPPORTED_APIS`], decodes the header and body, and runs the API's handler. Anything that
+//! [`APIS`], decodes the header and body, and runs the API's handler. Anything that
 //! cannot be decoded closes the connection, as Kafka does; nothing a client sends can panic the
 //! broker.
 
@@ -36,11 +36,12 @@ pub mod sync_group;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use net::frame::{decode_request_header, encode_response, RequestPreamble};
 
@@ -67,144 +68,122 @@ pub enum Outcome {
     Close(String),
 }
 
-/// An API and the versions Sluice serves.
+/// Runs one API's handler on a request body: decode, handle, encode.
+type HandlerFn = fn(RequestContext, Bytes) -> Pin<Box<dyn Future<Output = Outcome>>>;
+
+/// One API Sluice serves: its key, the versions it serves, and its handler. [`APIS`] lists every
+/// one; dispatch, ApiVersions and the request fuzzer all read it.
 pub struct ApiSupport {
     pub key: ApiKey,
     pub min: i16,
     pub max: i16,
+    /// The lowest version ApiVersions lists; `min` except for Produce (see
+    /// `produce::VERSION_MIN_ADVERTISED`).
+    pub advertised_min: i16,
+    handler: HandlerFn,
+    /// Encodes a default request of this API at a version: the fuzzer's template.
+    #[cfg(test)]
+    encode_default: fn(i16, &mut bytes::BytesMut) -> anyhow::Result<()>,
 }
 
-/// Every API Sluice answers, for routing and for ApiVersions.
-pub const SUPPORTED_APIS: &[ApiSupport] = &[
-    ApiSupport {
-        key: ApiKey::AlterConfigs,
-        min: alter_configs::VERSION_MIN,
-        max: alter_configs::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::IncrementalAlterConfigs,
-        min: alter_configs::INCREMENTAL_VERSION_MIN,
-        max: alter_configs::INCREMENTAL_VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::FindCoordinator,
-        min: find_coordinator::VERSION_MIN,
-        max: find_coordinator::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::JoinGroup,
-        min: join_group::VERSION_MIN,
-        max: join_group::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::SyncGroup,
-        min: sync_group::VERSION_MIN,
-        max: sync_group::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::Heartbeat,
-        min: heartbeat::VERSION_MIN,
-        max: heartbeat::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::LeaveGroup,
-        min: leave_group::VERSION_MIN,
-        max: leave_group::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::OffsetCommit,
-        min: offset_commit::VERSION_MIN,
-        max: offset_commit::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::OffsetFetch,
-        min: offset_fetch::VERSION_MIN,
-        max: offset_fetch::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::ListGroups,
-        min: list_groups::VERSION_MIN,
-        max: list_groups::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::DescribeGroups,
-        min: describe_groups::VERSION_MIN,
-        max: describe_groups::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::DeleteGroups,
-        min: delete_groups::VERSION_MIN,
-        max: delete_groups::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::OffsetDelete,
-        min: offset_delete::VERSION_MIN,
-        max: offset_delete::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::Produce,
-        min: produce::VERSION_MIN,
-        max: produce::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::Fetch,
-        min: fetch::VERSION_MIN,
-        max: fetch::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::ListOffsets,
-        min: list_offsets::VERSION_MIN,
-        max: list_offsets::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::Metadata,
-        min: metadata::VERSION_MIN,
-        max: metadata::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::ApiVersions,
-        min: api_versions::VERSION_MIN,
-        max: api_versions::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::CreateTopics,
-        min: create_topics::VERSION_MIN,
-        max: create_topics::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::DeleteRecords,
-        min: delete_records::VERSION_MIN,
-        max: delete_records::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::DeleteTopics,
-        min: delete_topics::VERSION_MIN,
-        max: delete_topics::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::DescribeConfigs,
-        min: describe_configs::VERSION_MIN,
-        max: describe_configs::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::DescribeCluster,
-        min: describe_cluster::VERSION_MIN,
-        max: describe_cluster::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::InitProducerId,
-        min: init_producer_id::VERSION_MIN,
-        max: init_producer_id::VERSION_MAX,
-    },
-    ApiSupport {
-        key: ApiKey::CreatePartitions,
-        min: create_partitions::VERSION_MIN,
-        max: create_partitions::VERSION_MAX,
-    },
+/// One [`APIS`] entry: `api!(Key, module, Request)` serves `module::handle` at the versions
+/// `module::VERSION_MIN..=VERSION_MAX`; the long form names the handler and versions. The handler
+/// answers with a response (`respond`), an optional one (`optional`, Produce with acks=0) or a
+/// Fetch response written in pieces (`pieces`).
+macro_rules! api {
+    ($key:ident, $module:ident, $request:ty) => {
+        api!(
+            $key,
+            $request,
+            $module::handle,
+            respond,
+            $module::VERSION_MIN,
+            $module::VERSION_MAX
+        )
+    };
+    ($key:ident, $request:ty, $handler:path, $answer:ident, $min:expr, $max:expr) => {
+        api!($key, $request, $handler, $answer, $min, $max, $min)
+    };
+    ($key:ident, $request:ty, $handler:path, $answer:ident, $min:expr, $max:expr, $advertised_min:expr) => {
+        ApiSupport {
+            key: ApiKey::$key,
+            min: $min,
+            max: $max,
+            advertised_min: $advertised_min,
+            handler: |ctx, body| {
+                Box::pin(async move {
+                    match decode_body::<$request>(body, ctx.version) {
+                        Ok(request) => $answer(&ctx, $handler(&ctx, request).await),
+                        Err(reason) => Outcome::Close(reason),
+                    }
+                })
+            },
+            #[cfg(test)]
+            encode_default: |version, buf| <$request>::default().encode(buf, version),
+        }
+    };
+}
+
+/// Every API Sluice answers, in the order ApiVersions lists them.
+pub const APIS: &[ApiSupport] = &[
+    api!(
+        AlterConfigs,
+        AlterConfigsRequest,
+        alter_configs::handle,
+        respond,
+        alter_configs::VERSION_MIN,
+        alter_configs::VERSION_MAX
+    ),
+    api!(
+        IncrementalAlterConfigs,
+        IncrementalAlterConfigsRequest,
+        alter_configs::handle_incremental,
+        respond,
+        alter_configs::INCREMENTAL_VERSION_MIN,
+        alter_configs::INCREMENTAL_VERSION_MAX
+    ),
+    api!(FindCoordinator, find_coordinator, FindCoordinatorRequest),
+    api!(JoinGroup, join_group, JoinGroupRequest),
+    api!(SyncGroup, sync_group, SyncGroupRequest),
+    api!(Heartbeat, heartbeat, HeartbeatRequest),
+    api!(LeaveGroup, leave_group, LeaveGroupRequest),
+    api!(OffsetCommit, offset_commit, OffsetCommitRequest),
+    api!(OffsetFetch, offset_fetch, OffsetFetchRequest),
+    api!(ListGroups, list_groups, ListGroupsRequest),
+    api!(DescribeGroups, describe_groups, DescribeGroupsRequest),
+    api!(DeleteGroups, delete_groups, DeleteGroupsRequest),
+    api!(OffsetDelete, offset_delete, OffsetDeleteRequest),
+    api!(
+        Produce,
+        ProduceRequest,
+        produce::handle,
+        optional,
+        produce::VERSION_MIN,
+        produce::VERSION_MAX,
+        produce::VERSION_MIN_ADVERTISED
+    ),
+    api!(
+        Fetch,
+        FetchRequest,
+        fetch::handle,
+        pieces,
+        fetch::VERSION_MIN,
+        fetch::VERSION_MAX
+    ),
+    api!(ListOffsets, list_offsets, ListOffsetsRequest),
+    api!(Metadata, metadata, MetadataRequest),
+    api!(ApiVersions, api_versions, ApiVersionsRequest),
+    api!(CreateTopics, create_topics, CreateTopicsRequest),
+    api!(DeleteRecords, delete_records, DeleteRecordsRequest),
+    api!(DeleteTopics, delete_topics, DeleteTopicsRequest),
+    api!(DescribeConfigs, describe_configs, DescribeConfigsRequest),
+    api!(DescribeCluster, describe_cluster, DescribeClusterRequest),
+    api!(InitProducerId, init_producer_id, InitProducerIdRequest),
+    api!(CreatePartitions, create_partitions, CreatePartitionsRequest),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ApiSupport> {
-    SUPPORTED_APIS.iter().find(|api| api.key == key)
+    APIS.iter().find(|api| api.key == key)
 }
 
 /// A decoded request's context, handed to every handler.
@@ -214,21 +193,6 @@ pub struct RequestContext {
     pub peer_ip: Rc<str>,
     pub header: RequestHeader,
     pub version: i16,
-}
-
-macro_rules! route {
-    ($ctx:expr, $body:expr, $request:ty, $handler:path) => {
-        match decode_body::<$request>($body, $ctx.version) {
-            Ok(request) => encode(&$ctx, Some($handler(&$ctx, request).await)),
-            Err(reason) => Outcome::Close(reason),
-        }
-    };
-    (optional $ctx:expr, $body:expr, $request:ty, $handler:path) => {
-        match decode_body::<$request>($body, $ctx.version) {
-            Ok(request) => encode(&$ctx, $handler(&$ctx, request).await),
-            Err(reason) => Outcome::Close(reason),
-        }
-    };
 }
 
 /// Handles one request frame (everything after the length prefix).
@@ -262,161 +226,7 @@ pub async fn dispatch(shard: Rc<Shard>, peer_ip: Rc<str>, mut frame: Bytes) -> O
         header,
         version,
     };
-    let body = frame;
-    match key {
-        ApiKey::Produce => {
-            route!(optional ctx, body, kafka_protocol::messages::ProduceRequest, produce::handle)
-        }
-        ApiKey::Fetch => {
-            match decode_body::<kafka_protocol::messages::FetchRequest>(body, ctx.version) {
-                Ok(request) => encode_fetch(&ctx, &fetch::handle(&ctx, request).await),
-                Err(reason) => Outcome::Close(reason),
-            }
-        }
-        ApiKey::ListOffsets => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::ListOffsetsRequest,
-            list_offsets::handle
-        ),
-        ApiKey::Metadata => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::MetadataRequest,
-            metadata::handle
-        ),
-        ApiKey::ApiVersions => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::ApiVersionsRequest,
-            api_versions::handle
-        ),
-        ApiKey::CreateTopics => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::CreateTopicsRequest,
-            create_topics::handle
-        ),
-        ApiKey::DeleteTopics => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::DeleteTopicsRequest,
-            delete_topics::handle
-        ),
-        ApiKey::DeleteRecords => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::DeleteRecordsRequest,
-            delete_records::handle
-        ),
-        ApiKey::DescribeConfigs => {
-            route!(
-                ctx,
-                body,
-                kafka_protocol::messages::DescribeConfigsRequest,
-                describe_configs::handle
-            )
-        }
-        ApiKey::DescribeCluster => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::DescribeClusterRequest,
-            describe_cluster::handle
-        ),
-        ApiKey::CreatePartitions => {
-            route!(
-                ctx,
-                body,
-                kafka_protocol::messages::CreatePartitionsRequest,
-                create_partitions::handle
-            )
-        }
-        ApiKey::InitProducerId => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::InitProducerIdRequest,
-            init_producer_id::handle
-        ),
-        ApiKey::FindCoordinator => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::FindCoordinatorRequest,
-            find_coordinator::handle
-        ),
-        ApiKey::JoinGroup => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::JoinGroupRequest,
-            join_group::handle
-        ),
-        ApiKey::SyncGroup => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::SyncGroupRequest,
-            sync_group::handle
-        ),
-        ApiKey::Heartbeat => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::HeartbeatRequest,
-            heartbeat::handle
-        ),
-        ApiKey::LeaveGroup => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::LeaveGroupRequest,
-            leave_group::handle
-        ),
-        ApiKey::OffsetCommit => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::OffsetCommitRequest,
-            offset_commit::handle
-        ),
-        ApiKey::OffsetFetch => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::OffsetFetchRequest,
-            offset_fetch::handle
-        ),
-        ApiKey::ListGroups => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::ListGroupsRequest,
-            list_groups::handle
-        ),
-        ApiKey::DescribeGroups => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::DescribeGroupsRequest,
-            describe_groups::handle
-        ),
-        ApiKey::DeleteGroups => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::DeleteGroupsRequest,
-            delete_groups::handle
-        ),
-        ApiKey::OffsetDelete => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::OffsetDeleteRequest,
-            offset_delete::handle
-        ),
-        ApiKey::AlterConfigs => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::AlterConfigsRequest,
-            alter_configs::handle
-        ),
-        ApiKey::IncrementalAlterConfigs => route!(
-            ctx,
-            body,
-            kafka_protocol::messages::IncrementalAlterConfigsRequest,
-            alter_configs::handle_incremental
-        ),
-        _ => unreachable!("SUPPORTED_APIS lists only routed APIs"),
-    }
+    (api.handler)(ctx, frame).await
 }
 
 /// The work for one requested partition on its owner shard, or `None` when the topic does not
@@ -486,17 +296,20 @@ fn catch_decode<T>(decode: impl FnOnce() -> Result<T, String>) -> Result<T, Stri
         .unwrap_or_else(|_| Err("decoder panicked".to_string()))
 }
 
-fn encode_fetch(
-    ctx: &RequestContext,
-    response: &kafka_protocol::messages::FetchResponse,
-) -> Outcome {
-    match fetch_frame::encode(ctx.version, ctx.header.correlation_id, response) {
+/// A Fetch response, written in pieces so its records are not copied.
+fn pieces(ctx: &RequestContext, response: FetchResponse) -> Outcome {
+    match fetch_frame::encode(ctx.version, ctx.header.correlation_id, &response) {
         Ok(pieces) => Outcome::RespondPieces(pieces),
         Err(e) => Outcome::Close(format!("encoding Fetch response failed: {e}")),
     }
 }
 
-fn encode<M: Encodable>(ctx: &RequestContext, response: Option<M>) -> Outcome {
+fn respond<M: Encodable>(ctx: &RequestContext, response: M) -> Outcome {
+    optional(ctx, Some(response))
+}
+
+/// A response, or none (Produce with acks=0).
+fn optional<M: Encodable>(ctx: &RequestContext, response: Option<M>) -> Outcome {
     let Some(response) = response else {
         return Outcome::NoResponse;
     };
