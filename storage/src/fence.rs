@@ -160,19 +160,13 @@ mod tests {
     /// A gzip-flagged batch of one offset whose (opaque) records are `records_len` bytes of
     /// `fill`; storage never decompresses, so only the CRC covers them.
     fn batch(base_offset: i64, records_len: usize, fill: u8) -> Vec<u8> {
-        let mut bytes = vec![fill; BATCH_HEADER_BYTES + records_len];
-        let batch_length = (bytes.len() - 12) as i32;
-        bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
-        bytes[8..12].copy_from_slice(&batch_length.to_be_bytes());
-        bytes[12..16].fill(0);
-        bytes[16] = 2;
-        bytes[21..23].copy_from_slice(&1i16.to_be_bytes());
-        bytes[23..27].copy_from_slice(&0i32.to_be_bytes());
-        bytes[27..43].fill(0);
-        bytes[43..57].fill(0xff);
-        bytes[57..61].copy_from_slice(&1i32.to_be_bytes());
-        let crc = crc32c::crc32c(&bytes[21..]);
-        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let fields = record_batch::BatchFields {
+            attributes: 1,
+            ..record_batch::BatchFields::plain(0)
+        };
+        let mut bytes = record_batch::encode_batch(&fields, 1, &vec![fill; records_len]).to_vec();
+        record_batch::set_base_offset(&mut bytes, base_offset);
+        record_batch::set_partition_leader_epoch(&mut bytes, 0);
         bytes
     }
 

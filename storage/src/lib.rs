@@ -1,8 +1,8 @@
 //! Per-partition append-only logs of Kafka RecordBatch v2 bytes, written with direct I/O on a
 //! glommio executor.
 //!
-//! `storage` knows the RecordBatch byte format, because it is the on-disk format, and nothing of
-//! Kafka requests, responses or sockets.
+//! `storage` knows the RecordBatch format (through the `record_batch` crate), because it is the
+//! on-disk format, and nothing of Kafka requests, responses or sockets.
 //!
 //! # On-disk format
 //!
@@ -14,24 +14,7 @@
 //! ground truth; next to them are derived files that only shorten `open`: one index file per
 //! segment and the clean-shutdown marker (both below). The log start checkpoint (below) is
 //! ground truth too, once DeleteRecords wrote it. Files named `*.tmp` are interrupted writes of
-//! those and are removed at open.
-//!
-//! | offset | field                | type | notes                                        |
-//! |-------:|----------------------|------|----------------------------------------------|
-//! |      0 | baseOffset           | i64  | assigned by storage                          |
-//! |      8 | batchLength          | i32  | bytes after this field; total = 12 + this    |
-//! |     12 | partitionLeaderEpoch | i32  | set to 0 by storage                          |
-//! |     16 | magic                | i8   | always 2                                     |
-//! |     17 | crc                  | u32  | CRC-32C of bytes 21..end                     |
-//! |     21 | attributes           | i16  | bits 0-2 compression, bit 3 LogAppendTime    |
-//! |     23 | lastOffsetDelta      | i32  | the batch occupies lastOffsetDelta+1 offsets |
-//! |     27 | baseTimestamp        | i64  |                                              |
-//! |     35 | maxTimestamp         | i64  |                                              |
-//! |     43 | producerId           | i64  |                                              |
-//! |     51 | producerEpoch        | i16  |                                              |
-//! |     53 | baseSequence         | i32  |                                              |
-//! |     57 | recordCount          | i32  |                                              |
-//! |     61 | records              |      |                                              |
+//! those and are removed at open. The batch header's byte table is in the `record_batch` crate.
 //!
 //! ## Index files
 //!
@@ -219,15 +202,14 @@ mod segment_files;
 mod tail_cache;
 
 pub use append_pipeline::{APPEND_WRITES_IN_FLIGHT_DEFAULT, APPEND_WRITES_IN_FLIGHT_MAX};
-pub use batch::{
-    BatchError, ValidatedBatches, APPEND_BYTES_MAX, BATCH_BYTES_MAX, BATCH_HEADER_BYTES,
-};
+pub use batch::{ValidatedBatches, APPEND_BYTES_MAX};
 pub use error::StorageError;
 pub use index_cache::{cached_bytes as sealed_index_cache_bytes, SEALED_INDEX_CACHE_BYTES_MAX};
 pub use log::PartitionLog;
 pub use read_ahead::{
     cached_bytes as read_ahead_bytes, READ_AHEAD_BYTES, READ_AHEAD_CACHE_BYTES_MAX,
 };
+pub use record_batch::{BatchError, BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
 pub use segment::{parse_segment_file_name, READ_BYTES_MAX};
 pub use segment_files::{
     sealed_segment_files_max, sealed_segment_files_open, set_sealed_segment_files_max,

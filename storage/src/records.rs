@@ -26,7 +26,9 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::{BatchError, BatchHeader, ValidatedBatches, BATCH_HEADER_BYTES};
+use record_batch::{records_of, ATTRIBUTE_COMPRESSION_MASK};
+
+use crate::batch::{BatchError, BatchHeader, ValidatedBatches};
 
 /// Buffer between a streaming decompressor and the record parser. Small, because the parser
 /// only ever needs a few bytes at a time; it is the whole per-batch memory cost of gzip, zstd
@@ -54,13 +56,6 @@ pub const RECORD_BODY_BYTES_MIN: i64 = 6;
 /// librdkafka sends plain raw snappy instead; both are read.
 const SNAPPY_XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
 const SNAPPY_XERIAL_HEADER_BYTES: usize = 16;
-
-const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x7;
-const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x8;
-const ATTRIBUTE_CONTROL: i16 = 0x20;
-const OFFSET_CRC: usize = 17;
-const OFFSET_ATTRIBUTES: usize = 21;
-const OFFSET_MAX_TIMESTAMP: usize = 35;
 
 /// The compression codec of a batch: attributes bits 0-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +162,7 @@ impl ValidatedBatches {
         let mut stamped = BytesMut::from(&checked.bytes()[..]);
         for summary in checked.summaries() {
             let end = summary.position + summary.total_bytes;
-            set_log_append_time(&mut stamped[summary.position..end], now_ms);
+            record_batch::set_log_append_time(&mut stamped[summary.position..end], now_ms);
         }
         let stamped = ValidatedBatches::validate(stamped.freeze())
             .expect("stamping LogAppendTime keeps a valid batch valid");
@@ -182,10 +177,10 @@ fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), Batch
     if codec == Codec::Zstd && !policy.zstd_allowed {
         return Err(BatchError::ZstdNeedsProduceV7);
     }
-    if header.attributes & ATTRIBUTE_CONTROL != 0 {
+    if header.is_control() {
         return Err(BatchError::ControlBatchFromClient);
     }
-    if header.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0 {
+    if header.is_log_append_time() {
         return Err(BatchError::LogAppendTimeFromClient);
     }
     // `validate` already walked an uncompressed batch's records (`check_batch`); walk them again
@@ -227,22 +222,6 @@ fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), Batch
         return Err(BatchError::KeylessRecordsInCompactedTopic(keyless));
     }
     Ok(())
-}
-
-/// Sets the LogAppendTime bit and `maxTimestamp` of a whole, checked batch and recomputes its
-/// CRC, as Kafka does; the records stay as produced (clients read the batch's timestamp).
-fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
-    assert!(batch.len() >= BATCH_HEADER_BYTES);
-    let attributes = i16::from_be_bytes(
-        batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2]
-            .try_into()
-            .unwrap(),
-    );
-    let attributes = attributes | ATTRIBUTE_LOG_APPEND_TIME;
-    batch[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
-    batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Checks every record of a whole uncompressed batch by the rules of the module table. The one
@@ -292,7 +271,7 @@ fn walk_records(
     decompressed_bytes_max: usize,
     visit: &mut dyn FnMut(&RecordInfo) -> bool,
 ) -> Result<(), BatchError> {
-    let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
+    let payload = records_of(batch, header);
     // `take` stops the decoder one byte past the bound, so a bomb costs no more than the bound.
     let limit = decompressed_bytes_max as u64 + 1;
     match Codec::of_attributes(header.attributes)? {

@@ -365,16 +365,14 @@ mod tests {
     use super::*;
     use crate::batch::BATCH_HEADER_BYTES;
 
-    /// A stored batch of `offset_count` offsets at `base_offset`, `total_bytes` long, with only
-    /// the header fields the cache reads filled in.
+    /// A stored batch of `offset_count` offsets at `base_offset`, `total_bytes` long, whose
+    /// records section is opaque zeros (the cache reads only headers).
     fn batch(base_offset: i64, offset_count: i32, total_bytes: usize) -> Vec<u8> {
         assert!(total_bytes >= BATCH_HEADER_BYTES);
-        let mut bytes = vec![0u8; total_bytes];
-        bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
-        bytes[8..12].copy_from_slice(&((total_bytes - 12) as i32).to_be_bytes());
-        bytes[16] = 2;
-        bytes[23..27].copy_from_slice(&(offset_count - 1).to_be_bytes());
-        bytes[57..61].copy_from_slice(&offset_count.to_be_bytes());
+        let records = vec![0u8; total_bytes - BATCH_HEADER_BYTES];
+        let fields = record_batch::BatchFields::plain(0);
+        let mut bytes = record_batch::encode_batch(&fields, offset_count, &records).to_vec();
+        record_batch::set_base_offset(&mut bytes, base_offset);
         bytes
     }
 
