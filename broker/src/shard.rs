@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use std::cell::RefCell as StateCell;
 
+use record_batch::BatchHeader;
 use storage::{LogConfig, PartitionLog};
 
 use crate::config::ServeArgs;
@@ -478,14 +479,11 @@ async fn rebuild_producer_states(
         );
         let mut rest = &bytes[..];
         while !rest.is_empty() {
-            assert!(rest.len() >= 61, "storage returns whole batches");
-            let length = 12 + i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
-            let base_offset = i64::from_be_bytes(rest[0..8].try_into().unwrap());
-            let max_timestamp = i64::from_be_bytes(rest[35..43].try_into().unwrap());
-            let identity = BatchIdentity::parse(&rest[..length]);
-            states.observe_stored(&identity, base_offset, max_timestamp);
-            offset = base_offset + i64::from(identity.last_offset_delta) + 1;
-            rest = &rest[length..];
+            let header = BatchHeader::parse(rest).expect("storage returns whole batches");
+            let identity = BatchIdentity::of(&header);
+            states.observe_stored(&identity, header.base_offset, header.max_timestamp);
+            offset = header.next_offset();
+            rest = &rest[header.total_bytes()..];
         }
         glommio::yield_if_needed().await;
     }

@@ -7,18 +7,15 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
+use record_batch::BatchHeader;
 
 use super::error::{ClientError, Result};
 use super::types::{ConsumedRecord, ProduceRecord};
 
 /// Bytes before a batch's length field ends: baseOffset (8) + batchLength (4).
-pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
-/// Offset of the magic byte within a batch.
-const BATCH_MAGIC_OFFSET: usize = 16;
-/// Offset of lastOffsetDelta within a batch.
-const BATCH_LAST_OFFSET_DELTA_OFFSET: usize = 23;
+pub const BATCH_LOG_OVERHEAD_BYTES: usize = record_batch::BATCH_LENGTH_PREFIX_BYTES;
 /// Size of the fixed RecordBatch v2 header (up to and including recordCount).
-pub const BATCH_HEADER_BYTES: usize = 61;
+pub const BATCH_HEADER_BYTES: usize = record_batch::BATCH_HEADER_BYTES;
 /// Records per produced batch; bounds the encoder's work and the request size per call.
 pub const BATCH_RECORDS_MAX: usize = 1 << 20;
 
@@ -76,10 +73,9 @@ pub fn encode_record_batch_as(
         .map_err(|error| ClientError::protocol(format!("encoding record batch: {error}")))?;
     // The encoder starts a new batch whenever batch-level fields differ; ours are all equal, so
     // exactly one batch must come out.
-    let batch_length = i32::from_be_bytes(buffer[8..12].try_into().expect("4 bytes"));
     assert_eq!(
-        BATCH_LOG_OVERHEAD_BYTES + batch_length as usize,
-        buffer.len()
+        record_batch::total_bytes_from_length(&buffer),
+        Some(buffer.len())
     );
     Ok(buffer.freeze())
 }
@@ -124,33 +120,24 @@ pub struct DecodedRecords {
 pub fn decode_record_batches(mut bytes: Bytes, offset_min: i64) -> Result<DecodedRecords> {
     let mut decoded = DecodedRecords::default();
     while bytes.len() >= BATCH_LOG_OVERHEAD_BYTES {
-        let batch_length = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if batch_length < (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32 {
-            return Err(ClientError::protocol(format!(
-                "record batch length {batch_length} is shorter than a batch header"
-            )));
-        }
-        let batch_bytes = BATCH_LOG_OVERHEAD_BYTES + batch_length as usize;
+        let batch_bytes = match record_batch::total_bytes_from_length(&bytes) {
+            Some(batch_bytes) if batch_bytes >= BATCH_HEADER_BYTES => batch_bytes,
+            _ => {
+                return Err(ClientError::protocol(
+                    "record batch length is shorter than a batch header",
+                ))
+            }
+        };
         if bytes.len() < batch_bytes {
             break; // Truncated tail.
         }
         let mut batch = bytes.split_to(batch_bytes);
-        let magic = batch[BATCH_MAGIC_OFFSET];
-        if magic != 2 {
-            return Err(ClientError::protocol(format!(
-                "record batch magic {magic} is not supported (only v2)"
-            )));
-        }
-        let base_offset = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
-        let last_offset_delta = i32::from_be_bytes(
-            batch[BATCH_LAST_OFFSET_DELTA_OFFSET..BATCH_LAST_OFFSET_DELTA_OFFSET + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
+        let header = BatchHeader::parse(&batch)
+            .map_err(|error| ClientError::protocol(format!("record batch: {error}")))?;
         let record_set = RecordBatchDecoder::decode(&mut batch)
             .map_err(|error| ClientError::protocol(format!("decoding record batch: {error}")))?;
         debug_assert!(!batch.has_remaining());
-        decoded.next_offset = Some(base_offset + i64::from(last_offset_delta) + 1);
+        decoded.next_offset = Some(header.next_offset());
         let kept = record_set
             .records
             .into_iter()
@@ -192,7 +179,7 @@ mod tests {
     pub(crate) fn batch_at(base_offset: i64, records: &[ProduceRecord]) -> Bytes {
         let mut batch =
             BytesMut::from(&encode_record_batch(records, Compression::None).unwrap()[..]);
-        batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+        record_batch::set_base_offset(&mut batch, base_offset);
         batch.freeze()
     }
 
@@ -260,10 +247,10 @@ mod tests {
     #[test]
     fn decode_rejects_legacy_magic_and_bad_length() {
         let mut batch = BytesMut::from(&batch_at(0, &[record(None, "abc", 1)])[..]);
-        batch[BATCH_MAGIC_OFFSET] = 1;
+        batch[16] = 1; // magic
         assert!(decode_record_batches(batch.freeze(), 0).is_err());
         let mut bad = BytesMut::from(&[0u8; 20][..]);
-        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes()); // batchLength
         assert!(decode_record_batches(bad.freeze(), 0).is_err());
     }
 }

@@ -33,7 +33,7 @@ fn record(value: &'static str) -> ProduceRecord {
 fn batch_at(base_offset: i64, values: &[&'static str]) -> Bytes {
     let records: Vec<_> = values.iter().map(|value| record(value)).collect();
     let mut batch = BytesMut::from(&encode_record_batch(&records, Compression::None).unwrap()[..]);
-    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    record_batch::set_base_offset(&mut batch, base_offset);
     batch.freeze()
 }
 

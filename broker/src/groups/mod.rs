@@ -155,12 +155,10 @@ impl GroupCoordinator {
 fn next_offset_after(bytes: &Bytes) -> i64 {
     let mut rest = &bytes[..];
     let mut next = -1;
-    while rest.len() >= 61 {
-        let length = 12 + i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
-        let base = i64::from_be_bytes(rest[0..8].try_into().unwrap());
-        let last_delta = i32::from_be_bytes(rest[23..27].try_into().unwrap());
-        next = base + i64::from(last_delta) + 1;
-        rest = &rest[length..];
+    while !rest.is_empty() {
+        let header = record_batch::BatchHeader::parse(rest).expect("storage returns whole batches");
+        next = header.next_offset();
+        rest = &rest[header.total_bytes()..];
     }
     assert!(next >= 0, "a read below the log end returns whole batches");
     next

@@ -177,40 +177,24 @@ pub fn decode(mut key: Bytes, value: Option<Bytes>) -> Option<GroupRecord> {
 
 /// One RecordBatch v2 holding `records` (key, value or tombstone).
 pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], timestamp_ms: i64) -> Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // Constant offset - sequence keeps every record in one batch.
-            sequence: i as i32,
-            timestamp: timestamp_ms,
-            key: Some(key.clone()),
-            value: value.clone(),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    let mut encoded = Vec::new();
+    for (index, (key, value)) in records.iter().enumerate() {
+        let offset_delta = i32::try_from(index).expect("group batches hold few records");
+        record_batch::encode_record(
+            &mut encoded,
+            offset_delta,
+            0,
+            Some(key),
+            value.as_deref(),
+            &[],
+        );
+    }
+    let record_count = i32::try_from(records.len()).expect("group batches hold few records");
+    record_batch::encode_batch(
+        &record_batch::BatchFields::plain(timestamp_ms),
+        record_count,
+        &encoded,
     )
-    .expect("group records encode");
-    out.freeze()
 }
 
 /// Every group record in stored batch bytes, in log order.

@@ -1,10 +1,8 @@
-//! The bench's RecordBatch: a valid v2 batch of an exact size, encoded by the Kafka client's
-//! encoder in `net` (so storage's validator checks bytes it did not make).
+//! The bench's RecordBatch: a valid v2 batch of an exact size, built by the `record_batch`
+//! encoder (storage's validator checks every byte of it like any produced batch).
 
 use anyhow::{bail, Result};
 use bytes::Bytes;
-use client::records::encode_record_batch;
-use client::ProduceRecord;
 use storage::{ValidatedBatches, BATCH_HEADER_BYTES};
 
 /// Room for at least one small record after the batch header.
@@ -61,23 +59,22 @@ fn fill_exactly(
 
 fn encode(record_count: usize, record_bytes: usize, last_value_bytes: usize) -> Result<Bytes> {
     let timestamp_ms = 1_700_000_000_000;
-    let records: Vec<ProduceRecord> = (0..record_count)
-        .map(|index| {
-            let value_bytes = if index + 1 == record_count {
-                last_value_bytes
-            } else {
-                record_bytes
-            };
-            ProduceRecord {
-                key: None,
-                value: Some(Bytes::from(vec![(index % 251) as u8; value_bytes])),
-                headers: Vec::new(),
-                timestamp_ms,
-            }
-        })
-        .collect();
-    let compression = kafka_protocol::records::Compression::None;
-    Ok(encode_record_batch(&records, compression)?)
+    let mut records = Vec::new();
+    for index in 0..record_count {
+        let value_bytes = if index + 1 == record_count {
+            last_value_bytes
+        } else {
+            record_bytes
+        };
+        let value = vec![(index % 251) as u8; value_bytes];
+        record_batch::encode_record(&mut records, index as i32, 0, None, Some(&value), &[]);
+    }
+    let fields = record_batch::BatchFields::plain(timestamp_ms);
+    Ok(record_batch::encode_batch(
+        &fields,
+        record_count as i32,
+        &records,
+    ))
 }
 
 #[cfg(test)]

@@ -11,8 +11,6 @@ use storage::{LogConfig, PartitionLog, ValidatedBatches};
 
 /// Latencies above this (µs) are clamped: a minute per operation means the disk is gone anyway.
 const LATENCY_US_MAX: u64 = 60_000_000;
-/// Bytes of a batch header up to and including batchLength.
-const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
 
 pub struct PhaseConfig {
     pub data_dir: PathBuf,
@@ -296,10 +294,8 @@ fn walk_batches(bytes: &[u8], offset: i64, to: i64) -> Result<(i64, u64)> {
     let mut bytes_below_to = 0u64;
     while position < bytes.len() {
         let batch = &bytes[position..];
-        ensure!(batch.len() >= storage::BATCH_HEADER_BYTES, "partial batch");
-        let base_offset = i64::from_be_bytes(batch[0..8].try_into().unwrap());
-        let batch_length = i32::from_be_bytes(batch[8..12].try_into().unwrap());
-        let last_offset_delta = i32::from_be_bytes(batch[23..27].try_into().unwrap());
+        let header = record_batch::BatchHeader::parse(batch)?;
+        let base_offset = header.base_offset;
         if position == 0 {
             ensure!(
                 base_offset <= offset,
@@ -308,11 +304,11 @@ fn walk_batches(bytes: &[u8], offset: i64, to: i64) -> Result<(i64, u64)> {
         } else {
             ensure!(base_offset == next_offset, "offsets are not dense");
         }
-        let total_bytes = BATCH_LENGTH_PREFIX_BYTES + batch_length as usize;
+        let total_bytes = header.total_bytes();
         if base_offset < to {
             bytes_below_to += total_bytes as u64;
         }
-        next_offset = base_offset + i64::from(last_offset_delta) + 1;
+        next_offset = header.next_offset();
         position += total_bytes;
     }
     ensure!(position == bytes.len(), "read returned a partial batch");
