@@ -187,6 +187,21 @@ fn escape(text: &str) -> String {
 impl Chart {
     /// The chart as a standalone SVG document.
     pub fn to_svg(&self) -> String {
+        let area = self.plot_area();
+        let mut svg = String::new();
+        self.write_title(&mut svg);
+        self.write_x_grid(&mut svg, &area);
+        write_y_grid(&mut svg, &area);
+        self.write_axes(&mut svg, &area);
+        for (index, series) in self.series.iter().enumerate() {
+            write_series(&mut svg, &area, index, series);
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+
+    /// The data ranges and the plot's size: where every point lands.
+    fn plot_area(&self) -> PlotArea {
         let x_min = self.x_ticks.first().map_or(0.0, |t| t.0);
         let x_max = self
             .x_ticks
@@ -200,11 +215,18 @@ impl Chart {
             .fold(0.0f64, f64::max);
         let y_step = nice_step(if y_data_max > 0.0 { y_data_max } else { 1.0 });
         let y_max = (y_data_max / y_step).ceil().max(1.0) * y_step;
-        let plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
-        let plot_height = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
-        let to_x = |x: f64| MARGIN_LEFT + (x - x_min) / (x_max - x_min) * plot_width;
-        let to_y = |y: f64| MARGIN_TOP + plot_height - y / y_max * plot_height;
-        let mut svg = String::new();
+        PlotArea {
+            x_min,
+            x_max,
+            y_max,
+            y_step,
+            width: WIDTH - MARGIN_LEFT - MARGIN_RIGHT,
+            height: HEIGHT - MARGIN_TOP - MARGIN_BOTTOM,
+        }
+    }
+
+    /// The opening tag, the white background and the title.
+    fn write_title(&self, svg: &mut String) {
         let _ = writeln!(
             svg,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
@@ -219,37 +241,29 @@ impl Chart {
             WIDTH / 2.0,
             escape(&self.title)
         );
+    }
+
+    /// A vertical grid line and a label at each x tick.
+    fn write_x_grid(&self, svg: &mut String, area: &PlotArea) {
         for (x, label) in &self.x_ticks {
-            let px = to_x(*x);
+            let px = area.to_x(*x);
             let _ = writeln!(
                 svg,
                 r##"<line x1="{px:.1}" y1="{MARGIN_TOP}" x2="{px:.1}" y2="{:.1}" stroke="#dddddd"/>"##,
-                MARGIN_TOP + plot_height
+                MARGIN_TOP + area.height
             );
             let _ = writeln!(
                 svg,
                 r#"<text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                MARGIN_TOP + plot_height + 18.0,
+                MARGIN_TOP + area.height + 18.0,
                 escape(label)
             );
         }
-        let y_ticks = (y_max / y_step).round() as u32;
-        for tick in 0..=y_ticks {
-            let y = f64::from(tick) * y_step;
-            let py = to_y(y);
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{MARGIN_LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#dddddd"/>"##,
-                MARGIN_LEFT + plot_width
-            );
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-                MARGIN_LEFT - 8.0,
-                py + 4.0,
-                format_number(y)
-            );
-        }
+    }
+
+    /// The plot's frame and the two axis labels.
+    fn write_axes(&self, svg: &mut String, area: &PlotArea) {
+        let (plot_width, plot_height) = (area.width, area.height);
         let _ = writeln!(
             svg,
             r#"<rect x="{MARGIN_LEFT}" y="{MARGIN_TOP}" width="{plot_width}" height="{plot_height}" fill="none" stroke="black"/>"#
@@ -268,35 +282,76 @@ impl Chart {
             MARGIN_TOP + plot_height / 2.0,
             escape(&self.y_label)
         );
-        for (index, series) in self.series.iter().enumerate() {
-            let color = COLORS[index % COLORS.len()];
-            let mut points = String::new();
-            for (x, y) in &series.points {
-                let _ = write!(points, "{:.1},{:.1} ", to_x(*x), to_y(*y));
-            }
-            let _ = writeln!(
-                svg,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-                points.trim_end()
-            );
-            let legend_y = MARGIN_TOP + 18.0 + 18.0 * index as f64;
-            let legend_x = MARGIN_LEFT + 12.0;
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{legend_x}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{color}" stroke-width="3"/>"#,
-                legend_x + 24.0
-            );
-            let _ = writeln!(
-                svg,
-                r#"<text x="{}" y="{:.1}">{}</text>"#,
-                legend_x + 30.0,
-                legend_y + 4.0,
-                escape(&series.name)
-            );
-        }
-        svg.push_str("</svg>\n");
-        svg
     }
+}
+
+/// Where a chart's data lands in the SVG: the data ranges and the plot's size in pixels.
+struct PlotArea {
+    x_min: f64,
+    x_max: f64,
+    y_max: f64,
+    y_step: f64,
+    width: f64,
+    height: f64,
+}
+
+impl PlotArea {
+    fn to_x(&self, x: f64) -> f64 {
+        MARGIN_LEFT + (x - self.x_min) / (self.x_max - self.x_min) * self.width
+    }
+
+    fn to_y(&self, y: f64) -> f64 {
+        MARGIN_TOP + self.height - y / self.y_max * self.height
+    }
+}
+
+/// A horizontal grid line and a label at each y step.
+fn write_y_grid(svg: &mut String, area: &PlotArea) {
+    let y_ticks = (area.y_max / area.y_step).round() as u32;
+    for tick in 0..=y_ticks {
+        let y = f64::from(tick) * area.y_step;
+        let py = area.to_y(y);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{MARGIN_LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#dddddd"/>"##,
+            MARGIN_LEFT + area.width
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            MARGIN_LEFT - 8.0,
+            py + 4.0,
+            format_number(y)
+        );
+    }
+}
+
+/// One series' line and its legend entry.
+fn write_series(svg: &mut String, area: &PlotArea, index: usize, series: &Series) {
+    let color = COLORS[index % COLORS.len()];
+    let mut points = String::new();
+    for (x, y) in &series.points {
+        let _ = write!(points, "{:.1},{:.1} ", area.to_x(*x), area.to_y(*y));
+    }
+    let _ = writeln!(
+        svg,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+        points.trim_end()
+    );
+    let legend_y = MARGIN_TOP + 18.0 + 18.0 * index as f64;
+    let legend_x = MARGIN_LEFT + 12.0;
+    let _ = writeln!(
+        svg,
+        r#"<line x1="{legend_x}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{color}" stroke-width="3"/>"#,
+        legend_x + 24.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{:.1}">{}</text>"#,
+        legend_x + 30.0,
+        legend_y + 4.0,
+        escape(&series.name)
+    );
 }
 
 #[cfg(test)]

@@ -139,6 +139,18 @@ pub struct Report {
 
 impl Report {
     pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        self.print_settings(out)?;
+        if let Some(produce) = &self.produce {
+            self.print_produce(out, produce)?;
+        }
+        if let Some(consume) = &self.consume {
+            self.print_consume(out, consume)?;
+        }
+        Ok(())
+    }
+
+    /// The first line: the workload, the target and, for producing runs, the client settings.
+    fn print_settings(&self, out: &mut impl Write) -> std::io::Result<()> {
         let s = &self.settings;
         write!(
             out,
@@ -169,45 +181,48 @@ impl Report {
                 write!(out, ", fixed rate {rate} records/s")?;
             }
         }
-        writeln!(out)?;
-        if let Some(produce) = &self.produce {
-            print_throughput(out, "produce", &produce.throughput, s.producers)?;
-            writeln!(
+        writeln!(out)
+    }
+
+    fn print_produce(&self, out: &mut impl Write, produce: &ProduceReport) -> std::io::Result<()> {
+        let s = &self.settings;
+        print_throughput(out, "produce", &produce.throughput, s.producers)?;
+        writeln!(
+            out,
+            "  requests {}, batches {}, resent {}",
+            produce.requests, produce.batches, produce.resends
+        )?;
+        let per = match s.client {
+            ClientKind::Simple => "produce ack latency (per request)",
+            ClientKind::Batching => "produce ack latency (per record)",
+        };
+        print_latencies(out, per, produce.ack_latency.as_ref())
+    }
+
+    fn print_consume(&self, out: &mut impl Write, consume: &ConsumeReport) -> std::io::Result<()> {
+        let s = &self.settings;
+        print_throughput(out, "consume", &consume.throughput, s.consumers)?;
+        if s.workload == Workload::E2e {
+            print_latencies(
                 out,
-                "  requests {}, batches {}, resent {}",
-                produce.requests, produce.batches, produce.resends
-            )?;
-            let per = match s.client {
-                ClientKind::Simple => "produce ack latency (per request)",
-                ClientKind::Batching => "produce ack latency (per record)",
-            };
-            print_latencies(out, per, produce.ack_latency.as_ref())?;
-        }
-        if let Some(consume) = &self.consume {
-            print_throughput(out, "consume", &consume.throughput, s.consumers)?;
-            if s.workload == Workload::E2e {
-                print_latencies(
-                    out,
-                    "end-to-end latency (per record)",
-                    consume.e2e_latency.as_ref(),
-                )?;
-            }
-            let v = &consume.verify;
-            writeln!(
-                out,
-                "verify: lost {} duplicated {} reordered {} (foreign records skipped {}){}",
-                v.lost,
-                v.duplicated,
-                v.reordered,
-                v.foreign,
-                if consume.drain_timed_out {
-                    "; DRAIN TIMED OUT"
-                } else {
-                    ""
-                },
+                "end-to-end latency (per record)",
+                consume.e2e_latency.as_ref(),
             )?;
         }
-        Ok(())
+        let v = &consume.verify;
+        writeln!(
+            out,
+            "verify: lost {} duplicated {} reordered {} (foreign records skipped {}){}",
+            v.lost,
+            v.duplicated,
+            v.reordered,
+            v.foreign,
+            if consume.drain_timed_out {
+                "; DRAIN TIMED OUT"
+            } else {
+                ""
+            },
+        )
     }
 
     /// A short description for the plot titles.

@@ -14,7 +14,8 @@ use client::Client;
 use hdrhistogram::Histogram;
 
 use crate::actors::consumer::{self, ConsumerConfig, ConsumerMode, ConsumerResult};
-use crate::actors::producer::{self, ProducerConfig, ProducerResult, Quota};
+use crate::actors::producer;
+use crate::actors::producer_config::{ProducerConfig, ProducerResult, Quota};
 use crate::actors::{client_config, Shared};
 use crate::args::{Args, Finish, Workload};
 use crate::clock::Clock;

@@ -12,7 +12,7 @@ use client::producer::{Delivery, DeliveryCallback, Producer, ProducerConfig as C
 use client::ProduceRecord;
 use hdrhistogram::Histogram;
 
-use super::producer::{ProducerConfig, ProducerResult, Quota, SizeDraw};
+use super::producer_config::{ProducerConfig, ProducerResult, Quota, SizeDraw};
 use super::{client_config, Shared};
 use crate::args::KeyDistribution;
 use crate::clock::Clock;
@@ -196,24 +196,8 @@ pub fn run(
         callback(shared.clock, acknowledged.clone()),
     )
     .with_context(|| format!("producer {} connecting to {}", config.id, shared.bootstrap))?;
-    let mut source = RecordSource::new(shared, config);
     let schedule = config.schedule.map(|s| Schedule::new(s.records_per_sec, 1));
-    let (mut records, mut bytes, mut unreported) = (0u64, 0u64, (0u64, 0u64));
-    while let Some(due) = next_due(config.quota, schedule, records, start) {
-        let send_ns = shared.clock.unix_ns_at(due);
-        let (partition, record, length) = source.next(&producer, &shared.topic, send_ns)?;
-        producer
-            .send(&shared.topic, Some(partition), record, send_ns)
-            .with_context(|| format!("producer {} sending", config.id))?;
-        records += 1;
-        bytes += length as u64;
-        unreported = (unreported.0 + 1, unreported.1 + length as u64);
-        if unreported.0 == PROGRESS_RECORDS_PER_UPDATE {
-            shared.progress.add_produced(unreported.0, unreported.1);
-            unreported = (0, 0);
-        }
-    }
-    shared.progress.add_produced(unreported.0, unreported.1);
+    let (records, bytes) = send_all(shared, config, &producer, schedule, start)?;
     producer.flush();
     let mut elapsed = start.elapsed();
     if let Some(schedule) = schedule {
@@ -228,8 +212,54 @@ pub fn run(
     if let Some(error) = acknowledged.error {
         bail!("producer {}: a batch failed: {error}", config.id);
     }
-    let produced = acknowledged
-        .records
+    Ok(ProducerResult {
+        records,
+        bytes,
+        requests: stats.requests,
+        batches: stats.batches,
+        resends: stats.resends,
+        elapsed,
+        latency: acknowledged.latency,
+        produced: streams(shared, config, acknowledged.records),
+    })
+}
+
+/// Hands records to the producer until the quota is reached, each at its due time; returns the
+/// records and value bytes sent.
+fn send_all(
+    shared: &Shared,
+    config: &ProducerConfig,
+    producer: &Producer,
+    schedule: Option<Schedule>,
+    start: Instant,
+) -> anyhow::Result<(u64, u64)> {
+    let mut source = RecordSource::new(shared, config);
+    let (mut records, mut bytes, mut unreported) = (0u64, 0u64, (0u64, 0u64));
+    while let Some(due) = next_due(config.quota, schedule, records, start) {
+        let send_ns = shared.clock.unix_ns_at(due);
+        let (partition, record, length) = source.next(producer, &shared.topic, send_ns)?;
+        producer
+            .send(&shared.topic, Some(partition), record, send_ns)
+            .with_context(|| format!("producer {} sending", config.id))?;
+        records += 1;
+        bytes += length as u64;
+        unreported = (unreported.0 + 1, unreported.1 + length as u64);
+        if unreported.0 == PROGRESS_RECORDS_PER_UPDATE {
+            shared.progress.add_produced(unreported.0, unreported.1);
+            unreported = (0, 0);
+        }
+    }
+    shared.progress.add_produced(unreported.0, unreported.1);
+    Ok((records, bytes))
+}
+
+/// The acknowledged records per partition, keyed as the verifier counts them.
+fn streams(
+    shared: &Shared,
+    config: &ProducerConfig,
+    acknowledged: HashMap<i32, u64>,
+) -> HashMap<StreamKey, u64> {
+    acknowledged
         .into_iter()
         .map(|(partition, count)| {
             let key = StreamKey {
@@ -239,17 +269,7 @@ pub fn run(
             };
             (key, count)
         })
-        .collect();
-    Ok(ProducerResult {
-        records,
-        bytes,
-        requests: stats.requests,
-        batches: stats.batches,
-        resends: stats.resends,
-        elapsed,
-        latency: acknowledged.latency,
-        produced,
-    })
+        .collect()
 }
 
 /// When the next record is due (now, without a schedule), or `None` when the producer is done.

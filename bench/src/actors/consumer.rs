@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use client::{Client, FetchPosition, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
+use client::{Client, FetchPosition, FetchResult, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
 use hdrhistogram::Histogram;
 
 use super::{client_config, Shared};
@@ -187,7 +187,6 @@ fn fetch_once(
         requested.len(),
         "one fetch result per position"
     );
-    let measure_latency = config.mode == ConsumerMode::EndToEnd;
     for (asked, answer) in requested.iter().zip(fetched) {
         if let Some(error) = answer.error {
             bail!(
@@ -196,33 +195,51 @@ fn fetch_once(
                 asked.partition
             );
         }
-        let received_ns = shared.clock.unix_ns_now();
-        let mut bytes = 0;
-        for record in &answer.records {
-            let value = record.value.as_deref().unwrap_or_default();
-            bytes += value.len() as u64;
-            let header = ValueHeader::decode(value);
-            if measure_latency {
-                if let Some(header) = header.filter(|header| header.run_id == shared.run_id) {
-                    let latency_ns = received_ns.saturating_sub(header.send_timestamp_ns);
-                    record_latency(&mut result.latency, Duration::from_nanos(latency_ns), 1);
-                }
-            }
-            result.verifier.observe(asked.partition, header);
-        }
-        let records = answer.records.len() as u64;
-        result.records += records;
-        result.bytes += bytes;
-        shared.progress.add_consumed(records, bytes);
-        let position = positions
-            .iter_mut()
-            .find(|p| p.partition == asked.partition)
-            .expect("fetched partitions are ours");
-        assert!(
-            answer.next_offset >= position.offset,
-            "fetch never moves backwards"
-        );
-        position.offset = answer.next_offset;
+        observe_records(shared, config, result, asked.partition, &answer);
+        advance(positions, asked.partition, answer.next_offset);
     }
     Ok(())
+}
+
+/// Counts one partition's fetched records, checks them, and measures their latency in
+/// end-to-end mode.
+fn observe_records(
+    shared: &Shared,
+    config: &ConsumerConfig,
+    result: &mut ConsumerResult,
+    partition: i32,
+    answer: &FetchResult,
+) {
+    let measure_latency = config.mode == ConsumerMode::EndToEnd;
+    let received_ns = shared.clock.unix_ns_now();
+    let mut bytes = 0;
+    for record in &answer.records {
+        let value = record.value.as_deref().unwrap_or_default();
+        bytes += value.len() as u64;
+        let header = ValueHeader::decode(value);
+        if measure_latency {
+            if let Some(header) = header.filter(|header| header.run_id == shared.run_id) {
+                let latency_ns = received_ns.saturating_sub(header.send_timestamp_ns);
+                record_latency(&mut result.latency, Duration::from_nanos(latency_ns), 1);
+            }
+        }
+        result.verifier.observe(partition, header);
+    }
+    let records = answer.records.len() as u64;
+    result.records += records;
+    result.bytes += bytes;
+    shared.progress.add_consumed(records, bytes);
+}
+
+/// Moves a partition's position to the offset after what was fetched.
+fn advance(positions: &mut [Position], partition: i32, next_offset: i64) {
+    let position = positions
+        .iter_mut()
+        .find(|p| p.partition == partition)
+        .expect("fetched partitions are ours");
+    assert!(
+        next_offset >= position.offset,
+        "fetch never moves backwards"
+    );
+    position.offset = next_offset;
 }

@@ -4,6 +4,7 @@
 pub mod batching;
 pub mod consumer;
 pub mod producer;
+pub mod producer_config;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
