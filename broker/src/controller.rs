@@ -17,6 +17,7 @@ use kafka_protocol::error::ResponseError;
 use crate::metadata::{
     random_uuid, validate_topic_name, MetadataSnapshot, TopicMeta, TOPIC_PARTITIONS_MAX,
 };
+use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 use crate::{broker_config, topic_config};
 
@@ -79,14 +80,16 @@ fn producer_id_path(data_dir: &std::path::Path) -> std::path::PathBuf {
 
 /// A new producer id (from any shard).
 pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, ResponseError> {
-    shard
-        .call(CONTROLLER_SHARD, |s| async move {
-            allocate_producer_id_here(&s)
-        })
+    match shard
+        .call(CONTROLLER_SHARD, Request::AllocateProducerId)
         .await
+    {
+        Reply::AllocateProducerId(result) => result,
+        other => other.mismatch("AllocateProducerId"),
+    }
 }
 
-fn allocate_producer_id_here(shard: &Shard) -> Result<i64, ResponseError> {
+pub(crate) fn allocate_producer_id_here(shard: &Shard) -> Result<i64, ResponseError> {
     let mut block = controller(shard).producer_ids.borrow_mut();
     if block.next == block.end {
         let end = block.end + PRODUCER_ID_BLOCK_SIZE;
@@ -118,14 +121,17 @@ pub async fn create_topics(
     specs: Vec<TopicSpec>,
     validate_only: bool,
 ) -> Vec<Result<TopicMeta, Refusal>> {
-    shard
-        .call(CONTROLLER_SHARD, move |s| async move {
-            create_topics_here(&s, specs, validate_only).await
-        })
-        .await
+    let request = Request::CreateTopics {
+        specs,
+        validate_only,
+    };
+    match shard.call(CONTROLLER_SHARD, request).await {
+        Reply::CreateTopics(results) => results,
+        other => other.mismatch("CreateTopics"),
+    }
 }
 
-async fn create_topics_here(
+pub(crate) async fn create_topics_here(
     shard: &Rc<Shard>,
     specs: Vec<TopicSpec>,
     validate_only: bool,
@@ -221,14 +227,16 @@ pub async fn delete_topics(
     shard: &Rc<Shard>,
     names: Vec<String>,
 ) -> Vec<Result<uuid::Uuid, Refusal>> {
-    shard
-        .call(CONTROLLER_SHARD, move |s| async move {
-            delete_topics_here(&s, names).await
-        })
+    match shard
+        .call(CONTROLLER_SHARD, Request::DeleteTopics { names })
         .await
+    {
+        Reply::DeleteTopics(results) => results,
+        other => other.mismatch("DeleteTopics"),
+    }
 }
 
-async fn delete_topics_here(
+pub(crate) async fn delete_topics_here(
     shard: &Rc<Shard>,
     names: Vec<String>,
 ) -> Vec<Result<uuid::Uuid, Refusal>> {
@@ -264,14 +272,17 @@ pub async fn create_partitions(
     requests: Vec<(String, i32)>,
     validate_only: bool,
 ) -> Vec<Result<(), Refusal>> {
-    shard
-        .call(CONTROLLER_SHARD, move |s| async move {
-            create_partitions_here(&s, requests, validate_only).await
-        })
-        .await
+    let request = Request::CreatePartitions {
+        requests,
+        validate_only,
+    };
+    match shard.call(CONTROLLER_SHARD, request).await {
+        Reply::CreatePartitions(results) => results,
+        other => other.mismatch("CreatePartitions"),
+    }
 }
 
-async fn create_partitions_here(
+pub(crate) async fn create_partitions_here(
     shard: &Rc<Shard>,
     requests: Vec<(String, i32)>,
     validate_only: bool,
@@ -362,13 +373,13 @@ async fn publish(
     let mut failures = Vec::new();
     for target in 0..shard.count {
         let snapshot = snapshot.clone();
-        let failed = shard
-            .call(
-                target,
-                move |s| async move { s.apply_metadata(snapshot).await },
-            )
-            .await;
-        failures.extend(failed);
+        // Boxed: publishing runs inside a controller request, so the call nests in itself.
+        let applied: std::pin::Pin<Box<dyn std::future::Future<Output = Reply>>> =
+            Box::pin(shard.call(target, Request::ApplyMetadata(snapshot)));
+        match applied.await {
+            Reply::ApplyMetadata(failed) => failures.extend(failed),
+            other => other.mismatch("ApplyMetadata"),
+        }
     }
     // A change on a full disk may have used the reserve; a deletion has now freed space.
     crate::data_dir::ensure_reserve(&shard.config.data_dir);
@@ -525,6 +536,21 @@ pub async fn alter_topic_configs(
     if changes.is_empty() {
         return Vec::new();
     }
+    let request = Request::AlterTopicConfigs {
+        changes,
+        validate_only,
+    };
+    match shard.call(CONTROLLER_SHARD, request).await {
+        Reply::AlterTopicConfigs(results) => results,
+        other => other.mismatch("AlterTopicConfigs"),
+    }
+}
+
+pub(crate) async fn alter_topic_configs_here(
+    shard: &Rc<Shard>,
+    changes: Vec<(String, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
     edit_metadata(shard, validate_only, move |next| {
         changes
             .into_iter()
@@ -564,6 +590,21 @@ pub async fn alter_broker_configs(
     if changes.is_empty() {
         return Vec::new();
     }
+    let request = Request::AlterBrokerConfigs {
+        changes,
+        validate_only,
+    };
+    match shard.call(CONTROLLER_SHARD, request).await {
+        Reply::AlterBrokerConfigs(results) => results,
+        other => other.mismatch("AlterBrokerConfigs"),
+    }
+}
+
+pub(crate) async fn alter_broker_configs_here(
+    shard: &Rc<Shard>,
+    changes: Vec<(BrokerTarget, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), Refusal>> {
     edit_metadata(shard, validate_only, move |next| {
         changes
             .into_iter()
@@ -582,7 +623,7 @@ pub async fn alter_broker_configs(
     .await
 }
 
-/// Runs `edit` on a copy of the metadata on the controller, one change at a time, and
+/// Runs `edit` on a copy of the metadata (on the controller shard, one change at a time) and
 /// publishes the copy unless `validate_only` or every result is a refusal.
 async fn edit_metadata<F>(
     shard: &Rc<Shard>,
@@ -590,20 +631,16 @@ async fn edit_metadata<F>(
     edit: F,
 ) -> Vec<Result<(), Refusal>>
 where
-    F: FnOnce(&mut MetadataSnapshot) -> Vec<Result<(), Refusal>> + Send + 'static,
+    F: FnOnce(&mut MetadataSnapshot) -> Vec<Result<(), Refusal>>,
 {
-    shard
-        .call(CONTROLLER_SHARD, move |s| async move {
-            let _change = controller(&s)
-                .changes
-                .acquire_permit(1)
-                .await
-                .expect("controller semaphore is never closed");
-            let mut next = (*s.metadata()).clone();
-            let results = edit(&mut next);
-            publish_results(&s, next, results, validate_only).await
-        })
+    let _change = controller(shard)
+        .changes
+        .acquire_permit(1)
         .await
+        .expect("controller semaphore is never closed");
+    let mut next = (*shard.metadata()).clone();
+    let results = edit(&mut next);
+    publish_results(shard, next, results, validate_only).await
 }
 
 /// How the entries of one kind of resource are checked.

@@ -14,7 +14,8 @@ use crate::fd_budget::FdBudget;
 use crate::groups::store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::groups::GroupCoordinator;
 use crate::metadata::MetadataSnapshot;
-use crate::shard::{Envelope, Shard, INBOX_JOBS_MAX};
+use crate::shard::mesh::{Envelope, Mesh, INBOX_MESSAGES_MAX};
+use crate::shard::Shard;
 
 /// Connections one shard serves at once at most, whatever the descriptor limit allows; a
 /// further connection is closed on accept.
@@ -47,7 +48,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(
         shard_count,
-        INBOX_JOBS_MAX,
+        INBOX_MESSAGES_MAX,
     );
     // Mesh peer indexes follow the order in which shards join; each shard records its own here.
     let peer_index = Arc::new(std::sync::Mutex::new(vec![usize::MAX; shard_count]));
@@ -155,8 +156,7 @@ async fn shard_main(
         id,
         config.clone(),
         snapshot.clone(),
-        senders,
-        peer_index,
+        Mesh::new(senders, peer_index),
         fd_budget,
     )?);
     for (peer, receiver) in receivers.streams() {

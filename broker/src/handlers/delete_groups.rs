@@ -5,6 +5,7 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::RequestContext;
 use crate::groups;
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 2;
@@ -16,8 +17,11 @@ pub async fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> Delet
         let owner = groups::coordinator_shard(&ctx.shard, &name);
         let error = ctx
             .shard
-            .call(owner, move |s| groups::delete_group(s, name))
+            .call(owner, Request::DeleteGroup { group_id: name })
             .await;
+        let Reply::DeleteGroup(error) = error else {
+            error.mismatch("DeleteGroup")
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(group_id)

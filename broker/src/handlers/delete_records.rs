@@ -8,6 +8,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{partition_result, start_on_owners, RequestContext};
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 2;
@@ -22,9 +23,20 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
             .partitions
             .iter()
             .map(|p| (p.partition_index, p.offset));
-        let tasks = start_on_owners(ctx, &name, requests, |s, name, index, offset| {
-            s.delete_records_local(name, index, offset)
-        });
+        let tasks = start_on_owners(
+            ctx,
+            &name,
+            requests,
+            |topic, partition, offset| Request::DeleteRecords {
+                topic,
+                partition,
+                offset,
+            },
+            |reply| match reply {
+                Reply::DeleteRecords(result) => result,
+                other => other.mismatch("DeleteRecords"),
+            },
+        );
         pending.push((topic.name, tasks));
     }
     let mut topics = Vec::with_capacity(pending.len());

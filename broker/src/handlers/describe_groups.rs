@@ -8,6 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{authorized_operations, RequestContext};
 use crate::groups;
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 5;
@@ -27,8 +28,11 @@ pub async fn handle(
         let owner = groups::coordinator_shard(&ctx.shard, &name);
         let summary = ctx
             .shard
-            .call(owner, move |s| async move { groups::describe(&s, &name) })
+            .call(owner, Request::DescribeGroup { group_id: name })
             .await;
+        let Reply::DescribeGroup(summary) = summary else {
+            summary.mismatch("DescribeGroup")
+        };
         let entry = DescribedGroup::default()
             .with_group_id(group_id)
             .with_authorized_operations(operations);

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use super::RequestContext;
 use crate::errors::code;
 use crate::ops::{first_of, PartitionRead, ReadSpec};
+use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 
 pub const VERSION_MIN: i16 = 4;
@@ -133,7 +134,10 @@ async fn read_all(shard: &Rc<Shard>, specs: &[ReadSpec]) -> Vec<PartitionRead> {
             (
                 indexes,
                 glommio::spawn_local(async move {
-                    shard.call(owner, move |s| s.read_local(group)).await
+                    match shard.call(owner, Request::Read(group)).await {
+                        Reply::Read(reads) => reads,
+                        other => other.mismatch("Read"),
+                    }
                 }),
             )
         })
@@ -161,9 +165,10 @@ async fn wait_any(shard: &Rc<Shard>, specs: &[ReadSpec], deadline: Instant) {
         .map(|(owner, waits)| {
             let shard = shard.clone();
             Box::pin(async move {
-                shard
-                    .call(owner, move |s| s.wait_local(waits, deadline))
-                    .await
+                let reply = shard.call(owner, Request::Wait { waits, deadline }).await;
+                let Reply::Wait = reply else {
+                    reply.mismatch("Wait")
+                };
             }) as Pin<Box<dyn Future<Output = ()>>>
         })
         .collect();

@@ -18,7 +18,8 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::{dispatch, Outcome, APIS};
 use crate::config::ServeArgs;
-use crate::shard::{Envelope, Shard};
+use crate::shard::mesh::{Envelope, Mesh};
+use crate::shard::Shard;
 
 /// Cases of one `cargo test` run: about a second in release builds.
 const CASES_DEFAULT: u64 = 3_000;
@@ -242,8 +243,7 @@ async fn test_shard(dir: &std::path::Path) -> Rc<Shard> {
             0,
             Arc::new(args.serve),
             snapshot.clone(),
-            senders,
-            vec![0],
+            Mesh::new(senders, vec![0]),
             crate::fd_budget::FdBudget::new(65_536, 1, crate::server::SHARD_CONNECTIONS_MAX)
                 .expect("a budget for one shard"),
         )

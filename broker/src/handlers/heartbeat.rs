@@ -4,6 +4,7 @@ use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::RequestContext;
 use crate::groups;
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 4;
@@ -16,15 +17,18 @@ pub async fn handle(ctx: &RequestContext, request: HeartbeatRequest) -> Heartbea
     let generation = request.generation_id;
     let error = ctx
         .shard
-        .call(owner, move |s| async move {
-            groups::heartbeat(
-                &s,
-                &group_id,
-                &member_id,
-                instance_id.as_deref(),
+        .call(
+            owner,
+            Request::Heartbeat {
+                group_id,
+                member_id,
+                instance_id,
                 generation,
-            )
-        })
+            },
+        )
         .await;
+    let Reply::Heartbeat(error) = error else {
+        error.mismatch("Heartbeat")
+    };
     HeartbeatResponse::default().with_error_code(error.map_or(0, |e| e.code()))
 }

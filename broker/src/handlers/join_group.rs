@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::groups::{self, group::JoinArgs};
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 9;
@@ -52,8 +53,11 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
     let owner = groups::coordinator_shard(&ctx.shard, &group_id);
     let result = ctx
         .shard
-        .call(owner, move |s| groups::join(s, group_id, args))
+        .call(owner, Request::JoinGroup { group_id, args })
         .await;
+    let Reply::JoinGroup(result) = result else {
+        result.mismatch("JoinGroup")
+    };
     let members = result
         .members
         .into_iter()

@@ -6,6 +6,7 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::RequestContext;
 use crate::groups;
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 5;
@@ -30,10 +31,17 @@ pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGr
     let asked = members.clone();
     let errors = ctx
         .shard
-        .call(owner, move |s| async move {
-            groups::leave(&s, &group_id, &asked)
-        })
+        .call(
+            owner,
+            Request::LeaveGroup {
+                group_id,
+                members: asked,
+            },
+        )
         .await;
+    let Reply::LeaveGroup(errors) = errors else {
+        errors.mismatch("LeaveGroup")
+    };
     if ctx.version < 3 {
         return LeaveGroupResponse::default().with_error_code(errors[0].map_or(0, |e| e.code()));
     }

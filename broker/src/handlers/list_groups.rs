@@ -6,7 +6,7 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use crate::groups;
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 5;
@@ -17,10 +17,10 @@ const GROUP_TYPE: &str = "classic";
 pub async fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsResponse {
     let mut listed = Vec::new();
     for target in 0..ctx.shard.count {
-        let summaries = ctx
-            .shard
-            .call(target, |s| async move { groups::summaries(&s) })
-            .await;
+        let summaries = ctx.shard.call(target, Request::ListGroups).await;
+        let Reply::ListGroups(summaries) = summaries else {
+            summaries.mismatch("ListGroups")
+        };
         listed.extend(summaries);
     }
     let wanted = |state: &str| {

@@ -8,6 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{partition_result, start_on_owners, RequestContext};
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 1;
 pub const VERSION_MAX: i16 = 6;
@@ -20,9 +21,20 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
             .partitions
             .iter()
             .map(|p| (p.partition_index, p.timestamp));
-        let tasks = start_on_owners(ctx, &name, requests, |s, name, index, timestamp| {
-            s.list_offset_local(name, index, timestamp)
-        });
+        let tasks = start_on_owners(
+            ctx,
+            &name,
+            requests,
+            |topic, partition, timestamp| Request::ListOffset {
+                topic,
+                partition,
+                timestamp,
+            },
+            |reply| match reply {
+                Reply::ListOffset(result) => result,
+                other => other.mismatch("ListOffset"),
+            },
+        );
         pending.push((topic.name, tasks));
     }
     let mut topics = Vec::with_capacity(pending.len());

@@ -45,6 +45,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use net::frame::{decode_request_header, encode_response, RequestPreamble};
 
+use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 
 /// Entries (array elements and tagged fields, at every level) decoded from one request; a
@@ -233,20 +234,19 @@ pub async fn dispatch(shard: Rc<Shard>, peer_ip: Rc<str>, mut frame: Bytes) -> O
 /// have that partition.
 pub type PartitionTask<T> = Option<glommio::Task<Result<T, ResponseError>>>;
 
-/// Starts `work(owner, topic, partition, argument)` on the owner shard of each requested
-/// partition of `topic`, all before any is awaited, so that partitions on different shards
-/// proceed in parallel. Await each with [`partition_result`].
-pub fn start_on_owners<A, T, F, Fut>(
+/// Sends `request(topic, partition, argument)` to the owner shard of each requested partition
+/// of `topic`, all before any is awaited, so that partitions on different shards proceed in
+/// parallel; `reply` takes the result out of the answer. Await each with [`partition_result`].
+pub fn start_on_owners<A, T>(
     ctx: &RequestContext,
     topic: &str,
     requests: impl IntoIterator<Item = (i32, A)>,
-    work: F,
+    request: fn(String, i32, A) -> Request,
+    reply: fn(Reply) -> Result<T, ResponseError>,
 ) -> Vec<(i32, PartitionTask<T>)>
 where
-    A: Send + 'static,
-    T: Send + 'static,
-    F: Fn(Rc<Shard>, String, i32, A) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<T, ResponseError>> + 'static,
+    A: 'static,
+    T: 'static,
 {
     let partitions = ctx
         .shard
@@ -255,12 +255,10 @@ where
         .get(topic)
         .map(|meta| meta.partitions);
     let start = |index: i32, argument: A| {
-        let (shard, name, work) = (ctx.shard.clone(), topic.to_string(), work.clone());
+        let (shard, name) = (ctx.shard.clone(), topic.to_string());
         glommio::spawn_local(async move {
             let owner = shard.owner(&name, index);
-            shard
-                .call(owner, move |s| work(s, name, index, argument))
-                .await
+            reply(shard.call(owner, request(name, index, argument)).await)
         })
     };
     requests

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use super::RequestContext;
 use crate::groups::store::CommittedOffset;
 use crate::groups::{self, CommitEntry};
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 2;
 pub const VERSION_MAX: i16 = 8;
@@ -39,10 +40,20 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
     let owner = groups::coordinator_shard(&ctx.shard, &group_id);
     let errors = ctx
         .shard
-        .call(owner, move |s| {
-            groups::commit(s, group_id, member_id, instance_id, generation, entries)
-        })
+        .call(
+            owner,
+            Request::CommitOffsets {
+                group_id,
+                member_id,
+                instance_id,
+                generation,
+                entries,
+            },
+        )
         .await;
+    let Reply::CommitOffsets(errors) = errors else {
+        errors.mismatch("CommitOffsets")
+    };
     let mut errors = errors.into_iter();
     let topics = request
         .topics

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use super::RequestContext;
 use crate::errors::code;
 use crate::groups;
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 0;
@@ -26,10 +27,17 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
     let owner = groups::coordinator_shard(&ctx.shard, &group_id);
     let result = ctx
         .shard
-        .call(owner, move |s| {
-            groups::delete_offsets(s, group_id, partitions)
-        })
+        .call(
+            owner,
+            Request::DeleteOffsets {
+                group_id,
+                partitions,
+            },
+        )
         .await;
+    let Reply::DeleteOffsets(result) = result else {
+        result.mismatch("DeleteOffsets")
+    };
     let outcomes = match result {
         Ok(outcomes) => outcomes,
         Err(error) => return OffsetDeleteResponse::default().with_error_code(error.code()),

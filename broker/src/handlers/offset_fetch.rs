@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::groups::{self, store::CommittedOffset};
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 1;
 pub const VERSION_MAX: i16 = 8;
@@ -21,11 +22,14 @@ async fn fetch(
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Found {
     let owner = groups::coordinator_shard(&ctx.shard, &group_id);
-    ctx.shard
-        .call(owner, move |s| async move {
-            groups::fetch_offsets(&s, &group_id, wanted)
-        })
-        .await
+    let found = ctx
+        .shard
+        .call(owner, Request::FetchOffsets { group_id, wanted })
+        .await;
+    let Reply::FetchOffsets(found) = found else {
+        found.mismatch("FetchOffsets")
+    };
+    found
 }
 
 fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {

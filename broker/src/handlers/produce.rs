@@ -23,6 +23,7 @@ use crate::controller;
 use crate::errors::{batch_error, code};
 use crate::metadata::TopicMeta;
 use crate::ops::{now_ms, Appended, ACKS_ALL};
+use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 
 pub const VERSION_MIN: i16 = 3;
@@ -246,10 +247,20 @@ async fn produce_partition(
         .map_err(|error| refused(error, &topic, partition))?;
     let owner = shard.owner(&topic, partition);
     let appended = shard
-        .call(owner, move |s| {
-            s.append_local(topic, partition, batches, acks)
-        })
-        .await?;
+        .call(
+            owner,
+            Request::Append {
+                topic,
+                partition,
+                batches,
+                acks,
+            },
+        )
+        .await;
+    let Reply::Append(appended) = appended else {
+        appended.mismatch("Append")
+    };
+    let appended = appended?;
     Ok(Produced {
         appended,
         log_append_time_ms: policy.log_append_time_ms.unwrap_or(-1),

@@ -7,6 +7,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::groups;
+use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 5;
@@ -29,17 +30,20 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGrou
     let owner = groups::coordinator_shard(&ctx.shard, &group_id);
     let result = ctx
         .shard
-        .call(owner, move |s| {
-            groups::sync(
-                s,
+        .call(
+            owner,
+            Request::SyncGroup {
                 group_id,
                 member_id,
                 instance_id,
-                request.generation_id,
+                generation: request.generation_id,
                 assignments,
-            )
-        })
+            },
+        )
         .await;
+    let Reply::SyncGroup(result) = result else {
+        result.mismatch("SyncGroup")
+    };
     // v5 names the protocol; a member that expected another one is inconsistent.
     let mismatch = |asked: &Option<StrBytes>, actual: &Option<String>| {
         asked

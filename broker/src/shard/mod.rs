@@ -1,13 +1,16 @@
 //! A shard: one pinned glommio executor, the partitions it owns, and its links to the others.
 //!
 //! Concurrency: a `Shard` lives on one executor thread and is shared there as `Rc<Shard>`.
-//! Nothing in it is touched from another thread; other shards reach it only by sending a [`Job`]
-//! into its bounded inbox, which runs the job on this shard's executor.
+//! Nothing in it is touched from another thread; other shards reach it only by sending a typed
+//! [`message::Request`] into its bounded inbox (`mesh`), which `dispatch` serves on this shard's
+//! executor.
+
+pub mod dispatch;
+pub mod mesh;
+pub mod message;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,24 +24,6 @@ use crate::config::ServeArgs;
 use crate::controller::Controller;
 use crate::metadata::{partition_dir, MetadataSnapshot, TopicMeta};
 use crate::producers::{BatchIdentity, ProducerStates};
-
-/// Messages in flight from one shard to another before the sender waits. Each message is small
-/// (a closure and its captured request part, or a reply); the bound turns a flood from other
-/// shards into backpressure.
-pub const INBOX_JOBS_MAX: usize = 1024;
-
-/// Work sent to another shard: runs there and produces the reply.
-pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Reply>>> + Send>;
-
-/// A reply to a [`Job`], sent back to the calling shard.
-pub type Reply = Box<dyn std::any::Any + Send>;
-
-/// What travels between shards over glommio's channel mesh. The mesh wakes the receiving
-/// executor through its own notifier, so no task waker ever crosses a thread.
-pub enum Envelope {
-    Job { id: u64, job: Job },
-    Reply { id: u64, value: Reply },
-}
 
 /// The shard that owns a partition. A pure function of the topic name, the partition and the
 /// shard count, so every shard agrees without asking; consecutive partitions of one topic go to
@@ -80,11 +65,7 @@ pub struct Shard {
     pub config: Arc<ServeArgs>,
     metadata: RefCell<Arc<MetadataSnapshot>>,
     logs: RefCell<HashMap<String, TopicLogs>>,
-    mesh: glommio::channels::channel_mesh::Senders<Envelope>,
-    /// Mesh peer index of each shard id.
-    peer_index: Vec<usize>,
-    next_call_id: std::cell::Cell<u64>,
-    pending_calls: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Reply>>>,
+    mesh: mesh::Mesh,
     /// Consumer groups this shard coordinates.
     pub groups: crate::groups::GroupCoordinator,
     /// Present on shard 0 only: the single writer of metadata.
@@ -105,11 +86,10 @@ impl Shard {
         id: usize,
         config: Arc<ServeArgs>,
         metadata: Arc<MetadataSnapshot>,
-        mesh: glommio::channels::channel_mesh::Senders<Envelope>,
-        peer_index: Vec<usize>,
+        mesh: mesh::Mesh,
         fd_budget: crate::fd_budget::FdBudget,
     ) -> anyhow::Result<Shard> {
-        let count = peer_index.len();
+        let count = mesh.shard_count();
         assert!(id < count);
         let initial_rebalance_delay =
             Duration::from_millis(config.group_initial_rebalance_delay_ms);
@@ -134,9 +114,6 @@ impl Shard {
             metadata: RefCell::new(metadata),
             logs: RefCell::new(HashMap::new()),
             mesh,
-            peer_index,
-            next_call_id: std::cell::Cell::new(0),
-            pending_calls: RefCell::new(HashMap::new()),
             controller,
             fd_budget,
             fetches_answered: std::cell::Cell::new(0),
@@ -144,72 +121,6 @@ impl Shard {
             groups: crate::groups::GroupCoordinator::new(group_config),
             request_budget,
         })
-    }
-
-    /// Serves the messages from one peer until it goes away: jobs run as their own tasks (in
-    /// arrival order) and their replies go back; replies complete the waiting calls.
-    pub async fn serve_peer(
-        self: Rc<Self>,
-        peer: usize,
-        receiver: glommio::channels::shared_channel::ConnectedReceiver<Envelope>,
-    ) {
-        while let Some(envelope) = receiver.recv().await {
-            match envelope {
-                Envelope::Job { id, job } => {
-                    let shard = self.clone();
-                    glommio::spawn_local(async move {
-                        let value = job(shard.clone()).await;
-                        // The peer only goes away when the process stops.
-                        let _ = shard
-                            .mesh
-                            .send_to(peer, Envelope::Reply { id, value })
-                            .await;
-                    })
-                    .detach();
-                }
-                Envelope::Reply { id, value } => {
-                    if let Some(waiting) = self.pending_calls.borrow_mut().remove(&id) {
-                        // The caller may have gone (its connection closed); then it is unwanted.
-                        let _ = waiting.send(value);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs `work` on shard `target` and returns its result; runs it in place when `target` is
-    /// this shard. The closure and its result cross threads, so both must be `Send`; the future
-    /// it builds stays on the target shard.
-    pub async fn call<R, F, Fut>(self: &Rc<Self>, target: usize, work: F) -> R
-    where
-        R: Send + 'static,
-        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
-        Fut: Future<Output = R> + 'static,
-    {
-        if target == self.id {
-            return work(self.clone()).await;
-        }
-        let id = self.next_call_id.get();
-        self.next_call_id.set(id + 1);
-        let (reply_tx, reply_rx) = futures_channel::oneshot::channel();
-        self.pending_calls.borrow_mut().insert(id, reply_tx);
-        let job: Job =
-            Box::new(move |shard| Box::pin(async move { Box::new(work(shard).await) as Reply }));
-        if self
-            .mesh
-            .send_to(self.peer_index[target], Envelope::Job { id, job })
-            .await
-            .is_err()
-        {
-            panic!(
-                "shard {target} left the mesh while shard {} is running",
-                self.id
-            );
-        }
-        let value = reply_rx.await.expect("every job is answered");
-        *value
-            .downcast::<R>()
-            .expect("a reply has the type its call expects")
     }
 
     pub fn metadata(&self) -> Arc<MetadataSnapshot> {

@@ -1,0 +1,148 @@
+//! Runs a [`Request`] on the shard that received it: the one place that maps each request to
+//! the code that serves it.
+
+use std::rc::Rc;
+
+use super::message::{Reply, Request};
+use super::Shard;
+use crate::{controller, groups};
+
+/// Serves `request` on `shard` (the partition's owner, the group's coordinator or the
+/// controller, as the sender chose).
+pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
+    match request {
+        Request::Append {
+            topic,
+            partition,
+            batches,
+            acks,
+        } => Reply::Append(shard.append_local(topic, partition, batches, acks).await),
+        Request::Read(specs) => Reply::Read(shard.read_local(specs).await),
+        Request::Wait { waits, deadline } => {
+            shard.wait_local(waits, deadline).await;
+            Reply::Wait
+        }
+        Request::ListOffset {
+            topic,
+            partition,
+            timestamp,
+        } => Reply::ListOffset(shard.list_offset_local(topic, partition, timestamp).await),
+        Request::DeleteRecords {
+            topic,
+            partition,
+            offset,
+        } => Reply::DeleteRecords(shard.delete_records_local(topic, partition, offset).await),
+        Request::ApplyMetadata(snapshot) => {
+            Reply::ApplyMetadata(shard.apply_metadata(snapshot).await)
+        }
+        request @ (Request::AllocateProducerId
+        | Request::CreateTopics { .. }
+        | Request::DeleteTopics { .. }
+        | Request::CreatePartitions { .. }
+        | Request::AlterTopicConfigs { .. }
+        | Request::AlterBrokerConfigs { .. }) => handle_controller(shard, request).await,
+        group_request => handle_group(shard, group_request).await,
+    }
+}
+
+/// Metadata changes, on the controller shard.
+async fn handle_controller(shard: Rc<Shard>, request: Request) -> Reply {
+    match request {
+        Request::AllocateProducerId => {
+            Reply::AllocateProducerId(controller::allocate_producer_id_here(&shard))
+        }
+        Request::CreateTopics {
+            specs,
+            validate_only,
+        } => {
+            Reply::CreateTopics(controller::create_topics_here(&shard, specs, validate_only).await)
+        }
+        Request::DeleteTopics { names } => {
+            Reply::DeleteTopics(controller::delete_topics_here(&shard, names).await)
+        }
+        Request::CreatePartitions {
+            requests,
+            validate_only,
+        } => Reply::CreatePartitions(
+            controller::create_partitions_here(&shard, requests, validate_only).await,
+        ),
+        Request::AlterTopicConfigs {
+            changes,
+            validate_only,
+        } => Reply::AlterTopicConfigs(
+            controller::alter_topic_configs_here(&shard, changes, validate_only).await,
+        ),
+        Request::AlterBrokerConfigs {
+            changes,
+            validate_only,
+        } => Reply::AlterBrokerConfigs(
+            controller::alter_broker_configs_here(&shard, changes, validate_only).await,
+        ),
+        _ => unreachable!("handle sends only controller requests here"),
+    }
+}
+
+/// Consumer-group work, on the group's coordinator shard.
+async fn handle_group(shard: Rc<Shard>, request: Request) -> Reply {
+    match request {
+        Request::JoinGroup { group_id, args } => {
+            Reply::JoinGroup(groups::join(shard, group_id, args).await)
+        }
+        Request::SyncGroup {
+            group_id,
+            member_id,
+            instance_id,
+            generation,
+            assignments,
+        } => Reply::SyncGroup(
+            groups::sync(
+                shard,
+                group_id,
+                member_id,
+                instance_id,
+                generation,
+                assignments,
+            )
+            .await,
+        ),
+        Request::Heartbeat {
+            group_id,
+            member_id,
+            instance_id,
+            generation,
+        } => Reply::Heartbeat(groups::heartbeat(
+            &shard,
+            &group_id,
+            &member_id,
+            instance_id.as_deref(),
+            generation,
+        )),
+        Request::LeaveGroup { group_id, members } => {
+            Reply::LeaveGroup(groups::leave(&shard, &group_id, &members))
+        }
+        Request::CommitOffsets {
+            group_id,
+            member_id,
+            instance_id,
+            generation,
+            entries,
+        } => Reply::CommitOffsets(
+            groups::commit(shard, group_id, member_id, instance_id, generation, entries).await,
+        ),
+        Request::FetchOffsets { group_id, wanted } => {
+            Reply::FetchOffsets(groups::fetch_offsets(&shard, &group_id, wanted))
+        }
+        Request::DescribeGroup { group_id } => {
+            Reply::DescribeGroup(groups::describe(&shard, &group_id))
+        }
+        Request::ListGroups => Reply::ListGroups(groups::summaries(&shard)),
+        Request::DeleteGroup { group_id } => {
+            Reply::DeleteGroup(groups::delete_group(shard, group_id).await)
+        }
+        Request::DeleteOffsets {
+            group_id,
+            partitions,
+        } => Reply::DeleteOffsets(groups::delete_offsets(shard, group_id, partitions).await),
+        _ => unreachable!("handle sends only group requests here"),
+    }
+}

@@ -1,0 +1,156 @@
+//! The typed messages shards send each other: one [`Request`] variant per cross-shard operation
+//! and one [`Reply`] variant per answer, dispatched by the receiving shard with one `match`
+//! (`shard::dispatch`).
+//!
+//! Payloads are plain owned data (no closures, no `Rc`). On one broker the value moves through
+//! the channel as it is: record data is never copied or encoded on the way.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use storage::ValidatedBatches;
+
+use crate::controller::{BrokerTarget, ConfigChange, Refusal, TopicSpec};
+use crate::groups::group::{JoinArgs, JoinResult, SyncResult};
+use crate::groups::{CommitEntry, GroupSummary, OffsetsByTopic};
+use crate::metadata::{MetadataSnapshot, TopicMeta};
+use crate::ops::{Appended, PartitionRead, ReadSpec};
+
+/// Work for another shard (or this one): partitions go to their owner shard, groups to their
+/// coordinator shard, metadata changes to the controller shard.
+pub enum Request {
+    /// Appends one produced batch to a partition this shard owns.
+    Append {
+        topic: String,
+        partition: i32,
+        batches: ValidatedBatches,
+        acks: i16,
+    },
+    /// Reads from partitions this shard owns.
+    Read(Vec<ReadSpec>),
+    /// Completes when any of (topic, partition, offset) has data past its offset, or at the
+    /// deadline.
+    Wait {
+        waits: Vec<(String, i32, i64)>,
+        deadline: Instant,
+    },
+    ListOffset {
+        topic: String,
+        partition: i32,
+        timestamp: i64,
+    },
+    DeleteRecords {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    JoinGroup {
+        group_id: String,
+        args: JoinArgs,
+    },
+    SyncGroup {
+        group_id: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    },
+    Heartbeat {
+        group_id: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+    },
+    /// Members as (member id, group instance id).
+    LeaveGroup {
+        group_id: String,
+        members: Vec<(String, Option<String>)>,
+    },
+    CommitOffsets {
+        group_id: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+        entries: Vec<CommitEntry>,
+    },
+    /// `wanted: None` asks for every committed offset of the group.
+    FetchOffsets {
+        group_id: String,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    },
+    DescribeGroup {
+        group_id: String,
+    },
+    /// The groups this shard coordinates.
+    ListGroups,
+    DeleteGroup {
+        group_id: String,
+    },
+    DeleteOffsets {
+        group_id: String,
+        partitions: Vec<(String, i32)>,
+    },
+    AllocateProducerId,
+    CreateTopics {
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    /// (topic, new partition count).
+    CreatePartitions {
+        requests: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+    AlterTopicConfigs {
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    },
+    AlterBrokerConfigs {
+        changes: Vec<(BrokerTarget, ConfigChange)>,
+        validate_only: bool,
+    },
+    /// Installs a metadata snapshot the controller published.
+    ApplyMetadata(Arc<MetadataSnapshot>),
+}
+
+/// The answer to a [`Request`], in the variant of the same name.
+pub enum Reply {
+    Append(Result<Appended, ResponseError>),
+    Read(Vec<PartitionRead>),
+    Wait,
+    /// (offset, timestamp).
+    ListOffset(Result<(i64, i64), ResponseError>),
+    /// The new log start offset.
+    DeleteRecords(Result<i64, ResponseError>),
+    JoinGroup(JoinResult),
+    SyncGroup(SyncResult),
+    Heartbeat(Option<ResponseError>),
+    /// One outcome per member asked.
+    LeaveGroup(Vec<Option<ResponseError>>),
+    /// One outcome per entry.
+    CommitOffsets(Vec<Option<ResponseError>>),
+    FetchOffsets(OffsetsByTopic),
+    DescribeGroup(Option<GroupSummary>),
+    ListGroups(Vec<GroupSummary>),
+    DeleteGroup(Option<ResponseError>),
+    DeleteOffsets(Result<Vec<Option<ResponseError>>, ResponseError>),
+    AllocateProducerId(Result<i64, ResponseError>),
+    CreateTopics(Vec<Result<TopicMeta, Refusal>>),
+    DeleteTopics(Vec<Result<uuid::Uuid, Refusal>>),
+    CreatePartitions(Vec<Result<(), Refusal>>),
+    AlterTopicConfigs(Vec<Result<(), Refusal>>),
+    AlterBrokerConfigs(Vec<Result<(), Refusal>>),
+    /// The partitions that failed to open, as (topic, error).
+    ApplyMetadata(Vec<(String, String)>),
+}
+
+impl Reply {
+    /// For a caller that received the reply of another request: a bug in `dispatch`.
+    pub fn mismatch(&self, wanted: &str) -> ! {
+        unreachable!("a {wanted} request was answered with another reply")
+    }
+}
