@@ -197,6 +197,7 @@ mod notify;
 mod read_ahead;
 pub mod records;
 mod recovery;
+mod scan;
 mod segment;
 mod segment_files;
 mod tail_cache;

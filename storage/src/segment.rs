@@ -14,7 +14,7 @@ use crate::index::{IndexEntry, SparseIndex};
 use crate::index_file::{self, IndexHeader, LoadedIndex};
 use crate::io::{LogIo, OpenMode, SegmentFile};
 use crate::read_ahead::{self, READ_AHEAD_BYTES};
-use crate::{index_cache, recovery, segment_files, StorageError};
+use crate::{index_cache, scan, segment_files, StorageError};
 
 /// Most bytes one `read` returns (unless its first batch alone is larger, which
 /// `BATCH_BYTES_MAX` bounds). Bounds the buffer a fetch with a huge `max_bytes` can make us
@@ -299,7 +299,7 @@ impl Segment {
         &self,
         header: &IndexHeader,
     ) -> Result<LoadedIndex, StorageError> {
-        let index = recovery::scan_sealed_segment(
+        let index = scan::scan_sealed_segment(
             &self.path,
             self.base_offset,
             header.next_offset,
