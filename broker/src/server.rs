@@ -143,8 +143,6 @@ async fn shard_main(
     peer_index
         .lock()
         .expect("no shard panics holding the peer table")[id] = senders.peer_id();
-    storage::set_tail_cache_bytes_max(config.tail_cache_bytes_per_shard());
-    storage::set_sealed_segment_files_max(fd_budget.sealed_segment_files_per_shard);
     // Every shard has joined (join returns only then) and recorded its index before passing.
     ready.wait();
     let peer_index = peer_index

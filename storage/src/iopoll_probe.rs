@@ -22,7 +22,8 @@ const PROBE_FILE_NAME: &str = ".iopoll-probe";
 const PROBE_FILE_BYTES: usize = 4096;
 
 thread_local! {
-    /// Devices (st_dev) already probed on this thread.
+    /// Devices (st_dev) already probed on this thread. Thread-local, not in the storage context:
+    /// the glommio decision it tracks is made once per thread, whatever context opens the file.
     static PROBED_DEVICES: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
 }
 

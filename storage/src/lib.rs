@@ -134,16 +134,17 @@
 //!   check of the read that reaches it, not by recovery.
 //! - **Bounded index memory.** The active segment's entries are in memory (at most
 //!   `segment_bytes / index_interval_bytes + 1`, 24 bytes each: 6 MiB at the defaults). A sealed
-//!   segment keeps only its header; its entries are loaded on first use into a per-executor
-//!   cache of at most [`SEALED_INDEX_CACHE_BYTES_MAX`] bytes, least recently used first out.
-//! - **Tail cache.** Each executor keeps the batches of its logs' most recent appends in memory,
-//!   exactly as stored, within one budget ([`set_tail_cache_bytes_max`], default
+//!   segment keeps only its header; its entries are loaded on first use into its
+//!   [`StorageContext`]'s cache of at most [`SEALED_INDEX_CACHE_BYTES_MAX`] bytes, least recently used first out.
+//! - **Tail cache.** Each [`StorageContext`] (one per shard) keeps the batches of its logs' most
+//!   recent appends in memory, exactly as stored, within one budget
+//!   ([`StorageContext::set_tail_cache_bytes_max`], default
 //!   [`TAIL_CACHE_BYTES_DEFAULT`]), oldest evicted first. A chunk is inserted only after its append
 //!   published the new log end, a log's chunks are contiguous up to its log end, and a read whose
 //!   offset they hold is answered from them with the batches a disk read would return. Retention,
 //!   close, delete and drop remove what is no longer valid.
 //! - **Readahead.** A fetch below the tail cache reads at least [`READ_AHEAD_BYTES`] from disk
-//!   and keeps the chunk per segment in a per-executor cache of at most
+//!   and keeps the chunk per segment in the context's cache of at most
 //!   [`READ_AHEAD_CACHE_BYTES_MAX`]; later fetches inside it need no disk read. A chunk holds
 //!   only bytes below the segment's logical end, which never change.
 //! - **Retention cuts a prefix.** [`PartitionLog::apply_retention`] and
@@ -182,6 +183,7 @@
 mod append_pipeline;
 mod batch;
 mod clean_marker;
+mod context;
 mod error;
 pub mod fault;
 mod fence;
@@ -193,6 +195,7 @@ pub mod io;
 mod iopoll_probe;
 mod log;
 mod log_start_checkpoint;
+mod lru;
 mod notify;
 mod read_ahead;
 pub mod records;
@@ -204,22 +207,15 @@ mod tail_cache;
 
 pub use append_pipeline::{APPEND_WRITES_IN_FLIGHT_DEFAULT, APPEND_WRITES_IN_FLIGHT_MAX};
 pub use batch::{ValidatedBatches, APPEND_BYTES_MAX};
+pub use context::{StorageBudgets, StorageContext};
 pub use error::StorageError;
-pub use index_cache::{cached_bytes as sealed_index_cache_bytes, SEALED_INDEX_CACHE_BYTES_MAX};
+pub use index_cache::SEALED_INDEX_CACHE_BYTES_MAX;
 pub use log::PartitionLog;
-pub use read_ahead::{
-    cached_bytes as read_ahead_bytes, READ_AHEAD_BYTES, READ_AHEAD_CACHE_BYTES_MAX,
-};
+pub use read_ahead::{READ_AHEAD_BYTES, READ_AHEAD_CACHE_BYTES_MAX};
 pub use record_batch::{BatchError, BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
 pub use segment::{parse_segment_file_name, READ_BYTES_MAX};
-pub use segment_files::{
-    sealed_segment_files_max, sealed_segment_files_open, set_sealed_segment_files_max,
-    SEALED_SEGMENT_FILES_DEFAULT, SEALED_SEGMENT_FILES_MAX,
-};
-pub use tail_cache::{
-    bytes_max as tail_cache_bytes_max, cached_bytes as tail_cache_bytes,
-    set_bytes_max as set_tail_cache_bytes_max, TAIL_CACHE_BYTES_DEFAULT, TAIL_CACHE_BYTES_MAX,
-};
+pub use segment_files::{SEALED_SEGMENT_FILES_DEFAULT, SEALED_SEGMENT_FILES_MAX};
+pub use tail_cache::{TAIL_CACHE_BYTES_DEFAULT, TAIL_CACHE_BYTES_MAX};
 
 /// Default largest preallocation step of the active segment file: one `fallocate` per 16 MiB
 /// appended once the segment is that large, small next to the default 1 GiB segment and large

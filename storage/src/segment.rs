@@ -9,12 +9,13 @@ use bytes::Bytes;
 use glommio::io::ReadResult;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::context::StorageContext;
 use crate::fence::{self, Fence, RegionEnd, Resume, RESUME_SEARCH_BYTES_MAX};
 use crate::index::{IndexEntry, SparseIndex};
 use crate::index_file::{self, IndexHeader, LoadedIndex};
 use crate::io::{LogIo, OpenMode, SegmentFile};
-use crate::read_ahead::{self, READ_AHEAD_BYTES};
-use crate::{index_cache, scan, segment_files, StorageError};
+use crate::read_ahead::READ_AHEAD_BYTES;
+use crate::{scan, StorageError};
 
 /// Most bytes one `read` returns (unless its first batch alone is larger, which
 /// `BATCH_BYTES_MAX` bounds). Bounds the buffer a fetch with a huge `max_bytes` can make us
@@ -46,7 +47,7 @@ pub fn parse_segment_file_name(name: &str) -> Option<i64> {
 
 /// The index of a segment: the active segment's entries live in memory and grow with appends;
 /// a sealed segment keeps only its index file's header, and its entries are loaded on demand
-/// through the per-executor [`index_cache`].
+/// through the context's sealed-index cache (`index_cache`).
 pub(crate) enum SegmentIndex {
     Active(SparseIndex),
     Sealed(IndexHeader),
@@ -64,7 +65,7 @@ pub(crate) enum SegmentIndex {
 /// the swap sees the same entry numbers either way.
 ///
 /// Files: the active segment holds its file open. A sealed segment's file is opened on demand
-/// and kept in the executor's bounded cache of open files (`segment_files`), which closes the
+/// and kept in the context's bounded cache of open files (`segment_files`), which closes the
 /// least recently used; a read holds its own reference, so it is never closed under a read.
 pub(crate) struct Segment {
     pub base_offset: i64,
@@ -76,7 +77,9 @@ pub(crate) struct Segment {
     /// File bytes below this position are fdatasync'd.
     pub synced_position: Cell<u64>,
     index: RefCell<SegmentIndex>,
-    /// This segment's key in the executor's sealed-index and readahead caches.
+    /// The caches this segment's index, readahead chunk and file live in.
+    context: StorageContext,
+    /// This segment's key in the context's sealed-index, readahead and open-file caches.
     cache_key: u64,
     index_interval_bytes: u64,
     /// Damaged ranges found so far (at recovery or by reads), ordered by position; reads stop
@@ -88,6 +91,7 @@ pub(crate) struct Segment {
 
 impl Segment {
     pub fn new_active(
+        context: &StorageContext,
         base_offset: i64,
         path: &Path,
         io: Rc<dyn LogIo>,
@@ -101,6 +105,7 @@ impl Segment {
         assert_eq!(index.base_offset(), base_offset);
         let interval_bytes = index.interval_bytes();
         let segment = Segment::new(
+            context,
             base_offset,
             path,
             io,
@@ -113,6 +118,7 @@ impl Segment {
 
     /// A sealed segment; its file is opened when a read first needs it.
     pub fn new_sealed(
+        context: &StorageContext,
         base_offset: i64,
         path: &Path,
         io: Rc<dyn LogIo>,
@@ -122,10 +128,11 @@ impl Segment {
         assert_eq!(header.base_offset, base_offset);
         assert!(header.entry_count > 0, "a sealed segment holds a batch");
         let index = SegmentIndex::Sealed(header);
-        Segment::new(base_offset, path, io, index, index_interval_bytes)
+        Segment::new(context, base_offset, path, io, index, index_interval_bytes)
     }
 
     fn new(
+        context: &StorageContext,
         base_offset: i64,
         path: &Path,
         io: Rc<dyn LogIo>,
@@ -139,7 +146,8 @@ impl Segment {
             io,
             synced_position: Cell::new(0),
             index: RefCell::new(index),
-            cache_key: index_cache::new_key(),
+            context: context.clone(),
+            cache_key: context.new_key(),
             index_interval_bytes,
             fences: RefCell::new(Vec::new()),
             fences_unreported: RefCell::new(Vec::new()),
@@ -153,25 +161,26 @@ impl Segment {
     }
 
     /// The segment's file for a read, a sync or an unlink: the active segment's own, else the
-    /// open file in the executor's cache, else the file opened again (and cached).
+    /// open file in the context's cache, else the file opened again (and cached).
     pub async fn open_file(&self) -> Result<Rc<dyn SegmentFile>, StorageError> {
         if let Some(file) = self.active_file.borrow().as_ref() {
             return Ok(Rc::clone(file));
         }
-        if let Some(file) = segment_files::get(self.cache_key) {
+        if let Some(file) = self.context.segment_files().get(self.cache_key) {
             return Ok(file);
         }
         let file = self.io.open(&self.path, OpenMode::Existing).await?;
         // A concurrent read may have opened it too; the cache keeps one, the other closes
         // when its read is done.
-        segment_files::insert(self.cache_key, Rc::clone(&file));
+        let cached = Rc::clone(&file);
+        self.context.segment_files().insert(self.cache_key, cached);
         Ok(file)
     }
 
     /// Takes the segment's open file, if any, for the caller to close.
     pub fn take_file(&self) -> Option<Rc<dyn SegmentFile>> {
         let active = self.active_file.borrow_mut().take();
-        active.or_else(|| segment_files::take(self.cache_key))
+        active.or_else(|| self.context.segment_files().take(self.cache_key))
     }
 
     /// Records fences that recovery found (and logged).
@@ -268,18 +277,18 @@ impl Segment {
         assert_eq!(header.segment_bytes, self.end_position());
         assert_eq!(header.next_offset, self.next_offset());
         *self.index.borrow_mut() = SegmentIndex::Sealed(header);
-        index_cache::insert(self.cache_key, Rc::new(loaded));
+        self.context
+            .index_cache()
+            .insert(self.cache_key, Rc::new(loaded));
         let file = self.active_file.borrow_mut().take();
-        segment_files::insert(
-            self.cache_key,
-            file.expect("an active segment has its file"),
-        );
+        let file = file.expect("an active segment has its file");
+        self.context.segment_files().insert(self.cache_key, file);
     }
 
     /// The entries of a sealed segment: from the cache, else from its index file, else (the file
     /// is gone or damaged since open) rebuilt by scanning the segment and written again.
     async fn sealed_index(&self, header: IndexHeader) -> Result<Rc<LoadedIndex>, StorageError> {
-        if let Some(loaded) = index_cache::get(self.cache_key) {
+        if let Some(loaded) = self.context.index_cache().get(self.cache_key) {
             return Ok(loaded);
         }
         let path = index_file::index_path(&self.path);
@@ -291,7 +300,8 @@ impl Segment {
             }
         };
         let loaded = Rc::new(loaded);
-        index_cache::insert(self.cache_key, Rc::clone(&loaded));
+        let cached = Rc::clone(&loaded);
+        self.context.index_cache().insert(self.cache_key, cached);
         Ok(loaded)
     }
 
@@ -390,13 +400,15 @@ impl Segment {
     /// [`READ_AHEAD_BYTES`] (up to `end`) that becomes the segment's chunk.
     async fn read_ahead(&self, position: u64, len: usize, end: u64) -> Result<Bytes, StorageError> {
         assert!(position + len as u64 <= end);
-        if let Some(bytes) = read_ahead::get(self.cache_key, position, len) {
+        if let Some(bytes) = self.context.read_ahead().get(self.cache_key, position, len) {
             return Ok(bytes);
         }
         let read_len = (len.max(READ_AHEAD_BYTES) as u64).min(end - position) as usize;
         let read = self.read_exact(position, read_len).await?;
         let chunk = Bytes::copy_from_slice(&read);
-        read_ahead::insert(self.cache_key, position, chunk.clone());
+        self.context
+            .read_ahead()
+            .insert(self.cache_key, position, chunk.clone());
         Ok(chunk.slice(..len))
     }
 
@@ -702,9 +714,9 @@ fn corrupt_range(fence: &Fence) -> StorageError {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        index_cache::forget(self.cache_key);
-        read_ahead::forget(self.cache_key);
-        segment_files::forget(self.cache_key);
+        self.context.index_cache().forget(self.cache_key);
+        self.context.read_ahead().forget(self.cache_key);
+        drop(self.context.segment_files().take(self.cache_key));
     }
 }
 

@@ -1,5 +1,5 @@
-//! A per-executor cache of the most recently appended batches of every partition log on the
-//! executor, bounded by one byte budget shared by all of them, so that consumers reading the tail
+//! A cache of the most recently appended batches of every partition log of a storage context (one
+//! per shard), bounded by one byte budget shared by all of them, so that consumers reading the tail
 //! of a log are answered from memory without touching the disk.
 //!
 //! Each append that completed is inserted as one chunk: the exact stored bytes (offsets assigned),
@@ -9,11 +9,10 @@
 //! first, whichever log they belong to; that is always the front of that log's chunks, so what
 //! remains of each log stays contiguous.
 //!
-//! Thread-local: a `PartitionLog` lives on one executor thread, and so does its key. Slices a read
-//! handed out keep their chunk's memory alive after eviction, until the response is written; the
-//! budget bounds what the cache itself holds.
+//! One per storage context (see `context`), keyed by the log's context key. Slices a read handed
+//! out keep their chunk's memory alive after eviction, until the response is written; the budget
+//! bounds what the cache itself holds.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
@@ -21,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::BatchHeader;
 use crate::READ_BYTES_MAX;
 
-/// Default budget of one executor's tail cache. Enough for a few seconds of appends at the
+/// Default budget of one context's (shard's) tail cache. Enough for a few seconds of appends at the
 /// throughput one core sustains, so consumers that keep up with producers read from memory.
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 64 << 20;
 
@@ -66,7 +65,8 @@ impl LogChunks {
     }
 }
 
-struct Cache {
+/// The chunks of every log of a storage context, within one byte budget.
+pub(crate) struct TailCache {
     logs: HashMap<u64, LogChunks>,
     /// (log key, chunk sequence) in insertion order; entries whose chunk is gone are skipped.
     order: VecDeque<(u64, u64)>,
@@ -74,118 +74,107 @@ struct Cache {
     bytes: usize,
     bytes_max: usize,
     next_sequence: u64,
-    next_key: u64,
 }
 
-impl Default for Cache {
+impl Default for TailCache {
     fn default() -> Self {
-        Cache {
+        TailCache {
             logs: HashMap::new(),
             order: VecDeque::new(),
             chunks_live: 0,
             bytes: 0,
             bytes_max: TAIL_CACHE_BYTES_DEFAULT,
             next_sequence: 0,
-            next_key: 0,
         }
     }
 }
 
-thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
-}
+impl TailCache {
+    pub fn new(bytes_max: usize) -> TailCache {
+        let mut cache = TailCache::default();
+        cache.set_bytes_max(bytes_max);
+        cache
+    }
 
-/// Sets this executor's budget, evicting the oldest chunks to meet it. 0 disables the cache.
-pub fn set_bytes_max(bytes_max: usize) {
-    assert!(
-        bytes_max <= TAIL_CACHE_BYTES_MAX,
-        "tail cache budget {bytes_max} over {TAIL_CACHE_BYTES_MAX}"
-    );
-    CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        cache.bytes_max = bytes_max;
-        cache.evict_to(bytes_max);
-    })
-}
+    /// Sets the budget, evicting the oldest chunks to meet it. 0 disables the cache.
+    pub fn set_bytes_max(&mut self, bytes_max: usize) {
+        assert!(
+            bytes_max <= TAIL_CACHE_BYTES_MAX,
+            "tail cache budget {bytes_max} over {TAIL_CACHE_BYTES_MAX}"
+        );
+        self.bytes_max = bytes_max;
+        self.evict_to(bytes_max);
+    }
 
-/// This executor's budget.
-pub fn bytes_max() -> usize {
-    CACHE.with(|cache| cache.borrow().bytes_max)
-}
+    pub fn bytes_max(&self) -> usize {
+        self.bytes_max
+    }
 
-/// Bytes the cache holds on this executor, overheads included (for tests and reports).
-pub fn cached_bytes() -> usize {
-    CACHE.with(|cache| cache.borrow().bytes)
-}
+    /// Bytes the cache holds, overheads included.
+    pub fn cached_bytes(&self) -> usize {
+        self.bytes
+    }
 
-/// A key no other log on this thread has or will have.
-pub(crate) fn new_key() -> u64 {
-    CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        cache.next_key += 1;
-        cache.next_key
-    })
-}
+    /// Whether an append of `len_bytes` would be kept; lets the caller skip building the chunk.
+    pub fn accepts(&self, len_bytes: usize) -> bool {
+        len_bytes + CHUNK_OVERHEAD_BYTES <= self.bytes_max
+    }
 
-/// Whether an append of `len_bytes` would be kept; lets the caller skip building the chunk.
-pub(crate) fn accepts(len_bytes: usize) -> bool {
-    CACHE.with(|cache| len_bytes + CHUNK_OVERHEAD_BYTES <= cache.borrow().bytes_max)
-}
-
-/// Caches the batches `[base_offset, next_offset)` of log `key`, which the log has just
-/// published to its segment starting at `segment_base_offset`. A chunk that does not continue the log's cached chunks replaces them; one larger
-/// than the whole budget is not kept, and drops the log's older chunks, which no longer end at
-/// the log end.
-pub(crate) fn insert(
-    key: u64,
-    segment_base_offset: i64,
-    base_offset: i64,
-    next_offset: i64,
-    bytes: Bytes,
-) {
-    assert!(segment_base_offset <= base_offset && base_offset < next_offset);
-    assert!(!bytes.is_empty());
-    CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        let contiguous = cache
+    /// Caches the batches `[base_offset, next_offset)` of log `key`, which the log has just
+    /// published to its segment starting at `segment_base_offset`. A chunk that does not
+    /// continue the log's cached chunks replaces them; one larger than the whole budget is not
+    /// kept, and drops the log's older chunks, which no longer end at the log end.
+    pub fn insert(
+        &mut self,
+        key: u64,
+        segment_base_offset: i64,
+        base_offset: i64,
+        next_offset: i64,
+        bytes: Bytes,
+    ) {
+        assert!(segment_base_offset <= base_offset && base_offset < next_offset);
+        assert!(!bytes.is_empty());
+        let contiguous = self
             .logs
             .get(&key)
             .and_then(LogChunks::end_offset)
             .is_none_or(|end| end == base_offset);
-        if !contiguous || bytes.len() + CHUNK_OVERHEAD_BYTES > cache.bytes_max {
-            cache.drop_log(key);
+        if !contiguous || bytes.len() + CHUNK_OVERHEAD_BYTES > self.bytes_max {
+            self.drop_log(key);
         }
-        if bytes.len() + CHUNK_OVERHEAD_BYTES > cache.bytes_max {
+        if bytes.len() + CHUNK_OVERHEAD_BYTES > self.bytes_max {
             return;
         }
-        cache.next_sequence += 1;
+        self.next_sequence += 1;
         let chunk = Chunk {
             segment_base_offset,
             base_offset,
             next_offset,
             bytes,
-            sequence: cache.next_sequence,
+            sequence: self.next_sequence,
         };
         let charge = chunk.charge();
-        let room = cache.bytes_max - charge;
-        cache.evict_to(room);
-        cache.bytes += charge;
-        cache.chunks_live += 1;
-        cache.order.push_back((key, chunk.sequence));
-        cache.logs.entry(key).or_default().chunks.push_back(chunk);
-        assert!(cache.bytes <= cache.bytes_max);
-    })
-}
+        self.evict_to(self.bytes_max - charge);
+        self.bytes += charge;
+        self.chunks_live += 1;
+        self.order.push_back((key, chunk.sequence));
+        self.logs.entry(key).or_default().chunks.push_back(chunk);
+        assert!(self.bytes <= self.bytes_max);
+    }
 
-/// Whole batches of log `key` from the one holding `offset`, at most `max_bytes` (capped at
-/// [`READ_BYTES_MAX`]) unless the first batch alone is larger (KIP-74), if the cache holds
-/// `offset` and its chunks end at `log_end_offset`; `None` otherwise. Like a read from disk it
-/// stops at the end of the segment. A read within one chunk is a slice of it; a read across
-/// chunks is copied into one buffer.
-pub(crate) fn read(key: u64, offset: i64, max_bytes: usize, log_end_offset: i64) -> Option<Bytes> {
-    CACHE.with(|cache| {
-        let cache = cache.borrow();
-        let log = cache.logs.get(&key)?;
+    /// Whole batches of log `key` from the one holding `offset`, at most `max_bytes` (capped at
+    /// [`READ_BYTES_MAX`]) unless the first batch alone is larger (KIP-74), if the cache holds
+    /// `offset` and its chunks end at `log_end_offset`; `None` otherwise. Like a read from disk
+    /// it stops at the end of the segment. A read within one chunk is a slice of it; a read
+    /// across chunks is copied into one buffer.
+    pub fn read(
+        &self,
+        key: u64,
+        offset: i64,
+        max_bytes: usize,
+        log_end_offset: i64,
+    ) -> Option<Bytes> {
+        let log = self.logs.get(&key)?;
         if log.end_offset() != Some(log_end_offset) {
             return None;
         }
@@ -198,15 +187,12 @@ pub(crate) fn read(key: u64, offset: i64, max_bytes: usize, log_end_offset: i64)
             .chunks
             .partition_point(|chunk| chunk.next_offset <= offset);
         Some(collect(&log.chunks, index, offset, limit))
-    })
-}
+    }
 
-/// Drops log `key`'s chunks that end at or below `log_start_offset` (after retention or
-/// DeleteRecords).
-pub(crate) fn drop_below(key: u64, log_start_offset: i64) {
-    CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        let Some(log) = cache.logs.get_mut(&key) else {
+    /// Drops log `key`'s chunks that end at or below `log_start_offset` (after retention or
+    /// DeleteRecords).
+    pub fn drop_below(&mut self, key: u64, log_start_offset: i64) {
+        let Some(log) = self.logs.get_mut(&key) else {
             return;
         };
         let mut dropped = Vec::new();
@@ -220,18 +206,18 @@ pub(crate) fn drop_below(key: u64, log_start_offset: i64) {
             dropped.push(log.chunks.pop_front().unwrap());
         }
         if log.chunks.is_empty() {
-            cache.logs.remove(&key);
+            self.logs.remove(&key);
         }
         for chunk in dropped {
-            cache.forget_chunk(&chunk);
+            self.forget_chunk(&chunk);
         }
-        cache.compact_order_if_needed();
-    })
-}
+        self.compact_order_if_needed();
+    }
 
-/// Drops every chunk of log `key` (close, delete, drop). Safe during thread teardown.
-pub(crate) fn forget(key: u64) {
-    let _ = CACHE.try_with(|cache| cache.borrow_mut().drop_log(key));
+    /// Drops every chunk of log `key` (close, delete, drop).
+    pub fn forget(&mut self, key: u64) {
+        self.drop_log(key);
+    }
 }
 
 /// Whole batches from the one holding `offset` in `chunks[index]` onwards, within `limit` bytes
@@ -304,7 +290,7 @@ fn join(pieces: Vec<Bytes>, total: usize) -> Bytes {
     joined.freeze()
 }
 
-impl Cache {
+impl TailCache {
     fn drop_log(&mut self, key: u64) {
         if let Some(log) = self.logs.remove(&key) {
             for chunk in &log.chunks {
@@ -364,6 +350,13 @@ impl Cache {
 mod tests {
     use super::*;
     use crate::batch::BATCH_HEADER_BYTES;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A log key no other test uses.
+    fn new_key() -> u64 {
+        static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+        NEXT_KEY.fetch_add(1, Ordering::Relaxed)
+    }
 
     /// A stored batch of `offset_count` offsets at `base_offset`, `total_bytes` long, whose
     /// records section is opaque zeros (the cache reads only headers).
@@ -378,14 +371,19 @@ mod tests {
 
     /// Inserts one chunk of `batches` (offset count, bytes) starting at `base_offset`; returns
     /// the next offset.
-    fn insert_chunk(key: u64, base_offset: i64, batches: &[(i32, usize)]) -> i64 {
+    fn insert_chunk(
+        cache: &mut TailCache,
+        key: u64,
+        base_offset: i64,
+        batches: &[(i32, usize)],
+    ) -> i64 {
         let mut bytes = Vec::new();
         let mut offset = base_offset;
         for &(count, len) in batches {
             bytes.extend_from_slice(&batch(offset, count, len));
             offset += i64::from(count);
         }
-        insert(key, 0, base_offset, offset, Bytes::from(bytes));
+        cache.insert(key, 0, base_offset, offset, Bytes::from(bytes));
         offset
     }
 
@@ -401,123 +399,132 @@ mod tests {
 
     #[test]
     fn reads_whole_batches_within_max_bytes_and_kip74() {
-        set_bytes_max(1 << 20);
+        let mut cache = TailCache::new(1 << 20);
         let key = new_key();
-        let end = insert_chunk(key, 10, &[(2, 100), (3, 200)]);
-        let end = insert_chunk(key, end, &[(1, 300)]);
+        let end = insert_chunk(&mut cache, key, 10, &[(2, 100), (3, 200)]);
+        let end = insert_chunk(&mut cache, key, end, &[(1, 300)]);
         assert_eq!(end, 16);
         // Offset 11 lies in the first batch; 300 bytes hold both batches of the first chunk.
-        let bytes = read(key, 11, 300, end).unwrap();
+        let bytes = cache.read(key, 11, 300, end).unwrap();
         assert_eq!(base_offsets(&bytes), [10, 12]);
         // Across chunks the batches are joined.
-        assert_eq!(base_offsets(&read(key, 12, 10_000, end).unwrap()), [12, 15]);
+        assert_eq!(
+            base_offsets(&cache.read(key, 12, 10_000, end).unwrap()),
+            [12, 15]
+        );
         // KIP-74: the first batch even if larger than max_bytes.
-        assert_eq!(base_offsets(&read(key, 15, 1, end).unwrap()), [15]);
-        assert_eq!(base_offsets(&read(key, 10, 0, end).unwrap()), [10]);
+        assert_eq!(base_offsets(&cache.read(key, 15, 1, end).unwrap()), [15]);
+        assert_eq!(base_offsets(&cache.read(key, 10, 0, end).unwrap()), [10]);
         // Outside the cached range, or a log end the cache does not reach: not cached.
-        assert!(read(key, 9, 1000, end).is_none());
-        assert!(read(key, 16, 1000, end).is_none());
-        assert!(read(key, 12, 1000, end + 1).is_none());
-        assert!(read(new_key(), 12, 1000, end).is_none());
+        assert!(cache.read(key, 9, 1000, end).is_none());
+        assert!(cache.read(key, 16, 1000, end).is_none());
+        assert!(cache.read(key, 12, 1000, end + 1).is_none());
+        assert!(cache.read(new_key(), 12, 1000, end).is_none());
     }
 
     #[test]
     fn a_read_stops_at_the_segment_end() {
-        set_bytes_max(1 << 20);
+        let mut cache = TailCache::new(1 << 20);
         let key = new_key();
-        let end = insert_chunk(key, 0, &[(1, 100)]);
-        insert(key, end, end, end + 1, Bytes::from(batch(end, 1, 100)));
-        assert_eq!(base_offsets(&read(key, 0, 1000, end + 1).unwrap()), [0]);
-        assert_eq!(base_offsets(&read(key, 1, 1000, end + 1).unwrap()), [1]);
+        let end = insert_chunk(&mut cache, key, 0, &[(1, 100)]);
+        cache.insert(key, end, end, end + 1, Bytes::from(batch(end, 1, 100)));
+        assert_eq!(
+            base_offsets(&cache.read(key, 0, 1000, end + 1).unwrap()),
+            [0]
+        );
+        assert_eq!(
+            base_offsets(&cache.read(key, 1, 1000, end + 1).unwrap()),
+            [1]
+        );
     }
 
     #[test]
     fn a_read_within_one_chunk_is_a_slice_of_it() {
-        set_bytes_max(1 << 20);
+        let mut cache = TailCache::new(1 << 20);
         let key = new_key();
-        let end = insert_chunk(key, 0, &[(1, 100), (1, 100)]);
-        let first = read(key, 1, 1000, end).unwrap();
-        let second = read(key, 1, 1000, end).unwrap();
+        let end = insert_chunk(&mut cache, key, 0, &[(1, 100), (1, 100)]);
+        let first = cache.read(key, 1, 1000, end).unwrap();
+        let second = cache.read(key, 1, 1000, end).unwrap();
         assert_eq!(first.as_ptr(), second.as_ptr());
     }
 
     #[test]
     fn stays_within_the_budget_evicting_oldest_first_across_logs() {
         let charge = 1000 + CHUNK_OVERHEAD_BYTES;
-        set_bytes_max(3 * charge);
+        let mut cache = TailCache::new(3 * charge);
         let (a, b) = (new_key(), new_key());
-        insert_chunk(a, 0, &[(1, 1000)]);
-        insert_chunk(b, 0, &[(1, 1000)]);
-        insert_chunk(a, 1, &[(1, 1000)]);
-        assert_eq!(cached_bytes(), 3 * charge);
+        insert_chunk(&mut cache, a, 0, &[(1, 1000)]);
+        insert_chunk(&mut cache, b, 0, &[(1, 1000)]);
+        insert_chunk(&mut cache, a, 1, &[(1, 1000)]);
+        assert_eq!(cache.cached_bytes(), 3 * charge);
         // A fourth chunk evicts the oldest: a's first.
-        insert_chunk(b, 1, &[(1, 1000)]);
-        assert_eq!(cached_bytes(), 3 * charge);
-        assert!(read(a, 0, 1 << 20, 2).is_none());
-        assert_eq!(base_offsets(&read(a, 1, 1 << 20, 2).unwrap()), [1]);
-        assert_eq!(base_offsets(&read(b, 0, 1 << 20, 2).unwrap()), [0, 1]);
+        insert_chunk(&mut cache, b, 1, &[(1, 1000)]);
+        assert_eq!(cache.cached_bytes(), 3 * charge);
+        assert!(cache.read(a, 0, 1 << 20, 2).is_none());
+        assert_eq!(base_offsets(&cache.read(a, 1, 1 << 20, 2).unwrap()), [1]);
+        assert_eq!(base_offsets(&cache.read(b, 0, 1 << 20, 2).unwrap()), [0, 1]);
         // Then b's first, then a's last.
-        insert_chunk(b, 2, &[(1, 1000)]);
-        assert!(read(b, 0, 1 << 20, 3).is_none());
-        assert_eq!(base_offsets(&read(b, 1, 1 << 20, 3).unwrap()), [1, 2]);
-        insert_chunk(b, 3, &[(1, 1000)]);
-        assert!(read(a, 1, 1 << 20, 2).is_none());
-        assert_eq!(cached_bytes(), 3 * charge);
+        insert_chunk(&mut cache, b, 2, &[(1, 1000)]);
+        assert!(cache.read(b, 0, 1 << 20, 3).is_none());
+        assert_eq!(base_offsets(&cache.read(b, 1, 1 << 20, 3).unwrap()), [1, 2]);
+        insert_chunk(&mut cache, b, 3, &[(1, 1000)]);
+        assert!(cache.read(a, 1, 1 << 20, 2).is_none());
+        assert_eq!(cache.cached_bytes(), 3 * charge);
         // Lowering the budget evicts at once; 0 disables the cache.
-        set_bytes_max(charge);
-        assert_eq!(cached_bytes(), charge);
-        assert_eq!(base_offsets(&read(b, 3, 1 << 20, 4).unwrap()), [3]);
-        set_bytes_max(0);
-        assert_eq!(cached_bytes(), 0);
-        assert!(!accepts(1));
+        cache.set_bytes_max(charge);
+        assert_eq!(cache.cached_bytes(), charge);
+        assert_eq!(base_offsets(&cache.read(b, 3, 1 << 20, 4).unwrap()), [3]);
+        cache.set_bytes_max(0);
+        assert_eq!(cache.cached_bytes(), 0);
+        assert!(!cache.accepts(1));
     }
 
     #[test]
     fn a_chunk_larger_than_the_budget_or_a_gap_drops_the_log() {
-        set_bytes_max(2000);
+        let mut cache = TailCache::new(2000);
         let key = new_key();
-        let end = insert_chunk(key, 0, &[(1, 500)]);
-        assert!(!accepts(2000));
-        insert_chunk(key, end, &[(1, 1990)]);
-        assert_eq!(cached_bytes(), 0);
+        let end = insert_chunk(&mut cache, key, 0, &[(1, 500)]);
+        assert!(!cache.accepts(2000));
+        insert_chunk(&mut cache, key, end, &[(1, 1990)]);
+        assert_eq!(cache.cached_bytes(), 0);
         // A chunk that does not continue the cached ones replaces them.
-        insert_chunk(key, 5, &[(1, 500)]);
-        insert_chunk(key, 7, &[(1, 500)]);
-        assert!(read(key, 5, 1 << 20, 8).is_none());
-        assert_eq!(base_offsets(&read(key, 7, 1 << 20, 8).unwrap()), [7]);
-        assert_eq!(cached_bytes(), 500 + CHUNK_OVERHEAD_BYTES);
+        insert_chunk(&mut cache, key, 5, &[(1, 500)]);
+        insert_chunk(&mut cache, key, 7, &[(1, 500)]);
+        assert!(cache.read(key, 5, 1 << 20, 8).is_none());
+        assert_eq!(base_offsets(&cache.read(key, 7, 1 << 20, 8).unwrap()), [7]);
+        assert_eq!(cache.cached_bytes(), 500 + CHUNK_OVERHEAD_BYTES);
     }
 
     #[test]
     fn retention_and_forget_drop_chunks() {
-        set_bytes_max(1 << 20);
+        let mut cache = TailCache::new(1 << 20);
         let key = new_key();
         let other = new_key();
-        let end = insert_chunk(key, 0, &[(5, 100)]);
-        let end = insert_chunk(key, end, &[(5, 100)]);
-        insert_chunk(other, 0, &[(1, 100)]);
-        drop_below(key, 5);
-        assert!(read(key, 4, 1 << 20, end).is_none());
-        assert_eq!(base_offsets(&read(key, 5, 1 << 20, end).unwrap()), [5]);
-        assert_eq!(cached_bytes(), 2 * (100 + CHUNK_OVERHEAD_BYTES));
-        forget(key);
-        assert!(read(key, 5, 1 << 20, end).is_none());
-        assert_eq!(cached_bytes(), 100 + CHUNK_OVERHEAD_BYTES);
-        assert!(read(other, 0, 1 << 20, 1).is_some());
+        let end = insert_chunk(&mut cache, key, 0, &[(5, 100)]);
+        let end = insert_chunk(&mut cache, key, end, &[(5, 100)]);
+        insert_chunk(&mut cache, other, 0, &[(1, 100)]);
+        cache.drop_below(key, 5);
+        assert!(cache.read(key, 4, 1 << 20, end).is_none());
+        assert_eq!(
+            base_offsets(&cache.read(key, 5, 1 << 20, end).unwrap()),
+            [5]
+        );
+        assert_eq!(cache.cached_bytes(), 2 * (100 + CHUNK_OVERHEAD_BYTES));
+        cache.forget(key);
+        assert!(cache.read(key, 5, 1 << 20, end).is_none());
+        assert_eq!(cache.cached_bytes(), 100 + CHUNK_OVERHEAD_BYTES);
+        assert!(cache.read(other, 0, 1 << 20, 1).is_some());
     }
 
     #[test]
     fn the_eviction_order_does_not_grow_with_dropped_chunks() {
-        set_bytes_max(1 << 30);
+        let mut cache = TailCache::new(1 << 30);
         let key = new_key();
         for round in 0..(3 * ORDER_STALE_ENTRIES_MAX as i64) {
-            insert_chunk(key, round, &[(1, 100)]);
-            drop_below(key, round + 1);
+            insert_chunk(&mut cache, key, round, &[(1, 100)]);
+            cache.drop_below(key, round + 1);
         }
-        CACHE.with(|cache| {
-            let cache = cache.borrow();
-            assert_eq!(cache.chunks_live, 0);
-            assert!(cache.order.len() <= ORDER_STALE_ENTRIES_MAX + 1);
-        });
+        assert_eq!(cache.chunks_live, 0);
+        assert!(cache.order.len() <= ORDER_STALE_ENTRIES_MAX + 1);
     }
 }

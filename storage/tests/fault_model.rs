@@ -314,9 +314,14 @@ impl Case {
 
     async fn open(&mut self) -> PartitionLog {
         let io: Rc<FaultIo> = Rc::new(self.io.clone());
-        let log = PartitionLog::open_with_io(&self.partition, self.config.clone(), io)
-            .await
-            .unwrap();
+        let log = PartitionLog::open_with_io(
+            &crate::common::context(),
+            &self.partition,
+            self.config.clone(),
+            io,
+        )
+        .await
+        .unwrap();
         self.fdatasyncs_failed_at_open = self.io.fdatasyncs_failed();
         log
     }

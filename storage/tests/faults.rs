@@ -30,9 +30,14 @@ fn config() -> LogConfig {
 }
 
 async fn open(partition: &Path, io: &FaultIo) -> PartitionLog {
-    PartitionLog::open_with_io(partition, config(), Rc::new(io.clone()))
-        .await
-        .unwrap()
+    PartitionLog::open_with_io(
+        &crate::common::context(),
+        partition,
+        config(),
+        Rc::new(io.clone()),
+    )
+    .await
+    .unwrap()
 }
 
 /// Appends each batch and returns the stored form with its base offset.
@@ -67,7 +72,9 @@ fn the_active_segment_grows_in_preallocation_steps_and_is_trimmed_when_sealed_or
     run(|| async {
         let dir = TestDir::new("prealloc");
         let partition = dir.partition();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         let mut expected = append_all(&log, &[batch(100, 1)]).await;
         let files = segment_files(&partition);
         assert_eq!(file_bytes(&files[0].1), 16 * 1024, "one step");
@@ -97,7 +104,9 @@ fn the_active_segment_grows_in_preallocation_steps_and_is_trimmed_when_sealed_or
         assert!(active_bytes < active_end as u64 + 16 * 1024);
         // A crashed process leaves the zeros of the step behind; recovery ends the log there.
         drop(log);
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(read_all(&log).await, expected);
         expected.extend(append_all(&log, &[batch(10, 50)]).await);
         log.close().await.unwrap();
@@ -324,9 +333,14 @@ fn preallocation_doubles_from_a_small_first_step_and_a_failed_growth_fails_only_
             segment_preallocate_bytes: 64 * 1024,
             ..config()
         };
-        let log = PartitionLog::open_with_io(&partition, config, Rc::new(io.clone()))
-            .await
-            .unwrap();
+        let log = PartitionLog::open_with_io(
+            &crate::common::context(),
+            &partition,
+            config,
+            Rc::new(io.clone()),
+        )
+        .await
+        .unwrap();
         // The third fallocate (32 KiB -> 64 KiB) fails with a full disk, once.
         io.inject(FaultPlan {
             fault: Fault::Errno(ENOSPC),
@@ -380,7 +394,7 @@ fn an_idle_partition_takes_kilobytes_of_disk() {
         let mut logs = Vec::new();
         for partition in 0..64 {
             let path = dir.partition().join(format!("p-{partition}"));
-            let log = PartitionLog::open(&path, LogConfig::default())
+            let log = PartitionLog::open(&crate::common::context(), &path, LogConfig::default())
                 .await
                 .unwrap();
             append_all(&log, &[batch(100, partition)]).await;

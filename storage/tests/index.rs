@@ -96,7 +96,9 @@ fn described_length(index_path: &Path) -> u64 {
 
 /// A log of several segments, closed cleanly. Returns its batches.
 async fn build_closed_log(partition: &Path, batches: i64) -> Vec<(i64, Vec<u8>)> {
-    let log = PartitionLog::open(partition, config()).await.unwrap();
+    let log = PartitionLog::open(&crate::common::context(), partition, config())
+        .await
+        .unwrap();
     let expected = append_batches(&log, 0..batches).await;
     log.close().await.unwrap();
     assert!(segment_files(partition).len() >= 4);
@@ -118,7 +120,9 @@ fn clean_close_writes_every_index_and_reopen_scans_nothing() {
         }
         assert!(partition.join("clean-shutdown").exists());
 
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 0);
         assert!(
             !partition.join("clean-shutdown").exists(),
@@ -130,7 +134,9 @@ fn clean_close_writes_every_index_and_reopen_scans_nothing() {
         expected.extend(append_batches(&log, 60..80).await);
         assert_lookups_agree(&log, &expected).await;
         log.close().await.unwrap();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 0);
         assert_lookups_agree(&log, &expected).await;
         log.close().await.unwrap();
@@ -142,17 +148,23 @@ fn crash_without_marker_scans_only_the_last_segment() {
     run(|| async {
         let dir = TestDir::new("index-crash");
         let partition = dir.partition();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         let expected = append_batches(&log, 0..60).await;
         assert!(segment_files(&partition).len() >= 4);
         // A crash: no close, no marker; the active segment keeps its zero padding.
         drop(log);
         assert!(!partition.join("clean-shutdown").exists());
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 1);
         assert_lookups_agree(&log, &expected).await;
         drop(log);
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 1);
         log.close().await.unwrap();
     });
@@ -172,7 +184,9 @@ fn stale_index_of_a_grown_segment_is_rebuilt() {
         bytes.extend_from_slice(&[0x5a; 300]);
         std::fs::write(second, bytes).unwrap();
 
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 1);
         assert_eq!(std::fs::metadata(second).unwrap().len(), length);
         assert_eq!(described_length(&index_path_of(second)), length);
@@ -208,7 +222,9 @@ fn stale_index_of_a_truncated_segment_is_rebuilt_and_its_cut_batch_fenced() {
         intact.remove(cut);
 
         for reopen in 0..2 {
-            let log = PartitionLog::open(&partition, config()).await.unwrap();
+            let log = PartitionLog::open(&crate::common::context(), &partition, config())
+                .await
+                .unwrap();
             assert_eq!(log.segments_scanned_at_open(), 1 - reopen);
             assert_eq!(log.log_end_offset(), end_offset(&expected));
             for (base, bytes) in &intact {
@@ -245,7 +261,9 @@ fn missing_or_foreign_index_is_rebuilt_at_open() {
         header_damaged[20] ^= 1;
         std::fs::write(index_path_of(&files[2].1), header_damaged).unwrap();
 
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 3);
         for (_, segment) in &files[..3] {
             let length = std::fs::metadata(segment).unwrap().len();
@@ -253,7 +271,9 @@ fn missing_or_foreign_index_is_rebuilt_at_open() {
         }
         assert_lookups_agree(&log, &expected).await;
         log.close().await.unwrap();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 0);
         log.close().await.unwrap();
     });
@@ -274,7 +294,9 @@ fn corrupt_index_body_is_detected_and_rebuilt_on_use() {
         std::fs::write(&index_path, &damaged).unwrap();
 
         // Open reads only headers, so the damage is found when the index is first used.
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 0);
         assert_lookups_agree(&log, &expected).await;
         assert_eq!(
@@ -292,7 +314,9 @@ fn reopen_after_retention_keeps_only_live_indexes() {
         let dir = TestDir::new("index-retention");
         let partition = dir.partition();
         let expected = build_closed_log(&partition, 60).await;
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         let policy = RetentionPolicy {
             retention_ms: -1,
             retention_bytes: 12 * 1024,
@@ -314,12 +338,16 @@ fn reopen_after_retention_keeps_only_live_indexes() {
         let orphan = partition.join("00000000000000000000.index");
         std::fs::copy(index_path_of(&segment_files(&partition)[0].1), &orphan).unwrap();
         drop(log);
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 1);
         assert!(!orphan.exists());
         assert_lookups_agree(&log, &kept).await;
         log.close().await.unwrap();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 0);
         assert_eq!(
             index_files(&partition).len(),
@@ -337,13 +365,17 @@ fn marker_that_does_not_match_the_last_segment_is_ignored() {
         let partition = dir.partition();
         let mut expected = build_closed_log(&partition, 60).await;
         let marker = std::fs::read(partition.join("clean-shutdown")).unwrap();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         expected.extend(append_batches(&log, 60..63).await);
         // A crash after more appends; an old marker restored (as a lost unlink could) no longer
         // matches the segment's length.
         drop(log);
         std::fs::write(partition.join("clean-shutdown"), marker).unwrap();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 1);
         assert_lookups_agree(&log, &expected).await;
         log.close().await.unwrap();
@@ -356,21 +388,23 @@ fn sealed_indexes_stay_within_the_cache_budget() {
         let dir = TestDir::new("index-memory");
         let partition = dir.partition();
         let expected = build_closed_log(&partition, 60).await;
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(
-            storage::sealed_index_cache_bytes(),
+            crate::common::context().sealed_index_cache_bytes(),
             0,
             "open loads no sealed index"
         );
         assert_lookups_agree(&log, &expected).await;
-        let cached = storage::sealed_index_cache_bytes();
+        let cached = crate::common::context().sealed_index_cache_bytes();
         assert!(cached > 0 && cached <= storage::SEALED_INDEX_CACHE_BYTES_MAX);
         // Only the active segment's entries are held by the log itself.
         let active_entries = log.index_memory_bytes();
         assert!(active_entries < 24 * (8 * 1024 / 512 + 1) * 2);
         log.close().await.unwrap();
         assert_eq!(
-            storage::sealed_index_cache_bytes(),
+            crate::common::context().sealed_index_cache_bytes(),
             0,
             "closing drops the cached indexes"
         );

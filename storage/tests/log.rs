@@ -73,9 +73,13 @@ async fn assert_log_holds(log: &PartitionLog, expected: &[(i64, Vec<u8>)]) {
 fn append_read_roundtrip_with_varied_sizes() {
     run(|| async {
         let dir = TestDir::new("roundtrip");
-        let log = PartitionLog::open(&dir.partition(), LogConfig::default())
-            .await
-            .unwrap();
+        let log = PartitionLog::open(
+            &crate::common::context(),
+            &dir.partition(),
+            LogConfig::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
         let batches: Vec<Vec<u8>> = (0..120)
             .map(|index| batch(1 + index % 7, (index * 37) % 1500, 1000 + index as i64 * 10))
@@ -107,9 +111,13 @@ fn append_read_roundtrip_with_varied_sizes() {
 fn read_respects_max_bytes_but_returns_at_least_one_batch() {
     run(|| async {
         let dir = TestDir::new("max-bytes");
-        let log = PartitionLog::open(&dir.partition(), LogConfig::default())
-            .await
-            .unwrap();
+        let log = PartitionLog::open(
+            &crate::common::context(),
+            &dir.partition(),
+            LogConfig::default(),
+        )
+        .await
+        .unwrap();
         let batches: Vec<Vec<u8>> = (0..20)
             .map(|index| batch(2, 100 + index * 50, index as i64))
             .collect();
@@ -140,9 +148,13 @@ fn read_respects_max_bytes_but_returns_at_least_one_batch() {
 fn read_outside_the_log_is_out_of_range() {
     run(|| async {
         let dir = TestDir::new("range");
-        let log = PartitionLog::open(&dir.partition(), LogConfig::default())
-            .await
-            .unwrap();
+        let log = PartitionLog::open(
+            &crate::common::context(),
+            &dir.partition(),
+            LogConfig::default(),
+        )
+        .await
+        .unwrap();
         append_all(&log, &[batch(5, 10, 0)]).await;
         assert!(log.read(5, 100).await.unwrap().is_empty());
         for offset in [-1, 6, i64::MAX] {
@@ -166,7 +178,7 @@ fn segments_roll_by_size_and_reopen_gives_the_same_log() {
     run(|| async {
         let dir = TestDir::new("roll");
         let config = small_config();
-        let log = PartitionLog::open(&dir.partition(), config.clone())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config.clone())
             .await
             .unwrap();
         let batches: Vec<Vec<u8>> = (0..60)
@@ -193,7 +205,7 @@ fn segments_roll_by_size_and_reopen_gives_the_same_log() {
         let end_offset = log.log_end_offset();
         log.close().await.unwrap();
 
-        let log = PartitionLog::open(&dir.partition(), config.clone())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config.clone())
             .await
             .unwrap();
         assert_eq!(log.log_end_offset(), end_offset);
@@ -216,7 +228,7 @@ fn append_larger_than_a_segment_goes_into_a_segment_alone() {
             index_interval_bytes: 1024,
             ..LogConfig::default()
         };
-        let log = PartitionLog::open(&dir.partition(), config.clone())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config.clone())
             .await
             .unwrap();
         let batches = vec![batch(1, 100, 0), batch(3, 5000, 1), batch(1, 100, 2)];
@@ -234,9 +246,13 @@ fn append_larger_than_a_segment_goes_into_a_segment_alone() {
 fn multi_batch_append_assigns_dense_offsets() {
     run(|| async {
         let dir = TestDir::new("multi");
-        let log = PartitionLog::open(&dir.partition(), LogConfig::default())
-            .await
-            .unwrap();
+        let log = PartitionLog::open(
+            &crate::common::context(),
+            &dir.partition(),
+            LogConfig::default(),
+        )
+        .await
+        .unwrap();
         append_all(&log, &[batch(2, 10, 0)]).await;
         let parts = [batch(3, 10, 1), batch(1, 10, 2), batch(4, 10, 3)];
         let joined: Vec<u8> = parts.concat();
@@ -265,7 +281,7 @@ fn recovery_case(
 ) {
     run(move || async move {
         let dir = TestDir::new(name);
-        let log = PartitionLog::open(&dir.partition(), small_config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), small_config())
             .await
             .unwrap();
         let batches: Vec<Vec<u8>> = (0..30)
@@ -286,7 +302,7 @@ fn recovery_case(
         let dropped = in_last.len() - kept_in_last;
         expected.truncate(expected.len() - dropped);
 
-        let log = PartitionLog::open(&dir.partition(), small_config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), small_config())
             .await
             .unwrap();
         let end_offset = expected
@@ -307,7 +323,7 @@ fn recovery_case(
         let more: Vec<Vec<u8>> = (0..5).map(|index| batch(2, 50, 100 + index)).collect();
         expected.extend(append_all(&log, &more).await);
         log.close().await.unwrap();
-        let log = PartitionLog::open(&dir.partition(), small_config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), small_config())
             .await
             .unwrap();
         assert_log_holds(&log, &expected).await;
@@ -419,11 +435,11 @@ enum Reopen {
 fn fence_case(name: &'static str, segment: Option<usize>, bad: Option<usize>, reopen: Reopen) {
     run(move || async move {
         if reopen == Reopen::Live {
-            storage::set_tail_cache_bytes_max(0);
+            crate::common::context().set_tail_cache_bytes_max(0);
         }
         let dir = TestDir::new(name);
         let partition = dir.partition();
-        let log = PartitionLog::open(&partition, small_config())
+        let log = PartitionLog::open(&crate::common::context(), &partition, small_config())
             .await
             .unwrap();
         let mut batches: Vec<Vec<u8>> = (0..40)
@@ -471,7 +487,7 @@ fn fence_case(name: &'static str, segment: Option<usize>, bad: Option<usize>, re
         }
         let log = match log {
             Some(log) => log,
-            None => PartitionLog::open(&partition, small_config())
+            None => PartitionLog::open(&crate::common::context(), &partition, small_config())
                 .await
                 .unwrap(),
         };
@@ -490,7 +506,7 @@ fn fence_case(name: &'static str, segment: Option<usize>, bad: Option<usize>, re
 
         expected.extend(append_all(&log, &[batch(2, 60, 77)]).await);
         log.close().await.unwrap();
-        let log = PartitionLog::open(&partition, small_config())
+        let log = PartitionLog::open(&crate::common::context(), &partition, small_config())
             .await
             .unwrap();
         assert_reads_around_fence(&log, &expected, bad).await;
@@ -504,7 +520,7 @@ fn fence_case(name: &'static str, segment: Option<usize>, bad: Option<usize>, re
             other => panic!("expected CorruptRange, got {other:?}"),
         }
         log.close().await.unwrap();
-        storage::set_tail_cache_bytes_max(storage::TAIL_CACHE_BYTES_DEFAULT);
+        crate::common::context().set_tail_cache_bytes_max(storage::TAIL_CACHE_BYTES_DEFAULT);
     });
 }
 
@@ -608,10 +624,10 @@ fn a_flipped_byte_inside_the_active_segment_is_fenced_after_a_clean_reopen() {
 #[test]
 fn a_fence_found_before_a_crash_is_found_again_without_a_scan() {
     run(|| async {
-        storage::set_tail_cache_bytes_max(0);
+        crate::common::context().set_tail_cache_bytes_max(0);
         let dir = TestDir::new("fence-crash");
         let partition = dir.partition();
-        let log = PartitionLog::open(&partition, small_config())
+        let log = PartitionLog::open(&crate::common::context(), &partition, small_config())
             .await
             .unwrap();
         let batches: Vec<Vec<u8>> = (0..40).map(|index| batch(2, 300, index as i64)).collect();
@@ -633,7 +649,7 @@ fn a_fence_found_before_a_crash_is_found_again_without_a_scan() {
         assert_eq!(log.corrupt_ranges_fenced(), 1);
         drop(log); // a crash: no clean-shutdown marker, no index rewritten
 
-        let log = PartitionLog::open(&partition, small_config())
+        let log = PartitionLog::open(&crate::common::context(), &partition, small_config())
             .await
             .unwrap();
         assert_eq!(log.segments_scanned_at_open(), 1, "only the last segment");
@@ -649,7 +665,7 @@ fn a_fence_found_before_a_crash_is_found_again_without_a_scan() {
             "found again by the first read"
         );
         log.close().await.unwrap();
-        storage::set_tail_cache_bytes_max(storage::TAIL_CACHE_BYTES_DEFAULT);
+        crate::common::context().set_tail_cache_bytes_max(storage::TAIL_CACHE_BYTES_DEFAULT);
     });
 }
 
@@ -657,7 +673,7 @@ fn a_fence_found_before_a_crash_is_found_again_without_a_scan() {
 fn recovery_fences_the_damaged_last_batch_of_a_sealed_segment_and_keeps_the_later_ones() {
     run(|| async {
         let dir = TestDir::new("cut-middle");
-        let log = PartitionLog::open(&dir.partition(), small_config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), small_config())
             .await
             .unwrap();
         let batches: Vec<Vec<u8>> = (0..40).map(|index| batch(2, 300, index as i64)).collect();
@@ -680,7 +696,7 @@ fn recovery_fences_the_damaged_last_batch_of_a_sealed_segment_and_keeps_the_late
         std::fs::write(second_path, bytes).unwrap();
         std::fs::remove_file(index_path_of(second_path)).unwrap();
 
-        let log = PartitionLog::open(&dir.partition(), small_config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), small_config())
             .await
             .unwrap();
         assert_eq!(log.corrupt_ranges_fenced(), 1);
@@ -694,7 +710,7 @@ fn recovery_fences_the_damaged_last_batch_of_a_sealed_segment_and_keeps_the_late
 fn recovery_refuses_a_gap_between_intact_segments() {
     run(|| async {
         let dir = TestDir::new("gap");
-        let log = PartitionLog::open(&dir.partition(), small_config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), small_config())
             .await
             .unwrap();
         let batches: Vec<Vec<u8>> = (0..40).map(|index| batch(2, 300, index as i64)).collect();
@@ -702,7 +718,8 @@ fn recovery_refuses_a_gap_between_intact_segments() {
         log.close().await.unwrap();
         let files = segment_files(&dir.partition());
         std::fs::remove_file(&files[1].1).unwrap();
-        match PartitionLog::open(&dir.partition(), small_config()).await {
+        match PartitionLog::open(&crate::common::context(), &dir.partition(), small_config()).await
+        {
             Err(StorageError::Corrupt(_)) => {}
             other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
         }
@@ -794,7 +811,9 @@ fn offset_for_timestamp_finds_the_earliest_record_at_or_after() {
             index_interval_bytes: 256,
             ..LogConfig::default()
         };
-        let log = PartitionLog::open(&dir.partition(), config).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config)
+            .await
+            .unwrap();
         // Timestamps are not monotonic across records: the answer is the earliest *offset*.
         let timestamps: Vec<Vec<i64>> = vec![
             vec![100, 105, 103],
@@ -866,7 +885,7 @@ fn concurrent_appends_and_syncs_all_complete() {
     run(|| async {
         let dir = TestDir::new("group-commit");
         let log = Rc::new(
-            PartitionLog::open(&dir.partition(), small_config())
+            PartitionLog::open(&crate::common::context(), &dir.partition(), small_config())
                 .await
                 .unwrap(),
         );
@@ -898,7 +917,7 @@ fn concurrent_appends_and_syncs_all_complete() {
         assert_eq!(log.synced_offset(), 640);
         let log = Rc::try_unwrap(log).ok().unwrap();
         log.close().await.unwrap();
-        let log = PartitionLog::open(&dir.partition(), small_config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), small_config())
             .await
             .unwrap();
         assert_eq!(log.log_end_offset(), 640);
@@ -911,9 +930,13 @@ fn wait_for_append_completes_on_the_next_append() {
     run(|| async {
         let dir = TestDir::new("wait");
         let log = Rc::new(
-            PartitionLog::open(&dir.partition(), LogConfig::default())
-                .await
-                .unwrap(),
+            PartitionLog::open(
+                &crate::common::context(),
+                &dir.partition(),
+                LogConfig::default(),
+            )
+            .await
+            .unwrap(),
         );
         let waiter = log.wait_for_append();
         let other_waiter = log.wait_for_append();
@@ -977,10 +1000,10 @@ fn sealed_segment_files_are_opened_on_demand_and_closed_when_cold() {
     run(|| async {
         // Sealed-segment files this executor keeps open.
         const FILES_OPEN: usize = 4;
-        storage::set_sealed_segment_files_max(FILES_OPEN);
+        crate::common::context().set_sealed_segment_files_max(FILES_OPEN);
         let dir = TestDir::new("cold-segments");
         let config = small_config();
-        let log = PartitionLog::open(&dir.partition(), config.clone())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config.clone())
             .await
             .unwrap();
         let batches: Vec<Vec<u8>> = (0..80).map(|index| batch(1, 3000, index as i64)).collect();
@@ -991,12 +1014,14 @@ fn sealed_segment_files_are_opened_on_demand_and_closed_when_cold() {
         wait_for_open_segment_files_at_most(&dir.partition(), 1 + FILES_OPEN).await;
         // Reads reopen cold segments and still return every batch.
         assert_log_holds(&log, &expected).await;
-        assert!(storage::sealed_segment_files_open() <= FILES_OPEN);
+        assert!(crate::common::context().sealed_segment_files_open() <= FILES_OPEN);
         wait_for_open_segment_files_at_most(&dir.partition(), 1 + FILES_OPEN).await;
         log.close().await.unwrap();
 
         // A reopened log opens only its active segment.
-        let log = PartitionLog::open(&dir.partition(), config).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config)
+            .await
+            .unwrap();
         wait_for_open_segment_files_at_most(&dir.partition(), 1).await;
         assert_log_holds(&log, &expected).await;
         wait_for_open_segment_files_at_most(&dir.partition(), 1 + FILES_OPEN).await;

@@ -43,7 +43,7 @@ fn segment_bases(dir: &std::path::Path) -> Vec<i64> {
 fn delete_records_moves_the_log_start_and_deletes_segments_below_it() {
     run(|| async {
         let dir = TestDir::new("delete-records");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         let stored_batches = append_batches(&log, 7).await;
@@ -69,7 +69,7 @@ fn delete_records_moves_the_log_start_and_deletes_segments_below_it() {
         assert_eq!(log.offset_for_timestamp(0).await.unwrap().unwrap().0, 5);
         log.close().await.unwrap();
 
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         assert_eq!(log.log_start_offset(), 5);
@@ -86,7 +86,7 @@ fn delete_records_moves_the_log_start_and_deletes_segments_below_it() {
         drop(log);
 
         // Reopened without a clean close: the checkpoint still holds.
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         assert_eq!(log.log_start_offset(), 14);
@@ -99,7 +99,7 @@ fn delete_records_moves_the_log_start_and_deletes_segments_below_it() {
 fn retention_never_moves_the_log_start_back() {
     run(|| async {
         let dir = TestDir::new("delete-records-retention");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         append_batches(&log, 5).await;
@@ -123,7 +123,7 @@ fn retention_never_moves_the_log_start_back() {
         assert_eq!(segment_bases(&dir.partition()), vec![8]);
         log.close().await.unwrap();
         // The stale checkpoint (6) is below the first segment: the first segment wins.
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         assert_eq!(log.log_start_offset(), 8);
@@ -135,7 +135,7 @@ fn retention_never_moves_the_log_start_back() {
 fn a_damaged_checkpoint_fails_open() {
     run(|| async {
         let dir = TestDir::new("delete-records-damaged");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         append_batches(&log, 3).await;
@@ -145,7 +145,7 @@ fn a_damaged_checkpoint_fails_open() {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[16] ^= 0x40;
         std::fs::write(&path, bytes).unwrap();
-        match PartitionLog::open(&dir.partition(), config()).await {
+        match PartitionLog::open(&crate::common::context(), &dir.partition(), config()).await {
             Err(StorageError::Corrupt(_)) => {}
             other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
         }
@@ -160,7 +160,7 @@ fn segment_ms_rolls_by_age_and_a_new_config_applies_to_the_next_append() {
             segment_ms: -1,
             ..config()
         };
-        let log = PartitionLog::open(&dir.partition(), never.clone())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), never.clone())
             .await
             .unwrap();
         // Small batches: with segment.ms off, they all fit in one segment.
@@ -215,12 +215,16 @@ fn a_relative_directory_works_for_rolls_syncs_and_delete_records() {
         let dir = TestDir::new("relative");
         let partition = relative_to_cwd(&dir.partition());
         assert!(partition.is_relative());
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         append_batches(&log, 5).await;
         log.sync_to(i64::MAX).await.unwrap();
         assert_eq!(log.delete_records(6).await.unwrap(), 6);
         log.close().await.unwrap();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(log.log_start_offset(), 6);
         assert_eq!(log.log_end_offset(), 10);
         log.close().await.unwrap();

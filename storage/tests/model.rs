@@ -70,9 +70,9 @@ async fn run_case(seed: u64) {
     // The tail cache off, holding the last few batches, or all of them: reads come from memory,
     // from disk, or from either depending on the offset.
     let tail_cache_bytes = [0, 4096, 1 << 20][rng.range(0, 3) as usize];
-    storage::set_tail_cache_bytes_max(tail_cache_bytes);
+    crate::common::context().set_tail_cache_bytes_max(tail_cache_bytes);
     let partition = dir.partition();
-    let mut log = PartitionLog::open(&partition, config.clone())
+    let mut log = PartitionLog::open(&crate::common::context(), &partition, config.clone())
         .await
         .unwrap();
     let mut model = Model {
@@ -220,7 +220,9 @@ async fn check_timestamp_lookup(log: &PartitionLog, model: &Model, rng: &mut Rng
 }
 
 async fn reopen_and_check(partition: &Path, config: &LogConfig, model: &Model) -> PartitionLog {
-    let log = PartitionLog::open(partition, config.clone()).await.unwrap();
+    let log = PartitionLog::open(&crate::common::context(), partition, config.clone())
+        .await
+        .unwrap();
     check_everything(&log, model).await;
     log
 }

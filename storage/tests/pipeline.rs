@@ -79,9 +79,14 @@ fn random_fault(rng: &mut Rng) -> FaultPlan {
 
 /// Opens the log with the most writes in flight it allows.
 async fn open(partition: &Path, io: &FaultIo) -> PartitionLog {
-    let log = PartitionLog::open_with_io(partition, config(), Rc::new(io.clone()))
-        .await
-        .unwrap();
+    let log = PartitionLog::open_with_io(
+        &crate::common::context(),
+        partition,
+        config(),
+        Rc::new(io.clone()),
+    )
+    .await
+    .unwrap();
     log.set_append_writes_in_flight(APPEND_WRITES_IN_FLIGHT_MAX);
     log
 }
@@ -245,7 +250,9 @@ fn a_dropped_append_future_still_completes_in_order() {
     run(|| async {
         let dir = TestDir::new("dropped");
         let partition = dir.partition();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         log.set_append_writes_in_flight(APPEND_WRITES_IN_FLIGHT_MAX);
         let mut rng = Rng::new(7);
         let batches: Vec<Vec<u8>> = (0..12).map(|_| random_batch(&mut rng)).collect();
@@ -268,7 +275,9 @@ fn a_dropped_append_future_still_completes_in_order() {
         assert_eq!(log.log_end_offset(), next_offset);
         assert_eq!(read_all(&log).await, expected);
         log.close().await.unwrap();
-        let log = PartitionLog::open(&partition, config()).await.unwrap();
+        let log = PartitionLog::open(&crate::common::context(), &partition, config())
+            .await
+            .unwrap();
         assert_eq!(read_all(&log).await, expected);
         log.close().await.unwrap();
     });
@@ -298,9 +307,14 @@ fn a_later_write_that_landed_after_a_failed_one_is_never_recovered() {
             segment_preallocate_bytes: 0,
             ..config()
         };
-        let log = PartitionLog::open_with_io(&partition, config.clone(), Rc::new(io.clone()))
-            .await
-            .unwrap();
+        let log = PartitionLog::open_with_io(
+            &crate::common::context(),
+            &partition,
+            config.clone(),
+            Rc::new(io.clone()),
+        )
+        .await
+        .unwrap();
         log.set_append_writes_in_flight(APPEND_WRITES_IN_FLIGHT_MAX);
         let log = Rc::new(log);
         // Whole blocks, so the second write shares no block with the first and is submitted
@@ -337,9 +351,14 @@ fn a_later_write_that_landed_after_a_failed_one_is_never_recovered() {
             unsynced_files_lost: false,
         })
         .unwrap();
-        let log = PartitionLog::open_with_io(&partition, config, Rc::new(io.clone()))
-            .await
-            .unwrap();
+        let log = PartitionLog::open_with_io(
+            &crate::common::context(),
+            &partition,
+            config,
+            Rc::new(io.clone()),
+        )
+        .await
+        .unwrap();
         let recovered = read_all(&log).await;
         let offsets: Vec<i64> = recovered.iter().map(|(offset, _)| *offset).collect();
         assert_eq!(

@@ -66,7 +66,7 @@ async fn assert_log_holds(log: &PartitionLog, expected: &[(i64, Vec<u8>)]) {
 fn retention_by_time_deletes_old_sealed_segments() {
     run(|| async {
         let dir = TestDir::new("retention-time");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         let timestamps = [
@@ -113,7 +113,7 @@ fn retention_by_time_deletes_old_sealed_segments() {
 fn retention_by_time_only_cuts_a_prefix() {
     run(|| async {
         let dir = TestDir::new("retention-prefix");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         // The oldest segment holds a recent batch, so the old segment after it stays too: the
@@ -132,7 +132,7 @@ fn retention_by_time_only_cuts_a_prefix() {
 fn retention_by_size_keeps_at_least_retention_bytes() {
     run(|| async {
         let dir = TestDir::new("retention-size");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         let stored_batches = append_batches(&log, &[RECENT_MS; 8]).await;
@@ -170,7 +170,7 @@ fn retention_by_size_keeps_at_least_retention_bytes() {
 fn retention_never_deletes_the_active_segment() {
     run(|| async {
         let dir = TestDir::new("retention-active");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         // A single (active) segment, old and larger than the limit: it stays.
@@ -207,7 +207,7 @@ fn retention_never_deletes_the_active_segment() {
 fn reopen_after_retention_keeps_the_log_start_and_data() {
     run(|| async {
         let dir = TestDir::new("retention-reopen");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         let mut stored_batches =
@@ -217,7 +217,7 @@ fn reopen_after_retention_keeps_the_log_start_and_data() {
         log.sync_to(i64::MAX).await.unwrap();
         log.close().await.unwrap();
 
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         assert_eq!(log.log_start_offset(), 2);
@@ -230,14 +230,14 @@ fn reopen_after_retention_keeps_the_log_start_and_data() {
 
         // A log reduced to its active segment reopens at that segment's base offset.
         let dir = TestDir::new("retention-reopen-empty");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         append_batches(&log, &[OLD_MS, OLD_MS, OLD_MS]).await;
         let outcome = log.apply_retention(policy(0, -1)).await.unwrap();
         assert_eq!(outcome.log_start_offset, 2);
         log.close().await.unwrap();
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         assert_eq!(log.log_start_offset(), 2);
@@ -251,7 +251,7 @@ fn retention_between_concurrent_appends_keeps_offsets_dense() {
     run(|| async {
         let dir = TestDir::new("retention-concurrent");
         let log = Rc::new(
-            PartitionLog::open(&dir.partition(), config())
+            PartitionLog::open(&crate::common::context(), &dir.partition(), config())
                 .await
                 .unwrap(),
         );
@@ -342,7 +342,7 @@ impl storage::io::LogIo for HeldOpens {
 fn a_read_racing_retention_is_out_of_range_and_a_live_read_succeeds() {
     run(|| async {
         let dir = TestDir::new("retention-race");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         // Segments [0,1] (old) [2,3] [4].
@@ -357,9 +357,14 @@ fn a_read_racing_retention_is_out_of_range_and_a_live_read_succeeds() {
             segments[1].1.clone(),
         ]));
         let log = Rc::new(
-            PartitionLog::open_with_io(&dir.partition(), config(), io.clone())
-                .await
-                .unwrap(),
+            PartitionLog::open_with_io(
+                &crate::common::context(),
+                &dir.partition(),
+                config(),
+                io.clone(),
+            )
+            .await
+            .unwrap(),
         );
         let read = |offset| {
             let log = Rc::clone(&log);

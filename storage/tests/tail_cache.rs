@@ -49,14 +49,22 @@ fn tail_reads_are_served_from_memory_and_older_ones_from_disk() {
     run(|| async {
         let dir = TestDir::new("tail-cache-memory");
         let io = FaultIo::new();
-        let log = PartitionLog::open_with_io(&dir.partition(), config(), Rc::new(io.clone()))
-            .await
-            .unwrap();
+        let log = PartitionLog::open_with_io(
+            &crate::common::context(),
+            &dir.partition(),
+            config(),
+            Rc::new(io.clone()),
+        )
+        .await
+        .unwrap();
         let batch_bytes = batch(0, 0).len();
         // Room for the last three batches (each costs its bytes and a small overhead).
-        storage::set_tail_cache_bytes_max(3 * batch_bytes + 3 * 96);
+        crate::common::context().set_tail_cache_bytes_max(3 * batch_bytes + 3 * 96);
         let batches = append_batches(&log, 6, 0).await;
-        assert!(storage::tail_cache_bytes() <= storage::tail_cache_bytes_max());
+        assert!(
+            crate::common::context().tail_cache_bytes()
+                <= crate::common::context().tail_cache_bytes_max()
+        );
         fail_every_read(&io);
         // Every read now fails at the disk; the last three batches still come back, from
         // memory, whole and up to their segment's end (segments hold two batches).
@@ -73,7 +81,7 @@ fn tail_reads_are_served_from_memory_and_older_ones_from_disk() {
         let bytes = log.read(batches[2].0, batch_bytes).await.unwrap();
         assert_eq!(split_batches(&bytes), batches[2..3]);
         log.close().await.unwrap();
-        assert_eq!(storage::tail_cache_bytes(), 0);
+        assert_eq!(crate::common::context().tail_cache_bytes(), 0);
     });
 }
 
@@ -82,12 +90,17 @@ fn a_disabled_cache_reads_from_disk() {
     run(|| async {
         let dir = TestDir::new("tail-cache-disabled");
         let io = FaultIo::new();
-        let log = PartitionLog::open_with_io(&dir.partition(), config(), Rc::new(io.clone()))
-            .await
-            .unwrap();
-        storage::set_tail_cache_bytes_max(0);
+        let log = PartitionLog::open_with_io(
+            &crate::common::context(),
+            &dir.partition(),
+            config(),
+            Rc::new(io.clone()),
+        )
+        .await
+        .unwrap();
+        crate::common::context().set_tail_cache_bytes_max(0);
         let batches = append_batches(&log, 2, 0).await;
-        assert_eq!(storage::tail_cache_bytes(), 0);
+        assert_eq!(crate::common::context().tail_cache_bytes(), 0);
         fail_every_read(&io);
         assert!(log.read(batches[1].0, 1 << 20).await.is_err());
         io.clear();
@@ -101,14 +114,14 @@ fn a_disabled_cache_reads_from_disk() {
 fn retention_and_delete_drop_cached_batches() {
     run(|| async {
         let dir = TestDir::new("tail-cache-retention");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
-        storage::set_tail_cache_bytes_max(1 << 20);
+        crate::common::context().set_tail_cache_bytes_max(1 << 20);
         // Two full segments of old batches, then the active one.
         append_batches(&log, 4, 1_000).await;
         let recent = append_batches(&log, 1, 9_999_000).await;
-        let cached_before = storage::tail_cache_bytes();
+        let cached_before = crate::common::context().tail_cache_bytes();
         let policy = RetentionPolicy {
             retention_ms: 60_000,
             retention_bytes: -1,
@@ -117,11 +130,14 @@ fn retention_and_delete_drop_cached_batches() {
         let outcome = log.apply_retention(policy).await.unwrap();
         assert_eq!(outcome.segments_deleted, 2);
         assert_eq!(outcome.log_start_offset, recent[0].0);
-        assert_eq!(storage::tail_cache_bytes(), cached_before / 5);
+        assert_eq!(
+            crate::common::context().tail_cache_bytes(),
+            cached_before / 5
+        );
         let bytes = log.read(recent[0].0, 1 << 20).await.unwrap();
         assert_eq!(split_batches(&bytes), recent);
         log.delete().await.unwrap();
-        assert_eq!(storage::tail_cache_bytes(), 0);
+        assert_eq!(crate::common::context().tail_cache_bytes(), 0);
     });
 }
 
@@ -129,14 +145,14 @@ fn retention_and_delete_drop_cached_batches() {
 fn reopened_logs_start_with_an_empty_cache() {
     run(|| async {
         let dir = TestDir::new("tail-cache-reopen");
-        let log = PartitionLog::open(&dir.partition(), config())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         let batches = append_batches(&log, 3, 0).await;
         // Dropped without close (a crash): its cached batches go with it.
         drop(log);
-        assert_eq!(storage::tail_cache_bytes(), 0);
-        let log = PartitionLog::open(&dir.partition(), config())
+        assert_eq!(crate::common::context().tail_cache_bytes(), 0);
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config())
             .await
             .unwrap();
         let bytes = log.read(0, 1 << 20).await.unwrap();
@@ -153,21 +169,26 @@ fn sequential_reads_below_the_cache_are_served_from_the_readahead_chunk() {
     run(|| async {
         let dir = TestDir::new("read-ahead");
         let config = LogConfig::default();
-        let log = PartitionLog::open(&dir.partition(), config.clone())
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config.clone())
             .await
             .unwrap();
         let batches = append_batches(&log, 40, 0).await;
         log.close().await.unwrap();
         let io = FaultIo::new();
-        let log = PartitionLog::open_with_io(&dir.partition(), config, Rc::new(io.clone()))
-            .await
-            .unwrap();
+        let log = PartitionLog::open_with_io(
+            &crate::common::context(),
+            &dir.partition(),
+            config,
+            Rc::new(io.clone()),
+        )
+        .await
+        .unwrap();
         // The first read goes to the disk and reads ahead; 40 batches of ~1.5 KiB fit in one
         // chunk, so every later read is answered with the disk failing.
         let batch_bytes = batches[0].1.len();
         let first = log.read(0, 4 * batch_bytes).await.unwrap();
         assert_eq!(split_batches(&first), batches[..4]);
-        assert!(storage::read_ahead_bytes() >= 40 * batch_bytes);
+        assert!(crate::common::context().read_ahead_bytes() >= 40 * batch_bytes);
         fail_every_read(&io);
         for (index, (base_offset, _)) in batches.iter().enumerate().skip(4) {
             let bytes = log.read(*base_offset, batch_bytes).await.unwrap();
@@ -175,6 +196,58 @@ fn sequential_reads_below_the_cache_are_served_from_the_readahead_chunk() {
         }
         io.clear();
         log.close().await.unwrap();
-        assert_eq!(storage::read_ahead_bytes(), 0);
+        assert_eq!(crate::common::context().read_ahead_bytes(), 0);
+    });
+}
+
+#[test]
+fn two_contexts_on_one_thread_share_neither_entries_nor_budgets() {
+    run(|| async {
+        let dir = TestDir::new("two-contexts");
+        // `a` keeps about two batches in its tail cache and one sealed file open; `b` caches no
+        // tail and keeps four files open.
+        let a = storage::StorageContext::new(storage::StorageBudgets {
+            tail_cache_bytes_max: 4000,
+            sealed_segment_files_max: 1,
+            ..storage::StorageBudgets::default()
+        });
+        let b = storage::StorageContext::new(storage::StorageBudgets {
+            tail_cache_bytes_max: 0,
+            sealed_segment_files_max: 4,
+            ..storage::StorageBudgets::default()
+        });
+        let log_a = PartitionLog::open(&a, &dir.path.join("a-0"), config())
+            .await
+            .unwrap();
+        let log_b = PartitionLog::open(&b, &dir.path.join("b-0"), config())
+            .await
+            .unwrap();
+        // Ten batches, two per segment: four sealed segments and the active one.
+        let batches_a = append_batches(&log_a, 10, 0).await;
+        let batches_b = append_batches(&log_b, 10, 0).await;
+        assert!(a.tail_cache_bytes() > 0 && a.tail_cache_bytes() <= 4000);
+        assert_eq!(b.tail_cache_bytes(), 0);
+        for offset in [0, 2, 4, 6] {
+            let index = offset as usize;
+            let bytes = log_a.read(offset, 1).await.unwrap();
+            assert_eq!(split_batches(&bytes), batches_a[index..index + 1]);
+            let bytes = log_b.read(offset, 1).await.unwrap();
+            assert_eq!(split_batches(&bytes), batches_b[index..index + 1]);
+        }
+        assert_eq!(a.sealed_segment_files_open(), 1);
+        assert_eq!(b.sealed_segment_files_open(), 4);
+        assert!(a.read_ahead_bytes() > 0 && b.read_ahead_bytes() > 0);
+        assert!(a.sealed_index_cache_bytes() > 0 && b.sealed_index_cache_bytes() > 0);
+        let a_cached = (a.tail_cache_bytes(), a.read_ahead_bytes());
+        let a_index_bytes = a.sealed_index_cache_bytes();
+        log_b.close().await.unwrap();
+        assert_eq!(b.read_ahead_bytes(), 0);
+        assert_eq!(b.sealed_index_cache_bytes(), 0);
+        assert_eq!(b.sealed_segment_files_open(), 0);
+        assert_eq!((a.tail_cache_bytes(), a.read_ahead_bytes()), a_cached);
+        assert_eq!(a.sealed_index_cache_bytes(), a_index_bytes);
+        assert_eq!(a.sealed_segment_files_open(), 1);
+        log_a.close().await.unwrap();
+        assert_eq!(a.tail_cache_bytes(), 0);
     });
 }

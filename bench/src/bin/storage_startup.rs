@@ -17,7 +17,7 @@ use clap::Parser;
 use client::records::encode_record_batch;
 use client::ProduceRecord;
 use glommio::LocalExecutorBuilder;
-use storage::{LogConfig, PartitionLog, ValidatedBatches};
+use storage::{LogConfig, PartitionLog, StorageContext, ValidatedBatches};
 
 /// Appends in flight while building the data: enough to keep the disk busy.
 const BUILD_APPENDS_IN_FLIGHT_MAX: usize = 32;
@@ -76,8 +76,10 @@ fn partition_dir(args: &Args, partition: usize) -> PathBuf {
 }
 
 async fn run(args: &Args) -> Result<()> {
+    // The one shard of this benchmark.
+    let storage = StorageContext::default();
     let started = Instant::now();
-    let logs = open_all(args).await?;
+    let logs = open_all(args, &storage).await?;
     let logs = build(args, logs).await?;
     println!(
         "built {} partitions, {:.2} GB in {:.1} s",
@@ -87,22 +89,22 @@ async fn run(args: &Args) -> Result<()> {
     );
     close_all(logs).await?;
 
-    let logs = timed_open(args, "after clean close").await?;
+    let logs = timed_open(args, &storage, "after clean close").await?;
     // A crash: the logs are dropped without close, so no clean-shutdown marker is left.
     drop(logs);
-    let logs = timed_open(args, "after crash (no marker)").await?;
+    let logs = timed_open(args, &storage, "after crash (no marker)").await?;
     drop(logs);
     remove_indexes(&args.dir)?;
-    let logs = timed_open(args, "without index files (full scan)").await?;
+    let logs = timed_open(args, &storage, "without index files (full scan)").await?;
     close_all(logs).await?;
     Ok(())
 }
 
-async fn open_all(args: &Args) -> Result<Vec<PartitionLog>> {
+async fn open_all(args: &Args, storage: &StorageContext) -> Result<Vec<PartitionLog>> {
     let mut logs = Vec::with_capacity(args.partitions);
     for partition in 0..args.partitions {
         let dir = partition_dir(args, partition);
-        logs.push(PartitionLog::open(&dir, config(args)).await?);
+        logs.push(PartitionLog::open(storage, &dir, config(args)).await?);
     }
     Ok(logs)
 }
@@ -168,26 +170,45 @@ fn batch_of(batch_bytes: usize) -> Result<Bytes> {
     )?)
 }
 
-async fn timed_open(args: &Args, scenario: &str) -> Result<Vec<PartitionLog>> {
+async fn timed_open(
+    args: &Args,
+    storage: &StorageContext,
+    scenario: &str,
+) -> Result<Vec<PartitionLog>> {
     evict_from_page_cache(&args.dir)?;
     let rss_before = resident_bytes();
     let started = Instant::now();
-    let logs = open_all(args).await?;
+    let logs = open_all(args, storage).await?;
     let elapsed = started.elapsed();
     let scanned: usize = logs.iter().map(|log| log.segments_scanned_at_open()).sum();
     let index_bytes: usize = logs.iter().map(|log| log.index_memory_bytes()).sum();
     let stored: i64 = logs.iter().map(|log| log.log_end_offset()).sum();
     ensure!(stored > 0, "the logs are empty");
-    report(scenario, elapsed, scanned, index_bytes, rss_before);
+    let sealed_index_bytes = storage.sealed_index_cache_bytes();
+    report(
+        scenario,
+        elapsed,
+        scanned,
+        index_bytes,
+        sealed_index_bytes,
+        rss_before,
+    );
     Ok(logs)
 }
 
-fn report(scenario: &str, elapsed: Duration, scanned: usize, index_bytes: usize, rss: u64) {
+fn report(
+    scenario: &str,
+    elapsed: Duration,
+    scanned: usize,
+    index_bytes: usize,
+    sealed_index_bytes: usize,
+    rss: u64,
+) {
     println!(
         "open {scenario:<34} {:>9.3} s  segments scanned {scanned:>6}  active index {:>7.1} MiB  sealed index cache {:>5.1} MiB  RSS {:>7.1} -> {:>7.1} MiB",
         elapsed.as_secs_f64(),
         index_bytes as f64 / (1 << 20) as f64,
-        storage::sealed_index_cache_bytes() as f64 / (1 << 20) as f64,
+        sealed_index_bytes as f64 / (1 << 20) as f64,
         rss as f64 / (1 << 20) as f64,
         resident_bytes() as f64 / (1 << 20) as f64,
     );

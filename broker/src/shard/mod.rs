@@ -75,6 +75,8 @@ pub struct Shard {
     /// Counts the Fetch requests this shard answered: the partition a response fills first
     /// rotates with it, so a request-wide `max_bytes` does not starve the later partitions.
     pub fetches_answered: std::cell::Cell<u64>,
+    /// The caches this shard's partition logs share, within the shard's budgets.
+    pub storage: storage::StorageContext,
     /// The segment I/O of every partition log when a power loss is simulated; direct otherwise.
     pub power_loss_io: Option<storage::fault::FaultIo>,
     /// Request bytes this shard's connections hold in memory.
@@ -107,6 +109,11 @@ impl Shard {
             session_timeout_min: Duration::from_millis(config.group_min_session_timeout_ms),
             session_timeout_max: Duration::from_millis(config.group_max_session_timeout_ms),
         };
+        let storage = storage::StorageContext::new(storage::StorageBudgets {
+            tail_cache_bytes_max: config.tail_cache_bytes_per_shard(),
+            sealed_segment_files_max: fd_budget.sealed_segment_files_per_shard,
+            ..storage::StorageBudgets::default()
+        });
         Ok(Shard {
             id,
             count,
@@ -117,6 +124,7 @@ impl Shard {
             controller,
             fd_budget,
             fetches_answered: std::cell::Cell::new(0),
+            storage,
             power_loss_io: crate::power_loss::segment_io(),
             groups: crate::groups::GroupCoordinator::new(group_config),
             request_budget,
@@ -292,8 +300,11 @@ impl Shard {
         claim_partition_dir(&dir, topic.id, created).map_err(|e| failed("claim", &e))?;
         let config = self.log_config(topic);
         let opened = match &self.power_loss_io {
-            Some(io) => PartitionLog::open_with_io(&dir, config, Rc::new(io.clone())).await,
-            None => PartitionLog::open(&dir, config).await,
+            Some(io) => {
+                let io = Rc::new(io.clone());
+                PartitionLog::open_with_io(&self.storage, &dir, config, io).await
+            }
+            None => PartitionLog::open(&self.storage, &dir, config).await,
         };
         let log = opened.map_err(|e| failed("open", &e))?;
         let producers = rebuild_producer_states(&log, &dir)

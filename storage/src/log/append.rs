@@ -14,7 +14,6 @@ use crate::batch::{self, ValidatedBatches};
 use crate::fifo_lock::Ticket;
 use crate::io::SegmentFile;
 use crate::segment::Segment;
-use crate::tail_cache;
 use crate::{AppendInfo, StorageError, SEGMENT_PREALLOCATE_MIN_BYTES};
 
 impl PartitionLog {
@@ -229,14 +228,15 @@ impl LogInner {
         }
     }
 
-    /// Puts the batches an append has just published into the executor's tail cache.
+    /// Puts the batches an append has just published into the context's tail cache.
     fn cache_appended(&self, segment: &Segment, written: &[u8], base_offset: i64) {
-        if tail_cache::accepts(written.len()) {
+        let mut cache = self.context.tail_cache();
+        if cache.accepts(written.len()) {
             let bytes = Bytes::copy_from_slice(written);
             let (key, next_offset) = (self.tail_cache_key, self.log_end_offset.get());
-            tail_cache::insert(key, segment.base_offset, base_offset, next_offset, bytes);
+            cache.insert(key, segment.base_offset, base_offset, next_offset, bytes);
         } else {
-            tail_cache::forget(self.tail_cache_key);
+            cache.forget(self.tail_cache_key);
         }
     }
 

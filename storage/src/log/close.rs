@@ -7,7 +7,6 @@ use super::{LogInner, PartitionLog};
 use crate::clean_marker::{self, CleanMarker};
 use crate::index_file;
 use crate::segment::Segment;
-use crate::tail_cache;
 use crate::StorageError;
 
 impl PartitionLog {
@@ -31,7 +30,7 @@ impl PartitionLog {
         inner.closed.set(true);
         let permit = inner.append_lock.acquire(inner.append_lock.ticket()).await;
         inner.pipeline.wait_drained().await;
-        tail_cache::forget(inner.tail_cache_key);
+        inner.context.tail_cache().forget(inner.tail_cache_key);
         // Unlinks of removed segments finish before the files are closed or the directory goes.
         let removal_permit = inner
             .removal_lock

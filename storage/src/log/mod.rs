@@ -19,11 +19,11 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use crate::append_pipeline::AppendPipeline;
+use crate::context::StorageContext;
 use crate::fifo_lock::FifoLock;
 use crate::io::LogIo;
 use crate::notify::Notify;
 use crate::segment::Segment;
-use crate::tail_cache;
 use crate::LogConfig;
 use failure_log::{CorruptionLog, FailureLog};
 
@@ -96,7 +96,9 @@ struct LogInner {
     sync_failed: Cell<bool>,
     closed: Cell<bool>,
     segments_scanned_at_open: usize,
-    /// This log's key in the executor's tail cache.
+    /// The caches this log and its segments use.
+    context: StorageContext,
+    /// This log's key in the context's tail cache.
     tail_cache_key: u64,
 }
 
@@ -114,7 +116,7 @@ impl PartitionLog {
     }
 
     /// Bytes of index entries this log holds in memory itself: the active segment's. Sealed
-    /// segments' entries live in the executor's bounded cache
+    /// segments' entries live in the context's bounded cache
     /// ([`crate::SEALED_INDEX_CACHE_BYTES_MAX`]).
     pub fn index_memory_bytes(&self) -> usize {
         let segments = self.inner.segments.borrow();
@@ -168,7 +170,7 @@ impl PartitionLog {
 
 impl Drop for LogInner {
     fn drop(&mut self) {
-        tail_cache::forget(self.tail_cache_key);
+        self.context.tail_cache().forget(self.tail_cache_key);
     }
 }
 

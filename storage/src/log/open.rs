@@ -9,13 +9,13 @@ use super::clock::now_ms;
 use super::failure_log::{CorruptionLog, FailureLog};
 use super::{LogInner, PartitionLog};
 use crate::append_pipeline::AppendPipeline;
+use crate::context::StorageContext;
 use crate::fifo_lock::FifoLock;
 use crate::io::{DirectIo, LogIo, OpenMode};
 use crate::log_start_checkpoint;
 use crate::notify::Notify;
 use crate::recovery::{self, RecoveredIndex, RecoveredSegment};
 use crate::segment::Segment;
-use crate::tail_cache;
 use crate::{LogConfig, StorageError};
 
 impl PartitionLog {
@@ -24,12 +24,17 @@ impl PartitionLog {
     /// verified batch by batch and cut at their first invalid byte, and the last segment is
     /// scanned unless a clean close left a marker that matches it. Recovery uses blocking file
     /// I/O.
-    pub async fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
-        PartitionLog::open_with_io(dir, config, Rc::new(DirectIo)).await
+    pub async fn open(
+        context: &StorageContext,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<PartitionLog, StorageError> {
+        PartitionLog::open_with_io(context, dir, config, Rc::new(DirectIo)).await
     }
 
     /// [`PartitionLog::open`] with segment file I/O through `io` (tests inject faults here).
     pub async fn open_with_io(
+        context: &StorageContext,
         dir: &Path,
         config: LogConfig,
         io: Rc<dyn LogIo>,
@@ -47,8 +52,9 @@ impl PartitionLog {
         crate::iopoll_probe::ensure_probed(dir).await?;
         assert!(!recovered.segments.is_empty());
         let segments_scanned = recovered.segments_scanned;
+        let interval_bytes = config.index_interval_bytes;
         let (segments, corrupt_ranges_at_open) =
-            open_segments(recovered.segments, &io, config.index_interval_bytes).await?;
+            open_segments(context, recovered.segments, &io, interval_bytes).await?;
         let active = Rc::clone(segments.last().unwrap());
         assert!(!active.is_sealed());
         assert!(segments[..segments.len() - 1].iter().all(|s| s.is_sealed()));
@@ -87,7 +93,8 @@ impl PartitionLog {
             sync_failed: Cell::new(false),
             closed: Cell::new(false),
             segments_scanned_at_open: segments_scanned,
-            tail_cache_key: tail_cache::new_key(),
+            context: context.clone(),
+            tail_cache_key: context.new_key(),
         };
         Ok(PartitionLog {
             inner: Rc::new(inner),
@@ -99,6 +106,7 @@ impl PartitionLog {
 /// them. Only the active segment's file is opened here; sealed segments open theirs when a read
 /// needs it (see `segment_files`), so a log costs one descriptor at rest.
 async fn open_segments(
+    context: &StorageContext,
     recovered: Vec<RecoveredSegment>,
     io: &Rc<dyn LogIo>,
     index_interval_bytes: u64,
@@ -113,9 +121,10 @@ async fn open_segments(
         let segment = match segment.index {
             RecoveredIndex::InMemory(index) => {
                 let file = io.open(path, OpenMode::Existing).await?;
-                Segment::new_active(base_offset, path, Rc::clone(io), file, index)
+                Segment::new_active(context, base_offset, path, Rc::clone(io), file, index)
             }
             RecoveredIndex::Persisted(header) => Segment::new_sealed(
+                context,
                 base_offset,
                 path,
                 Rc::clone(io),

@@ -6,7 +6,6 @@ use bytes::Bytes;
 
 use super::{LogInner, PartitionLog};
 use crate::segment::Segment;
-use crate::tail_cache;
 use crate::StorageError;
 
 impl PartitionLog {
@@ -25,7 +24,12 @@ impl PartitionLog {
             return Ok(Bytes::new());
         }
         let key = self.inner.tail_cache_key;
-        if let Some(bytes) = tail_cache::read(key, offset, max_bytes, log_end_offset) {
+        let cached = self
+            .inner
+            .context
+            .tail_cache()
+            .read(key, offset, max_bytes, log_end_offset);
+        if let Some(bytes) = cached {
             return Ok(bytes);
         }
         let segment = self.inner.segment_holding(offset);

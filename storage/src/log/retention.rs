@@ -7,7 +7,6 @@ use crate::fifo_lock::Ticket;
 use crate::index_file;
 use crate::log_start_checkpoint;
 use crate::segment::Segment;
-use crate::tail_cache;
 use crate::{RetentionOutcome, RetentionPolicy, StorageError};
 
 impl PartitionLog {
@@ -65,7 +64,9 @@ impl LogInner {
         let log_start_offset = log_start_offset.max(self.segments.borrow()[0].base_offset);
         assert!(log_start_offset <= self.log_end_offset.get());
         self.log_start_offset.set(log_start_offset);
-        tail_cache::drop_below(self.tail_cache_key, log_start_offset);
+        self.context
+            .tail_cache()
+            .drop_below(self.tail_cache_key, log_start_offset);
         let outcome = RetentionOutcome {
             segments_deleted: expired.len(),
             log_start_offset,
@@ -97,7 +98,9 @@ impl LogInner {
         log_start_checkpoint::write(&self.dir, offset).await?;
         self.io.sync_dir(&self.dir).await?;
         self.log_start_offset.set(offset);
-        tail_cache::drop_below(self.tail_cache_key, offset);
+        self.context
+            .tail_cache()
+            .drop_below(self.tail_cache_key, offset);
         let below = self.take_sealed_prefix(|segments| {
             let sealed = &segments[..segments.len() - 1];
             sealed

@@ -57,7 +57,8 @@ impl LogInner {
         // the last segment's), and the next append tries the roll again.
         active.seal(&index_bytes);
         let index = SparseIndex::new(base_offset, self.config.borrow().index_interval_bytes);
-        let segment = Segment::new_active(base_offset, &path, Rc::clone(&self.io), file, index);
+        let io = Rc::clone(&self.io);
+        let segment = Segment::new_active(&self.context, base_offset, &path, io, file, index);
         self.directory_sync_needed.set(true);
         self.segments.borrow_mut().push(Rc::new(segment));
         self.tail_block.borrow_mut().clear();

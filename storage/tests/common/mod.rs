@@ -395,3 +395,12 @@ pub fn assert_out_of_range<T: std::fmt::Debug>(
         other => panic!("expected OffsetOutOfRange, got {other:?}"),
     }
 }
+
+thread_local! {
+    static CONTEXT: storage::StorageContext = storage::StorageContext::default();
+}
+
+/// The storage context of the test's executor thread: one per thread, as a broker shard has one.
+pub fn context() -> storage::StorageContext {
+    CONTEXT.with(|context| context.clone())
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use hdrhistogram::Histogram;
-use storage::{LogConfig, PartitionLog, ValidatedBatches};
+use storage::{LogConfig, PartitionLog, StorageContext, ValidatedBatches};
 
 /// Latencies above this (µs) are clamped: a minute per operation means the disk is gone anyway.
 const LATENCY_US_MAX: u64 = 60_000_000;
@@ -99,30 +99,32 @@ impl Tally {
 }
 
 pub async fn run_all(config: &PhaseConfig) -> Result<Results> {
+    // The one shard of this benchmark: its logs share the caches, as a broker shard's do.
+    let storage = StorageContext::default();
     let deadline = || Some(Instant::now() + config.phase_duration);
-    let log = open_log(config, "append-sync").await?;
+    let log = open_log(config, &storage, "append-sync").await?;
     let append_sync = append_phase(&log, config, true, deadline(), config.phase_bytes_max).await?;
     print_phase("append_sync", &append_sync);
     close_log(log).await?;
 
-    let log = open_log(config, "append").await?;
+    let log = open_log(config, &storage, "append").await?;
     let append = append_phase(&log, config, false, deadline(), config.phase_bytes_max).await?;
     print_phase("append", &append);
     let tail_read = tail_read_phase(&log, config).await?;
     print_phase("tail_read", &tail_read);
-    let tail_cache_bytes_max = storage::tail_cache_bytes_max();
-    storage::set_tail_cache_bytes_max(0);
+    let tail_cache_bytes_max = storage.tail_cache_bytes_max();
+    storage.set_tail_cache_bytes_max(0);
     let tail_read_uncached = tail_read_phase(&log, config).await?;
     print_phase("tail_read_uncached", &tail_read_uncached);
-    storage::set_tail_cache_bytes_max(tail_cache_bytes_max);
+    storage.set_tail_cache_bytes_max(tail_cache_bytes_max);
     close_log(log).await?;
 
-    let log = open_log(config, "cold").await?;
+    let log = open_log(config, &storage, "cold").await?;
     let cold_write = append_phase(&log, config, false, None, config.cold_log_bytes).await?;
     print_phase("cold_write", &cold_write);
     close_log(log).await?;
     let opening = Instant::now();
-    let log = open_log(config, "cold").await?;
+    let log = open_log(config, &storage, "cold").await?;
     let cold_open_secs = opening.elapsed().as_secs_f64();
     println!("cold_open: {cold_open_secs:.3} s to open (recover) the cold log");
     let cold_read = cold_read_phase(&log, config).await?;
@@ -130,7 +132,7 @@ pub async fn run_all(config: &PhaseConfig) -> Result<Results> {
     close_log(log).await?;
     let mut startup = Vec::with_capacity(config.startup_partitions.len());
     for &partitions in &config.startup_partitions {
-        startup.push(startup_phase(config, partitions, config.startup_bytes).await?);
+        startup.push(startup_phase(config, &storage, partitions, config.startup_bytes).await?);
     }
     Ok(Results {
         append_sync,
@@ -157,8 +159,12 @@ fn print_phase(name: &str, result: &PhaseResult) {
     );
 }
 
-async fn open_log(config: &PhaseConfig, name: &str) -> Result<Rc<PartitionLog>> {
-    let log = open_dir(config, &config.data_dir.join(name)).await?;
+async fn open_log(
+    config: &PhaseConfig,
+    storage: &StorageContext,
+    name: &str,
+) -> Result<Rc<PartitionLog>> {
+    let log = open_dir(config, storage, &config.data_dir.join(name)).await?;
     log.set_append_writes_in_flight(config.append_writes_in_flight);
     Ok(log)
 }
@@ -330,6 +336,7 @@ pub struct StartupResult {
 /// holds none of the data when recovery reads it.
 pub async fn startup_phase(
     config: &PhaseConfig,
+    storage: &StorageContext,
     partitions: usize,
     total_bytes: u64,
 ) -> Result<StartupResult> {
@@ -340,7 +347,7 @@ pub async fn startup_phase(
     let writing = Instant::now();
     let mut bytes = 0;
     for partition in 0..partitions {
-        let log = open_partition(config, &dir, partition).await?;
+        let log = open_partition(config, storage, &dir, partition).await?;
         bytes += append_phase(&log, config, false, None, partition_bytes)
             .await?
             .bytes;
@@ -350,7 +357,7 @@ pub async fn startup_phase(
     let opening = Instant::now();
     let mut logs = Vec::with_capacity(partitions);
     for partition in 0..partitions {
-        logs.push(open_partition(config, &dir, partition).await?);
+        logs.push(open_partition(config, storage, &dir, partition).await?);
     }
     let open_secs = opening.elapsed().as_secs_f64();
     for log in logs {
@@ -372,18 +379,23 @@ pub async fn startup_phase(
 
 async fn open_partition(
     config: &PhaseConfig,
+    storage: &StorageContext,
     dir: &Path,
     partition: usize,
 ) -> Result<Rc<PartitionLog>> {
-    open_dir(config, &dir.join(format!("bench-{partition}"))).await
+    open_dir(config, storage, &dir.join(format!("bench-{partition}"))).await
 }
 
-async fn open_dir(config: &PhaseConfig, path: &Path) -> Result<Rc<PartitionLog>> {
+async fn open_dir(
+    config: &PhaseConfig,
+    storage: &StorageContext,
+    path: &Path,
+) -> Result<Rc<PartitionLog>> {
     let log_config = LogConfig {
         segment_bytes: config.segment_bytes,
         ..LogConfig::default()
     };
-    let log = PartitionLog::open(path, log_config)
+    let log = PartitionLog::open(storage, path, log_config)
         .await
         .with_context(|| format!("opening the log in {}", path.display()))?;
     Ok(Rc::new(log))
