@@ -242,7 +242,46 @@ fn describe(connection: &ConnectionArgs, group: &str) -> anyhow::Result<()> {
         description.members.len()
     )?;
     let owners = owners(&description)?;
-    let members: Vec<Vec<String>> = description
+    let members = member_rows(&description, &owners);
+    if !members.is_empty() {
+        out.push('\n');
+        out.push_str(&format_table(
+            &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
+            &members,
+        ));
+    }
+    let committed = coordinator.offset_fetch(group, None)?;
+    let mut partitions: BTreeMap<(String, i32), Option<i64>> =
+        owners.keys().map(|key| (key.clone(), None)).collect();
+    for entry in committed {
+        partitions.insert((entry.topic, entry.partition), entry.offset);
+    }
+    let rows = partition_rows(&mut connection.connect()?, &partitions, &owners);
+    out.push('\n');
+    if rows.is_empty() {
+        out.push_str("No committed offsets and no assigned partitions.\n");
+        return emit(&out);
+    }
+    let headers = [
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "CONSUMER-ID",
+        "HOST",
+        "CLIENT-ID",
+    ];
+    out.push_str(&format_table(&headers, &rows));
+    emit(&out)
+}
+
+/// One row per member: its ids, host and assigned partitions.
+fn member_rows(
+    description: &GroupDescription,
+    owners: &BTreeMap<(String, i32), Owner>,
+) -> Vec<Vec<String>> {
+    description
         .members
         .iter()
         .map(|member| {
@@ -262,22 +301,16 @@ fn describe(connection: &ConnectionArgs, group: &str) -> anyhow::Result<()> {
                 },
             ]
         })
-        .collect();
-    if !members.is_empty() {
-        out.push('\n');
-        out.push_str(&format_table(
-            &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
-            &members,
-        ));
-    }
-    let committed = coordinator.offset_fetch(group, None)?;
-    let mut partitions: BTreeMap<(String, i32), Option<i64>> =
-        owners.keys().map(|key| (key.clone(), None)).collect();
-    for entry in committed {
-        partitions.insert((entry.topic, entry.partition), entry.offset);
-    }
-    let mut client = connection.connect()?;
-    let rows: Vec<Vec<String>> = partitions
+        .collect()
+}
+
+/// One row per partition: committed offset, log end offset, lag and owner.
+fn partition_rows(
+    client: &mut Client,
+    partitions: &BTreeMap<(String, i32), Option<i64>>,
+    owners: &BTreeMap<(String, i32), Owner>,
+) -> Vec<Vec<String>> {
+    partitions
         .iter()
         .map(|((topic, partition), committed)| {
             let end = client
@@ -299,24 +332,7 @@ fn describe(connection: &ConnectionArgs, group: &str) -> anyhow::Result<()> {
                 owner.map_or("-".to_owned(), |owner| owner.2.clone()),
             ]
         })
-        .collect();
-    out.push('\n');
-    if rows.is_empty() {
-        out.push_str("No committed offsets and no assigned partitions.\n");
-        return emit(&out);
-    }
-    let headers = [
-        "TOPIC",
-        "PARTITION",
-        "CURRENT-OFFSET",
-        "LOG-END-OFFSET",
-        "LAG",
-        "CONSUMER-ID",
-        "HOST",
-        "CLIENT-ID",
-    ];
-    out.push_str(&format_table(&headers, &rows));
-    emit(&out)
+        .collect()
 }
 
 /// The (topic, partition) pairs `selection` names, checked against the topic's metadata.

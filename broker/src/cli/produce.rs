@@ -1,29 +1,27 @@
 //! `sluice produce TOPIC`: stdin lines to records.
 
 use std::io::{BufRead, Read};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use client::{partition_for_key, Client, IdempotentProducer, ProduceRecord};
+use client::producer::{Delivery, DeliveryCallback, Producer, ProducerConfig};
+use client::ProduceRecord;
 
 use super::common::{parse_key_value, parse_separator, topic_metadata, ConnectionArgs};
 
-/// Records per produce request per partition: large enough to amortise a round trip when a file
-/// is piped in, small enough to keep the request well under the broker's frame limit.
-const BATCH_RECORDS_MAX: usize = 1000;
-/// Estimated record bytes per produce request per partition (Kafka's default message.max.bytes).
+/// Bytes of one batch per partition (Kafka's default message.max.bytes): large enough to
+/// amortise a round trip when a file is piped in.
 const BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Longest input line; a longer record could never fit in a batch.
 const LINE_BYTES_MAX: usize = BATCH_BYTES_MAX;
-/// Lines read ahead of the producer; bounds memory when the broker is slower than stdin.
-const LINES_QUEUED_MAX: usize = 10_000;
+/// Bytes of one Produce request: a batch of the longest line and its record's fields.
+const REQUEST_BYTES_MAX: usize = 2 * BATCH_BYTES_MAX;
+/// Record bytes read ahead of the broker's acknowledgements; `send` blocks beyond.
+const BUFFER_BYTES_MAX: usize = 32 * BATCH_BYTES_MAX;
 /// How long a partly filled batch waits for more input, so interactive typing gets sent promptly.
 const LINGER: Duration = Duration::from_millis(100);
-/// Per-record overhead assumed when estimating batch bytes (varint lengths, deltas, attributes).
-const RECORD_OVERHEAD_BYTES: usize = 24;
 const ACKS_ALL: i16 = -1;
 
 #[derive(clap::Args, Debug)]
@@ -69,30 +67,44 @@ fn effective_acks(acks: Option<i16>, idempotence: bool) -> anyhow::Result<i16> {
     }
 }
 
-/// Sends batches with the plain client or, with idempotence, through an `IdempotentProducer`.
-enum Sender {
-    Plain(Client),
-    Idempotent(IdempotentProducer),
-}
-
-impl Sender {
-    fn produce(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        records: &[ProduceRecord],
-        acks: i16,
-    ) -> anyhow::Result<()> {
-        match self {
-            Sender::Plain(client) => client.produce(topic, partition, records, acks)?,
-            Sender::Idempotent(producer) => producer.produce(topic, partition, records, acks)?,
-        };
-        Ok(())
-    }
-}
-
 pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let acks = effective_acks(args.acks, args.idempotence)?;
+    check_partition(&args)?;
+    let delivered = Arc::new(Mutex::new(Delivered::default()));
+    let config = ProducerConfig {
+        client: args.connection.client_config(),
+        acks,
+        batch_bytes: BATCH_BYTES_MAX,
+        linger: LINGER,
+        idempotence: args.idempotence,
+        buffer_bytes_max: BUFFER_BYTES_MAX,
+        request_bytes_max: REQUEST_BYTES_MAX,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(
+        &args.connection.bootstrap_server,
+        config,
+        on_delivery(delivered.clone()),
+    )
+    .with_context(|| {
+        format!(
+            "cannot start a producer via {}",
+            args.connection.bootstrap_server
+        )
+    })?;
+    let sent = send_lines(&args, &producer, &delivered);
+    producer.close();
+    let delivered = delivered.lock().expect("the callback does not panic");
+    sent?;
+    if let Some(error) = &delivered.error {
+        anyhow::bail!("producing to {} failed: {error}", args.topic);
+    }
+    eprintln!("{} records produced to {}", delivered.records, args.topic);
+    Ok(())
+}
+
+/// Checks that the topic exists and has the partition `--partition` names.
+fn check_partition(args: &ProduceArgs) -> anyhow::Result<()> {
     let mut client = args.connection.connect()?;
     let topic = topic_metadata(&mut client, &args.topic)?;
     let partition_ids: Vec<i32> = topic.partitions.iter().map(|p| p.partition).collect();
@@ -104,54 +116,85 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
             partition_ids.len()
         );
     }
-    let sender = if args.idempotence {
-        Sender::Idempotent(
-            IdempotentProducer::new(client).context("initialising the idempotent producer")?,
-        )
-    } else {
-        Sender::Plain(client)
-    };
-    let lines = spawn_line_reader();
-    let mut producer = Producer {
-        sender,
-        args: &args,
-        acks,
-        partition_ids,
-        batches: Vec::new(),
-        round_robin_next: 0,
-        records_produced: 0,
-    };
-    producer.batches = vec![Batch::default(); producer.partition_ids.len()];
-    producer.run(lines)?;
-    eprintln!(
-        "{} records produced to {}",
-        producer.records_produced, args.topic
-    );
     Ok(())
 }
 
-/// Reads stdin on its own thread so the producer can send a partial batch after LINGER.
-fn spawn_line_reader() -> Receiver<anyhow::Result<Vec<u8>>> {
-    let (sender, receiver) = mpsc::sync_channel(LINES_QUEUED_MAX);
-    thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let mut stdin = stdin.lock();
-        loop {
-            match read_line(&mut stdin) {
-                Ok(None) => break,
-                Ok(Some(line)) => {
-                    if sender.send(Ok(line)).is_err() {
-                        break; // The producer stopped.
-                    }
-                }
-                Err(error) => {
-                    let _ = sender.send(Err(error));
-                    break;
+/// What the delivery callback has seen: records acknowledged and the first failure.
+#[derive(Default)]
+struct Delivered {
+    records: u64,
+    error: Option<String>,
+}
+
+fn on_delivery(delivered: Arc<Mutex<Delivered>>) -> DeliveryCallback {
+    Arc::new(move |delivery: &Delivery<'_>| {
+        let mut delivered = delivered.lock().expect("the callback does not panic");
+        match delivery.result {
+            Ok(_) => delivered.records += delivery.tags.len() as u64,
+            Err(error) => {
+                if delivered.error.is_none() {
+                    delivered.error = Some(format!("partition {}: {error}", delivery.partition));
                 }
             }
         }
-    });
-    receiver
+    })
+}
+
+/// Hands each stdin line to the producer, which batches by partition and sends a partial batch
+/// after `LINGER`; stops at the end of input or the first failed batch.
+fn send_lines(
+    args: &ProduceArgs,
+    producer: &Producer,
+    delivered: &Mutex<Delivered>,
+) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let mut stdin = stdin.lock();
+    let mut line_number: u64 = 0;
+    while let Some(line) = read_line(&mut stdin)? {
+        line_number += 1;
+        let record = record_from_line(args, line, line_number)?;
+        producer
+            .send(&args.topic, args.partition, record, line_number)
+            .with_context(|| format!("sending line {line_number}"))?;
+        if delivered
+            .lock()
+            .expect("the callback does not panic")
+            .error
+            .is_some()
+        {
+            break;
+        }
+    }
+    producer.flush();
+    Ok(())
+}
+
+fn record_from_line(
+    args: &ProduceArgs,
+    line: Vec<u8>,
+    line_number: u64,
+) -> anyhow::Result<ProduceRecord> {
+    let line = Bytes::from(line);
+    let (key, value) = match &args.key_separator {
+        None => (None, line),
+        Some(separator) => {
+            let at = find(&line, separator.as_bytes()).with_context(|| {
+                format!("line {line_number} has no key separator {separator:?}")
+            })?;
+            (Some(line.slice(..at)), line.slice(at + separator.len()..))
+        }
+    };
+    let headers = args
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), Some(Bytes::from(value.clone()))))
+        .collect();
+    Ok(ProduceRecord {
+        key,
+        value: Some(value),
+        headers,
+        timestamp_ms: now_ms(),
+    })
 }
 
 /// One line without its "\n" or "\r\n"; `None` at end of input.
@@ -176,135 +219,6 @@ fn read_line(input: &mut impl BufRead) -> anyhow::Result<Option<Vec<u8>>> {
         "input line longer than {LINE_BYTES_MAX} bytes"
     );
     Ok(Some(line))
-}
-
-#[derive(Debug, Default, Clone)]
-struct Batch {
-    records: Vec<ProduceRecord>,
-    bytes: usize,
-}
-
-struct Producer<'a> {
-    sender: Sender,
-    args: &'a ProduceArgs,
-    acks: i16,
-    /// Partition ids in metadata order; `batches[i]` collects records for `partition_ids[i]`.
-    partition_ids: Vec<i32>,
-    batches: Vec<Batch>,
-    round_robin_next: usize,
-    records_produced: u64,
-}
-
-impl Producer<'_> {
-    fn run(&mut self, lines: Receiver<anyhow::Result<Vec<u8>>>) -> anyhow::Result<()> {
-        let mut line_number: u64 = 0;
-        loop {
-            match lines.recv_timeout(LINGER) {
-                Ok(line) => {
-                    line_number += 1;
-                    let record = self.record_from_line(line?, line_number)?;
-                    self.add(record)?;
-                }
-                Err(RecvTimeoutError::Timeout) => self.flush_all()?,
-                Err(RecvTimeoutError::Disconnected) => return self.flush_all(),
-            }
-        }
-    }
-
-    fn record_from_line(&self, line: Vec<u8>, line_number: u64) -> anyhow::Result<ProduceRecord> {
-        let line = Bytes::from(line);
-        let (key, value) = match &self.args.key_separator {
-            None => (None, line),
-            Some(separator) => {
-                let at = find(&line, separator.as_bytes()).with_context(|| {
-                    format!("line {line_number} has no key separator {separator:?}")
-                })?;
-                (Some(line.slice(..at)), line.slice(at + separator.len()..))
-            }
-        };
-        let headers = self
-            .args
-            .headers
-            .iter()
-            .map(|(name, value)| (name.clone(), Some(Bytes::from(value.clone()))))
-            .collect();
-        Ok(ProduceRecord {
-            key,
-            value: Some(value),
-            headers,
-            timestamp_ms: now_ms(),
-        })
-    }
-
-    /// Index into `partition_ids`: the fixed partition, murmur2 of the key, or round-robin.
-    fn choose(&mut self, record: &ProduceRecord) -> usize {
-        if let Some(partition) = self.args.partition {
-            return self
-                .partition_ids
-                .iter()
-                .position(|id| *id == partition)
-                .expect("checked at start");
-        }
-        let count = self.partition_ids.len();
-        match &record.key {
-            Some(key) => {
-                let partition = partition_for_key(key, count as i32);
-                self.partition_ids
-                    .iter()
-                    .position(|id| *id == partition)
-                    .unwrap_or(partition as usize % count)
-            }
-            None => {
-                let index = self.round_robin_next % count;
-                self.round_robin_next = self.round_robin_next.wrapping_add(1);
-                index
-            }
-        }
-    }
-
-    fn add(&mut self, record: ProduceRecord) -> anyhow::Result<()> {
-        let index = self.choose(&record);
-        let record_bytes = estimated_bytes(&record);
-        if self.batches[index].bytes + record_bytes > BATCH_BYTES_MAX {
-            self.flush(index)?;
-        }
-        let batch = &mut self.batches[index];
-        batch.records.push(record);
-        batch.bytes += record_bytes;
-        if batch.records.len() >= BATCH_RECORDS_MAX {
-            self.flush(index)?;
-        }
-        Ok(())
-    }
-
-    fn flush_all(&mut self) -> anyhow::Result<()> {
-        for index in 0..self.batches.len() {
-            self.flush(index)?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self, index: usize) -> anyhow::Result<()> {
-        let batch = std::mem::take(&mut self.batches[index]);
-        if batch.records.is_empty() {
-            return Ok(());
-        }
-        let partition = self.partition_ids[index];
-        self.sender
-            .produce(&self.args.topic, partition, &batch.records, self.acks)?;
-        self.records_produced += batch.records.len() as u64;
-        Ok(())
-    }
-}
-
-fn estimated_bytes(record: &ProduceRecord) -> usize {
-    let length = |bytes: &Option<Bytes>| bytes.as_ref().map_or(0, Bytes::len);
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|(name, value)| name.len() + length(value) + 2)
-        .sum();
-    RECORD_OVERHEAD_BYTES + length(&record.key) + length(&record.value) + headers
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
