@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::data_dir::persist_atomically;
 use crate::topic_config::TopicConfig;
 
+/// The leader epoch of every partition while a partition has one replica: its first epoch,
+/// which never changes. Appends stamp it into batches (`Partition::leader_epoch`), and Metadata
+/// and ListOffsets report it; the replicated cluster replaces it with per-partition epochs.
+pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
+
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 

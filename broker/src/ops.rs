@@ -89,6 +89,7 @@ impl Shard {
         // No await between the check above and this call: the append draws its place in the
         // log's queue in the same order the producer state saw the batch.
         let batch_bytes = batches.len_bytes() as u64;
+        let batches = batches.with_leader_epoch(partition.leader_epoch);
         let appended = partition.log.append(batches).await;
         match appended {
             Ok(info) => {

@@ -70,10 +70,13 @@ pub(crate) fn first_record_at_or_after(
 /// Rewrites the fields storage owns in a batch copy headed for disk: its base offset and the
 /// partition leader epoch it was appended under. Neither is covered by the CRC, so the stored
 /// CRC stays valid.
-pub(crate) fn set_base_offset_and_epoch(batch: &mut [u8], base_offset: i64) {
+pub(crate) fn set_base_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     record_batch::set_base_offset(batch, base_offset);
-    record_batch::set_partition_leader_epoch(batch, 0);
+    record_batch::set_partition_leader_epoch(batch, leader_epoch);
 }
+
+/// The partition leader epoch of an append whose caller gives none: a partition's first epoch.
+pub const LEADER_EPOCH_DEFAULT: i32 = 0;
 
 /// Per-batch facts gathered during validation.
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +98,7 @@ pub struct ValidatedBatches {
     bytes: Bytes,
     batches: Vec<BatchSummary>,
     record_count: i64,
+    leader_epoch: i32,
 }
 
 impl ValidatedBatches {
@@ -127,7 +131,20 @@ impl ValidatedBatches {
             bytes,
             batches,
             record_count,
+            leader_epoch: LEADER_EPOCH_DEFAULT,
         })
+    }
+
+    /// The partition leader epoch the append stamps into every batch's header (outside the
+    /// CRC), as the appending leader gives it; [`LEADER_EPOCH_DEFAULT`] unless set.
+    pub fn with_leader_epoch(mut self, leader_epoch: i32) -> ValidatedBatches {
+        assert!(leader_epoch >= 0, "a leader epoch is never negative");
+        self.leader_epoch = leader_epoch;
+        self
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
     }
 
     /// Offsets this append consumes: the sum of `lastOffsetDelta + 1` over its batches.

@@ -9,12 +9,12 @@
 //! A partition is a directory of segment files named `<base_offset:020>.log`, e.g.
 //! `00000000000000001000.log` holds the batches starting at offset 1000. A segment file is a plain
 //! concatenation of RecordBatch v2 batches, exactly as produced except for two fields storage
-//! owns: `baseOffset` (assigned on append) and `partitionLeaderEpoch` (set to 0). Neither is
-//! covered by the CRC, so the producer's CRC stays valid on disk. The segment files are the
-//! ground truth; next to them are derived files that only shorten `open`: one index file per
-//! segment and the clean-shutdown marker (both below). The log start checkpoint (below) is
-//! ground truth too, once DeleteRecords wrote it. Files named `*.tmp` are interrupted writes of
-//! those and are removed at open. The batch header's byte table is in the `record_batch` crate.
+//! owns: `baseOffset` (assigned on append) and `partitionLeaderEpoch` (the epoch the appender
+//! gave). Neither is covered by the CRC, so the producer's CRC stays valid on disk. The segment
+//! files are the ground truth; next to them are derived files that only shorten `open`: one
+//! index file per segment and the clean-shutdown marker (both below). The log start checkpoint
+//! (below) is ground truth too, once DeleteRecords wrote it. Files named `*.tmp` are interrupted
+//! writes of those and are removed at open. The batch header's byte table is in `record_batch`.
 //!
 //! ## Index files
 //!
@@ -206,7 +206,7 @@ mod segment_files;
 mod tail_cache;
 
 pub use append_pipeline::{APPEND_WRITES_IN_FLIGHT_DEFAULT, APPEND_WRITES_IN_FLIGHT_MAX};
-pub use batch::{ValidatedBatches, APPEND_BYTES_MAX};
+pub use batch::{ValidatedBatches, APPEND_BYTES_MAX, LEADER_EPOCH_DEFAULT};
 pub use context::{StorageBudgets, StorageContext};
 pub use error::StorageError;
 pub use index_cache::SEALED_INDEX_CACHE_BYTES_MAX;

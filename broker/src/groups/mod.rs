@@ -182,6 +182,7 @@ async fn persist(
     let batches =
         ValidatedBatches::validate(batch).map_err(|_| ResponseError::InvalidCommitOffsetSize)?;
     let stored = async {
+        let batches = batches.with_leader_epoch(partition.leader_epoch);
         let info = partition.log.append(batches).await?;
         partition.log.sync_to(info.last_offset).await
     };

@@ -8,6 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{partition_result, start_on_owners, RequestContext};
+use crate::metadata::SINGLE_NODE_LEADER_EPOCH;
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 1;
@@ -48,7 +49,11 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                     .with_offset(offset)
                     .with_timestamp(timestamp)
                     // The field exists from v4 on.
-                    .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 }),
+                    .with_leader_epoch(if ctx.version >= 4 {
+                        SINGLE_NODE_LEADER_EPOCH
+                    } else {
+                        -1
+                    }),
                 Err(error) => response
                     .with_error_code(error.code())
                     .with_offset(-1)

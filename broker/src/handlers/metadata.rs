@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{authorized_operations, RequestContext};
 use crate::controller;
-use crate::metadata::{validate_topic_name, MetadataSnapshot, TopicMeta};
+use crate::metadata::{validate_topic_name, MetadataSnapshot, TopicMeta, SINGLE_NODE_LEADER_EPOCH};
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 12;
@@ -140,7 +140,7 @@ fn topic_entry(meta: &TopicMeta, node: BrokerId) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(node)
-                .with_leader_epoch(0)
+                .with_leader_epoch(SINGLE_NODE_LEADER_EPOCH)
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })

@@ -49,6 +49,8 @@ pub struct Partition {
     pub appended_since_snapshot: std::cell::Cell<u64>,
     /// When `flush.ms` last synced (or found nothing to sync), ms since the Unix epoch.
     pub last_flush_ms: std::cell::Cell<i64>,
+    /// The partition leader epoch this broker appends under, stamped into every batch.
+    pub leader_epoch: i32,
 }
 
 /// Bytes read at a time while rebuilding producer state from a log.
@@ -323,6 +325,7 @@ impl Shard {
                 dir,
                 appended_since_snapshot: std::cell::Cell::new(0),
                 last_flush_ms: std::cell::Cell::new(crate::ops::now_ms()),
+                leader_epoch: crate::metadata::SINGLE_NODE_LEADER_EPOCH,
             }),
         );
         Ok(())

@@ -18,7 +18,7 @@ use crate::{AppendInfo, StorageError, SEGMENT_PREALLOCATE_MIN_BYTES};
 
 impl PartitionLog {
     /// Assigns offsets to `batches` (rewriting each batch's baseOffset, and setting its
-    /// partitionLeaderEpoch to 0, in the copy written to disk), writes them with direct I/O, and
+    /// partitionLeaderEpoch to `batches.leader_epoch()`, in the copy written to disk), writes them with direct I/O, and
     /// returns once the write completed. Not yet durable: see [`PartitionLog::sync_to`]. All
     /// batches of one append go to one segment; if they would make the active segment exceed
     /// `segment_bytes`, a new segment is started first (so an append larger than `segment_bytes`
@@ -158,7 +158,7 @@ impl LogInner {
         let mut offset = base_offset;
         for summary in batches.summaries() {
             let batch = &mut batch_bytes[summary.position..summary.position + summary.total_bytes];
-            batch::set_base_offset_and_epoch(batch, offset);
+            batch::set_base_offset_and_epoch(batch, offset, batches.leader_epoch());
             offset += summary.offset_count;
         }
         bytes[data_len..].fill(0);
