@@ -1,7 +1,6 @@
 //! `sluice`: the broker (`sluice serve`) and its command-line tools.
 
 mod broker_config;
-mod cli;
 mod config;
 mod connection;
 mod controller;

@@ -1,0 +1,8 @@
+//! The `sluice` binary's client commands: they talk to a running broker over TCP through the
+//! `client` crate, like any other client.
+
+pub mod common;
+pub mod consume;
+pub mod group;
+pub mod produce;
+pub mod topic;
