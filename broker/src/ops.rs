@@ -93,6 +93,8 @@ impl Shard {
         let appended = partition.log.append(batches).await;
         match appended {
             Ok(info) => {
+                // One replica: an appended record is committed, and consumers see it from now.
+                partition.log.advance_high_watermark(info.last_offset + 1);
                 if identity.is_idempotent() {
                     partition
                         .producers
@@ -143,12 +145,12 @@ impl Shard {
                 records: Bytes::new(),
             };
         };
-        // Read the bounds before the data: the data may then run past this high watermark,
-        // which clients accept, but never the other way round.
+        // Read the bounds before the data; the data stops at this high watermark, read in the
+        // same step (no await between).
         let log = &partition.log;
-        let high_watermark = log.log_end_offset();
+        let high_watermark = log.high_watermark();
         let log_start_offset = log.log_start_offset();
-        match log.read(spec.offset, spec.max_bytes).await {
+        match log.read_committed(spec.offset, spec.max_bytes).await {
             Ok(records) => PartitionRead {
                 error: None,
                 high_watermark,
@@ -178,7 +180,7 @@ impl Shard {
         let log = &partition.log;
         match timestamp {
             -2 => Ok((log.log_start_offset(), -1)),
-            -1 => Ok((log.log_end_offset(), -1)),
+            -1 => Ok((log.high_watermark(), -1)),
             ts if ts < 0 => Err(ResponseError::UnsupportedVersion),
             ts => match log
                 .offset_for_timestamp(ts)
@@ -210,7 +212,7 @@ impl Shard {
             .ok_or(ResponseError::UnknownTopicOrPartition)?;
         let log = &partition.log;
         let offset = match offset {
-            DELETE_RECORDS_TO_HIGH_WATERMARK => log.log_end_offset(),
+            DELETE_RECORDS_TO_HIGH_WATERMARK => log.high_watermark(),
             offset if offset < 0 => return Err(ResponseError::OffsetOutOfRange),
             offset => offset,
         };
@@ -230,7 +232,7 @@ impl Shard {
             let log = &partition.log;
             // Listen before checking, so an append between the check and the wait is not missed.
             let appended = log.wait_for_append();
-            if log.log_end_offset() > *offset {
+            if log.high_watermark() > *offset {
                 return;
             }
             wakeups.push(Box::pin(appended));

@@ -926,7 +926,7 @@ fn concurrent_appends_and_syncs_all_complete() {
 }
 
 #[test]
-fn wait_for_append_completes_on_the_next_append() {
+fn wait_for_append_completes_when_the_high_watermark_moves() {
     run(|| async {
         let dir = TestDir::new("wait");
         let log = Rc::new(
@@ -945,16 +945,20 @@ fn wait_for_append_completes_on_the_next_append() {
             glommio::spawn_local(async move {
                 glommio::yield_if_needed().await;
                 log.append(validated(&batch(1, 1, 0))).await.unwrap();
+                log.advance_high_watermark(log.log_end_offset());
             })
         };
         waiter.await;
         assert_eq!(log.log_end_offset(), 1);
         other_waiter.await;
         appender.await;
-        // A listener created after the append waits for the next one.
+        // A listener created after the move waits for the next one: an append alone does not
+        // move the high watermark.
         let mut late = Box::pin(log.wait_for_append());
         assert!(futures_lite::future::poll_once(&mut late).await.is_none());
         log.append(validated(&batch(1, 1, 0))).await.unwrap();
+        assert!(futures_lite::future::poll_once(&mut late).await.is_none());
+        log.advance_high_watermark(log.log_end_offset());
         late.await;
         Rc::try_unwrap(log).ok().unwrap().delete().await.unwrap();
         assert!(!dir.partition().exists());

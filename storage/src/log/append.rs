@@ -220,7 +220,6 @@ impl LogInner {
         if self.active_first_append_ms.get().is_none() {
             self.active_first_append_ms.set(Some(log_append_time_ms));
         }
-        self.appended.notify_all();
         AppendInfo {
             base_offset,
             last_offset: next_offset - 1,

@@ -7,6 +7,7 @@ mod append;
 mod clock;
 mod close;
 mod failure_log;
+mod high_watermark;
 mod open;
 mod read;
 mod retention;
@@ -52,6 +53,8 @@ struct LogInner {
     segments: RefCell<Vec<Rc<Segment>>>,
     log_start_offset: Cell<i64>,
     log_end_offset: Cell<i64>,
+    /// Offsets below it may be served to consumers (see `high_watermark.rs`).
+    high_watermark: Cell<i64>,
     /// The bytes `[align_down(end), end)` of the active segment as published. The pipeline keeps
     /// the tail as reserved, which each write starts with; this one is where it restarts after
     /// a failed write.
@@ -161,8 +164,8 @@ impl PartitionLog {
         self.inner.config.borrow().clone()
     }
 
-    /// Completes the next time `log_end_offset` grows (or the log is closed). Cheap; any number
-    /// of waiters. Create it before checking `log_end_offset` to avoid missing an append.
+    /// Completes the next time the high watermark grows (or the log is closed). Cheap; any
+    /// number of waiters. Create it before checking the high watermark to avoid missing a move.
     pub fn wait_for_append(&self) -> impl Future<Output = ()> + 'static {
         self.inner.appended.listen()
     }

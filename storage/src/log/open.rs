@@ -73,6 +73,8 @@ impl PartitionLog {
             log_start_offset: Cell::new(log_start_offset),
             segments: RefCell::new(segments),
             log_end_offset: Cell::new(log_end_offset),
+            // Every recovered record was written by this node as leader: all of it is committed.
+            high_watermark: Cell::new(log_end_offset),
             pipeline: AppendPipeline::new(log_end_offset, active.end_position(), &tail_block),
             tail_block: RefCell::new(tail_block),
             append_lock: FifoLock::default(),

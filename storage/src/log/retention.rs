@@ -64,6 +64,7 @@ impl LogInner {
         let log_start_offset = log_start_offset.max(self.segments.borrow()[0].base_offset);
         assert!(log_start_offset <= self.log_end_offset.get());
         self.log_start_offset.set(log_start_offset);
+        self.raise_high_watermark_to_log_start();
         self.context
             .tail_cache()
             .drop_below(self.tail_cache_key, log_start_offset);
@@ -98,6 +99,7 @@ impl LogInner {
         log_start_checkpoint::write(&self.dir, offset).await?;
         self.io.sync_dir(&self.dir).await?;
         self.log_start_offset.set(offset);
+        self.raise_high_watermark_to_log_start();
         self.context
             .tail_cache()
             .drop_below(self.tail_cache_key, offset);
