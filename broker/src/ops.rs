@@ -53,6 +53,8 @@ pub struct PartitionRead {
 }
 
 impl Shard {
+    // Long: the producer-state check and the append must run with no await between
+    // them, and their outcomes settle that same reservation.
     pub async fn append_local(
         self: Rc<Self>,
         topic: String,

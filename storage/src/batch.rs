@@ -2,10 +2,10 @@
 //! timestamp lookups inside a batch, and `ValidatedBatches`. The byte layout itself is the
 //! `record_batch` crate's.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 pub(crate) use record_batch::{BatchError, BatchHeader, BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
 
-use crate::records;
+use crate::records::{self, RecordPolicy};
 
 /// Largest `ValidatedBatches` (all batches of one append together). An append is written as one
 /// DMA buffer, so this bounds that buffer (plus at most one alignment block of tail bytes).
@@ -167,5 +167,32 @@ impl ValidatedBatches {
 
     pub(crate) fn summaries(&self) -> &[BatchSummary] {
         &self.batches
+    }
+}
+
+impl ValidatedBatches {
+    /// Validates produced bytes: everything [`ValidatedBatches::validate`] checks, then every
+    /// record of every batch against `policy`. For a LogAppendTime topic the result holds a copy
+    /// stamped with `policy.log_append_time_ms`; otherwise it holds `bytes` untouched.
+    pub fn validate_produced(
+        bytes: Bytes,
+        policy: &RecordPolicy,
+    ) -> Result<ValidatedBatches, BatchError> {
+        let checked = ValidatedBatches::validate(bytes)?;
+        for summary in checked.summaries() {
+            let batch = &checked.bytes()[summary.position..summary.position + summary.total_bytes];
+            records::check_produced_batch(batch, policy)?;
+        }
+        let Some(now_ms) = policy.log_append_time_ms else {
+            return Ok(checked);
+        };
+        let mut stamped = BytesMut::from(&checked.bytes()[..]);
+        for summary in checked.summaries() {
+            let end = summary.position + summary.total_bytes;
+            record_batch::set_log_append_time(&mut stamped[summary.position..end], now_ms);
+        }
+        let stamped = ValidatedBatches::validate(stamped.freeze())
+            .expect("stamping LogAppendTime keeps a valid batch valid");
+        Ok(stamped)
     }
 }

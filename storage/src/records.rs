@@ -24,11 +24,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
-use bytes::{Bytes, BytesMut};
-
-use record_batch::{records_of, ATTRIBUTE_COMPRESSION_MASK};
-
-use crate::batch::{BatchError, BatchHeader, ValidatedBatches};
+use record_batch::{records_of, BatchError, BatchHeader, ATTRIBUTE_COMPRESSION_MASK};
 
 /// Buffer between a streaming decompressor and the record parser. Small, because the parser
 /// only ever needs a few bytes at a time; it is the whole per-batch memory cost of gzip, zstd
@@ -143,35 +139,8 @@ struct RecordInfo {
     has_key: bool,
 }
 
-impl ValidatedBatches {
-    /// Validates produced bytes: everything [`ValidatedBatches::validate`] checks, then every
-    /// record of every batch against `policy`. For a LogAppendTime topic the result holds a copy
-    /// stamped with `policy.log_append_time_ms`; otherwise it holds `bytes` untouched.
-    pub fn validate_produced(
-        bytes: Bytes,
-        policy: &RecordPolicy,
-    ) -> Result<ValidatedBatches, BatchError> {
-        let checked = ValidatedBatches::validate(bytes)?;
-        for summary in checked.summaries() {
-            let batch = &checked.bytes()[summary.position..summary.position + summary.total_bytes];
-            check_produced_batch(batch, policy)?;
-        }
-        let Some(now_ms) = policy.log_append_time_ms else {
-            return Ok(checked);
-        };
-        let mut stamped = BytesMut::from(&checked.bytes()[..]);
-        for summary in checked.summaries() {
-            let end = summary.position + summary.total_bytes;
-            record_batch::set_log_append_time(&mut stamped[summary.position..end], now_ms);
-        }
-        let stamped = ValidatedBatches::validate(stamped.freeze())
-            .expect("stamping LogAppendTime keeps a valid batch valid");
-        Ok(stamped)
-    }
-}
-
 /// Checks one produced batch (header and CRC already checked) record by record.
-fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), BatchError> {
+pub(crate) fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), BatchError> {
     let header = BatchHeader::parse(batch)?;
     let codec = Codec::of_attributes(header.attributes)?;
     if codec == Codec::Zstd && !policy.zstd_allowed {
