@@ -26,6 +26,8 @@ pub const DELETE_RECORDS_TO_HIGH_WATERMARK: i64 = -1;
 
 /// Acks value meaning "answer once the append is durable" (acks=all).
 pub const ACKS_ALL: i16 = -1;
+/// ListOffsets' timestamp asking for the record with the largest timestamp (KIP-734, v7+).
+pub const MAX_TIMESTAMP: i64 = -3;
 
 /// Result of an append on the owner shard.
 #[derive(Debug, Clone, Copy)]
@@ -168,8 +170,9 @@ impl Shard {
         }
     }
 
-    /// Log start or end offset (`-2` earliest, `-1` latest) or the first offset at or after a
-    /// timestamp, with that record's timestamp (`-1` for the special cases).
+    /// Log start or end offset (`-2` earliest, `-1` latest), the first record with the largest
+    /// timestamp (`-3`, `-1`/`-1` when empty), or the first offset at or after a timestamp, with
+    /// that record's timestamp (`-1` for the start and end).
     pub async fn list_offset_local(
         self: Rc<Self>,
         topic: String,
@@ -183,6 +186,11 @@ impl Shard {
         match timestamp {
             -2 => Ok((log.log_start_offset(), -1)),
             -1 => Ok((log.high_watermark(), -1)),
+            MAX_TIMESTAMP => Ok(log
+                .offset_for_max_timestamp()
+                .await
+                .map_err(|e| storage_error(&e))?
+                .unwrap_or((-1, -1))),
             ts if ts < 0 => Err(ResponseError::UnsupportedVersion),
             ts => match log
                 .offset_for_timestamp(ts)

@@ -803,6 +803,42 @@ fn validate_rejects_malformed_input() {
 }
 
 #[test]
+fn offset_for_max_timestamp_finds_the_first_record_with_the_largest_timestamp() {
+    run(|| async {
+        let dir = TestDir::new("max-timestamp");
+        let config = LogConfig {
+            segment_bytes: 4096,
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&crate::common::context(), &dir.partition(), config)
+            .await
+            .unwrap();
+        assert_eq!(log.offset_for_max_timestamp().await.unwrap(), None);
+        // The largest timestamp, 500, first appears at offset 4 (second batch), again at 9.
+        for batch_timestamps in [
+            vec![100, 300, 200],
+            vec![90, 500, 150],
+            vec![400; 4],
+            vec![500],
+        ] {
+            let records: Vec<TestRecord> = batch_timestamps
+                .iter()
+                .map(|ts| record(*ts, 400, 1))
+                .collect();
+            log.append(validated(&encode_batch(&records)))
+                .await
+                .unwrap();
+            assert!(log.offset_for_max_timestamp().await.unwrap().is_some());
+        }
+        assert_eq!(
+            log.offset_for_max_timestamp().await.unwrap(),
+            Some((4, 500))
+        );
+    });
+}
+
+#[test]
 fn offset_for_timestamp_finds_the_earliest_record_at_or_after() {
     run(|| async {
         let dir = TestDir::new("timestamps");

@@ -90,3 +90,31 @@ def test_log_append_time_topics_take_any_producer_timestamp(broker):
     create(broker, topic, {"message.timestamp.type": "LogAppendTime",
                            "message.timestamp.before.max.ms": "1000"})
     assert produce(broker, topic, [now_ms() - HOUR_MS]) == [None]
+
+
+def test_list_offsets_max_timestamp_finds_the_first_record_with_the_largest_timestamp(broker):
+    """ListOffsets v7 MAX_TIMESTAMP (KIP-734), as confluent-kafka's admin client asks for it:
+    -1/-1 on an empty partition, then the first of the records sharing the largest timestamp,
+    in a compressed batch too."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    topic = unique_topic("max-ts")
+    admin = create(broker, topic, {})
+
+    def max_timestamp():
+        partition = TopicPartition(topic, 0)
+        answer = admin.list_offsets({partition: OffsetSpec.max_timestamp()})[partition]
+        info = answer.result(timeout=TIMEOUT_S)
+        return info.offset, info.timestamp
+
+    assert max_timestamp() == (-1, -1)
+    now = now_ms()
+    assert produce(broker, topic, [now - 5000, now - 1000, now - 3000]) == [None] * 3
+    assert max_timestamp() == (1, now - 1000)
+    # A later record with the same largest timestamp does not move the answer; a larger one,
+    # inside a gzip batch, does.
+    assert produce(broker, topic, [now - 1000, now - 4000]) == [None] * 2
+    assert max_timestamp() == (1, now - 1000)
+    assert produce(broker, topic, [now - 200, now - 100, now - 300], "gzip") == [None] * 3
+    assert max_timestamp() == (6, now - 100)

@@ -1,6 +1,7 @@
-//! ListOffsets: earliest (-2), latest (-1), or first offset at or after a timestamp.
+//! ListOffsets: earliest (-2), latest (-1), the first record with the largest timestamp (-3,
+//! KIP-734), or first offset at or after a timestamp.
 //!
-//! Versions 1–6. (v7's max-timestamp query and v0's offset lists are not served.)
+//! Versions 1–7. (v0's offset lists are not served.)
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -12,7 +13,7 @@ use crate::metadata::SINGLE_NODE_LEADER_EPOCH;
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 1;
-pub const VERSION_MAX: i16 = 6;
+pub const VERSION_MAX: i16 = 7;
 
 pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut pending = Vec::with_capacity(request.topics.len());

@@ -88,6 +88,26 @@ impl PartitionLog {
         }
         Ok(None)
     }
+
+    /// Kafka ListOffsets MAX_TIMESTAMP (KIP-734): the first record holding the log's largest
+    /// timestamp, as `(offset, timestamp)`, or `None` for an empty log. The largest timestamp
+    /// comes from the segments' index summaries; the earliest record at or after it is the
+    /// first one holding it, since none is larger.
+    pub async fn offset_for_max_timestamp(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let log_start = self.log_start_offset();
+        let max_timestamp = self
+            .inner
+            .segments
+            .borrow()
+            .iter()
+            .filter(|segment| segment.next_offset() > log_start)
+            .filter_map(|segment| segment.max_timestamp())
+            .max();
+        match max_timestamp {
+            Some(max_timestamp) => self.offset_for_timestamp(max_timestamp).await,
+            None => Ok(None),
+        }
+    }
 }
 
 impl LogInner {
