@@ -170,7 +170,7 @@ impl Shard {
         }
     }
 
-    /// Log start or end offset (`-2` earliest, `-1` latest), the first record with the largest
+    /// Log start or high watermark (`-2` earliest, `-1` latest), the first record with the largest
     /// timestamp (`-3`, `-1`/`-1` when empty), or the first offset at or after a timestamp, with
     /// that record's timestamp (`-1` for the start and end).
     pub async fn list_offset_local(
