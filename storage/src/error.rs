@@ -31,6 +31,13 @@ pub enum StorageError {
     /// Assigning offsets to an append would overflow i64.
     #[error("offset space exhausted")]
     OffsetOverflow,
+    /// A truncation offset inside a batch: a log is cut only between batches.
+    #[error("offset {offset} is inside the batch [{batch_base_offset}, {batch_next_offset})")]
+    NotBatchBoundary {
+        offset: i64,
+        batch_base_offset: i64,
+        batch_next_offset: i64,
+    },
     /// The log is being closed; no new operations are accepted.
     #[error("log is closed")]
     Closed,

@@ -88,6 +88,25 @@
 //! |     40 | crc                | u32     | CRC-32C of bytes 0..40              |
 //! |     44 | reserved           | u32     | 0                                   |
 //!
+//! ## Truncation marker
+//!
+//! `truncate-to` in the partition directory names a cut [`PartitionLog::truncate_to`] has
+//! committed to (written like the checkpoint above, after the batches it keeps were
+//! fdatasync'd) and is removed once the cut is durable; `open` finds it only after a crash
+//! inside the truncation, and finishes the cut first. A damaged one fails `open` with
+//! `Corrupt`. 48 bytes, little-endian:
+//!
+//! | offset | field             | type    | notes                                      |
+//! |-------:|-------------------|---------|--------------------------------------------|
+//! |      0 | magic             | [u8; 8] | `SLCTRUNC`                                 |
+//! |      8 | version           | u32     | 1                                          |
+//! |     12 | reserved          | u32     | 0                                          |
+//! |     16 | truncateOffset    | i64     | the new log end                            |
+//! |     24 | segmentBaseOffset | i64     | the segment holding it; later ones go      |
+//! |     32 | segmentBytes      | u64     | that segment's length after the cut        |
+//! |     40 | crc               | u32     | CRC-32C of bytes 0..40                     |
+//! |     44 | reserved          | u32     | 0                                          |
+//!
 //! # Invariants
 //!
 //! - **Dense offsets.** Within and across segments, each batch's baseOffset is the previous
@@ -147,6 +166,14 @@
 //!   and keeps the chunk per segment in the context's cache of at most
 //!   [`READ_AHEAD_CACHE_BYTES_MAX`]; later fetches inside it need no disk read. A chunk holds
 //!   only bytes below the segment's logical end, which never change.
+//! - **Truncation cuts a suffix, all or nothing.** [`PartitionLog::truncate_to`] (under the
+//!   append lock, nothing in flight) fdatasyncs the batches below the offset, writes the
+//!   truncation marker durably, publishes the shorter log (the cut segment becomes the active
+//!   one, the tail cache of the log is dropped), unlinks the later segments newest first, cuts
+//!   the holding segment and fdatasyncs it, syncs the directory and removes the marker. A crash
+//!   before the marker is durable leaves the old log; after it, `open` finishes the same cut
+//!   (each step is idempotent), so a reopen never sees a mix and never misses a batch below the
+//!   offset. A failure after the marker poisons syncs until the log is reopened.
 //! - **Retention cuts a prefix.** [`PartitionLog::apply_retention`] and
 //!   [`PartitionLog::delete_records`] delete whole sealed segments from the oldest, never the
 //!   active one. The log start offset moves before any file is unlinked; the unlinks run after
@@ -204,6 +231,7 @@ mod scan;
 mod segment;
 mod segment_files;
 mod tail_cache;
+mod truncation_marker;
 
 pub use append_pipeline::{APPEND_WRITES_IN_FLIGHT_DEFAULT, APPEND_WRITES_IN_FLIGHT_MAX};
 pub use batch::{ValidatedBatches, APPEND_BYTES_MAX, LEADER_EPOCH_DEFAULT};

@@ -14,6 +14,7 @@ use crate::index::SparseIndex;
 use crate::index_file::{self, IndexHeader};
 use crate::scan::{scan_segment, Scan, ScanEnd};
 use crate::segment::{parse_segment_file_name, segment_file_name};
+use crate::truncation_marker;
 use crate::{LogConfig, StorageError};
 
 /// How recovery knows a segment's batches.
@@ -72,6 +73,7 @@ pub(crate) struct Recovered {
 /// outside this code, and opening fails with `Corrupt` rather than deleting data.
 pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
     fs::create_dir_all(dir)?;
+    finish_truncation(dir)?;
     let listing = list_partition_files(dir)?;
     let (marker_removed, marker) = clean_marker::take_blocking(dir)?;
     if listing.segments.is_empty() {
@@ -129,6 +131,41 @@ pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, S
         segments_scanned,
         directory_sync_needed: marker_removed,
     })
+}
+
+/// Finishes a `PartitionLog::truncate_to` that a crash interrupted (its marker is still there):
+/// deletes the segments after the one the marker cuts, cuts that one at the marker's length
+/// (if it is longer) and durably, removes its index, then the marker. Every step is idempotent,
+/// so a crash in here is finished by the next open too. The log then ends at the marker's
+/// offset, as if the truncation had completed before the crash.
+fn finish_truncation(dir: &Path) -> Result<(), StorageError> {
+    let Some(truncation) = truncation_marker::read_blocking(dir)? else {
+        return Ok(());
+    };
+    log::warn!(
+        "{}: finishing a truncation to offset {} that was interrupted",
+        dir.display(),
+        truncation.offset
+    );
+    let listing = list_partition_files(dir)?;
+    for (base_offset, path) in listing.segments.iter().rev() {
+        if *base_offset > truncation.segment_base_offset {
+            fs::remove_file(path)?;
+            index_file::remove_if_exists(&index_file::index_path(path))?;
+        }
+    }
+    let path = dir.join(segment_file_name(truncation.segment_base_offset));
+    if path.exists() {
+        let file = OpenOptions::new().write(true).open(&path)?;
+        if file.metadata()?.len() > truncation.segment_bytes {
+            file.set_len(truncation.segment_bytes)?;
+        }
+        file.sync_data()?;
+        index_file::remove_if_exists(&index_file::index_path(&path))?;
+    }
+    sync_directory(dir)?;
+    truncation_marker::remove(dir)?;
+    sync_directory(dir)
 }
 
 /// Recovers the segments in order and checks that they chain. Returns them and whether the last

@@ -56,6 +56,33 @@ pub(crate) fn scan_segment(
     scan_end: ScanEnd,
 ) -> Result<Scan, StorageError> {
     let file_bytes = file.metadata()?.len();
+    scan_bytes(file, file_bytes, base_offset, interval_bytes, scan_end)
+}
+
+/// The index of the first `end_position` bytes of a segment, which hold whole batches (or
+/// fenced ranges) up to `next_offset`: the part a truncation keeps. Nothing past them is read.
+pub(crate) fn scan_prefix(
+    path: &Path,
+    base_offset: i64,
+    interval_bytes: u64,
+    end_position: u64,
+    next_offset: i64,
+) -> Result<Scan, StorageError> {
+    let file = File::open(path)?;
+    let scan_end = ScanEnd::Sealed {
+        next_base_offset: next_offset,
+    };
+    scan_bytes(&file, end_position, base_offset, interval_bytes, scan_end)
+}
+
+/// [`scan_segment`] of the first `file_bytes` bytes of `file`.
+fn scan_bytes(
+    file: &File,
+    file_bytes: u64,
+    base_offset: i64,
+    interval_bytes: u64,
+    scan_end: ScanEnd,
+) -> Result<Scan, StorageError> {
     let mut reader = BufReader::with_capacity(SCAN_READ_BUFFER_BYTES, file);
     let mut index = SparseIndex::new(base_offset, interval_bytes);
     let mut fences = Vec::new();

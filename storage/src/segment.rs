@@ -462,6 +462,12 @@ impl Segment {
         }
     }
 
+    /// Position and header of the batch holding `offset` (which must be below `next_offset`).
+    pub async fn batch_holding(&self, offset: i64) -> Result<(u64, BatchHeader), StorageError> {
+        assert!(self.base_offset <= offset && offset < self.next_offset());
+        self.find_batch(offset, self.end_position()).await
+    }
+
     /// The header at `position` if it parses, fits below `end` and holds `expected_offset`.
     async fn walk_header(
         &self,

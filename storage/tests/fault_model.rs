@@ -789,3 +789,115 @@ async fn read_all(log: &PartitionLog, start: i64, end: i64) -> Vec<(i64, Vec<u8>
     assert_eq!(offset, end);
     batches
 }
+
+/// Operations a truncation across segments takes at most (reads, syncs, unlinks, the cut): the
+/// crash test below fails each of them in turn, and ends once one runs through unfailed.
+const TRUNCATION_OPERATIONS_MAX: u64 = 64;
+
+/// A crash at any step of `truncate_to` (the operation after `after` successful ones fails, then
+/// the power goes): the reopened log is the old one or the truncated one, never a mix and never
+/// short of a batch below the offset; it is the truncated one if the call returned Ok; appends
+/// after it read back in order across one more restart.
+#[test]
+fn crashes_inside_a_truncation_leave_the_old_or_the_truncated_log() {
+    use std::sync::{Arc, Mutex};
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    for after in 0..TRUNCATION_OPERATIONS_MAX {
+        let outcomes_in_case = outcomes.clone();
+        run(move || async move {
+            let outcome = truncation_crash_case(after).await;
+            outcomes_in_case.lock().unwrap().push(outcome);
+        });
+        let outcomes = outcomes.lock().unwrap();
+        if outcomes.last() == Some(&TruncationOutcome::Completed) {
+            // Both ends of the crash window were reached: a crash before the marker kept the
+            // old log, one after it was finished by the reopen.
+            assert!(outcomes.contains(&TruncationOutcome::CrashedOld));
+            assert!(outcomes.contains(&TruncationOutcome::CrashedTruncated));
+            return;
+        }
+    }
+    panic!("a truncation took more than {TRUNCATION_OPERATIONS_MAX} operations");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TruncationOutcome {
+    /// The fault came first; the reopen found the old log.
+    CrashedOld,
+    /// The fault came first; the reopen found the truncated log.
+    CrashedTruncated,
+    /// The truncation ran through without meeting the fault.
+    Completed,
+}
+
+/// One crash case: truncation to offset 6 of a synced nine-batch log, failing from the
+/// operation after `after` on, then a crash and a reopen.
+async fn truncation_crash_case(after: u64) -> TruncationOutcome {
+    let dir = TestDir::new("truncation-crash");
+    let partition = dir.partition();
+    let config = LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    };
+    let io = FaultIo::new();
+    let storage = context();
+    let open = |io: &FaultIo| {
+        let io: Rc<dyn storage::io::LogIo> = Rc::new(io.clone());
+        PartitionLog::open_with_io(&storage, &partition, config.clone(), io)
+    };
+    let log = open(&io).await.unwrap();
+    // Two-record batches of ~1500 bytes, two per segment: offsets 0..18 in five segments.
+    for index in 0..9u8 {
+        let records = [record(0, 700, index), record(1, 700, index)];
+        log.append(validated(encode_batch(&records))).await.unwrap();
+    }
+    log.sync_to(i64::MAX).await.unwrap();
+    let old = read_all(&log, 0, 18).await;
+    let truncated = old[..3].to_vec();
+    io.inject(FaultPlan {
+        fault: Fault::Errno(EIO),
+        operations: Operations::All,
+        after,
+        count: u64::MAX,
+    });
+    let result = log.truncate_to(6).await;
+    let faulted = io.injected() > 0;
+    drop(log);
+    io.crash(CrashOptions {
+        torn_blocks_kept: 0,
+        unsynced_files_lost: true,
+    })
+    .unwrap();
+    let log = open(&FaultIo::new()).await.unwrap();
+    let recovered = read_all(&log, 0, log.log_end_offset()).await;
+    assert!(
+        recovered == old || recovered == truncated,
+        "after {after}: {} batches recovered",
+        recovered.len()
+    );
+    if result.is_ok() {
+        assert_eq!(
+            recovered, truncated,
+            "after {after}: an Ok truncation was lost"
+        );
+    }
+    let outcome = match (faulted, recovered == old) {
+        (false, _) => TruncationOutcome::Completed,
+        (true, true) => TruncationOutcome::CrashedOld,
+        (true, false) => TruncationOutcome::CrashedTruncated,
+    };
+    let mut expected = recovered;
+    let end = log.log_end_offset();
+    let info = log
+        .append(validated(encode_batch(&[record(2, 700, 99)])))
+        .await
+        .unwrap();
+    assert_eq!(info.base_offset, end);
+    expected.push((end, stored(&encode_batch(&[record(2, 700, 99)]), end)));
+    log.close().await.unwrap();
+    let log = open(&FaultIo::new()).await.unwrap();
+    assert_eq!(read_all(&log, 0, end + 1).await, expected);
+    log.close().await.unwrap();
+    outcome
+}

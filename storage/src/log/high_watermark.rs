@@ -4,7 +4,8 @@
 //! end right after each append, so the two stay equal there.
 //!
 //! **Invariant:** `log_start_offset <= high_watermark <= log_end_offset`, and it never moves
-//! back (retention and DeleteRecords can only pull it up to the new log start).
+//! back (retention and DeleteRecords can only pull it up to the new log start), except when
+//! `truncate_to` cuts the log below it.
 
 use super::{LogInner, PartitionLog};
 use crate::StorageError;

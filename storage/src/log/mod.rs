@@ -13,6 +13,7 @@ mod read;
 mod retention;
 mod roll;
 mod sync;
+mod truncate;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

@@ -142,7 +142,7 @@ async fn open_segments(
 }
 
 /// The bytes `[align_down(end), end)` of the active segment, which the next append rewrites.
-async fn read_tail_block(segment: &Segment) -> Result<Vec<u8>, StorageError> {
+pub(super) async fn read_tail_block(segment: &Segment) -> Result<Vec<u8>, StorageError> {
     let end_position = segment.end_position();
     let start = segment.active_file().align_down(end_position);
     let len = (end_position - start) as usize;

@@ -111,7 +111,7 @@ impl PartitionLog {
 }
 
 impl LogInner {
-    fn segment_holding(&self, offset: i64) -> Rc<Segment> {
+    pub(super) fn segment_holding(&self, offset: i64) -> Rc<Segment> {
         let segments = self.segments.borrow();
         let after = segments.partition_point(|segment| segment.base_offset <= offset);
         let segment = Rc::clone(&segments[after.checked_sub(1).expect("offset below log start")]);

@@ -19,25 +19,29 @@ impl PartitionLog {
     }
 
     async fn sync_to_unlogged(&self, offset: i64) -> Result<(), StorageError> {
-        let inner = &self.inner;
-        loop {
-            if inner.sync_failed.get() {
-                return Err(sync_failed_error());
-            }
-            let target = offset.min(inner.log_end_offset.get() - 1);
-            if inner.synced_offset.get() > target {
-                return Ok(());
-            }
-            if inner.sync_in_flight.get() {
-                inner.sync_finished.listen().await;
-                continue;
-            }
-            inner.sync_once().await?;
-        }
+        self.inner.sync_to(offset).await
     }
 }
 
 impl LogInner {
+    /// `PartitionLog::sync_to` without the failure logging.
+    pub(super) async fn sync_to(&self, offset: i64) -> Result<(), StorageError> {
+        loop {
+            if self.sync_failed.get() {
+                return Err(sync_failed_error());
+            }
+            let target = offset.min(self.log_end_offset.get() - 1);
+            if self.synced_offset.get() > target {
+                return Ok(());
+            }
+            if self.sync_in_flight.get() {
+                self.sync_finished.listen().await;
+                continue;
+            }
+            self.sync_once().await?;
+        }
+    }
+
     /// One group-commit round: fdatasyncs every segment with unsynced bytes (oldest first) and
     /// the directory if a segment was created, then publishes the covered offset.
     async fn sync_once(&self) -> Result<(), StorageError> {
