@@ -172,24 +172,24 @@ pub fn build_batch(
 /// The batch as storage keeps it: baseOffset assigned, partitionLeaderEpoch 0.
 pub fn stored(batch: &[u8], base_offset: i64) -> Vec<u8> {
     let mut out = batch.to_vec();
-    out[0..8].copy_from_slice(&base_offset.to_be_bytes());
-    out[12..16].copy_from_slice(&0i32.to_be_bytes());
+    record_batch::set_base_offset(&mut out, base_offset);
+    record_batch::set_partition_leader_epoch(&mut out, storage::LEADER_EPOCH_DEFAULT);
     out
 }
 
 pub fn last_offset_delta(batch: &[u8]) -> i64 {
-    i32::from_be_bytes(batch[23..27].try_into().unwrap()) as i64
+    let header = record_batch::BatchHeader::parse(batch).unwrap();
+    i64::from(header.last_offset_delta)
 }
 
 /// Splits concatenated batches into (baseOffset, batch bytes).
 pub fn split_batches(mut bytes: &[u8]) -> Vec<(i64, Vec<u8>)> {
     let mut batches = Vec::new();
     while !bytes.is_empty() {
-        assert!(bytes.len() >= 61, "partial batch header");
-        let total = 12 + i32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        let header = record_batch::BatchHeader::parse(bytes).expect("a whole batch header");
+        let total = header.total_bytes();
         assert!(bytes.len() >= total, "partial batch");
-        let base_offset = i64::from_be_bytes(bytes[0..8].try_into().unwrap());
-        batches.push((base_offset, bytes[..total].to_vec()));
+        batches.push((header.base_offset, bytes[..total].to_vec()));
         bytes = &bytes[total..];
     }
     batches
