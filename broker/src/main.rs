@@ -1,23 +1,24 @@
 //! `sluice`: the broker (`sluice serve`) and its command-line tools.
 
 mod broker_config;
+mod clock;
 mod config;
 mod connection;
 mod controller;
 mod data_dir;
 mod errors;
 mod fd_budget;
-mod flush;
 mod groups;
 mod handlers;
 mod log_limit;
 mod metadata;
-mod ops;
+mod partition;
 mod power_loss;
 mod producers;
 mod request_budget;
 mod server;
 mod shard;
+mod tasks;
 mod topic_config;
 
 use clap::{Parser, Subcommand};

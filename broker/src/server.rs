@@ -168,12 +168,10 @@ async fn shard_main(
         log::error!("shard {id}: loading consumer groups failed: {e}");
         std::process::exit(1);
     }
-    glommio::spawn_local(GroupCoordinator::run_timers(shard.clone())).detach();
-    spawn_retention(shard.clone());
+    crate::tasks::spawn_all(&shard);
     if let Some(io) = shard.power_loss_io.clone() {
         crate::power_loss::spawn_watcher(shard.clone(), io);
     }
-    crate::flush::spawn_flusher(shard.clone());
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         // As above: a shard that cannot start must not leave the others waiting.
         log::error!("shard {id} cannot listen on {}: {e}", config.listen);
@@ -231,38 +229,6 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) -> anyhow::Result<
         })
         .detach();
     }
-}
-
-/// CPU shares of the retention task queue; the default queue that serves produce and fetch has
-/// 1000, so retention gets a tenth of a busy shard.
-const RETENTION_SHARES: usize = 100;
-
-/// Shortest pause between retention passes, whatever `--retention-check-interval-ms` says: an
-/// interval of 0 would turn the task into a busy loop.
-const RETENTION_CHECK_INTERVAL_MS_MIN: u64 = 10;
-
-/// Runs retention on this shard every `--retention-check-interval-ms`, in a task queue of its
-/// own with fewer shares than request handling.
-fn spawn_retention(shard: Rc<Shard>) {
-    let interval_ms = shard
-        .config
-        .retention_check_interval_ms
-        .max(RETENTION_CHECK_INTERVAL_MS_MIN);
-    let interval = std::time::Duration::from_millis(interval_ms);
-    let queue = glommio::executor().create_task_queue(
-        glommio::Shares::Static(RETENTION_SHARES),
-        glommio::Latency::NotImportant,
-        "retention",
-    );
-    let task = async move {
-        loop {
-            glommio::timer::sleep(interval).await;
-            crate::ops::apply_retention_local(&shard).await;
-        }
-    };
-    glommio::spawn_local_into(task, queue)
-        .expect("the retention task queue was just created")
-        .detach();
 }
 
 /// Creates the internal `__consumer_offsets` topic on first start.

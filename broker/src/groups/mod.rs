@@ -23,6 +23,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use storage::ValidatedBatches;
 
+use crate::clock::now_ms;
 use crate::shard::Shard;
 use group::{Group, GroupConfig, GroupState, JoinArgs, JoinResult, Reply, SyncResult};
 use store::{CommittedOffset, GroupRecord, OFFSETS_TOPIC};
@@ -45,12 +46,6 @@ const REPLAY_READ_BYTES: usize = 1 << 20;
 pub struct GroupCoordinator {
     groups: RefCell<HashMap<String, Group>>,
     pub config: GroupConfig,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The shard coordinating `group`.

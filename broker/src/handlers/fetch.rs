@@ -17,7 +17,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 
 use super::RequestContext;
 use crate::errors::code;
-use crate::ops::{first_of, PartitionRead, ReadSpec};
+use crate::partition::{first_of, PartitionRead, ReadSpec};
 use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 

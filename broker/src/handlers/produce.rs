@@ -19,10 +19,11 @@ use storage::records::{RecordPolicy, TimestampWindow};
 use storage::{BatchError, ValidatedBatches};
 
 use super::RequestContext;
+use crate::clock::now_ms;
 use crate::controller;
 use crate::errors::{batch_error, code};
 use crate::metadata::TopicMeta;
-use crate::ops::{now_ms, Appended, ACKS_ALL};
+use crate::partition::{Appended, ACKS_ALL};
 use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 

@@ -3,8 +3,12 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::error::ResponseError;
+
 use super::message::{Reply, Request};
 use super::Shard;
+use crate::groups::store::OFFSETS_TOPIC;
+use crate::partition::{self, PartitionRead, ReadSpec};
 use crate::{controller, groups};
 
 /// Serves `request` on `shard` (the partition's owner, the group's coordinator or the
@@ -16,22 +20,31 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
             partition,
             batches,
             acks,
-        } => Reply::Append(shard.append_local(topic, partition, batches, acks).await),
-        Request::Read(specs) => Reply::Read(shard.read_local(specs).await),
+        } => Reply::Append(match shard.partition(&topic, partition) {
+            Some(partition) => partition.append(batches, acks).await,
+            None => Err(ResponseError::UnknownTopicOrPartition),
+        }),
+        Request::Read(specs) => Reply::Read(read(&shard, specs).await),
         Request::Wait { waits, deadline } => {
-            shard.wait_local(waits, deadline).await;
+            let partitions = (waits.into_iter())
+                .map(|(topic, partition, offset)| (shard.partition(&topic, partition), offset))
+                .collect();
+            partition::wait_for_any(partitions, deadline).await;
             Reply::Wait
         }
         Request::ListOffset {
             topic,
             partition,
             timestamp,
-        } => Reply::ListOffset(shard.list_offset_local(topic, partition, timestamp).await),
+        } => Reply::ListOffset(match shard.partition(&topic, partition) {
+            Some(partition) => partition.list_offset(timestamp).await,
+            None => Err(ResponseError::UnknownTopicOrPartition),
+        }),
         Request::DeleteRecords {
             topic,
             partition,
             offset,
-        } => Reply::DeleteRecords(shard.delete_records_local(topic, partition, offset).await),
+        } => Reply::DeleteRecords(delete_records(&shard, &topic, partition, offset).await),
         Request::ApplyMetadata(snapshot) => {
             Reply::ApplyMetadata(shard.apply_metadata(snapshot).await)
         }
@@ -145,4 +158,38 @@ async fn handle_group(shard: Rc<Shard>, request: Request) -> Reply {
         } => Reply::DeleteOffsets(groups::delete_offsets(shard, group_id, partitions).await),
         _ => unreachable!("handle sends only group requests here"),
     }
+}
+
+/// Reads each partition of `specs` in turn.
+async fn read(shard: &Shard, specs: Vec<ReadSpec>) -> Vec<PartitionRead> {
+    let mut reads = Vec::with_capacity(specs.len());
+    for spec in specs {
+        reads.push(match shard.partition(&spec.topic, spec.partition) {
+            Some(partition) => partition.read(spec.offset, spec.max_bytes).await,
+            None => PartitionRead {
+                error: Some(ResponseError::UnknownTopicOrPartition),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: bytes::Bytes::new(),
+            },
+        });
+    }
+    reads
+}
+
+async fn delete_records(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<i64, ResponseError> {
+    if topic == OFFSETS_TOPIC {
+        // Group state is rebuilt from this log's whole history; deleting a prefix would
+        // silently drop committed offsets.
+        return Err(ResponseError::InvalidTopicException);
+    }
+    let partition = shard
+        .partition(topic, partition)
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    partition.delete_records(offset).await
 }

@@ -16,7 +16,7 @@ use crate::controller::{BrokerTarget, ConfigChange, Refusal, TopicSpec};
 use crate::groups::group::{JoinArgs, JoinResult, SyncResult};
 use crate::groups::{CommitEntry, GroupSummary, OffsetsByTopic};
 use crate::metadata::{MetadataSnapshot, TopicMeta};
-use crate::ops::{Appended, PartitionRead, ReadSpec};
+use crate::partition::{Appended, PartitionRead, ReadSpec};
 
 /// Work for another shard (or this one): partitions go to their owner shard, groups to their
 /// coordinator shard, metadata changes to the controller shard.

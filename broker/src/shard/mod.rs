@@ -15,15 +15,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::cell::RefCell as StateCell;
-
-use record_batch::BatchHeader;
-use storage::{LogConfig, PartitionLog};
-
 use crate::config::ServeArgs;
 use crate::controller::Controller;
 use crate::metadata::{partition_dir, MetadataSnapshot, TopicMeta};
-use crate::producers::{BatchIdentity, ProducerStates};
+use crate::partition::{OpenOptions, Partition};
 
 /// The shard that owns a partition. A pure function of the topic name, the partition and the
 /// shard count, so every shard agrees without asking; consecutive partitions of one topic go to
@@ -39,22 +34,6 @@ pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> usize {
     }
     (hash.wrapping_add(partition as u64) % shard_count as u64) as usize
 }
-
-/// A partition this shard owns: its log and the idempotent-producer state derived from it.
-pub struct Partition {
-    pub log: PartitionLog,
-    pub producers: StateCell<ProducerStates>,
-    pub dir: std::path::PathBuf,
-    /// Bytes appended since the last producer-state snapshot.
-    pub appended_since_snapshot: std::cell::Cell<u64>,
-    /// When `flush.ms` last synced (or found nothing to sync), ms since the Unix epoch.
-    pub last_flush_ms: std::cell::Cell<i64>,
-    /// The partition leader epoch this broker appends under, stamped into every batch.
-    pub leader_epoch: i32,
-}
-
-/// Bytes read at a time while rebuilding producer state from a log.
-const PRODUCER_SCAN_READ_BYTES: usize = 1 << 20;
 
 struct TopicLogs {
     id: uuid::Uuid,
@@ -77,10 +56,10 @@ pub struct Shard {
     /// Counts the Fetch requests this shard answered: the partition a response fills first
     /// rotates with it, so a request-wide `max_bytes` does not starve the later partitions.
     pub fetches_answered: std::cell::Cell<u64>,
-    /// The caches this shard's partition logs share, within the shard's budgets.
-    pub storage: storage::StorageContext,
     /// The segment I/O of every partition log when a power loss is simulated; direct otherwise.
     pub power_loss_io: Option<storage::fault::FaultIo>,
+    /// How this shard opens partitions.
+    open_options: OpenOptions,
     /// Request bytes this shard's connections hold in memory.
     pub request_budget: crate::request_budget::RequestBudget,
 }
@@ -116,6 +95,13 @@ impl Shard {
             sealed_segment_files_max: fd_budget.sealed_segment_files_per_shard,
             ..storage::StorageBudgets::default()
         });
+        let power_loss_io = crate::power_loss::segment_io();
+        let open_options = OpenOptions {
+            storage,
+            default_segment_bytes: config.default_segment_bytes(),
+            snapshot_interval_bytes: config.producer_snapshot_interval_bytes,
+            power_loss_io: power_loss_io.clone(),
+        };
         Ok(Shard {
             id,
             count,
@@ -126,8 +112,8 @@ impl Shard {
             controller,
             fd_budget,
             fetches_answered: std::cell::Cell::new(0),
-            storage,
-            power_loss_io: crate::power_loss::segment_io(),
+            power_loss_io,
+            open_options,
             groups: crate::groups::GroupCoordinator::new(group_config),
             request_budget,
         })
@@ -174,23 +160,6 @@ impl Shard {
             .unwrap_or_default()
     }
 
-    fn log_config(&self, topic: &TopicMeta) -> LogConfig {
-        let config = LogConfig {
-            segment_bytes: (topic.config.segment_bytes)
-                .unwrap_or(self.config.default_segment_bytes()),
-            index_interval_bytes: topic.config.index_interval_bytes,
-            segment_ms: topic.config.segment_ms,
-            ..LogConfig::default()
-        };
-        match self.power_loss_io {
-            Some(_) => LogConfig {
-                segment_preallocate_bytes: crate::power_loss::SEGMENT_PREALLOCATE_BYTES,
-                ..config
-            },
-            None => config,
-        }
-    }
-
     /// Installs a new metadata snapshot and brings this shard's open logs in line with it:
     /// partitions of deleted topics are closed and removed, newly owned partitions opened.
     /// Returns the partitions that failed to open (each logged), as (topic, error).
@@ -225,7 +194,9 @@ impl Shard {
                     }
                     // Topic configs changed (AlterConfigs): the log applies them from its next
                     // append.
-                    Some(open) if config_changed => open.log.set_config(self.log_config(topic)),
+                    Some(open) if config_changed => {
+                        open.set_config(&topic.config, &self.open_options)
+                    }
                     Some(_) => {}
                 }
             }
@@ -294,125 +265,18 @@ impl Shard {
         created: bool,
     ) -> Result<(), String> {
         let dir = partition_dir(&self.config.data_dir, &topic.name, partition);
-        let failed = |what: &str, e: &dyn std::fmt::Display| {
-            let message = format!("cannot {what} {}: {e}", dir.display());
+        let opened = Partition::open(dir, topic.id, created, &topic.config, &self.open_options);
+        let opened = opened.await.inspect_err(|message| {
             log::error!("shard {}: {message}", self.id);
-            message
-        };
-        claim_partition_dir(&dir, topic.id, created).map_err(|e| failed("claim", &e))?;
-        let config = self.log_config(topic);
-        let opened = match &self.power_loss_io {
-            Some(io) => {
-                let io = Rc::new(io.clone());
-                PartitionLog::open_with_io(&self.storage, &dir, config, io).await
-            }
-            None => PartitionLog::open(&self.storage, &dir, config).await,
-        };
-        let log = opened.map_err(|e| failed("open", &e))?;
-        let producers = rebuild_producer_states(&log, &dir)
-            .await
-            .map_err(|e| failed("scan", &e))?;
+        })?;
         let mut logs = self.logs.borrow_mut();
         let entry = logs.entry(topic.name.clone()).or_insert_with(|| TopicLogs {
             id: topic.id,
             partitions: HashMap::new(),
         });
-        entry.partitions.insert(
-            partition,
-            Rc::new(Partition {
-                log,
-                producers: StateCell::new(producers),
-                dir,
-                appended_since_snapshot: std::cell::Cell::new(0),
-                last_flush_ms: std::cell::Cell::new(crate::ops::now_ms()),
-                leader_epoch: crate::metadata::SINGLE_NODE_LEADER_EPOCH,
-            }),
-        );
+        entry.partitions.insert(partition, Rc::new(opened));
         Ok(())
     }
-}
-
-/// Makes `dir` a directory of topic `id` before its log is opened. A directory left by an
-/// earlier topic of the same name (its `topic_id` differs) is removed; one without a `topic_id`
-/// is adopted at start-up (written by an older version), but moved aside, never served, when the
-/// partition was just created. Failing to record the id on a full disk only costs the proof of
-/// ownership, so it is logged, not fatal.
-fn claim_partition_dir(
-    dir: &std::path::Path,
-    id: uuid::Uuid,
-    created: bool,
-) -> std::io::Result<()> {
-    match crate::data_dir::read_topic_id(dir)? {
-        Some(found) if found == id => return Ok(()),
-        Some(found) => {
-            log::warn!(
-                "removing {}: left by deleted topic id {found}",
-                dir.display()
-            );
-            std::fs::remove_dir_all(dir)?;
-        }
-        None if created && dir.exists() => {
-            let aside = dir.with_file_name(format!(
-                "{}.{}-stray",
-                dir.file_name()
-                    .expect("a partition directory name")
-                    .to_string_lossy(),
-                id.simple()
-            ));
-            log::warn!(
-                "moving {} to {}: it predates the new partition",
-                dir.display(),
-                aside.display()
-            );
-            std::fs::rename(dir, &aside)?;
-        }
-        None => {}
-    }
-    std::fs::create_dir_all(dir)?;
-    if let Err(e) = crate::data_dir::write_topic_id(dir, id) {
-        log::warn!("cannot record the topic id in {}: {e}", dir.display());
-    }
-    Ok(())
-}
-
-/// Rebuilds producer state: the last snapshot, if it still matches the log, plus the batches
-/// after it; otherwise every stored batch. (A snapshot past the log end describes batches a
-/// crash cut off, and one before the log start may miss producers: both are ignored.)
-async fn rebuild_producer_states(
-    log: &PartitionLog,
-    dir: &std::path::Path,
-) -> Result<ProducerStates, storage::StorageError> {
-    let (mut states, mut offset) = match ProducerStates::read_snapshot(dir) {
-        Some((states, next)) if next >= log.log_start_offset() && next <= log.log_end_offset() => {
-            (states, next)
-        }
-        _ => (ProducerStates::default(), log.log_start_offset()),
-    };
-    while offset < log.log_end_offset() {
-        let bytes = match log.read(offset, PRODUCER_SCAN_READ_BYTES).await {
-            // A fenced range holds no batch storage can vouch for: its producers are not
-            // remembered, as if the batches had expired.
-            Err(storage::StorageError::CorruptRange { next_offset, .. }) => {
-                offset = next_offset;
-                continue;
-            }
-            result => result?,
-        };
-        assert!(
-            !bytes.is_empty(),
-            "a read below the log end returns a batch"
-        );
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            let header = BatchHeader::parse(rest).expect("storage returns whole batches");
-            let identity = BatchIdentity::of(&header);
-            states.observe_stored(&identity, header.base_offset, header.max_timestamp);
-            offset = header.next_offset();
-            rest = &rest[header.total_bytes()..];
-        }
-        glommio::yield_if_needed().await;
-    }
-    Ok(states)
 }
 
 #[cfg(test)]
@@ -435,37 +299,5 @@ mod tests {
             );
         }
         assert_eq!(shard_for("orders", 7, 4), shard_for("orders", 7, 4));
-    }
-
-    #[test]
-    fn a_new_partition_never_takes_over_old_data() {
-        let data_dir = std::env::temp_dir().join(format!(
-            "sluice-claim-{}",
-            crate::metadata::random_uuid().simple()
-        ));
-        let (old, new) = (
-            crate::metadata::random_uuid(),
-            crate::metadata::random_uuid(),
-        );
-        let dir = data_dir.join("t-0");
-        let read_id = |dir: &std::path::Path| crate::data_dir::read_topic_id(dir).unwrap();
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("old.log"), b"old").unwrap();
-        // Without a topic id, an existing directory is adopted at start-up...
-        claim_partition_dir(&dir, old, false).unwrap();
-        assert!(dir.join("old.log").exists());
-        assert_eq!(read_id(&dir), Some(old));
-        // ...and a directory of an earlier topic of the same name is removed.
-        claim_partition_dir(&dir, new, true).unwrap();
-        assert!(!dir.join("old.log").exists());
-        assert_eq!(read_id(&dir), Some(new));
-        // A directory without an id that a just-created partition finds is moved aside.
-        std::fs::remove_file(dir.join(crate::data_dir::TOPIC_ID_FILE_NAME)).unwrap();
-        std::fs::write(dir.join("stray.log"), b"stray").unwrap();
-        claim_partition_dir(&dir, new, true).unwrap();
-        assert!(!dir.join("stray.log").exists());
-        let aside = data_dir.join(format!("t-0.{}-stray", new.simple()));
-        assert!(aside.join("stray.log").exists());
-        std::fs::remove_dir_all(&data_dir).unwrap();
     }
 }

@@ -6,23 +6,14 @@
 //!
 //! - `flush.messages = N`: an append that leaves N or more records unsynced waits for an
 //!   fdatasync covering it before it is answered (Kafka flushes in the append path too).
-//! - `flush.ms = T`: a task per shard checks every [`FLUSH_CHECK_INTERVAL_MS`] and syncs each
+//! - `flush.ms = T`: a task per shard (`tasks::flush`) checks every few milliseconds and syncs each
 //!   partition whose unsynced data has waited T ms or more since its last flush.
 //!
 //! Either way the sync is the log's group-committed `sync_to`, shared with acks=all producers.
 
-use std::rc::Rc;
-
-use crate::ops::now_ms;
-use crate::shard::{Partition, Shard};
+use super::Partition;
+use crate::clock::now_ms;
 use crate::topic_config::TopicConfig;
-
-/// How often the flush task looks at the shard's partitions. A `flush.ms` below this is
-/// honoured to within one interval.
-pub const FLUSH_CHECK_INTERVAL_MS: u64 = 10;
-
-/// CPU shares of the flush task queue (produce and fetch have 1000).
-const FLUSH_SHARES: usize = 100;
 
 /// A topic's flush configs. `i64::MAX` (Kafka's default) means never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,61 +42,32 @@ impl FlushPolicy {
     }
 }
 
-/// Records in `partition` appended but not yet covered by an fdatasync.
-pub fn unsynced_records(partition: &Partition) -> i64 {
-    let log = &partition.log;
-    (log.log_end_offset() - log.synced_offset()).max(0)
-}
+impl Partition {
+    /// Records appended but not yet covered by an fdatasync.
+    pub fn unsynced_records(&self) -> i64 {
+        (self.log.log_end_offset() - self.log.synced_offset()).max(0)
+    }
 
-/// Runs the `flush.ms` checks of this shard in a task queue of their own.
-pub fn spawn_flusher(shard: Rc<Shard>) {
-    let queue = glommio::executor().create_task_queue(
-        glommio::Shares::Static(FLUSH_SHARES),
-        glommio::Latency::NotImportant,
-        "flush",
-    );
-    let interval = std::time::Duration::from_millis(FLUSH_CHECK_INTERVAL_MS);
-    let task = async move {
-        loop {
-            glommio::timer::sleep(interval).await;
-            flush_due_partitions(&shard).await;
+    /// Syncs the partition if its unsynced data has waited `flush.ms` since the last flush.
+    pub async fn flush_if_due(&self) {
+        let now = now_ms();
+        if self.unsynced_records() == 0 {
+            // Nothing waits: the clock starts with the next unsynced append.
+            self.last_flush_ms.set(now);
+            return;
         }
-    };
-    glommio::spawn_local_into(task, queue)
-        .expect("the flush task queue was just created")
-        .detach();
-}
-
-async fn flush_due_partitions(shard: &Shard) {
-    let metadata = shard.metadata();
-    let timed: Vec<(String, FlushPolicy)> = metadata
-        .topics
-        .values()
-        .map(|topic| (topic.name.clone(), FlushPolicy::of(&topic.config)))
-        .filter(|(_, policy)| policy.ms != i64::MAX)
-        .collect();
-    for (topic, policy) in timed {
-        for partition in shard.partitions_of(&topic) {
-            flush_if_due(&partition, &policy).await;
-            glommio::yield_if_needed().await;
+        if !self
+            .flush
+            .get()
+            .time_to_flush(self.last_flush_ms.get(), now)
+        {
+            return;
         }
-    }
-}
-
-async fn flush_if_due(partition: &Partition, policy: &FlushPolicy) {
-    let now = now_ms();
-    if unsynced_records(partition) == 0 {
-        // Nothing waits: the clock starts with the next unsynced append.
-        partition.last_flush_ms.set(now);
-        return;
-    }
-    if !policy.time_to_flush(partition.last_flush_ms.get(), now) {
-        return;
-    }
-    partition.last_flush_ms.set(now);
-    if let Err(e) = partition.log.sync_to(i64::MAX).await {
-        // The log logs its own I/O failures once per run; this only adds the cause.
-        log::debug!("flush.ms sync of {} failed: {e}", partition.dir.display());
+        self.last_flush_ms.set(now);
+        if let Err(e) = self.log.sync_to(i64::MAX).await {
+            // The log logs its own I/O failures once per run; this only adds the cause.
+            log::debug!("flush.ms sync of {} failed: {e}", self.dir.display());
+        }
     }
 }
 

@@ -1,0 +1,268 @@
+//! A partition this shard owns: its log, the idempotent-producer state derived from it, and
+//! its flush policy. Its operations (`ops.rs`) and flush rules (`flush.rs`) need only the
+//! partition, never the shard.
+//!
+//! Invariant: only the owner shard appends to, reads from or waits on a partition's log.
+
+mod flush;
+mod ops;
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use record_batch::BatchHeader;
+use storage::{LogConfig, PartitionLog};
+
+use crate::producers::{BatchIdentity, ProducerStates};
+use crate::topic_config::TopicConfig;
+
+pub use flush::FlushPolicy;
+pub use ops::{first_of, wait_for_any};
+
+/// DeleteRecords offset meaning "up to the high watermark".
+pub const DELETE_RECORDS_TO_HIGH_WATERMARK: i64 = -1;
+
+/// ListOffsets' timestamp asking for the record with the largest timestamp (KIP-734, v7+).
+pub const MAX_TIMESTAMP: i64 = -3;
+
+/// Acks value meaning "answer once the append is durable" (acks=all).
+pub const ACKS_ALL: i16 = -1;
+
+/// Result of an append on the owner shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// One partition to read, with its place in the request.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// What a fetch learns about one partition.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionRead {
+    pub error: Option<ResponseError>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+/// Bytes read at a time while rebuilding producer state from a log.
+const PRODUCER_SCAN_READ_BYTES: usize = 1 << 20;
+
+/// A partition this shard owns.
+pub struct Partition {
+    pub log: PartitionLog,
+    pub producers: RefCell<ProducerStates>,
+    pub dir: PathBuf,
+    /// Bytes appended since the last producer-state snapshot.
+    appended_since_snapshot: Cell<u64>,
+    /// A producer-state snapshot is written after this many appended bytes.
+    snapshot_interval_bytes: u64,
+    /// The topic's `flush.messages` and `flush.ms`.
+    pub flush: Cell<FlushPolicy>,
+    /// When `flush.ms` last synced (or found nothing to sync), ms since the Unix epoch.
+    last_flush_ms: Cell<i64>,
+    /// The partition leader epoch this broker appends under, stamped into every batch.
+    pub leader_epoch: i32,
+}
+
+/// How to open a partition, from the broker's settings.
+pub struct OpenOptions {
+    /// The caches the shard's partition logs share, within the shard's budgets.
+    pub storage: storage::StorageContext,
+    /// The broker's `--segment-bytes`, for topics that set no `segment.bytes`.
+    pub default_segment_bytes: u64,
+    pub snapshot_interval_bytes: u64,
+    /// The segment I/O when a power loss is simulated; direct otherwise.
+    pub power_loss_io: Option<storage::fault::FaultIo>,
+}
+
+impl OpenOptions {
+    /// The storage settings of a partition of a topic with `config`.
+    pub fn log_config(&self, config: &TopicConfig) -> LogConfig {
+        let log_config = LogConfig {
+            segment_bytes: config.segment_bytes.unwrap_or(self.default_segment_bytes),
+            index_interval_bytes: config.index_interval_bytes,
+            segment_ms: config.segment_ms,
+            ..LogConfig::default()
+        };
+        match self.power_loss_io {
+            Some(_) => LogConfig {
+                segment_preallocate_bytes: crate::power_loss::SEGMENT_PREALLOCATE_BYTES,
+                ..log_config
+            },
+            None => log_config,
+        }
+    }
+}
+
+impl Partition {
+    /// Opens the partition in `dir` of topic `topic_id`; `created` says the topic or partition
+    /// was created just now, so that no data found in its directory may be served. On failure
+    /// returns what went wrong, naming the directory.
+    pub async fn open(
+        dir: PathBuf,
+        topic_id: uuid::Uuid,
+        created: bool,
+        config: &TopicConfig,
+        options: &OpenOptions,
+    ) -> Result<Partition, String> {
+        let failed =
+            |what: &str, e: &dyn std::fmt::Display| format!("cannot {what} {}: {e}", dir.display());
+        claim_partition_dir(&dir, topic_id, created).map_err(|e| failed("claim", &e))?;
+        let log_config = options.log_config(config);
+        let opened = match &options.power_loss_io {
+            Some(io) => {
+                let io = Rc::new(io.clone());
+                PartitionLog::open_with_io(&options.storage, &dir, log_config, io).await
+            }
+            None => PartitionLog::open(&options.storage, &dir, log_config).await,
+        };
+        let log = opened.map_err(|e| failed("open", &e))?;
+        let producers = rebuild_producer_states(&log, &dir)
+            .await
+            .map_err(|e| failed("scan", &e))?;
+        Ok(Partition {
+            log,
+            producers: RefCell::new(producers),
+            dir,
+            appended_since_snapshot: Cell::new(0),
+            snapshot_interval_bytes: options.snapshot_interval_bytes,
+            flush: Cell::new(FlushPolicy::of(config)),
+            last_flush_ms: Cell::new(crate::clock::now_ms()),
+            leader_epoch: crate::metadata::SINGLE_NODE_LEADER_EPOCH,
+        })
+    }
+
+    /// Applies changed topic configs: the log from its next append, the flush policy at once.
+    pub fn set_config(&self, config: &TopicConfig, options: &OpenOptions) {
+        self.log.set_config(options.log_config(config));
+        self.flush.set(FlushPolicy::of(config));
+    }
+}
+
+/// Makes `dir` a directory of topic `id` before its log is opened. A directory left by an
+/// earlier topic of the same name (its `topic_id` differs) is removed; one without a `topic_id`
+/// is adopted at start-up (written by an older version), but moved aside, never served, when the
+/// partition was just created. Failing to record the id on a full disk only costs the proof of
+/// ownership, so it is logged, not fatal.
+fn claim_partition_dir(dir: &Path, id: uuid::Uuid, created: bool) -> std::io::Result<()> {
+    match crate::data_dir::read_topic_id(dir)? {
+        Some(found) if found == id => return Ok(()),
+        Some(found) => {
+            log::warn!(
+                "removing {}: left by deleted topic id {found}",
+                dir.display()
+            );
+            std::fs::remove_dir_all(dir)?;
+        }
+        None if created && dir.exists() => {
+            let aside = dir.with_file_name(format!(
+                "{}.{}-stray",
+                dir.file_name()
+                    .expect("a partition directory name")
+                    .to_string_lossy(),
+                id.simple()
+            ));
+            log::warn!(
+                "moving {} to {}: it predates the new partition",
+                dir.display(),
+                aside.display()
+            );
+            std::fs::rename(dir, &aside)?;
+        }
+        None => {}
+    }
+    std::fs::create_dir_all(dir)?;
+    if let Err(e) = crate::data_dir::write_topic_id(dir, id) {
+        log::warn!("cannot record the topic id in {}: {e}", dir.display());
+    }
+    Ok(())
+}
+
+/// Rebuilds producer state: the last snapshot, if it still matches the log, plus the batches
+/// after it; otherwise every stored batch. (A snapshot past the log end describes batches a
+/// crash cut off, and one before the log start may miss producers: both are ignored.)
+async fn rebuild_producer_states(
+    log: &PartitionLog,
+    dir: &Path,
+) -> Result<ProducerStates, storage::StorageError> {
+    let (mut states, mut offset) = match ProducerStates::read_snapshot(dir) {
+        Some((states, next)) if next >= log.log_start_offset() && next <= log.log_end_offset() => {
+            (states, next)
+        }
+        _ => (ProducerStates::default(), log.log_start_offset()),
+    };
+    while offset < log.log_end_offset() {
+        let bytes = match log.read(offset, PRODUCER_SCAN_READ_BYTES).await {
+            // A fenced range holds no batch storage can vouch for: its producers are not
+            // remembered, as if the batches had expired.
+            Err(storage::StorageError::CorruptRange { next_offset, .. }) => {
+                offset = next_offset;
+                continue;
+            }
+            result => result?,
+        };
+        assert!(
+            !bytes.is_empty(),
+            "a read below the log end returns a batch"
+        );
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let header = BatchHeader::parse(rest).expect("storage returns whole batches");
+            let identity = BatchIdentity::of(&header);
+            states.observe_stored(&identity, header.base_offset, header.max_timestamp);
+            offset = header.next_offset();
+            rest = &rest[header.total_bytes()..];
+        }
+        glommio::yield_if_needed().await;
+    }
+    Ok(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_partition_never_takes_over_old_data() {
+        let data_dir = std::env::temp_dir().join(format!(
+            "sluice-claim-{}",
+            crate::metadata::random_uuid().simple()
+        ));
+        let (old, new) = (
+            crate::metadata::random_uuid(),
+            crate::metadata::random_uuid(),
+        );
+        let dir = data_dir.join("t-0");
+        let read_id = |dir: &std::path::Path| crate::data_dir::read_topic_id(dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("old.log"), b"old").unwrap();
+        // Without a topic id, an existing directory is adopted at start-up...
+        claim_partition_dir(&dir, old, false).unwrap();
+        assert!(dir.join("old.log").exists());
+        assert_eq!(read_id(&dir), Some(old));
+        // ...and a directory of an earlier topic of the same name is removed.
+        claim_partition_dir(&dir, new, true).unwrap();
+        assert!(!dir.join("old.log").exists());
+        assert_eq!(read_id(&dir), Some(new));
+        // A directory without an id that a just-created partition finds is moved aside.
+        std::fs::remove_file(dir.join(crate::data_dir::TOPIC_ID_FILE_NAME)).unwrap();
+        std::fs::write(dir.join("stray.log"), b"stray").unwrap();
+        claim_partition_dir(&dir, new, true).unwrap();
+        assert!(!dir.join("stray.log").exists());
+        let aside = data_dir.join(format!("t-0.{}-stray", new.simple()));
+        assert!(aside.join("stray.log").exists());
+        std::fs::remove_dir_all(&data_dir).unwrap();
+    }
+}

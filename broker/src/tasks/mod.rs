@@ -1,0 +1,18 @@
+//! A shard's periodic background work, each a small loop with its interval named: retention,
+//! the `flush.ms` timer and the consumer-group timers. Retention and flush run in task queues
+//! of their own with fewer shares than request handling.
+
+pub mod flush;
+pub mod retention;
+
+use std::rc::Rc;
+
+use crate::groups::GroupCoordinator;
+use crate::shard::Shard;
+
+/// Starts every periodic task of `shard`.
+pub fn spawn_all(shard: &Rc<Shard>) {
+    glommio::spawn_local(GroupCoordinator::run_timers(shard.clone())).detach();
+    retention::spawn(shard.clone());
+    flush::spawn(shard.clone());
+}
