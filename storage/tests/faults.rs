@@ -40,29 +40,6 @@ async fn open(partition: &Path, io: &FaultIo) -> PartitionLog {
     .unwrap()
 }
 
-/// Appends each batch and returns the stored form with its base offset.
-async fn append_all(log: &PartitionLog, batches: &[Vec<u8>]) -> Vec<(i64, Vec<u8>)> {
-    let mut stored_batches = Vec::new();
-    for batch in batches {
-        let info = log.append(validated(batch)).await.unwrap();
-        stored_batches.push((info.base_offset, stored(batch, info.base_offset)));
-    }
-    stored_batches
-}
-
-/// The whole log, read batch by batch from the log start.
-async fn read_all(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
-    let mut offset = log.log_start_offset();
-    let mut batches = Vec::new();
-    while offset < log.log_end_offset() {
-        let got = split_batches(&log.read(offset, 1 << 20).await.unwrap());
-        let (last_base, last) = got.last().unwrap();
-        offset = last_base + last_offset_delta(last) + 1;
-        batches.extend(got);
-    }
-    batches
-}
-
 fn file_bytes(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }

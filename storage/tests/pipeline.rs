@@ -94,19 +94,6 @@ async fn open(partition: &Path, io: &FaultIo) -> PartitionLog {
     log
 }
 
-/// The whole log, read batch by batch from the log start.
-async fn read_all(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
-    let mut offset = log.log_start_offset();
-    let mut batches = Vec::new();
-    while offset < log.log_end_offset() {
-        let got = split_batches(&log.read(offset, 1 << 20).await.unwrap());
-        let (last_base, last) = got.last().unwrap();
-        offset = last_base + last_offset_delta(last) + 1;
-        batches.extend(got);
-    }
-    batches
-}
-
 /// Replays one case.
 const REPLAY_VARIABLE: &str = "STORAGE_PIPELINE_SEED";
 

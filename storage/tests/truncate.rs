@@ -7,9 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use bytes::Bytes;
 use common::*;
-use storage::{LogConfig, PartitionLog, StorageError, ValidatedBatches};
+use storage::{LogConfig, PartitionLog, StorageError};
 
 /// Segments of 4096 bytes hold two of the ~1500-byte batches below: a third one rolls.
 fn config() -> LogConfig {
@@ -32,28 +31,6 @@ async fn open(partition: &Path) -> PartitionLog {
         .unwrap()
 }
 
-async fn append(log: &PartitionLog, batches: &[Vec<u8>]) -> Vec<(i64, Vec<u8>)> {
-    let mut stored_batches = Vec::new();
-    for batch in batches {
-        let validated = ValidatedBatches::validate(Bytes::copy_from_slice(batch)).unwrap();
-        let info = log.append(validated).await.unwrap();
-        stored_batches.push((info.base_offset, stored(batch, info.base_offset)));
-    }
-    stored_batches
-}
-
-async fn read_all(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
-    let mut offset = log.log_start_offset();
-    let mut batches = Vec::new();
-    while offset < log.log_end_offset() {
-        let got = split_batches(&log.read(offset, 1 << 20).await.unwrap());
-        let (last_base, last) = got.last().unwrap();
-        offset = last_base + last_offset_delta(last) + 1;
-        batches.extend(got);
-    }
-    batches
-}
-
 /// Two-record batches 0..n: batch i holds offsets 2i and 2i + 1; two batches per segment.
 fn batches(count: usize, fill: u8) -> Vec<Vec<u8>> {
     (0..count).map(|i| batch(2, fill + i as u8)).collect()
@@ -65,9 +42,9 @@ fn truncation_in_the_active_segment_then_appends_read_back_across_restarts() {
         let dir = TestDir::new("truncate-active");
         let partition = dir.partition();
         let log = open(&partition).await;
-        let mut expected = append(&log, &batches(5, 0)).await;
+        let mut expected = append_all(&log, &batches(5, 0)).await;
         // Batch 4 (offsets 8, 9) is alone in the active segment; batch 5 joins it.
-        expected.extend(append(&log, &batches(1, 50)).await);
+        expected.extend(append_all(&log, &batches(1, 50)).await);
         log.advance_high_watermark(12);
         log.truncate_to(10).await.unwrap();
         expected.truncate(5);
@@ -79,7 +56,7 @@ fn truncation_in_the_active_segment_then_appends_read_back_across_restarts() {
         );
         assert!(log.synced_offset() <= 10);
         assert_eq!(read_all(&log).await, expected);
-        expected.extend(append(&log, &batches(2, 100)).await);
+        expected.extend(append_all(&log, &batches(2, 100)).await);
         assert_eq!(expected[5].0, 10);
         assert_eq!(read_all(&log).await, expected);
         log.close().await.unwrap();
@@ -88,7 +65,7 @@ fn truncation_in_the_active_segment_then_appends_read_back_across_restarts() {
         // A crash (no close) after a synced truncation and append.
         log.truncate_to(12).await.unwrap();
         expected.truncate(6);
-        expected.extend(append(&log, &batches(1, 150)).await);
+        expected.extend(append_all(&log, &batches(1, 150)).await);
         log.sync_to(i64::MAX).await.unwrap();
         drop(log);
         let log = open(&partition).await;
@@ -103,7 +80,7 @@ fn truncation_across_segments_deletes_the_later_ones_and_cuts_the_holding_one() 
         let dir = TestDir::new("truncate-segments");
         let partition = dir.partition();
         let log = open(&partition).await;
-        let mut expected = append(&log, &batches(9, 0)).await;
+        let mut expected = append_all(&log, &batches(9, 0)).await;
         assert_eq!(segment_files(&partition).len(), 5);
         // Offset 6 is the second batch of the sealed segment starting at 4.
         log.truncate_to(6).await.unwrap();
@@ -111,20 +88,20 @@ fn truncation_across_segments_deletes_the_later_ones_and_cuts_the_holding_one() 
         assert_eq!(read_all(&log).await, expected);
         let bases: Vec<i64> = segment_files(&partition).iter().map(|(b, _)| *b).collect();
         assert_eq!(bases, [0, 4]);
-        expected.extend(append(&log, &batches(3, 100)).await);
+        expected.extend(append_all(&log, &batches(3, 100)).await);
         assert_eq!(read_all(&log).await, expected);
         // At a segment's base offset: that segment is emptied and stays the active one.
         log.truncate_to(8).await.unwrap();
         expected.truncate(4);
         assert_eq!(read_all(&log).await, expected);
-        expected.extend(append(&log, &batches(1, 200)).await);
+        expected.extend(append_all(&log, &batches(1, 200)).await);
         log.close().await.unwrap();
         let log = open(&partition).await;
         assert_eq!(read_all(&log).await, expected);
         // Down to the log start: an empty log at offset 0 that takes appends again.
         log.truncate_to(0).await.unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
-        let expected = append(&log, &batches(3, 250)).await;
+        let expected = append_all(&log, &batches(3, 250)).await;
         assert_eq!(expected[0].0, 0);
         drop(log);
         let log = open(&partition).await;
@@ -139,7 +116,7 @@ fn truncation_inside_a_batch_or_outside_the_log_is_refused_and_changes_nothing()
         let dir = TestDir::new("truncate-refused");
         let partition = dir.partition();
         let log = open(&partition).await;
-        let expected = append(&log, &batches(4, 0)).await;
+        let expected = append_all(&log, &batches(4, 0)).await;
         match log.truncate_to(3).await {
             Err(StorageError::NotBatchBoundary {
                 offset: 3,

@@ -404,3 +404,28 @@ thread_local! {
 pub fn context() -> storage::StorageContext {
     CONTEXT.with(|context| context.clone())
 }
+
+/// Appends each batch in turn, returning the stored form of every batch with its base offset.
+pub async fn append_all(log: &storage::PartitionLog, batches: &[Vec<u8>]) -> Vec<(i64, Vec<u8>)> {
+    let mut stored_batches = Vec::new();
+    for batch in batches {
+        let validated =
+            storage::ValidatedBatches::validate(bytes::Bytes::copy_from_slice(batch)).unwrap();
+        let info = log.append(validated).await.unwrap();
+        stored_batches.push((info.base_offset, stored(batch, info.base_offset)));
+    }
+    stored_batches
+}
+
+/// The whole log, read batch by batch from the log start.
+pub async fn read_all(log: &storage::PartitionLog) -> Vec<(i64, Vec<u8>)> {
+    let mut offset = log.log_start_offset();
+    let mut batches = Vec::new();
+    while offset < log.log_end_offset() {
+        let got = split_batches(&log.read(offset, 1 << 20).await.unwrap());
+        let (last_base, last) = got.last().unwrap();
+        offset = last_base + last_offset_delta(last) + 1;
+        batches.extend(got);
+    }
+    batches
+}
