@@ -11,7 +11,6 @@ use crate::records::{self, RecordPolicy};
 /// DMA buffer, so this bounds that buffer (plus at most one alignment block of tail bytes).
 pub const APPEND_BYTES_MAX: usize = BATCH_BYTES_MAX;
 
-const _: () = assert!(BATCH_HEADER_BYTES < BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_MAX <= APPEND_BYTES_MAX);
 const _: () = assert!(APPEND_BYTES_MAX <= i32::MAX as usize);
 
