@@ -8,7 +8,7 @@
 //!
 //! `meta/reserve` holds a few MiB of zeros that a metadata change releases when the disk is
 //! full, so that DeleteTopics, the way to get space back, still works (see
-//! [`crate::metadata::MetadataSnapshot::persist`]).
+//! [`crate::cluster::metadata::MetadataSnapshot::persist`]).
 //!
 //! Invariant: start-up never deletes a directory without a `topic_id` file, and a partition is
 //! never opened on a directory whose `topic_id` names another topic.
@@ -16,7 +16,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::metadata::MetadataSnapshot;
+use crate::cluster::metadata::MetadataSnapshot;
 
 /// File in each partition directory naming, as a UUID, the topic it belongs to.
 pub const TOPIC_ID_FILE_NAME: &str = "topic_id";
@@ -53,7 +53,7 @@ pub fn partition_dirs(data_dir: &Path) -> std::io::Result<Vec<PartitionDir>> {
             continue;
         };
         if partition < 0
-            || crate::metadata::validate_topic_name(topic).is_err()
+            || crate::cluster::metadata::validate_topic_name(topic).is_err()
             || !entry.file_type()?.is_dir()
         {
             continue;
@@ -214,7 +214,7 @@ pub fn release_reserve(data_dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{random_uuid, TopicMeta};
+    use crate::cluster::metadata::{random_uuid, TopicMeta};
 
     fn temp_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("sluice-data-dir-{}", random_uuid().simple()));

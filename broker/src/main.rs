@@ -1,17 +1,15 @@
 //! `sluice`: the broker (`sluice serve`) and its command-line tools.
 
-mod broker_config;
 mod clock;
+mod cluster;
 mod config;
 mod connection;
-mod controller;
 mod data_dir;
 mod errors;
 mod fd_budget;
 mod groups;
 mod handlers;
 mod log_limit;
-mod metadata;
 mod partition;
 mod power_loss;
 mod producers;
@@ -19,7 +17,6 @@ mod request_budget;
 mod server;
 mod shard;
 mod tasks;
-mod topic_config;
 
 use clap::{Parser, Subcommand};
 

@@ -425,7 +425,7 @@ mod tests {
     fn snapshots_round_trip() {
         let dir = std::env::temp_dir().join(format!(
             "sluice-producers-{}",
-            crate::metadata::random_uuid().simple()
+            crate::cluster::metadata::random_uuid().simple()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let mut states = ProducerStates::default();

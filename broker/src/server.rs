@@ -7,13 +7,13 @@ use std::sync::{Arc, Barrier};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::cluster::metadata::MetadataSnapshot;
 use crate::config::ServeArgs;
 use crate::connection;
 use crate::data_dir;
 use crate::fd_budget::FdBudget;
 use crate::groups::store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::groups::GroupCoordinator;
-use crate::metadata::MetadataSnapshot;
 use crate::shard::mesh::{Envelope, Mesh, INBOX_MESSAGES_MAX};
 use crate::shard::Shard;
 
@@ -242,9 +242,9 @@ pub(crate) fn ensure_offsets_topic(
     let configs = [("cleanup.policy".to_string(), "compact".to_string())]
         .into_iter()
         .collect();
-    let meta = crate::metadata::TopicMeta::new(
+    let meta = crate::cluster::metadata::TopicMeta::new(
         OFFSETS_TOPIC.to_string(),
-        crate::metadata::random_uuid(),
+        crate::cluster::metadata::random_uuid(),
         OFFSETS_TOPIC_PARTITIONS,
         configs,
     );

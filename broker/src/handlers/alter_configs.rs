@@ -17,7 +17,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use crate::controller::{self, BrokerTarget, ConfigChange, Refusal};
+use crate::cluster::controller::{BrokerTarget, ConfigChange, Refusal};
+use crate::shard::admin;
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 2;
@@ -75,13 +76,12 @@ async fn apply(
             _ => None,
         })
         .collect();
-    let mut topics_done = controller::alter_topic_configs(&ctx.shard, topic_changes, validate_only)
+    let mut topics_done = admin::alter_topic_configs(&ctx.shard, topic_changes, validate_only)
         .await
         .into_iter();
-    let mut brokers_done =
-        controller::alter_broker_configs(&ctx.shard, broker_changes, validate_only)
-            .await
-            .into_iter();
+    let mut brokers_done = admin::alter_broker_configs(&ctx.shard, broker_changes, validate_only)
+        .await
+        .into_iter();
     routes
         .into_iter()
         .map(|(r, _)| match r {

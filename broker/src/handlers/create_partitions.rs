@@ -5,7 +5,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use crate::controller;
+use crate::shard::admin;
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 3;
@@ -19,7 +19,7 @@ pub async fn handle(
         .iter()
         .map(|t| (t.name.0.to_string(), t.count))
         .collect();
-    let outcomes = controller::create_partitions(&ctx.shard, asks, request.validate_only).await;
+    let outcomes = admin::create_partitions(&ctx.shard, asks, request.validate_only).await;
     let results = request
         .topics
         .iter()

@@ -11,9 +11,10 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use crate::controller::{self, Refusal, TopicSpec};
-use crate::metadata::TopicMeta;
-use crate::topic_config::TOPIC_CONFIGS;
+use crate::cluster::controller::{Refusal, TopicSpec};
+use crate::cluster::metadata::TopicMeta;
+use crate::cluster::topic_config::TOPIC_CONFIGS;
+use crate::shard::admin;
 
 pub const VERSION_MIN: i16 = 2;
 pub const VERSION_MAX: i16 = 7;
@@ -51,7 +52,7 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
             Err(refusal) => results.push(Some(Err(refusal))),
         }
     }
-    let mut created = controller::create_topics(&ctx.shard, specs, request.validate_only)
+    let mut created = admin::create_topics(&ctx.shard, specs, request.validate_only)
         .await
         .into_iter();
     let topics = request

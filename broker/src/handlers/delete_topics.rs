@@ -6,7 +6,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use crate::controller;
+use crate::shard::admin;
 
 pub const VERSION_MIN: i16 = 1;
 pub const VERSION_MAX: i16 = 6;
@@ -39,9 +39,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
         .iter()
         .filter_map(|t| t.as_ref().ok().cloned())
         .collect();
-    let mut deleted = controller::delete_topics(&ctx.shard, names)
-        .await
-        .into_iter();
+    let mut deleted = admin::delete_topics(&ctx.shard, names).await.into_iter();
     let responses = targets
         .into_iter()
         .map(|target| match target {

@@ -12,10 +12,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::create_topics::{CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use super::RequestContext;
-use crate::broker_config::{BROKER_CONFIGS, READ_ONLY_CONFIGS};
+use crate::cluster::broker_config::{BROKER_CONFIGS, READ_ONLY_CONFIGS};
+use crate::cluster::metadata::MetadataSnapshot;
+use crate::cluster::topic_config::{ConfigKind, TOPIC_CONFIGS};
 use crate::config::ServeArgs;
-use crate::metadata::MetadataSnapshot;
-use crate::topic_config::{ConfigKind, TOPIC_CONFIGS};
 
 pub const VERSION_MIN: i16 = 1;
 pub const VERSION_MAX: i16 = 4;

@@ -8,7 +8,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::RequestContext;
-use crate::controller;
+use crate::shard::admin;
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 4;
@@ -27,7 +27,7 @@ pub async fn handle(
             .with_producer_id(request.producer_id)
             .with_producer_epoch(request.producer_epoch + 1);
     }
-    match controller::allocate_producer_id(&ctx.shard).await {
+    match admin::allocate_producer_id(&ctx.shard).await {
         Ok(id) => response
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

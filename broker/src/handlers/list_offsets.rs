@@ -9,7 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{partition_result, start_on_owners, RequestContext};
-use crate::metadata::SINGLE_NODE_LEADER_EPOCH;
+use crate::cluster::metadata::SINGLE_NODE_LEADER_EPOCH;
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 1;

@@ -12,8 +12,10 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authorized_operations, RequestContext};
-use crate::controller;
-use crate::metadata::{validate_topic_name, MetadataSnapshot, TopicMeta, SINGLE_NODE_LEADER_EPOCH};
+use crate::cluster::metadata::{
+    validate_topic_name, MetadataSnapshot, TopicMeta, SINGLE_NODE_LEADER_EPOCH,
+};
+use crate::shard::admin;
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 12;
@@ -47,9 +49,9 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
                 _ => None,
             })
             .collect();
-        let mut refusals = controller::AutoCreateRefusals::new();
+        let mut refusals = admin::AutoCreateRefusals::new();
         if allow_auto_create && !missing.is_empty() {
-            refusals = controller::auto_create(&ctx.shard, missing).await;
+            refusals = admin::auto_create(&ctx.shard, missing).await;
             snapshot = ctx.shard.metadata();
         }
         requested
@@ -110,7 +112,7 @@ fn resolve(snapshot: &MetadataSnapshot, name: Option<TopicName>, id: uuid::Uuid)
 fn requested_entry(
     snapshot: &MetadataSnapshot,
     requested: &Requested,
-    refusals: &controller::AutoCreateRefusals,
+    refusals: &admin::AutoCreateRefusals,
     node: BrokerId,
 ) -> MetadataResponseTopic {
     match requested {

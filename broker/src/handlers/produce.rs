@@ -20,10 +20,10 @@ use storage::{BatchError, ValidatedBatches};
 
 use super::RequestContext;
 use crate::clock::now_ms;
-use crate::controller;
+use crate::cluster::metadata::TopicMeta;
 use crate::errors::{batch_error, code};
-use crate::metadata::TopicMeta;
 use crate::partition::{Appended, ACKS_ALL};
+use crate::shard::admin;
 use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 
@@ -223,9 +223,9 @@ async fn produce_partition(
 ) -> Result<Produced, Refused> {
     // Hold the snapshot rather than cloning the topic's metadata on every produce.
     let mut snapshot = shard.metadata();
-    let mut refusals = controller::AutoCreateRefusals::new();
+    let mut refusals = admin::AutoCreateRefusals::new();
     if !snapshot.topics.contains_key(&topic) {
-        refusals = controller::auto_create(&shard, vec![topic.clone()]).await;
+        refusals = admin::auto_create(&shard, vec![topic.clone()]).await;
         snapshot = shard.metadata();
     }
     let meta = snapshot.topics.get(&topic).ok_or_else(|| {

@@ -13,7 +13,7 @@
 
 use super::Partition;
 use crate::clock::now_ms;
-use crate::topic_config::TopicConfig;
+use crate::cluster::topic_config::TopicConfig;
 
 /// A topic's flush configs. `i64::MAX` (Kafka's default) means never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,8 +16,8 @@ use kafka_protocol::error::ResponseError;
 use record_batch::BatchHeader;
 use storage::{LogConfig, PartitionLog};
 
+use crate::cluster::topic_config::TopicConfig;
 use crate::producers::{BatchIdentity, ProducerStates};
-use crate::topic_config::TopicConfig;
 
 pub use flush::FlushPolicy;
 pub use ops::{first_of, wait_for_any};
@@ -140,7 +140,7 @@ impl Partition {
             snapshot_interval_bytes: options.snapshot_interval_bytes,
             flush: Cell::new(FlushPolicy::of(config)),
             last_flush_ms: Cell::new(crate::clock::now_ms()),
-            leader_epoch: crate::metadata::SINGLE_NODE_LEADER_EPOCH,
+            leader_epoch: crate::cluster::metadata::SINGLE_NODE_LEADER_EPOCH,
         })
     }
 
@@ -238,11 +238,11 @@ mod tests {
     fn a_new_partition_never_takes_over_old_data() {
         let data_dir = std::env::temp_dir().join(format!(
             "sluice-claim-{}",
-            crate::metadata::random_uuid().simple()
+            crate::cluster::metadata::random_uuid().simple()
         ));
         let (old, new) = (
-            crate::metadata::random_uuid(),
-            crate::metadata::random_uuid(),
+            crate::cluster::metadata::random_uuid(),
+            crate::cluster::metadata::random_uuid(),
         );
         let dir = data_dir.join("t-0");
         let read_id = |dir: &std::path::Path| crate::data_dir::read_topic_id(dir).unwrap();

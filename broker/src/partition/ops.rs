@@ -15,9 +15,9 @@ use super::{
     Appended, Partition, PartitionRead, ACKS_ALL, DELETE_RECORDS_TO_HIGH_WATERMARK, MAX_TIMESTAMP,
 };
 use crate::clock::now_ms;
+use crate::cluster::topic_config::TopicConfig;
 use crate::errors::storage_error;
 use crate::producers::{BatchIdentity, Verdict};
-use crate::topic_config::TopicConfig;
 
 impl Partition {
     /// Appends one produced batch and answers once it is as durable as `acks` (or the topic's

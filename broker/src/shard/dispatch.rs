@@ -7,9 +7,9 @@ use kafka_protocol::error::ResponseError;
 
 use super::message::{Reply, Request};
 use super::Shard;
+use crate::groups;
 use crate::groups::store::OFFSETS_TOPIC;
 use crate::partition::{self, PartitionRead, ReadSpec};
-use crate::{controller, groups};
 
 /// Serves `request` on `shard` (the partition's owner, the group's coordinator or the
 /// controller, as the sender chose).
@@ -60,36 +60,39 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
 
 /// Metadata changes, on the controller shard.
 async fn handle_controller(shard: Rc<Shard>, request: Request) -> Reply {
+    let controller = shard.controller();
     match request {
-        Request::AllocateProducerId => {
-            Reply::AllocateProducerId(controller::allocate_producer_id_here(&shard))
-        }
+        Request::AllocateProducerId => Reply::AllocateProducerId(controller.allocate_producer_id()),
         Request::CreateTopics {
             specs,
             validate_only,
-        } => {
-            Reply::CreateTopics(controller::create_topics_here(&shard, specs, validate_only).await)
-        }
+        } => Reply::CreateTopics(controller.create_topics(&shard, specs, validate_only).await),
         Request::DeleteTopics { names } => {
-            Reply::DeleteTopics(controller::delete_topics_here(&shard, names).await)
+            Reply::DeleteTopics(controller.delete_topics(&shard, names).await)
         }
         Request::CreatePartitions {
             requests,
             validate_only,
         } => Reply::CreatePartitions(
-            controller::create_partitions_here(&shard, requests, validate_only).await,
+            controller
+                .create_partitions(&shard, requests, validate_only)
+                .await,
         ),
         Request::AlterTopicConfigs {
             changes,
             validate_only,
         } => Reply::AlterTopicConfigs(
-            controller::alter_topic_configs_here(&shard, changes, validate_only).await,
+            controller
+                .alter_topic_configs(&shard, changes, validate_only)
+                .await,
         ),
         Request::AlterBrokerConfigs {
             changes,
             validate_only,
         } => Reply::AlterBrokerConfigs(
-            controller::alter_broker_configs_here(&shard, changes, validate_only).await,
+            controller
+                .alter_broker_configs(&shard, changes, validate_only)
+                .await,
         ),
         _ => unreachable!("handle sends only controller requests here"),
     }

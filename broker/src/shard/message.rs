@@ -12,10 +12,10 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use storage::ValidatedBatches;
 
-use crate::controller::{BrokerTarget, ConfigChange, Refusal, TopicSpec};
+use crate::cluster::controller::{BrokerTarget, ConfigChange, Refusal, TopicSpec};
+use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 use crate::groups::group::{JoinArgs, JoinResult, SyncResult};
 use crate::groups::{CommitEntry, GroupSummary, OffsetsByTopic};
-use crate::metadata::{MetadataSnapshot, TopicMeta};
 use crate::partition::{Appended, PartitionRead, ReadSpec};
 
 /// Work for another shard (or this one): partitions go to their owner shard, groups to their

@@ -5,6 +5,7 @@
 //! [`message::Request`] into its bounded inbox (`mesh`), which `dispatch` serves on this shard's
 //! executor.
 
+pub mod admin;
 pub mod dispatch;
 pub mod mesh;
 pub mod message;
@@ -15,25 +16,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::controller::{Controller, ControllerConfig};
+use crate::cluster::metadata::{partition_dir, MetadataSnapshot, TopicMeta};
+pub use crate::cluster::placement::shard_for;
 use crate::config::ServeArgs;
-use crate::controller::Controller;
-use crate::metadata::{partition_dir, MetadataSnapshot, TopicMeta};
 use crate::partition::{OpenOptions, Partition};
-
-/// The shard that owns a partition. A pure function of the topic name, the partition and the
-/// shard count, so every shard agrees without asking; consecutive partitions of one topic go to
-/// consecutive shards.
-pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> usize {
-    assert!(shard_count > 0);
-    assert!(partition >= 0);
-    // FNV-1a: stable across builds and platforms, unlike std's randomly seeded hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in topic.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash.wrapping_add(partition as u64) % shard_count as u64) as usize
-}
 
 struct TopicLogs {
     id: uuid::Uuid,
@@ -50,7 +37,7 @@ pub struct Shard {
     /// Consumer groups this shard coordinates.
     pub groups: crate::groups::GroupCoordinator,
     /// Present on shard 0 only: the single writer of metadata.
-    pub controller: Option<Controller>,
+    controller: Option<Controller>,
     /// How the process's descriptors are divided; the controller refuses partitions beyond it.
     pub fd_budget: crate::fd_budget::FdBudget,
     /// Counts the Fetch requests this shard answered: the partition a response fills first
@@ -77,7 +64,11 @@ impl Shard {
         let initial_rebalance_delay =
             Duration::from_millis(config.group_initial_rebalance_delay_ms);
         let controller = if id == 0 {
-            Some(Controller::new(&config.data_dir)?)
+            Some(Controller::new(ControllerConfig {
+                data_dir: config.data_dir.clone(),
+                default_partitions: config.default_partitions,
+                fd_budget,
+            })?)
         } else {
             None
         };
@@ -117,6 +108,11 @@ impl Shard {
             groups: crate::groups::GroupCoordinator::new(group_config),
             request_budget,
         })
+    }
+
+    /// The controller, on the controller shard.
+    pub fn controller(&self) -> &Controller {
+        (self.controller.as_ref()).expect("controller work runs on the controller shard")
     }
 
     pub fn metadata(&self) -> Arc<MetadataSnapshot> {
@@ -276,28 +272,5 @@ impl Shard {
         });
         entry.partitions.insert(partition, Rc::new(opened));
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shard_for_spreads_partitions_of_a_topic() {
-        for shards in 1..6 {
-            let owners: Vec<usize> = (0..shards as i32)
-                .map(|p| shard_for("orders", p, shards))
-                .collect();
-            let mut sorted = owners.clone();
-            sorted.sort();
-            sorted.dedup();
-            assert_eq!(
-                sorted.len(),
-                shards,
-                "every shard owns one of {shards} partitions"
-            );
-        }
-        assert_eq!(shard_for("orders", 7, 4), shard_for("orders", 7, 4));
     }
 }

@@ -111,7 +111,7 @@ impl Group {
         let new_id = format!(
             "{}-{}",
             args.client_id,
-            crate::metadata::random_uuid().simple()
+            crate::cluster::metadata::random_uuid().simple()
         );
         if let Some(instance) = args.instance_id.clone() {
             if let Some(old_id) = self.static_members.get(&instance).cloned() {

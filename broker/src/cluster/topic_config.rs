@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::metadata::{INTERNAL_SEGMENT_BYTES, INTERNAL_SEGMENT_BYTES_MIN, SEGMENT_BYTES_MIN};
+use crate::cluster::metadata::{
+    INTERNAL_SEGMENT_BYTES, INTERNAL_SEGMENT_BYTES_MIN, SEGMENT_BYTES_MIN,
+};
 
 /// The topic configs Sluice acts on, parsed once from a topic's explicit configs and the
 /// defaults when its metadata is built; the string map stays the source for DescribeConfigs.

@@ -7,7 +7,7 @@
 //! does not act on them (it has no cleaner, thread pools or SASL to tune); they exist so that
 //! tools written for Kafka, which set and read them back, work unchanged.
 
-use crate::topic_config::{
+use crate::cluster::topic_config::{
     int_at_least, long_at_least, validate_value, ConfigKind, INT_MAX, LONG_MAX, LONG_MAX_TEXT,
 };
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::topic_config::TopicConfig;
 use crate::data_dir::persist_atomically;
-use crate::topic_config::TopicConfig;
 
 /// The leader epoch of every partition while a partition has one replica: its first epoch,
 /// which never changes. Appends stamp it into batches (`Partition::leader_epoch`), and Metadata
@@ -44,7 +44,7 @@ pub struct TopicMeta {
     pub name: String,
     pub id: uuid::Uuid,
     pub partitions: i32,
-    /// Only the configs set explicitly; defaults come from [`crate::topic_config::TOPIC_CONFIGS`].
+    /// Only the configs set explicitly; defaults come from [`crate::cluster::topic_config::TOPIC_CONFIGS`].
     configs: BTreeMap<String, String>,
     /// The configs Sluice acts on, parsed from `configs` and the defaults.
     #[serde(skip)]
@@ -99,7 +99,7 @@ impl TopicMeta {
         self.configs
             .get(key)
             .map(String::as_str)
-            .or_else(|| crate::topic_config::config_default(key))
+            .or_else(|| crate::cluster::topic_config::config_default(key))
     }
 }
 
@@ -131,7 +131,7 @@ pub struct MetadataSnapshot {
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMeta>,
     /// Dynamic broker configs set for this broker (the BROKER resource named by its node id);
-    /// see [`crate::broker_config`].
+    /// see [`crate::cluster::broker_config`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broker_configs: BTreeMap<String, String>,
     /// Cluster-wide dynamic broker configs (the BROKER resource with an empty name).
