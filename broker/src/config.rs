@@ -88,11 +88,12 @@ pub struct ServeArgs {
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 256 << 20;
 
 fn segment_bytes_parser() -> clap::builder::RangedU64ValueParser<u64> {
-    clap::value_parser!(u64).range(crate::cluster::metadata::SEGMENT_BYTES_MIN as u64..)
+    clap::value_parser!(u64).range(crate::cluster::topic_config::SEGMENT_BYTES_MIN as u64..)
 }
 
 fn internal_segment_bytes_parser() -> clap::builder::RangedU64ValueParser<u64> {
-    clap::value_parser!(u64).range(crate::cluster::metadata::INTERNAL_SEGMENT_BYTES_MIN as u64..)
+    clap::value_parser!(u64)
+        .range(crate::cluster::topic_config::INTERNAL_SEGMENT_BYTES_MIN as u64..)
 }
 
 impl ServeArgs {

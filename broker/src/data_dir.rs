@@ -8,15 +8,13 @@
 //!
 //! `meta/reserve` holds a few MiB of zeros that a metadata change releases when the disk is
 //! full, so that DeleteTopics, the way to get space back, still works (see
-//! [`crate::cluster::metadata::MetadataSnapshot::persist`]).
+//! `MetadataSnapshot::persist`).
 //!
 //! Invariant: start-up never deletes a directory without a `topic_id` file, and a partition is
 //! never opened on a directory whose `topic_id` names another topic.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use crate::cluster::metadata::MetadataSnapshot;
 
 /// File in each partition directory naming, as a UUID, the topic it belongs to.
 pub const TOPIC_ID_FILE_NAME: &str = "topic_id";
@@ -27,6 +25,11 @@ pub const METADATA_RESERVE_BYTES: usize = 4 << 20;
 
 /// Name of the empty file start-up creates and removes to check the directory is writable.
 const WRITE_PROBE_FILE_NAME: &str = ".write-probe";
+
+/// Directory of one partition's log: `<data_dir>/<topic>-<partition>`, as Kafka lays it out.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
 
 /// A directory named like a partition: `<topic>-<partition>` with a legal topic name.
 pub struct PartitionDir {
@@ -53,7 +56,7 @@ pub fn partition_dirs(data_dir: &Path) -> std::io::Result<Vec<PartitionDir>> {
             continue;
         };
         if partition < 0
-            || crate::cluster::metadata::validate_topic_name(topic).is_err()
+            || crate::topic_name::validate_topic_name(topic).is_err()
             || !entry.file_type()?.is_dir()
         {
             continue;
@@ -147,19 +150,16 @@ fn not_writable(data_dir: &Path, e: std::io::Error) -> anyhow::Error {
     anyhow::anyhow!("data directory {} is not writable: {e}", data_dir.display())
 }
 
-/// Removes the partition directories whose `topic_id` names a topic that `snapshot` does not
+/// Removes the partition directories whose `topic_id` names a topic that the metadata does not
 /// list (or lists without that partition): what a crash left of a deletion. Others stay.
+/// `listed(topic, partition)` is the id of the topic the metadata lists with that partition.
 pub fn remove_deleted_partitions(
     data_dir: &Path,
-    snapshot: &MetadataSnapshot,
+    listed: impl Fn(&str, i32) -> Option<uuid::Uuid>,
 ) -> std::io::Result<()> {
     for dir in partition_dirs(data_dir)? {
-        let listed = snapshot
-            .topics
-            .get(&dir.topic)
-            .filter(|meta| dir.partition < meta.partitions);
-        match (read_topic_id(&dir.path)?, listed) {
-            (Some(id), Some(meta)) if id == meta.id => {}
+        match (read_topic_id(&dir.path)?, listed(&dir.topic, dir.partition)) {
+            (Some(id), Some(listed_id)) if id == listed_id => {}
             (Some(id), _) => {
                 log::warn!(
                     "removing {}: the metadata does not list it for topic id {id}",
@@ -214,7 +214,7 @@ pub fn release_reserve(data_dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::metadata::{random_uuid, TopicMeta};
+    use crate::cluster::metadata::random_uuid;
 
     fn temp_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("sluice-data-dir-{}", random_uuid().simple()));
@@ -226,15 +226,9 @@ mod tests {
     fn start_up_removes_only_partitions_of_deleted_topics() {
         let data_dir = temp_dir();
         let (listed, deleted) = (random_uuid(), random_uuid());
-        let mut snapshot = MetadataSnapshot {
-            version: 1,
-            cluster_id: "c".into(),
-            topics: Default::default(),
-            broker_configs: Default::default(),
-            broker_default_configs: Default::default(),
-        };
-        let meta = TopicMeta::new("t".into(), listed, 1, Default::default());
-        snapshot.topics.insert("t".into(), meta);
+        // The metadata lists topic "t" with one partition.
+        let listed_id =
+            |topic: &str, partition: i32| (topic == "t" && partition < 1).then_some(listed);
         for (name, id) in [
             ("t-0", Some(listed)),
             ("t-1", Some(listed)),
@@ -249,7 +243,7 @@ mod tests {
                 write_topic_id(&dir, id).unwrap();
             }
         }
-        remove_deleted_partitions(&data_dir, &snapshot).unwrap();
+        remove_deleted_partitions(&data_dir, listed_id).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(&data_dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -17,6 +17,7 @@ mod request_budget;
 mod server;
 mod shard;
 mod tasks;
+mod topic_name;
 
 use clap::{Parser, Subcommand};
 

@@ -16,14 +16,11 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use storage::fault::{CrashOptions, Fault, FaultIo, FaultPlan, Operations, EIO};
-
-use crate::shard::Shard;
 
 /// Created in the data directory by a test to cut the power.
 pub const TRIGGER_FILE_NAME: &str = "power-loss";
@@ -163,10 +160,16 @@ pub fn segment_io() -> Option<FaultIo> {
     enabled().then(FaultIo::new)
 }
 
-/// Watches for the trigger file and then brings this shard's files back to their durable
-/// content; the last shard to finish kills the process.
-pub fn spawn_watcher(shard: Rc<Shard>, io: FaultIo) {
-    let trigger = shard.config.data_dir.join(TRIGGER_FILE_NAME);
+/// Which shard a watcher runs on, among how many.
+pub struct WatchedShard {
+    pub id: usize,
+    pub count: usize,
+}
+
+/// Watches for the trigger file in `data_dir` and then brings this shard's files (those of
+/// `io`) back to their durable content; the last shard to finish kills the process.
+pub fn spawn_watcher(data_dir: &Path, shard: WatchedShard, io: FaultIo) {
+    let trigger = data_dir.join(TRIGGER_FILE_NAME);
     glommio::spawn_local(async move {
         while !trigger.exists() {
             glommio::timer::sleep(TRIGGER_CHECK_INTERVAL).await;

@@ -39,7 +39,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut snapshot = MetadataSnapshot::load_or_init(&args.data_dir)?;
     ensure_offsets_topic(&args.data_dir, &mut snapshot)?;
-    data_dir::remove_deleted_partitions(&args.data_dir, &snapshot)?;
+    data_dir::remove_deleted_partitions(&args.data_dir, |topic, partition| {
+        snapshot.topic_id_of(topic, partition)
+    })?;
     data_dir::ensure_reserve(&args.data_dir);
     let shard_count = args.shard_count();
     anyhow::ensure!(shard_count > 0, "--shards must be at least 1");
@@ -163,14 +165,18 @@ async fn shard_main(
     // A stored partition that fails to open is logged and left closed; requests for it get
     // UNKNOWN_TOPIC_OR_PARTITION (see start-up and recovery in ARCHITECTURE.md).
     let _failures = shard.apply_metadata(snapshot).await;
-    if let Err(e) = GroupCoordinator::load(&shard).await {
+    if let Err(e) = GroupCoordinator::load(&*shard).await {
         // The other shards wait for this one at the start-up barrier: stop the whole process.
         log::error!("shard {id}: loading consumer groups failed: {e}");
         std::process::exit(1);
     }
     crate::tasks::spawn_all(&shard);
     if let Some(io) = shard.power_loss_io.clone() {
-        crate::power_loss::spawn_watcher(shard.clone(), io);
+        let watched = crate::power_loss::WatchedShard {
+            id: shard.id,
+            count: shard.count,
+        };
+        crate::power_loss::spawn_watcher(&shard.config.data_dir, watched, io);
     }
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         // As above: a shard that cannot start must not leave the others waiting.

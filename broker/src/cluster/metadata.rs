@@ -18,23 +18,8 @@ use crate::data_dir::persist_atomically;
 /// and ListOffsets report it; the replicated cluster replaces it with per-partition epochs.
 pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
 
-/// Longest topic name Kafka accepts.
-pub const TOPIC_NAME_BYTES_MAX: usize = 249;
-
 /// Most partitions a topic may have; bounds per-topic memory and open files.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
-
-/// Smallest `segment.bytes` (and `--segment-bytes`) accepted, as in Kafka 4.0: every segment
-/// holds a file descriptor while it is active, so tiny segments turn a stream of small batches
-/// into a stream of new files. Tests that want tiny segments use `internal.segment.bytes`.
-pub const SEGMENT_BYTES_MIN: i64 = 1 << 20;
-
-/// Smallest `internal.segment.bytes`: one batch header (Kafka's old `segment.bytes` minimum).
-pub const INTERNAL_SEGMENT_BYTES_MIN: i64 = 14;
-
-/// Kafka's internal topic config for tests: when set it replaces `segment.bytes` with a value
-/// that may lie below [`SEGMENT_BYTES_MIN`]. It is not listed by DescribeConfigs.
-pub const INTERNAL_SEGMENT_BYTES: &str = "internal.segment.bytes";
 
 /// One topic. Its explicit configs are private so that [`TopicMeta::config`], their parsed
 /// form, is always built from them: change them only with [`TopicMeta::set_configs`].
@@ -103,27 +88,6 @@ impl TopicMeta {
     }
 }
 
-/// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(format!(
-            "topic name must be 1 to {TOPIC_NAME_BYTES_MAX} characters"
-        ));
-    }
-    if name == "." || name == ".." {
-        return Err("topic name cannot be '.' or '..'".into());
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return Err(format!(
-            "topic name {name:?} has characters outside [a-zA-Z0-9._-]"
-        ));
-    }
-    Ok(())
-}
-
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct MetadataSnapshot {
     /// Grows by one with every published change.
@@ -140,6 +104,13 @@ pub struct MetadataSnapshot {
 }
 
 impl MetadataSnapshot {
+    /// The id of the topic that lists partition `partition` of `topic`, if one does.
+    pub fn topic_id_of(&self, topic: &str, partition: i32) -> Option<uuid::Uuid> {
+        (self.topics.get(topic))
+            .filter(|meta| partition < meta.partitions)
+            .map(|meta| meta.id)
+    }
+
     /// Partitions of all topics together.
     pub fn partition_count(&self) -> u64 {
         self.topics
@@ -202,11 +173,6 @@ impl MetadataSnapshot {
     }
 }
 
-/// Directory of one partition's log: `<data_dir>/<topic>-<partition>`, as Kafka lays it out.
-pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
-    data_dir.join(format!("{topic}-{partition}"))
-}
-
 /// A version 4 UUID from the kernel's random source, through the getrandom system call: it
 /// needs no file descriptor, so it works at the descriptor limit (opening `/dev/urandom` there
 /// failed with EMFILE).
@@ -242,6 +208,7 @@ fn fill_random(bytes: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic_name::validate_topic_name;
 
     #[test]
     fn topic_names() {

@@ -8,9 +8,17 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::metadata::{
-    INTERNAL_SEGMENT_BYTES, INTERNAL_SEGMENT_BYTES_MIN, SEGMENT_BYTES_MIN,
-};
+/// Smallest `segment.bytes` (and `--segment-bytes`) accepted, as in Kafka 4.0: every segment
+/// holds a file descriptor while it is active, so tiny segments turn a stream of small batches
+/// into a stream of new files. Tests that want tiny segments use `internal.segment.bytes`.
+pub const SEGMENT_BYTES_MIN: i64 = 1 << 20;
+
+/// Smallest `internal.segment.bytes`: one batch header (Kafka's old `segment.bytes` minimum).
+pub const INTERNAL_SEGMENT_BYTES_MIN: i64 = 14;
+
+/// Kafka's internal topic config for tests: when set it replaces `segment.bytes` with a value
+/// that may lie below [`SEGMENT_BYTES_MIN`]. It is not listed by DescribeConfigs.
+pub const INTERNAL_SEGMENT_BYTES: &str = "internal.segment.bytes";
 
 /// The topic configs Sluice acts on, parsed once from a topic's explicit configs and the
 /// defaults when its metadata is built; the string map stays the source for DescribeConfigs.

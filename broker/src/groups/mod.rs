@@ -2,7 +2,7 @@
 //!
 //! A group's coordinator is the shard that owns partition `offsets_partition(group)` of the
 //! internal topic `__consumer_offsets`; every group request is forwarded there through
-//! [`Shard::call`]. That shard keeps the group's membership state machine ([`group::Group`]) and
+//! `Shard::call`. That shard keeps the group's membership state machine ([`group::Group`]) and
 //! its committed offsets in memory, and appends every commit (and each new generation) to its
 //! `__consumer_offsets` partition, waiting for fdatasync before it answers. On start each shard
 //! replays its partitions of `__consumer_offsets`: committed offsets and generations survive
@@ -10,6 +10,8 @@
 //!
 //! Invariant: a group's state is touched only on its coordinator shard, and never while a
 //! borrow of the group table is held across an await.
+//! Invariant: groups do not know the shard; they reach what they need of it (the group table,
+//! this shard's `__consumer_offsets` partitions, the metadata) through [`GroupHost`].
 
 pub mod group;
 pub mod store;
@@ -17,19 +19,19 @@ pub mod store;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use storage::ValidatedBatches;
 
 use crate::clock::now_ms;
-use crate::shard::Shard;
+use crate::cluster::metadata::MetadataSnapshot;
+use crate::cluster::placement::shard_for;
+use crate::partition::Partition;
 use group::{Group, GroupConfig, GroupState, JoinArgs, JoinResult, Reply, SyncResult};
 use store::{CommittedOffset, GroupRecord, OFFSETS_TOPIC};
-
-/// How often each shard checks session timeouts and rebalance deadlines.
-pub const GROUP_TICK_MS: u64 = 100;
 
 /// Groups one shard coordinates; a new group beyond this is refused with
 /// COORDINATOR_NOT_AVAILABLE. Bounds coordinator memory.
@@ -48,9 +50,21 @@ pub struct GroupCoordinator {
     pub config: GroupConfig,
 }
 
-/// The shard coordinating `group`.
-pub fn coordinator_shard(shard: &Shard, group: &str) -> usize {
-    shard.owner(OFFSETS_TOPIC, store::offsets_partition(group))
+/// What group coordination needs of the shard it runs on, and nothing more.
+pub trait GroupHost {
+    /// The groups this shard coordinates.
+    fn groups(&self) -> &GroupCoordinator;
+    /// Partition `partition` of `__consumer_offsets`, if this shard owns it and it is open.
+    fn offsets_partition(&self, partition: i32) -> Option<Rc<Partition>>;
+    /// The metadata snapshot this shard serves.
+    fn metadata(&self) -> Arc<MetadataSnapshot>;
+    /// This shard's id, for logs.
+    fn shard_id(&self) -> usize;
+}
+
+/// The shard coordinating `group` among `shard_count` shards.
+pub fn coordinator_shard(group: &str, shard_count: usize) -> usize {
+    shard_for(OFFSETS_TOPIC, store::offsets_partition(group), shard_count)
 }
 
 impl GroupCoordinator {
@@ -62,12 +76,9 @@ impl GroupCoordinator {
     }
 
     /// Replays this shard's partitions of `__consumer_offsets`.
-    pub async fn load(shard: &Rc<Shard>) -> Result<(), storage::StorageError> {
+    pub async fn load(host: &impl GroupHost) -> Result<(), storage::StorageError> {
         for partition in 0..store::OFFSETS_TOPIC_PARTITIONS {
-            if shard.owner(OFFSETS_TOPIC, partition) != shard.id {
-                continue;
-            }
-            let Some(state) = shard.partition(OFFSETS_TOPIC, partition) else {
+            let Some(state) = host.offsets_partition(partition) else {
                 continue;
             };
             let mut offset = state.log.log_start_offset();
@@ -75,7 +86,7 @@ impl GroupCoordinator {
                 let bytes = state.log.read(offset, REPLAY_READ_BYTES).await?;
                 offset = next_offset_after(&bytes);
                 for record in store::decode_batches(bytes) {
-                    shard.groups.replay(record);
+                    host.groups().replay(record);
                 }
                 glommio::yield_if_needed().await;
             }
@@ -120,20 +131,10 @@ impl GroupCoordinator {
         }
     }
 
-    /// Runs the group timers forever: session expiry, rebalance deadlines, offset retention.
-    pub async fn run_timers(shard: Rc<Shard>) {
-        let mut last_retention_check = Instant::now();
-        loop {
-            glommio::timer::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
-            let now = Instant::now();
-            let config = shard.groups.config;
-            for group in shard.groups.groups.borrow_mut().values_mut() {
-                group.tick(now, &config);
-            }
-            if now.duration_since(last_retention_check) > Duration::from_secs(60) {
-                last_retention_check = now;
-                expire_offsets(&shard).await;
-            }
+    /// Advances every group's timers to `now`: session expiry and rebalance deadlines.
+    pub fn tick(&self, now: Instant) {
+        for group in self.groups.borrow_mut().values_mut() {
+            group.tick(now, &self.config);
         }
     }
 
@@ -162,15 +163,15 @@ fn next_offset_after(bytes: &Bytes) -> i64 {
 /// Appends group records to the group's `__consumer_offsets` partition and waits until they are
 /// durable.
 async fn persist(
-    shard: &Rc<Shard>,
+    host: &impl GroupHost,
     group: &str,
     records: &[(Bytes, Option<Bytes>)],
 ) -> Result<(), ResponseError> {
     if records.is_empty() {
         return Ok(());
     }
-    let partition = shard
-        .partition(OFFSETS_TOPIC, store::offsets_partition(group))
+    let partition = host
+        .offsets_partition(store::offsets_partition(group))
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let batch = store::encode_batch(records, now_ms());
     // Encoding is ours, so only the size can fail validation (a commit of very many partitions).
@@ -188,10 +189,12 @@ async fn persist(
     })
 }
 
-async fn expire_offsets(shard: &Rc<Shard>) {
+/// Removes the committed offsets of groups that have been empty for
+/// [`OFFSETS_RETENTION_MS`], as Kafka's `offsets.retention.minutes` does.
+pub async fn expire_offsets(host: &impl GroupHost) {
     let cutoff = now_ms() - OFFSETS_RETENTION_MS;
-    let expired: Vec<(String, Vec<(String, i32)>)> = shard
-        .groups
+    let expired: Vec<(String, Vec<(String, i32)>)> = host
+        .groups()
         .groups
         .borrow()
         .values()
@@ -212,8 +215,8 @@ async fn expire_offsets(shard: &Rc<Shard>) {
             .iter()
             .map(|(t, p)| (store::offset_key(&group, t, *p), None))
             .collect();
-        if persist(shard, &group, &records).await.is_ok() {
-            shard.groups.with_group(&group, |g| {
+        if persist(host, &group, &records).await.is_ok() {
+            host.groups().with_group(&group, |g| {
                 keys.iter().for_each(|k| drop(g.offsets.remove(k)))
             });
         }
@@ -224,7 +227,7 @@ async fn expire_offsets(shard: &Rc<Shard>) {
 pub const GROUP_ID_BYTES_MAX: usize = 4096;
 
 /// JoinGroup on the coordinator shard.
-pub async fn join(shard: Rc<Shard>, group_id: String, args: JoinArgs) -> JoinResult {
+pub async fn join(host: &impl GroupHost, group_id: String, args: JoinArgs) -> JoinResult {
     if group_id.len() > GROUP_ID_BYTES_MAX {
         return JoinResult {
             error: Some(ResponseError::InvalidGroupId),
@@ -233,9 +236,9 @@ pub async fn join(shard: Rc<Shard>, group_id: String, args: JoinArgs) -> JoinRes
         };
     }
     let now = Instant::now();
-    let config = shard.groups.config;
+    let config = host.groups().config;
     let reply = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = host.groups().groups.borrow_mut();
         if !groups.contains_key(&group_id) && groups.len() >= SHARD_GROUPS_MAX {
             return JoinResult {
                 error: Some(ResponseError::CoordinatorNotAvailable),
@@ -244,7 +247,10 @@ pub async fn join(shard: Rc<Shard>, group_id: String, args: JoinArgs) -> JoinRes
         }
         let member_id = args.member_id.clone();
         let group = groups.entry(group_id.clone()).or_insert_with(|| {
-            log::info!("shard {}: coordinating new group {group_id}", shard.id);
+            log::info!(
+                "shard {}: coordinating new group {group_id}",
+                host.shard_id()
+            );
             Group::new(group_id.clone())
         });
         match group.join(args, now, &config) {
@@ -268,7 +274,7 @@ pub async fn join(shard: Rc<Shard>, group_id: String, args: JoinArgs) -> JoinRes
                 result.protocol_type.as_deref().unwrap_or(""),
             )),
         );
-        if let Err(error) = persist(&shard, &group_id, &[record]).await {
+        if let Err(error) = persist(host, &group_id, &[record]).await {
             return JoinResult {
                 error: Some(error),
                 ..result
@@ -280,7 +286,7 @@ pub async fn join(shard: Rc<Shard>, group_id: String, args: JoinArgs) -> JoinRes
 
 /// SyncGroup on the coordinator shard.
 pub async fn sync(
-    shard: Rc<Shard>,
+    host: &impl GroupHost,
     group_id: String,
     member_id: String,
     instance_id: Option<String>,
@@ -288,7 +294,7 @@ pub async fn sync(
     assignments: Vec<(String, Bytes)>,
 ) -> SyncResult {
     let now = Instant::now();
-    let reply = shard.groups.with_group(&group_id, |g| {
+    let reply = host.groups().with_group(&group_id, |g| {
         g.sync(
             &member_id,
             instance_id.as_deref(),
@@ -311,15 +317,14 @@ pub async fn sync(
 }
 
 pub fn heartbeat(
-    shard: &Shard,
+    host: &impl GroupHost,
     group_id: &str,
     member_id: &str,
     instance_id: Option<&str>,
     generation: i32,
 ) -> Option<ResponseError> {
     let now = Instant::now();
-    shard
-        .groups
+    host.groups()
         .with_group(group_id, |g| {
             g.heartbeat(member_id, instance_id, generation, now)
         })
@@ -327,17 +332,16 @@ pub fn heartbeat(
 }
 
 pub fn leave(
-    shard: &Shard,
+    host: &impl GroupHost,
     group_id: &str,
     members: &[(String, Option<String>)],
 ) -> Vec<Option<ResponseError>> {
     let now = Instant::now();
-    let config = shard.groups.config;
+    let config = host.groups().config;
     members
         .iter()
         .map(|(member_id, instance_id)| {
-            shard
-                .groups
+            host.groups()
                 .with_group(group_id, |g| {
                     g.leave(member_id, instance_id.as_deref(), now, &config)
                 })
@@ -357,7 +361,7 @@ pub struct CommitEntry {
 /// OffsetCommit on the coordinator shard: checks membership, persists, then updates memory.
 /// Returns one error (or none) per entry.
 pub async fn commit(
-    shard: Rc<Shard>,
+    host: &impl GroupHost,
     group_id: String,
     member_id: String,
     instance_id: Option<String>,
@@ -367,26 +371,74 @@ pub async fn commit(
     if group_id.len() > GROUP_ID_BYTES_MAX {
         return vec![Some(ResponseError::InvalidGroupId); entries.len()];
     }
-    let membership = {
-        let mut groups = shard.groups.groups.borrow_mut();
-        match groups.get(&group_id) {
-            Some(group) => group.check_commit(&member_id, instance_id.as_deref(), generation),
+    let membership =
+        (host.groups()).check_commit(&group_id, &member_id, instance_id.as_deref(), generation);
+    if let Err(error) = membership {
+        return vec![Some(error); entries.len()];
+    }
+    let checks = check_commit_entries(&host.metadata(), &entries);
+    let records: Vec<_> = entries
+        .iter()
+        .zip(&checks)
+        .filter(|(_, check)| check.is_none())
+        .map(|(e, _)| {
+            (
+                store::offset_key(&group_id, &e.topic, e.partition),
+                Some(store::offset_value(&e.offset)),
+            )
+        })
+        .collect();
+    if let Err(error) = persist(host, &group_id, &records).await {
+        return vec![Some(error); entries.len()];
+    }
+    // The group may have been deleted while the commit was being written; the log now holds
+    // these offsets, so memory must too.
+    let mut groups = host.groups().groups.borrow_mut();
+    let group = groups
+        .entry(group_id.clone())
+        .or_insert_with(|| Group::new(group_id));
+    for (entry, check) in entries.into_iter().zip(&checks) {
+        if check.is_none() {
+            group
+                .offsets
+                .insert((entry.topic, entry.partition), entry.offset);
+        }
+    }
+    checks
+}
+
+impl GroupCoordinator {
+    /// Whether this member may commit for `group_id`. A commit with no member and no generation
+    /// (a client that commits without joining) creates the group if it is unknown.
+    fn check_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        let mut groups = self.groups.borrow_mut();
+        match groups.get(group_id) {
+            Some(group) => group.check_commit(member_id, instance_id, generation),
             None if generation < 0 && member_id.is_empty() => {
                 if groups.len() >= SHARD_GROUPS_MAX {
                     Err(ResponseError::CoordinatorNotAvailable)
                 } else {
-                    groups.insert(group_id.clone(), Group::new(group_id.clone()));
+                    groups.insert(group_id.to_string(), Group::new(group_id.to_string()));
                     Ok(())
                 }
             }
             None => Err(ResponseError::UnknownMemberId),
         }
-    };
-    if let Err(error) = membership {
-        return vec![Some(error); entries.len()];
     }
-    let snapshot = shard.metadata();
-    let checks: Vec<Option<ResponseError>> = entries
+}
+
+/// Each entry's refusal, if any: its partition must exist and its metadata fit the limit.
+fn check_commit_entries(
+    snapshot: &MetadataSnapshot,
+    entries: &[CommitEntry],
+) -> Vec<Option<ResponseError>> {
+    entries
         .iter()
         .map(|e| {
             let known = snapshot
@@ -406,35 +458,7 @@ pub async fn commit(
                 None
             }
         })
-        .collect();
-    let records: Vec<_> = entries
-        .iter()
-        .zip(&checks)
-        .filter(|(_, check)| check.is_none())
-        .map(|(e, _)| {
-            (
-                store::offset_key(&group_id, &e.topic, e.partition),
-                Some(store::offset_value(&e.offset)),
-            )
-        })
-        .collect();
-    if let Err(error) = persist(&shard, &group_id, &records).await {
-        return vec![Some(error); entries.len()];
-    }
-    // The group may have been deleted while the commit was being written; the log now holds
-    // these offsets, so memory must too.
-    let mut groups = shard.groups.groups.borrow_mut();
-    let group = groups
-        .entry(group_id.clone())
-        .or_insert_with(|| Group::new(group_id));
-    for (entry, check) in entries.into_iter().zip(&checks) {
-        if check.is_none() {
-            group
-                .offsets
-                .insert((entry.topic, entry.partition), entry.offset);
-        }
-    }
-    checks
+        .collect()
 }
 
 /// Committed offsets by topic, each partition with its offset if one is committed.
@@ -442,11 +466,11 @@ pub type OffsetsByTopic = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
 
 /// Committed offsets of a group: all of them, or those asked for (missing ones as None).
 pub fn fetch_offsets(
-    shard: &Shard,
+    host: &impl GroupHost,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> OffsetsByTopic {
-    let groups = shard.groups.groups.borrow();
+    let groups = host.groups().groups.borrow();
     let offsets = groups.get(group_id).map(|g| &g.offsets);
     match wanted {
         Some(wanted) => wanted
@@ -483,8 +507,8 @@ pub struct GroupSummary {
     pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
 }
 
-pub fn describe(shard: &Shard, group_id: &str) -> Option<GroupSummary> {
-    shard.groups.with_group(group_id, |g| {
+pub fn describe(host: &impl GroupHost, group_id: &str) -> Option<GroupSummary> {
+    host.groups().with_group(group_id, |g| {
         let protocol = g.protocol.clone().unwrap_or_default();
         GroupSummary {
             group_id: g.id.clone(),
@@ -509,18 +533,17 @@ pub fn describe(shard: &Shard, group_id: &str) -> Option<GroupSummary> {
     })
 }
 
-pub fn summaries(shard: &Shard) -> Vec<GroupSummary> {
-    shard
-        .groups
+pub fn summaries(host: &impl GroupHost) -> Vec<GroupSummary> {
+    host.groups()
         .group_names()
         .iter()
-        .filter_map(|name| describe(shard, name))
+        .filter_map(|name| describe(host, name))
         .collect()
 }
 
 /// Deletes an empty group and its offsets.
-pub async fn delete_group(shard: Rc<Shard>, group_id: String) -> Option<ResponseError> {
-    let keys = match shard.groups.with_group(&group_id, |g| {
+pub async fn delete_group(host: &impl GroupHost, group_id: String) -> Option<ResponseError> {
+    let keys = match host.groups().with_group(&group_id, |g| {
         (g.is_empty(), g.offsets.keys().cloned().collect::<Vec<_>>())
     }) {
         None => return Some(ResponseError::GroupIdNotFound),
@@ -532,10 +555,10 @@ pub async fn delete_group(shard: Rc<Shard>, group_id: String) -> Option<Response
         .map(|(t, p)| (store::offset_key(&group_id, t, *p), None))
         .collect();
     records.push((store::group_key(&group_id), None));
-    if let Err(error) = persist(&shard, &group_id, &records).await {
+    if let Err(error) = persist(host, &group_id, &records).await {
         return Some(error);
     }
-    let mut groups = shard.groups.groups.borrow_mut();
+    let mut groups = host.groups().groups.borrow_mut();
     if groups.get(&group_id).is_some_and(Group::is_empty) {
         groups.remove(&group_id);
     }
@@ -551,12 +574,12 @@ const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 /// (GROUP_SUBSCRIBED_TO_TOPIC) and loses the others; any other group with members is refused
 /// whole with NON_EMPTY_GROUP.
 pub async fn delete_offsets(
-    shard: Rc<Shard>,
+    host: &impl GroupHost,
     group_id: String,
     partitions: Vec<(String, i32)>,
 ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-    let subscribed = shard
-        .groups
+    let subscribed = host
+        .groups()
         .with_group(&group_id, |g| subscribed_topics(g))
         .ok_or(ResponseError::GroupIdNotFound)??;
     let outcomes: Vec<Option<ResponseError>> = partitions
@@ -576,8 +599,8 @@ pub async fn delete_offsets(
         .iter()
         .map(|(t, p)| (store::offset_key(&group_id, t, *p), None))
         .collect();
-    persist(&shard, &group_id, &records).await?;
-    shard.groups.with_group(&group_id, |g| {
+    persist(host, &group_id, &records).await?;
+    host.groups().with_group(&group_id, |g| {
         deleted.iter().for_each(|k| drop(g.offsets.remove(k)))
     });
     Ok(outcomes)

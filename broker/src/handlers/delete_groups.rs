@@ -14,7 +14,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> Delet
     let mut results = Vec::with_capacity(request.groups_names.len());
     for group_id in request.groups_names {
         let name = group_id.0.to_string();
-        let owner = groups::coordinator_shard(&ctx.shard, &name);
+        let owner = groups::coordinator_shard(&name, ctx.shard.count);
         let error = ctx
             .shard
             .call(owner, Request::DeleteGroup { group_id: name })

@@ -25,7 +25,7 @@ pub async fn handle(
     let mut described = Vec::with_capacity(request.groups.len());
     for group_id in request.groups {
         let name = group_id.0.to_string();
-        let owner = groups::coordinator_shard(&ctx.shard, &name);
+        let owner = groups::coordinator_shard(&name, ctx.shard.count);
         let summary = ctx
             .shard
             .call(owner, Request::DescribeGroup { group_id: name })

@@ -251,7 +251,7 @@ async fn test_shard(dir: &std::path::Path) -> Rc<Shard> {
         .expect("shard"),
     );
     shard.apply_metadata(snapshot).await;
-    crate::groups::GroupCoordinator::load(&shard)
+    crate::groups::GroupCoordinator::load(&*shard)
         .await
         .expect("groups load");
     shard

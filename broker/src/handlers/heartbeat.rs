@@ -13,7 +13,7 @@ pub async fn handle(ctx: &RequestContext, request: HeartbeatRequest) -> Heartbea
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
     let instance_id = request.group_instance_id.map(|i| i.to_string());
-    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
     let generation = request.generation_id;
     let error = ctx
         .shard

@@ -50,7 +50,7 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
             .collect(),
         require_known_member_id: ctx.version >= 4,
     };
-    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
     let result = ctx
         .shard
         .call(owner, Request::JoinGroup { group_id, args })

@@ -27,7 +27,7 @@ pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGr
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
     let asked = members.clone();
     let errors = ctx
         .shard

@@ -12,10 +12,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authorized_operations, RequestContext};
-use crate::cluster::metadata::{
-    validate_topic_name, MetadataSnapshot, TopicMeta, SINGLE_NODE_LEADER_EPOCH,
-};
+use crate::cluster::metadata::{MetadataSnapshot, TopicMeta, SINGLE_NODE_LEADER_EPOCH};
 use crate::shard::admin;
+use crate::topic_name::validate_topic_name;
 
 pub const VERSION_MIN: i16 = 0;
 pub const VERSION_MAX: i16 = 12;

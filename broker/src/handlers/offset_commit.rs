@@ -37,7 +37,7 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
     let member_id = request.member_id.to_string();
     let instance_id = request.group_instance_id.map(|i| i.to_string());
     let generation = request.generation_id_or_member_epoch;
-    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
     let errors = ctx
         .shard
         .call(

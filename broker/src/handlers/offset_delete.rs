@@ -24,7 +24,7 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
                 .map(|p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
     let result = ctx
         .shard
         .call(

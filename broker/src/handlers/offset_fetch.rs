@@ -21,7 +21,7 @@ async fn fetch(
     group_id: String,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Found {
-    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
     let found = ctx
         .shard
         .call(owner, Request::FetchOffsets { group_id, wanted })

@@ -27,7 +27,7 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGrou
             )
         })
         .collect();
-    let owner = groups::coordinator_shard(&ctx.shard, &group_id);
+    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
     let result = ctx
         .shard
         .call(

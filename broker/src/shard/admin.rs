@@ -14,7 +14,8 @@ use super::Shard;
 use crate::cluster::controller::{
     BrokerTarget, ConfigChange, MetadataPublisher, Refusal, TopicSpec, CONTROLLER_SHARD,
 };
-use crate::cluster::metadata::{validate_topic_name, MetadataSnapshot, TopicMeta};
+use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
+use crate::topic_name::validate_topic_name;
 
 /// Sends `$request` to the controller shard and unwraps the reply of variant `$variant`.
 macro_rules! ask_controller {

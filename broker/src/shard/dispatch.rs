@@ -54,7 +54,7 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
         | Request::CreatePartitions { .. }
         | Request::AlterTopicConfigs { .. }
         | Request::AlterBrokerConfigs { .. }) => handle_controller(shard, request).await,
-        group_request => handle_group(shard, group_request).await,
+        group_request => handle_group(&shard, group_request).await,
     }
 }
 
@@ -99,7 +99,7 @@ async fn handle_controller(shard: Rc<Shard>, request: Request) -> Reply {
 }
 
 /// Consumer-group work, on the group's coordinator shard.
-async fn handle_group(shard: Rc<Shard>, request: Request) -> Reply {
+async fn handle_group(shard: &Shard, request: Request) -> Reply {
     match request {
         Request::JoinGroup { group_id, args } => {
             Reply::JoinGroup(groups::join(shard, group_id, args).await)
@@ -127,14 +127,14 @@ async fn handle_group(shard: Rc<Shard>, request: Request) -> Reply {
             instance_id,
             generation,
         } => Reply::Heartbeat(groups::heartbeat(
-            &shard,
+            shard,
             &group_id,
             &member_id,
             instance_id.as_deref(),
             generation,
         )),
         Request::LeaveGroup { group_id, members } => {
-            Reply::LeaveGroup(groups::leave(&shard, &group_id, &members))
+            Reply::LeaveGroup(groups::leave(shard, &group_id, &members))
         }
         Request::CommitOffsets {
             group_id,
@@ -146,12 +146,12 @@ async fn handle_group(shard: Rc<Shard>, request: Request) -> Reply {
             groups::commit(shard, group_id, member_id, instance_id, generation, entries).await,
         ),
         Request::FetchOffsets { group_id, wanted } => {
-            Reply::FetchOffsets(groups::fetch_offsets(&shard, &group_id, wanted))
+            Reply::FetchOffsets(groups::fetch_offsets(shard, &group_id, wanted))
         }
         Request::DescribeGroup { group_id } => {
-            Reply::DescribeGroup(groups::describe(&shard, &group_id))
+            Reply::DescribeGroup(groups::describe(shard, &group_id))
         }
-        Request::ListGroups => Reply::ListGroups(groups::summaries(&shard)),
+        Request::ListGroups => Reply::ListGroups(groups::summaries(shard)),
         Request::DeleteGroup { group_id } => {
             Reply::DeleteGroup(groups::delete_group(shard, group_id).await)
         }

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::controller::{Controller, ControllerConfig};
-use crate::cluster::metadata::{partition_dir, MetadataSnapshot, TopicMeta};
+use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 pub use crate::cluster::placement::shard_for;
 use crate::config::ServeArgs;
+use crate::data_dir::partition_dir;
 use crate::partition::{OpenOptions, Partition};
 
 struct TopicLogs {
@@ -272,5 +273,27 @@ impl Shard {
         });
         entry.partitions.insert(partition, Rc::new(opened));
         Ok(())
+    }
+}
+
+impl crate::groups::GroupHost for Shard {
+    fn groups(&self) -> &crate::groups::GroupCoordinator {
+        &self.groups
+    }
+
+    fn offsets_partition(&self, partition: i32) -> Option<Rc<Partition>> {
+        let topic = crate::groups::store::OFFSETS_TOPIC;
+        if self.owner(topic, partition) != self.id {
+            return None;
+        }
+        self.partition(topic, partition)
+    }
+
+    fn metadata(&self) -> Arc<MetadataSnapshot> {
+        Shard::metadata(self)
+    }
+
+    fn shard_id(&self) -> usize {
+        self.id
     }
 }

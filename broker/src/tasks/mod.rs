@@ -3,16 +3,16 @@
 //! of their own with fewer shares than request handling.
 
 pub mod flush;
+pub mod groups;
 pub mod retention;
 
 use std::rc::Rc;
 
-use crate::groups::GroupCoordinator;
 use crate::shard::Shard;
 
 /// Starts every periodic task of `shard`.
 pub fn spawn_all(shard: &Rc<Shard>) {
-    glommio::spawn_local(GroupCoordinator::run_timers(shard.clone())).detach();
+    groups::spawn(shard.clone());
     retention::spawn(shard.clone());
     flush::spawn(shard.clone());
 }

@@ -190,8 +190,7 @@ impl Controller {
         }
         // The owners removed the directories of the partitions that opened; these are the others.
         for (topic, partition) in added {
-            let dir =
-                crate::cluster::metadata::partition_dir(&self.config.data_dir, &topic, partition);
+            let dir = crate::data_dir::partition_dir(&self.config.data_dir, &topic, partition);
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     log::warn!("removing {}: {e}", dir.display());
