@@ -1,0 +1,286 @@
+//! The task that drives one node's raft-rs `RawNode`: ticks, inbound messages, proposals, and
+//! the handling of each `Ready` in the order raft-rs documents.
+//!
+//! **Invariant:** persist before send. Entries, the hard state and an installed snapshot are
+//! durable before the Ready's persisted messages leave (votes, append acknowledgements).
+//! **Invariant:** apply in order. Committed entries reach the state machine once each, in index
+//! order, after the snapshot they follow.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use glommio::channels::local_channel::LocalReceiver;
+use raft::prelude::{Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, StateRole};
+
+use crate::disk::{Disk, DiskError};
+use crate::state_machine::StateMachine;
+use crate::store::SharedStore;
+use crate::transport::Transport;
+use crate::ProposeError;
+
+/// Inputs handled per Ready: more are coalesced into one fdatasync, fewer keep latency low.
+const INPUTS_PER_READY_MAX: usize = 256;
+
+pub enum Input {
+    Message(Box<Message>),
+    Propose {
+        data: Vec<u8>,
+        done: oneshot::Sender<Result<u64, ProposeError>>,
+    },
+    Stop,
+}
+
+/// What the handle reads without asking the driver.
+#[derive(Default)]
+pub struct Shared {
+    pub leader_id: Cell<u64>,
+    pub term: Cell<u64>,
+    pub is_leader: Cell<bool>,
+    pub applied_index: Cell<u64>,
+    pub leader_version: Cell<u64>,
+    pub leader_wakers: RefCell<Vec<Waker>>,
+    pub stopped: Cell<bool>,
+}
+
+impl Shared {
+    fn set_leader(&self, leader_id: u64, term: u64, is_leader: bool) {
+        if (self.leader_id.get(), self.term.get()) == (leader_id, term) {
+            return;
+        }
+        self.leader_id.set(leader_id);
+        self.term.set(term);
+        self.is_leader.set(is_leader);
+        self.leader_version.set(self.leader_version.get() + 1);
+        for waker in self.leader_wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+pub struct Driver<S: StateMachine> {
+    pub node: RawNode<SharedStore>,
+    pub disk: Disk,
+    pub transport: Transport,
+    pub state_machine: S,
+    pub shared: Rc<Shared>,
+    pub inbox: LocalReceiver<Input>,
+    pub tick: Duration,
+    pub snapshot_every: u64,
+    pub node_id: u64,
+    /// Distinguishes this process's proposals from an earlier life's entries replayed at start.
+    pub incarnation: u64,
+    pub next_proposal: u64,
+    pub pending: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
+}
+
+impl<S: StateMachine> Driver<S> {
+    /// Runs until `Input::Stop` or a storage error (the node then stops: its disk can no longer
+    /// be trusted to hold what it acknowledged).
+    pub async fn run(mut self) -> Result<(), DiskError> {
+        let result = self.run_loop().await;
+        if let Err(error) = &result {
+            log::error!("quorum node {} stops: {error}", self.node_id);
+        }
+        self.shared.stopped.set(true);
+        for (_, done) in self.pending.drain() {
+            let _ = done.send(Err(ProposeError::Stopped));
+        }
+        self.transport.stop();
+        result
+    }
+
+    async fn run_loop(&mut self) -> Result<(), DiskError> {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let input = futures_lite::future::or(async { Some(self.inbox.recv().await) }, async {
+                glommio::timer::sleep(next_tick.saturating_duration_since(Instant::now())).await;
+                None
+            })
+            .await;
+            if let Some(input) = input {
+                let Some(input) = input else { return Ok(()) };
+                if !self.handle_input(input) {
+                    return Ok(());
+                }
+                for _ in 1..INPUTS_PER_READY_MAX {
+                    match futures_lite::future::poll_once(self.inbox.recv()).await {
+                        Some(Some(input)) => {
+                            if !self.handle_input(input) {
+                                return Ok(());
+                            }
+                        }
+                        Some(None) => return Ok(()),
+                        None => break,
+                    }
+                }
+            }
+            if Instant::now() >= next_tick {
+                self.node.tick();
+                self.pending.retain(|_, done| !done.is_canceled());
+                next_tick = Instant::now() + self.tick;
+            }
+            self.handle_ready().await?;
+        }
+    }
+
+    /// Returns false on `Stop`.
+    fn handle_input(&mut self, input: Input) -> bool {
+        match input {
+            Input::Message(message) => {
+                // A message from an old term or a peer this node does not know is refused by
+                // raft-rs with an error; nothing more to do with it.
+                let _ = self.node.step(*message);
+            }
+            Input::Propose { data, done } => self.propose(data, done),
+            Input::Stop => return false,
+        }
+        true
+    }
+
+    fn propose(&mut self, data: Vec<u8>, done: oneshot::Sender<Result<u64, ProposeError>>) {
+        self.next_proposal += 1;
+        let id = self.next_proposal;
+        let context = proposal_context(self.node_id, self.incarnation, id);
+        match self.node.propose(context, data) {
+            Ok(()) => {
+                self.pending.insert(id, done);
+            }
+            Err(_) => {
+                let _ = done.send(Err(ProposeError::NoLeader));
+            }
+        }
+    }
+
+    /// One Ready, in raft-rs's documented order (see `RawNode::ready`).
+    async fn handle_ready(&mut self) -> Result<(), DiskError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        // 1. Messages that need nothing persisted (a leader's appends and heartbeats).
+        self.send(ready.take_messages());
+        // 2. A snapshot from the leader: durable, then the state machine takes it.
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(snapshot).await?;
+        }
+        // 3. Entries committed earlier and persisted here.
+        self.apply(ready.take_committed_entries());
+        // 4, 5. New entries, then the hard state, durable.
+        self.disk.append(ready.entries()).await?;
+        if let Some(hard_state) = ready.hs() {
+            self.disk.save_hard_state(hard_state).await?;
+        }
+        // 6. Messages that promise what was just persisted (votes, append responses).
+        self.send(ready.take_persisted_messages());
+        // 7. Advance, then what the advance released.
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.disk.note_commit(commit);
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries());
+        self.node.advance_apply();
+        self.publish_leader();
+        self.compact_if_due().await
+    }
+
+    async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), DiskError> {
+        let index = snapshot
+            .metadata
+            .as_ref()
+            .map_or(0, |metadata| metadata.index);
+        self.disk.install_snapshot(snapshot.clone()).await?;
+        self.state_machine.restore(&snapshot.data);
+        self.shared.applied_index.set(index);
+        log::info!(
+            "quorum node {} installed a snapshot at index {index}",
+            self.node_id
+        );
+        Ok(())
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        for message in messages {
+            self.transport.send(message);
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            let index = entry.index;
+            assert!(
+                index > self.shared.applied_index.get(),
+                "entry {index} applied out of order"
+            );
+            self.shared.applied_index.set(index);
+            if entry.get_entry_type() != EntryType::EntryNormal {
+                // The voter set is fixed: nothing proposes configuration changes.
+                log::error!(
+                    "quorum node {} skips a configuration change at {index}",
+                    self.node_id
+                );
+                continue;
+            }
+            if entry.data.is_empty() {
+                continue;
+            }
+            self.state_machine.apply(index, &entry.data);
+            if let Some(id) = own_proposal(&entry.context, self.node_id, self.incarnation) {
+                if let Some(done) = self.pending.remove(&id) {
+                    let _ = done.send(Ok(index));
+                }
+            }
+        }
+    }
+
+    fn publish_leader(&self) {
+        let raft = &self.node.raft;
+        self.shared
+            .set_leader(raft.leader_id, raft.term, raft.state == StateRole::Leader);
+    }
+
+    /// After `snapshot_every` applied entries past the last snapshot, snapshots the state
+    /// machine and drops the entries it covers.
+    async fn compact_if_due(&mut self) -> Result<(), DiskError> {
+        let applied = self.shared.applied_index.get();
+        let snapshot_index = self.disk.core().snapshot_index();
+        if applied < snapshot_index + self.snapshot_every {
+            return Ok(());
+        }
+        let data = self.state_machine.snapshot();
+        assert!(
+            data.len() < crate::transport::MESSAGE_BYTES_MAX - 64 * 1024,
+            "a state machine snapshot of {} bytes does not fit a Raft message",
+            data.len()
+        );
+        self.disk.compact(applied, data).await?;
+        log::debug!(
+            "quorum node {} compacted its log up to {applied}",
+            self.node_id
+        );
+        Ok(())
+    }
+}
+
+pub fn proposal_context(node_id: u64, incarnation: u64, id: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(24);
+    context.extend_from_slice(&node_id.to_le_bytes());
+    context.extend_from_slice(&incarnation.to_le_bytes());
+    context.extend_from_slice(&id.to_le_bytes());
+    context
+}
+
+/// The proposal id in `context`, if this node in this life proposed the entry.
+fn own_proposal(context: &[u8], node_id: u64, incarnation: u64) -> Option<u64> {
+    if context.len() != 24 {
+        return None;
+    }
+    let field = |at: usize| u64::from_le_bytes(context[at..at + 8].try_into().expect("8 bytes"));
+    (field(0) == node_id && field(8) == incarnation).then(|| field(16))
+}
