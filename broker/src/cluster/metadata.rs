@@ -18,6 +18,10 @@ use crate::data_dir::persist_atomically;
 /// and ListOffsets report it; the replicated cluster replaces it with per-partition epochs.
 pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
 
+/// The internal topic of consumer groups' committed offsets and generations (record formats in
+/// `groups::store`). Nothing but a group coordinator writes it, and it cannot be deleted.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
 /// Most partitions a topic may have; bounds per-topic memory and open files.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 

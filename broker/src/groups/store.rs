@@ -12,7 +12,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Partitions of `__consumer_offsets` (Kafka's `offsets.topic.num.partitions` default).
 pub const OFFSETS_TOPIC_PARTITIONS: i32 = 50;
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::cluster::metadata::OFFSETS_TOPIC;
 
 /// Longest commit metadata kept (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use kafka_protocol::error::ResponseError;
 
 use super::{Controller, MetadataPublisher, OpenFailures, Refusal};
+use crate::cluster::metadata::MetadataSnapshot;
 use crate::cluster::{broker_config, topic_config};
 
 /// A change to one topic's explicit configs.
@@ -34,7 +35,7 @@ impl Controller {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     ) -> Vec<Result<(), Refusal>> {
-        let edit = move |next: &mut crate::cluster::metadata::MetadataSnapshot| {
+        let edit = move |next: &mut MetadataSnapshot| {
             (changes.into_iter())
                 .map(|(topic, change)| {
                     let meta = next.topics.get_mut(&topic).ok_or_else(|| {
@@ -65,7 +66,7 @@ impl Controller {
         changes: Vec<(BrokerTarget, ConfigChange)>,
         validate_only: bool,
     ) -> Vec<Result<(), Refusal>> {
-        let edit = move |next: &mut crate::cluster::metadata::MetadataSnapshot| {
+        let edit = move |next: &mut MetadataSnapshot| {
             (changes.into_iter())
                 .map(|(target, change)| {
                     let per_broker = target == BrokerTarget::ThisBroker;

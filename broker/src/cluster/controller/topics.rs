@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use kafka_protocol::error::ResponseError;
 
 use super::{Controller, MetadataPublisher, OpenFailures, Refusal};
-use crate::cluster::metadata::{random_uuid, MetadataSnapshot, TopicMeta, TOPIC_PARTITIONS_MAX};
+use crate::cluster::metadata::{
+    random_uuid, MetadataSnapshot, TopicMeta, OFFSETS_TOPIC, TOPIC_PARTITIONS_MAX,
+};
 use crate::cluster::topic_config;
-use crate::groups::store::OFFSETS_TOPIC;
 use crate::topic_name::validate_topic_name;
 
 /// A topic to create, as asked by CreateTopics, the CLI or auto-creation.
