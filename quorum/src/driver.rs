@@ -14,14 +14,19 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use glommio::channels::local_channel::LocalReceiver;
-use raft::prelude::{Entry, EntryType, Message, Snapshot};
-use raft::{RawNode, StateRole};
+use raft::prelude::{Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use crate::disk::{Disk, DiskError};
 use crate::state_machine::StateMachine;
 use crate::store::SharedStore;
 use crate::transport::Transport;
 use crate::ProposeError;
+
+/// Ticks a peer may stay in raft-rs's Snapshot state after a snapshot was sent to it before the
+/// send counts as failed. raft-rs pauses replication to such a peer until `report_snapshot`, so
+/// a snapshot lost with its connection would otherwise stall that peer for good.
+const SNAPSHOT_ACK_TICKS_MAX: u64 = 50;
 
 /// Inputs handled per Ready: more are coalesced into one fdatasync, fewer keep latency low.
 const INPUTS_PER_READY_MAX: usize = 256;
@@ -76,6 +81,9 @@ pub struct Driver<S: StateMachine> {
     pub incarnation: u64,
     pub next_proposal: u64,
     pub pending: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
+    pub ticks: u64,
+    /// The tick at which a snapshot was last sent, by peer.
+    pub snapshots_sent: HashMap<u64, u64>,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -121,7 +129,9 @@ impl<S: StateMachine> Driver<S> {
             }
             if Instant::now() >= next_tick {
                 self.node.tick();
+                self.ticks += 1;
                 self.pending.retain(|_, done| !done.is_canceled());
+                self.retry_lost_snapshots();
                 next_tick = Instant::now() + self.tick;
             }
             self.handle_ready().await?;
@@ -131,7 +141,17 @@ impl<S: StateMachine> Driver<S> {
     /// Returns false on `Stop`.
     fn handle_input(&mut self, input: Input) -> bool {
         match input {
-            Input::Message(message) => {
+            Input::Message(mut message) => {
+                // A node that lost a torn log tail at start-up may still be counted by the leader
+                // as holding it, and raft-rs panics on a heartbeat committing past its log. The
+                // commit is lowered to the log's end: the leader's next append is then refused
+                // and it sends the lost entries again.
+                let last_index = self.node.raft.raft_log.last_index();
+                if message.get_msg_type() == MessageType::MsgHeartbeat
+                    && message.commit > last_index
+                {
+                    message.commit = last_index;
+                }
                 // A message from an old term or a peer this node does not know is refused by
                 // raft-rs with an error; nothing more to do with it.
                 let _ = self.node.step(*message);
@@ -205,10 +225,32 @@ impl<S: StateMachine> Driver<S> {
         Ok(())
     }
 
-    fn send(&self, messages: Vec<Message>) {
+    fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.insert(message.to, self.ticks);
+            }
             self.transport.send(message);
         }
+    }
+
+    /// Reports as failed the snapshots that a peer has not acknowledged in time, so raft-rs
+    /// sends another.
+    fn retry_lost_snapshots(&mut self) {
+        let ticks = self.ticks;
+        let node = &mut self.node;
+        self.snapshots_sent.retain(|peer, sent_at| {
+            let waiting = node
+                .raft
+                .prs()
+                .get(*peer)
+                .is_some_and(|progress| progress.state == ProgressState::Snapshot);
+            if waiting && ticks - *sent_at > SNAPSHOT_ACK_TICKS_MAX {
+                node.report_snapshot(*peer, SnapshotStatus::Failure);
+                return false;
+            }
+            waiting
+        });
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {

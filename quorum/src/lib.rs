@@ -154,6 +154,8 @@ impl Quorum {
             incarnation: incarnation(),
             next_proposal: 0,
             pending: Default::default(),
+            ticks: 0,
+            snapshots_sent: Default::default(),
         };
         let driver = glommio::spawn_local(driver.run());
         Ok(Quorum {

@@ -395,12 +395,15 @@ pub fn assert_one_leader_per_term(nodes: &[&Node]) {
     }
 }
 
-/// Size of every `log-*` file in a node's directory.
+/// Name and size of every `log-*` file in a node's directory (not the temporary ones).
 pub fn log_files(dir: &Path) -> Vec<(String, u64)> {
     let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|item| item.unwrap())
-        .filter(|item| item.file_name().to_string_lossy().starts_with("log-"))
+        .filter(|item| {
+            let name = item.file_name().to_string_lossy().into_owned();
+            name.starts_with("log-") && !name.ends_with(".tmp")
+        })
         .map(|item| {
             (
                 item.file_name().to_string_lossy().into_owned(),
