@@ -218,3 +218,6 @@ fn storage_refusal(e: &std::io::Error) -> Refusal {
         format!("persisting metadata failed: {e}"),
     )
 }
+
+#[cfg(test)]
+mod tests;
