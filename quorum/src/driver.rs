@@ -7,7 +7,7 @@
 //! order, after the snapshot they follow.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -17,11 +17,12 @@ use glommio::channels::local_channel::LocalReceiver;
 use raft::prelude::{Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
+use crate::config::Config;
 use crate::disk::{Disk, DiskError};
 use crate::state_machine::StateMachine;
 use crate::store::SharedStore;
-use crate::transport::Transport;
-use crate::ProposeError;
+use crate::transport::Outbox;
+use crate::{logger, ProposeError, StartError};
 
 /// Ticks a peer may stay in raft-rs's Snapshot state after a snapshot was sent to it before the
 /// send counts as failed. raft-rs pauses replication to such a peer until `report_snapshot`, so
@@ -67,10 +68,10 @@ impl Shared {
     }
 }
 
-pub struct Driver<S: StateMachine> {
+pub struct Driver<S: StateMachine, O: Outbox> {
     pub node: RawNode<SharedStore>,
     pub disk: Disk,
-    pub transport: Transport,
+    pub outbox: O,
     pub state_machine: S,
     pub shared: Rc<Shared>,
     pub inbox: LocalReceiver<Input>,
@@ -83,10 +84,55 @@ pub struct Driver<S: StateMachine> {
     pub pending: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
     pub ticks: u64,
     /// The tick at which a snapshot was last sent, by peer.
-    pub snapshots_sent: HashMap<u64, u64>,
+    pub snapshots_sent: BTreeMap<u64, u64>,
 }
 
-impl<S: StateMachine> Driver<S> {
+impl<S: StateMachine, O: Outbox> Driver<S, O> {
+    /// Opens the node's directory, restores the state machine from its snapshot and creates the
+    /// `RawNode` (`raft_config` without id and applied index: they come from here). A single
+    /// voter campaigns at once.
+    pub async fn open(
+        config: &Config,
+        mut raft_config: raft::Config,
+        mut state_machine: S,
+        outbox: O,
+        inbox: LocalReceiver<Input>,
+    ) -> Result<Self, StartError> {
+        let disk = Disk::open(&config.dir, &config.voter_ids()).await?;
+        let snapshot_index = disk.core().snapshot_index();
+        if snapshot_index > 0 {
+            state_machine.restore(&disk.core().snapshot.data);
+        }
+        raft_config.id = config.node_id;
+        raft_config.applied = snapshot_index;
+        let mut node = RawNode::new(
+            &raft_config,
+            disk.store(),
+            &logger::raft_logger(config.node_id),
+        )?;
+        if config.voters.len() == 1 {
+            node.campaign()?;
+        }
+        let shared = Rc::new(Shared::default());
+        shared.applied_index.set(snapshot_index);
+        Ok(Driver {
+            node,
+            disk,
+            outbox,
+            state_machine,
+            shared,
+            inbox,
+            tick: config.tick,
+            snapshot_every: config.snapshot_every,
+            node_id: config.node_id,
+            incarnation: incarnation(),
+            next_proposal: 0,
+            pending: HashMap::new(),
+            ticks: 0,
+            snapshots_sent: BTreeMap::new(),
+        })
+    }
+
     /// Runs until `Input::Stop` or a storage error (the node then stops: its disk can no longer
     /// be trusted to hold what it acknowledged).
     pub async fn run(mut self) -> Result<(), DiskError> {
@@ -98,7 +144,6 @@ impl<S: StateMachine> Driver<S> {
         for (_, done) in self.pending.drain() {
             let _ = done.send(Err(ProposeError::Stopped));
         }
-        self.transport.stop();
         result
     }
 
@@ -128,18 +173,23 @@ impl<S: StateMachine> Driver<S> {
                 }
             }
             if Instant::now() >= next_tick {
-                self.node.tick();
-                self.ticks += 1;
-                self.pending.retain(|_, done| !done.is_canceled());
-                self.retry_lost_snapshots();
+                self.tick();
                 next_tick = Instant::now() + self.tick;
             }
             self.handle_ready().await?;
         }
     }
 
+    /// One tick of raft-rs's logical clock, and the driver's periodic checks.
+    pub fn tick(&mut self) {
+        self.node.tick();
+        self.ticks += 1;
+        self.pending.retain(|_, done| !done.is_canceled());
+        self.retry_lost_snapshots();
+    }
+
     /// Returns false on `Stop`.
-    fn handle_input(&mut self, input: Input) -> bool {
+    pub fn handle_input(&mut self, input: Input) -> bool {
         match input {
             Input::Message(mut message) => {
                 // A node that lost a torn log tail at start-up may still be counted by the leader
@@ -177,7 +227,7 @@ impl<S: StateMachine> Driver<S> {
     }
 
     /// One Ready, in raft-rs's documented order (see `RawNode::ready`).
-    async fn handle_ready(&mut self) -> Result<(), DiskError> {
+    pub async fn handle_ready(&mut self) -> Result<(), DiskError> {
         if !self.node.has_ready() {
             return Ok(());
         }
@@ -230,7 +280,7 @@ impl<S: StateMachine> Driver<S> {
             if message.get_msg_type() == MessageType::MsgSnapshot {
                 self.snapshots_sent.insert(message.to, self.ticks);
             }
-            self.transport.send(message);
+            self.outbox.send(message);
         }
     }
 
@@ -325,4 +375,12 @@ fn own_proposal(context: &[u8], node_id: u64, incarnation: u64) -> Option<u64> {
     }
     let field = |at: usize| u64::from_le_bytes(context[at..at + 8].try_into().expect("8 bytes"));
     (field(0) == node_id && field(8) == incarnation).then(|| field(16))
+}
+
+/// A number that differs between two starts of the same node.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }

@@ -12,6 +12,8 @@ mod driver;
 mod files;
 pub mod frame;
 mod logger;
+#[cfg(test)]
+mod sim_tests;
 pub mod state_machine;
 mod store;
 pub mod transport;
@@ -101,23 +103,9 @@ impl Quorum {
     /// driver. A single voter elects itself at once.
     pub async fn start<S: StateMachine + 'static>(
         config: Config,
-        mut state_machine: S,
+        state_machine: S,
     ) -> Result<Quorum, StartError> {
         config.validate()?;
-        let disk = disk::Disk::open(&config.dir, &config.voter_ids()).await?;
-        let snapshot_index = disk.core().snapshot_index();
-        if snapshot_index > 0 {
-            state_machine.restore(&disk.core().snapshot.data);
-        }
-        let raft_config = raft_config(&config, snapshot_index);
-        let mut node = raft::RawNode::new(
-            &raft_config,
-            disk.store(),
-            &logger::raft_logger(config.node_id),
-        )?;
-        if config.voters.len() == 1 {
-            node.campaign()?;
-        }
         let listener = TcpListener::bind(config.listen).map_err(|error| StartError::Listen {
             address: config.listen,
             source: error.into(),
@@ -126,10 +114,19 @@ impl Quorum {
             address: config.listen,
             source: error.into(),
         })?;
-        let shared = Rc::new(Shared::default());
-        shared.applied_index.set(snapshot_index);
         let (inbox, inbox_receiver) = local_channel::new_bounded(INBOX_INPUTS_MAX);
         let inbox = Rc::new(inbox);
+        let transport = transport::Transport::start(&config);
+        let raft_config = raft_config(&config);
+        let driver = Driver::open(
+            &config,
+            raft_config,
+            state_machine,
+            transport,
+            inbox_receiver,
+        )
+        .await?;
+        let shared = driver.shared.clone();
         let deliver_inbox = inbox.clone();
         let deliver: transport::Deliver = Rc::new(move |message| {
             match deliver_inbox.try_send(Input::Message(Box::new(message))) {
@@ -139,31 +136,15 @@ impl Quorum {
                 Err(_) => true,
             }
         });
-        let config = Rc::new(config);
-        let listener = glommio::spawn_local(transport::serve(listener, config.clone(), deliver));
-        let driver = Driver {
-            node,
-            disk,
-            transport: transport::Transport::start(&config),
-            state_machine,
-            shared: shared.clone(),
-            inbox: inbox_receiver,
-            tick: config.tick,
-            snapshot_every: config.snapshot_every,
-            node_id: config.node_id,
-            incarnation: incarnation(),
-            next_proposal: 0,
-            pending: Default::default(),
-            ticks: 0,
-            snapshots_sent: Default::default(),
-        };
+        let propose_timeout = config.propose_timeout;
+        let listener = glommio::spawn_local(transport::serve(listener, Rc::new(config), deliver));
         let driver = glommio::spawn_local(driver.run());
         Ok(Quorum {
             inbox,
             shared,
             driver: RefCell::new(Some(driver)),
             listener: RefCell::new(Some(listener)),
-            propose_timeout: config.propose_timeout,
+            propose_timeout,
             local_address,
         })
     }
@@ -255,24 +236,15 @@ impl Quorum {
 /// raft-rs's settings. check_quorum makes a leader that lost its majority step down (so a
 /// minority reports "no leader" instead of accepting proposals it cannot commit); pre_vote keeps a
 /// node that was cut off from raising the term and deposing a healthy leader when it returns.
-fn raft_config(config: &Config, applied: u64) -> raft::Config {
+fn raft_config(config: &Config) -> raft::Config {
     raft::Config {
         id: config.node_id,
         election_tick: config.election_ticks,
         heartbeat_tick: config.heartbeat_ticks,
-        applied,
         max_size_per_msg: MESSAGE_ENTRIES_BYTES_MAX,
         max_inflight_msgs: INFLIGHT_APPENDS_MAX,
         check_quorum: true,
         pre_vote: true,
         ..Default::default()
     }
-}
-
-/// A number that differs between two starts of the same node.
-fn incarnation() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
 }

@@ -54,10 +54,22 @@ const WRITE_BATCH_BYTES_MAX: usize = 1 << 20;
 /// Where received messages go: the driver's inbox. Returns false once the driver is gone.
 pub type Deliver = Rc<dyn Fn(Message) -> bool>;
 
+/// Where the driver sends Raft messages. Sending never waits and may drop (Raft retransmits).
+pub trait Outbox {
+    fn send(&self, message: Message);
+}
+
+impl Outbox for Transport {
+    fn send(&self, message: Message) {
+        Transport::send(self, message);
+    }
+}
+
 /// The sending side: one bounded queue and one connection task per peer.
 pub struct Transport {
     peers: HashMap<u64, LocalSender<Message>>,
-    tasks: Vec<Task<()>>,
+    /// Dropping the transport cancels them.
+    _tasks: Vec<Task<()>>,
     dropped: Rc<Cell<u64>>,
 }
 
@@ -82,7 +94,7 @@ impl Transport {
         }
         Transport {
             peers,
-            tasks,
+            _tasks: tasks,
             dropped: Rc::new(Cell::new(0)),
         }
     }
@@ -100,11 +112,6 @@ impl Transport {
 
     pub fn messages_dropped(&self) -> u64 {
         self.dropped.get()
-    }
-
-    /// Stops every connection task.
-    pub fn stop(self) {
-        drop(self.tasks);
     }
 }
 
