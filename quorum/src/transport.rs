@@ -48,6 +48,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Bytes of a frame read before the buffer grows again.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Bytes of encoded messages written to a socket in one write.
 const WRITE_BATCH_BYTES_MAX: usize = 1 << 20;
 
@@ -250,8 +252,7 @@ async fn serve_connection(
         if length == 0 || length > MESSAGE_BYTES_MAX {
             return Err(refused("frame length out of bounds"));
         }
-        let mut payload = vec![0u8; length];
-        stream.read_exact(&mut payload).await?;
+        let payload = read_payload(&mut stream, length).await?;
         let message =
             Message::decode(payload.as_slice()).map_err(|_| refused("undecodable message"))?;
         if message.from != sender || message.to != config.node_id {
@@ -263,6 +264,19 @@ async fn serve_connection(
             return Ok(());
         }
     }
+}
+
+/// Reads `length` bytes, growing the buffer as they arrive: a peer that announces a large frame
+/// and sends nothing holds no memory.
+async fn read_payload(stream: &mut TcpStream, length: usize) -> io::Result<Vec<u8>> {
+    let mut payload = Vec::new();
+    while payload.len() < length {
+        let chunk = READ_CHUNK_BYTES.min(length - payload.len());
+        let start = payload.len();
+        payload.resize(start + chunk, 0);
+        stream.read_exact(&mut payload[start..]).await?;
+    }
+    Ok(payload)
 }
 
 /// Reads and checks the handshake; returns the sender's node id.

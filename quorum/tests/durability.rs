@@ -44,7 +44,13 @@ fn compaction_bounds_the_log_and_a_lagging_node_catches_up_by_snapshot() {
         .unwrap_or(0);
 
     let entries = 4_000;
+    let started = std::time::Instant::now();
     let last = propose_many(&nodes[leader], "bulk", entries, 100);
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{entries} entries committed by 2 of 3 voters, 100 in flight, in {elapsed:?} ({:.0} entries/s)",
+        entries as f64 / elapsed.as_secs_f64()
+    );
     wait_until("both running nodes apply everything", || {
         nodes.iter().all(|node| node.status().applied_index >= last)
     });
