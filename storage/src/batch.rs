@@ -78,7 +78,7 @@ pub(crate) fn set_base_offset_and_epoch(batch: &mut [u8], base_offset: i64, lead
 pub const LEADER_EPOCH_DEFAULT: i32 = 0;
 
 /// Per-batch facts gathered during validation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchSummary {
     /// Position of the batch inside the `ValidatedBatches` bytes.
     pub position: usize,
@@ -92,7 +92,10 @@ pub(crate) struct BatchSummary {
 /// each batch at most [`BATCH_BYTES_MAX`] and all together at most [`APPEND_BYTES_MAX`].
 /// Constructed only by [`ValidatedBatches::validate`], so `PartitionLog::append` cannot be handed
 /// unchecked bytes.
-#[derive(Debug, Clone)]
+///
+/// Archivable with rkyv (for messages that may one day travel between brokers) as its bytes and
+/// leader epoch; deserializing validates the bytes again, so an archive cannot forge the type.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatedBatches {
     bytes: Bytes,
     batches: Vec<BatchSummary>,
@@ -193,5 +196,61 @@ impl ValidatedBatches {
         let stamped = ValidatedBatches::validate(stamped.freeze())
             .expect("stamping LogAppendTime keeps a valid batch valid");
         Ok(stamped)
+    }
+}
+
+/// What rkyv stores of a [`ValidatedBatches`]: the rest is derived from the bytes.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+pub struct ValidatedBatchesArchive {
+    bytes: Bytes,
+    leader_epoch: i32,
+}
+
+impl ValidatedBatches {
+    fn archive(&self) -> ValidatedBatchesArchive {
+        ValidatedBatchesArchive {
+            bytes: self.bytes.clone(),
+            leader_epoch: self.leader_epoch,
+        }
+    }
+}
+
+impl rkyv::Archive for ValidatedBatches {
+    type Archived = ArchivedValidatedBatchesArchive;
+    type Resolver = ValidatedBatchesArchiveResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        self.archive().resolve(resolver, out);
+    }
+}
+
+impl<S> rkyv::Serialize<S> for ValidatedBatches
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        self.archive().serialize(serializer)
+    }
+}
+
+/// An archived leader epoch below zero, which no leader ever has.
+#[derive(Debug, thiserror::Error)]
+#[error("archived leader epoch {0} is negative")]
+struct NegativeLeaderEpoch(i32);
+
+impl<D> rkyv::Deserialize<ValidatedBatches, D> for ArchivedValidatedBatchesArchive
+where
+    D: rkyv::rancor::Fallible + ?Sized,
+    D::Error: rkyv::rancor::Source,
+{
+    fn deserialize(&self, _: &mut D) -> Result<ValidatedBatches, D::Error> {
+        use rkyv::rancor::Source;
+        let leader_epoch = self.leader_epoch.to_native();
+        if leader_epoch < 0 {
+            return Err(D::Error::new(NegativeLeaderEpoch(leader_epoch)));
+        }
+        let bytes = Bytes::copy_from_slice(self.bytes.as_slice());
+        let batches = ValidatedBatches::validate(bytes).map_err(D::Error::new)?;
+        Ok(batches.with_leader_epoch(leader_epoch))
     }
 }

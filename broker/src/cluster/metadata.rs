@@ -40,9 +40,10 @@ pub struct TopicMeta {
     pub config: TopicConfig,
 }
 
-/// [`TopicMeta`] as `topics.json` stores it.
-#[derive(Deserialize)]
-struct StoredTopicMeta {
+/// [`TopicMeta`] as `topics.json` stores it, and as rkyv archives it: the parsed `config` is
+/// rebuilt from `configs` when either is read.
+#[derive(Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct StoredTopicMeta {
     name: String,
     id: uuid::Uuid,
     partitions: i32,
@@ -52,6 +53,47 @@ struct StoredTopicMeta {
 impl From<StoredTopicMeta> for TopicMeta {
     fn from(stored: StoredTopicMeta) -> TopicMeta {
         TopicMeta::new(stored.name, stored.id, stored.partitions, stored.configs)
+    }
+}
+
+impl TopicMeta {
+    fn stored(&self) -> StoredTopicMeta {
+        StoredTopicMeta {
+            name: self.name.clone(),
+            id: self.id,
+            partitions: self.partitions,
+            configs: self.configs.clone(),
+        }
+    }
+}
+
+impl rkyv::Archive for TopicMeta {
+    type Archived = ArchivedStoredTopicMeta;
+    type Resolver = StoredTopicMetaResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        self.stored().resolve(resolver, out);
+    }
+}
+
+impl<S> rkyv::Serialize<S> for TopicMeta
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+    S::Error: rkyv::rancor::Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        self.stored().serialize(serializer)
+    }
+}
+
+impl<D> rkyv::Deserialize<TopicMeta, D> for ArchivedStoredTopicMeta
+where
+    D: rkyv::rancor::Fallible + ?Sized,
+    D::Error: rkyv::rancor::Source,
+{
+    fn deserialize(&self, deserializer: &mut D) -> Result<TopicMeta, D::Error> {
+        let stored: StoredTopicMeta = rkyv::Deserialize::deserialize(self, deserializer)?;
+        Ok(stored.into())
     }
 }
 
@@ -92,7 +134,16 @@ impl TopicMeta {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Debug,
+    PartialEq,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct MetadataSnapshot {
     /// Grows by one with every published change.
     pub version: u64,

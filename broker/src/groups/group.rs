@@ -50,7 +50,7 @@ const _: () = assert!(MEMBER_METADATA_BYTES_MAX <= GROUP_METADATA_BYTES_MAX);
 /// JoinGroup does not hold its metadata until a rebalance timeout it chose.
 pub const NEW_MEMBER_JOIN_TIMEOUT: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum GroupState {
     Empty,
     PreparingRebalance,
@@ -89,7 +89,7 @@ impl Default for GroupConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct JoinResult {
     pub error: Option<ResponseError>,
     pub generation: i32,
@@ -112,7 +112,7 @@ impl JoinResult {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SyncResult {
     pub error: Option<ResponseError>,
     pub protocol_type: Option<String>,
@@ -121,7 +121,7 @@ pub struct SyncResult {
 }
 
 /// A JoinGroup request's fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct JoinArgs {
     pub member_id: String,
     pub instance_id: Option<String>,

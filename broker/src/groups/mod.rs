@@ -351,7 +351,7 @@ pub fn leave(
 }
 
 /// One partition's commit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CommitEntry {
     pub topic: String,
     pub partition: i32,
@@ -497,10 +497,10 @@ pub fn fetch_offsets(
 }
 
 /// A group's description for DescribeGroups and ListGroups.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct GroupSummary {
     pub group_id: String,
-    pub state: &'static str,
+    pub state: GroupState,
     pub protocol_type: String,
     pub protocol: String,
     /// member id, instance id, client id, client host, metadata, assignment
@@ -512,7 +512,7 @@ pub fn describe(host: &impl GroupHost, group_id: &str) -> Option<GroupSummary> {
         let protocol = g.protocol.clone().unwrap_or_default();
         GroupSummary {
             group_id: g.id.clone(),
-            state: g.state.name(),
+            state: g.state,
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
             members: g
                 .members

@@ -32,7 +32,7 @@ pub fn offsets_partition(group: &str) -> i32 {
     non_negative % OFFSETS_TOPIC_PARTITIONS
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CommittedOffset {
     pub offset: i64,
     pub leader_epoch: i32,

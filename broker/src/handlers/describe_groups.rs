@@ -57,7 +57,7 @@ pub async fn handle(
                     })
                     .collect();
                 entry
-                    .with_group_state(StrBytes::from_static_str(g.state))
+                    .with_group_state(StrBytes::from_static_str(g.state.name()))
                     .with_protocol_type(StrBytes::from_string(g.protocol_type))
                     .with_protocol_data(StrBytes::from_string(g.protocol))
                     .with_members(members)

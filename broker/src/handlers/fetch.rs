@@ -160,18 +160,21 @@ async fn wait_any(shard: &Rc<Shard>, specs: &[ReadSpec], deadline: Instant) {
             .or_default()
             .push((spec.topic.clone(), spec.partition, spec.offset));
     }
-    let waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = by_owner
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = by_owner
         .into_iter()
         .map(|(owner, waits)| {
             let shard = shard.clone();
             Box::pin(async move {
-                let reply = shard.call(owner, Request::Wait { waits, deadline }).await;
+                let reply = shard.call(owner, Request::Wait { waits, timeout }).await;
                 let Reply::Wait = reply else {
                     reply.mismatch("Wait")
                 };
             }) as Pin<Box<dyn Future<Output = ()>>>
         })
         .collect();
+    // The owners count `timeout` from when they receive the request; the deadline is this one.
+    waits.push(Box::pin(glommio::timer::sleep(timeout)));
     first_of(waits).await;
 }
 

@@ -38,13 +38,13 @@ pub async fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGro
             .any(|t| t.as_str().eq_ignore_ascii_case(GROUP_TYPE));
     let groups = listed
         .into_iter()
-        .filter(|g| classic_wanted && wanted(g.state))
+        .filter(|g| classic_wanted && wanted(g.state.name()))
         .map(|g| {
             let entry = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
                 .with_protocol_type(StrBytes::from_string(g.protocol_type));
             let entry = if ctx.version >= 4 {
-                entry.with_group_state(StrBytes::from_static_str(g.state))
+                entry.with_group_state(StrBytes::from_static_str(g.state.name()))
             } else {
                 entry
             };

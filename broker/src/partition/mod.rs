@@ -32,14 +32,14 @@ pub const MAX_TIMESTAMP: i64 = -3;
 pub const ACKS_ALL: i16 = -1;
 
 /// Result of an append on the owner shard.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Appended {
     pub base_offset: i64,
     pub log_start_offset: i64,
 }
 
 /// One partition to read, with its place in the request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ReadSpec {
     pub topic: String,
     pub partition: i32,
@@ -48,7 +48,7 @@ pub struct ReadSpec {
 }
 
 /// What a fetch learns about one partition.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PartitionRead {
     pub error: Option<ResponseError>,
     pub high_watermark: i64,

@@ -2,6 +2,7 @@
 //! the code that serves it.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 
@@ -25,7 +26,8 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
             None => Err(ResponseError::UnknownTopicOrPartition),
         }),
         Request::Read(specs) => Reply::Read(read(&shard, specs).await),
-        Request::Wait { waits, deadline } => {
+        Request::Wait { waits, timeout } => {
+            let deadline = Instant::now() + timeout;
             let partitions = (waits.into_iter())
                 .map(|(topic, partition, offset)| (shard.partition(&topic, partition), offset))
                 .collect();

@@ -3,10 +3,14 @@
 //! (`shard::dispatch`).
 //!
 //! Payloads are plain owned data (no closures, no `Rc`). On one broker the value moves through
-//! the channel as it is: record data is never copied or encoded on the way.
+//! the channel as it is: record data is never copied or encoded on the way. Both enums are also
+//! archivable with rkyv (validated on access with bytecheck), the shape in which they can one day
+//! travel between brokers; nothing on one broker encodes them. Kafka error codes archive as their
+//! i16 code, record batches as their bytes (validated again when deserialized), and a wait as
+//! its remaining time rather than an `Instant`, which means nothing on another machine.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -20,6 +24,7 @@ use crate::partition::{Appended, PartitionRead, ReadSpec};
 
 /// Work for another shard (or this one): partitions go to their owner shard, groups to their
 /// coordinator shard, metadata changes to the controller shard.
+#[derive(Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Request {
     /// Appends one produced batch to a partition this shard owns.
     Append {
@@ -30,11 +35,12 @@ pub enum Request {
     },
     /// Reads from partitions this shard owns.
     Read(Vec<ReadSpec>),
-    /// Completes when any of (topic, partition, offset) has data past its offset, or at the
-    /// deadline.
+    /// Completes when any of (topic, partition, offset) has data past its offset, or once
+    /// `timeout` has passed since the owner received it. The sender also stops waiting at its
+    /// own deadline, so time in the channel never lengthens a fetch's wait.
     Wait {
         waits: Vec<(String, i32, i64)>,
-        deadline: Instant,
+        timeout: Duration,
     },
     ListOffset {
         topic: String,
@@ -118,6 +124,7 @@ pub enum Request {
 }
 
 /// The answer to a [`Request`], in the variant of the same name.
+#[derive(Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Reply {
     Append(Result<Appended, ResponseError>),
     Read(Vec<PartitionRead>),
@@ -154,3 +161,6 @@ impl Reply {
         unreachable!("a {wanted} request was answered with another reply")
     }
 }
+
+#[cfg(test)]
+mod tests;

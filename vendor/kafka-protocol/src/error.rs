@@ -324,3 +324,50 @@ define_errors! { ResponseError,
     (StreamsTopologyFenced,               132, false, "The supplied topology epoch is outdated."),
     (ShareSessionLimitReached,           133, true, "The limit of share sessions has been reached."),
 }
+
+/// `ResponseError` archived by rkyv as its i16 error code: the code is the protocol's stable
+/// name for an error, where an enum tag would depend on this crate's variant order.
+#[cfg(feature = "rkyv")]
+mod archive {
+    use super::ResponseError;
+    use rkyv::rancor::{Fallible, Source};
+    use rkyv::primitive::ArchivedI16;
+    use rkyv::{Archive, Deserialize, Place, Serialize};
+
+    /// An archived error code of 0, which means "no error" and so names no `ResponseError`.
+    #[derive(Debug)]
+    struct NotAnError;
+
+    impl std::fmt::Display for NotAnError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("archived error code 0 is not an error")
+        }
+    }
+
+    impl std::error::Error for NotAnError {}
+
+    impl Archive for ResponseError {
+        type Archived = ArchivedI16;
+        type Resolver = ();
+
+        fn resolve(&self, resolver: (), out: Place<Self::Archived>) {
+            self.code().resolve(resolver, out);
+        }
+    }
+
+    impl<S: Fallible + ?Sized> Serialize<S> for ResponseError {
+        fn serialize(&self, _: &mut S) -> Result<(), S::Error> {
+            Ok(())
+        }
+    }
+
+    impl<D> Deserialize<ResponseError, D> for ArchivedI16
+    where
+        D: Fallible + ?Sized,
+        D::Error: Source,
+    {
+        fn deserialize(&self, _: &mut D) -> Result<ResponseError, D::Error> {
+            ResponseError::try_from_code(self.to_native()).ok_or_else(|| D::Error::new(NotAnError))
+        }
+    }
+}

@@ -9,7 +9,7 @@ use crate::cluster::metadata::MetadataSnapshot;
 use crate::cluster::{broker_config, topic_config};
 
 /// A change to one topic's explicit configs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ConfigChange {
     /// AlterConfigs: these become the topic's explicit configs, replacing all others.
     Replace(BTreeMap<String, String>),
@@ -19,7 +19,7 @@ pub enum ConfigChange {
 }
 
 /// Which broker configs a BROKER resource names.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum BrokerTarget {
     /// This broker's own (the resource named by its node id).
     ThisBroker,

@@ -12,7 +12,7 @@ use crate::cluster::topic_config;
 use crate::topic_name::validate_topic_name;
 
 /// A topic to create, as asked by CreateTopics, the CLI or auto-creation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct TopicSpec {
     pub name: String,
     /// -1 asks for the broker default.
