@@ -6,15 +6,13 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::index_file;
+use crate::io::LogIo;
+use crate::marker_file::{i64_at, u64_at, MarkerError, MarkerFormat};
 use crate::StorageError;
 
-pub(crate) const MARKER_FILE_NAME: &str = "clean-shutdown";
-pub(crate) const MARKER_MAGIC: [u8; 8] = *b"SLCCLEAN";
-pub(crate) const MARKER_FORMAT_VERSION: u32 = 1;
-pub(crate) const MARKER_BYTES: usize = 48;
+const FORMAT: MarkerFormat = MarkerFormat::new("clean-shutdown", *b"SLCCLEAN", 1, 24, 48);
 
 /// What a clean close left behind: the active segment and where it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,85 +23,91 @@ pub(crate) struct CleanMarker {
 }
 
 impl CleanMarker {
-    pub fn encode(&self) -> [u8; MARKER_BYTES] {
-        let mut bytes = [0u8; MARKER_BYTES];
-        bytes[0..8].copy_from_slice(&MARKER_MAGIC);
-        bytes[8..12].copy_from_slice(&MARKER_FORMAT_VERSION.to_le_bytes());
-        bytes[16..24].copy_from_slice(&self.active_base_offset.to_le_bytes());
-        bytes[24..32].copy_from_slice(&self.active_segment_bytes.to_le_bytes());
-        bytes[32..40].copy_from_slice(&self.log_end_offset.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes[..40]);
-        bytes[40..44].copy_from_slice(&crc.to_le_bytes());
-        bytes
+    fn payload(&self) -> [u8; 24] {
+        let mut payload = [0u8; 24];
+        payload[0..8].copy_from_slice(&self.active_base_offset.to_le_bytes());
+        payload[8..16].copy_from_slice(&self.active_segment_bytes.to_le_bytes());
+        payload[16..24].copy_from_slice(&self.log_end_offset.to_le_bytes());
+        payload
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<CleanMarker> {
-        if bytes.len() != MARKER_BYTES || bytes[0..8] != MARKER_MAGIC {
-            return None;
-        }
-        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-        let long = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
-        if word(8) != MARKER_FORMAT_VERSION || word(40) != crc32c::crc32c(&bytes[..40]) {
-            return None;
-        }
-        Some(CleanMarker {
-            active_base_offset: long(16) as i64,
-            active_segment_bytes: long(24),
-            log_end_offset: long(32) as i64,
+    fn parse(payload: &[u8]) -> Result<CleanMarker, MarkerError> {
+        Ok(CleanMarker {
+            active_base_offset: i64_at(payload, 0),
+            active_segment_bytes: u64_at(payload, 8),
+            log_end_offset: i64_at(payload, 16),
         })
     }
-}
-
-pub(crate) fn marker_path(dir: &Path) -> PathBuf {
-    dir.join(MARKER_FILE_NAME)
 }
 
 /// Reads the marker and removes it, so that it can vouch for the log only until the log is
 /// changed. The removal is made durable by the directory sync of the first `sync_to` (the
 /// caller arranges it): until then the marker may reappear after a power failure, but the
 /// segment it describes has then not grown either, or its length no longer matches.
-/// Returns whether a marker file was removed, and the marker if it was valid.
+/// Returns whether a marker file was removed, and the marker if it was valid. An invalid one
+/// costs only a scan of the last segment, so it is logged and ignored.
 pub(crate) fn take_blocking(dir: &Path) -> io::Result<(bool, Option<CleanMarker>)> {
-    let path = marker_path(dir);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((false, None)),
-        Err(error) => return Err(error),
+    let Some(bytes) = FORMAT.read_blocking(dir)? else {
+        return Ok((false, None));
     };
-    fs::remove_file(&path)?;
-    let marker = CleanMarker::decode(&bytes);
-    if marker.is_none() {
-        log::warn!(
-            "ignoring an invalid clean-shutdown marker in {}",
-            dir.display()
-        );
+    fs::remove_file(FORMAT.path(dir))?;
+    match FORMAT.decode(&bytes).and_then(CleanMarker::parse) {
+        Ok(marker) => Ok((true, Some(marker))),
+        Err(error) => {
+            log::warn!(
+                "ignoring an invalid clean-shutdown marker in {}: {error}",
+                dir.display()
+            );
+            Ok((true, None))
+        }
     }
-    Ok((true, marker))
 }
 
-/// Writes the marker durably (temporary file, fdatasync, rename); the caller syncs the directory.
-pub(crate) async fn write(dir: &Path, marker: &CleanMarker) -> Result<(), StorageError> {
-    index_file::write(&marker_path(dir), marker.encode().to_vec()).await
+/// Writes the marker durably, the directory fsync included.
+pub(crate) async fn write(
+    io: &dyn LogIo,
+    dir: &Path,
+    marker: &CleanMarker,
+) -> Result<(), StorageError> {
+    FORMAT.replace(io, dir, &marker.payload()).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn decode(bytes: &[u8]) -> Option<CleanMarker> {
+        FORMAT.decode(bytes).and_then(CleanMarker::parse).ok()
+    }
+
+    /// A marker as the format's first version wrote it, byte by byte.
+    fn version_1_bytes(marker: &CleanMarker) -> Vec<u8> {
+        let mut bytes = vec![0u8; 48];
+        bytes[0..8].copy_from_slice(b"SLCCLEAN");
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        bytes[16..24].copy_from_slice(&marker.active_base_offset.to_le_bytes());
+        bytes[24..32].copy_from_slice(&marker.active_segment_bytes.to_le_bytes());
+        bytes[32..40].copy_from_slice(&marker.log_end_offset.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..40]);
+        bytes[40..44].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
     #[test]
-    fn round_trip_and_damage() {
+    fn round_trip_in_its_layout_and_damage() {
         let marker = CleanMarker {
             active_base_offset: 1000,
             active_segment_bytes: 123_456,
             log_end_offset: 1234,
         };
-        let bytes = marker.encode();
-        assert_eq!(CleanMarker::decode(&bytes), Some(marker));
+        let bytes = FORMAT.encode(&marker.payload());
+        assert_eq!(bytes, version_1_bytes(&marker));
+        assert_eq!(decode(&bytes), Some(marker));
         for at in 0..44 {
-            let mut damaged = bytes;
+            let mut damaged = bytes.clone();
             damaged[at] ^= 1;
-            assert_eq!(CleanMarker::decode(&damaged), None, "flip at {at}");
+            assert_eq!(decode(&damaged), None, "flip at {at}");
         }
-        assert_eq!(CleanMarker::decode(&bytes[..40]), None);
+        assert_eq!(decode(&bytes[..40]), None);
     }
 }

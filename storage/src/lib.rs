@@ -16,6 +16,16 @@
 //! (below) is ground truth too, once DeleteRecords wrote it. Files named `*.tmp` are interrupted
 //! writes of those and are removed at open. The batch header's byte table is in `record_batch`.
 //!
+//! ## Marker files
+//!
+//! The log start checkpoint, the clean-shutdown marker and the truncation marker share one
+//! layout (`marker_file.rs`), tabled for each below: 8 magic bytes, a u32 version, 4 reserved
+//! zero bytes, the payload from byte 16, the CRC-32C of every byte before it, and zeros up to
+//! the file's size. Each is written to `<name>.tmp`, fdatasync'd, renamed, and the directory
+//! fsync'd. A file of the wrong size, magic, version or CRC, or with an impossible payload, is
+//! refused with the reason (`Corrupt` for the checkpoint and the truncation marker; a refused
+//! clean-shutdown marker only costs a scan of the last segment).
+//!
 //! ## Index files
 //!
 //! `<base_offset:020>.index` is the sparse index of the segment `<base_offset:020>.log`: an entry
@@ -223,6 +233,7 @@ mod iopoll_probe;
 mod log;
 mod log_start_checkpoint;
 mod lru;
+mod marker_file;
 mod notify;
 mod read_ahead;
 pub mod records;

@@ -5,83 +5,74 @@
 //! restart. Written to a temporary file, fdatasync'd, renamed, and the directory fsync'd before the
 //! new start is published. The byte layout is documented in the crate docs (`lib.rs`).
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::index_file;
+use crate::io::LogIo;
+use crate::marker_file::{i64_at, MarkerError, MarkerFormat};
 use crate::StorageError;
 
-pub(crate) const CHECKPOINT_FILE_NAME: &str = "log-start-offset";
-const CHECKPOINT_MAGIC: [u8; 8] = *b"SLCSTART";
-const CHECKPOINT_FORMAT_VERSION: u32 = 1;
-const CHECKPOINT_BYTES: usize = 32;
+pub(crate) const FORMAT: MarkerFormat =
+    MarkerFormat::new("log-start-offset", *b"SLCSTART", 1, 8, 32);
 
-fn checkpoint_path(dir: &Path) -> PathBuf {
-    dir.join(CHECKPOINT_FILE_NAME)
-}
-
-fn encode(log_start_offset: i64) -> [u8; CHECKPOINT_BYTES] {
-    assert!(log_start_offset >= 0);
-    let mut bytes = [0u8; CHECKPOINT_BYTES];
-    bytes[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
-    bytes[8..12].copy_from_slice(&CHECKPOINT_FORMAT_VERSION.to_le_bytes());
-    bytes[16..24].copy_from_slice(&log_start_offset.to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..24]);
-    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
-    bytes
-}
-
-fn decode(bytes: &[u8]) -> Option<i64> {
-    if bytes.len() != CHECKPOINT_BYTES || bytes[0..8] != CHECKPOINT_MAGIC {
-        return None;
+fn parse(payload: &[u8]) -> Result<i64, MarkerError> {
+    let log_start_offset = i64_at(payload, 0);
+    if log_start_offset < 0 {
+        return Err(MarkerError::Payload("the log start offset is negative"));
     }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    let crc = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
-    if version != CHECKPOINT_FORMAT_VERSION || crc != crc32c::crc32c(&bytes[..24]) {
-        return None;
-    }
-    let log_start_offset = i64::from_le_bytes(bytes[16..24].try_into().unwrap());
-    (log_start_offset >= 0).then_some(log_start_offset)
+    Ok(log_start_offset)
 }
 
 /// The checkpointed log start offset, `None` if there is no checkpoint. A checkpoint that exists
-/// but does not decode is `Corrupt`: it is written atomically (rename), so damage means the
-/// files were changed outside this code, and guessing a start could serve deleted records.
+/// but does not decode is `Corrupt`: guessing a start could serve deleted records.
 pub(crate) fn read_blocking(dir: &Path) -> Result<Option<i64>, StorageError> {
-    let path = checkpoint_path(dir);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error.into()),
-    };
-    match decode(&bytes) {
-        Some(offset) => Ok(Some(offset)),
-        None => Err(StorageError::Corrupt(format!(
-            "{} is damaged",
-            path.display()
-        ))),
-    }
+    FORMAT.load_blocking(dir, parse)
 }
 
-/// Durably replaces the checkpoint (the caller syncs the directory afterwards).
-pub(crate) async fn write(dir: &Path, log_start_offset: i64) -> Result<(), StorageError> {
-    index_file::write(&checkpoint_path(dir), encode(log_start_offset).to_vec()).await
+/// Durably replaces the checkpoint, the directory fsync included.
+pub(crate) async fn write(
+    io: &dyn LogIo,
+    dir: &Path,
+    log_start_offset: i64,
+) -> Result<(), StorageError> {
+    assert!(log_start_offset >= 0);
+    FORMAT
+        .replace(io, dir, &log_start_offset.to_le_bytes())
+        .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn decode(bytes: &[u8]) -> Result<i64, MarkerError> {
+        FORMAT.decode(bytes).and_then(parse)
+    }
+
+    /// A checkpoint as the format's first version wrote it, byte by byte.
+    fn version_1_bytes(log_start_offset: i64) -> Vec<u8> {
+        let mut bytes = vec![0u8; 32];
+        bytes[0..8].copy_from_slice(b"SLCSTART");
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        bytes[16..24].copy_from_slice(&log_start_offset.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..24]);
+        bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
     #[test]
-    fn a_checkpoint_round_trips_and_damage_is_detected() {
-        let bytes = encode(12_345);
-        assert_eq!(decode(&bytes), Some(12_345));
+    fn a_checkpoint_round_trips_in_its_layout_and_damage_is_detected() {
+        let bytes = FORMAT.encode(&12_345i64.to_le_bytes());
+        assert_eq!(bytes, version_1_bytes(12_345));
+        assert_eq!(decode(&bytes), Ok(12_345));
         for position in 0..28 {
-            let mut damaged = bytes;
+            let mut damaged = bytes.clone();
             damaged[position] ^= 0x01;
-            assert_eq!(decode(&damaged), None, "flipped byte {position}");
+            assert!(decode(&damaged).is_err(), "flipped byte {position}");
         }
-        assert_eq!(decode(&bytes[..31]), None);
+        assert!(decode(&bytes[..31]).is_err());
+        assert!(matches!(
+            decode(&version_1_bytes(-1)),
+            Err(MarkerError::Payload(_))
+        ));
     }
 }

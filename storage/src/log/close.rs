@@ -90,7 +90,6 @@ impl LogInner {
             log_end_offset: self.log_end_offset.get(),
         };
         assert_eq!(marker.log_end_offset, header.next_offset);
-        clean_marker::write(&self.dir, &marker).await?;
-        Ok(self.io.sync_dir(&self.dir).await?)
+        clean_marker::write(&*self.io, &self.dir, &marker).await
     }
 }

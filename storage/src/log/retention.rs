@@ -96,8 +96,7 @@ impl LogInner {
             return Ok(log_start_offset);
         }
         // Durable before it is published: a restart must not serve the deleted records again.
-        log_start_checkpoint::write(&self.dir, offset).await?;
-        self.io.sync_dir(&self.dir).await?;
+        log_start_checkpoint::write(&*self.io, &self.dir, offset).await?;
         self.log_start_offset.set(offset);
         self.raise_high_watermark_to_log_start();
         self.context

@@ -74,8 +74,7 @@ impl LogInner {
             segment_base_offset: base_offset,
             segment_bytes: position,
         };
-        truncation_marker::write(&self.dir, &truncation).await?;
-        self.io.sync_dir(&self.dir).await?;
+        truncation_marker::write(&*self.io, &self.dir, &truncation).await?;
         // Committed: the next open finishes the cut if this does not.
         let result = self.cut(&segment, kept, &truncation).await;
         if result.is_err() {
