@@ -21,6 +21,7 @@
 
 mod encode;
 mod error;
+pub mod records;
 
 pub use encode::{encode_batch, encode_record, BatchFields, RecordHeader};
 pub use error::BatchError;

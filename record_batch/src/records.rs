@@ -24,7 +24,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
-use record_batch::{records_of, BatchError, BatchHeader, ATTRIBUTE_COMPRESSION_MASK};
+use crate::{records_of, BatchError, BatchHeader, ATTRIBUTE_COMPRESSION_MASK};
 
 /// Buffer between a streaming decompressor and the record parser. Small, because the parser
 /// only ever needs a few bytes at a time; it is the whole per-batch memory cost of gzip, zstd
@@ -140,7 +140,7 @@ struct RecordInfo {
 }
 
 /// Checks one produced batch (header and CRC already checked) record by record.
-pub(crate) fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), BatchError> {
+pub fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), BatchError> {
     let header = BatchHeader::parse(batch)?;
     let codec = Codec::of_attributes(header.attributes)?;
     if codec == Codec::Zstd && !policy.zstd_allowed {
@@ -196,17 +196,14 @@ pub(crate) fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Resul
 /// Checks every record of a whole uncompressed batch by the rules of the module table. The one
 /// record walk that produce, fence searches and recovery share (through `batch::check_batch`), so that
 /// recovery never accepts a batch produce would refuse.
-pub(crate) fn check_uncompressed_records(
-    batch: &[u8],
-    header: &BatchHeader,
-) -> Result<(), BatchError> {
+pub fn check_uncompressed_records(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
     assert!(!header.is_compressed());
     walk_records(batch, header, batch.len(), &mut |_| true)
 }
 
 /// The first record of a whole, checked batch whose timestamp is at least `timestamp_ms`, as
 /// `(offset, timestamp)`, decoding at most [`LOOKUP_DECOMPRESSED_BYTES_MAX`] of a compressed one.
-pub(crate) fn first_record_at_or_after(
+pub fn first_record_at_or_after(
     batch: &[u8],
     header: &BatchHeader,
     timestamp_ms: i64,
