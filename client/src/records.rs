@@ -1,13 +1,11 @@
 //! RecordBatch v2 encoding for Produce and tolerant decoding of Fetch `records` bytes.
 
-use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
+use bytes::{Buf, Bytes};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    Compression, Record, RecordBatchDecoder, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
-use record_batch::BatchHeader;
+use record_batch::records::Codec;
+use record_batch::{BatchFields, BatchHeader, RecordHeader};
 
 use super::error::{ClientError, Result};
 use super::types::{ConsumedRecord, ProduceRecord};
@@ -59,51 +57,76 @@ pub fn encode_record_batch_as(
             records.len()
         )));
     }
-    let records_kafka: Vec<Record> = records
+    let codec = codec_of(compression);
+    // As kafka-protocol's encoder (whose bytes these are): the batch's base timestamp is the
+    // smallest record timestamp, and each record's delta is taken from it.
+    let base_timestamp = records
         .iter()
-        .enumerate()
-        .map(|(index, record)| to_kafka_record(index, record, producer))
-        .collect();
-    let mut buffer = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
-    RecordBatchEncoder::encode(&mut buffer, records_kafka.iter(), &options)
-        .map_err(|error| ClientError::protocol(format!("encoding record batch: {error}")))?;
-    // The encoder starts a new batch whenever batch-level fields differ; ours are all equal, so
-    // exactly one batch must come out.
-    assert_eq!(
-        record_batch::total_bytes_from_length(&buffer),
-        Some(buffer.len())
-    );
-    Ok(buffer.freeze())
-}
-
-fn to_kafka_record(index: usize, record: &ProduceRecord, producer: BatchProducer) -> Record {
-    let mut headers = IndexMap::with_capacity(record.headers.len());
-    for (name, value) in &record.headers {
-        headers.insert(StrBytes::from_string(name.clone()), value.clone());
+        .map(|r| r.timestamp_ms)
+        .min()
+        .expect("not empty");
+    let max_timestamp = records
+        .iter()
+        .map(|r| r.timestamp_ms)
+        .max()
+        .expect("not empty");
+    let mut section = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let headers = distinct_headers(&record.headers);
+        record_batch::encode_record(
+            &mut section,
+            index as i32,
+            record.timestamp_ms.wrapping_sub(base_timestamp),
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &headers,
+        );
     }
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+    let section = record_batch::records::compress(codec, &section)
+        .map_err(|error| ClientError::protocol(format!("compressing record batch: {error}")))?;
+    let fields = BatchFields {
+        attributes: codec as i16,
+        base_timestamp,
+        max_timestamp,
         producer_id: producer.producer_id,
         producer_epoch: producer.producer_epoch,
-        timestamp_type: TimestampType::Creation,
-        offset: index as i64,
-        // The encoder derives baseSequence from the first record and splits batches where
-        // offset - sequence (wrapping i32 arithmetic) changes, so sequence tracks the offset
-        // from the base sequence. Only baseSequence is written; the broker wraps the sequences
-        // after it from i32::MAX to 0 itself.
-        sequence: producer.base_sequence.wrapping_add(index as i32),
-        timestamp: record.timestamp_ms,
-        key: record.key.clone(),
-        value: record.value.clone(),
-        headers,
+        base_sequence: producer.base_sequence,
+    };
+    Ok(record_batch::encode_batch(
+        &fields,
+        records.len() as i32,
+        &section,
+    ))
+}
+
+fn codec_of(compression: Compression) -> Codec {
+    match compression {
+        Compression::None => Codec::None,
+        Compression::Gzip => Codec::Gzip,
+        Compression::Snappy => Codec::Snappy,
+        Compression::Lz4 => Codec::Lz4,
+        Compression::Zstd => Codec::Zstd,
     }
+}
+
+/// A record's headers with a repeated name kept once, at its first place with its last value:
+/// the client has always sent headers this way (through an ordered map).
+fn distinct_headers(headers: &[(String, Option<Bytes>)]) -> Vec<RecordHeader<'_>> {
+    let mut distinct: Vec<RecordHeader<'_>> = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let value = value.as_deref();
+        match distinct
+            .iter_mut()
+            .find(|header| header.key == name.as_bytes())
+        {
+            Some(header) => header.value = value,
+            None => distinct.push(RecordHeader {
+                key: name.as_bytes(),
+                value,
+            }),
+        }
+    }
+    distinct
 }
 
 /// Records decoded from a Fetch partition's `records` bytes.
@@ -164,6 +187,7 @@ fn to_consumed_record(record: Record) -> ConsumedRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn record(key: Option<&'static str>, value: &'static str, timestamp_ms: i64) -> ProduceRecord {
         ProduceRecord {
@@ -181,6 +205,102 @@ mod tests {
             BytesMut::from(&encode_record_batch(records, Compression::None).unwrap()[..]);
         record_batch::set_base_offset(&mut batch, base_offset);
         batch.freeze()
+    }
+
+    /// The batch kafka-protocol's encoder makes of `records`, as the client sent them before it
+    /// encoded through `record_batch`.
+    fn kafka_protocol_batch(
+        records: &[ProduceRecord],
+        compression: Compression,
+        producer: BatchProducer,
+    ) -> Bytes {
+        use kafka_protocol::indexmap::IndexMap;
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::{
+            RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PARTITION_LEADER_EPOCH,
+        };
+        let records: Vec<Record> = (records.iter().enumerate())
+            .map(|(index, record)| {
+                let mut headers = IndexMap::new();
+                for (name, value) in &record.headers {
+                    headers.insert(StrBytes::from_string(name.clone()), value.clone());
+                }
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                    producer_id: producer.producer_id,
+                    producer_epoch: producer.producer_epoch,
+                    timestamp_type: TimestampType::Creation,
+                    offset: index as i64,
+                    sequence: producer.base_sequence.wrapping_add(index as i32),
+                    timestamp: record.timestamp_ms,
+                    key: record.key.clone(),
+                    value: record.value.clone(),
+                    headers,
+                }
+            })
+            .collect();
+        let mut buffer = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut buffer, records.iter(), &options).unwrap();
+        buffer.freeze()
+    }
+
+    #[test]
+    fn batches_are_kafka_protocols_byte_for_byte_for_every_codec() {
+        let value = Bytes::from(b"a record value that compresses well. ".repeat(3000));
+        let mut records = vec![
+            record(Some("k1"), "a", 1000),
+            record(None, "b", 1005),
+            record(Some("k3"), "c", 999),
+            ProduceRecord {
+                key: None,
+                value: None,
+                headers: vec![
+                    ("x".into(), None),
+                    ("y".into(), Some(Bytes::from_static(b"1"))),
+                    ("x".into(), Some(Bytes::from_static(b"2"))),
+                ],
+                timestamp_ms: 1001,
+            },
+        ];
+        records.push(ProduceRecord {
+            value: Some(value),
+            ..record(Some("big"), "", 1002)
+        });
+        let producers = [
+            BatchProducer::NONE,
+            BatchProducer {
+                producer_id: 7,
+                producer_epoch: 2,
+                base_sequence: i32::MAX - 1,
+            },
+        ];
+        let codecs = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
+        for compression in codecs {
+            for producer in producers {
+                for count in [1, records.len()] {
+                    let ours =
+                        encode_record_batch_as(&records[..count], compression, producer).unwrap();
+                    let theirs = kafka_protocol_batch(&records[..count], compression, producer);
+                    assert_eq!(
+                        ours, theirs,
+                        "{compression:?}, {producer:?}, {count} records"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -554,34 +554,46 @@ impl Read for SnappyReader<'_> {
     }
 }
 
-/// Compresses a records section with `codec` as Kafka clients do (snappy in xerial framing):
-/// for tests and load tools that build batches.
-pub fn compress(codec: Codec, records: &[u8]) -> Vec<u8> {
+/// Snappy blocks of the xerial framing hold at most this many uncompressed bytes (snappy-java's
+/// default block size).
+const SNAPPY_XERIAL_BLOCK_BYTES: usize = 32 << 10;
+
+/// Compresses a records section with `codec` as the Java client and kafka-protocol do: gzip at
+/// the default level, snappy in xerial framing (version 1, compatible 1, 32 KiB blocks), lz4
+/// frames of independent blocks at level 4, zstd at level 3. The client encodes produced batches
+/// with it; the bytes are kafka-protocol's, byte for byte (a client test checks every codec).
+pub fn compress(codec: Codec, records: &[u8]) -> io::Result<Vec<u8>> {
     use std::io::Write;
     match codec {
-        Codec::None => records.to_vec(),
+        Codec::None => Ok(records.to_vec()),
         Codec::Gzip => {
             let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            encoder.write_all(records).unwrap();
-            encoder.finish().unwrap()
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(records)?;
+            encoder.finish()
         }
         Codec::Snappy => {
-            let mut out = Vec::from(&b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01"[..]);
-            for chunk in records.chunks(32 << 10) {
-                let block = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+            let mut out = Vec::with_capacity(SNAPPY_XERIAL_HEADER_BYTES + records.len());
+            out.extend_from_slice(SNAPPY_XERIAL_MAGIC);
+            out.extend_from_slice(&1u32.to_be_bytes()); // version
+            out.extend_from_slice(&1u32.to_be_bytes()); // compatible version
+            let mut encoder = snap::raw::Encoder::new();
+            for chunk in records.chunks(SNAPPY_XERIAL_BLOCK_BYTES) {
+                let block = encoder.compress_vec(chunk).map_err(io::Error::other)?;
                 out.extend_from_slice(&(block.len() as u32).to_be_bytes());
                 out.extend_from_slice(&block);
             }
-            out
+            Ok(out)
         }
         Codec::Lz4 => {
-            let mut encoder = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
-            encoder.write_all(records).unwrap();
+            let mut encoder = lz4::EncoderBuilder::new()
+                .level(4)
+                .block_mode(lz4::BlockMode::Independent)
+                .build(Vec::new())?;
+            encoder.write_all(records)?;
             let (out, result) = encoder.finish();
-            result.unwrap();
-            out
+            result.map(|()| out)
         }
-        Codec::Zstd => zstd::stream::encode_all(records, 3).unwrap(),
+        Codec::Zstd => zstd::stream::encode_all(records, 3),
     }
 }

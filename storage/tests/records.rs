@@ -87,7 +87,7 @@ fn batch(codec: Codec, record_count: i32, section: &[u8]) -> Bytes {
         1_000,
         1_000 + 10 * i64::from(record_count),
         record_count,
-        &compress(codec, section),
+        &compress(codec, section).expect("compressing in memory"),
     ))
 }
 
@@ -407,7 +407,7 @@ fn fuzz_case(seed: u64) -> bool {
     match rng.range(0, 3) {
         0 => mutate(&mut rng, &mut section),
         1 => {
-            let mut compressed = compress(codec, &section);
+            let mut compressed = compress(codec, &section).expect("compressing in memory");
             mutate(&mut rng, &mut compressed);
             payload = Some(compressed);
         }
@@ -417,7 +417,8 @@ fn fuzz_case(seed: u64) -> bool {
             _ => attributes = rng.range(0, 8) as i16,
         },
     }
-    let payload = payload.unwrap_or_else(|| compress(codec, &section));
+    let payload =
+        payload.unwrap_or_else(|| compress(codec, &section).expect("compressing in memory"));
     let last_offset_delta = count as i32 - 1;
     let bytes = build_batch(
         attributes,

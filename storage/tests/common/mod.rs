@@ -136,7 +136,7 @@ pub fn encode_batch_with(codec: Codec, records: &[TestRecord]) -> Vec<u8> {
         base_timestamp,
         max_timestamp,
         records.len() as i32,
-        &compress(codec, &body),
+        &compress(codec, &body).expect("compressing in memory"),
     )
 }
 
