@@ -367,10 +367,11 @@ mod tests {
     #[test]
     fn decode_rejects_legacy_magic_and_bad_length() {
         let mut batch = BytesMut::from(&batch_at(0, &[record(None, "abc", 1)])[..]);
-        batch[16] = 1; // magic
+        record_batch::overwrite_field(&mut batch, record_batch::HeaderField::Magic, 1);
         assert!(decode_record_batches(batch.freeze(), 0).is_err());
-        let mut bad = BytesMut::from(&[0u8; 20][..]);
-        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes()); // batchLength
+        let mut bad = BytesMut::from(&batch_at(0, &[record(None, "abc", 1)])[..]);
+        record_batch::overwrite_field(&mut bad, record_batch::HeaderField::BatchLength, -5);
+        bad.truncate(20);
         assert!(decode_record_batches(bad.freeze(), 0).is_err());
     }
 }

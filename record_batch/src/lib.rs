@@ -257,8 +257,66 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     set_crc(batch);
 }
 
+/// A field of the batch header, named for code that must write a value [`encode_batch`] never
+/// would: tests and tools that build malformed or damaged batches on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderField {
+    BaseOffset,
+    BatchLength,
+    PartitionLeaderEpoch,
+    Magic,
+    Crc,
+    Attributes,
+    LastOffsetDelta,
+    BaseTimestamp,
+    MaxTimestamp,
+    ProducerId,
+    ProducerEpoch,
+    BaseSequence,
+    RecordCount,
+}
+
+impl HeaderField {
+    /// The field's first byte and width in the header.
+    pub fn range(self) -> std::ops::Range<usize> {
+        let (at, width) = match self {
+            HeaderField::BaseOffset => (OFFSET_BASE_OFFSET, 8),
+            HeaderField::BatchLength => (OFFSET_BATCH_LENGTH, 4),
+            HeaderField::PartitionLeaderEpoch => (OFFSET_PARTITION_LEADER_EPOCH, 4),
+            HeaderField::Magic => (OFFSET_MAGIC, 1),
+            HeaderField::Crc => (OFFSET_CRC, 4),
+            HeaderField::Attributes => (OFFSET_ATTRIBUTES, 2),
+            HeaderField::LastOffsetDelta => (OFFSET_LAST_OFFSET_DELTA, 4),
+            HeaderField::BaseTimestamp => (OFFSET_BASE_TIMESTAMP, 8),
+            HeaderField::MaxTimestamp => (OFFSET_MAX_TIMESTAMP, 8),
+            HeaderField::ProducerId => (OFFSET_PRODUCER_ID, 8),
+            HeaderField::ProducerEpoch => (OFFSET_PRODUCER_EPOCH, 2),
+            HeaderField::BaseSequence => (OFFSET_BASE_SEQUENCE, 4),
+            HeaderField::RecordCount => (OFFSET_RECORD_COUNT, 4),
+        };
+        at..at + width
+    }
+}
+
+/// Overwrites one header field with `value`, big-endian in the field's width (the value must
+/// fit it), and leaves the CRC as it was: call [`set_crc`] to make a changed covered field
+/// pass the CRC check again.
+pub fn overwrite_field(batch: &mut [u8], field: HeaderField, value: i64) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES);
+    let range = field.range();
+    let width = range.len();
+    let fits = match width {
+        1 => i8::try_from(value).is_ok() || u8::try_from(value).is_ok(),
+        2 => i16::try_from(value).is_ok() || u16::try_from(value).is_ok(),
+        4 => i32::try_from(value).is_ok() || u32::try_from(value).is_ok(),
+        _ => true,
+    };
+    assert!(fits, "{value} does not fit {field:?}");
+    batch[range].copy_from_slice(&value.to_be_bytes()[8 - width..]);
+}
+
 /// Recomputes the CRC of a whole batch after its covered bytes changed.
-fn set_crc(batch: &mut [u8]) {
+pub fn set_crc(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
     batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }

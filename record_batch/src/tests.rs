@@ -107,3 +107,22 @@ fn stamping_keeps_a_batch_valid() {
         Err(BatchError::Truncated { .. })
     ));
 }
+
+#[test]
+fn overwriting_a_field_changes_only_its_bytes() {
+    let batch = encode_batch(&BatchFields::plain(5), 1, &[0u8; 7]);
+    let mut changed = batch.to_vec();
+    overwrite_field(&mut changed, HeaderField::RecordCount, -2);
+    let range = HeaderField::RecordCount.range();
+    assert_eq!(&changed[range.clone()], &(-2i32).to_be_bytes());
+    assert_eq!(changed[..range.start], batch[..range.start]);
+    assert!(
+        check_integrity(&changed).is_err(),
+        "the CRC no longer matches"
+    );
+    set_crc(&mut changed);
+    assert_eq!(
+        BatchHeader::parse(&changed),
+        Err(BatchError::BadRecordCount(-2))
+    );
+}

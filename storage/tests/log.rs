@@ -4,6 +4,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use common::*;
+use record_batch::{overwrite_field, HeaderField};
 use storage::{BatchError, LogConfig, PartitionLog, StorageError, ValidatedBatches};
 
 fn validated(batch: &[u8]) -> ValidatedBatches {
@@ -388,7 +389,14 @@ fn recovery_refuses_a_batch_claiming_more_offsets_than_records() {
     // One record claiming lastOffsetDelta 2^31 - 1: accepted, it would move the log end by 2^31.
     recovery_refuses_what_produce_refuses("claims-offsets", || {
         let one = encode_batch(&[record(7, 10, 1)]);
-        build_batch(0, i32::MAX, 7, 7, 1, &one[61..])
+        build_batch(
+            0,
+            i32::MAX,
+            7,
+            7,
+            1,
+            &one[record_batch::BATCH_HEADER_BYTES..],
+        )
     });
 }
 
@@ -746,8 +754,11 @@ fn validate_rejects_malformed_input() {
         BatchError::Truncated { .. }
     ));
 
-    let mut bad_magic = good.clone();
-    bad_magic[16] = 1;
+    let field = |mut bytes: Vec<u8>, field: HeaderField, value: i64| {
+        overwrite_field(&mut bytes, field, value);
+        bytes
+    };
+    let bad_magic = field(good.clone(), HeaderField::Magic, 1);
     assert_eq!(check(bad_magic), BatchError::BadMagic(1));
 
     let mut bad_crc = good.clone();
@@ -756,40 +767,34 @@ fn validate_rejects_malformed_input() {
     assert!(matches!(check(bad_crc), BatchError::CrcMismatch { .. }));
 
     let mut bad_stored_crc = good.clone();
-    bad_stored_crc[18] ^= 1;
+    bad_stored_crc[HeaderField::Crc.range().start + 1] ^= 1;
     assert!(matches!(
         check(bad_stored_crc),
         BatchError::CrcMismatch { .. }
     ));
 
-    let mut short_length = good.clone();
-    short_length[8..12].copy_from_slice(&10i32.to_be_bytes());
+    let short_length = field(good.clone(), HeaderField::BatchLength, 10);
     assert_eq!(check(short_length), BatchError::BadLength(10));
 
-    let mut huge_length = good.clone();
-    huge_length[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+    let huge_length = field(good.clone(), HeaderField::BatchLength, i64::from(i32::MAX));
     assert!(matches!(check(huge_length), BatchError::TooLarge { .. }));
 
     // Fields covered by the CRC: rewrite them and fix the CRC so only the field check fails.
     let with_fixed_crc = |mut bytes: Vec<u8>| {
-        let crc = crc32c::crc32c(&bytes[21..]);
-        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        record_batch::set_crc(&mut bytes);
         bytes
     };
-    let mut negative_delta = good.clone();
-    negative_delta[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+    let negative_delta = field(good.clone(), HeaderField::LastOffsetDelta, -1);
     assert_eq!(
         check(with_fixed_crc(negative_delta)),
         BatchError::BadLastOffsetDelta(-1)
     );
-    let mut negative_count = good.clone();
-    negative_count[57..61].copy_from_slice(&(-2i32).to_be_bytes());
+    let negative_count = field(good.clone(), HeaderField::RecordCount, -2);
     assert_eq!(
         check(with_fixed_crc(negative_count)),
         BatchError::BadRecordCount(-2)
     );
-    let mut wrong_count = good.clone();
-    wrong_count[57..61].copy_from_slice(&4i32.to_be_bytes());
+    let wrong_count = field(good.clone(), HeaderField::RecordCount, 4);
     assert!(matches!(
         check(with_fixed_crc(wrong_count)),
         BatchError::RecordCountMismatch { .. }

@@ -361,11 +361,15 @@ fn log_append_time_stamps_the_batch_and_keeps_the_records() {
         let stamped = ValidatedBatches::validate_produced(produced.clone(), &policy).unwrap();
         let stored = stamped.bytes();
         assert_eq!(stored.len(), produced.len());
-        let attributes = i16::from_be_bytes(stored[21..23].try_into().unwrap());
-        assert_eq!(attributes, codec as i16 | 0x08);
-        let max_timestamp = i64::from_be_bytes(stored[35..43].try_into().unwrap());
-        assert_eq!(max_timestamp, 1_700_000_000_000);
-        assert_eq!(stored[61..], produced[61..], "records as produced");
+        let header = record_batch::BatchHeader::parse(stored).unwrap();
+        assert_eq!(header.attributes, codec as i16 | 0x08);
+        assert_eq!(header.max_timestamp, 1_700_000_000_000);
+        let records = record_batch::BATCH_HEADER_BYTES..;
+        assert_eq!(
+            stored[records.clone()],
+            produced[records],
+            "records as produced"
+        );
         // The CRC was recomputed: the stamped batch validates on its own.
         assert!(ValidatedBatches::validate(stored.clone()).is_ok());
     }

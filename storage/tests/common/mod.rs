@@ -148,24 +148,22 @@ pub fn build_batch(
     record_count: i32,
     records: &[u8],
 ) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.push(2);
-    out.extend_from_slice(&[0; 4]); // CRC, filled below
-    out.extend_from_slice(&attributes.to_be_bytes());
-    out.extend_from_slice(&last_offset_delta.to_be_bytes());
-    out.extend_from_slice(&base_timestamp.to_be_bytes());
-    out.extend_from_slice(&max_timestamp.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes());
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.extend_from_slice(&record_count.to_be_bytes());
-    assert_eq!(out.len(), 61);
-    out.extend_from_slice(records);
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    use record_batch::{overwrite_field, BatchFields, HeaderField};
+    let fields = BatchFields {
+        attributes,
+        base_timestamp,
+        max_timestamp,
+        ..BatchFields::plain(base_timestamp)
+    };
+    // Encoded with one record, then given the counts asked for (which may disagree on purpose).
+    let mut out = record_batch::encode_batch(&fields, 1, records).to_vec();
+    overwrite_field(
+        &mut out,
+        HeaderField::LastOffsetDelta,
+        i64::from(last_offset_delta),
+    );
+    overwrite_field(&mut out, HeaderField::RecordCount, i64::from(record_count));
+    record_batch::set_crc(&mut out);
     out
 }
 
@@ -347,9 +345,9 @@ pub async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> 
 /// The first record at or after `target` in a batch of the test encoder (fixed layout: varints
 /// as written by `encode_batch`), as (offset, timestamp).
 pub fn first_at_or_after(base: i64, batch: &[u8], target: i64) -> Option<(i64, i64)> {
-    let base_timestamp = i64::from_be_bytes(batch[27..35].try_into().unwrap());
-    let record_count = i32::from_be_bytes(batch[57..61].try_into().unwrap());
-    let mut position = 61usize;
+    let header = record_batch::BatchHeader::parse(batch).expect("a test batch parses");
+    let (base_timestamp, record_count) = (header.base_timestamp, header.record_count);
+    let mut position = record_batch::BATCH_HEADER_BYTES;
     for _ in 0..record_count {
         let length = read_varint(batch, &mut position);
         let record_end = position + length as usize;
