@@ -242,38 +242,28 @@ pub fn idempotent_batch(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Bytes {
-    use kafka_protocol::records::*;
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder keeps records in one batch while offset - sequence stays constant.
-            sequence: base_sequence + i as i32,
-            timestamp: ts + i as i64,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(v.to_string())),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    out.freeze()
+    assert!(!values.is_empty(), "a batch holds at least one record");
+    let mut section = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let key = format!("k{i}");
+        record_batch::encode_record(
+            &mut section,
+            i as i32,
+            i as i64,
+            Some(key.as_bytes()),
+            Some(value.as_bytes()),
+            &[],
+        );
+    }
+    let fields = record_batch::BatchFields {
+        attributes: 0,
+        base_timestamp: ts,
+        max_timestamp: ts + values.len() as i64 - 1,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+    };
+    record_batch::encode_batch(&fields, values.len() as i32, &section)
 }
 
 /// Decodes every record in fetched bytes: (offset, key, value, timestamp).
