@@ -30,9 +30,13 @@ use crate::store::{Core, SharedStore};
 pub const SNAPSHOT_FILE_BYTES_MAX: u64 = crate::transport::MESSAGE_BYTES_MAX as u64;
 /// The largest hard state file (a few integers and the voter ids).
 const HARD_STATE_FILE_BYTES_MAX: u64 = 64 * 1024;
-/// The largest log file start-up reads. Compaction keeps logs near `snapshot_every` entries;
-/// this bound only stops a runaway file from exhausting memory.
+/// The largest log file start-up reads. The driver compacts after `snapshot_every` entries or
+/// once the log passes `LOG_COMPACT_BYTES`, and a leader holds at most 64 MiB uncommitted, so a
+/// log the node wrote itself stays far below this; it only stops a runaway file.
 pub const LOG_FILE_BYTES_MAX: u64 = 1 << 30;
+/// A log file past this many bytes is compacted at the next applied entry, whatever
+/// `snapshot_every` says (large entries would otherwise reach `LOG_FILE_BYTES_MAX`).
+pub const LOG_COMPACT_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -130,6 +134,11 @@ impl Disk {
         }
     }
 
+    /// The current log file's length: what a restart reads.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
     pub fn core(&self) -> std::cell::Ref<'_, Core> {
         self.core.borrow()
     }
@@ -199,15 +208,17 @@ impl Disk {
     /// Installs a snapshot received from the leader: it replaces the whole log.
     pub async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), DiskError> {
         let metadata = snapshot.metadata.clone().unwrap_or_default();
-        {
-            let mut core = self.core.borrow_mut();
-            core.hard_state.term = core.hard_state.term.max(metadata.term);
-            core.hard_state.commit = core.hard_state.commit.max(metadata.index);
-            core.conf_state = metadata.conf_state.clone().unwrap_or_default();
-        }
+        // The new hard and conf states are built aside and enter `Core` only once written.
+        let mut hard_state = self.core.borrow().hard_state.clone();
+        hard_state.term = hard_state.term.max(metadata.term);
+        hard_state.commit = hard_state.commit.max(metadata.index);
+        let conf_state = metadata.conf_state.clone().unwrap_or_default();
         self.switch_to(snapshot, Vec::new()).await?;
-        let hard_state = self.core.borrow().hard_state.clone();
-        self.save_hard_state(&hard_state).await
+        write_hard_state(&self.dir, &hard_state, &conf_state).await?;
+        let mut core = self.core.borrow_mut();
+        core.hard_state = hard_state;
+        core.conf_state = conf_state;
+        Ok(())
     }
 
     /// Takes a local snapshot at `index` (applied, so present in the log) with the state

@@ -337,20 +337,26 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
             .set_leader(raft.leader_id, raft.term, raft.state == StateRole::Leader);
     }
 
-    /// After `snapshot_every` applied entries past the last snapshot, snapshots the state
-    /// machine and drops the entries it covers.
+    /// After `snapshot_every` applied entries past the last snapshot, or once the log file
+    /// passes `LOG_COMPACT_BYTES`, snapshots the state machine and drops the entries it covers.
     async fn compact_if_due(&mut self) -> Result<(), DiskError> {
         let applied = self.shared.applied_index.get();
         let snapshot_index = self.disk.core().snapshot_index();
-        if applied < snapshot_index + self.snapshot_every {
+        let by_count = applied >= snapshot_index + self.snapshot_every;
+        let by_size =
+            applied > snapshot_index && self.disk.log_bytes() > crate::disk::LOG_COMPACT_BYTES;
+        if !by_count && !by_size {
             return Ok(());
         }
         let data = self.state_machine.snapshot();
-        assert!(
-            data.len() < crate::transport::MESSAGE_BYTES_MAX - 64 * 1024,
-            "a state machine snapshot of {} bytes does not fit a Raft message",
-            data.len()
-        );
+        if data.len() >= crate::transport::MESSAGE_BYTES_MAX - 64 * 1024 {
+            // Not a panic: the node stops with this error, and restarts from the last good
+            // snapshot instead of panicking again at the same place.
+            return Err(DiskError::Io(std::io::Error::other(format!(
+                "a state machine snapshot of {} bytes does not fit a Raft message",
+                data.len()
+            ))));
+        }
         self.disk.compact(applied, data).await?;
         log::debug!(
             "quorum node {} compacted its log up to {applied}",

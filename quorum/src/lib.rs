@@ -38,6 +38,9 @@ use driver::{Driver, Input, Shared};
 
 /// The largest proposal: metadata records are small; a limit keeps one from filling messages.
 pub const PROPOSAL_BYTES_MAX: usize = 1 << 20;
+/// The most a leader holds appended but not committed (raft-rs refuses proposals past it), so
+/// a leader cut off from its majority cannot grow its log without bound.
+const UNCOMMITTED_BYTES_MAX: u64 = 64 << 20;
 /// Inputs (messages, proposals) waiting for the driver. Messages beyond it are dropped (Raft
 /// retransmits); proposals wait for room.
 pub const INBOX_INPUTS_MAX: usize = 4096;
@@ -53,6 +56,10 @@ pub enum ProposeError {
     Timeout,
     #[error("the proposal is larger than {PROPOSAL_BYTES_MAX} bytes")]
     TooLarge,
+    /// raft-rs appends empty entries of its own (on each new leader's term); the driver skips
+    /// them, so an empty proposal could never be applied or answered.
+    #[error("an empty proposal carries nothing to apply")]
+    Empty,
     #[error("the quorum node has stopped")]
     Stopped,
 }
@@ -154,6 +161,9 @@ impl Quorum {
         if data.len() > PROPOSAL_BYTES_MAX {
             return Err(ProposeError::TooLarge);
         }
+        if data.is_empty() {
+            return Err(ProposeError::Empty);
+        }
         if self.shared.stopped.get() {
             return Err(ProposeError::Stopped);
         }
@@ -224,7 +234,8 @@ impl Quorum {
     /// Pending proposals fail with `Stopped`.
     pub async fn shutdown(&self) -> Result<(), DiskError> {
         drop(self.listener.borrow_mut().take());
-        let _ = self.inbox.try_send(Input::Stop);
+        // Awaited, not tried: a full inbox must delay the stop, not lose it.
+        let _ = self.inbox.send(Input::Stop).await;
         let driver = self.driver.borrow_mut().take();
         match driver {
             Some(driver) => driver.await,
@@ -243,6 +254,7 @@ fn raft_config(config: &Config) -> raft::Config {
         heartbeat_tick: config.heartbeat_ticks,
         max_size_per_msg: MESSAGE_ENTRIES_BYTES_MAX,
         max_inflight_msgs: INFLIGHT_APPENDS_MAX,
+        max_uncommitted_size: UNCOMMITTED_BYTES_MAX,
         check_quorum: true,
         pre_vote: true,
         ..Default::default()

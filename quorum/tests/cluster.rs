@@ -30,6 +30,10 @@ fn one_voter_commits_alone_and_restarts_with_its_state() {
         .expect("a single voter leads at once");
     let last = propose_many(&node, "entry", 50, 8);
     assert!(last > first);
+    assert!(
+        matches!(node.propose(b""), Err(quorum::ProposeError::Empty)),
+        "an empty proposal is refused, not left to time out"
+    );
     assert_eq!(node.status().leader.leader_id, Some(1));
     let digest = node.digest();
     assert_eq!(digest.count, 51);
