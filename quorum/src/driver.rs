@@ -19,6 +19,7 @@ use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use crate::config::Config;
 use crate::disk::{Disk, DiskError};
+use crate::peers::Peers;
 use crate::state_machine::StateMachine;
 use crate::store::SharedStore;
 use crate::transport::Outbox;
@@ -48,6 +49,9 @@ pub struct Shared {
     pub term: Cell<u64>,
     pub is_leader: Cell<bool>,
     pub applied_index: Cell<u64>,
+    pub commit_index: Cell<u64>,
+    pub last_index: Cell<u64>,
+    pub peers: Peers,
     pub leader_version: Cell<u64>,
     pub leader_wakers: RefCell<Vec<Waker>>,
     pub stopped: Cell<bool>,
@@ -113,7 +117,10 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
         if config.voters.len() == 1 {
             node.campaign()?;
         }
-        let shared = Rc::new(Shared::default());
+        let shared = Rc::new(Shared {
+            peers: Peers::new(&config.voter_ids(), config.node_id),
+            ..Shared::default()
+        });
         shared.applied_index.set(snapshot_index);
         Ok(Driver {
             node,
@@ -177,6 +184,7 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
                 next_tick = Instant::now() + self.tick;
             }
             self.handle_ready().await?;
+            self.publish_log_position();
         }
     }
 
@@ -192,6 +200,7 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
     pub fn handle_input(&mut self, input: Input) -> bool {
         match input {
             Input::Message(mut message) => {
+                self.shared.peers.heard(message.from, Instant::now());
                 // A node that lost a torn log tail at start-up may still be counted by the leader
                 // as holding it, and raft-rs panics on a heartbeat committing past its log. The
                 // commit is lowered to the log's end: the leader's next append is then refused
@@ -335,6 +344,16 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
         let raft = &self.node.raft;
         self.shared
             .set_leader(raft.leader_id, raft.term, raft.state == StateRole::Leader);
+    }
+
+    /// The log position and the peers' matched indexes, for the handle. raft-rs moves a peer's
+    /// matched index while stepping its responses, without always producing a Ready, so this
+    /// runs after every batch of inputs and every tick.
+    pub fn publish_log_position(&self) {
+        let raft_log = &self.node.raft.raft_log;
+        self.shared.commit_index.set(raft_log.committed);
+        self.shared.last_index.set(raft_log.last_index());
+        self.shared.peers.refresh(&self.node);
     }
 
     /// After `snapshot_every` applied entries past the last snapshot, or once the log file

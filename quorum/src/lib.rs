@@ -12,6 +12,7 @@ mod driver;
 mod files;
 pub mod frame;
 mod logger;
+mod peers;
 #[cfg(test)]
 mod sim_tests;
 pub mod state_machine;
@@ -31,6 +32,7 @@ use glommio::Task;
 
 pub use config::{parse_voters, Config, ConfigError, Voter, VotersParseError};
 pub use disk::DiskError;
+pub use peers::{LogPosition, PeerStatus};
 pub use raft;
 pub use state_machine::StateMachine;
 
@@ -199,6 +201,22 @@ impl Quorum {
 
     pub fn applied_index(&self) -> u64 {
         self.shared.applied_index.get()
+    }
+
+    /// This node's commit index (the metadata log's high watermark), log end and applied index.
+    pub fn log_position(&self) -> LogPosition {
+        LogPosition {
+            commit_index: self.shared.commit_index.get(),
+            last_index: self.shared.last_index.get(),
+            applied_index: self.shared.applied_index.get(),
+        }
+    }
+
+    /// Every other voter: when this node last heard from it and, while this node leads, its
+    /// matched log index. A leader's view is the cluster's liveness; a follower mostly hears
+    /// from its leader.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.shared.peers.snapshot()
     }
 
     /// The address the controller listener is bound to.

@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quorum::{Config, LeaderState, ProposeError, Quorum, StateMachine, Voter};
+use quorum::{
+    Config, LeaderState, LogPosition, PeerStatus, ProposeError, Quorum, StateMachine, Voter,
+};
 
 /// How long any single wait of a test may take before the test fails.
 pub const WAIT_MAX: Duration = Duration::from_secs(60);
@@ -124,11 +126,13 @@ enum Command {
     Kill,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Status {
     pub leader: LeaderState,
     pub is_leader: bool,
     pub applied_index: u64,
+    pub position: LogPosition,
+    pub peers: Vec<PeerStatus>,
 }
 
 /// One node on its own executor thread.
@@ -286,6 +290,8 @@ async fn serve(
                     leader: quorum.leader_state(),
                     is_leader: quorum.is_leader(),
                     applied_index: quorum.applied_index(),
+                    position: quorum.log_position(),
+                    peers: quorum.peers(),
                 });
             }
             Ok(Command::Shutdown(reply)) => {
