@@ -9,6 +9,7 @@ mod errors;
 mod fd_budget;
 mod groups;
 mod handlers;
+mod listen_port;
 mod log_limit;
 mod partition;
 mod power_loss;

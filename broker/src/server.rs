@@ -46,7 +46,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let shard_count = args.shard_count();
     anyhow::ensure!(shard_count > 0, "--shards must be at least 1");
     let fd_budget = stored_partitions_fit(nofile, shard_count, &snapshot)?;
-    wait_for_port(args.listen)?;
+    crate::listen_port::wait_until_free(args.listen)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(
         shard_count,
@@ -258,42 +258,4 @@ pub(crate) fn ensure_offsets_topic(
     snapshot.version += 1;
     snapshot.persist(data_dir)?;
     Ok(())
-}
-
-/// How long start-up waits for the listen port to be free.
-const PORT_WAIT_MS_MAX: u64 = 30_000;
-
-/// Waits until no socket listens on `addr`'s port.
-///
-/// Shards listen with SO_REUSEPORT, which would also let them join a listener that a previous
-/// broker process left behind: after a kill -9, a listener with an io_uring accept in flight
-/// outlives the process until the kernel tears the ring down, and connections the kernel hands
-/// to it are then reset. The kernel's socket table tells when every old listener is gone.
-/// (A trial bind cannot: connections the old process accepted hold the port too.)
-fn wait_for_port(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PORT_WAIT_MS_MAX);
-    while port_has_listener(addr.port()) {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "another process listens on port {}",
-            addr.port()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-/// Whether `/proc/net/tcp{,6}` lists a socket in LISTEN state (0A) on `port`.
-fn port_has_listener(port: u16) -> bool {
-    let local_port = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
-        std::fs::read_to_string(table)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                fields.len() > 3 && fields[1].ends_with(&local_port) && fields[3] == "0A"
-            })
-    })
 }
