@@ -47,6 +47,9 @@ enum Command {
     /// Inspect and manage consumer groups on a running broker.
     #[command(subcommand)]
     Group(cli::group::GroupCommand),
+    /// Describe the cluster: brokers, controller and the metadata quorum.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +61,6 @@ fn main() -> anyhow::Result<()> {
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
         Command::Group(command) => cli::group::run(command),
+        Command::Cluster(command) => cli::cluster::run(command),
     }
 }

@@ -38,6 +38,9 @@ pub const CLIENT_API_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::OffsetDelete, VersionRange { min: 0, max: 0 }),
     // Non-transactional only; v3+ can bump the epoch of an existing producer id (KIP-360).
     (ApiKey::InitProducerId, VersionRange { min: 0, max: 4 }),
+    // v2 can ask for fenced brokers too.
+    (ApiKey::DescribeCluster, VersionRange { min: 0, max: 2 }),
+    (ApiKey::DescribeQuorum, VersionRange { min: 0, max: 2 }),
 ];
 
 /// Validates a frame's length prefix before anything is allocated for its body.

@@ -15,6 +15,7 @@
 //! on other brokers (Sluice runs as a single node for now).
 
 pub mod apis;
+pub mod cluster_apis;
 pub mod codec;
 pub mod consumer_protocol;
 pub mod error;
@@ -37,6 +38,7 @@ use kafka_protocol::records::Compression;
 pub use apis::{
     FetchParams, FetchPosition, ProducerIdentity, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
 };
+pub use cluster_apis::{ClusterBroker, ClusterDescription, QuorumDescription, VoterState};
 pub use codec::{NegotiatedVersions, FRAME_BYTES_MAX};
 pub use error::{ClientError, KafkaError, Result};
 pub use idempotent::IdempotentProducer;
@@ -479,6 +481,22 @@ impl Client {
         let request = group_apis::describe_groups_request(group_ids);
         let response = self.call(ApiKey::DescribeGroups, version, &request)?;
         group_apis::parse_describe_groups(response, group_ids)
+    }
+
+    /// The cluster id, the controller and the brokers (fenced ones too where the broker can).
+    pub fn describe_cluster(&mut self) -> Result<ClusterDescription> {
+        let version = self.versions.require(ApiKey::DescribeCluster)?;
+        let request = cluster_apis::describe_cluster_request(version);
+        let response = self.call(ApiKey::DescribeCluster, version, &request)?;
+        cluster_apis::parse_describe_cluster(response)
+    }
+
+    /// The metadata quorum as the connected broker sees it.
+    pub fn describe_quorum(&mut self) -> Result<QuorumDescription> {
+        let version = self.versions.require(ApiKey::DescribeQuorum)?;
+        let request = cluster_apis::describe_quorum_request();
+        let response = self.call(ApiKey::DescribeQuorum, version, &request)?;
+        cluster_apis::parse_describe_quorum(response)
     }
 
     pub fn describe_group(&mut self, group_id: &str) -> Result<GroupDescription> {
