@@ -7,7 +7,8 @@ use std::sync::{Arc, Barrier};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::cluster::metadata::MetadataSnapshot;
+use crate::cluster::metadata::{BrokerRegistration, MetadataSnapshot};
+use crate::cluster::placement;
 use crate::config::ServeArgs;
 use crate::connection;
 use crate::data_dir;
@@ -37,7 +38,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         log::warn!("test mode: simulating power loss; segment fdatasyncs are only simulated");
         crate::power_loss::enable();
     }
-    let mut snapshot = MetadataSnapshot::load_or_init(&args.data_dir)?;
+    let mut snapshot = MetadataSnapshot::load_or_init(&args.data_dir, args.node_id)?;
+    // Until brokers register through the metadata quorum, this broker registers itself here.
+    snapshot.register(local_registration(&args));
     ensure_offsets_topic(&args.data_dir, &mut snapshot)?;
     data_dir::remove_deleted_partitions(&args.data_dir, |topic, partition| {
         snapshot.topic_id_of(topic, partition)
@@ -237,7 +240,20 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) -> anyhow::Result<
     }
 }
 
-/// Creates the internal `__consumer_offsets` topic on first start.
+/// This broker's registration: its node id, advertised listener and rack, a fresh incarnation.
+pub(crate) fn local_registration(args: &ServeArgs) -> BrokerRegistration {
+    BrokerRegistration {
+        id: args.node_id,
+        incarnation: crate::cluster::metadata::random_u64(),
+        host: args.advertised_host(),
+        port: args.listen.port(),
+        rack: None,
+        fenced: false,
+    }
+}
+
+/// Creates the internal `__consumer_offsets` topic on first start, with min(3, live brokers)
+/// replicas per partition.
 pub(crate) fn ensure_offsets_topic(
     data_dir: &Path,
     snapshot: &mut MetadataSnapshot,
@@ -248,10 +264,15 @@ pub(crate) fn ensure_offsets_topic(
     let configs = [("cleanup.policy".to_string(), "compact".to_string())]
         .into_iter()
         .collect();
+    let id = crate::cluster::metadata::random_uuid();
+    let live = placement::live_candidates(snapshot);
+    let replication_factor = placement::offsets_replication_factor(live.len());
+    let assignments = placement::new_topic(&live, OFFSETS_TOPIC_PARTITIONS, replication_factor, id)
+        .map_err(|(_, message)| anyhow::anyhow!("placing {OFFSETS_TOPIC}: {message}"))?;
     let meta = crate::cluster::metadata::TopicMeta::new(
         OFFSETS_TOPIC.to_string(),
-        crate::cluster::metadata::random_uuid(),
-        OFFSETS_TOPIC_PARTITIONS,
+        id,
+        assignments,
         configs,
     );
     snapshot.topics.insert(OFFSETS_TOPIC.to_string(), meta);

@@ -234,7 +234,9 @@ async fn test_shard(dir: &std::path::Path) -> Rc<Shard> {
     }
     let args = TestArgs::parse_from(argv);
     let mut snapshot =
-        crate::cluster::metadata::MetadataSnapshot::load_or_init(dir).expect("metadata");
+        crate::cluster::metadata::MetadataSnapshot::load_or_init(dir, args.serve.node_id)
+            .expect("metadata");
+    snapshot.register(crate::server::local_registration(&args.serve));
     crate::server::ensure_offsets_topic(dir, &mut snapshot).expect("offsets topic");
     let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(1, 16);
     let (senders, _receivers) = mesh.join().await.expect("a mesh of one");

@@ -9,7 +9,6 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{partition_result, start_on_owners, RequestContext};
-use crate::cluster::metadata::SINGLE_NODE_LEADER_EPOCH;
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 1;
@@ -39,6 +38,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
         );
         pending.push((topic.name, tasks));
     }
+    let snapshot = ctx.shard.metadata();
     let mut topics = Vec::with_capacity(pending.len());
     for (name, tasks) in pending {
         let mut partitions = Vec::with_capacity(tasks.len());
@@ -50,10 +50,9 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                     .with_offset(offset)
                     .with_timestamp(timestamp)
                     // The field exists from v4 on.
-                    .with_leader_epoch(if ctx.version >= 4 {
-                        SINGLE_NODE_LEADER_EPOCH
-                    } else {
-                        -1
+                    .with_leader_epoch(match snapshot.assignment(&name.0, index) {
+                        Some(assignment) if ctx.version >= 4 => assignment.leader_epoch,
+                        _ => -1,
                     }),
                 Err(error) => response
                     .with_error_code(error.code())

@@ -1,8 +1,10 @@
 //! Metadata: brokers, controller and topics with their partitions.
 //!
-//! Versions 0–12 (topic ids from v10). There is one broker, so it leads every partition and is
-//! the controller (clients such as KafkaJS send some requests to the controller). Authorised
-//! operations (v8+) are reported when asked for: every operation, as there is no authoriser.
+//! Versions 0–12 (topic ids from v10). Lists every live broker (id, advertised host and port,
+//! rack) and, per partition, its leader (-1 with LEADER_NOT_AVAILABLE when it has none), leader
+//! epoch, replicas, ISR and offline (fenced or unregistered) replicas, all from the snapshot.
+//! Clients such as KafkaJS send some requests to the controller. Authorised operations (v8+)
+//! are reported when asked for: every operation, as there is no authoriser.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -12,7 +14,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authorized_operations, RequestContext};
-use crate::cluster::metadata::{MetadataSnapshot, TopicMeta, SINGLE_NODE_LEADER_EPOCH};
+use crate::cluster::metadata::{MetadataSnapshot, PartitionAssignment, TopicMeta};
 use crate::shard::admin;
 use crate::topic_name::validate_topic_name;
 
@@ -31,7 +33,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         snapshot
             .topics
             .values()
-            .map(|meta| topic_entry(meta, node))
+            .map(|meta| topic_entry(&snapshot, meta))
             .collect()
     } else {
         let requested: Vec<Requested> = request
@@ -55,7 +57,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         }
         requested
             .iter()
-            .map(|r| requested_entry(&snapshot, r, &refusals, node))
+            .map(|r| requested_entry(&snapshot, r, &refusals))
             .collect()
     };
     let cluster_operations = authorized_operations::if_requested(
@@ -73,10 +75,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         .collect();
     MetadataResponse::default()
         .with_cluster_authorized_operations(cluster_operations)
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(StrBytes::from_string(ctx.shard.config.advertised_host()))
-            .with_port(i32::from(ctx.shard.config.listen.port()))])
+        .with_brokers(brokers(&snapshot))
         .with_cluster_id(Some(StrBytes::from_string(snapshot.cluster_id.clone())))
         .with_controller_id(node)
         .with_topics(topics)
@@ -112,11 +111,10 @@ fn requested_entry(
     snapshot: &MetadataSnapshot,
     requested: &Requested,
     refusals: &admin::AutoCreateRefusals,
-    node: BrokerId,
 ) -> MetadataResponseTopic {
     match requested {
         Requested::Name(name) => match snapshot.topics.get(name) {
-            Some(meta) => topic_entry(meta, node),
+            Some(meta) => topic_entry(snapshot, meta),
             None => {
                 let error = if validate_topic_name(name).is_err() {
                     ResponseError::InvalidTopicException
@@ -135,20 +133,50 @@ fn requested_entry(
     }
 }
 
-fn topic_entry(meta: &TopicMeta, node: BrokerId) -> MetadataResponseTopic {
-    let partitions = (0..meta.partitions)
-        .map(|index| {
-            MetadataResponsePartition::default()
-                .with_partition_index(index)
-                .with_leader_id(node)
-                .with_leader_epoch(SINGLE_NODE_LEADER_EPOCH)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+/// Every live broker, by id.
+fn brokers(snapshot: &MetadataSnapshot) -> Vec<MetadataResponseBroker> {
+    (snapshot.live_brokers())
+        .map(|broker| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker.id))
+                .with_host(StrBytes::from_string(broker.host.clone()))
+                .with_port(i32::from(broker.port))
+                .with_rack(broker.rack.clone().map(StrBytes::from_string))
         })
+        .collect()
+}
+
+fn topic_entry(snapshot: &MetadataSnapshot, meta: &TopicMeta) -> MetadataResponseTopic {
+    let partitions = (0..meta.partitions)
+        .zip(meta.assignments())
+        .map(|(index, assignment)| partition_entry(snapshot, index, assignment))
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
         .with_topic_id(meta.id)
         .with_is_internal(meta.name == crate::groups::store::OFFSETS_TOPIC)
         .with_partitions(partitions)
+}
+
+fn partition_entry(
+    snapshot: &MetadataSnapshot,
+    index: i32,
+    assignment: &PartitionAssignment,
+) -> MetadataResponsePartition {
+    let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let offline: Vec<i32> = (assignment.replicas.iter().copied())
+        .filter(|id| !snapshot.is_live(*id))
+        .collect();
+    let error_code = match assignment.leader() {
+        Some(_) => 0,
+        None => ResponseError::LeaderNotAvailable.code(),
+    };
+    MetadataResponsePartition::default()
+        .with_error_code(error_code)
+        .with_partition_index(index)
+        .with_leader_id(BrokerId(assignment.leader))
+        .with_leader_epoch(assignment.leader_epoch)
+        .with_replica_nodes(ids(&assignment.replicas))
+        .with_isr_nodes(ids(&assignment.isr))
+        .with_offline_replicas(ids(&offline))
 }

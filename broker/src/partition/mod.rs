@@ -140,7 +140,7 @@ impl Partition {
             snapshot_interval_bytes: options.snapshot_interval_bytes,
             flush: Cell::new(FlushPolicy::of(config)),
             last_flush_ms: Cell::new(crate::clock::now_ms()),
-            leader_epoch: crate::cluster::metadata::SINGLE_NODE_LEADER_EPOCH,
+            leader_epoch: crate::cluster::metadata::FIRST_LEADER_EPOCH,
         })
     }
 

@@ -22,7 +22,15 @@ struct FakeShards {
 
 impl FakeShards {
     fn new(data_dir: &Path, unopenable: Option<&str>) -> FakeShards {
-        let snapshot = MetadataSnapshot::load_or_init(data_dir).unwrap();
+        let mut snapshot = MetadataSnapshot::load_or_init(data_dir, 0).unwrap();
+        snapshot.register(crate::cluster::metadata::BrokerRegistration {
+            id: 0,
+            incarnation: 1,
+            host: "localhost".into(),
+            port: 9092,
+            rack: None,
+            fenced: false,
+        });
         FakeShards {
             current: RefCell::new(Arc::new(snapshot)),
             unopenable: unopenable.map(str::to_string),
@@ -98,7 +106,7 @@ fn a_topic_whose_partitions_do_not_open_is_taken_back() {
     assert_eq!(published.topics.keys().collect::<Vec<_>>(), ["good"]);
     // What is published is what is persisted.
     assert_eq!(
-        MetadataSnapshot::load_or_init(&data_dir).unwrap(),
+        MetadataSnapshot::load_or_init(&data_dir, 0).unwrap(),
         *published
     );
     std::fs::remove_dir_all(&data_dir).unwrap();

@@ -8,7 +8,11 @@ use super::{Controller, MetadataPublisher, OpenFailures, Refusal};
 use crate::cluster::metadata::{
     random_uuid, MetadataSnapshot, TopicMeta, OFFSETS_TOPIC, TOPIC_PARTITIONS_MAX,
 };
+use crate::cluster::placement;
 use crate::cluster::topic_config;
+
+/// Replication factor of a topic created without one.
+const DEFAULT_REPLICATION_FACTOR: i16 = 1;
 use crate::topic_name::validate_topic_name;
 
 /// A topic to create, as asked by CreateTopics, the CLI or auto-creation.
@@ -17,7 +21,7 @@ pub struct TopicSpec {
     pub name: String,
     /// -1 asks for the broker default.
     pub partitions: i32,
-    /// -1 asks for the broker default (1: there is one broker).
+    /// -1 asks for the broker default.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
 }
@@ -70,15 +74,14 @@ impl Controller {
                 format!("partition count must be 1 to {TOPIC_PARTITIONS_MAX}"),
             ));
         }
-        if spec.replication_factor != -1 && spec.replication_factor != 1 {
-            return Err((
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "replication factor {} is larger than the 1 available broker",
-                    spec.replication_factor
-                ),
-            ));
-        }
+        let replication_factor = if spec.replication_factor == -1 {
+            DEFAULT_REPLICATION_FACTOR
+        } else {
+            spec.replication_factor
+        };
+        let id = random_uuid();
+        let live = placement::live_candidates(metadata);
+        let assignments = placement::new_topic(&live, partitions, replication_factor, id)?;
         let mut configs = spec.configs;
         for (key, value) in &configs {
             topic_config::validate_config(key, value)
@@ -87,12 +90,7 @@ impl Controller {
         topic_config::drop_ignored(&spec.name, &mut configs);
         let partitions_total = metadata.partition_count() + partitions as u64;
         self.check_fd_budget(partitions_total, &spec.name)?;
-        Ok(TopicMeta::new(
-            spec.name,
-            random_uuid(),
-            partitions,
-            configs,
-        ))
+        Ok(TopicMeta::new(spec.name, id, assignments, configs))
     }
 
     /// Refuses a change that would leave `partitions_total` partitions, more than the descriptor
@@ -166,6 +164,7 @@ impl Controller {
         count: i32,
     ) -> Result<(), Refusal> {
         let partitions_total = next.partition_count();
+        let live = placement::live_candidates(next);
         match next.topics.get_mut(name) {
             None => Err((
                 ResponseError::UnknownTopicOrPartition,
@@ -184,8 +183,10 @@ impl Controller {
             )),
             Some(meta) => {
                 let total = partitions_total - meta.partitions as u64 + count as u64;
-                self.check_fd_budget(total, name)
-                    .map(|()| meta.partitions = count)
+                self.check_fd_budget(total, name)?;
+                let added = placement::grow(&live, meta.assignments(), count)?;
+                meta.add_partitions(added);
+                Ok(())
             }
         }
     }

@@ -13,7 +13,9 @@ use storage::ValidatedBatches;
 
 use super::{Reply, Request};
 use crate::cluster::controller::{BrokerTarget, ConfigChange, TopicSpec};
-use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
+use crate::cluster::metadata::{
+    BrokerRegistration, MetadataSnapshot, PartitionAssignment, TopicMeta,
+};
 use crate::groups::group::{GroupState, JoinArgs, JoinResult, SyncResult};
 use crate::groups::store::CommittedOffset;
 use crate::groups::{CommitEntry, GroupSummary};
@@ -34,7 +36,20 @@ fn configs() -> BTreeMap<String, String> {
 }
 
 fn topic() -> TopicMeta {
-    TopicMeta::new("orders".into(), uuid::Uuid::from_u128(7), 3, configs())
+    let mut moved = PartitionAssignment::new(vec![2, 1]);
+    moved.leader = 1;
+    moved.leader_epoch = 4;
+    let assignments = vec![
+        PartitionAssignment::new(vec![1, 2]),
+        moved,
+        PartitionAssignment::new(vec![2, 1]),
+    ];
+    TopicMeta::new(
+        "orders".into(),
+        uuid::Uuid::from_u128(7),
+        assignments,
+        configs(),
+    )
 }
 
 fn snapshot() -> MetadataSnapshot {
@@ -42,6 +57,17 @@ fn snapshot() -> MetadataSnapshot {
         version: 9,
         cluster_id: "cluster".into(),
         topics: BTreeMap::from([("orders".to_string(), topic())]),
+        brokers: BTreeMap::from([(
+            1,
+            BrokerRegistration {
+                id: 1,
+                incarnation: 77,
+                host: "b1".into(),
+                port: 9092,
+                rack: Some("r".into()),
+                fenced: true,
+            },
+        )]),
         broker_configs: configs(),
         broker_default_configs: BTreeMap::new(),
     }
