@@ -1,0 +1,164 @@
+"""Raw Kafka requests sent to one chosen broker, for what a client library would route elsewhere.
+
+Clients send Metadata to any broker and CreateTopics to the controller; the cluster tests need to
+ask a given broker and see its own answer. Built on tests/e2e/kafka_wire.py (header, framing,
+bounded reads). Non-flexible versions only: Metadata v7, CreateTopics v4, FindCoordinator v1,
+Produce v3..v8 (kafka.apache.org/protocol).
+"""
+
+import struct
+import time
+
+import kafka_wire
+from kafka_wire import Reader, frame, read_response, request_header, string
+
+API_CREATE_TOPICS = 19
+API_FIND_COORDINATOR = 10
+
+ERROR_NONE = 0
+ERROR_UNKNOWN_TOPIC_OR_PARTITION = 3
+ERROR_LEADER_NOT_AVAILABLE = 5
+ERROR_NOT_LEADER_OR_FOLLOWER = 6
+ERROR_REQUEST_TIMED_OUT = 7
+ERROR_COORDINATOR_NOT_AVAILABLE = 15
+ERROR_NOT_COORDINATOR = 16
+ERROR_TOPIC_ALREADY_EXISTS = 36
+ERROR_INVALID_REPLICATION_FACTOR = 38
+ERROR_NOT_CONTROLLER = 41
+
+_correlation = [0]
+
+
+def _next_correlation():
+    _correlation[0] += 1
+    return _correlation[0]
+
+
+def _exchange(node, request, correlation_id, timeout_s):
+    with kafka_wire.connect(node, timeout_s) as sock:
+        sock.sendall(request)
+        payload = read_response(sock, timeout_s)
+    reader = Reader(payload)
+    got = reader.int32()
+    assert got == correlation_id, f"correlation id {got}, expected {correlation_id}"
+    return reader
+
+
+def _int32_array(reader):
+    count = reader.int32()
+    return [] if count < 0 else [reader.int32() for _ in range(count)]
+
+
+def metadata(node, topics=None, timeout_s=5.0):
+    """Metadata v7 from `node`: {brokers: {id: (host, port, rack)}, controller_id, cluster_id,
+    topics: {name: {error, internal, partitions: {index: {error, leader, leader_epoch,
+    replicas, isr, offline}}}}}. `topics=None` asks for every topic, without auto-creation."""
+    correlation_id = _next_correlation()
+    if topics is None:
+        body = struct.pack(">i", -1)
+    else:
+        body = struct.pack(">i", len(topics)) + b"".join(string(t) for t in topics)
+    body += b"\x00"  # allow_auto_topic_creation: false
+    request = frame(request_header(kafka_wire.API_METADATA, 7, correlation_id) + body)
+    reader = _exchange(node, request, correlation_id, timeout_s)
+    reader.int32()  # throttle_time_ms
+    brokers = {}
+    for _ in range(reader.int32()):
+        node_id, host, port, rack = reader.int32(), reader.string(), reader.int32(), reader.string()
+        brokers[node_id] = (host, port, rack)
+    cluster_id = reader.string()
+    controller_id = reader.int32()
+    answer = {"brokers": brokers, "controller_id": controller_id, "cluster_id": cluster_id, "topics": {}}
+    for _ in range(reader.int32()):
+        error, name, internal = reader.int16(), reader.string(), reader.take(1) != b"\x00"
+        partitions = {}
+        for _ in range(reader.int32()):
+            entry = {"error": reader.int16()}
+            index = reader.int32()
+            entry["leader"], entry["leader_epoch"] = reader.int32(), reader.int32()
+            entry["replicas"], entry["isr"], entry["offline"] = (
+                _int32_array(reader), _int32_array(reader), _int32_array(reader))
+            partitions[index] = entry
+        answer["topics"][name] = {"error": error, "internal": internal, "partitions": partitions}
+    reader.assert_done()
+    return answer
+
+
+def create_topics(node, topics, timeout_ms=5000, validate_only=False, timeout_s=None):
+    """CreateTopics v4 at `node`: topics is [(name, partitions, replication_factor)]. Returns
+    {name: (error_code, error_message)}. Raises TimeoutError if no answer comes within
+    `timeout_s` (default: the request's own timeout plus 5 s)."""
+    correlation_id = _next_correlation()
+    body = struct.pack(">i", len(topics))
+    for name, partitions, replication_factor in topics:
+        body += string(name) + struct.pack(">ih", partitions, replication_factor)
+        body += struct.pack(">i", 0) + struct.pack(">i", 0)  # no assignments, no configs
+    body += struct.pack(">i", timeout_ms) + (b"\x01" if validate_only else b"\x00")
+    request = frame(request_header(API_CREATE_TOPICS, 4, correlation_id) + body)
+    reader = _exchange(node, request, correlation_id, timeout_s or timeout_ms / 1000 + 5)
+    reader.int32()  # throttle_time_ms
+    results = {}
+    for _ in range(reader.int32()):
+        name, error, message = reader.string(), reader.int16(), reader.string()
+        results[name] = (error, message)
+    reader.assert_done()
+    return results
+
+
+def find_coordinator(node, group, timeout_s=5.0):
+    """FindCoordinator v1 (a group) at `node`: (error_code, node_id, host, port)."""
+    correlation_id = _next_correlation()
+    body = string(group) + b"\x00"  # key_type 0: a consumer group
+    request = frame(request_header(API_FIND_COORDINATOR, 1, correlation_id) + body)
+    reader = _exchange(node, request, correlation_id, timeout_s)
+    reader.int32()  # throttle_time_ms
+    error, _message = reader.int16(), reader.string()
+    node_id, host, port = reader.int32(), reader.string(), reader.int32()
+    reader.assert_done()
+    return error, node_id, host, port
+
+
+def produce_one(node, topic, partition, value=b"v", version=8, timeout_s=5.0):
+    """Produce one record (acks=1) to `topic`/`partition` at `node`: (error_code, base_offset)."""
+    correlation_id = _next_correlation()
+    batch = kafka_wire.record_batch([(None, value)], base_timestamp_ms=int(time.time() * 1000))
+    request = kafka_wire.produce_request(version, correlation_id, topic, partition, batch)
+    with kafka_wire.connect(node, timeout_s) as sock:
+        sock.sendall(request)
+        got, results = kafka_wire.parse_produce_response(read_response(sock, timeout_s), version)
+    assert got == correlation_id
+    assert len(results) == 1, results
+    return results[0]["error_code"], results[0]["base_offset"]
+
+
+def offsets_partition(group, partitions=50):
+    """Kafka's partition of `__consumer_offsets` for a group: abs(Java hashCode) % partitions."""
+    value = 0
+    for unit in struct.unpack(f"<{len(group.encode('utf-16-le')) // 2}H", group.encode("utf-16-le")):
+        value = (value * 31 + unit) & 0xFFFFFFFF
+    if value >= 1 << 31:
+        value -= 1 << 32
+    return (0 if value == -(1 << 31) else abs(value)) % partitions
+
+
+API_OFFSET_FETCH = 9
+
+
+def offset_fetch(node, group, topic, partitions, timeout_s=5.0):
+    """OffsetFetch v3 at `node`: (error_code, {partition: (committed_offset, error_code)})."""
+    correlation_id = _next_correlation()
+    body = string(group) + struct.pack(">i", 1) + string(topic) + struct.pack(">i", len(partitions))
+    body += b"".join(struct.pack(">i", p) for p in partitions)
+    request = frame(request_header(API_OFFSET_FETCH, 3, correlation_id) + body)
+    reader = _exchange(node, request, correlation_id, timeout_s)
+    reader.int32()  # throttle_time_ms
+    offsets = {}
+    for _ in range(reader.int32()):
+        reader.string()  # topic
+        for _ in range(reader.int32()):
+            partition, offset = reader.int32(), reader.int64()
+            reader.string()  # metadata
+            offsets[partition] = (offset, reader.int16())
+    error = reader.int16()
+    reader.assert_done()
+    return error, offsets

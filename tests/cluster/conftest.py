@@ -1,0 +1,93 @@
+"""Fixtures for the multi-process cluster tests: N real `sluice serve` processes (harness.py).
+
+Nothing is built here: scripts/test builds target/release/sluice first. At the start of a run the
+leftovers of a run that was killed (its brokers, namespaces and links) are swept away; every
+cluster is closed by its fixture's finalizer, by an atexit hook after an abort, and SIGTERM (a
+timeout of scripts/test) becomes an interrupt so that both run.
+"""
+
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "e2e"))  # kafka_wire
+
+import harness  # noqa: E402
+import network  # noqa: E402
+
+# Arguments every test cluster runs with: a short group delay keeps consumer-group tests quick.
+CLUSTER_ARGS = ("--group-initial-rebalance-delay-ms", "200")
+
+
+def _interrupt_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionstart(session):
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    removed = network.sweep_leftovers()
+    if removed:
+        print(f"\nremoved the leftovers of an earlier run: {', '.join(removed)}")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "report_" + report.when, report)
+
+
+def _failed(item):
+    return any(getattr(getattr(item, "report_" + when, None), "failed", False) for when in ("setup", "call"))
+
+
+def _make(workdir, marker_args=(), **options):
+    cluster = harness.Cluster(workdir, extra_args=CLUSTER_ARGS + tuple(marker_args), **options)
+    try:
+        cluster.start()
+    except BaseException:
+        print(f"\n{cluster.describe()}\n{cluster.log_tails()}")
+        cluster.close()
+        raise
+    return cluster
+
+
+def _finish(cluster, failed):
+    if failed:
+        print(f"\n{cluster.describe()}\n{cluster.log_tails()}\n")
+    cluster.heal()
+    problems = cluster.close()
+    if problems:
+        pytest.fail("cluster teardown: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    """A fresh cluster of 3 brokers for a test that breaks it (kills, pauses, cuts links).
+
+    `@pytest.mark.cluster_args("--flag", value)` adds arguments to every `sluice serve`.
+    """
+    marker = request.node.get_closest_marker("cluster_args")
+    instance = _make(tmp_path / "cluster", marker.args if marker else ())
+    yield instance
+    _finish(instance, _failed(request.node))
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory):
+    """One cluster of 3 brokers for the tests that leave it as they found it (they may add
+    topics and groups, never stop, pause or cut anything)."""
+    instance = _make(tmp_path_factory.mktemp("shared-cluster"))
+    yield instance
+    _finish(instance, False)
+
+
+@pytest.fixture(autouse=True)
+def _shared_cluster_logs_on_failure(request):
+    yield
+    if "shared_cluster" in request.fixturenames and _failed(request.node):
+        instance = request.getfixturevalue("shared_cluster")
+        print(f"\n{instance.describe()}\n{instance.log_tails()}\n")
