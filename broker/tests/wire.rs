@@ -501,7 +501,7 @@ const CLUSTER_OPERATIONS_ALL: i32 = 8096;
 const GROUP_OPERATIONS_ALL: i32 = 328;
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
-/// DescribeCluster v0–v1 names this broker as the only broker and the controller, with the
+/// DescribeCluster v0–v2 names this broker as the only broker and the controller, with the
 /// metadata's cluster id; only the BROKERS endpoint type is served.
 #[test]
 fn describe_cluster_lists_this_broker() {
@@ -509,11 +509,11 @@ fn describe_cluster_lists_this_broker() {
     let mut wire = broker.connect();
     let metadata: MetadataResponse =
         wire.request(ApiKey::Metadata, 12, &MetadataRequest::default());
-    for version in 0..=1 {
+    for version in 0..=2 {
         let response: DescribeClusterResponse = wire.request(
             ApiKey::DescribeCluster,
             version,
-            &DescribeClusterRequest::default(),
+            &DescribeClusterRequest::default().with_include_fenced_brokers(version == 2),
         );
         assert_eq!(response.error_code, 0);
         assert_eq!(Some(response.cluster_id), metadata.cluster_id);
@@ -523,6 +523,7 @@ fn describe_cluster_lists_this_broker() {
         assert_eq!(described.broker_id, metadata.brokers[0].node_id);
         assert_eq!(described.host, metadata.brokers[0].host);
         assert_eq!(described.port, i32::from(broker.addr.port()));
+        assert!(!described.is_fenced);
         assert_eq!(
             response.cluster_authorized_operations,
             OPERATIONS_NOT_REQUESTED

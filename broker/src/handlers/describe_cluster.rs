@@ -1,8 +1,9 @@
-//! DescribeCluster (KIP-700): the cluster id, the controller and the brokers. Versions 0–1.
+//! DescribeCluster (KIP-700): the cluster id, the controller and the brokers. Versions 0–2.
 //!
-//! There is one broker, which is also what clients are told is the controller, as a Kafka
-//! broker answers with a live broker. v1's endpoint type must be BROKERS: this broker has no
-//! controller endpoints, as a Kafka broker answers then.
+//! The brokers are the metadata snapshot's registrations: the live ones, as Metadata lists them,
+//! and with v2's `include_fenced_brokers` the fenced ones too, marked `is_fenced`. v1+'s
+//! endpoint type must be BROKERS: a broker here has no controller endpoints for clients (the
+//! controller listener carries only Raft traffic), as a Kafka broker answers then.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -10,9 +11,10 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authorized_operations, RequestContext};
+use crate::cluster::metadata::MetadataSnapshot;
 
 pub const VERSION_MIN: i16 = 0;
-pub const VERSION_MAX: i16 = 1;
+pub const VERSION_MAX: i16 = 2;
 
 /// Kafka's EndpointType.BROKER, the only value v0 can mean.
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
@@ -30,18 +32,28 @@ pub async fn handle(
                 "this broker has only broker endpoints",
             )));
     }
-    let node = BrokerId(config.node_id);
+    let snapshot = ctx.shard.metadata();
     response
-        .with_cluster_id(StrBytes::from_string(
-            ctx.shard.metadata().cluster_id.clone(),
-        ))
-        .with_controller_id(node)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(node)
-            .with_host(StrBytes::from_string(config.advertised_host()))
-            .with_port(i32::from(config.listen.port()))])
+        .with_cluster_id(StrBytes::from_string(snapshot.cluster_id.clone()))
+        .with_controller_id(BrokerId(config.node_id))
+        .with_brokers(brokers(&snapshot, request.include_fenced_brokers))
         .with_cluster_authorized_operations(authorized_operations::if_requested(
             request.include_cluster_authorized_operations,
             authorized_operations::CLUSTER,
         ))
+}
+
+/// The registered brokers by id: the live ones, and the fenced ones too if asked.
+fn brokers(snapshot: &MetadataSnapshot, include_fenced: bool) -> Vec<DescribeClusterBroker> {
+    (snapshot.brokers.values())
+        .filter(|broker| include_fenced || !broker.fenced)
+        .map(|broker| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker.id))
+                .with_host(StrBytes::from_string(broker.host.clone()))
+                .with_port(i32::from(broker.port))
+                .with_rack(broker.rack.clone().map(StrBytes::from_string))
+                .with_is_fenced(broker.fenced)
+        })
+        .collect()
 }
