@@ -98,8 +98,9 @@ async fn open(partition: &Path, io: &FaultIo) -> PartitionLog {
 const REPLAY_VARIABLE: &str = "STORAGE_PIPELINE_SEED";
 
 /// Seeds that run every time: a crash that brought back a failed append's batch, which landed
-/// whole before its error.
-const REGRESSION_SEEDS: &[u64] = &[1_796_353_020_367_575_858];
+/// whole before its error; a crash that kept a later append's first block over failed batches a
+/// racing sync had made durable past the end (the repair after the failure was not synced).
+const REGRESSION_SEEDS: &[u64] = &[1_796_353_020_367_575_858, 1_796_391_379_913_736_398];
 
 #[test]
 fn concurrent_appends_with_write_faults_match_the_model() {

@@ -242,8 +242,8 @@ impl LogInner {
     /// With nothing in flight after a failed write: the failed writes, and later ones that
     /// succeeded but were not published, may have left whole batches past the published end.
     /// Recovery would take such a batch for part of the log if it followed the end directly, so
-    /// the tail block is rewritten with zeros after the end and the file is cut after it. On
-    /// error the pipeline stays failed and the next append tries again.
+    /// the tail block is rewritten with zeros after the end, the file is cut after it, and both
+    /// are synced. On error the pipeline stays failed and the next append tries again.
     pub(super) async fn repair_after_failure(&self) -> Result<(), StorageError> {
         assert_eq!(self.pipeline.unresolved(), 0);
         let segment = self.active_segment();
@@ -260,6 +260,15 @@ impl LogInner {
                 .await?;
         }
         segment.active_file().truncate(block_end).await?;
+        // Durable before any append reuses these positions: a sync that ran while the pipeline
+        // was failed may have made the failed batches durable past the end, and a crash that
+        // kept a later append's first blocks but not this repair would splice the two into a
+        // damaged batch with the failed batches' valid successors after it.
+        // A failed fdatasync fails every later sync, as in `sync_once`.
+        if let Err(error) = segment.active_file().fdatasync().await {
+            self.sync_failed.set(true);
+            return Err(error.into());
+        }
         self.active_allocated_bytes.set(block_end);
         self.pipeline
             .reset_to(self.log_end_offset.get(), end_position, &tail_block);
