@@ -48,7 +48,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     data_dir::ensure_reserve(&args.data_dir);
     let shard_count = args.shard_count();
     anyhow::ensure!(shard_count > 0, "--shards must be at least 1");
-    let fd_budget = stored_partitions_fit(nofile, shard_count, &snapshot)?;
+    let fd_budget = stored_partitions_fit(nofile, shard_count, &snapshot, args.node_id)?;
     crate::listen_port::wait_until_free(args.listen)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(
@@ -98,10 +98,11 @@ fn stored_partitions_fit(
     nofile: u64,
     shard_count: usize,
     snapshot: &MetadataSnapshot,
+    node: i32,
 ) -> anyhow::Result<FdBudget> {
     let budget = FdBudget::new(nofile, shard_count, SHARD_CONNECTIONS_MAX)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let stored = snapshot.partition_count();
+    let stored = snapshot.partitions_on(node);
     budget.check_partitions(stored).map_err(|e| {
         anyhow::anyhow!(
             "cannot open the stored topics: {e}; raise the limit (ulimit -n, LimitNOFILE) or \

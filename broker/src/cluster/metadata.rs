@@ -321,6 +321,14 @@ impl MetadataSnapshot {
             .sum()
     }
 
+    /// Partitions of all topics that broker `node` holds a replica of: those it opens.
+    pub fn partitions_on(&self, node: i32) -> u64 {
+        (self.topics.values())
+            .flat_map(|meta| meta.assignments())
+            .filter(|assignment| assignment.replicas.contains(&node))
+            .count() as u64
+    }
+
     fn path(data_dir: &Path) -> PathBuf {
         data_dir.join("meta").join("topics.json")
     }

@@ -10,4 +10,5 @@ pub mod broker_config;
 pub mod controller;
 pub mod metadata;
 pub mod placement;
+pub mod routing;
 pub mod topic_config;

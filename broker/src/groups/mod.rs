@@ -1,8 +1,9 @@
 //! Consumer-group coordination.
 //!
-//! A group's coordinator is the shard that owns partition `offsets_partition(group)` of the
-//! internal topic `__consumer_offsets`; every group request is forwarded there through
-//! `Shard::call`. That shard keeps the group's membership state machine ([`group::Group`]) and
+//! A group's coordinator is the broker that leads partition `offsets_partition(group)` of the
+//! internal topic `__consumer_offsets` (other brokers answer NOT_COORDINATOR,
+//! `cluster::routing`), and inside it the shard that owns that partition; every group request
+//! is forwarded there through `Shard::call`. That shard keeps the group's membership state machine ([`group::Group`]) and
 //! its committed offsets in memory, and appends every commit (and each new generation) to its
 //! `__consumer_offsets` partition, waiting for fdatasync before it answers. On start each shard
 //! replays its partitions of `__consumer_offsets`: committed offsets and generations survive
@@ -178,7 +179,7 @@ async fn persist(
     let batches =
         ValidatedBatches::validate(batch).map_err(|_| ResponseError::InvalidCommitOffsetSize)?;
     let stored = async {
-        let batches = batches.with_leader_epoch(partition.leader_epoch);
+        let batches = batches.with_leader_epoch(partition.leader_epoch.get());
         let info = partition.log.append(batches).await?;
         partition.log.advance_high_watermark(info.last_offset + 1);
         partition.log.sync_to(info.last_offset).await

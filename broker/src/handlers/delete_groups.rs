@@ -3,8 +3,7 @@
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::RequestContext;
-use crate::groups;
+use super::{group_shard, RequestContext};
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
@@ -14,13 +13,18 @@ pub async fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> Delet
     let mut results = Vec::with_capacity(request.groups_names.len());
     for group_id in request.groups_names {
         let name = group_id.0.to_string();
-        let owner = groups::coordinator_shard(&name, ctx.shard.count);
-        let error = ctx
-            .shard
-            .call(owner, Request::DeleteGroup { group_id: name })
-            .await;
-        let Reply::DeleteGroup(error) = error else {
-            error.mismatch("DeleteGroup")
+        let error = match group_shard(ctx, &name) {
+            Err(error) => Some(error),
+            Ok(owner) => {
+                let error = ctx
+                    .shard
+                    .call(owner, Request::DeleteGroup { group_id: name })
+                    .await;
+                let Reply::DeleteGroup(error) = error else {
+                    error.mismatch("DeleteGroup")
+                };
+                error
+            }
         };
         results.push(
             DeletableGroupResult::default()

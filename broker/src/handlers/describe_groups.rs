@@ -6,8 +6,7 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{authorized_operations, RequestContext};
-use crate::groups;
+use super::{authorized_operations, group_shard, RequestContext};
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
@@ -25,7 +24,17 @@ pub async fn handle(
     let mut described = Vec::with_capacity(request.groups.len());
     for group_id in request.groups {
         let name = group_id.0.to_string();
-        let owner = groups::coordinator_shard(&name, ctx.shard.count);
+        let owner = match group_shard(ctx, &name) {
+            Ok(owner) => owner,
+            Err(error) => {
+                described.push(
+                    DescribedGroup::default()
+                        .with_group_id(group_id)
+                        .with_error_code(error.code()),
+                );
+                continue;
+            }
+        };
         let summary = ctx
             .shard
             .call(owner, Request::DescribeGroup { group_id: name })

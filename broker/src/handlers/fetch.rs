@@ -2,7 +2,9 @@
 //!
 //! Versions 4–12 (topics by name; no fetch sessions: every response carries session id 0, which
 //! tells clients to send full fetches). Partitions are read on their owner shards in parallel and
-//! the stored batch bytes are returned as they are, never decoded.
+//! the stored batch bytes are returned as they are, never decoded. A consumer's fetch of a
+//! partition another broker leads gets NOT_LEADER_OR_FOLLOWER (with the current leader from
+//! v12) and does not wait.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,10 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 
 use super::RequestContext;
+use crate::cluster::routing::{leader_route, NotHere};
 use crate::errors::code;
 use crate::partition::{first_of, PartitionRead, ReadSpec};
 use crate::shard::message::{Reply, Request};
@@ -23,6 +28,8 @@ use crate::shard::Shard;
 
 pub const VERSION_MIN: i16 = 4;
 pub const VERSION_MAX: i16 = 12;
+/// The first Fetch version whose partitions carry the current leader (KIP-951's hint).
+const CURRENT_LEADER_VERSION_MIN: i16 = 12;
 
 /// Longest a fetch may wait for data, whatever the client asks; bounds how long a request holds
 /// its place in the connection's pipeline.
@@ -53,11 +60,20 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let mut reads = read_all(&ctx.shard, &specs).await;
-    if !enough(&reads, min_bytes) && Instant::now() < deadline {
-        wait_any(&ctx.shard, &specs, deadline).await;
-        reads = read_all(&ctx.shard, &specs).await;
+    let refusals = route(ctx, &request, &specs);
+    let served: Vec<ReadSpec> = (specs.iter().zip(&refusals))
+        .filter(|(_, refused)| refused.is_none())
+        .map(|(spec, _)| spec.clone())
+        .collect();
+    let mut reads = read_all(&ctx.shard, &served).await;
+    if !enough(&reads, min_bytes)
+        && refusals.iter().all(Option::is_none)
+        && Instant::now() < deadline
+    {
+        wait_any(&ctx.shard, &served, deadline).await;
+        reads = read_all(&ctx.shard, &served).await;
     }
+    let reads = merge(reads, &refusals);
     let answered = ctx.shard.fetches_answered.get();
     ctx.shard.fetches_answered.set(answered.wrapping_add(1));
     let first = if reads.is_empty() {
@@ -65,7 +81,50 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     } else {
         (answered % reads.len() as u64) as usize
     };
-    respond(&request, fit(reads, first, response_bytes_max))
+    respond(
+        ctx.version,
+        &request,
+        fit(reads, first, response_bytes_max),
+        &refusals,
+    )
+}
+
+/// Why each spec is not served here (None: it is). A consumer's fetch is served only by the
+/// partition's leader; a replica's fetch (replica id >= 0) is left to the owner shard (followers
+/// replicate from issue 14 on).
+fn route(ctx: &RequestContext, request: &FetchRequest, specs: &[ReadSpec]) -> Vec<Option<NotHere>> {
+    let snapshot = ctx.shard.metadata();
+    let node = ctx.shard.config.node_id;
+    let consumer = request.replica_id.0 < 0;
+    (specs.iter())
+        .map(|spec| {
+            let route = leader_route(&snapshot, &spec.topic, spec.partition, node);
+            match route {
+                Err(refused) if consumer || refused.error != ResponseError::NotLeaderOrFollower => {
+                    Some(refused)
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The reads of the served specs, in order, with an error read in the place of each refused one.
+fn merge(reads: Vec<PartitionRead>, refusals: &[Option<NotHere>]) -> Vec<PartitionRead> {
+    let mut reads = reads.into_iter();
+    let merged = (refusals.iter())
+        .map(|refused| match refused {
+            Some(refused) => PartitionRead {
+                error: Some(refused.error),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Bytes::new(),
+            },
+            None => reads.next().expect("one read per served spec"),
+        })
+        .collect();
+    assert!(reads.next().is_none(), "every read is placed");
+    merged
 }
 
 /// Trims the reads to whole batches within `response_bytes_max` in total, filling partitions
@@ -178,23 +237,37 @@ async fn wait_any(shard: &Rc<Shard>, specs: &[ReadSpec], deadline: Instant) {
     first_of(waits).await;
 }
 
-/// Builds the response in request order from reads already trimmed by [`fit`].
-fn respond(request: &FetchRequest, reads: Vec<PartitionRead>) -> FetchResponse {
+/// Builds the response in request order from reads already trimmed by [`fit`]; a partition
+/// refused for its leader carries the current leader from v12 on.
+fn respond(
+    version: i16,
+    request: &FetchRequest,
+    reads: Vec<PartitionRead>,
+    refusals: &[Option<NotHere>],
+) -> FetchResponse {
     let mut reads = reads.into_iter();
+    let mut refusals = refusals.iter();
     let mut responses = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
             let read = reads.next().expect("one read per requested partition");
-            partitions.push(
-                PartitionData::default()
-                    .with_partition_index(partition.partition)
-                    .with_error_code(code(read.error))
-                    .with_high_watermark(read.high_watermark)
-                    .with_last_stable_offset(read.high_watermark)
-                    .with_log_start_offset(read.log_start_offset)
-                    .with_records(Some(read.records)),
-            );
+            let refused = refusals.next().expect("one route per requested partition");
+            let data = PartitionData::default()
+                .with_partition_index(partition.partition)
+                .with_error_code(code(read.error))
+                .with_high_watermark(read.high_watermark)
+                .with_last_stable_offset(read.high_watermark)
+                .with_log_start_offset(read.log_start_offset)
+                .with_records(Some(read.records));
+            partitions.push(match refused {
+                Some(hint) if version >= CURRENT_LEADER_VERSION_MIN => data.with_current_leader(
+                    LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(hint.leader_id))
+                        .with_leader_epoch(hint.leader_epoch),
+                ),
+                _ => data,
+            });
         }
         responses.push(
             FetchableTopicResponse::default()

@@ -2,8 +2,7 @@
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::RequestContext;
-use crate::groups;
+use super::{group_shard, RequestContext};
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
@@ -13,7 +12,10 @@ pub async fn handle(ctx: &RequestContext, request: HeartbeatRequest) -> Heartbea
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
     let instance_id = request.group_instance_id.map(|i| i.to_string());
-    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
+    let owner = match group_shard(ctx, &group_id) {
+        Ok(owner) => owner,
+        Err(error) => return HeartbeatResponse::default().with_error_code(error.code()),
+    };
     let generation = request.generation_id;
     let error = ctx
         .shard

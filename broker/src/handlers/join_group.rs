@@ -9,8 +9,8 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::RequestContext;
-use crate::groups::{self, group::JoinArgs};
+use super::{group_shard, RequestContext};
+use crate::groups::group::{JoinArgs, JoinResult};
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
@@ -50,7 +50,15 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
             .collect(),
         require_known_member_id: ctx.version >= 4,
     };
-    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
+    let owner = match group_shard(ctx, &group_id) {
+        Ok(owner) => owner,
+        Err(error) => {
+            return JoinGroupResponse::default()
+                .with_error_code(error.code())
+                .with_generation_id(-1)
+                .with_member_id(StrBytes::from_string(args.member_id))
+        }
+    };
     let result = ctx
         .shard
         .call(owner, Request::JoinGroup { group_id, args })
@@ -58,13 +66,17 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
     let Reply::JoinGroup(result) = result else {
         result.mismatch("JoinGroup")
     };
+    response(ctx.version, result)
+}
+
+fn response(version: i16, result: JoinResult) -> JoinGroupResponse {
     let members = result
         .members
         .into_iter()
         .map(|(id, instance, metadata)| {
             JoinGroupResponseMember::default()
                 .with_member_id(StrBytes::from_string(id))
-                .with_group_instance_id(if ctx.version >= 5 {
+                .with_group_instance_id(if version >= 5 {
                     instance.map(StrBytes::from_string)
                 } else {
                     None
@@ -79,7 +91,7 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
         .with_leader(StrBytes::from_string(result.leader))
         .with_member_id(StrBytes::from_string(result.member_id))
         .with_members(members);
-    if ctx.version >= 7 {
+    if version >= 7 {
         response.with_protocol_type(result.protocol_type.map(StrBytes::from_string))
     } else {
         response

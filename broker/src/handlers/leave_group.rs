@@ -4,8 +4,7 @@
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::RequestContext;
-use crate::groups;
+use super::{group_shard, RequestContext};
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
@@ -27,7 +26,10 @@ pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGr
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
+    let owner = match group_shard(ctx, &group_id) {
+        Ok(owner) => owner,
+        Err(error) => return LeaveGroupResponse::default().with_error_code(error.code()),
+    };
     let asked = members.clone();
     let errors = ctx
         .shard

@@ -45,6 +45,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use net::frame::{decode_request_header, encode_response, RequestPreamble};
 
+use crate::cluster::routing::{coordinator_route, leader_route};
 use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 
@@ -230,13 +231,15 @@ pub async fn dispatch(shard: Rc<Shard>, peer_ip: Rc<str>, mut frame: Bytes) -> O
     (api.handler)(ctx, frame).await
 }
 
-/// The work for one requested partition on its owner shard, or `None` when the topic does not
-/// have that partition.
-pub type PartitionTask<T> = Option<glommio::Task<Result<T, ResponseError>>>;
+/// The work for one requested partition on its owner shard, or the error it was refused with
+/// before any shard was asked (the partition does not exist, or another broker leads it).
+pub type PartitionTask<T> = Result<glommio::Task<Result<T, ResponseError>>, ResponseError>;
 
 /// Sends `request(topic, partition, argument)` to the owner shard of each requested partition
-/// of `topic`, all before any is awaited, so that partitions on different shards proceed in
-/// parallel; `reply` takes the result out of the answer. Await each with [`partition_result`].
+/// of `topic` that this broker leads, all before any is awaited, so that partitions on different
+/// shards proceed in parallel; `reply` takes the result out of the answer. A partition this
+/// broker does not lead is refused here (`cluster::routing::leader_route`). Await each with
+/// [`partition_result`].
 pub fn start_on_owners<A, T>(
     ctx: &RequestContext,
     topic: &str,
@@ -248,12 +251,8 @@ where
     A: 'static,
     T: 'static,
 {
-    let partitions = ctx
-        .shard
-        .metadata()
-        .topics
-        .get(topic)
-        .map(|meta| meta.partitions);
+    let snapshot = ctx.shard.metadata();
+    let node = ctx.shard.config.node_id;
     let start = |index: i32, argument: A| {
         let (shard, name) = (ctx.shard.clone(), topic.to_string());
         glommio::spawn_local(async move {
@@ -263,19 +262,30 @@ where
     };
     requests
         .into_iter()
-        .map(|(index, argument)| match partitions {
-            Some(count) if index >= 0 && index < count => (index, Some(start(index, argument))),
-            _ => (index, None),
+        .map(|(index, argument)| {
+            let route = leader_route(&snapshot, topic, index, node);
+            (
+                index,
+                route
+                    .map(|()| start(index, argument))
+                    .map_err(|refused| refused.error),
+            )
         })
         .collect()
 }
 
-/// The outcome of a [`start_on_owners`] task: UNKNOWN_TOPIC_OR_PARTITION if none was started.
+/// The shard coordinating `group` if this broker coordinates it (it leads the group's
+/// `__consumer_offsets` partition); else NOT_COORDINATOR, or COORDINATOR_NOT_AVAILABLE when no
+/// broker does (`cluster::routing::coordinator_route`).
+pub fn group_shard(ctx: &RequestContext, group: &str) -> Result<usize, ResponseError> {
+    let partition = crate::groups::store::offsets_partition(group);
+    coordinator_route(&ctx.shard.metadata(), partition, ctx.shard.config.node_id)?;
+    Ok(crate::groups::coordinator_shard(group, ctx.shard.count))
+}
+
+/// The outcome of a [`start_on_owners`] task.
 pub async fn partition_result<T>(task: PartitionTask<T>) -> Result<T, ResponseError> {
-    match task {
-        Some(task) => task.await,
-        None => Err(ResponseError::UnknownTopicOrPartition),
-    }
+    task?.await
 }
 
 fn decode_body<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, String> {

@@ -5,9 +5,9 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::RequestContext;
+use super::{group_shard, RequestContext};
 use crate::groups::store::CommittedOffset;
-use crate::groups::{self, CommitEntry};
+use crate::groups::CommitEntry;
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 2;
@@ -37,22 +37,28 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
     let member_id = request.member_id.to_string();
     let instance_id = request.group_instance_id.map(|i| i.to_string());
     let generation = request.generation_id_or_member_epoch;
-    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
-    let errors = ctx
-        .shard
-        .call(
-            owner,
-            Request::CommitOffsets {
-                group_id,
-                member_id,
-                instance_id,
-                generation,
-                entries,
-            },
-        )
-        .await;
-    let Reply::CommitOffsets(errors) = errors else {
-        errors.mismatch("CommitOffsets")
+    let errors = match group_shard(ctx, &group_id) {
+        // Every partition carries the error: OffsetCommit has no other place for it.
+        Err(error) => vec![Some(error); entries.len()],
+        Ok(owner) => {
+            let errors = ctx
+                .shard
+                .call(
+                    owner,
+                    Request::CommitOffsets {
+                        group_id,
+                        member_id,
+                        instance_id,
+                        generation,
+                        entries,
+                    },
+                )
+                .await;
+            let Reply::CommitOffsets(errors) = errors else {
+                errors.mismatch("CommitOffsets")
+            };
+            errors
+        }
     };
     let mut errors = errors.into_iter();
     let topics = request

@@ -5,9 +5,8 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use super::RequestContext;
+use super::{group_shard, RequestContext};
 use crate::errors::code;
-use crate::groups;
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
@@ -24,7 +23,10 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
                 .map(|p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
+    let owner = match group_shard(ctx, &group_id) {
+        Ok(owner) => owner,
+        Err(error) => return OffsetDeleteResponse::default().with_error_code(error.code()),
+    };
     let result = ctx
         .shard
         .call(

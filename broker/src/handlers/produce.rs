@@ -1,6 +1,7 @@
 //! Produce: append RecordBatch v2 batches to partitions.
 //!
-//! Versions 3–9 (RecordBatch v2 only). Batches are validated (framing, magic, CRC-32C, then every
+//! Versions 3–9 (RecordBatch v2 only). A partition another broker leads gets
+//! NOT_LEADER_OR_FOLLOWER (v9 has no leader hint fields). Batches are validated (framing, magic, CRC-32C, then every
 //! record as `storage::records` describes, compressed ones decompressed within the topic's
 //! `max.message.bytes`) on the shard that received the request, then appended by each
 //! partition's owner shard. acks=0 gets
@@ -21,6 +22,7 @@ use storage::{BatchError, ValidatedBatches};
 use super::RequestContext;
 use crate::clock::now_ms;
 use crate::cluster::metadata::TopicMeta;
+use crate::cluster::routing::leader_route;
 use crate::errors::{batch_error, code};
 use crate::partition::{Appended, ACKS_ALL};
 use crate::shard::admin;
@@ -236,9 +238,8 @@ async fn produce_partition(
         // Only the group coordinator writes the internal topic.
         return Err(ResponseError::InvalidTopicException.into());
     }
-    if partition < 0 || partition >= meta.partitions {
-        return Err(ResponseError::UnknownTopicOrPartition.into());
-    }
+    leader_route(&snapshot, &topic, partition, shard.config.node_id)
+        .map_err(|refused| Refused::from(refused.error))?;
     let records = records.ok_or(Refused::from(ResponseError::CorruptMessage))?;
     if records.len() as i64 > meta.config.max_message_bytes {
         return Err(ResponseError::MessageTooLarge.into());

@@ -5,8 +5,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::RequestContext;
-use crate::groups;
+use super::{group_shard, RequestContext};
 use crate::shard::message::{Reply, Request};
 
 pub const VERSION_MIN: i16 = 0;
@@ -27,7 +26,10 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGrou
             )
         })
         .collect();
-    let owner = groups::coordinator_shard(&group_id, ctx.shard.count);
+    let owner = match group_shard(ctx, &group_id) {
+        Ok(owner) => owner,
+        Err(error) => return SyncGroupResponse::default().with_error_code(error.code()),
+    };
     let result = ctx
         .shard
         .call(

@@ -72,8 +72,9 @@ pub struct Partition {
     pub flush: Cell<FlushPolicy>,
     /// When `flush.ms` last synced (or found nothing to sync), ms since the Unix epoch.
     last_flush_ms: Cell<i64>,
-    /// The partition leader epoch this broker appends under, stamped into every batch.
-    pub leader_epoch: i32,
+    /// The partition leader epoch this broker appends under, stamped into every batch: the
+    /// assignment's epoch in the shard's metadata (`Shard::apply_metadata` keeps it current).
+    pub leader_epoch: Cell<i32>,
 }
 
 /// How to open a partition, from the broker's settings.
@@ -140,7 +141,7 @@ impl Partition {
             snapshot_interval_bytes: options.snapshot_interval_bytes,
             flush: Cell::new(FlushPolicy::of(config)),
             last_flush_ms: Cell::new(crate::clock::now_ms()),
-            leader_epoch: crate::cluster::metadata::FIRST_LEADER_EPOCH,
+            leader_epoch: Cell::new(crate::cluster::metadata::FIRST_LEADER_EPOCH),
         })
     }
 

@@ -53,7 +53,7 @@ impl Partition {
         // No await between the check above and this call: the append draws its place in the
         // log's queue in the same order the producer state saw the batch.
         let batch_bytes = batches.len_bytes() as u64;
-        let batches = batches.with_leader_epoch(self.leader_epoch);
+        let batches = batches.with_leader_epoch(self.leader_epoch.get());
         match self.log.append(batches).await {
             Ok(info) => {
                 // One replica: an appended record is committed, and consumers see it from now.

@@ -158,7 +158,8 @@ impl Shard {
     }
 
     /// Installs a new metadata snapshot and brings this shard's open logs in line with it:
-    /// partitions of deleted topics are closed and removed, newly owned partitions opened.
+    /// partitions of deleted topics are closed and removed, newly owned partitions that this
+    /// broker is a replica of opened, and each open partition's leader epoch set.
     /// Returns the partitions that failed to open (each logged), as (topic, error).
     pub async fn apply_metadata(
         self: &Rc<Self>,
@@ -178,24 +179,33 @@ impl Shard {
             let created_from = old
                 .filter(|old| old.id == topic.id)
                 .map_or(0, |old| old.partitions);
-            for partition in 0..topic.partitions {
-                if self.owner(&topic.name, partition) != self.id {
+            let node = self.config.node_id;
+            for (partition, assignment) in (0..topic.partitions).zip(topic.assignments()) {
+                // This broker keeps the partitions it is a replica of, on their owner shard.
+                if self.owner(&topic.name, partition) != self.id
+                    || !assignment.replicas.contains(&node)
+                {
                     continue;
                 }
-                match self.partition(&topic.name, partition) {
+                let open = match self.partition(&topic.name, partition) {
+                    Some(open) => open,
                     None => {
                         let created = partition >= created_from;
-                        if let Err(error) = self.open_partition(topic, partition, created).await {
-                            failures.push((topic.name.clone(), error));
+                        match self.open_partition(topic, partition, created).await {
+                            Ok(open) => open,
+                            Err(error) => {
+                                failures.push((topic.name.clone(), error));
+                                continue;
+                            }
                         }
                     }
-                    // Topic configs changed (AlterConfigs): the log applies them from its next
-                    // append.
-                    Some(open) if config_changed => {
-                        open.set_config(&topic.config, &self.open_options)
-                    }
-                    Some(_) => {}
+                };
+                // Topic configs changed (AlterConfigs): the log applies them from its next
+                // append.
+                if config_changed {
+                    open.set_config(&topic.config, &self.open_options);
                 }
+                open.leader_epoch.set(assignment.leader_epoch);
             }
         }
         failures
@@ -260,7 +270,7 @@ impl Shard {
         topic: &TopicMeta,
         partition: i32,
         created: bool,
-    ) -> Result<(), String> {
+    ) -> Result<Rc<Partition>, String> {
         let dir = partition_dir(&self.config.data_dir, &topic.name, partition);
         let opened = Partition::open(dir, topic.id, created, &topic.config, &self.open_options);
         let opened = opened.await.inspect_err(|message| {
@@ -271,8 +281,9 @@ impl Shard {
             id: topic.id,
             partitions: HashMap::new(),
         });
-        entry.partitions.insert(partition, Rc::new(opened));
-        Ok(())
+        let opened = Rc::new(opened);
+        entry.partitions.insert(partition, opened.clone());
+        Ok(opened)
     }
 }
 
