@@ -67,8 +67,11 @@ pub(crate) struct RegionEnd {
 }
 
 /// Whether the bad batch at the start of `region` (of the active segment, found at recovery) is
-/// a write that did not land: its header, or a whole block inside it, holds only zeros.
-/// `position` is the region's position in the file, for block alignment.
+/// a write that did not land: its header, or a whole block that starts inside it, holds only
+/// zeros. The block may reach past the batch's end: a torn write whose last block did not land
+/// leaves the batch's tail and the rest of that block zero, and valid batches never follow a
+/// gap of zeros, so only a torn write explains it. `position` is the region's position in the
+/// file, for block alignment.
 pub(crate) fn looks_unwritten(region: &[u8], position: u64) -> bool {
     let header_len = region.len().min(BATCH_HEADER_BYTES);
     if region[..header_len].iter().all(|byte| *byte == 0) {
@@ -82,7 +85,7 @@ pub(crate) fn looks_unwritten(region: &[u8], position: u64) -> bool {
         (TORN_BLOCK_BYTES - (position as usize % TORN_BLOCK_BYTES)) % TORN_BLOCK_BYTES;
     (first_block..batch_end)
         .step_by(TORN_BLOCK_BYTES)
-        .take_while(|start| start + TORN_BLOCK_BYTES <= batch_end)
+        .take_while(|start| start + TORN_BLOCK_BYTES <= region.len())
         .any(|start| {
             region[start..start + TORN_BLOCK_BYTES]
                 .iter()
@@ -253,5 +256,24 @@ mod tests {
         let mut flipped = whole;
         flipped[1500] ^= 0x01;
         assert!(!looks_unwritten(&flipped, 0));
+    }
+
+    #[test]
+    fn a_torn_last_block_reaching_past_the_batch_looks_unwritten() {
+        // A 456-byte batch 47 bytes before a block boundary (as a pipeline seed left it): its
+        // first block landed, the block holding the rest of it did not.
+        let whole = batch(87, 456 - 61, 7);
+        assert_eq!(whole.len(), 456);
+        let position = 41_937;
+        let boundary = TORN_BLOCK_BYTES - position % TORN_BLOCK_BYTES;
+        let mut region = [whole.clone(), vec![0; 1000]].concat();
+        region[boundary..whole.len()].fill(0);
+        assert!(looks_unwritten(&region, position as u64));
+        // Not when anything of that block landed after the batch (a batch that follows).
+        region[whole.len() + 10] = 1;
+        assert!(!looks_unwritten(&region, position as u64));
+        // Nor when the region ends before the block does: it cannot be seen whole.
+        let short = [&whole[..boundary], &vec![0; whole.len() - boundary][..]].concat();
+        assert!(!looks_unwritten(&short, position as u64));
     }
 }
