@@ -1,8 +1,12 @@
 //! `sluice topic create|list|describe|delete`.
 
-use anyhow::Context;
+use std::collections::BTreeMap;
+
 use clap::Subcommand;
-use client::{Client, ConfigEntry, TopicMetadata, TIMESTAMP_EARLIEST, TIMESTAMP_LATEST};
+use client::{
+    BrokerAddress, BrokerMetadata, Client, ConfigEntry, PartitionMetadata, TopicMetadata,
+    TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
+};
 
 use super::common::{parse_key_value, topic_metadata, ConnectionArgs};
 
@@ -26,9 +30,10 @@ pub enum TopicCommand {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
-    /// Show partitions, leaders, offsets and configuration of one topic or of all topics.
+    /// Show the topic id, configuration and, per partition, the leader, leader epoch, replicas,
+    /// ISR, offline replicas and offsets of the named topics, or of all topics.
     Describe {
-        name: Option<String>,
+        names: Vec<String>,
         /// Show every configuration entry, not only those that differ from the defaults.
         #[arg(long)]
         all_configs: bool,
@@ -77,10 +82,10 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
             Ok(())
         }
         TopicCommand::Describe {
-            name,
+            names,
             all_configs,
             connection,
-        } => describe(&mut connection.connect()?, name.as_deref(), all_configs),
+        } => describe(&connection, &names, all_configs),
         TopicCommand::Delete { name, connection } => {
             let mut client = connection.connect()?;
             client.delete_topic(&name)?;
@@ -90,29 +95,96 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
     }
 }
 
-fn describe(client: &mut Client, name: Option<&str>, all_configs: bool) -> anyhow::Result<()> {
-    let topics = match name {
-        Some(name) => vec![topic_metadata(client, name)?],
-        None => {
-            let mut topics = client.metadata(None)?.topics;
-            topics.sort_by(|a, b| a.name.cmp(&b.name));
-            topics
-        }
+fn describe(
+    connection: &ConnectionArgs,
+    names: &[String],
+    all_configs: bool,
+) -> anyhow::Result<()> {
+    let mut client = connection.connect()?;
+    let cluster = client.metadata(None)?;
+    let topics = if names.is_empty() {
+        let mut topics = cluster.topics.clone();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    } else {
+        let described: anyhow::Result<Vec<TopicMetadata>> = (names.iter())
+            .map(|name| topic_metadata(&mut client, name))
+            .collect();
+        described?
+    };
+    let mut leaders = Leaders {
+        bootstrap: client,
+        brokers: cluster.brokers,
+        connections: BTreeMap::new(),
+        connection: connection.clone(),
     };
     for (index, topic) in topics.iter().enumerate() {
         if index > 0 {
             println!();
         }
-        describe_topic(client, topic, all_configs)?;
+        describe_topic(&mut leaders, topic, all_configs)?;
     }
     Ok(())
 }
 
+/// Connections to partition leaders, opened as needed: offsets are asked of a partition's leader.
+struct Leaders {
+    bootstrap: Client,
+    brokers: Vec<BrokerMetadata>,
+    connections: BTreeMap<i32, Client>,
+    connection: ConnectionArgs,
+}
+
+impl Leaders {
+    /// The log start and end offsets of a partition, from its leader; "-" for each when the
+    /// partition has no leader or the leader cannot be reached.
+    fn offsets(&mut self, topic: &str, partition: &PartitionMetadata) -> (String, String) {
+        let Some(client) = self.leader(partition.leader_id) else {
+            return ("-".into(), "-".into());
+        };
+        let mut offset =
+            |timestamp| match client.list_offsets(topic, partition.partition, timestamp) {
+                Ok(offset) => offset.to_string(),
+                Err(error) => {
+                    eprintln!("offsets of {topic}-{}: {error}", partition.partition);
+                    "-".into()
+                }
+            };
+        (offset(TIMESTAMP_EARLIEST), offset(TIMESTAMP_LATEST))
+    }
+
+    fn leader(&mut self, id: i32) -> Option<&mut Client> {
+        let broker = self.brokers.iter().find(|broker| broker.node_id == id)?;
+        let address = BrokerAddress {
+            node_id: id,
+            host: broker.host.clone(),
+            port: broker.port,
+        };
+        if self.bootstrap.is_connected_to(&address).unwrap_or(false) {
+            return Some(&mut self.bootstrap);
+        }
+        if !self.connections.contains_key(&id) {
+            let config = self.connection.client_config();
+            match Client::connect_with(&address.address(), config) {
+                Ok(client) => {
+                    self.connections.insert(id, client);
+                }
+                Err(error) => {
+                    eprintln!("cannot reach broker {id} at {}: {error}", address.address());
+                    return None;
+                }
+            }
+        }
+        self.connections.get_mut(&id)
+    }
+}
+
 fn describe_topic(
-    client: &mut Client,
+    leaders: &mut Leaders,
     topic: &TopicMetadata,
     all_configs: bool,
 ) -> anyhow::Result<()> {
+    let client = &mut leaders.bootstrap;
     let replication_factor = topic
         .partitions
         .first()
@@ -122,24 +194,24 @@ fn describe_topic(
         Err(error) => format!("(unavailable: {error})"),
     };
     println!(
-        "Topic: {}\tPartitions: {}\tReplicationFactor: {}\tConfigs: {}",
+        "Topic: {}\tTopicId: {}\tPartitions: {}\tReplicationFactor: {}\tConfigs: {}",
         topic.name,
+        topic.topic_id.as_deref().unwrap_or("-"),
         topic.partitions.len(),
         replication_factor,
         configs
     );
     for partition in &topic.partitions {
-        let offsets = |client: &mut Client, timestamp| {
-            client
-                .list_offsets(&topic.name, partition.partition, timestamp)
-                .with_context(|| format!("offsets of {}-{}", topic.name, partition.partition))
+        let (log_start_offset, log_end_offset) = leaders.offsets(&topic.name, partition);
+        let offline = match partition.offline_replicas.is_empty() {
+            true => String::new(),
+            false => format!("\tOffline: {}", join_ids(&partition.offline_replicas)),
         };
-        let log_start_offset = offsets(client, TIMESTAMP_EARLIEST)?;
-        let log_end_offset = offsets(client, TIMESTAMP_LATEST)?;
         println!(
-            "\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tLogStartOffset: {}\tLogEndOffset: {}",
+            "\tPartition: {}\tLeader: {}\tLeaderEpoch: {}\tReplicas: {}\tIsr: {}{offline}\tLogStartOffset: {}\tLogEndOffset: {}",
             partition.partition,
-            partition.leader_id,
+            leader_text(partition.leader_id),
+            partition.leader_epoch,
             join_ids(&partition.replica_nodes),
             join_ids(&partition.isr_nodes),
             log_start_offset,
@@ -163,6 +235,14 @@ fn format_configs(entries: &[ConfigEntry], all_configs: bool) -> String {
         })
         .collect();
     shown.join(",")
+}
+
+/// A leader id as printed: "none" for -1 (no leader).
+fn leader_text(id: i32) -> String {
+    match id {
+        -1 => "none".to_string(),
+        id => id.to_string(),
+    }
 }
 
 fn join_ids(ids: &[i32]) -> String {

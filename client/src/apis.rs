@@ -95,6 +95,7 @@ pub fn parse_metadata(response: MetadataResponse) -> ClusterMetadata {
                     leader_epoch: partition.leader_epoch,
                     replica_nodes: partition.replica_nodes.iter().map(|id| id.0).collect(),
                     isr_nodes: partition.isr_nodes.iter().map(|id| id.0).collect(),
+                    offline_replicas: (partition.offline_replicas.iter()).map(|id| id.0).collect(),
                 })
                 .collect();
             partitions.sort_by_key(|partition| partition.partition);
@@ -103,6 +104,7 @@ pub fn parse_metadata(response: MetadataResponse) -> ClusterMetadata {
                     .name
                     .map(|name| name.0.as_str().to_owned())
                     .unwrap_or_default(),
+                topic_id: (!topic.topic_id.is_nil()).then(|| topic.topic_id.to_string()),
                 error_code: topic.error_code,
                 is_internal: topic.is_internal,
                 partitions,

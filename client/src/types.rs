@@ -29,6 +29,8 @@ pub struct BrokerMetadata {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMetadata {
     pub name: String,
+    /// The topic id (Metadata v10+), hyphenated; None when the broker sent none.
+    pub topic_id: Option<String>,
     /// Zero when the topic exists; e.g. UNKNOWN_TOPIC_OR_PARTITION (3) when it does not.
     pub error_code: i16,
     pub is_internal: bool,
@@ -51,6 +53,8 @@ pub struct PartitionMetadata {
     pub leader_epoch: i32,
     pub replica_nodes: Vec<i32>,
     pub isr_nodes: Vec<i32>,
+    /// Replicas on brokers that are not live (fenced), Metadata v5+.
+    pub offline_replicas: Vec<i32>,
 }
 
 /// One topic configuration entry from DescribeConfigs.

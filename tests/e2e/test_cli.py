@@ -53,6 +53,40 @@ def test_cli_topic_lifecycle(broker):
     assert topic not in names and other in names, names
 
 
+def test_cli_topic_describe_replicas(broker):
+    """describe names the topic id and, per partition, the leader, leader epoch, replicas and ISR
+    (all this one broker, node 0, at epoch 0), for several topics at once, and refuses an unknown
+    topic."""
+    bs = broker.bootstrap
+    first = unique_topic("cli-desc-a")
+    second = unique_topic("cli-desc-b")
+    run_sluice(["topic", "create", first, "--partitions", 3, "-b", bs])
+    run_sluice(["topic", "create", second, "--partitions", 1, "--config", "retention.ms=1234", "-b", bs])
+
+    def describe():
+        out = run_sluice(["topic", "describe", first, second, "-b", bs]).stdout
+        headers = re.findall(r"(?m)^Topic: (\S+)\tTopicId: ([0-9a-f-]{36})\tPartitions: (\d+)\tReplicationFactor: (\d+)\tConfigs: (.*)$", out)
+        rows = re.findall(
+            r"(?m)^\tPartition: (\d+)\tLeader: (\S+)\tLeaderEpoch: (-?\d+)\tReplicas: (\S+)\tIsr: (\S+)\t", out
+        )
+        return out, headers, rows
+
+    out, headers, rows = describe()
+    assert [(h[0], h[2], h[3]) for h in headers] == [(first, "3", "1"), (second, "1", "1")], out
+    assert headers[0][1] != headers[1][1], out
+    assert "retention.ms=1234" in headers[1][4], out
+    assert rows == [(str(p), "0", "0", "0", "0") for p in (0, 1, 2, 0)], out
+
+    # The ids and assignments are what the broker stored: the same after a restart.
+    broker.restart()
+    again, headers_again, rows_again = describe()
+    assert [h[:2] for h in headers_again] == [h[:2] for h in headers], again
+    assert rows_again == rows, again
+
+    missing = run_sluice(["topic", "describe", unique_topic("cli-desc-none"), "-b", bs], check=False)
+    assert missing.returncode != 0, missing
+
+
 def test_cli_produce_consume_keyed_lines(broker):
     bs = broker.bootstrap
     topic = unique_topic("cli-data")
