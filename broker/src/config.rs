@@ -19,9 +19,29 @@ pub struct ServeArgs {
     /// Number of shards (one pinned executor thread each); default: every online core.
     #[arg(long)]
     pub shards: Option<usize>,
-    /// Broker id in Metadata responses.
-    #[arg(long, default_value_t = 0)]
+    /// This broker's node id (Kafka's broker id); with `--controller-voters`, one of the voters.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..))]
     pub node_id: i32,
+    /// Where this node's metadata quorum listener binds (default: its entry in
+    /// `--controller-voters`, or an ephemeral loopback port without voters).
+    #[arg(long)]
+    pub controller_listen: Option<SocketAddr>,
+    /// The voters of the metadata quorum, `id@host:port,...` with node ids (default: this node
+    /// alone). Fixed for the life of the data directory.
+    #[arg(long, value_parser = parse_controller_voters)]
+    pub controller_voters: Option<ControllerVoters>,
+    /// This broker's rack, for rack-aware replica placement (Kafka's broker.rack).
+    #[arg(long)]
+    pub rack: Option<String>,
+    /// A broker the controller has not heard from for this long is fenced.
+    #[arg(long, default_value_t = 9000)]
+    pub session_timeout_ms: u64,
+    /// Replication factor of topics created without one (auto-creation included).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
+    pub default_replication_factor: i16,
+    /// Default of the `min.insync.replicas` topic config.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub min_insync_replicas: i32,
     /// Partition count of topics created without an explicit count (auto-creation included).
     #[arg(long, default_value_t = 1)]
     pub default_partitions: i32,
@@ -83,6 +103,44 @@ pub struct ServeArgs {
     pub group_max_session_timeout_ms: u64,
 }
 
+/// One voter of the metadata quorum, as `--controller-voters` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerVoter {
+    pub node_id: i32,
+    pub address: SocketAddr,
+}
+
+/// The parsed `--controller-voters` (a newtype: clap takes a `Vec` for a repeated flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerVoters(pub Vec<ControllerVoter>);
+
+/// Parses `--controller-voters` with the quorum crate's parser (host resolution, limits,
+/// duplicates). Node ids start at 0, Raft ids at 1: the ids are shifted into Raft ids for the
+/// parser and back, through the one mapping in `cluster::controller::quorum_ids`.
+fn parse_controller_voters(text: &str) -> Result<ControllerVoters, String> {
+    use crate::cluster::controller::quorum_ids::{node_id, raft_id};
+    let mut shifted = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, address) = (entry.split_once('@'))
+            .ok_or_else(|| format!("voter `{entry}` is not of the form id@host:port"))?;
+        let id: i32 = (id.trim().parse().ok())
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| {
+                format!("voter `{entry}` has an id that is not a node id (0 or more)")
+            })?;
+        shifted.push(format!("{}@{address}", raft_id(id)));
+    }
+    let voters = quorum::parse_voters(&shifted.join(",")).map_err(|e| e.to_string())?;
+    Ok(ControllerVoters(
+        (voters.into_iter())
+            .map(|voter| ControllerVoter {
+                node_id: node_id(voter.id),
+                address: voter.address,
+            })
+            .collect(),
+    ))
+}
+
 /// Default of `--tail-cache-bytes`: a few seconds of appends at what one broker sustains, small
 /// next to the memory of any machine that runs one.
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 256 << 20;
@@ -121,6 +179,14 @@ impl ServeArgs {
                 net::frame::FRAME_BYTES_MAX
             ));
         }
+        if let Some(voters) = &self.controller_voters {
+            if !voters.0.iter().any(|voter| voter.node_id == self.node_id) {
+                return Err(format!(
+                    "--node-id {} is not one of --controller-voters",
+                    self.node_id
+                ));
+            }
+        }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err("--group-min-session-timeout-ms exceeds the maximum".to_string());
         }
@@ -128,6 +194,16 @@ impl ServeArgs {
             self.shard_request_bytes_max,
             self.socket_request_max_bytes,
         )
+    }
+
+    /// Where this node's quorum listener binds: `--controller-listen`, else this node's voter
+    /// entry, else an ephemeral loopback port (a one-voter quorum has no peer to reach it).
+    pub fn controller_listen(&self) -> SocketAddr {
+        let own_entry = (self.controller_voters.iter().flat_map(|voters| &voters.0))
+            .find(|voter| voter.node_id == self.node_id)
+            .map(|voter| voter.address);
+        (self.controller_listen.or(own_entry))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     pub fn advertised_host(&self) -> String {

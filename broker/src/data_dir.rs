@@ -7,8 +7,8 @@
 //! a listed topic without the file (written by an older version) gets it when opened.
 //!
 //! `meta/reserve` holds a few MiB of zeros that a metadata change releases when the disk is
-//! full, so that DeleteTopics, the way to get space back, still works (see
-//! `MetadataSnapshot::persist`).
+//! (nearly) full, so that the metadata quorum can still write its log and DeleteTopics, the way
+//! to get space back, still works (see `release_reserve_if_full`).
 //!
 //! Invariant: start-up never deletes a directory without a `topic_id` file, and a partition is
 //! never opened on a directory whose `topic_id` names another topic.
@@ -110,24 +110,6 @@ pub fn write_topic_id(partition_dir: &Path, id: uuid::Uuid) -> std::io::Result<(
     )
 }
 
-/// Replaces `path` with `contents` durably: write a temporary file, fsync, rename, fsync the
-/// directory.
-pub fn persist_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir)?;
-    let mut tmp_name = path.file_name().expect("a file name").to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    // Each step also tells a simulated power loss (`power_loss.rs`) what it made durable; held
-    // throughout, so that a simulated cut never falls between two steps.
-    let mut steps = crate::power_loss::Steps::begin()?;
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(contents)?;
-    steps.sync_file(&file, &tmp, contents)?;
-    steps.rename(&tmp, path)?;
-    steps.sync_dir(dir)
-}
-
 /// Fails with a clear message if files cannot be created in `data_dir` (a read-only mount, no
 /// permission): every partition would fail to open. A full disk passes: the broker then serves
 /// reads and refuses appends until space returns.
@@ -197,6 +179,30 @@ pub fn ensure_reserve(data_dir: &Path) {
         // A partial reserve would pass for a whole one.
         let _ = std::fs::remove_file(&path);
     }
+}
+
+/// Free bytes below which the reserve is released before a metadata write: more than the
+/// quorum writes for one change (an entry, a hard state file, a snapshot of the metadata).
+const METADATA_HEADROOM_BYTES: u64 = 1 << 20;
+
+/// Releases the reserve if the data directory's file system has less than
+/// `METADATA_HEADROOM_BYTES` free. The quorum stops at a failed write (its disk can no longer
+/// be trusted), so room must be made before it writes, not after.
+pub fn release_reserve_if_full(data_dir: &Path) {
+    if free_bytes(data_dir).is_some_and(|free| free < METADATA_HEADROOM_BYTES) {
+        release_reserve(data_dir);
+    }
+}
+
+/// Bytes an unprivileged writer may still use on `path`'s file system.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain old data, for which all zeros is a valid value.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a NUL-terminated string and `stat` a struct the call only writes.
+    let result = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    (result == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 /// Frees the reserve; true if there was one to free.

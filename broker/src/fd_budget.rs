@@ -27,8 +27,9 @@ const SEALED_SEGMENT_FILES_FD_SHARE_DIVISOR: u64 = 8;
 /// below this a broker cannot even open `__consumer_offsets` (50 partitions) on a few shards.
 const PARTITION_FDS_PER_SHARD_MIN: u64 = 64;
 
-/// How the descriptor limit is divided (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the descriptor limit is divided (see the module documentation). Archivable: a metadata
+/// command carries its proposer's budget, so that every node refuses the same partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct FdBudget {
     /// The soft `RLIMIT_NOFILE` after raising it.
     pub limit: u64,

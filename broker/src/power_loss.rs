@@ -4,20 +4,17 @@
 //! A kill -9 loses nothing that reached the kernel, so it cannot show that an acknowledged
 //! record, a committed offset or a topic was made durable with fdatasync. In this mode every
 //! partition log (`__consumer_offsets` included) does its segment I/O through
-//! [`storage::fault::FaultIo`], which remembers what each fdatasync made durable, and the
-//! metadata files written with `data_dir::persist_atomically` are tracked the same way. When the file
+//! [`storage::fault::FaultIo`], which remembers what each fdatasync made durable. When the file
 //! [`TRIGGER_FILE_NAME`] appears in the data directory, every operation fails from then on, every
-//! file goes back to what its last completed sync made durable (unsynced writes and files whose
-//! directory entry was never synced are lost), and the process kills itself with SIGKILL.
+//! segment file goes back to what its last completed sync made durable (unsynced writes and
+//! files whose directory entry was never synced are lost), and the process kills itself with
+//! SIGKILL. The metadata quorum's files (`meta/quorum/`) are not simulated: the quorum
+//! fdatasyncs for real before it acknowledges anything, so they keep at least what it promised.
 //!
-//! Off (the default), none of this runs: partitions use direct I/O and
-//! `data_dir::persist_atomically` only checks a flag.
+//! Off (the default), none of this runs: partitions use direct I/O.
 
-use std::collections::BTreeMap;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use storage::fault::{CrashOptions, Fault, FaultIo, FaultPlan, Operations, EIO};
@@ -34,71 +31,8 @@ const DRAIN_MAX: Duration = Duration::from_secs(10);
 pub const SEGMENT_PREALLOCATE_BYTES: u64 = 64 * 1024;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static LEDGER: Mutex<Ledger> = Mutex::new(Ledger::new());
 /// Shards whose files are back to their durable content.
 static SHARDS_DOWN: AtomicUsize = AtomicUsize::new(0);
-
-/// What a power failure leaves of the files written with `data_dir::persist_atomically`.
-struct Ledger {
-    /// The content each replaced file has after a crash (`None`: no file).
-    durable: BTreeMap<PathBuf, Option<Vec<u8>>>,
-    /// Temporary files whose content an fsync made durable.
-    synced: BTreeMap<PathBuf, Vec<u8>>,
-    /// Renames whose directory was not synced since: target and durable content of the source.
-    renamed: BTreeMap<PathBuf, Option<Vec<u8>>>,
-    power_cut: bool,
-}
-
-impl Ledger {
-    const fn new() -> Ledger {
-        Ledger {
-            durable: BTreeMap::new(),
-            synced: BTreeMap::new(),
-            renamed: BTreeMap::new(),
-            power_cut: false,
-        }
-    }
-
-    fn before_rename(&mut self, from: &Path, to: &Path) {
-        self.durable
-            .entry(to.to_path_buf())
-            .or_insert_with(|| std::fs::read(to).ok());
-        self.renamed
-            .insert(to.to_path_buf(), self.synced.remove(from));
-    }
-
-    /// A directory sync makes its renames durable; a renamed file that was never synced comes
-    /// back empty, as from a file system that allocates blocks late.
-    fn dir_synced(&mut self, dir: &Path) {
-        let durable = &mut self.durable;
-        self.renamed.retain(|path, content| {
-            if path.parent() != Some(dir) {
-                return true;
-            }
-            durable.insert(path.clone(), Some(content.take().unwrap_or_default()));
-            false
-        });
-    }
-
-    /// Cuts the power once: later replacements fail, and each tracked file is rewritten to its
-    /// durable content.
-    fn cut(&mut self) -> io::Result<()> {
-        if std::mem::replace(&mut self.power_cut, true) {
-            return Ok(());
-        }
-        for (path, content) in std::mem::take(&mut self.durable) {
-            match content {
-                Some(content) => std::fs::write(&path, content)?,
-                None if path.exists() => std::fs::remove_file(&path)?,
-                None => {}
-            }
-        }
-        for temporary in self.synced.keys() {
-            let _ = std::fs::remove_file(temporary);
-        }
-        Ok(())
-    }
-}
 
 /// Turns the simulation on for this process; call before any file is written.
 pub fn enable() {
@@ -107,52 +41,6 @@ pub fn enable() {
 
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::SeqCst)
-}
-
-/// The file-system steps of `data_dir::persist_atomically`; each sync also tells the ledger what
-/// it made durable, so that leaving a sync out loses the file in a simulated power cut.
-pub struct Steps(Option<MutexGuard<'static, Ledger>>);
-
-impl Steps {
-    /// Holds the ledger while the simulation is on; an error once the power is cut.
-    pub fn begin() -> io::Result<Steps> {
-        if !enabled() {
-            return Ok(Steps(None));
-        }
-        let ledger = LEDGER.lock().expect("no thread panics holding the ledger");
-        if ledger.power_cut {
-            return Err(io::Error::from_raw_os_error(EIO));
-        }
-        Ok(Steps(Some(ledger)))
-    }
-
-    pub fn sync_file(
-        &mut self,
-        file: &std::fs::File,
-        path: &Path,
-        contents: &[u8],
-    ) -> io::Result<()> {
-        file.sync_all()?;
-        if let Some(ledger) = self.0.as_mut() {
-            ledger.synced.insert(path.to_path_buf(), contents.to_vec());
-        }
-        Ok(())
-    }
-
-    pub fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
-        if let Some(ledger) = self.0.as_mut() {
-            ledger.before_rename(from, to);
-        }
-        std::fs::rename(from, to)
-    }
-
-    pub fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
-        std::fs::File::open(dir)?.sync_all()?;
-        if let Some(ledger) = self.0.as_mut() {
-            ledger.dir_synced(dir);
-        }
-        Ok(())
-    }
 }
 
 /// The segment I/O of a shard's partition logs in this mode.
@@ -180,11 +68,6 @@ pub fn spawn_watcher(data_dir: &Path, shard: WatchedShard, io: FaultIo) {
             after: 0,
             count: u64::MAX,
         });
-        LEDGER
-            .lock()
-            .expect("no thread panics holding the ledger")
-            .cut()
-            .expect("metadata files are rewritten");
         let deadline = Instant::now() + DRAIN_MAX;
         while io.changes_in_flight() > 0 {
             assert!(Instant::now() < deadline, "file changes still in flight");

@@ -1,14 +1,15 @@
 //! Starting the broker: one pinned executor per shard, each accepting on the shared port.
 
-use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::AtomicI32;
 use std::sync::{Arc, Barrier};
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::cluster::controller::replicated::MetadataState;
+use crate::cluster::controller::{start, Controller, ControllerConfig};
 use crate::cluster::metadata::{BrokerRegistration, MetadataSnapshot};
-use crate::cluster::placement;
 use crate::config::ServeArgs;
 use crate::connection;
 use crate::data_dir;
@@ -16,13 +17,69 @@ use crate::fd_budget::FdBudget;
 use crate::groups::store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::groups::GroupCoordinator;
 use crate::shard::mesh::{Envelope, Mesh, INBOX_MESSAGES_MAX};
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardCluster};
 
 /// Connections one shard serves at once at most, whatever the descriptor limit allows; a
 /// further connection is closed on accept.
 pub const SHARD_CONNECTIONS_MAX: usize = 10_000;
 
-pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let (args, nofile) = prepare(args)?;
+    let shard_count = args.shard_count();
+    anyhow::ensure!(shard_count > 0, "--shards must be at least 1");
+    let fd_budget = FdBudget::new(nofile, shard_count, SHARD_CONNECTIONS_MAX)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::listen_port::wait_until_free(args.listen)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(
+        shard_count,
+        INBOX_MESSAGES_MAX,
+    );
+    // Mesh peer indexes follow the order in which shards join; each shard records its own here.
+    let peer_index = Arc::new(std::sync::Mutex::new(vec![usize::MAX; shard_count]));
+    let config = Arc::new(args);
+    let ready = Arc::new(Barrier::new(shard_count));
+    let controller_id = Arc::new(AtomicI32::new(-1));
+    let shared = |id: usize| Shared {
+        config: config.clone(),
+        fd_budget,
+        peer_index: peer_index.clone(),
+        ready: ready.clone(),
+        controller_id: controller_id.clone(),
+        cpu: id % cpus,
+    };
+    // Shard 0 runs the metadata quorum: it starts first, and the others start with the
+    // metadata it has replayed.
+    let (started, metadata) = std::sync::mpsc::sync_channel(1);
+    let controller_shard = spawn_shard(0, shared(0), mesh.clone(), Start::Controller(started))?;
+    let Ok(snapshot) = metadata.recv() else {
+        // Shard 0 failed to start the quorum: its error says why.
+        controller_shard
+            .join()
+            .map_err(|e| anyhow::anyhow!("shard 0 failed: {e}"))??;
+        anyhow::bail!("shard 0 stopped before the metadata was ready");
+    };
+    stored_partitions_fit(&fd_budget, &snapshot, config.node_id)?;
+    data_dir::remove_deleted_partitions(&config.data_dir, |topic, partition| {
+        snapshot.topic_id_of(topic, partition)
+    })?;
+    data_dir::ensure_reserve(&config.data_dir);
+    let mut handles = vec![controller_shard];
+    for id in 1..shard_count {
+        let start = Start::Follower(snapshot.clone());
+        handles.push(spawn_shard(id, shared(id), mesh.clone(), start)?);
+    }
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|e| anyhow::anyhow!("shard failed: {e}"))??;
+    }
+    Ok(())
+}
+
+/// Checks the command line and the data directory; returns the arguments with an absolute
+/// data directory, and the descriptor limit.
+fn prepare(mut args: ServeArgs) -> anyhow::Result<(ServeArgs, u64)> {
     args.check().map_err(|e| anyhow::anyhow!(e))?;
     let nofile = crate::fd_budget::raise_nofile_limit()
         .map_err(|e| anyhow::anyhow!("cannot read or raise the file descriptor limit: {e}"))?;
@@ -38,70 +95,67 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         log::warn!("test mode: simulating power loss; segment fdatasyncs are only simulated");
         crate::power_loss::enable();
     }
-    let mut snapshot = MetadataSnapshot::load_or_init(&args.data_dir, args.node_id)?;
-    // Until brokers register through the metadata quorum, this broker registers itself here.
-    snapshot.register(local_registration(&args));
-    ensure_offsets_topic(&args.data_dir, &mut snapshot)?;
-    data_dir::remove_deleted_partitions(&args.data_dir, |topic, partition| {
-        snapshot.topic_id_of(topic, partition)
-    })?;
-    data_dir::ensure_reserve(&args.data_dir);
-    let shard_count = args.shard_count();
-    anyhow::ensure!(shard_count > 0, "--shards must be at least 1");
-    let fd_budget = stored_partitions_fit(nofile, shard_count, &snapshot, args.node_id)?;
-    crate::listen_port::wait_until_free(args.listen)?;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(
-        shard_count,
-        INBOX_MESSAGES_MAX,
-    );
-    // Mesh peer indexes follow the order in which shards join; each shard records its own here.
-    let peer_index = Arc::new(std::sync::Mutex::new(vec![usize::MAX; shard_count]));
-    let config = Arc::new(args);
-    let snapshot = Arc::new(snapshot);
-    let ready = Arc::new(Barrier::new(shard_count));
-    let mut handles = Vec::with_capacity(shard_count);
-    for id in 0..shard_count {
-        let (config, snapshot, mesh, peer_index, ready, fd_budget) = (
-            config.clone(),
-            snapshot.clone(),
-            mesh.clone(),
-            peer_index.clone(),
-            ready.clone(),
-            fd_budget,
-        );
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
-            .name(&format!("shard-{id}"))
-            .spawn(move || async move {
-                let shared = Shared {
-                    config,
-                    fd_budget,
-                    peer_index,
-                    ready,
-                };
-                shard_main(id, shared, snapshot, mesh).await
-            })
-            .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
-        handles.push(handle);
-    }
-    for handle in handles {
-        handle
-            .join()
-            .map_err(|e| anyhow::anyhow!("shard failed: {e}"))??;
-    }
-    Ok(())
+    Ok((args, nofile))
 }
 
-/// The divided descriptor limit, if every stored partition fits in it; otherwise an error that
-/// says so, because opening them would exhaust the descriptors and fail every start the same way.
+/// How a shard starts: shard 0 opens the metadata quorum and sends the replayed snapshot back
+/// to start-up; the others receive it.
+enum Start {
+    Controller(std::sync::mpsc::SyncSender<Arc<MetadataSnapshot>>),
+    Follower(Arc<MetadataSnapshot>),
+}
+
+type MeshBuilder =
+    glommio::channels::channel_mesh::MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>;
+
+fn spawn_shard(
+    id: usize,
+    shared: Shared,
+    mesh: MeshBuilder,
+    start: Start,
+) -> anyhow::Result<glommio::ExecutorJoinHandle<anyhow::Result<()>>> {
+    LocalExecutorBuilder::new(Placement::Fixed(shared.cpu))
+        .name(&format!("shard-{id}"))
+        .spawn(move || async move {
+            let (snapshot, quorum) = match start {
+                Start::Follower(snapshot) => (snapshot, None),
+                Start::Controller(metadata) => {
+                    let settings = quorum_settings(&shared.config, shared.fd_budget);
+                    let started = start::start(&settings).await?;
+                    let snapshot = started.snapshot();
+                    // Start-up is waiting for it; if it is gone, so is the process.
+                    let _ = metadata.send(snapshot.clone());
+                    (snapshot, Some(started))
+                }
+            };
+            shard_main(id, shared, snapshot, mesh, quorum).await
+        })
+        .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))
+}
+
+/// The quorum's settings from the command line.
+fn quorum_settings(config: &ServeArgs, fd_budget: FdBudget) -> start::QuorumSettings {
+    let voters = (config.controller_voters.iter().flat_map(|voters| &voters.0))
+        .map(|voter| (voter.node_id, voter.address))
+        .collect();
+    start::QuorumSettings {
+        node_id: config.node_id,
+        voters,
+        listen: config.controller_listen(),
+        data_dir: config.data_dir.clone(),
+        registration: local_registration(config),
+        offsets_topic: (OFFSETS_TOPIC.to_string(), OFFSETS_TOPIC_PARTITIONS),
+        fd_budget,
+    }
+}
+
+/// An error that says so if the stored partitions do not fit the divided descriptor limit,
+/// because opening them would exhaust the descriptors and fail every start the same way.
 fn stored_partitions_fit(
-    nofile: u64,
-    shard_count: usize,
+    budget: &FdBudget,
     snapshot: &MetadataSnapshot,
     node: i32,
-) -> anyhow::Result<FdBudget> {
-    let budget = FdBudget::new(nofile, shard_count, SHARD_CONNECTIONS_MAX)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+) -> anyhow::Result<()> {
     let stored = snapshot.partitions_on(node);
     budget.check_partitions(stored).map_err(|e| {
         anyhow::anyhow!(
@@ -110,13 +164,14 @@ fn stored_partitions_fit(
         )
     })?;
     log::info!(
-        "file descriptor limit {nofile}: {stored} of at most {} partitions stored, {} \
+        "file descriptor limit {}: {stored} of at most {} partitions stored, {} \
          connections and {} sealed-segment files per shard",
+        budget.limit,
         budget.partitions_max,
         budget.connections_per_shard,
         budget.sealed_segment_files_per_shard
     );
-    Ok(budget)
+    Ok(())
 }
 
 /// What every shard receives from start-up besides the metadata and the mesh.
@@ -125,22 +180,26 @@ struct Shared {
     fd_budget: FdBudget,
     peer_index: Arc<std::sync::Mutex<Vec<usize>>>,
     ready: Arc<Barrier>,
+    /// The quorum leader's node id, written by shard 0 (see `start::watch_leader`).
+    controller_id: Arc<AtomicI32>,
+    /// The core the shard's executor is pinned to.
+    cpu: usize,
 }
 
 async fn shard_main(
     id: usize,
     shared: Shared,
     snapshot: Arc<MetadataSnapshot>,
-    mesh: glommio::channels::channel_mesh::MeshBuilder<
-        Envelope,
-        glommio::channels::channel_mesh::Full,
-    >,
+    mesh: MeshBuilder,
+    quorum: Option<start::StartedQuorum>,
 ) -> anyhow::Result<()> {
     let Shared {
         config,
         fd_budget,
         peer_index,
         ready,
+        controller_id,
+        cpu: _,
     } = shared;
     let (senders, mut receivers) = mesh
         .join()
@@ -156,32 +215,33 @@ async fn shard_main(
         .expect("no shard panics holding the peer table")
         .clone();
     assert!(peer_index.iter().all(|&i| i < peer_index.len()));
+    let controller = (quorum.as_ref())
+        .map(|started| start_controller(&config, fd_budget, started, &controller_id));
+    let cluster = ShardCluster {
+        controller,
+        controller_id,
+    };
     let shard = Rc::new(Shard::new(
         id,
         config.clone(),
         snapshot.clone(),
         Mesh::new(senders, peer_index),
         fd_budget,
-    )?);
+        cluster,
+    ));
     for (peer, receiver) in receivers.streams() {
         glommio::spawn_local(shard.clone().serve_peer(peer, receiver)).detach();
     }
     // A stored partition that fails to open is logged and left closed; requests for it get
     // UNKNOWN_TOPIC_OR_PARTITION (see start-up and recovery in ARCHITECTURE.md).
+    let start_version = snapshot.version;
     let _failures = shard.apply_metadata(snapshot).await;
     if let Err(e) = GroupCoordinator::load(&*shard).await {
         // The other shards wait for this one at the start-up barrier: stop the whole process.
         log::error!("shard {id}: loading consumer groups failed: {e}");
         std::process::exit(1);
     }
-    crate::tasks::spawn_all(&shard);
-    if let Some(io) = shard.power_loss_io.clone() {
-        let watched = crate::power_loss::WatchedShard {
-            id: shard.id,
-            count: shard.count,
-        };
-        crate::power_loss::spawn_watcher(&shard.config.data_dir, watched, io);
-    }
+    spawn_shard_tasks(&shard);
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         // As above: a shard that cannot start must not leave the others waiting.
         log::error!("shard {id} cannot listen on {}: {e}", config.listen);
@@ -190,6 +250,9 @@ async fn shard_main(
     // Every shard has opened its partitions before any accepts a connection, so a request that
     // is forwarded to another shard never finds its partitions still closed.
     ready.wait();
+    if let Some(started) = quorum {
+        spawn_publisher(started.state, start_version, shard.clone());
+    }
     log::info!("shard {id} listening on {}", config.listen);
     accept_loop(shard, listener).await
 }
@@ -241,6 +304,49 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) -> anyhow::Result<
     }
 }
 
+/// The shard's periodic tasks, and the power-loss watcher in that test mode.
+fn spawn_shard_tasks(shard: &Rc<Shard>) {
+    crate::tasks::spawn_all(shard);
+    if let Some(io) = shard.power_loss_io.clone() {
+        let watched = crate::power_loss::WatchedShard {
+            id: shard.id,
+            count: shard.count,
+        };
+        crate::power_loss::spawn_watcher(&shard.config.data_dir, watched, io);
+    }
+}
+
+/// The controller of the controller shard, and its task that keeps `controller_id` current.
+fn start_controller(
+    config: &ServeArgs,
+    fd_budget: FdBudget,
+    started: &start::StartedQuorum,
+    controller_id: &Arc<AtomicI32>,
+) -> Controller {
+    let controller_config = ControllerConfig {
+        data_dir: config.data_dir.clone(),
+        default_partitions: config.default_partitions,
+        default_replication_factor: config.default_replication_factor,
+        fd_budget,
+    };
+    let watcher = start::watch_leader(started.quorum.clone(), controller_id.clone());
+    glommio::spawn_local(watcher).detach();
+    Controller::new(
+        controller_config,
+        started.quorum.clone(),
+        started.state.clone(),
+    )
+}
+
+/// Starts the publisher task of the controller shard: from here on every new snapshot the
+/// quorum applies reaches every shard (the shards serve `version` already).
+fn spawn_publisher(state: Rc<MetadataState>, version: u64, shard: Rc<Shard>) {
+    state.publication.started_with(version);
+    let data_dir = shard.config.data_dir.clone();
+    let publisher = crate::cluster::controller::replicated::publish_forever(state, shard, data_dir);
+    glommio::spawn_local(publisher).detach();
+}
+
 /// This broker's registration: its node id, advertised listener and rack, a fresh incarnation.
 pub(crate) fn local_registration(args: &ServeArgs) -> BrokerRegistration {
     BrokerRegistration {
@@ -248,36 +354,41 @@ pub(crate) fn local_registration(args: &ServeArgs) -> BrokerRegistration {
         incarnation: crate::cluster::metadata::random_u64(),
         host: args.advertised_host(),
         port: args.listen.port(),
-        rack: None,
+        rack: args.rack.clone(),
         fenced: false,
     }
 }
 
-/// Creates the internal `__consumer_offsets` topic on first start, with min(3, live brokers)
-/// replicas per partition.
-pub(crate) fn ensure_offsets_topic(
-    data_dir: &Path,
-    snapshot: &mut MetadataSnapshot,
-) -> anyhow::Result<()> {
-    if snapshot.topics.contains_key(OFFSETS_TOPIC) {
-        return Ok(());
-    }
-    let configs = [("cleanup.policy".to_string(), "compact".to_string())]
-        .into_iter()
-        .collect();
-    let id = crate::cluster::metadata::random_uuid();
-    let live = placement::live_candidates(snapshot);
-    let replication_factor = placement::offsets_replication_factor(live.len());
-    let assignments = placement::new_topic(&live, OFFSETS_TOPIC_PARTITIONS, replication_factor, id)
-        .map_err(|(_, message)| anyhow::anyhow!("placing {OFFSETS_TOPIC}: {message}"))?;
-    let meta = crate::cluster::metadata::TopicMeta::new(
-        OFFSETS_TOPIC.to_string(),
-        id,
-        assignments,
-        configs,
-    );
-    snapshot.topics.insert(OFFSETS_TOPIC.to_string(), meta);
-    snapshot.version += 1;
-    snapshot.persist(data_dir)?;
-    Ok(())
+/// A broker of one shard on the current executor, started as `run` starts one (its quorum, its
+/// partitions, its groups, its publisher), without a listener: for tests that call handlers.
+#[cfg(test)]
+pub async fn start_test_shard(config: Arc<ServeArgs>) -> anyhow::Result<Rc<Shard>> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let fd_budget = FdBudget::new(65_536, 1, SHARD_CONNECTIONS_MAX).map_err(anyhow::Error::msg)?;
+    let started = start::start(&quorum_settings(&config, fd_budget)).await?;
+    let snapshot = started.snapshot();
+    let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(1, 16);
+    let (senders, _receivers) = (mesh.join().await).map_err(|_| anyhow::anyhow!("mesh"))?;
+    let controller_id = Arc::new(AtomicI32::new(-1));
+    let cluster = ShardCluster {
+        controller: Some(start_controller(
+            &config,
+            fd_budget,
+            &started,
+            &controller_id,
+        )),
+        controller_id,
+    };
+    let shard = Rc::new(Shard::new(
+        0,
+        config,
+        snapshot.clone(),
+        Mesh::new(senders, vec![0]),
+        fd_budget,
+        cluster,
+    ));
+    shard.apply_metadata(snapshot.clone()).await;
+    GroupCoordinator::load(&*shard).await?;
+    spawn_publisher(started.state, snapshot.version, shard.clone());
+    Ok(shard)
 }

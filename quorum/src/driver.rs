@@ -52,6 +52,10 @@ pub struct Shared {
     pub commit_index: Cell<u64>,
     pub last_index: Cell<u64>,
     pub peers: Peers,
+    /// Tasks waiting for `applied_index` to grow.
+    pub applied_wakers: RefCell<Vec<Waker>>,
+    /// The last index of the log when the node opened its directory.
+    pub opened_last_index: Cell<u64>,
     pub leader_version: Cell<u64>,
     pub leader_wakers: RefCell<Vec<Waker>>,
     pub stopped: Cell<bool>,
@@ -122,6 +126,9 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
             ..Shared::default()
         });
         shared.applied_index.set(snapshot_index);
+        shared
+            .opened_last_index
+            .set(node.raft.raft_log.last_index());
         Ok(Driver {
             node,
             disk,
@@ -148,6 +155,9 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
             log::error!("quorum node {} stops: {error}", self.node_id);
         }
         self.shared.stopped.set(true);
+        for waker in self.shared.applied_wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
         for (_, done) in self.pending.drain() {
             let _ = done.send(Err(ProposeError::Stopped));
         }
@@ -265,6 +275,9 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries());
         self.node.advance_apply();
+        for waker in self.shared.applied_wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
         self.publish_leader();
         self.compact_if_due().await
     }

@@ -219,6 +219,30 @@ impl Quorum {
         self.shared.peers.snapshot()
     }
 
+    /// The last index of the log when this node opened its directory: once `applied_index`
+    /// reaches it, the state machine reflects everything this node had stored.
+    pub fn opened_last_index(&self) -> u64 {
+        self.shared.opened_last_index.get()
+    }
+
+    /// Waits until the state machine has applied `index` (false if the node stopped first).
+    pub async fn wait_applied(&self, index: u64) -> bool {
+        poll_fn(|context| {
+            if self.shared.applied_index.get() >= index {
+                return Poll::Ready(true);
+            }
+            if self.shared.stopped.get() {
+                return Poll::Ready(false);
+            }
+            self.shared
+                .applied_wakers
+                .borrow_mut()
+                .push(context.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
     /// The address the controller listener is bound to.
     pub fn local_address(&self) -> std::net::SocketAddr {
         self.local_address

@@ -5,6 +5,7 @@ Needs root for mounts (a read-only bind mount, a loop-mounted small ext4 image),
 """
 
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -75,7 +76,7 @@ def test_foreign_directories_survive_start(tmp_path):
         (directory / "keep.txt").write_text("not the broker's")
     try:
         broker.start()
-        assert (broker.data_dir / "meta" / "topics.json").exists()
+        assert any((broker.data_dir / "meta" / "quorum").iterdir())
         broker.restart()
         assert (notes / "keep.txt").read_text() == "not the broker's"
         assert (backup / "keep.txt").read_text() == "not the broker's"
@@ -91,14 +92,14 @@ def test_missing_metadata_with_partition_data_is_refused(broker):
     broker.kill9()
     before = segment_files(broker.data_dir)
     assert any(name.startswith(f"{topic}-") for name in before), before
-    (broker.data_dir / "meta" / "topics.json").unlink()
+    shutil.rmtree(broker.data_dir / "meta" / "quorum")
 
     code, output = serve(broker.data_dir)
 
     assert code != 0, output
-    assert "topics.json" in output and "partition" in output, output
+    assert "quorum" in output and "partition" in output, output
     assert segment_files(broker.data_dir) == before
-    assert not (broker.data_dir / "meta" / "topics.json").exists()
+    assert not any((broker.data_dir / "meta" / "quorum").glob("log-*"))
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
 //! Cluster metadata: the registered brokers, the topics, their partitions' replica assignments
 //! (replicas, ISR, leader, leader epoch) and configs.
 //!
-//! One writer (the controller on shard 0) produces a new immutable [`MetadataSnapshot`] for
-//! every change, persists it, and publishes it to every shard; shards read their own copy without
-//! locks. The file `meta/topics.json` under the data directory is the ground truth and is
-//! replaced atomically (write, fsync, rename, fsync directory).
+//! The [`MetadataSnapshot`] is the state machine of the metadata quorum: every node applies
+//! every committed change to its own copy (`controller::command`) and publishes each new
+//! immutable snapshot to its shards, which read their own copy without locks. The quorum's
+//! directory `meta/quorum/` is the ground truth; `meta/topics.json`, where a single-node broker
+//! kept the snapshot before, is only read once to migrate it (`load_legacy`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::topic_config::TopicConfig;
-use crate::data_dir::persist_atomically;
 
 /// The leader epoch a partition starts with, and the one every partition of a data directory
 /// from before replica assignments had (what its batches were stamped with).
@@ -114,7 +114,7 @@ pub struct TopicMeta {
 
 /// [`TopicMeta`] as `topics.json` stores it, and as rkyv archives it: the parsed `config` is
 /// rebuilt from `configs` when either is read. A `topics.json` from before replica assignments
-/// has none; [`MetadataSnapshot::load_or_init`] gives its partitions to the local broker.
+/// has none; [`MetadataSnapshot::load_legacy`] gives its partitions to the local broker.
 #[derive(Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct StoredTopicMeta {
     name: String,
@@ -250,31 +250,33 @@ impl TopicMeta {
     }
 }
 
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Debug,
-    PartialEq,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct MetadataSnapshot {
-    /// Grows by one with every published change.
+    /// The log index of the last command applied: it grows with every change, and every node
+    /// gives the same version to the same metadata.
     pub version: u64,
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMeta>,
     /// Every broker that has registered, fenced or not, by id.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub brokers: BTreeMap<i32, BrokerRegistration>,
-    /// Dynamic broker configs set for this broker (the BROKER resource named by its node id);
-    /// see [`crate::cluster::broker_config`].
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub broker_configs: BTreeMap<String, String>,
+    /// Dynamic broker configs set per broker (the BROKER resource named by a node id); see
+    /// [`crate::cluster::broker_config`]. A broker without explicit configs has no entry.
+    pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
     /// Cluster-wide dynamic broker configs (the BROKER resource with an empty name).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broker_default_configs: BTreeMap<String, String>,
+    /// The end of the last block of producer ids handed out: the next block starts here.
+    pub producer_ids_end: i64,
+}
+
+/// `meta/topics.json` as a single-node broker wrote it before the quorum: read once, to migrate.
+#[derive(Deserialize)]
+struct LegacyMetadata {
+    cluster_id: String,
+    topics: BTreeMap<String, TopicMeta>,
+    #[serde(default)]
+    broker_configs: BTreeMap<String, String>,
+    #[serde(default)]
+    broker_default_configs: BTreeMap<String, String>,
 }
 
 impl MetadataSnapshot {
@@ -329,52 +331,50 @@ impl MetadataSnapshot {
             .count() as u64
     }
 
-    fn path(data_dir: &Path) -> PathBuf {
+    /// The dynamic configs set for broker `node_id` alone.
+    pub fn broker_configs_of(&self, node_id: i32) -> Option<&BTreeMap<String, String>> {
+        self.broker_configs.get(&node_id)
+    }
+
+    /// Where a single-node broker kept its metadata before the quorum.
+    pub fn legacy_path(data_dir: &Path) -> PathBuf {
         data_dir.join("meta").join("topics.json")
     }
 
-    /// Loads the snapshot, or creates an empty one with a fresh cluster id on first start. A
-    /// missing file next to partition data is an error: empty metadata would hide that data.
+    /// The metadata in an old single-node data directory's `meta/topics.json`, if it has one,
+    /// with that broker's configs as those of `local_node` and `producer_ids_end` as given.
     /// Partitions stored without an assignment (a data directory from before them) are given to
     /// broker `local_node`, at the first leader epoch, which their batches were stamped with.
-    pub fn load_or_init(data_dir: &Path, local_node: i32) -> anyhow::Result<MetadataSnapshot> {
-        let path = Self::path(data_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let mut snapshot: MetadataSnapshot =
-                    serde_json::from_slice(&bytes).map_err(|e| {
-                        anyhow::anyhow!("{} is not valid metadata: {e}", path.display())
-                    })?;
-                snapshot.assign_unassigned(local_node);
-                snapshot.check_assignments().map_err(|e| {
-                    anyhow::anyhow!("{} is not valid metadata: {e}", path.display())
-                })?;
-                Ok(snapshot)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let holding = crate::data_dir::dirs_with_segments(data_dir)?;
-                anyhow::ensure!(
-                    holding.is_empty(),
-                    "{} is missing, but {} partition directories hold data (such as {}); \
-                     refusing to start with empty metadata. Restore the file, or move the \
-                     partition directories away to start afresh",
-                    path.display(),
-                    holding.len(),
-                    holding[0].display()
-                );
-                let snapshot = MetadataSnapshot {
-                    version: 0,
-                    cluster_id: random_uuid().simple().to_string(),
-                    topics: BTreeMap::new(),
-                    brokers: BTreeMap::new(),
-                    broker_configs: BTreeMap::new(),
-                    broker_default_configs: BTreeMap::new(),
-                };
-                snapshot.persist(data_dir)?;
-                Ok(snapshot)
-            }
-            Err(e) => Err(e.into()),
+    pub fn load_legacy(
+        data_dir: &Path,
+        local_node: i32,
+        producer_ids_end: i64,
+    ) -> anyhow::Result<Option<MetadataSnapshot>> {
+        let path = Self::legacy_path(data_dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let invalid = |e: String| anyhow::anyhow!("{} is not valid metadata: {e}", path.display());
+        let legacy: LegacyMetadata =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        let mut broker_configs = BTreeMap::new();
+        if !legacy.broker_configs.is_empty() {
+            broker_configs.insert(local_node, legacy.broker_configs);
         }
+        let mut snapshot = MetadataSnapshot {
+            version: 0,
+            cluster_id: legacy.cluster_id,
+            topics: legacy.topics,
+            brokers: BTreeMap::new(),
+            broker_configs,
+            broker_default_configs: legacy.broker_default_configs,
+            producer_ids_end,
+        };
+        snapshot.assign_unassigned(local_node);
+        snapshot.check_assignments().map_err(invalid)?;
+        Ok(Some(snapshot))
     }
 
     /// Gives every topic stored without assignments one per partition, on broker `node` alone.
@@ -421,23 +421,6 @@ impl MetadataSnapshot {
             }
         }
         Ok(())
-    }
-
-    /// Atomically replaces the metadata file with this snapshot and makes it durable. On a full
-    /// disk it releases the reserve (see `data_dir`) and tries once more, so that a deletion,
-    /// which frees space, still goes through.
-    pub fn persist(&self, data_dir: &Path) -> std::io::Result<()> {
-        let path = Self::path(data_dir);
-        let bytes = serde_json::to_vec_pretty(self).expect("metadata serializes");
-        match persist_atomically(&path, &bytes) {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::StorageFull
-                    && crate::data_dir::release_reserve(data_dir) =>
-            {
-                persist_atomically(&path, &bytes)
-            }
-            result => result,
-        }
     }
 }
 
@@ -495,34 +478,38 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_persists() {
+    fn an_old_topics_json_loads_with_its_broker_configs_as_this_nodes() {
         let dir = std::env::temp_dir().join(format!("sluice-meta-{}", random_uuid().simple()));
-        let mut snap = MetadataSnapshot::load_or_init(&dir, 0).unwrap();
-        snap.version = 3;
-        snap.register(BrokerRegistration {
-            id: 4,
-            incarnation: 9,
-            host: "b4".into(),
-            port: 9092,
-            rack: Some("r1".into()),
-            fenced: false,
-        });
+        std::fs::create_dir_all(dir.join("meta")).unwrap();
+        assert!(MetadataSnapshot::load_legacy(&dir, 0, 0).unwrap().is_none());
+        let id = random_uuid();
+        let json = format!(
+            r#"{{"version": 7, "cluster_id": "c1", "topics": {{"t": {{"name": "t", "id": "{id}",
+            "partitions": 2, "configs": {{"retention.ms": "1000"}}}}}},
+            "broker_configs": {{"log.retention.ms": "5"}}}}"#
+        );
+        std::fs::write(MetadataSnapshot::legacy_path(&dir), json).unwrap();
+        let loaded = MetadataSnapshot::load_legacy(&dir, 4, 3000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.cluster_id, "c1");
+        assert_eq!(loaded.topics["t"].id, id);
+        assert_eq!(loaded.topics["t"].partitions, 2);
+        assert_eq!(loaded.topics["t"].config_text("retention.ms"), Some("1000"));
+        assert_eq!(
+            loaded.broker_configs_of(4).unwrap()["log.retention.ms"],
+            "5"
+        );
+        assert_eq!(loaded.producer_ids_end, 3000);
         let mut moved = PartitionAssignment::new(vec![4, 2]);
         moved.leader = 2;
-        moved.leader_epoch = 5;
-        snap.topics.insert(
-            "t".into(),
-            TopicMeta::new(
-                "t".into(),
-                random_uuid(),
-                vec![PartitionAssignment::new(vec![4]), moved],
-                BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
-            ),
-        );
-        snap.persist(&dir).unwrap();
-        assert_eq!(MetadataSnapshot::load_or_init(&dir, 0).unwrap(), snap);
-        assert_eq!(snap.leader_of("t", 1), Some(2));
-        assert_eq!(snap.leader_of("t", 2), None);
+        let mut snap = loaded;
+        snap.topics
+            .get_mut("t")
+            .unwrap()
+            .add_partitions(vec![moved]);
+        assert_eq!(snap.leader_of("t", 2), Some(2));
+        assert_eq!(snap.leader_of("t", 3), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -535,7 +522,7 @@ mod tests {
         let old = r#"{"version": 2, "cluster_id": "c", "topics": {"t": {"name": "t",
             "id": "6f1e8a4c-7d1b-4b5e-9a55-3c1f0e9d2a10", "partitions": 3, "configs": {}}}}"#;
         std::fs::write(dir.join("meta").join("topics.json"), old).unwrap();
-        let snap = MetadataSnapshot::load_or_init(&dir, 7).unwrap();
+        let snap = MetadataSnapshot::load_legacy(&dir, 7, 0).unwrap().unwrap();
         let meta = &snap.topics["t"];
         assert_eq!(meta.partitions, 3);
         assert_eq!(
@@ -555,7 +542,7 @@ mod tests {
             "id": "6f1e8a4c-7d1b-4b5e-9a55-3c1f0e9d2a10", "partitions": 2, "configs": {},
             "assignments": [{"replicas": [1], "isr": [1], "leader": 1, "leader_epoch": 0}]}}}"#;
         std::fs::write(dir.join("meta").join("topics.json"), bad).unwrap();
-        let error = MetadataSnapshot::load_or_init(&dir, 1).unwrap_err();
+        let error = MetadataSnapshot::load_legacy(&dir, 1, 0).unwrap_err();
         assert!(
             error.to_string().contains("2 partitions but 1 assignments"),
             "{error}"

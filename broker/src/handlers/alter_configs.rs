@@ -40,7 +40,9 @@ fn route(ctx: &RequestContext, kind: i8, name: &str) -> Route {
     match kind {
         RESOURCE_TOPIC => Route::Topic(name.to_string()),
         RESOURCE_BROKER if name.is_empty() => Route::Broker(BrokerTarget::ClusterDefault),
-        RESOURCE_BROKER if name == node_id => Route::Broker(BrokerTarget::ThisBroker),
+        RESOURCE_BROKER if name == node_id => {
+            Route::Broker(BrokerTarget::Broker(ctx.shard.config.node_id))
+        }
         RESOURCE_BROKER => Route::Refused((
             ResponseError::InvalidRequest,
             format!("Unexpected broker id, expected {node_id}, but received {name}"),

@@ -152,7 +152,9 @@ fn broker_configs(
     let mut entries = read_only_broker_configs(config);
     entries.extend(BROKER_CONFIGS.iter().map(|c| {
         let (value, source) = match (
-            snapshot.broker_configs.get(c.name),
+            snapshot
+                .broker_configs_of(config.node_id)
+                .and_then(|configs| configs.get(c.name)),
             snapshot.broker_default_configs.get(c.name),
         ) {
             (Some(value), _) => (value.clone(), CONFIG_SOURCE_DYNAMIC_BROKER),

@@ -18,7 +18,6 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::{dispatch, Outcome, APIS};
 use crate::config::ServeArgs;
-use crate::shard::mesh::{Envelope, Mesh};
 use crate::shard::Shard;
 
 /// Cases of one `cargo test` run: about a second in release builds.
@@ -233,30 +232,9 @@ async fn test_shard(dir: &std::path::Path) -> Rc<Shard> {
         argv.push(arg.into());
     }
     let args = TestArgs::parse_from(argv);
-    let mut snapshot =
-        crate::cluster::metadata::MetadataSnapshot::load_or_init(dir, args.serve.node_id)
-            .expect("metadata");
-    snapshot.register(crate::server::local_registration(&args.serve));
-    crate::server::ensure_offsets_topic(dir, &mut snapshot).expect("offsets topic");
-    let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(1, 16);
-    let (senders, _receivers) = mesh.join().await.expect("a mesh of one");
-    let snapshot = Arc::new(snapshot);
-    let shard = Rc::new(
-        Shard::new(
-            0,
-            Arc::new(args.serve),
-            snapshot.clone(),
-            Mesh::new(senders, vec![0]),
-            crate::fd_budget::FdBudget::new(65_536, 1, crate::server::SHARD_CONNECTIONS_MAX)
-                .expect("a budget for one shard"),
-        )
-        .expect("shard"),
-    );
-    shard.apply_metadata(snapshot).await;
-    crate::groups::GroupCoordinator::load(&*shard)
+    crate::server::start_test_shard(Arc::new(args.serve))
         .await
-        .expect("groups load");
-    shard
+        .expect("a one-shard broker")
 }
 
 /// Prints the seed of a run that panics.

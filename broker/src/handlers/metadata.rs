@@ -24,7 +24,6 @@ pub const VERSION_MAX: i16 = 12;
 const CLUSTER_OPERATIONS_VERSION_MAX: i16 = 10;
 
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
-    let node = BrokerId(ctx.shard.config.node_id);
     let mut snapshot = ctx.shard.metadata();
     // v0 asks for every topic with an empty list; later versions with null.
     let every_topic = request.topics.is_none()
@@ -77,7 +76,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(brokers(&snapshot))
         .with_cluster_id(Some(StrBytes::from_string(snapshot.cluster_id.clone())))
-        .with_controller_id(node)
+        .with_controller_id(BrokerId(ctx.shard.controller_id()))
         .with_topics(topics)
 }
 

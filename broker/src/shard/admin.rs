@@ -148,10 +148,6 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> AutoCreateRef
 }
 
 impl MetadataPublisher for Rc<Shard> {
-    fn metadata(&self) -> Arc<MetadataSnapshot> {
-        Shard::metadata(self)
-    }
-
     async fn publish(&self, snapshot: Arc<MetadataSnapshot>) -> Vec<(String, String)> {
         let mut failures = Vec::new();
         for target in 0..self.count {

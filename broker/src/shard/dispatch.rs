@@ -68,36 +68,30 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
 async fn handle_controller(shard: Rc<Shard>, request: Request) -> Reply {
     let controller = shard.controller();
     match request {
-        Request::AllocateProducerId => Reply::AllocateProducerId(controller.allocate_producer_id()),
+        Request::AllocateProducerId => {
+            Reply::AllocateProducerId(controller.allocate_producer_id().await)
+        }
         Request::CreateTopics {
             specs,
             validate_only,
-        } => Reply::CreateTopics(controller.create_topics(&shard, specs, validate_only).await),
+        } => Reply::CreateTopics(controller.create_topics(specs, validate_only).await),
         Request::DeleteTopics { names } => {
-            Reply::DeleteTopics(controller.delete_topics(&shard, names).await)
+            Reply::DeleteTopics(controller.delete_topics(names).await)
         }
         Request::CreatePartitions {
             requests,
             validate_only,
-        } => Reply::CreatePartitions(
-            controller
-                .create_partitions(&shard, requests, validate_only)
-                .await,
-        ),
+        } => Reply::CreatePartitions(controller.create_partitions(requests, validate_only).await),
         Request::AlterTopicConfigs {
             changes,
             validate_only,
-        } => Reply::AlterTopicConfigs(
-            controller
-                .alter_topic_configs(&shard, changes, validate_only)
-                .await,
-        ),
+        } => Reply::AlterTopicConfigs(controller.alter_topic_configs(changes, validate_only).await),
         Request::AlterBrokerConfigs {
             changes,
             validate_only,
         } => Reply::AlterBrokerConfigs(
             controller
-                .alter_broker_configs(&shard, changes, validate_only)
+                .alter_broker_configs(changes, validate_only)
                 .await,
         ),
         _ => unreachable!("handle sends only controller requests here"),

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::controller::{Controller, ControllerConfig};
+use crate::cluster::controller::Controller;
 use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 pub use crate::cluster::placement::shard_for;
 use crate::config::ServeArgs;
@@ -37,8 +37,11 @@ pub struct Shard {
     mesh: mesh::Mesh,
     /// Consumer groups this shard coordinates.
     pub groups: crate::groups::GroupCoordinator,
-    /// Present on shard 0 only: the single writer of metadata.
+    /// Present on shard 0 only: where this broker's metadata changes are proposed.
     controller: Option<Controller>,
+    /// The node id of the metadata quorum's leader (-1 while none is known), shared by every
+    /// shard and written by shard 0.
+    controller_id: Arc<std::sync::atomic::AtomicI32>,
     /// How the process's descriptors are divided; the controller refuses partitions beyond it.
     pub fd_budget: crate::fd_budget::FdBudget,
     /// Counts the Fetch requests this shard answered: the partition a response fills first
@@ -52,6 +55,14 @@ pub struct Shard {
     pub request_budget: crate::request_budget::RequestBudget,
 }
 
+/// A shard's part in the cluster's control plane.
+pub struct ShardCluster {
+    /// The controller, on the controller shard only.
+    pub controller: Option<Controller>,
+    /// The quorum leader's node id, shared by every shard of the broker.
+    pub controller_id: Arc<std::sync::atomic::AtomicI32>,
+}
+
 impl Shard {
     pub fn new(
         id: usize,
@@ -59,20 +70,16 @@ impl Shard {
         metadata: Arc<MetadataSnapshot>,
         mesh: mesh::Mesh,
         fd_budget: crate::fd_budget::FdBudget,
-    ) -> anyhow::Result<Shard> {
+        cluster: ShardCluster,
+    ) -> Shard {
         let count = mesh.shard_count();
         assert!(id < count);
+        assert_eq!(
+            cluster.controller.is_some(),
+            id == crate::cluster::controller::CONTROLLER_SHARD
+        );
         let initial_rebalance_delay =
             Duration::from_millis(config.group_initial_rebalance_delay_ms);
-        let controller = if id == 0 {
-            Some(Controller::new(ControllerConfig {
-                data_dir: config.data_dir.clone(),
-                default_partitions: config.default_partitions,
-                fd_budget,
-            })?)
-        } else {
-            None
-        };
         let request_budget = crate::request_budget::RequestBudget::new(
             config.shard_request_bytes_max,
             config.socket_request_max_bytes,
@@ -94,21 +101,22 @@ impl Shard {
             snapshot_interval_bytes: config.producer_snapshot_interval_bytes,
             power_loss_io: power_loss_io.clone(),
         };
-        Ok(Shard {
+        Shard {
             id,
             count,
             config,
             metadata: RefCell::new(metadata),
             logs: RefCell::new(HashMap::new()),
             mesh,
-            controller,
+            controller: cluster.controller,
+            controller_id: cluster.controller_id,
             fd_budget,
             fetches_answered: std::cell::Cell::new(0),
             power_loss_io,
             open_options,
             groups: crate::groups::GroupCoordinator::new(group_config),
             request_budget,
-        })
+        }
     }
 
     /// The controller, on the controller shard.
@@ -118,6 +126,13 @@ impl Shard {
 
     pub fn metadata(&self) -> Arc<MetadataSnapshot> {
         self.metadata.borrow().clone()
+    }
+
+    /// The node id of the metadata quorum's leader as this broker last saw it; -1 while none
+    /// is known.
+    pub fn controller_id(&self) -> i32 {
+        self.controller_id
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {

@@ -1,10 +1,11 @@
-//! Config changes: AlterConfigs and IncrementalAlterConfigs for topics and for the broker.
+//! The edits of config commands: AlterConfigs and IncrementalAlterConfigs for topics and for
+//! brokers; each deterministic (see `command.rs`).
 
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
 
-use super::{Controller, MetadataPublisher, OpenFailures, Refusal};
+use super::{Applied, ItemResults, Refusal};
 use crate::cluster::metadata::MetadataSnapshot;
 use crate::cluster::{broker_config, topic_config};
 
@@ -21,69 +22,56 @@ pub enum ConfigChange {
 /// Which broker configs a BROKER resource names.
 #[derive(Debug, Clone, Copy, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum BrokerTarget {
-    /// This broker's own (the resource named by its node id).
-    ThisBroker,
+    /// One broker's own (the resource named by its node id).
+    Broker(i32),
     /// The cluster-wide defaults (the resource with an empty name).
     ClusterDefault,
 }
 
-impl Controller {
-    /// Changes topic configs. Results are in the order of `changes`.
-    pub async fn alter_topic_configs(
-        &self,
-        shards: &impl MetadataPublisher,
-        changes: Vec<(String, ConfigChange)>,
-        validate_only: bool,
-    ) -> Vec<Result<(), Refusal>> {
-        let edit = move |next: &mut MetadataSnapshot| {
-            (changes.into_iter())
-                .map(|(topic, change)| {
-                    let meta = next.topics.get_mut(&topic).ok_or_else(|| {
-                        (
-                            ResponseError::UnknownTopicOrPartition,
-                            format!("topic {topic} does not exist"),
-                        )
-                    });
-                    let result = meta.and_then(|meta| {
-                        let mut configs = changed_configs(meta.configs(), change, &TopicRules)?;
-                        topic_config::drop_ignored(&topic, &mut configs);
-                        meta.set_configs(configs);
-                        Ok(())
-                    });
-                    (topic, result)
-                })
-                .collect()
-        };
-        self.change(shards, validate_only, OpenFailures::Keep, edit)
-            .await
-    }
+pub(super) fn apply_topic_configs(
+    next: &mut MetadataSnapshot,
+    changes: Vec<(String, ConfigChange)>,
+) -> ItemResults {
+    (changes.into_iter())
+        .map(|(topic, change)| {
+            let meta = next.topics.get_mut(&topic).ok_or_else(|| {
+                (
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic {topic} does not exist"),
+                )
+            });
+            let result = meta.and_then(|meta| {
+                let mut configs = changed_configs(meta.configs(), change, &TopicRules)?;
+                topic_config::drop_ignored(&topic, &mut configs);
+                meta.set_configs(configs);
+                Ok(Applied::Done)
+            });
+            (topic, result)
+        })
+        .collect()
+}
 
-    /// Changes dynamic broker configs, persisted in the metadata like any other change. Results
-    /// are in the order of `changes`.
-    pub async fn alter_broker_configs(
-        &self,
-        shards: &impl MetadataPublisher,
-        changes: Vec<(BrokerTarget, ConfigChange)>,
-        validate_only: bool,
-    ) -> Vec<Result<(), Refusal>> {
-        let edit = move |next: &mut MetadataSnapshot| {
-            (changes.into_iter())
-                .map(|(target, change)| {
-                    let per_broker = target == BrokerTarget::ThisBroker;
-                    let configs = if per_broker {
-                        &mut next.broker_configs
-                    } else {
-                        &mut next.broker_default_configs
-                    };
-                    let result = changed_configs(configs, change, &BrokerRules { per_broker })
-                        .map(|changed| *configs = changed);
-                    (String::new(), result)
-                })
-                .collect()
-        };
-        self.change(shards, validate_only, OpenFailures::Keep, edit)
-            .await
-    }
+pub(super) fn apply_broker_configs(
+    next: &mut MetadataSnapshot,
+    changes: Vec<(BrokerTarget, ConfigChange)>,
+) -> ItemResults {
+    (changes.into_iter())
+        .map(|(target, change)| {
+            let (configs, per_broker) = match target {
+                BrokerTarget::Broker(id) => (next.broker_configs.entry(id).or_default(), true),
+                BrokerTarget::ClusterDefault => (&mut next.broker_default_configs, false),
+            };
+            let result = changed_configs(configs, change, &BrokerRules { per_broker })
+                .map(|changed| *configs = changed);
+            if let BrokerTarget::Broker(id) = target {
+                // No empty entries: the snapshot is the same whether a broker's configs were
+                // never set or all deleted.
+                next.broker_configs
+                    .retain(|broker, configs| *broker != id || !configs.is_empty());
+            }
+            (String::new(), result.map(|()| Applied::Done))
+        })
+        .collect()
 }
 
 /// How the entries of one kind of resource are checked.

@@ -1,35 +1,49 @@
-//! The controller: the single writer of cluster metadata, living on shard 0.
+//! The controller: the one place that changes cluster metadata, living on shard 0 of every
+//! broker.
 //!
-//! Every change builds a new snapshot, persists it (the durable point of the change), then
-//! publishes it to every shard and waits until each has applied it, so that when a create
-//! request is answered, every shard can route to and serve the new partitions. Each change is
-//! an edit of a copy of the snapshot run by [`Controller::change`]: topics (`topics.rs`),
-//! configs (`configs.rs`); producer ids come in persisted blocks (`producer_ids.rs`).
+//! The metadata is the state machine of the metadata quorum (the `quorum` crate, raft-rs): a
+//! change is proposed as a [`command::MetadataCommand`], and once the quorum commits it every
+//! node applies it to its own snapshot with the same deterministic edit (`command::apply`),
+//! hands the new snapshot to its publisher task (`replicated.rs`), which installs it on every
+//! shard. The proposer answers only after its own shards serve a snapshot that holds the change,
+//! so that when a create request is answered, every shard can route to and serve the new
+//! partitions. The commands' edits live with their kinds: topics (`topics.rs`), configs
+//! (`configs.rs`); producer ids come in replicated blocks (`producer_ids.rs`). Start-up
+//! (`start.rs`) opens the quorum, replays it and migrates an old single-node data directory.
 //!
 //! The controller does not know the shard: it reads the current snapshot and publishes a new
 //! one through [`MetadataPublisher`], and other shards reach it with a request to
 //! [`CONTROLLER_SHARD`].
 //!
-//! Invariant: only the controller writes `meta/topics.json`, and only one change is in progress
-//! at a time (the semaphore).
+//! Invariant: the quorum's log is the ground truth of metadata; nothing else persists it, and
+//! each node proposes one change at a time (the semaphore).
 
+mod changes;
+pub mod command;
 mod configs;
 mod producer_ids;
+pub mod quorum_ids;
+pub mod replicated;
+pub mod start;
 mod topics;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use glommio::sync::Semaphore;
 use kafka_protocol::error::ResponseError;
 
-use crate::cluster::metadata::MetadataSnapshot;
+use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 use crate::fd_budget::FdBudget;
+use command::MetadataCommand;
 pub use configs::{BrokerTarget, ConfigChange};
 use producer_ids::ProducerIdBlock;
+use replicated::MetadataState;
+use topics::TakeBack;
 pub use topics::TopicSpec;
 
 /// The controller's shard.
@@ -40,15 +54,15 @@ pub struct ControllerConfig {
     pub data_dir: PathBuf,
     /// Partitions of a topic created without a count.
     pub default_partitions: i32,
+    /// Replication factor of a topic created without one.
+    pub default_replication_factor: i16,
     /// How the process's descriptors are divided; partitions beyond it are refused.
     pub fd_budget: FdBudget,
 }
 
-/// How the controller reaches the shards, without knowing them: the snapshot they serve, and
-/// the installation of a new one on every shard.
+/// How the publisher task reaches the shards, without knowing them: the installation of a new
+/// snapshot on every shard.
 pub trait MetadataPublisher {
-    /// The snapshot the shards serve now.
-    fn metadata(&self) -> Arc<MetadataSnapshot>;
     /// Installs `snapshot` on every shard and waits until each has applied it; returns the
     /// partitions that failed to open, as (topic, error).
     fn publish(
@@ -57,16 +71,31 @@ pub trait MetadataPublisher {
     ) -> impl Future<Output = Vec<(String, String)>>;
 }
 
-/// The single writer of metadata. Concurrency: used on the controller shard only, which serves
-/// changes one at a time (`changes`).
+/// The one writer of metadata on this node. Concurrency: used on the controller shard only,
+/// which proposes changes one at a time (`changes`).
 pub struct Controller {
     config: ControllerConfig,
     changes: Semaphore,
+    quorum: Rc<quorum::Quorum>,
+    state: Rc<MetadataState>,
     producer_ids: RefCell<ProducerIdBlock>,
 }
 
 /// A refused change: the Kafka error and a message for the client.
 pub type Refusal = (ResponseError, String);
+
+/// What an item of a command produced, for the proposer to answer with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    Topic(TopicMeta),
+    TopicId(uuid::Uuid),
+    Done,
+    /// The first producer id of the allocated block.
+    ProducerIds(i64),
+}
+
+/// Per item of a command: the topic (or resource) it names and its result, in command order.
+pub type ItemResults = Vec<(String, Result<Applied, Refusal>)>;
 
 /// What a change does when partitions it added fail to open (EMFILE or ENOSPC, for example).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,79 +108,87 @@ enum OpenFailures {
 }
 
 impl Controller {
-    pub fn new(config: ControllerConfig) -> anyhow::Result<Controller> {
-        let producer_ids = ProducerIdBlock::load(&config.data_dir)?;
-        Ok(Controller {
+    pub fn new(
+        config: ControllerConfig,
+        quorum: Rc<quorum::Quorum>,
+        state: Rc<MetadataState>,
+    ) -> Controller {
+        Controller {
             config,
             changes: Semaphore::new(1),
-            producer_ids: RefCell::new(producer_ids),
-        })
+            quorum,
+            state,
+            producer_ids: RefCell::new(ProducerIdBlock::empty()),
+        }
     }
 
-    /// Runs one metadata change, the only way metadata changes: `edit` changes a copy of the
-    /// current snapshot and gives one (topic, result) per item asked; the copy is persisted and
-    /// published unless `validate_only` or every result is a refusal. If publishing fails,
-    /// every result becomes that failure. Results keep the order `edit` gave.
-    async fn change<T>(
+    /// Runs one metadata change, the only way metadata changes: `command` is applied to a copy
+    /// of the newest snapshot first, and proposed only if `validate_only` is false and some item
+    /// would succeed. Results are those of the command as the quorum applied it (one per item,
+    /// in order); a failed proposal makes every result its refusal.
+    async fn change(
         &self,
-        shards: &impl MetadataPublisher,
         validate_only: bool,
         on_open_failure: OpenFailures,
-        edit: impl FnOnce(&mut MetadataSnapshot) -> Vec<(String, Result<T, Refusal>)>,
-    ) -> Vec<Result<T, Refusal>> {
+        command: MetadataCommand,
+    ) -> Vec<Result<Applied, Refusal>> {
         let _change =
             (self.changes.acquire_permit(1).await).expect("controller semaphore is never closed");
-        let before = shards.metadata();
-        let mut next = (*before).clone();
-        let (names, results): (Vec<String>, Vec<Result<T, Refusal>>) =
-            edit(&mut next).into_iter().unzip();
-        if validate_only || !results.iter().any(Result::is_ok) {
-            return results;
+        let before = self.state.snapshot();
+        let mut copy = (*before).clone();
+        let trial_index = copy.version + 1;
+        let trial = command::apply(&mut copy, trial_index, command.clone());
+        if validate_only || !trial.iter().any(|(_, result)| result.is_ok()) {
+            return trial.into_iter().map(|(_, result)| result).collect();
         }
-        let failures = match self.publish(shards, next).await {
-            Ok(failures) => failures,
-            Err(e) => {
-                let refusal = storage_refusal(&e);
-                return results.into_iter().map(|_| Err(refusal.clone())).collect();
-            }
-        };
-        match on_open_failure {
-            OpenFailures::Keep => results,
-            OpenFailures::TakeBack => {
-                (self.take_back_unopened(shards, &before, &names, results, failures)).await
+        match self.propose(&command).await {
+            Err(refusal) => vec![Err(refusal); trial.len()],
+            Ok((applied, failures)) => {
+                let (names, results): (Vec<String>, Vec<_>) = applied.into_iter().unzip();
+                match on_open_failure {
+                    OpenFailures::Keep => results,
+                    OpenFailures::TakeBack => {
+                        (self.take_back_unopened(&before, &names, results, failures)).await
+                    }
+                }
             }
         }
     }
 
-    /// Persists `next` as the new metadata and applies it on every shard; returns the partitions
-    /// that failed to open, as (topic, error).
-    async fn publish(
+    /// Proposes `command` and waits until this node's shards serve a snapshot that holds it;
+    /// returns its results and the partitions that failed to open on this node's shards.
+    async fn propose(
         &self,
-        shards: &impl MetadataPublisher,
-        mut next: MetadataSnapshot,
-    ) -> std::io::Result<Vec<(String, String)>> {
-        next.version = shards.metadata().version + 1;
-        next.persist(&self.config.data_dir)?;
-        let failures = shards.publish(Arc::new(next)).await;
-        // A change on a full disk may have used the reserve; a deletion has now freed space.
-        crate::data_dir::ensure_reserve(&self.config.data_dir);
-        Ok(failures)
+        command: &MetadataCommand,
+    ) -> Result<(ItemResults, Vec<(String, String)>), Refusal> {
+        // On a full disk the quorum's log could not take the entry, and the quorum stops at a
+        // failed write: the reserve makes room for it (a deletion is how space comes back).
+        crate::data_dir::release_reserve_if_full(&self.config.data_dir);
+        let index =
+            (self.quorum.propose(self.state.entry(command)).await).map_err(propose_refusal)?;
+        let results = self.state.take_results(index).ok_or_else(|| {
+            (
+                ResponseError::UnknownServerError,
+                format!("the results of metadata entry {index} were lost"),
+            )
+        })?;
+        let failures = self.state.publication.published(index).await;
+        Ok((results, failures))
     }
 
     /// Takes back the changes of `results` (the result for topic `names[i]` is `results[i]`) whose
     /// topic has a partition in `failures` (which failed to open, EMFILE or ENOSPC for example):
-    /// each such topic is restored to its entry in `before` (removed if it was not there), the
-    /// partitions it gained are closed on their shards and their directories removed, and its
-    /// result becomes the error. A topic is reported as created, or grown, only if every new
-    /// partition opened; it is never left half-created.
-    async fn take_back_unopened<T>(
+    /// each such topic is restored to its entry in `before` (removed if it was not there) by a
+    /// follow-up command, the partitions it gained are closed on their shards and their
+    /// directories removed, and its result becomes the error. A topic is reported as created,
+    /// or grown, only if every new partition opened; it is never left half-created.
+    async fn take_back_unopened(
         &self,
-        shards: &impl MetadataPublisher,
         before: &MetadataSnapshot,
         names: &[String],
-        mut results: Vec<Result<T, Refusal>>,
+        mut results: Vec<Result<Applied, Refusal>>,
         failures: Vec<(String, String)>,
-    ) -> Vec<Result<T, Refusal>> {
+    ) -> Vec<Result<Applied, Refusal>> {
         assert_eq!(names.len(), results.len());
         let changed = |topic: &String| {
             names
@@ -166,26 +203,27 @@ impl Controller {
         if failed.is_empty() {
             return results;
         }
-        let mut next = (*shards.metadata()).clone();
+        let current = self.state.snapshot();
+        let mut take_backs = Vec::new();
         let mut added = Vec::new();
         for topic in failed.keys() {
-            let Some(meta) = next.topics.remove(topic) else {
+            let Some(meta) = current.topics.get(topic) else {
                 continue;
             };
-            let kept = match before.topics.get(topic) {
-                Some(old) if old.id == meta.id => old.partitions,
-                _ => 0,
-            };
-            if kept > 0 {
-                next.topics
-                    .insert(topic.clone(), before.topics[topic].clone());
-            }
+            let restore = (before.topics.get(topic)).filter(|old| old.id == meta.id);
+            let kept = restore.map_or(0, |old| old.partitions);
             added.extend((kept..meta.partitions).map(|partition| (topic.clone(), partition)));
+            take_backs.push(TakeBack {
+                name: topic.clone(),
+                id: meta.id,
+                restore: restore.cloned(),
+            });
         }
-        if let Err(e) = self.publish(shards, next).await {
+        let command = MetadataCommand::TakeBack { topics: take_backs };
+        if let Err((_, message)) = self.propose(&command).await {
             // The topics stay listed with partitions that are not open, as after a failed open at
             // start; requests for those get UNKNOWN_TOPIC_OR_PARTITION.
-            log::error!("taking back topics whose partitions did not open failed: {e}");
+            log::error!("taking back topics whose partitions did not open failed: {message}");
             return results;
         }
         // The owners removed the directories of the partitions that opened; these are the others.
@@ -211,12 +249,32 @@ impl Controller {
     }
 }
 
-fn storage_refusal(e: &std::io::Error) -> Refusal {
-    log::error!("persisting metadata failed: {e}");
+/// The Kafka error for a proposal the quorum did not take. Clients retry NOT_CONTROLLER and
+/// REQUEST_TIMED_OUT; a timed-out proposal may still commit, and the retry then finds its
+/// effect (TOPIC_ALREADY_EXISTS, for example), as with Kafka's controller.
+fn propose_refusal(error: quorum::ProposeError) -> Refusal {
+    use quorum::ProposeError;
+    let code = match error {
+        ProposeError::NoLeader => ResponseError::NotController,
+        ProposeError::Timeout => ResponseError::RequestTimedOut,
+        ProposeError::TooLarge => ResponseError::PolicyViolation,
+        ProposeError::Empty => ResponseError::InvalidRequest,
+        ProposeError::Stopped => ResponseError::KafkaStorageError,
+    };
     (
-        ResponseError::KafkaStorageError,
-        format!("persisting metadata failed: {e}"),
+        code,
+        format!("the metadata quorum did not take the change: {error}"),
     )
+}
+
+/// The results of a command whose items answer with nothing but success.
+fn done_results(results: Vec<Result<Applied, Refusal>>) -> Vec<Result<(), Refusal>> {
+    (results.into_iter())
+        .map(|result| match result? {
+            Applied::Done => Ok(()),
+            other => panic!("a command answered with {other:?}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

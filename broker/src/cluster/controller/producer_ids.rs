@@ -1,62 +1,82 @@
-//! Producer ids for InitProducerId, handed out by the controller in persisted blocks.
+//! Producer ids for InitProducerId, handed out from blocks that the quorum allocates.
 
 use std::path::{Path, PathBuf};
 
 use kafka_protocol::error::ResponseError;
 
-use super::Controller;
+use super::command::MetadataCommand;
+use super::{Applied, Controller};
 
-/// Producer ids handed out per persisted block: one fsync per this many InitProducerId calls.
+/// Producer ids per allocated block: one quorum entry per this many InitProducerId calls.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
-/// The controller's supply of producer ids. The end of the current block is persisted before any
-/// id of the block is handed out, so no id is ever given twice, across restarts included (ids
-/// left in a block at a crash are skipped).
+/// This node's supply of producer ids: the rest of the last block the quorum gave it. A block
+/// is allocated by a command (`MetadataCommand::AllocateProducerIds`) that moves the
+/// replicated end of all blocks, so no id is ever given twice, by any node, across restarts
+/// included (ids left in a block at a restart are skipped).
 pub(super) struct ProducerIdBlock {
     next: i64,
     end: i64,
 }
 
 impl ProducerIdBlock {
-    /// The block after the one persisted in `data_dir` (an empty block before the first).
-    pub(super) fn load(data_dir: &Path) -> anyhow::Result<ProducerIdBlock> {
-        let persisted_end = match std::fs::read_to_string(producer_id_path(data_dir)) {
-            Ok(text) => text
-                .trim()
-                .parse::<i64>()
-                .map_err(|e| anyhow::anyhow!("meta/producer_ids: {e}"))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e.into()),
-        };
-        Ok(ProducerIdBlock {
-            next: persisted_end,
-            end: persisted_end,
-        })
+    pub(super) fn empty() -> ProducerIdBlock {
+        ProducerIdBlock { next: 0, end: 0 }
     }
 }
 
-fn producer_id_path(data_dir: &Path) -> PathBuf {
+/// Where a single-node broker before the quorum kept the end of its last block; read once to
+/// migrate it.
+pub fn legacy_producer_ids_path(data_dir: &Path) -> PathBuf {
     data_dir.join("meta").join("producer_ids")
+}
+
+/// The end of the last block a single-node broker handed out, from its old file (0 if none).
+pub fn load_legacy_producer_ids_end(data_dir: &Path) -> anyhow::Result<i64> {
+    match std::fs::read_to_string(legacy_producer_ids_path(data_dir)) {
+        Ok(text) => {
+            (text.trim().parse::<i64>()).map_err(|e| anyhow::anyhow!("meta/producer_ids: {e}"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Controller {
     /// A new producer id, never handed out before.
-    pub fn allocate_producer_id(&self) -> Result<i64, ResponseError> {
-        let mut block = self.producer_ids.borrow_mut();
-        if block.next == block.end {
-            let end = block.end + PRODUCER_ID_BLOCK_SIZE;
-            crate::data_dir::persist_atomically(
-                &producer_id_path(&self.config.data_dir),
-                end.to_string().as_bytes(),
-            )
-            .map_err(|e| {
-                log::error!("persisting the producer id block failed: {e}");
-                ResponseError::KafkaStorageError
-            })?;
-            block.end = end;
+    pub async fn allocate_producer_id(&self) -> Result<i64, ResponseError> {
+        if let Some(id) = self.take_producer_id() {
+            return Ok(id);
         }
-        let id = block.next;
-        block.next += 1;
-        Ok(id)
+        let command = MetadataCommand::AllocateProducerIds {
+            count: PRODUCER_ID_BLOCK_SIZE,
+        };
+        // Callers that find the block empty at once each allocate one; the ids of a block that
+        // a later one replaces are skipped, never handed out twice.
+        match (self.change(false, super::OpenFailures::Keep, command))
+            .await
+            .pop()
+        {
+            Some(Ok(Applied::ProducerIds(start))) => {
+                *self.producer_ids.borrow_mut() = ProducerIdBlock {
+                    next: start + 1,
+                    end: start + PRODUCER_ID_BLOCK_SIZE,
+                };
+                Ok(start)
+            }
+            Some(Err((error, message))) => {
+                log::warn!("allocating producer ids failed: {message}");
+                Err(error)
+            }
+            other => panic!("producer id allocation answered with {other:?}"),
+        }
+    }
+
+    fn take_producer_id(&self) -> Option<i64> {
+        let mut block = self.producer_ids.borrow_mut();
+        (block.next < block.end).then(|| {
+            block.next += 1;
+            block.next - 1
+        })
     }
 }

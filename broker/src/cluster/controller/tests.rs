@@ -1,12 +1,16 @@
-//! The controller against fake shards: what it persists and publishes, and what it takes back.
+//! The controller on a real one-voter quorum, against fake shards: what it replicates and
+//! publishes, and what it takes back; the commands' determinism; migration of an old data dir.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
+use super::command::{apply, decode_snapshot, empty_snapshot, encode_snapshot, MetadataCommand};
+use super::start::{start, QuorumSettings, StartedQuorum};
 use super::*;
 use crate::cluster::metadata::{random_uuid, OFFSETS_TOPIC};
 
@@ -20,30 +24,7 @@ struct FakeShards {
     publishes: Cell<usize>,
 }
 
-impl FakeShards {
-    fn new(data_dir: &Path, unopenable: Option<&str>) -> FakeShards {
-        let mut snapshot = MetadataSnapshot::load_or_init(data_dir, 0).unwrap();
-        snapshot.register(crate::cluster::metadata::BrokerRegistration {
-            id: 0,
-            incarnation: 1,
-            host: "localhost".into(),
-            port: 9092,
-            rack: None,
-            fenced: false,
-        });
-        FakeShards {
-            current: RefCell::new(Arc::new(snapshot)),
-            unopenable: unopenable.map(str::to_string),
-            publishes: Cell::new(0),
-        }
-    }
-}
-
-impl MetadataPublisher for FakeShards {
-    fn metadata(&self) -> Arc<MetadataSnapshot> {
-        self.current.borrow().clone()
-    }
-
+impl MetadataPublisher for Rc<FakeShards> {
     async fn publish(&self, snapshot: Arc<MetadataSnapshot>) -> Vec<(String, String)> {
         self.publishes.set(self.publishes.get() + 1);
         *self.current.borrow_mut() = snapshot.clone();
@@ -65,13 +46,66 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn controller(data_dir: &Path) -> Controller {
-    Controller::new(ControllerConfig {
+fn settings(data_dir: &Path) -> QuorumSettings {
+    QuorumSettings {
+        node_id: 0,
+        voters: Vec::new(),
+        listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
-        default_partitions: 3,
-        fd_budget: FdBudget::new(65_536, 1, crate::server::SHARD_CONNECTIONS_MAX).unwrap(),
-    })
-    .unwrap()
+        registration: crate::cluster::metadata::BrokerRegistration {
+            id: 0,
+            incarnation: crate::cluster::metadata::random_u64(),
+            host: "localhost".into(),
+            port: 9092,
+            rack: None,
+            fenced: false,
+        },
+        offsets_topic: (OFFSETS_TOPIC.to_string(), 2),
+        fd_budget: budget(),
+    }
+}
+
+fn budget() -> FdBudget {
+    FdBudget::new(65_536, 1, crate::server::SHARD_CONNECTIONS_MAX).unwrap()
+}
+
+/// A node: its quorum, its controller and the shards its publisher installs snapshots on.
+struct Node {
+    started: StartedQuorum,
+    controller: Controller,
+    shards: Rc<FakeShards>,
+}
+
+async fn start_node(data_dir: &Path, unopenable: Option<&str>) -> Node {
+    let started = start(&settings(data_dir)).await.unwrap();
+    let snapshot = started.snapshot();
+    let shards = Rc::new(FakeShards {
+        current: RefCell::new(snapshot.clone()),
+        unopenable: unopenable.map(str::to_string),
+        publishes: Cell::new(0),
+    });
+    started.state.publication.started_with(snapshot.version);
+    let publisher = replicated::publish_forever(
+        started.state.clone(),
+        shards.clone(),
+        data_dir.to_path_buf(),
+    );
+    glommio::spawn_local(publisher).detach();
+    let controller = Controller::new(
+        ControllerConfig {
+            data_dir: data_dir.to_path_buf(),
+            default_partitions: 3,
+            default_replication_factor: 1,
+            fd_budget: budget(),
+        },
+        started.quorum.clone(),
+        started.state.clone(),
+    );
+    Node {
+        started,
+        controller,
+        shards,
+    }
 }
 
 fn spec(name: &str, partitions: i32) -> TopicSpec {
@@ -90,82 +124,252 @@ fn run<T>(future: impl std::future::Future<Output = T>) -> T {
 #[test]
 fn a_topic_whose_partitions_do_not_open_is_taken_back() {
     let data_dir = temp_dir("take-back");
-    let shards = FakeShards::new(&data_dir, Some("bad"));
-    let controller = controller(&data_dir);
-    let specs = vec![spec("good", -1), spec("bad", 2)];
-    let results = run(controller.create_topics(&shards, specs, false));
-    assert_eq!(results[0].as_ref().unwrap().partitions, 3);
-    assert_eq!(
-        results[1].as_ref().unwrap_err().0,
-        ResponseError::KafkaStorageError
-    );
-    // Published once with both topics, then once without the one that did not open.
-    assert_eq!(shards.publishes.get(), 2);
-    let published = shards.metadata();
-    assert_eq!(published.version, 2);
-    assert_eq!(published.topics.keys().collect::<Vec<_>>(), ["good"]);
-    // What is published is what is persisted.
-    assert_eq!(
-        MetadataSnapshot::load_or_init(&data_dir, 0).unwrap(),
-        *published
-    );
+    run(async {
+        let node = start_node(&data_dir, Some("bad")).await;
+        let specs = vec![spec("good", -1), spec("bad", 2)];
+        let results = node.controller.create_topics(specs, false).await;
+        assert_eq!(results[0].as_ref().unwrap().partitions, 3);
+        assert_eq!(
+            results[1].as_ref().unwrap_err().0,
+            ResponseError::KafkaStorageError
+        );
+        // Published with both topics, then without the one that did not open.
+        assert_eq!(node.shards.publishes.get(), 2);
+        let published = node.shards.current.borrow().clone();
+        assert_eq!(
+            published.topics.keys().collect::<Vec<_>>(),
+            [OFFSETS_TOPIC, "good"]
+        );
+        // What is published is what the quorum applied.
+        assert_eq!(*published, *node.started.snapshot());
+    });
     std::fs::remove_dir_all(&data_dir).unwrap();
 }
 
 #[test]
-fn refused_and_dry_run_changes_publish_nothing() {
+fn refused_and_dry_run_changes_propose_nothing() {
     let data_dir = temp_dir("refused");
-    let shards = FakeShards::new(&data_dir, None);
-    let controller = controller(&data_dir);
-    let dry_run = run(controller.create_topics(&shards, vec![spec("t", 1)], true));
-    assert!(dry_run[0].is_ok());
-    let deleted = run(controller.delete_topics(&shards, vec![OFFSETS_TOPIC.into(), "t".into()]));
-    assert_eq!(
-        deleted
-            .iter()
-            .map(|r| r.as_ref().unwrap_err().0)
-            .collect::<Vec<_>>(),
-        [
-            ResponseError::UnknownTopicOrPartition,
-            ResponseError::UnknownTopicOrPartition
-        ]
-    );
-    let bad = vec![spec("", 1), spec("t", 0), spec("t", TOPIC_COUNT_PAST_MAX)];
-    let refused = run(controller.create_topics(&shards, bad, false));
-    assert!(refused.iter().all(Result::is_err));
-    assert_eq!(shards.publishes.get(), 0);
-    assert_eq!(shards.metadata().version, 0);
+    run(async {
+        let node = start_node(&data_dir, None).await;
+        let applied = node.started.quorum.applied_index();
+        let controller = &node.controller;
+        assert!(controller.create_topics(vec![spec("t", 1)], true).await[0].is_ok());
+        let deleted = controller.delete_topics(vec![OFFSETS_TOPIC.into(), "t".into()]);
+        let codes: Vec<_> = (deleted.await.into_iter())
+            .map(|r| r.unwrap_err().0)
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                ResponseError::InvalidTopicException,
+                ResponseError::UnknownTopicOrPartition
+            ]
+        );
+        let bad = vec![spec("", 1), spec("t", 0), spec("t", TOPIC_COUNT_PAST_MAX)];
+        let refused = controller.create_topics(bad, false).await;
+        assert!(refused.iter().all(Result::is_err));
+        assert_eq!(node.shards.publishes.get(), 0);
+        assert_eq!(node.started.quorum.applied_index(), applied);
+    });
     std::fs::remove_dir_all(&data_dir).unwrap();
 }
 
 #[test]
 fn the_offsets_topic_cannot_be_deleted() {
     let data_dir = temp_dir("offsets");
-    let shards = FakeShards::new(&data_dir, None);
-    let controller = controller(&data_dir);
-    run(controller.create_topics(&shards, vec![spec(OFFSETS_TOPIC, 1), spec("t", 1)], false));
-    let deleted = run(controller.delete_topics(&shards, vec![OFFSETS_TOPIC.into(), "t".into()]));
-    assert_eq!(
-        deleted[0].as_ref().unwrap_err().0,
-        ResponseError::InvalidTopicException
-    );
-    assert!(deleted[1].is_ok());
-    let left = shards.metadata();
-    assert_eq!(left.topics.keys().collect::<Vec<_>>(), [OFFSETS_TOPIC]);
+    run(async {
+        let node = start_node(&data_dir, None).await;
+        let controller = &node.controller;
+        (controller.create_topics(vec![spec(OFFSETS_TOPIC, 1), spec("t", 1)], false)).await;
+        let deleted = controller.delete_topics(vec![OFFSETS_TOPIC.into(), "t".into()]);
+        let deleted = deleted.await;
+        assert_eq!(
+            deleted[0].as_ref().unwrap_err().0,
+            ResponseError::InvalidTopicException
+        );
+        assert!(deleted[1].is_ok());
+        let left = node.shards.current.borrow().clone();
+        assert_eq!(left.topics.keys().collect::<Vec<_>>(), [OFFSETS_TOPIC]);
+    });
     std::fs::remove_dir_all(&data_dir).unwrap();
 }
 
 #[test]
-fn producer_ids_are_never_handed_out_twice_across_restarts() {
-    let data_dir = temp_dir("producer-ids");
-    let first = controller(&data_dir);
-    assert_eq!(first.allocate_producer_id(), Ok(0));
-    assert_eq!(first.allocate_producer_id(), Ok(1));
-    // A restart skips the rest of the persisted block.
-    let restarted = controller(&data_dir);
+fn producer_ids_and_topics_survive_a_restart() {
+    let data_dir = temp_dir("restart");
+    run(async {
+        let node = start_node(&data_dir, None).await;
+        assert_eq!(node.controller.allocate_producer_id().await, Ok(0));
+        assert_eq!(node.controller.allocate_producer_id().await, Ok(1));
+        assert!(node
+            .controller
+            .create_topics(vec![spec("kept", 2)], false)
+            .await[0]
+            .is_ok());
+        let before = node.started.snapshot();
+        node.started.quorum.shutdown().await.unwrap();
+        // A restart skips the rest of the block and finds the topic.
+        let restarted = start_node(&data_dir, None).await;
+        let after = restarted.started.snapshot();
+        assert_eq!(after.topics, before.topics);
+        assert_eq!(after.producer_ids_end, before.producer_ids_end);
+        assert_eq!(
+            restarted.controller.allocate_producer_id().await,
+            Ok(producer_ids::PRODUCER_ID_BLOCK_SIZE)
+        );
+    });
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+/// Commands a random-ish history is made of: every kind, refusals included.
+fn commands() -> Vec<MetadataCommand> {
+    let budget = budget();
+    let new_topic = |name: &str, partitions: i32, id: u128| topics::NewTopic {
+        name: name.to_string(),
+        id: uuid::Uuid::from_u128(id),
+        partitions,
+        replication_factor: 1,
+        configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+    };
+    let mut bootstrap = empty_snapshot();
+    bootstrap.cluster_id = "cluster-a".into();
+    vec![
+        MetadataCommand::Bootstrap(bootstrap.clone()),
+        MetadataCommand::Bootstrap(bootstrap),
+        MetadataCommand::RegisterBroker(crate::cluster::metadata::BrokerRegistration {
+            id: 2,
+            incarnation: 5,
+            host: "b2".into(),
+            port: 9092,
+            rack: Some("r1".into()),
+            fenced: false,
+        }),
+        MetadataCommand::CreateTopics {
+            topics: vec![
+                new_topic("a", 2, 1),
+                new_topic("b", 1, 2),
+                new_topic("a", 1, 3),
+            ],
+            fd_budget: budget,
+        },
+        MetadataCommand::CreatePartitions {
+            requests: vec![("a".into(), 4), ("b".into(), 1), ("zz".into(), 2)],
+            fd_budget: budget,
+        },
+        MetadataCommand::AlterTopicConfigs {
+            changes: vec![(
+                "b".into(),
+                ConfigChange::Incremental(vec![(
+                    "cleanup.policy".into(),
+                    2,
+                    Some("compact".into()),
+                )]),
+            )],
+        },
+        MetadataCommand::AlterBrokerConfigs {
+            changes: vec![
+                (
+                    BrokerTarget::Broker(2),
+                    ConfigChange::Replace(BTreeMap::from([(
+                        "log.retention.ms".into(),
+                        "5".into(),
+                    )])),
+                ),
+                (
+                    BrokerTarget::ClusterDefault,
+                    ConfigChange::Replace(BTreeMap::new()),
+                ),
+            ],
+        },
+        MetadataCommand::AllocateProducerIds { count: 1000 },
+        MetadataCommand::AllocateProducerIds { count: -1 },
+        MetadataCommand::TakeBack {
+            topics: vec![topics::TakeBack {
+                name: "b".into(),
+                id: uuid::Uuid::from_u128(2),
+                restore: None,
+            }],
+        },
+        MetadataCommand::DeleteTopics {
+            names: vec!["a".into(), "a".into()],
+        },
+    ]
+}
+
+#[test]
+fn the_same_commands_give_the_same_snapshot_on_every_node() {
+    let mut first = empty_snapshot();
+    let mut second = empty_snapshot();
+    for (offset, command) in commands().into_iter().enumerate() {
+        let index = offset as u64 + 1;
+        // Through the log's bytes, as a follower receives it.
+        let replicated = MetadataCommand::decode(&command.encode()).unwrap();
+        assert_eq!(replicated, command);
+        let results = apply(&mut first, index, command);
+        assert_eq!(apply(&mut second, index, replicated), results);
+        assert_eq!(first, second);
+    }
+    assert_eq!(first.version, commands().len() as u64);
+    assert_eq!(first.cluster_id, "cluster-a");
     assert_eq!(
-        restarted.allocate_producer_id(),
-        Ok(producer_ids::PRODUCER_ID_BLOCK_SIZE)
+        first.topics.keys().collect::<Vec<_>>(),
+        Vec::<&String>::new()
+    );
+    assert_eq!(first.producer_ids_end, 1000);
+    assert_eq!(first.broker_configs[&2]["log.retention.ms"], "5");
+    // A snapshot restores to the same state.
+    assert_eq!(decode_snapshot(&encode_snapshot(&first)).unwrap(), first);
+    // Bytes that are no command are refused, not a panic.
+    assert!(MetadataCommand::decode(&[1, 2, 3]).is_err());
+}
+
+#[test]
+fn an_old_data_dir_is_migrated_once() {
+    let data_dir = temp_dir("migrate");
+    std::fs::create_dir_all(data_dir.join("meta")).unwrap();
+    let id = random_uuid();
+    let old = format!(
+        r#"{{"version": 12, "cluster_id": "old-cluster", "topics": {{"orders": {{"name": "orders",
+        "id": "{id}", "partitions": 3, "configs": {{}}}}}}}}"#
+    );
+    std::fs::write(data_dir.join("meta/topics.json"), old).unwrap();
+    std::fs::write(data_dir.join("meta/producer_ids"), "5000\n").unwrap();
+    run(async {
+        let node = start_node(&data_dir, None).await;
+        let migrated = node.started.snapshot();
+        assert_eq!(migrated.cluster_id, "old-cluster");
+        assert_eq!(migrated.topics["orders"].id, id);
+        assert_eq!(node.controller.allocate_producer_id().await, Ok(5000));
+        assert!(!data_dir.join("meta/topics.json").exists());
+        let applied = node.started.quorum.applied_index();
+        node.started.quorum.shutdown().await.unwrap();
+        // Even with the old files back, a second start does not bootstrap again.
+        std::fs::copy(
+            data_dir.join("meta/topics.json.migrated"),
+            data_dir.join("meta/topics.json"),
+        )
+        .unwrap();
+        let again = start(&settings(&data_dir)).await.unwrap();
+        assert_eq!(again.snapshot().topics["orders"].id, id);
+        assert_eq!(again.snapshot().producer_ids_end, 6000);
+        // Only the new leader's empty entry and the broker's registration were added.
+        assert_eq!(again.quorum.applied_index(), applied + 2);
+    });
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+#[test]
+fn a_fresh_dir_is_refused_next_to_partition_data() {
+    let data_dir = temp_dir("refuse");
+    let partition = data_dir.join("orders-0");
+    std::fs::create_dir_all(&partition).unwrap();
+    std::fs::write(partition.join(format!("{:020}.log", 0)), b"x").unwrap();
+    let error = run(async { start(&settings(&data_dir)).await.err().unwrap() });
+    assert!(
+        error
+            .to_string()
+            .contains("partition directories hold data"),
+        "{error}"
     );
     std::fs::remove_dir_all(&data_dir).unwrap();
 }

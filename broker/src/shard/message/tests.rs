@@ -68,8 +68,9 @@ fn snapshot() -> MetadataSnapshot {
                 fenced: true,
             },
         )]),
-        broker_configs: configs(),
+        broker_configs: BTreeMap::from([(0, configs())]),
         broker_default_configs: BTreeMap::new(),
+        producer_ids_end: 1000,
     }
 }
 
@@ -226,7 +227,7 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
         },
         Request::AlterTopicConfigs { .. } => Request::AlterBrokerConfigs {
             changes: vec![
-                (BrokerTarget::ThisBroker, ConfigChange::Replace(configs())),
+                (BrokerTarget::Broker(0), ConfigChange::Replace(configs())),
                 (
                     BrokerTarget::ClusterDefault,
                     ConfigChange::Incremental(vec![("log.retention.ms".into(), 1, None)]),

@@ -1,0 +1,103 @@
+//! The changes the controller proposes: each builds its command (resolving what is not a
+//! function of the snapshot: defaults, topic ids, the descriptor budget) and answers with the
+//! results the quorum applied.
+
+use super::command::MetadataCommand;
+use super::configs::{BrokerTarget, ConfigChange};
+use super::topics::{NewTopic, TopicSpec};
+use super::{Applied, Controller, OpenFailures, Refusal};
+use crate::cluster::metadata::{random_uuid, TopicMeta};
+
+impl Controller {
+    /// Creates topics. Results are in the order of `specs`; a topic whose partitions do not
+    /// all open is taken back and reported as failed.
+    pub async fn create_topics(
+        &self,
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+    ) -> Vec<Result<TopicMeta, Refusal>> {
+        let topics = (specs.into_iter())
+            .map(|spec| NewTopic {
+                name: spec.name,
+                id: random_uuid(),
+                partitions: match spec.partitions {
+                    -1 => self.config.default_partitions,
+                    partitions => partitions,
+                },
+                replication_factor: match spec.replication_factor {
+                    -1 => self.config.default_replication_factor,
+                    factor => factor,
+                },
+                configs: spec.configs,
+            })
+            .collect();
+        let command = MetadataCommand::CreateTopics {
+            topics,
+            fd_budget: self.config.fd_budget,
+        };
+        let results = (self.change(validate_only, OpenFailures::TakeBack, command)).await;
+        (results.into_iter())
+            .map(|result| match result? {
+                Applied::Topic(meta) => Ok(meta),
+                other => unexpected(other),
+            })
+            .collect()
+    }
+
+    /// Deletes topics by name; returns each deleted topic's id.
+    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<uuid::Uuid, Refusal>> {
+        let command = MetadataCommand::DeleteTopics { names };
+        let results = (self.change(false, OpenFailures::Keep, command)).await;
+        (results.into_iter())
+            .map(|result| match result? {
+                Applied::TopicId(id) => Ok(id),
+                other => unexpected(other),
+            })
+            .collect()
+    }
+
+    /// Grows topics to new partition counts, given as (topic, new count). A topic whose new
+    /// partitions do not all open keeps its old count and is reported as failed.
+    pub async fn create_partitions(
+        &self,
+        requests: Vec<(String, i32)>,
+        validate_only: bool,
+    ) -> Vec<Result<(), Refusal>> {
+        let command = MetadataCommand::CreatePartitions {
+            requests,
+            fd_budget: self.config.fd_budget,
+        };
+        let results = self.change(validate_only, OpenFailures::TakeBack, command);
+        super::done_results(results.await)
+    }
+}
+
+impl Controller {
+    /// Changes topic configs. Results are in the order of `changes`.
+    pub async fn alter_topic_configs(
+        &self,
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    ) -> Vec<Result<(), Refusal>> {
+        let command = MetadataCommand::AlterTopicConfigs { changes };
+        let results = self.change(validate_only, OpenFailures::Keep, command);
+        super::done_results(results.await)
+    }
+
+    /// Changes dynamic broker configs, replicated like any other change. Results are in the
+    /// order of `changes`.
+    pub async fn alter_broker_configs(
+        &self,
+        changes: Vec<(BrokerTarget, ConfigChange)>,
+        validate_only: bool,
+    ) -> Vec<Result<(), Refusal>> {
+        let command = MetadataCommand::AlterBrokerConfigs { changes };
+        let results = self.change(validate_only, OpenFailures::Keep, command);
+        super::done_results(results.await)
+    }
+}
+
+/// A result of another kind than the command gives: a bug.
+fn unexpected<T>(applied: Applied) -> Result<T, Refusal> {
+    panic!("a command answered with {applied:?}")
+}

@@ -1,0 +1,178 @@
+//! The replicated metadata commands and the one deterministic function that applies them.
+//!
+//! A change is proposed to the quorum as a [`MetadataCommand`]; every node applies every
+//! committed command to its own [`MetadataSnapshot`] with [`apply`]. A command carries
+//! everything that is not a function of the snapshot (topic ids, partition counts and
+//! replication factors resolved by the proposer, the proposer's descriptor budget), so every node
+//! computes the same snapshot and the same per-item results from the same log.
+//!
+//! **Invariant:** `apply` is a pure function of (snapshot, index, command): no clock, no random
+//! numbers, no local configuration, no I/O. Validation happens here, against the state at the
+//! command's log position, never only at the proposer.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+
+use super::configs::{self, BrokerTarget, ConfigChange};
+use super::topics::{self, NewTopic, TakeBack};
+use super::{Applied, ItemResults};
+use crate::cluster::metadata::{BrokerRegistration, MetadataSnapshot};
+use crate::fd_budget::FdBudget;
+
+/// One metadata change, as the quorum replicates it (rkyv). New variants go at the end: the
+/// archived tag of an existing variant must never change, since logs and snapshots hold them.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum MetadataCommand {
+    /// The first entry of a quorum: the metadata of a fresh cluster (its id) or of a migrated
+    /// single-node data directory. Applied only to an empty snapshot; later ones are refused.
+    Bootstrap(MetadataSnapshot),
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        /// The proposer's descriptor budget: partitions beyond it are refused.
+        fd_budget: FdBudget,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        /// (topic, new partition count).
+        requests: Vec<(String, i32)>,
+        fd_budget: FdBudget,
+    },
+    AlterTopicConfigs {
+        changes: Vec<(String, ConfigChange)>,
+    },
+    AlterBrokerConfigs {
+        changes: Vec<(BrokerTarget, ConfigChange)>,
+    },
+    /// Hands out the next `count` producer ids as one block.
+    AllocateProducerIds {
+        count: i64,
+    },
+    /// Restores topics whose new partitions failed to open at the proposer (see
+    /// `Controller::take_back_unopened`).
+    TakeBack {
+        topics: Vec<TakeBack>,
+    },
+    /// A broker's registration at its start: replaces any earlier one of its id, unfenced.
+    RegisterBroker(BrokerRegistration),
+}
+
+impl MetadataCommand {
+    pub fn encode(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .expect("serializing to memory")
+            .into_vec()
+    }
+
+    /// Decodes a command from a log entry; an entry that is not one is an error (a log written
+    /// by another program), never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<MetadataCommand, rkyv::rancor::Error> {
+        // Entries arrive at any alignment; rkyv reads archives from aligned memory.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<MetadataCommand, rkyv::rancor::Error>(&aligned)
+    }
+}
+
+/// Applies `command`, the entry at log `index`, to `snapshot`: the only way the replicated
+/// metadata changes. The snapshot's version becomes `index`.
+pub fn apply(snapshot: &mut MetadataSnapshot, index: u64, command: MetadataCommand) -> ItemResults {
+    assert!(index > snapshot.version, "entry {index} applied twice");
+    let results = match command {
+        MetadataCommand::Bootstrap(initial) => bootstrap(snapshot, initial),
+        MetadataCommand::CreateTopics { topics, fd_budget } => {
+            topics::apply_create(snapshot, topics, &fd_budget)
+        }
+        MetadataCommand::DeleteTopics { names } => topics::apply_delete(snapshot, names),
+        MetadataCommand::CreatePartitions {
+            requests,
+            fd_budget,
+        } => topics::apply_grow(snapshot, requests, &fd_budget),
+        MetadataCommand::AlterTopicConfigs { changes } => {
+            configs::apply_topic_configs(snapshot, changes)
+        }
+        MetadataCommand::AlterBrokerConfigs { changes } => {
+            configs::apply_broker_configs(snapshot, changes)
+        }
+        MetadataCommand::AllocateProducerIds { count } => allocate_producer_ids(snapshot, count),
+        MetadataCommand::TakeBack { topics } => topics::apply_take_back(snapshot, topics),
+        MetadataCommand::RegisterBroker(registration) => {
+            snapshot.register(registration);
+            vec![(String::new(), Ok(Applied::Done))]
+        }
+    };
+    snapshot.version = index;
+    results
+}
+
+/// A fresh or migrated cluster's first state; refused once the cluster has an id.
+fn bootstrap(snapshot: &mut MetadataSnapshot, initial: MetadataSnapshot) -> ItemResults {
+    if !snapshot.cluster_id.is_empty() {
+        let refusal = (
+            ResponseError::InvalidRequest,
+            format!(
+                "the cluster {} is bootstrapped already",
+                snapshot.cluster_id
+            ),
+        );
+        return vec![(String::new(), Err(refusal))];
+    }
+    if initial.cluster_id.is_empty() {
+        let refusal = (
+            ResponseError::InvalidRequest,
+            "a bootstrap without a cluster id".to_string(),
+        );
+        return vec![(String::new(), Err(refusal))];
+    }
+    *snapshot = initial;
+    vec![(String::new(), Ok(Applied::Done))]
+}
+
+/// Producer ids a block may hold at most: more would let one command exhaust the id space.
+pub const PRODUCER_ID_BLOCK_COUNT_MAX: i64 = 1 << 20;
+
+fn allocate_producer_ids(snapshot: &mut MetadataSnapshot, count: i64) -> ItemResults {
+    let start = snapshot.producer_ids_end;
+    let end = start
+        .checked_add(count)
+        .filter(|_| (1..=PRODUCER_ID_BLOCK_COUNT_MAX).contains(&count));
+    let result = match end {
+        Some(end) => {
+            snapshot.producer_ids_end = end;
+            Ok(Applied::ProducerIds(start))
+        }
+        None => Err((
+            ResponseError::InvalidRequest,
+            format!("a block of {count} producer ids after {start}"),
+        )),
+    };
+    vec![(String::new(), result)]
+}
+
+/// A snapshot's replicated part as rkyv bytes (the quorum's snapshot of the state machine).
+pub fn encode_snapshot(snapshot: &MetadataSnapshot) -> Vec<u8> {
+    rkyv::to_bytes::<rkyv::rancor::Error>(snapshot)
+        .expect("serializing to memory")
+        .into_vec()
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> Result<MetadataSnapshot, rkyv::rancor::Error> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<MetadataSnapshot, rkyv::rancor::Error>(&aligned)
+}
+
+/// An empty snapshot: what a node's state machine holds before the first entry.
+pub fn empty_snapshot() -> MetadataSnapshot {
+    MetadataSnapshot {
+        version: 0,
+        cluster_id: String::new(),
+        topics: BTreeMap::new(),
+        brokers: BTreeMap::new(),
+        broker_configs: BTreeMap::new(),
+        broker_default_configs: BTreeMap::new(),
+        producer_ids_end: 0,
+    }
+}

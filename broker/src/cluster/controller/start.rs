@@ -1,0 +1,335 @@
+//! Start-up of the metadata quorum, on the controller shard: open `<data-dir>/meta/quorum/`,
+//! replay it into the state machine, and give a new cluster its first entry.
+//!
+//! A one-voter quorum (no `--controller-voters`) commits everything it stores as soon as it
+//! elects itself, so start-up waits until its snapshot reflects the whole local log, and
+//! bootstraps an empty quorum with its first entry before any client is served: the metadata
+//! of an old single-node data directory (`meta/topics.json`, `meta/producer_ids`, renamed to
+//! `*.migrated` once the entry is committed, so never read again), or a fresh cluster id; then
+//! it registers the broker and creates `__consumer_offsets` if it is missing. A node of a
+//! larger quorum starts with what it has applied; later entries reach its shards as they are
+//! applied, an empty quorum is bootstrapped by whichever node's proposal commits first (apply
+//! refuses the others), and each broker registers once the quorum takes its proposal.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::command::MetadataCommand;
+use super::producer_ids::{legacy_producer_ids_path, load_legacy_producer_ids_end};
+use super::quorum_ids::raft_id;
+use super::replicated::{MetadataMachine, MetadataState};
+use super::topics::NewTopic;
+use crate::cluster::metadata::{random_uuid, BrokerRegistration, MetadataSnapshot};
+use crate::cluster::placement;
+use crate::fd_budget::FdBudget;
+
+/// Applied entries between two snapshots of the metadata: a restart replays at most this many
+/// small entries (each applied in place), and a snapshot, which copies the whole metadata, is
+/// taken this rarely.
+pub const SNAPSHOT_EVERY: u64 = 1024;
+
+/// How long start-up keeps proposing the first entry while the quorum has no leader.
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
+/// Pause between two proposals of the first entry.
+const BOOTSTRAP_RETRY: Duration = Duration::from_millis(100);
+
+/// What start-up needs to open this node's quorum.
+pub struct QuorumSettings {
+    pub node_id: i32,
+    /// Every voter as (node id, controller address); empty: this node alone.
+    pub voters: Vec<(i32, SocketAddr)>,
+    /// Where this node's controller listener binds.
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// This broker's registration, proposed at every start (the first is what lets a new
+    /// cluster place topics on it).
+    pub registration: BrokerRegistration,
+    /// The internal topic of consumer groups and its partition count: a one-voter cluster
+    /// creates it at start when it lacks it.
+    pub offsets_topic: (String, i32),
+    /// This node's descriptor budget, for the partitions created at start.
+    pub fd_budget: FdBudget,
+}
+
+/// A running quorum with its state machine.
+pub struct StartedQuorum {
+    pub quorum: Rc<quorum::Quorum>,
+    pub state: Rc<MetadataState>,
+}
+
+/// The quorum's directory.
+pub fn quorum_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("meta").join("quorum")
+}
+
+/// Opens and replays this node's quorum (see the module documentation).
+pub async fn start(settings: &QuorumSettings) -> anyhow::Result<StartedQuorum> {
+    let alone = settings.voters.len() <= 1;
+    let data_dir = &settings.data_dir;
+    let dir = quorum_dir(data_dir);
+    let had_quorum = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+    anyhow::ensure!(
+        alone || had_quorum || !MetadataSnapshot::legacy_path(data_dir).exists(),
+        "{} holds the metadata of a single-node broker: start it once without \
+         --controller-voters to move it into its quorum",
+        MetadataSnapshot::legacy_path(data_dir).display()
+    );
+    if alone && !had_quorum {
+        // Refused before the quorum writes anything.
+        refuse_data_without_metadata(data_dir)?;
+    }
+    crate::data_dir::release_reserve_if_full(data_dir);
+    std::fs::create_dir_all(&dir)?;
+    let state = MetadataState::new();
+    let machine = MetadataMachine {
+        state: state.clone(),
+    };
+    let quorum = quorum::Quorum::start(quorum_config(settings)?, machine)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the metadata quorum in {}: {e}", dir.display()))?;
+    let started = StartedQuorum {
+        quorum: Rc::new(quorum),
+        state,
+    };
+    let register = MetadataCommand::RegisterBroker(settings.registration.clone());
+    if !alone {
+        let handles = started.clone_handles();
+        glommio::spawn_local(join_cluster(handles, register)).detach();
+        return Ok(started);
+    }
+    let stored = started.quorum.opened_last_index();
+    anyhow::ensure!(
+        started.quorum.wait_applied(stored).await,
+        "the metadata quorum stopped while replaying its log"
+    );
+    if started.state.snapshot().cluster_id.is_empty() {
+        let initial = initial_metadata(settings)?;
+        propose_at_start(&started, MetadataCommand::Bootstrap(initial)).await?;
+    }
+    retire_legacy_files(data_dir)?;
+    propose_at_start(&started, register).await?;
+    if let Some(create) = offsets_topic_if_missing(settings, &started.snapshot()) {
+        propose_at_start(&started, create).await?;
+    }
+    Ok(started)
+}
+
+/// The command creating the internal offsets topic, if the snapshot lacks it.
+fn offsets_topic_if_missing(
+    settings: &QuorumSettings,
+    snapshot: &MetadataSnapshot,
+) -> Option<MetadataCommand> {
+    let (name, partitions) = settings.offsets_topic.clone();
+    if snapshot.topics.contains_key(&name) {
+        return None;
+    }
+    let live = placement::live_candidates(snapshot);
+    let topic = NewTopic {
+        name,
+        id: random_uuid(),
+        partitions,
+        replication_factor: placement::offsets_replication_factor(live.len()),
+        configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+    };
+    Some(MetadataCommand::CreateTopics {
+        topics: vec![topic],
+        fd_budget: settings.fd_budget,
+    })
+}
+
+impl StartedQuorum {
+    fn clone_handles(&self) -> StartedQuorum {
+        StartedQuorum {
+            quorum: self.quorum.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    /// The snapshot applied so far.
+    pub fn snapshot(&self) -> Arc<MetadataSnapshot> {
+        self.state.snapshot()
+    }
+}
+
+fn quorum_config(settings: &QuorumSettings) -> anyhow::Result<quorum::Config> {
+    let own = raft_id(settings.node_id);
+    let voters: Vec<quorum::Voter> = if settings.voters.is_empty() {
+        vec![quorum::Voter {
+            id: own,
+            address: settings.listen,
+        }]
+    } else {
+        (settings.voters.iter())
+            .map(|(node, address)| quorum::Voter {
+                id: raft_id(*node),
+                address: *address,
+            })
+            .collect()
+    };
+    let cluster_id = voters_fingerprint(&voters);
+    let mut config = quorum::Config::new(own, voters, quorum_dir(&settings.data_dir), &cluster_id)
+        .map_err(|e| anyhow::anyhow!("--controller-voters: {e}"))?;
+    config.listen = settings.listen;
+    config.snapshot_every = SNAPSHOT_EVERY;
+    Ok(config)
+}
+
+/// What the quorum's handshake carries to refuse nodes of another quorum: a digest of the
+/// voter set (the cluster id itself is only known once the first entry is applied).
+fn voters_fingerprint(voters: &[quorum::Voter]) -> String {
+    let mut sorted: Vec<String> = (voters.iter())
+        .map(|voter| format!("{}@{}", voter.id, voter.address))
+        .collect();
+    sorted.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in sorted.join(",").bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("sluice-voters-{hash:016x}")
+}
+
+/// The first entry of a one-voter quorum: the old single-node metadata if the data directory
+/// has it, else a fresh cluster (refused next to partition data).
+fn initial_metadata(settings: &QuorumSettings) -> anyhow::Result<MetadataSnapshot> {
+    let data_dir = &settings.data_dir;
+    let producer_ids_end = load_legacy_producer_ids_end(data_dir)?;
+    let legacy = MetadataSnapshot::load_legacy(data_dir, settings.node_id, producer_ids_end)?;
+    if let Some(legacy) = legacy {
+        log::info!(
+            "moving the metadata of {} ({} topics) into the metadata quorum",
+            MetadataSnapshot::legacy_path(data_dir).display(),
+            legacy.topics.len()
+        );
+        return Ok(legacy);
+    }
+    refuse_data_without_metadata(data_dir)?;
+    Ok(fresh_metadata(producer_ids_end))
+}
+
+/// An error if partition directories hold data while neither the quorum nor an old
+/// `topics.json` has metadata: empty metadata would hide that data.
+fn refuse_data_without_metadata(data_dir: &Path) -> anyhow::Result<()> {
+    if MetadataSnapshot::legacy_path(data_dir).exists() {
+        return Ok(());
+    }
+    let holding = crate::data_dir::dirs_with_segments(data_dir)?;
+    anyhow::ensure!(
+        holding.is_empty(),
+        "the metadata quorum {} is empty and {} is missing, but {} partition directories hold \
+         data (such as {}); refusing to start with empty metadata. Restore the metadata, or \
+         move the partition directories away to start afresh",
+        quorum_dir(data_dir).display(),
+        MetadataSnapshot::legacy_path(data_dir).display(),
+        holding.len(),
+        holding[0].display()
+    );
+    Ok(())
+}
+
+fn fresh_metadata(producer_ids_end: i64) -> MetadataSnapshot {
+    let mut snapshot = super::command::empty_snapshot();
+    snapshot.cluster_id = random_uuid().simple().to_string();
+    snapshot.producer_ids_end = producer_ids_end;
+    snapshot
+}
+
+/// Proposes `command` during start-up until the quorum takes it (a one-voter quorum elects
+/// itself at once; the retries cover the moment before) and checks that it was applied.
+async fn propose_at_start(started: &StartedQuorum, command: MetadataCommand) -> anyhow::Result<()> {
+    let entry = started.state.entry(&command);
+    let deadline = Instant::now() + BOOTSTRAP_WAIT;
+    loop {
+        match started.quorum.propose(entry.clone()).await {
+            Ok(index) => {
+                let results = started.state.take_results(index).unwrap_or_default();
+                for (_, result) in results {
+                    if let Err((_, message)) = result {
+                        anyhow::bail!("the metadata quorum refused a start-up change: {message}");
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                glommio::timer::sleep(BOOTSTRAP_RETRY).await;
+            }
+            Err(e) => anyhow::bail!("writing a start-up metadata entry: {e}"),
+        }
+    }
+}
+
+/// In a larger quorum: proposes a fresh cluster's first entry until some node's is applied,
+/// then this broker's registration, each until the quorum takes it.
+async fn join_cluster(started: StartedQuorum, register: MetadataCommand) {
+    if started.state.snapshot().cluster_id.is_empty() {
+        let bootstrap = MetadataCommand::Bootstrap(fresh_metadata(0));
+        // Refused at apply if another node's came first: either way the cluster has an id.
+        propose_until_taken(&started, &bootstrap).await;
+    }
+    propose_until_taken(&started, &register).await;
+}
+
+async fn propose_until_taken(started: &StartedQuorum, command: &MetadataCommand) {
+    let entry = started.state.entry(command);
+    loop {
+        match started.quorum.propose(entry.clone()).await {
+            Ok(index) => {
+                started.state.take_results(index);
+                return;
+            }
+            Err(e) if e.is_retriable() => glommio::timer::sleep(BOOTSTRAP_RETRY).await,
+            Err(e) => {
+                log::error!("proposing a start-up metadata entry failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Renames the files a single-node broker kept its metadata in, once the quorum holds them,
+/// so that they are never migrated again (a lost quorum directory is then refused, not
+/// silently replaced by old metadata).
+fn retire_legacy_files(data_dir: &Path) -> anyhow::Result<()> {
+    let mut renamed = false;
+    for path in [
+        MetadataSnapshot::legacy_path(data_dir),
+        legacy_producer_ids_path(data_dir),
+    ] {
+        if path.exists() {
+            let mut retired = path.clone().into_os_string();
+            retired.push(".migrated");
+            std::fs::rename(&path, &retired)?;
+            renamed = true;
+        }
+    }
+    if renamed {
+        std::fs::File::open(data_dir.join("meta"))?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Keeps `controller_id` at the node id of the quorum's leader as this node sees it (-1 while
+/// none is known), for every shard to report as the controller. Runs on the controller shard
+/// until the quorum stops.
+pub async fn watch_leader(
+    quorum: Rc<quorum::Quorum>,
+    controller_id: Arc<std::sync::atomic::AtomicI32>,
+) {
+    use std::sync::atomic::Ordering;
+    let node_of =
+        |state: quorum::LeaderState| state.leader_id.map_or(-1, super::quorum_ids::node_id);
+    let mut seen = quorum.leader_state();
+    controller_id.store(node_of(seen), Ordering::Relaxed);
+    loop {
+        let now = quorum.leader_changed(seen).await;
+        if now == seen {
+            // Only a stopped quorum answers without a change.
+            controller_id.store(-1, Ordering::Relaxed);
+            return;
+        }
+        controller_id.store(node_of(now), Ordering::Relaxed);
+        seen = now;
+    }
+}
