@@ -8,8 +8,10 @@
 //! `*.migrated` once the entry is committed, so never read again), or a fresh cluster id; then
 //! it registers the broker and creates `__consumer_offsets` if it is missing. A node of a
 //! larger quorum starts with what it has applied; later entries reach its shards as they are
-//! applied, an empty quorum is bootstrapped by whichever node's proposal commits first (apply
-//! refuses the others), and each broker registers once the quorum takes its proposal.
+//! applied; an empty quorum is bootstrapped by whichever node's proposal commits first (apply
+//! refuses the others); start-up waits until the quorum has taken the broker's registration
+//! (so the node has caught up to it), and `__consumer_offsets` is created by the first broker
+//! to register when min(3, voters) brokers are live.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,7 +33,8 @@ use crate::fd_budget::FdBudget;
 /// taken this rarely.
 pub const SNAPSHOT_EVERY: u64 = 1024;
 
-/// How long start-up keeps proposing the first entry while the quorum has no leader.
+/// How long a one-voter start-up keeps proposing while the quorum has no leader (it elects
+/// itself at once); in a larger quorum, how often a start-up still waiting says so.
 const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
 /// Pause between two proposals of the first entry.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(100);
@@ -96,8 +99,17 @@ pub async fn start(settings: &QuorumSettings) -> anyhow::Result<StartedQuorum> {
     };
     let register = MetadataCommand::RegisterBroker(settings.registration.clone());
     if !alone {
-        let handles = started.clone_handles();
-        glommio::spawn_local(join_cluster(handles, register)).detach();
+        join_cluster(&started, register).await;
+        let voters = settings.voters.len();
+        let snapshot = started.snapshot();
+        let needed = voters.min(placement::OFFSETS_TOPIC_REPLICATION_FACTOR_MAX as usize);
+        if snapshot.live_brokers().count() >= needed {
+            if let Some(create) = offsets_topic_if_missing(settings, &snapshot) {
+                // Every broker that registers checks; the first to see enough live brokers
+                // creates it, and apply refuses the others' (it exists by then).
+                propose_until_taken(&started, &create).await;
+            }
+        }
         return Ok(started);
     }
     let stored = started.quorum.opened_last_index();
@@ -141,13 +153,6 @@ fn offsets_topic_if_missing(
 }
 
 impl StartedQuorum {
-    fn clone_handles(&self) -> StartedQuorum {
-        StartedQuorum {
-            quorum: self.quorum.clone(),
-            state: self.state.clone(),
-        }
-    }
-
     /// The snapshot applied so far.
     pub fn snapshot(&self) -> Arc<MetadataSnapshot> {
         self.state.snapshot()
@@ -261,25 +266,36 @@ async fn propose_at_start(started: &StartedQuorum, command: MetadataCommand) -> 
 }
 
 /// In a larger quorum: proposes a fresh cluster's first entry until some node's is applied,
-/// then this broker's registration, each until the quorum takes it.
-async fn join_cluster(started: StartedQuorum, register: MetadataCommand) {
+/// then this broker's registration, each until the quorum takes it. Start-up waits for this, as
+/// a Kafka broker waits to catch up: once its registration is applied, this node's snapshot
+/// holds everything the quorum committed before it.
+async fn join_cluster(started: &StartedQuorum, register: MetadataCommand) {
     if started.state.snapshot().cluster_id.is_empty() {
         let bootstrap = MetadataCommand::Bootstrap(fresh_metadata(0));
         // Refused at apply if another node's came first: either way the cluster has an id.
-        propose_until_taken(&started, &bootstrap).await;
+        propose_until_taken(started, &bootstrap).await;
     }
-    propose_until_taken(&started, &register).await;
+    propose_until_taken(started, &register).await;
 }
 
 async fn propose_until_taken(started: &StartedQuorum, command: &MetadataCommand) {
     let entry = started.state.entry(command);
+    let mut waiting_since = Instant::now();
     loop {
         match started.quorum.propose(entry.clone()).await {
             Ok(index) => {
                 started.state.take_results(index);
                 return;
             }
-            Err(e) if e.is_retriable() => glommio::timer::sleep(BOOTSTRAP_RETRY).await,
+            Err(e) if e.is_retriable() => {
+                if waiting_since.elapsed() >= BOOTSTRAP_WAIT {
+                    log::warn!(
+                        "still waiting for the metadata quorum to take a start-up entry: {e}"
+                    );
+                    waiting_since = Instant::now();
+                }
+                glommio::timer::sleep(BOOTSTRAP_RETRY).await
+            }
             Err(e) => {
                 log::error!("proposing a start-up metadata entry failed: {e}");
                 return;
