@@ -126,6 +126,7 @@ mod tests {
             ]),
             broker_configs: BTreeMap::new(),
             broker_default_configs: BTreeMap::new(),
+            producer_ids_end: 0,
         }
     }
 
