@@ -1,4 +1,5 @@
 //! DescribeCluster (KIP-700): the cluster id, the controller and the brokers. Versions 0–2.
+//! The controller is the one Metadata names: the metadata quorum's leader, -1 while none is known.
 //!
 //! The brokers are the metadata snapshot's registrations: the live ones, as Metadata lists them,
 //! and with v2's `include_fenced_brokers` the fenced ones too, marked `is_fenced`. v1+'s
@@ -23,7 +24,6 @@ pub async fn handle(
     ctx: &RequestContext,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let config = &ctx.shard.config;
     let response = DescribeClusterResponse::default().with_endpoint_type(request.endpoint_type);
     if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         return response
@@ -35,7 +35,7 @@ pub async fn handle(
     let snapshot = ctx.shard.metadata();
     response
         .with_cluster_id(StrBytes::from_string(snapshot.cluster_id.clone()))
-        .with_controller_id(BrokerId(config.node_id))
+        .with_controller_id(BrokerId(ctx.shard.controller_id()))
         .with_brokers(brokers(&snapshot, request.include_fenced_brokers))
         .with_cluster_authorized_operations(authorized_operations::if_requested(
             request.include_cluster_authorized_operations,
