@@ -129,8 +129,8 @@ fn topic_result(
                         })
                 })
                 .collect();
-            let replication_factor = (meta.assignments().first())
-                .map_or(0, |assignment| assignment.replicas.len());
+            let replication_factor =
+                (meta.assignments().first()).map_or(0, |assignment| assignment.replicas.len());
             entry
                 .with_topic_id(meta.id)
                 .with_num_partitions(meta.partitions)

@@ -196,3 +196,104 @@ pub(super) fn apply_take_back(next: &mut MetadataSnapshot, topics: Vec<TakeBack>
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::command::{apply, empty_snapshot, MetadataCommand};
+    use super::*;
+    use crate::cluster::metadata::BrokerRegistration;
+
+    fn budget() -> FdBudget {
+        FdBudget::new(65_536, 1, crate::server::SHARD_CONNECTIONS_MAX).unwrap()
+    }
+
+    /// A snapshot with brokers 1..=3 registered (racks a, b, c); `fenced` of them fenced.
+    fn three_brokers(fenced: &[i32]) -> MetadataSnapshot {
+        let mut snapshot = empty_snapshot();
+        for (id, rack) in [(1, "a"), (2, "b"), (3, "c")] {
+            snapshot.register(BrokerRegistration {
+                id,
+                incarnation: 1,
+                host: format!("b{id}"),
+                port: 9092,
+                rack: Some(rack.into()),
+                fenced: fenced.contains(&id),
+            });
+        }
+        snapshot
+    }
+
+    fn create(
+        snapshot: &mut MetadataSnapshot,
+        name: &str,
+        partitions: i32,
+        rf: i16,
+    ) -> ItemResults {
+        let topic = NewTopic {
+            name: name.into(),
+            id: uuid::Uuid::from_u128(u128::from(name.len() as u32) << 64 | 0x5eed),
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+        };
+        let command = MetadataCommand::CreateTopics {
+            topics: vec![topic],
+            fd_budget: budget(),
+        };
+        let index = snapshot.version + 1;
+        apply(snapshot, index, command)
+    }
+
+    #[test]
+    fn topics_are_placed_on_live_brokers_only() {
+        let mut snapshot = three_brokers(&[]);
+        assert!(create(&mut snapshot, "spread", 6, 2)[0].1.is_ok());
+        let meta = &snapshot.topics["spread"];
+        let mut leaders: Vec<i32> = meta.assignments().iter().map(|a| a.leader).collect();
+        leaders.sort_unstable();
+        assert_eq!(leaders, [1, 1, 2, 2, 3, 3], "{:?}", meta.assignments());
+        for a in meta.assignments() {
+            assert_eq!(a.replicas.len(), 2);
+            assert_eq!(a.isr, a.replicas);
+            assert_eq!(a.leader, a.replicas[0]);
+            assert_eq!(a.leader_epoch, crate::cluster::metadata::FIRST_LEADER_EPOCH);
+        }
+        // A replication factor beyond the live brokers is refused, and creates nothing.
+        let mut two_live = three_brokers(&[3]);
+        let refused = create(&mut two_live, "wide", 1, 3);
+        let (error, _) = refused[0].1.as_ref().unwrap_err();
+        assert_eq!(*error, ResponseError::InvalidReplicationFactor);
+        assert!(!two_live.topics.contains_key("wide"));
+        assert!(create(&mut two_live, "narrow", 4, 2)[0].1.is_ok());
+        for a in two_live.topics["narrow"].assignments() {
+            assert!(!a.replicas.contains(&3), "{a:?} uses the fenced broker");
+        }
+    }
+
+    #[test]
+    fn new_partitions_keep_the_replication_factor() {
+        let mut snapshot = three_brokers(&[]);
+        assert!(create(&mut snapshot, "grown", 2, 3)[0].1.is_ok());
+        let command = MetadataCommand::CreatePartitions {
+            requests: vec![("grown".into(), 5)],
+            fd_budget: budget(),
+        };
+        let index = snapshot.version + 1;
+        let results = apply(&mut snapshot, index, command);
+        assert!(results[0].1.is_ok());
+        let meta = &snapshot.topics["grown"];
+        assert_eq!(meta.partitions, 5);
+        assert!(meta.assignments().iter().all(|a| a.replicas.len() == 3));
+        // Growing needs as many live brokers as the topic has replicas.
+        snapshot.brokers.get_mut(&2).unwrap().fenced = true;
+        let command = MetadataCommand::CreatePartitions {
+            requests: vec![("grown".into(), 6)],
+            fd_budget: budget(),
+        };
+        let index = snapshot.version + 1;
+        let results = apply(&mut snapshot, index, command);
+        let (error, _) = results[0].1.as_ref().unwrap_err();
+        assert_eq!(*error, ResponseError::InvalidReplicationFactor);
+        assert_eq!(snapshot.topics["grown"].partitions, 5);
+    }
+}
