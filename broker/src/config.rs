@@ -206,6 +206,14 @@ impl ServeArgs {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// The configured voters as (node id, controller address); empty without
+    /// `--controller-voters` (this node alone).
+    pub fn controller_voter_addresses(&self) -> Vec<(i32, SocketAddr)> {
+        (self.controller_voters.iter().flat_map(|voters| &voters.0))
+            .map(|voter| (voter.node_id, voter.address))
+            .collect()
+    }
+
     pub fn advertised_host(&self) -> String {
         self.advertised_host
             .clone()

@@ -135,9 +135,7 @@ fn spawn_shard(
 
 /// The quorum's settings from the command line.
 fn quorum_settings(config: &ServeArgs, fd_budget: FdBudget) -> start::QuorumSettings {
-    let voters = (config.controller_voters.iter().flat_map(|voters| &voters.0))
-        .map(|voter| (voter.node_id, voter.address))
-        .collect();
+    let voters = config.controller_voter_addresses();
     start::QuorumSettings {
         node_id: config.node_id,
         voters,
@@ -146,7 +144,6 @@ fn quorum_settings(config: &ServeArgs, fd_budget: FdBudget) -> start::QuorumSett
         registration: local_registration(config),
         offsets_topic: (OFFSETS_TOPIC.to_string(), OFFSETS_TOPIC_PARTITIONS),
         fd_budget,
-        snapshot_every: start::SNAPSHOT_EVERY,
     }
 }
 

@@ -305,11 +305,6 @@ impl MetadataSnapshot {
         self.brokers.values().filter(|broker| !broker.fenced)
     }
 
-    /// Registers `broker`, replacing an earlier registration of its id, unfenced.
-    pub fn register(&mut self, broker: BrokerRegistration) {
-        self.brokers.insert(broker.id, broker);
-    }
-
     /// Whether broker `id` is registered and not fenced.
     pub fn is_live(&self, id: i32) -> bool {
         self.brokers.get(&id).is_some_and(|broker| !broker.fenced)

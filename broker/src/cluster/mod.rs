@@ -8,7 +8,10 @@
 
 pub mod broker_config;
 pub mod controller;
+pub mod liveness;
+pub mod membership;
 pub mod metadata;
 pub mod placement;
+pub mod quorum_view;
 pub mod routing;
 pub mod topic_config;

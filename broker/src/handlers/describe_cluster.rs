@@ -1,5 +1,5 @@
-//! DescribeCluster (KIP-700): the cluster id, the controller and the brokers. Versions 0–2.
-//! The controller is the one Metadata names: the metadata quorum's leader, -1 while none is known.
+//! DescribeCluster (KIP-700): the cluster id, the controller (the metadata quorum's leader as
+//! this broker sees it, -1 while none is known) and the brokers. Versions 0–2.
 //!
 //! The brokers are the metadata snapshot's registrations: the live ones, as Metadata lists them,
 //! and with v2's `include_fenced_brokers` the fenced ones too, marked `is_fenced`. v1+'s

@@ -16,6 +16,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod fetch_frame;
 pub mod find_coordinator;
@@ -180,6 +181,7 @@ pub const APIS: &[ApiSupport] = &[
     api!(DeleteTopics, delete_topics, DeleteTopicsRequest),
     api!(DescribeConfigs, describe_configs, DescribeConfigsRequest),
     api!(DescribeCluster, describe_cluster, DescribeClusterRequest),
+    api!(DescribeQuorum, describe_quorum, DescribeQuorumRequest),
     api!(InitProducerId, init_producer_id, InitProducerIdRequest),
     api!(CreatePartitions, create_partitions, CreatePartitionsRequest),
 ];

@@ -15,6 +15,7 @@ use crate::cluster::controller::{
     BrokerTarget, ConfigChange, MetadataPublisher, Refusal, TopicSpec, CONTROLLER_SHARD,
 };
 use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
+use crate::cluster::quorum_view::QuorumView;
 use crate::topic_name::validate_topic_name;
 
 /// Sends `$request` to the controller shard and unwraps the reply of variant `$variant`.
@@ -25,6 +26,11 @@ macro_rules! ask_controller {
             other => other.mismatch(stringify!($variant)),
         }
     };
+}
+
+/// The metadata quorum as this broker sees it.
+pub async fn describe_quorum(shard: &Rc<Shard>) -> QuorumView {
+    ask_controller!(shard, DescribeQuorum, Request::DescribeQuorum)
 }
 
 /// A new producer id.
@@ -103,8 +109,6 @@ pub type AutoCreateRefusals = std::collections::HashMap<String, ResponseError>;
 
 /// Creates missing topics with the broker defaults if auto-creation is on; invalid names and
 /// topics that appeared meanwhile are left alone (the caller reports them from the metadata).
-/// Unlike CreateTopics, auto-creation caps the default replication factor at the live brokers
-/// (as Kafka's auto-creation does), so a small cluster still auto-creates.
 /// Returns the error of each topic whose creation was refused (beyond the descriptor budget,
 /// for example), for the caller to report instead of UNKNOWN_TOPIC_OR_PARTITION.
 pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> AutoCreateRefusals {
@@ -112,16 +116,12 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> AutoCreateRef
     if !shard.config.auto_create_topics || names.is_empty() {
         return refusals;
     }
-    let live = shard.metadata().live_brokers().count();
-    let replication_factor = (shard.config.default_replication_factor)
-        .min(i16::try_from(live).unwrap_or(i16::MAX))
-        .max(1);
     let specs = (names.into_iter())
         .filter(|name| validate_topic_name(name).is_ok())
         .map(|name| TopicSpec {
             name,
             partitions: -1,
-            replication_factor,
+            replication_factor: -1,
             configs: BTreeMap::new(),
         })
         .collect::<Vec<_>>();

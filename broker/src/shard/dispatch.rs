@@ -59,7 +59,8 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
         | Request::DeleteTopics { .. }
         | Request::CreatePartitions { .. }
         | Request::AlterTopicConfigs { .. }
-        | Request::AlterBrokerConfigs { .. }) => handle_controller(shard, request).await,
+        | Request::AlterBrokerConfigs { .. }
+        | Request::DescribeQuorum) => handle_controller(shard, request).await,
         group_request => handle_group(&shard, group_request).await,
     }
 }
@@ -94,6 +95,10 @@ async fn handle_controller(shard: Rc<Shard>, request: Request) -> Reply {
                 .alter_broker_configs(changes, validate_only)
                 .await,
         ),
+        Request::DescribeQuorum => Reply::DescribeQuorum(controller.quorum_view(
+            shard.config.node_id,
+            &shard.config.controller_voter_addresses(),
+        )),
         _ => unreachable!("handle sends only controller requests here"),
     }
 }

@@ -18,6 +18,7 @@ use storage::ValidatedBatches;
 
 use crate::cluster::controller::{BrokerTarget, ConfigChange, Refusal, TopicSpec};
 use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
+use crate::cluster::quorum_view::QuorumView;
 use crate::groups::group::{JoinArgs, JoinResult, SyncResult};
 use crate::groups::{CommitEntry, GroupSummary, OffsetsByTopic};
 use crate::partition::{Appended, PartitionRead, ReadSpec};
@@ -121,6 +122,8 @@ pub enum Request {
     },
     /// Installs a metadata snapshot the controller published.
     ApplyMetadata(Arc<MetadataSnapshot>),
+    /// The metadata quorum as this broker sees it, from the controller shard.
+    DescribeQuorum,
 }
 
 /// The answer to a [`Request`], in the variant of the same name.
@@ -153,6 +156,7 @@ pub enum Reply {
     AlterBrokerConfigs(Vec<Result<(), Refusal>>),
     /// The partitions that failed to open, as (topic, error).
     ApplyMetadata(Vec<(String, String)>),
+    DescribeQuorum(QuorumView),
 }
 
 impl Reply {

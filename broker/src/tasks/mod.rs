@@ -1,7 +1,8 @@
 //! A shard's periodic background work, each a small loop with its interval named: retention,
-//! the `flush.ms` timer and the consumer-group timers. Retention and flush run in task queues
-//! of their own with fewer shares than request handling.
+//! the `flush.ms` timer, the consumer-group timers and, on the controller shard, fencing.
+//! Retention and flush run in task queues of their own with fewer shares than request handling.
 
+pub mod fencing;
 pub mod flush;
 pub mod groups;
 pub mod retention;
@@ -15,4 +16,5 @@ pub fn spawn_all(shard: &Rc<Shard>) {
     groups::spawn(shard.clone());
     retention::spawn(shard.clone());
     flush::spawn(shard.clone());
+    fencing::spawn(shard.clone());
 }

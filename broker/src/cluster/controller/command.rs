@@ -17,6 +17,7 @@ use kafka_protocol::error::ResponseError;
 use super::configs::{self, BrokerTarget, ConfigChange};
 use super::topics::{self, NewTopic, TakeBack};
 use super::{Applied, ItemResults};
+use crate::cluster::membership::{self, MembershipError};
 use crate::cluster::metadata::{BrokerRegistration, MetadataSnapshot};
 use crate::fd_budget::FdBudget;
 
@@ -57,6 +58,17 @@ pub enum MetadataCommand {
     },
     /// A broker's registration at its start: replaces any earlier one of its id, unfenced.
     RegisterBroker(BrokerRegistration),
+    /// The active controller stopped hearing from a broker: it no longer leads anything (see
+    /// `cluster::membership::fence`). Refused if the broker registered again since.
+    FenceBroker {
+        id: i32,
+        incarnation: u64,
+    },
+    /// The active controller hears from a fenced broker again, its log caught up.
+    UnfenceBroker {
+        id: i32,
+        incarnation: u64,
+    },
 }
 
 impl MetadataCommand {
@@ -99,12 +111,29 @@ pub fn apply(snapshot: &mut MetadataSnapshot, index: u64, command: MetadataComma
         MetadataCommand::AllocateProducerIds { count } => allocate_producer_ids(snapshot, count),
         MetadataCommand::TakeBack { topics } => topics::apply_take_back(snapshot, topics),
         MetadataCommand::RegisterBroker(registration) => {
-            snapshot.register(registration);
+            membership::register(snapshot, registration);
             vec![(String::new(), Ok(Applied::Done))]
+        }
+        MetadataCommand::FenceBroker { id, incarnation } => {
+            membership_result(membership::fence(snapshot, id, incarnation))
+        }
+        MetadataCommand::UnfenceBroker { id, incarnation } => {
+            membership_result(membership::unfence(snapshot, id, incarnation))
         }
     };
     snapshot.version = index;
     results
+}
+
+fn membership_result(result: Result<(), MembershipError>) -> ItemResults {
+    let result = result.map(|()| Applied::Done).map_err(|error| {
+        let code = match error {
+            MembershipError::UnknownBroker(_) => ResponseError::BrokerIdNotRegistered,
+            MembershipError::StaleIncarnation { .. } => ResponseError::StaleBrokerEpoch,
+        };
+        (code, error.to_string())
+    });
+    vec![(String::new(), result)]
 }
 
 /// A fresh or migrated cluster's first state; refused once the cluster has an id.

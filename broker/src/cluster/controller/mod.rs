@@ -21,6 +21,7 @@
 mod changes;
 pub mod command;
 mod configs;
+pub mod liveness;
 mod producer_ids;
 pub mod quorum_ids;
 pub mod replicated;

@@ -62,7 +62,6 @@ fn settings(data_dir: &Path) -> QuorumSettings {
         },
         offsets_topic: (OFFSETS_TOPIC.to_string(), 2),
         fd_budget: budget(),
-        snapshot_every: super::start::SNAPSHOT_EVERY,
     }
 }
 
@@ -245,6 +244,14 @@ fn commands() -> Vec<MetadataCommand> {
             rack: Some("r1".into()),
             fenced: false,
         }),
+        MetadataCommand::FenceBroker {
+            id: 2,
+            incarnation: 5,
+        },
+        MetadataCommand::UnfenceBroker {
+            id: 2,
+            incarnation: 5,
+        },
         MetadataCommand::CreateTopics {
             topics: vec![
                 new_topic("a", 2, 1),
@@ -325,6 +332,41 @@ fn the_same_commands_give_the_same_snapshot_on_every_node() {
 }
 
 #[test]
+fn fence_and_unfence_apply_only_to_the_registered_incarnation() {
+    let mut snapshot = empty_snapshot();
+    let registration = crate::cluster::metadata::BrokerRegistration {
+        id: 2,
+        incarnation: 5,
+        host: "b2".into(),
+        port: 9092,
+        rack: None,
+        fenced: false,
+    };
+    let mut index = 0;
+    let mut run = |command: MetadataCommand| {
+        index += 1;
+        let (_, result) = apply(&mut snapshot, index, command).pop().unwrap();
+        (result.map(|_| ()).map_err(|(code, _)| code), snapshot.clone())
+    };
+    let (registered, _) = run(MetadataCommand::RegisterBroker(registration));
+    assert_eq!(registered, Ok(()));
+    let fence = |id, incarnation| MetadataCommand::FenceBroker { id, incarnation };
+    let (stale, after) = run(fence(2, 4));
+    assert_eq!(stale, Err(ResponseError::StaleBrokerEpoch));
+    assert!(!after.brokers[&2].fenced);
+    assert_eq!(run(fence(7, 5)).0, Err(ResponseError::BrokerIdNotRegistered));
+    let (fenced, after) = run(fence(2, 5));
+    assert_eq!(fenced, Ok(()));
+    assert!(after.brokers[&2].fenced);
+    let (unfenced, after) = run(MetadataCommand::UnfenceBroker {
+        id: 2,
+        incarnation: 5,
+    });
+    assert_eq!(unfenced, Ok(()));
+    assert!(!after.brokers[&2].fenced);
+}
+
+#[test]
 fn an_old_data_dir_is_migrated_once() {
     let data_dir = temp_dir("migrate");
     std::fs::create_dir_all(data_dir.join("meta")).unwrap();
@@ -372,43 +414,5 @@ fn a_fresh_dir_is_refused_next_to_partition_data() {
             .contains("partition directories hold data"),
         "{error}"
     );
-    std::fs::remove_dir_all(&data_dir).unwrap();
-}
-
-#[test]
-fn a_restart_after_compactions_restores_the_snapshot_and_replays_the_rest() {
-    let data_dir = temp_dir("compaction");
-    run(async {
-        let mut small = settings(&data_dir);
-        small.snapshot_every = 4;
-        let first = start(&small).await.unwrap();
-        let entry = |count| {
-            first
-                .state
-                .entry(&MetadataCommand::AllocateProducerIds { count })
-        };
-        for count in 1..=11 {
-            first.quorum.propose(entry(count)).await.unwrap();
-        }
-        let before = first.snapshot();
-        assert_eq!(before.producer_ids_end, (1..=11).sum::<i64>());
-        let snapshots = std::fs::read_dir(super::start::quorum_dir(&data_dir))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("snapshot-")
-            })
-            .count();
-        assert_eq!(snapshots, 1, "the log was compacted");
-        first.quorum.shutdown().await.unwrap();
-        let again = start(&small).await.unwrap();
-        let after = again.snapshot();
-        assert_eq!(after.producer_ids_end, before.producer_ids_end);
-        assert_eq!(after.topics, before.topics);
-        assert_eq!(after.cluster_id, before.cluster_id);
-    });
     std::fs::remove_dir_all(&data_dir).unwrap();
 }

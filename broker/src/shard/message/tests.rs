@@ -16,6 +16,7 @@ use crate::cluster::controller::{BrokerTarget, ConfigChange, TopicSpec};
 use crate::cluster::metadata::{
     BrokerRegistration, MetadataSnapshot, PartitionAssignment, TopicMeta,
 };
+use crate::cluster::quorum_view::{QuorumView, VoterView};
 use crate::groups::group::{GroupState, JoinArgs, JoinResult, SyncResult};
 use crate::groups::store::CommittedOffset;
 use crate::groups::{CommitEntry, GroupSummary};
@@ -236,7 +237,8 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
             validate_only: false,
         },
         Request::AlterBrokerConfigs { .. } => Request::ApplyMetadata(Arc::new(snapshot())),
-        Request::ApplyMetadata(_) => return None,
+        Request::ApplyMetadata(_) => Request::DescribeQuorum,
+        Request::DescribeQuorum => return None,
     })
 }
 
@@ -304,7 +306,19 @@ fn reply_after(previous: Option<&Reply>) -> Option<Reply> {
         Reply::AlterBrokerConfigs(_) => {
             Reply::ApplyMetadata(vec![("orders".into(), "no space left".into())])
         }
-        Reply::ApplyMetadata(_) => return None,
+        Reply::ApplyMetadata(_) => Reply::DescribeQuorum(QuorumView {
+            leader_id: 2,
+            term: 7,
+            commit_index: 40,
+            voters: vec![VoterView {
+                node_id: 2,
+                host: "10.0.0.2".into(),
+                port: 9093,
+                log_end: Some(41),
+                last_heard_ms: None,
+            }],
+        }),
+        Reply::DescribeQuorum(_) => return None,
     })
 }
 
@@ -336,7 +350,7 @@ fn every_request_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         requests.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), requests.len(), "one sample per variant");
-    assert_eq!(requests.len(), 22);
+    assert_eq!(requests.len(), 23);
     for request in &requests {
         let bytes = encode_request(request);
         assert_eq!(
@@ -352,7 +366,7 @@ fn every_reply_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         replies.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), replies.len(), "one sample per variant");
-    assert_eq!(replies.len(), 22);
+    assert_eq!(replies.len(), 23);
     for reply in &replies {
         let bytes = rkyv::to_bytes::<Error>(reply).expect("serializing to memory");
         assert_eq!(

@@ -1,0 +1,82 @@
+//! The active controller's liveness decisions: which brokers to fence and which to unfence,
+//! from when it last heard from each (the quorum's view as leader) and the session timeout. A
+//! pure function of its inputs; the fencing task (`tasks/fencing.rs`) is the shell that feeds it
+//! and proposes what it decides.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::cluster::metadata::BrokerRegistration;
+
+/// What the quorum's leader knows of one other voter, by node id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLiveness {
+    pub node_id: i32,
+    pub last_heard: Option<Instant>,
+    /// The highest index of the leader's log known to be in the voter's log.
+    pub matched: Option<u64>,
+}
+
+/// What the controller sees at one moment.
+pub struct LivenessView<'a> {
+    /// This node: the controller, live by definition.
+    pub controller_id: i32,
+    /// When this node became the leader: nobody is fenced for silence from before then, since
+    /// an earlier leader's last contacts are unknown here.
+    pub leading_since: Instant,
+    pub now: Instant,
+    pub session_timeout: Duration,
+    pub commit_index: u64,
+    pub peers: &'a [PeerLiveness],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LivenessChange {
+    Fence { id: i32, incarnation: u64 },
+    Unfence { id: i32, incarnation: u64 },
+}
+
+/// The fences and unfences due, in broker id order. An unfenced broker not heard from for
+/// longer than the session timeout (counted from `leading_since` at the earliest) is fenced. A
+/// fenced broker is unfenced once heard within half the session timeout (so a broker at the edge
+/// of its timeout does not flap) and its log holds every committed entry. The controller itself
+/// is never fenced, and is unfenced if an earlier controller fenced it.
+pub fn changes_due(
+    brokers: &BTreeMap<i32, BrokerRegistration>,
+    view: &LivenessView,
+) -> Vec<LivenessChange> {
+    let mut changes = Vec::new();
+    for broker in brokers.values() {
+        let (id, incarnation) = (broker.id, broker.incarnation);
+        if id == view.controller_id {
+            if broker.fenced {
+                changes.push(LivenessChange::Unfence { id, incarnation });
+            }
+            continue;
+        }
+        let peer = view.peers.iter().find(|peer| peer.node_id == id);
+        let last_heard = peer.and_then(|peer| peer.last_heard);
+        if !broker.fenced {
+            let silent_since =
+                last_heard.map_or(view.leading_since, |heard| heard.max(view.leading_since));
+            if view.now.saturating_duration_since(silent_since) > view.session_timeout {
+                changes.push(LivenessChange::Fence { id, incarnation });
+            }
+            continue;
+        }
+        let heard_lately = last_heard.is_some_and(|heard| {
+            view.now.saturating_duration_since(heard) <= view.session_timeout / 2
+        });
+        let caught_up = peer
+            .and_then(|peer| peer.matched)
+            .is_some_and(|matched| matched >= view.commit_index);
+        if heard_lately && caught_up {
+            changes.push(LivenessChange::Unfence { id, incarnation });
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+#[path = "liveness_tests.rs"]
+mod tests;

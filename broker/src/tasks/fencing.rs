@@ -1,0 +1,86 @@
+//! The active controller's fencing task: every [`FENCING_CHECK_MS`], while this broker leads the
+//! metadata quorum, it fences the brokers it has not heard from for `--session-timeout-ms` and
+//! unfences fenced brokers heard again with their log caught up (`cluster::liveness` decides,
+//! `Controller::change_liveness` proposes).
+//!
+//! **Invariant:** only the active controller fences. The task acts only while this node leads;
+//! it starts every broker's timer afresh each time this node becomes the leader (an earlier
+//! leader's contacts are unknown here), and stops at once when it loses the lead.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::controller::CONTROLLER_SHARD;
+use crate::cluster::liveness::{changes_due, LivenessChange, LivenessView};
+use crate::shard::Shard;
+
+/// How often the active controller looks for brokers to fence: a tenth of the quorum's
+/// heartbeat-driven contact interval would be pointless, a second would add a second to every
+/// fencing; 100 ms adds at most that to the session timeout.
+pub const FENCING_CHECK_MS: u64 = 100;
+
+/// Starts the fencing task on the controller shard.
+pub fn spawn(shard: Rc<Shard>) {
+    if shard.id == CONTROLLER_SHARD {
+        glommio::spawn_local(run(shard)).detach();
+    }
+}
+
+async fn run(shard: Rc<Shard>) {
+    let controller = shard.controller();
+    let mut seen = controller.leader_state();
+    loop {
+        if !controller.is_active() {
+            let now = controller.leader_changed(seen).await;
+            if now == seen {
+                return; // Only a stopped quorum answers without a change.
+            }
+            seen = now;
+            continue;
+        }
+        seen = controller.leader_state();
+        lead(&shard, seen.term).await;
+    }
+}
+
+/// Fences and unfences while this node leads in `term`.
+async fn lead(shard: &Shard, term: u64) {
+    let controller = shard.controller();
+    let leading_since = Instant::now();
+    let session_timeout = Duration::from_millis(shard.config.session_timeout_ms);
+    let leading = || controller.is_active() && controller.leader_state().term == term;
+    log::info!(
+        "node {} is the active controller (term {term})",
+        shard.config.node_id
+    );
+    while leading() {
+        glommio::timer::sleep(Duration::from_millis(FENCING_CHECK_MS)).await;
+        let inputs = controller.liveness_inputs();
+        let view = LivenessView {
+            controller_id: shard.config.node_id,
+            leading_since,
+            now: Instant::now(),
+            session_timeout,
+            commit_index: inputs.commit_index,
+            peers: &inputs.peers,
+        };
+        for change in changes_due(&inputs.snapshot.brokers, &view) {
+            if !leading() {
+                return;
+            }
+            match controller.change_liveness(change).await {
+                Ok(()) => log_change(change),
+                Err((_, reason)) => log::warn!("{change:?} was not applied: {reason}"),
+            }
+        }
+    }
+}
+
+fn log_change(change: LivenessChange) {
+    match change {
+        LivenessChange::Fence { id, .. } => {
+            log::warn!("fenced broker {id}: not heard from within the session timeout")
+        }
+        LivenessChange::Unfence { id, .. } => log::info!("unfenced broker {id}: heard again"),
+    }
+}
