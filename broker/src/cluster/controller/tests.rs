@@ -346,7 +346,10 @@ fn fence_and_unfence_apply_only_to_the_registered_incarnation() {
     let mut run = |command: MetadataCommand| {
         index += 1;
         let (_, result) = apply(&mut snapshot, index, command).pop().unwrap();
-        (result.map(|_| ()).map_err(|(code, _)| code), snapshot.clone())
+        (
+            result.map(|_| ()).map_err(|(code, _)| code),
+            snapshot.clone(),
+        )
     };
     let (registered, _) = run(MetadataCommand::RegisterBroker(registration));
     assert_eq!(registered, Ok(()));
@@ -354,7 +357,10 @@ fn fence_and_unfence_apply_only_to_the_registered_incarnation() {
     let (stale, after) = run(fence(2, 4));
     assert_eq!(stale, Err(ResponseError::StaleBrokerEpoch));
     assert!(!after.brokers[&2].fenced);
-    assert_eq!(run(fence(7, 5)).0, Err(ResponseError::BrokerIdNotRegistered));
+    assert_eq!(
+        run(fence(7, 5)).0,
+        Err(ResponseError::BrokerIdNotRegistered)
+    );
     let (fenced, after) = run(fence(2, 5));
     assert_eq!(fenced, Ok(()));
     assert!(after.brokers[&2].fenced);
