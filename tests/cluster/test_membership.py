@@ -8,12 +8,14 @@ every partition the dead broker led now led by a live replica. A dead controller
 next one, which starts every timer afresh when it is elected, so that bound counts from the
 moment another broker names the new controller."""
 
+import re
+import subprocess
 import time
 
 import cluster_wire
 import observe
 from clients import unique_topic
-from harness import wait_until
+from harness import SLUICE_BIN, wait_until
 
 # The guarantee's slack past the session timeout.
 FENCE_SLACK_S = 1.0
@@ -62,6 +64,19 @@ def _wait_moved(observer, topic, victim, led, since, timeout_s):
                          f"after {timeout_s}s: brokers and leaders {last}")
 
 
+def _cluster_describe(node):
+    """`sluice cluster describe` at `node`: (controller, {broker: state}, voter ids)."""
+    result = subprocess.run([str(SLUICE_BIN), "cluster", "describe", "-b", node.bootstrap],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result
+    out = result.stdout
+    controller = re.search(r"(?m)^ClusterId: \S+\tController: (-?\d+)$", out)
+    states = dict(re.findall(r"(?m)^Broker: (\d+)\t.*\tState: (\w+)$", out))
+    voters = re.findall(r"(?m)^Voter: (\d+)\t", out)
+    assert controller, out
+    return int(controller.group(1)), {int(b): s for b, s in states.items()}, sorted(map(int, voters))
+
+
 def _fence_and_return(cluster, stop, restart, what):
     nodes = cluster.nodes
     controller = observe.wait_agreement(cluster)
@@ -77,8 +92,14 @@ def _fence_and_return(cluster, stop, restart, what):
     print(f"\n{what} of broker {victim}: its {len(led)} partitions led elsewhere after "
           f"{elapsed:.2f} s (session timeout {session_s:.1f} s)")
     assert elapsed <= session_s + FENCE_SLACK_S, f"leadership moved after {elapsed:.2f} s"
+    # DescribeCluster v2 lists the fenced broker too, marked; DescribeQuorum every voter.
+    described = _cluster_describe(observer)
+    expected = {n: ("fenced" if n == victim else "live") for n in nodes}
+    assert described == (controller, expected, sorted(nodes)), described
     restart(nodes[victim])
     observe.wait_agreement(cluster, timeout_s=CONVERGE_TIMEOUT_S)
+    wait_until(f"broker {victim} described as live again",
+               lambda: _cluster_describe(observer)[1].get(victim) == "live", CONVERGE_TIMEOUT_S)
 
 
 def test_a_killed_broker_is_fenced_within_the_session_timeout_and_listed_again_after_restart(cluster):
