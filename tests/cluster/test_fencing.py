@@ -1,4 +1,4 @@
-"""Membership: the active controller fences a broker it no longer hears from (kill -9, SIGSTOP)
+"""Fencing: the active controller fences a broker it no longer hears from (kill -9, SIGSTOP)
 within the session timeout, so another broker's Metadata shows the broker's partitions led by
 other replicas and the broker no longer listed; a restarted or resumed broker is listed again.
 
