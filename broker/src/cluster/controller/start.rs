@@ -38,6 +38,10 @@ pub const SNAPSHOT_EVERY: u64 = 1024;
 const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
 /// Pause between two proposals of the first entry.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(100);
+/// Longest pause between two proposals of a larger quorum's start-up entries (the registration):
+/// the pause doubles from `BOOTSTRAP_RETRY` while the quorum cannot take them (no majority yet),
+/// so a broker waiting for its peers does not send a proposal every 100 ms.
+const START_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// What start-up needs to open this node's quorum.
 pub struct QuorumSettings {
@@ -281,6 +285,7 @@ async fn join_cluster(started: &StartedQuorum, register: MetadataCommand) {
 async fn propose_until_taken(started: &StartedQuorum, command: &MetadataCommand) {
     let entry = started.state.entry(command);
     let mut waiting_since = Instant::now();
+    let mut retry = BOOTSTRAP_RETRY;
     loop {
         match started.quorum.propose(entry.clone()).await {
             Ok(index) => {
@@ -294,7 +299,8 @@ async fn propose_until_taken(started: &StartedQuorum, command: &MetadataCommand)
                     );
                     waiting_since = Instant::now();
                 }
-                glommio::timer::sleep(BOOTSTRAP_RETRY).await
+                glommio::timer::sleep(retry).await;
+                retry = (retry * 2).min(START_RETRY_MAX);
             }
             Err(e) => {
                 log::error!("proposing a start-up metadata entry failed: {e}");
