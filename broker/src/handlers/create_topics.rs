@@ -31,7 +31,6 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
         .map(|t| t.name.0.to_string())
         .filter(|name| !seen.insert(name.clone()))
         .collect();
-    let node = ctx.shard.config.node_id;
     let mut results: Vec<Option<Result<TopicMeta, Refusal>>> =
         Vec::with_capacity(request.topics.len());
     let mut specs = Vec::new();
@@ -44,7 +43,7 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
             ))));
             continue;
         }
-        match spec(topic, node) {
+        match spec(topic) {
             Ok(spec) => {
                 specs.push(spec);
                 results.push(None);
@@ -67,9 +66,10 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-fn spec(topic: &CreatableTopic, node: i32) -> Result<TopicSpec, Refusal> {
+fn spec(topic: &CreatableTopic) -> Result<TopicSpec, Refusal> {
     let mut partitions = topic.num_partitions;
     let mut replication_factor = topic.replication_factor;
+    let mut replica_assignments = Vec::new();
     if !topic.assignments.is_empty() {
         if partitions != -1 || replication_factor != -1 {
             return Err((
@@ -77,18 +77,9 @@ fn spec(topic: &CreatableTopic, node: i32) -> Result<TopicSpec, Refusal> {
                 "assignments exclude partition and replica counts".into(),
             ));
         }
-        if topic
-            .assignments
-            .iter()
-            .any(|a| a.broker_ids.iter().map(|b| b.0).ne([node]))
-        {
-            return Err((
-                ResponseError::InvalidReplicaAssignment,
-                format!("the only broker is {node}"),
-            ));
-        }
-        partitions = topic.assignments.len() as i32;
-        replication_factor = 1;
+        replica_assignments = replica_lists(topic)?;
+        partitions = replica_assignments.len() as i32;
+        replication_factor = i16::try_from(replica_assignments[0].len()).unwrap_or(i16::MAX);
     }
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
@@ -101,7 +92,31 @@ fn spec(topic: &CreatableTopic, node: i32) -> Result<TopicSpec, Refusal> {
         partitions,
         replication_factor,
         configs,
+        replica_assignments,
     })
+}
+
+/// The replica lists of a CreateTopics entry, in partition order; the partitions must be
+/// 0..n, each once (the controller checks the brokers).
+fn replica_lists(topic: &CreatableTopic) -> Result<Vec<Vec<i32>>, Refusal> {
+    let mut lists: Vec<Option<Vec<i32>>> = vec![None; topic.assignments.len()];
+    for assignment in &topic.assignments {
+        let slot = usize::try_from(assignment.partition_index)
+            .ok()
+            .and_then(|index| lists.get_mut(index))
+            .filter(|slot| slot.is_none());
+        let Some(slot) = slot else {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                "assignments must name partitions 0 to n-1, each once".into(),
+            ));
+        };
+        *slot = Some(assignment.broker_ids.iter().map(|id| id.0).collect());
+    }
+    Ok(lists
+        .into_iter()
+        .map(|list| list.expect("every slot filled"))
+        .collect())
 }
 
 fn topic_result(

@@ -123,6 +123,7 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> AutoCreateRef
             partitions: -1,
             replication_factor: -1,
             configs: BTreeMap::new(),
+            replica_assignments: Vec::new(),
         })
         .collect::<Vec<_>>();
     if specs.is_empty() {

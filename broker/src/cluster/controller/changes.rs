@@ -29,6 +29,7 @@ impl Controller {
                     factor => factor,
                 },
                 configs: spec.configs,
+                replica_assignments: spec.replica_assignments,
             })
             .collect();
         let command = MetadataCommand::CreateTopics {

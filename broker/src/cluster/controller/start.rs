@@ -149,6 +149,7 @@ fn offsets_topic_if_missing(
         partitions,
         replication_factor: placement::offsets_replication_factor(live.len()),
         configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+        replica_assignments: Vec::new(),
     };
     Some(MetadataCommand::CreateTopics {
         topics: vec![topic],

@@ -114,6 +114,7 @@ fn spec(name: &str, partitions: i32) -> TopicSpec {
         partitions,
         replication_factor: -1,
         configs: BTreeMap::new(),
+        replica_assignments: Vec::new(),
     }
 }
 
@@ -230,6 +231,7 @@ fn commands() -> Vec<MetadataCommand> {
         partitions,
         replication_factor: 1,
         configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+        replica_assignments: Vec::new(),
     };
     let mut bootstrap = empty_snapshot();
     bootstrap.cluster_id = "cluster-a".into();

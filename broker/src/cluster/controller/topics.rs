@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use kafka_protocol::error::ResponseError;
 
 use super::{Applied, ItemResults, Refusal};
-use crate::cluster::metadata::{MetadataSnapshot, TopicMeta, OFFSETS_TOPIC, TOPIC_PARTITIONS_MAX};
+use crate::cluster::metadata::{
+    MetadataSnapshot, PartitionAssignment, TopicMeta, OFFSETS_TOPIC, TOPIC_PARTITIONS_MAX,
+};
 use crate::cluster::{placement, topic_config};
 use crate::fd_budget::FdBudget;
 use crate::topic_name::validate_topic_name;
@@ -21,6 +23,9 @@ pub struct TopicSpec {
     /// -1 asks for the broker default (`--default-replication-factor`).
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// The replicas of each partition, preferred leader first, as CreateTopics may give them;
+    /// empty to place the topic. When given, `partitions` and `replication_factor` match them.
+    pub replica_assignments: Vec<Vec<i32>>,
 }
 
 /// A topic to create as the command carries it: the defaults resolved and the id chosen by the
@@ -32,6 +37,8 @@ pub struct NewTopic {
     pub partitions: i32,
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// Replicas chosen by the client, one list per partition; empty to place the topic.
+    pub replica_assignments: Vec<Vec<i32>>,
 }
 
 /// A topic to restore: if the topic `name` still has id `id`, it becomes `restore` (removed
@@ -78,9 +85,14 @@ fn check_new_topic(
             format!("partition count must be 1 to {TOPIC_PARTITIONS_MAX}"),
         ));
     }
-    let live = placement::live_candidates(metadata);
-    let assignments =
-        placement::new_topic(&live, topic.partitions, topic.replication_factor, topic.id)?;
+    let assignments = if topic.replica_assignments.is_empty() {
+        let live = placement::live_candidates(metadata);
+        placement::new_topic(&live, topic.partitions, topic.replication_factor, topic.id)?
+    } else {
+        check_replica_assignments(metadata, &topic)?;
+        let lists = topic.replica_assignments.iter().cloned();
+        lists.map(PartitionAssignment::new).collect()
+    };
     let mut configs = topic.configs;
     for (key, value) in &configs {
         topic_config::validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
@@ -89,6 +101,44 @@ fn check_new_topic(
     let partitions_total = metadata.partition_count() + topic.partitions as u64;
     check_fd_budget(fd_budget, partitions_total, &topic.name)?;
     Ok(TopicMeta::new(topic.name, topic.id, assignments, configs))
+}
+
+/// Checks replicas a client chose (Kafka's rules): one non-empty list per partition, all of the
+/// same length, each of distinct brokers that are registered and not fenced.
+fn check_replica_assignments(metadata: &MetadataSnapshot, topic: &NewTopic) -> Result<(), Refusal> {
+    let invalid = |message: String| Err((ResponseError::InvalidReplicaAssignment, message));
+    let lists = &topic.replica_assignments;
+    if lists.len() != topic.partitions as usize {
+        return invalid(format!(
+            "{} assignments for {} partitions",
+            lists.len(),
+            topic.partitions
+        ));
+    }
+    let replication_factor = lists[0].len();
+    for (partition, replicas) in lists.iter().enumerate() {
+        if replicas.is_empty() || replicas.len() != replication_factor {
+            return invalid(format!(
+                "partition {partition} has {} replicas; every partition needs the same number, \
+                 at least one",
+                replicas.len()
+            ));
+        }
+        let mut distinct = replicas.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != replicas.len() {
+            return invalid(format!(
+                "partition {partition} names a broker twice: {replicas:?}"
+            ));
+        }
+        if let Some(unknown) = replicas.iter().find(|id| !metadata.is_live(**id)) {
+            return invalid(format!(
+                "broker {unknown} of partition {partition} is not live"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a change that would leave `partitions_total` partitions, more than the descriptor
@@ -195,4 +245,145 @@ pub(super) fn apply_take_back(next: &mut MetadataSnapshot, topics: Vec<TakeBack>
             (take_back.name, result)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::command::{apply, empty_snapshot, MetadataCommand};
+    use super::*;
+    use crate::cluster::metadata::BrokerRegistration;
+
+    fn budget() -> FdBudget {
+        FdBudget::new(65_536, 1, crate::server::SHARD_CONNECTIONS_MAX).unwrap()
+    }
+
+    /// A snapshot with brokers 1..=3 registered (racks a, b, c); `fenced` of them fenced.
+    fn three_brokers(fenced: &[i32]) -> MetadataSnapshot {
+        let mut snapshot = empty_snapshot();
+        for (id, rack) in [(1, "a"), (2, "b"), (3, "c")] {
+            let broker = BrokerRegistration {
+                id,
+                incarnation: 1,
+                host: format!("b{id}"),
+                port: 9092,
+                rack: Some(rack.into()),
+                fenced: fenced.contains(&id),
+            };
+            snapshot.brokers.insert(id, broker);
+        }
+        snapshot
+    }
+
+    fn create(
+        snapshot: &mut MetadataSnapshot,
+        name: &str,
+        partitions: i32,
+        rf: i16,
+    ) -> ItemResults {
+        let topic = NewTopic {
+            name: name.into(),
+            id: uuid::Uuid::from_u128(u128::from(name.len() as u32) << 64 | 0x5eed),
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+            replica_assignments: Vec::new(),
+        };
+        let command = MetadataCommand::CreateTopics {
+            topics: vec![topic],
+            fd_budget: budget(),
+        };
+        let index = snapshot.version + 1;
+        apply(snapshot, index, command)
+    }
+
+    #[test]
+    fn topics_are_placed_on_live_brokers_only() {
+        let mut snapshot = three_brokers(&[]);
+        assert!(create(&mut snapshot, "spread", 6, 2)[0].1.is_ok());
+        let meta = &snapshot.topics["spread"];
+        let mut leaders: Vec<i32> = meta.assignments().iter().map(|a| a.leader).collect();
+        leaders.sort_unstable();
+        assert_eq!(leaders, [1, 1, 2, 2, 3, 3], "{:?}", meta.assignments());
+        for a in meta.assignments() {
+            assert_eq!(a.replicas.len(), 2);
+            assert_eq!(a.isr, a.replicas);
+            assert_eq!(a.leader, a.replicas[0]);
+            assert_eq!(a.leader_epoch, crate::cluster::metadata::FIRST_LEADER_EPOCH);
+        }
+        // A replication factor beyond the live brokers is refused, and creates nothing.
+        let mut two_live = three_brokers(&[3]);
+        let refused = create(&mut two_live, "wide", 1, 3);
+        let (error, _) = refused[0].1.as_ref().unwrap_err();
+        assert_eq!(*error, ResponseError::InvalidReplicationFactor);
+        assert!(!two_live.topics.contains_key("wide"));
+        assert!(create(&mut two_live, "narrow", 4, 2)[0].1.is_ok());
+        for a in two_live.topics["narrow"].assignments() {
+            assert!(!a.replicas.contains(&3), "{a:?} uses the fenced broker");
+        }
+    }
+
+    #[test]
+    fn new_partitions_keep_the_replication_factor() {
+        let mut snapshot = three_brokers(&[]);
+        assert!(create(&mut snapshot, "grown", 2, 3)[0].1.is_ok());
+        let command = MetadataCommand::CreatePartitions {
+            requests: vec![("grown".into(), 5)],
+            fd_budget: budget(),
+        };
+        let index = snapshot.version + 1;
+        let results = apply(&mut snapshot, index, command);
+        assert!(results[0].1.is_ok());
+        let meta = &snapshot.topics["grown"];
+        assert_eq!(meta.partitions, 5);
+        assert!(meta.assignments().iter().all(|a| a.replicas.len() == 3));
+        // Growing needs as many live brokers as the topic has replicas.
+        snapshot.brokers.get_mut(&2).unwrap().fenced = true;
+        let command = MetadataCommand::CreatePartitions {
+            requests: vec![("grown".into(), 6)],
+            fd_budget: budget(),
+        };
+        let index = snapshot.version + 1;
+        let results = apply(&mut snapshot, index, command);
+        let (error, _) = results[0].1.as_ref().unwrap_err();
+        assert_eq!(*error, ResponseError::InvalidReplicationFactor);
+        assert_eq!(snapshot.topics["grown"].partitions, 5);
+    }
+
+    #[test]
+    fn replicas_a_client_chose_are_checked() {
+        let mut snapshot = three_brokers(&[2]);
+        let mut with = |name: &str, lists: Vec<Vec<i32>>| {
+            let topic = NewTopic {
+                name: name.into(),
+                id: uuid::Uuid::from_u128(name.len() as u128),
+                partitions: lists.len() as i32,
+                replication_factor: lists[0].len() as i16,
+                configs: BTreeMap::new(),
+                replica_assignments: lists,
+            };
+            let command = MetadataCommand::CreateTopics {
+                topics: vec![topic],
+                fd_budget: budget(),
+            };
+            let index = snapshot.version + 1;
+            let results = apply(&mut snapshot, index, command);
+            results[0]
+                .1
+                .as_ref()
+                .map(|_| ())
+                .map_err(|(error, _)| *error)
+        };
+        assert_eq!(with("chosen", vec![vec![3, 1], vec![1, 3]]), Ok(()));
+        let invalid = Err(ResponseError::InvalidReplicaAssignment);
+        assert_eq!(with("fenced", vec![vec![2]]), invalid);
+        assert_eq!(with("unknown", vec![vec![9]]), invalid);
+        assert_eq!(with("twice", vec![vec![1, 1]]), invalid);
+        assert_eq!(with("uneven", vec![vec![1, 3], vec![1]]), invalid);
+        assert_eq!(with("empty", vec![vec![]]), invalid);
+        let replicas: Vec<Vec<i32>> = (snapshot.topics["chosen"].assignments().iter())
+            .map(|a| a.replicas.clone())
+            .collect();
+        assert_eq!(replicas, [[3, 1], [1, 3]]);
+        assert_eq!(snapshot.leader_of("chosen", 1), Some(1));
+    }
 }

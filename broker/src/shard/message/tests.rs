@@ -202,6 +202,7 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
                 partitions: 3,
                 replication_factor: -1,
                 configs: configs(),
+                replica_assignments: vec![vec![1, 2], vec![2, 3], vec![3, 1]],
             }],
             validate_only: false,
         },
