@@ -144,10 +144,12 @@ fn topic_result(
                         })
                 })
                 .collect();
+            let replication_factor =
+                (meta.assignments().first()).map_or(0, |assignment| assignment.replicas.len());
             entry
                 .with_topic_id(meta.id)
                 .with_num_partitions(meta.partitions)
-                .with_replication_factor(1)
+                .with_replication_factor(i16::try_from(replication_factor).unwrap_or(i16::MAX))
                 .with_configs(Some(configs))
         }
         Err((error, message)) => entry

@@ -65,7 +65,11 @@ pub async fn handle(
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
             };
             let configs = match resource.resource_type {
-                RESOURCE_TOPIC => topic_configs(&snapshot, resource.resource_name.as_str()),
+                RESOURCE_TOPIC => topic_configs(
+                    &ctx.shard.config,
+                    &snapshot,
+                    resource.resource_name.as_str(),
+                ),
                 RESOURCE_BROKER if resource.resource_name.is_empty() => {
                     Ok(cluster_default_configs(&snapshot))
                 }
@@ -106,7 +110,12 @@ fn config_entry(
         .with_config_type(config_type)
 }
 
+/// Topic configs whose default is the broker config of the same name (Kafka's synonyms): a
+/// topic that does not set one inherits the broker's value and its source.
+const TOPIC_CONFIGS_FROM_BROKER: &[&str] = &["min.insync.replicas"];
+
 fn topic_configs(
+    config: &ServeArgs,
     snapshot: &MetadataSnapshot,
     topic: &str,
 ) -> Result<Vec<DescribeConfigsResourceResult>, (ResponseError, &'static str)> {
@@ -114,14 +123,19 @@ fn topic_configs(
         .topics
         .get(topic)
         .ok_or((ResponseError::UnknownTopicOrPartition, "unknown topic"))?;
+    let server = config;
     Ok(TOPIC_CONFIGS
         .iter()
         .map(|config| {
-            let (value, source) = match meta.configs().get(config.name) {
+            let name = config.name;
+            let (value, source) = match meta.configs().get(name) {
                 Some(value) => (value.clone(), CONFIG_SOURCE_TOPIC),
+                None if TOPIC_CONFIGS_FROM_BROKER.contains(&name) => {
+                    broker_value(server, snapshot, name, config.default)
+                }
                 None => (config.default.to_string(), CONFIG_SOURCE_DEFAULT),
             };
-            config_entry(config.name, value, source, config_type(config.kind))
+            config_entry(name, value, source, config_type(config.kind))
         })
         .collect())
 }
@@ -151,19 +165,38 @@ fn broker_configs(
 ) -> Vec<DescribeConfigsResourceResult> {
     let mut entries = read_only_broker_configs(config);
     entries.extend(BROKER_CONFIGS.iter().map(|c| {
-        let (value, source) = match (
-            snapshot
-                .broker_configs_of(config.node_id)
-                .and_then(|configs| configs.get(c.name)),
-            snapshot.broker_default_configs.get(c.name),
-        ) {
-            (Some(value), _) => (value.clone(), CONFIG_SOURCE_DYNAMIC_BROKER),
-            (None, Some(value)) => (value.clone(), CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER),
-            (None, None) => (c.default.to_string(), CONFIG_SOURCE_DEFAULT),
-        };
+        let (value, source) = broker_value(config, snapshot, c.name, c.default);
         config_entry(c.name, value, source, config_type(c.kind))
     }));
     entries
+}
+
+/// The value of dynamic broker config `name` on this broker and its source: set for this broker,
+/// set cluster-wide, given on the command line (only when it differs from Kafka's default, so
+/// that a broker started without the flag reports the default as Kafka does), else `default`.
+fn broker_value(
+    config: &ServeArgs,
+    snapshot: &MetadataSnapshot,
+    name: &str,
+    default: &str,
+) -> (String, i8) {
+    let per_broker = (snapshot.broker_configs_of(config.node_id)).and_then(|c| c.get(name));
+    match (per_broker, snapshot.broker_default_configs.get(name)) {
+        (Some(value), _) => (value.clone(), CONFIG_SOURCE_DYNAMIC_BROKER),
+        (None, Some(value)) => (value.clone(), CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER),
+        (None, None) => match command_line_value(config, name) {
+            Some(value) if value != default => (value, CONFIG_SOURCE_STATIC_BROKER),
+            _ => (default.to_string(), CONFIG_SOURCE_DEFAULT),
+        },
+    }
+}
+
+/// The value a dynamic broker config takes from the command line, for those that have a flag.
+fn command_line_value(config: &ServeArgs, name: &str) -> Option<String> {
+    match name {
+        "min.insync.replicas" => Some(config.min_insync_replicas.to_string()),
+        _ => None,
+    }
 }
 
 /// The configs of `broker_config::READ_ONLY_CONFIGS`, marked read-only as Kafka marks them.
@@ -202,7 +235,7 @@ fn read_only_broker_configs(config: &ServeArgs) -> Vec<DescribeConfigsResourceRe
         ),
         config_entry(
             "default.replication.factor",
-            "1".to_string(),
+            config.default_replication_factor.to_string(),
             source,
             CONFIG_TYPE_INT,
         ),

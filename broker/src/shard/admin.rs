@@ -109,6 +109,8 @@ pub type AutoCreateRefusals = std::collections::HashMap<String, ResponseError>;
 
 /// Creates missing topics with the broker defaults if auto-creation is on; invalid names and
 /// topics that appeared meanwhile are left alone (the caller reports them from the metadata).
+/// Unlike CreateTopics, auto-creation caps the default replication factor at the live brokers
+/// (as Kafka's auto-creation does), so a small cluster still auto-creates.
 /// Returns the error of each topic whose creation was refused (beyond the descriptor budget,
 /// for example), for the caller to report instead of UNKNOWN_TOPIC_OR_PARTITION.
 pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> AutoCreateRefusals {
@@ -116,12 +118,16 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) -> AutoCreateRef
     if !shard.config.auto_create_topics || names.is_empty() {
         return refusals;
     }
+    let live = shard.metadata().live_brokers().count();
+    let replication_factor = (shard.config.default_replication_factor)
+        .min(i16::try_from(live).unwrap_or(i16::MAX))
+        .max(1);
     let specs = (names.into_iter())
         .filter(|name| validate_topic_name(name).is_ok())
         .map(|name| TopicSpec {
             name,
             partitions: -1,
-            replication_factor: -1,
+            replication_factor,
             configs: BTreeMap::new(),
             replica_assignments: Vec::new(),
         })
