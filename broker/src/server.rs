@@ -144,6 +144,7 @@ fn quorum_settings(config: &ServeArgs, fd_budget: FdBudget) -> start::QuorumSett
         registration: local_registration(config),
         offsets_topic: (OFFSETS_TOPIC.to_string(), OFFSETS_TOPIC_PARTITIONS),
         fd_budget,
+        snapshot_every: start::SNAPSHOT_EVERY,
     }
 }
 

@@ -59,6 +59,9 @@ pub struct QuorumSettings {
     pub offsets_topic: (String, i32),
     /// This node's descriptor budget, for the partitions created at start.
     pub fd_budget: FdBudget,
+    /// Applied entries between two snapshots of the metadata ([`SNAPSHOT_EVERY`]; tests lower
+    /// it to cross a compaction quickly).
+    pub snapshot_every: u64,
 }
 
 /// A running quorum with its state machine.
@@ -183,7 +186,7 @@ fn quorum_config(settings: &QuorumSettings) -> anyhow::Result<quorum::Config> {
     let mut config = quorum::Config::new(own, voters, quorum_dir(&settings.data_dir), &cluster_id)
         .map_err(|e| anyhow::anyhow!("--controller-voters: {e}"))?;
     config.listen = settings.listen;
-    config.snapshot_every = SNAPSHOT_EVERY;
+    config.snapshot_every = settings.snapshot_every;
     Ok(config)
 }
 

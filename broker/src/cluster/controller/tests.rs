@@ -62,6 +62,7 @@ fn settings(data_dir: &Path) -> QuorumSettings {
         },
         offsets_topic: (OFFSETS_TOPIC.to_string(), 2),
         fd_budget: budget(),
+        snapshot_every: super::start::SNAPSHOT_EVERY,
     }
 }
 
@@ -422,5 +423,43 @@ fn a_fresh_dir_is_refused_next_to_partition_data() {
             .contains("partition directories hold data"),
         "{error}"
     );
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+#[test]
+fn a_restart_after_compactions_restores_the_snapshot_and_replays_the_rest() {
+    let data_dir = temp_dir("compaction");
+    run(async {
+        let mut small = settings(&data_dir);
+        small.snapshot_every = 4;
+        let first = start(&small).await.unwrap();
+        let entry = |count| {
+            first
+                .state
+                .entry(&MetadataCommand::AllocateProducerIds { count })
+        };
+        for count in 1..=11 {
+            first.quorum.propose(entry(count)).await.unwrap();
+        }
+        let before = first.snapshot();
+        assert_eq!(before.producer_ids_end, (1..=11).sum::<i64>());
+        let snapshots = std::fs::read_dir(super::start::quorum_dir(&data_dir))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("snapshot-")
+            })
+            .count();
+        assert_eq!(snapshots, 1, "the log was compacted");
+        first.quorum.shutdown().await.unwrap();
+        let again = start(&small).await.unwrap();
+        let after = again.snapshot();
+        assert_eq!(after.producer_ids_end, before.producer_ids_end);
+        assert_eq!(after.topics, before.topics);
+        assert_eq!(after.cluster_id, before.cluster_id);
+    });
     std::fs::remove_dir_all(&data_dir).unwrap();
 }
