@@ -66,7 +66,7 @@ impl Controller {
             }
             Some(Err((error, message))) => {
                 log::warn!("allocating producer ids failed: {message}");
-                Err(error)
+                Err(init_producer_id_error(error))
             }
             other => panic!("producer id allocation answered with {other:?}"),
         }
@@ -78,5 +78,36 @@ impl Controller {
             block.next += 1;
             block.next - 1
         })
+    }
+}
+
+/// The error InitProducerId answers when no block could be allocated. A quorum without a leader
+/// or a timed-out proposal is COORDINATOR_LOAD_IN_PROGRESS, as Kafka answers while its producer
+/// id manager waits for a block: producers retry it, where NOT_CONTROLLER would be fatal to them.
+fn init_producer_id_error(error: ResponseError) -> ResponseError {
+    match error {
+        ResponseError::NotController | ResponseError::RequestTimedOut => {
+            ResponseError::CoordinatorLoadInProgress
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quorum_that_cannot_allocate_yet_is_a_retriable_init_producer_id_error() {
+        for error in [ResponseError::NotController, ResponseError::RequestTimedOut] {
+            assert_eq!(
+                init_producer_id_error(error),
+                ResponseError::CoordinatorLoadInProgress
+            );
+        }
+        assert_eq!(
+            init_producer_id_error(ResponseError::KafkaStorageError),
+            ResponseError::KafkaStorageError
+        );
     }
 }
