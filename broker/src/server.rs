@@ -1,8 +1,8 @@
 //! Starting the broker: one pinned executor per shard, each accepting on the shared port.
 
 use std::rc::Rc;
-use std::sync::atomic::AtomicI32;
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -38,7 +38,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Mesh peer indexes follow the order in which shards join; each shard records its own here.
     let peer_index = Arc::new(std::sync::Mutex::new(vec![usize::MAX; shard_count]));
     let config = Arc::new(args);
-    let ready = Arc::new(Barrier::new(shard_count));
+    let ready = Arc::new(StartGate::new(shard_count));
     let controller_id = Arc::new(AtomicI32::new(-1));
     let shared = |id: usize| Shared {
         config: config.clone(),
@@ -59,11 +59,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("shard 0 failed: {e}"))??;
         anyhow::bail!("shard 0 stopped before the metadata was ready");
     };
-    stored_partitions_fit(&fd_budget, &snapshot, config.node_id)?;
-    data_dir::remove_deleted_partitions(&config.data_dir, |topic, partition| {
-        snapshot.topic_id_of(topic, partition)
-    })?;
-    data_dir::ensure_reserve(&config.data_dir);
     let mut handles = vec![controller_shard];
     for id in 1..shard_count {
         let start = Start::Follower(snapshot.clone());
@@ -123,6 +118,7 @@ fn spawn_shard(
                     let settings = quorum_settings(&shared.config, shared.fd_budget);
                     let started = start::start(&settings).await?;
                     let snapshot = started.snapshot();
+                    prepare_data_dir(&shared, &snapshot)?;
                     // Start-up is waiting for it; if it is gone, so is the process.
                     let _ = metadata.send(snapshot.clone());
                     (snapshot, Some(started))
@@ -131,6 +127,48 @@ fn spawn_shard(
             shard_main(id, shared, snapshot, mesh, quorum).await
         })
         .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))
+}
+
+/// Checks the stored partitions fit the descriptor budget and removes the directories of
+/// deleted topics, with the snapshot of a quorum that has caught up (`start::start` returns
+/// only then). Runs on shard 0 before it hands the snapshot out, so before any shard opens or
+/// removes a partition (`apply_metadata`).
+fn prepare_data_dir(shared: &Shared, snapshot: &MetadataSnapshot) -> anyhow::Result<()> {
+    let config = &shared.config;
+    stored_partitions_fit(&shared.fd_budget, snapshot, config.node_id)?;
+    data_dir::remove_deleted_partitions(&config.data_dir, |topic, partition| {
+        snapshot.topic_id_of(topic, partition)
+    })?;
+    data_dir::ensure_reserve(&config.data_dir);
+    Ok(())
+}
+
+/// A start-up barrier that shards pass asynchronously: a waiting shard keeps running its tasks
+/// (on shard 0 the metadata quorum's driver and transport, so this voter keeps ticking and
+/// answering its peers while the other shards recover their partitions).
+struct StartGate {
+    shards: usize,
+    arrived: AtomicUsize,
+}
+
+/// How often a shard waiting at the start gate looks again.
+const START_GATE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl StartGate {
+    fn new(shards: usize) -> Self {
+        StartGate {
+            shards,
+            arrived: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits until every shard has reached the gate for the `phase`th time (from 1).
+    async fn pass(&self, phase: usize) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        while self.arrived.load(Ordering::Acquire) < phase * self.shards {
+            glommio::timer::sleep(START_GATE_POLL).await;
+        }
+    }
 }
 
 /// The quorum's settings from the command line.
@@ -178,7 +216,7 @@ struct Shared {
     config: Arc<ServeArgs>,
     fd_budget: FdBudget,
     peer_index: Arc<std::sync::Mutex<Vec<usize>>>,
-    ready: Arc<Barrier>,
+    ready: Arc<StartGate>,
     /// The quorum leader's node id, written by shard 0 (see `start::watch_leader`).
     controller_id: Arc<AtomicI32>,
     /// The core the shard's executor is pinned to.
@@ -208,7 +246,7 @@ async fn shard_main(
         .lock()
         .expect("no shard panics holding the peer table")[id] = senders.peer_id();
     // Every shard has joined (join returns only then) and recorded its index before passing.
-    ready.wait();
+    ready.pass(1).await;
     let peer_index = peer_index
         .lock()
         .expect("no shard panics holding the peer table")
@@ -248,7 +286,7 @@ async fn shard_main(
     });
     // Every shard has opened its partitions before any accepts a connection, so a request that
     // is forwarded to another shard never finds its partitions still closed.
-    ready.wait();
+    ready.pass(2).await;
     if let Some(started) = quorum {
         spawn_publisher(started.state, start_version, shard.clone());
     }

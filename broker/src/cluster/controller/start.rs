@@ -10,7 +10,7 @@
 //! larger quorum starts with what it has applied; later entries reach its shards as they are
 //! applied; an empty quorum is bootstrapped by whichever node's proposal commits first (apply
 //! refuses the others); start-up waits until the quorum has taken the broker's registration
-//! (so the node has caught up to it), and `__consumer_offsets` is created by the first broker
+//! (so the node has caught up to it), and fails if the quorum stops first, and `__consumer_offsets` is created by the first broker
 //! to register when min(3, voters) brokers are live.
 
 use std::net::SocketAddr;
@@ -106,7 +106,7 @@ pub async fn start(settings: &QuorumSettings) -> anyhow::Result<StartedQuorum> {
     };
     let register = MetadataCommand::RegisterBroker(settings.registration.clone());
     if !alone {
-        join_cluster(&started, register).await;
+        join_cluster(&started, register).await?;
         let voters = settings.voters.len();
         let snapshot = started.snapshot();
         let needed = voters.min(placement::OFFSETS_TOPIC_REPLICATION_FACTOR_MAX as usize);
@@ -114,7 +114,7 @@ pub async fn start(settings: &QuorumSettings) -> anyhow::Result<StartedQuorum> {
             if let Some(create) = offsets_topic_if_missing(settings, &snapshot) {
                 // Every broker that registers checks; the first to see enough live brokers
                 // creates it, and apply refuses the others' (it exists by then).
-                propose_until_taken(&started, &create).await;
+                propose_until_taken(&started, &create).await?;
             }
         }
         return Ok(started);
@@ -276,17 +276,27 @@ async fn propose_at_start(started: &StartedQuorum, command: MetadataCommand) -> 
 /// In a larger quorum: proposes a fresh cluster's first entry until some node's is applied,
 /// then this broker's registration, each until the quorum takes it. Start-up waits for this, as
 /// a Kafka broker waits to catch up: once its registration is applied, this node's snapshot
-/// holds everything the quorum committed before it.
-async fn join_cluster(started: &StartedQuorum, register: MetadataCommand) {
+/// holds everything the quorum committed before it. An error if the quorum cannot take them
+/// (it stopped): start-up then fails, since a snapshot that has not caught up must neither be
+/// served nor used to remove partition directories it does not list.
+pub(super) async fn join_cluster(
+    started: &StartedQuorum,
+    register: MetadataCommand,
+) -> anyhow::Result<()> {
     if started.state.snapshot().cluster_id.is_empty() {
         let bootstrap = MetadataCommand::Bootstrap(fresh_metadata(0));
         // Refused at apply if another node's came first: either way the cluster has an id.
-        propose_until_taken(started, &bootstrap).await;
+        propose_until_taken(started, &bootstrap).await?;
     }
-    propose_until_taken(started, &register).await;
+    propose_until_taken(started, &register).await
 }
 
-async fn propose_until_taken(started: &StartedQuorum, command: &MetadataCommand) {
+/// Proposes `command` until the quorum takes it (waiting as long as it has no majority); an
+/// error on a failure no retry can cure (the quorum stopped).
+async fn propose_until_taken(
+    started: &StartedQuorum,
+    command: &MetadataCommand,
+) -> anyhow::Result<()> {
     let entry = started.state.entry(command);
     let mut waiting_since = Instant::now();
     let mut retry = BOOTSTRAP_RETRY;
@@ -294,7 +304,7 @@ async fn propose_until_taken(started: &StartedQuorum, command: &MetadataCommand)
         match started.quorum.propose(entry.clone()).await {
             Ok(index) => {
                 started.state.take_results(index);
-                return;
+                return Ok(());
             }
             Err(e) if e.is_retriable() => {
                 if waiting_since.elapsed() >= BOOTSTRAP_WAIT {
@@ -306,10 +316,7 @@ async fn propose_until_taken(started: &StartedQuorum, command: &MetadataCommand)
                 glommio::timer::sleep(retry).await;
                 retry = (retry * 2).min(START_RETRY_MAX);
             }
-            Err(e) => {
-                log::error!("proposing a start-up metadata entry failed: {e}");
-                return;
-            }
+            Err(e) => anyhow::bail!("writing a start-up metadata entry: {e}"),
         }
     }
 }

@@ -463,3 +463,26 @@ fn a_restart_after_compactions_restores_the_snapshot_and_replays_the_rest() {
     });
     std::fs::remove_dir_all(&data_dir).unwrap();
 }
+
+#[test]
+fn joining_through_a_stopped_quorum_fails_start_up() {
+    // A node of a larger quorum whose quorum stops (ENOSPC) before it takes the registration
+    // must not start with the snapshot it has so far: start-up prunes partition directories
+    // the snapshot does not list.
+    let data_dir = temp_dir("join-stopped");
+    run(async {
+        let started = start(&settings(&data_dir)).await.unwrap();
+        started.quorum.abort();
+        let mut registration = settings(&data_dir).registration;
+        registration.id = 1;
+        let register = MetadataCommand::RegisterBroker(registration);
+        let error = super::start::join_cluster(&started, register)
+            .await
+            .expect_err("a stopped quorum cannot take the registration");
+        assert!(
+            error.to_string().contains("start-up metadata entry"),
+            "{error}"
+        );
+    });
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
