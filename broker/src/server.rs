@@ -429,3 +429,30 @@ pub async fn start_test_shard(config: Arc<ServeArgs>) -> anyhow::Result<Rc<Shard
     spawn_publisher(started.state, snapshot.version, shard.clone());
     Ok(shard)
 }
+
+#[cfg(test)]
+mod start_gate_tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_at_the_start_gate_keeps_running_its_tasks() {
+        // Shard 0 waits at the gate while its quorum's tasks must still run: a blocking barrier
+        // would never let the task below (the other arrival) run, and this would hang.
+        glommio::LocalExecutor::default().run(async {
+            let gate = Rc::new(StartGate::new(2));
+            let ticks = Rc::new(std::cell::Cell::new(0u32));
+            let (other_gate, other_ticks) = (gate.clone(), ticks.clone());
+            let other = glommio::spawn_local(async move {
+                for _ in 0..3 {
+                    glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                    other_ticks.set(other_ticks.get() + 1);
+                }
+                other_gate.pass(1).await;
+            });
+            gate.pass(1).await;
+            assert_eq!(ticks.get(), 3, "passed before every shard arrived");
+            other.await;
+            assert_eq!(gate.arrived.load(Ordering::Acquire), 2);
+        });
+    }
+}
