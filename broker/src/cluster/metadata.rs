@@ -177,9 +177,26 @@ where
 {
     fn deserialize(&self, deserializer: &mut D) -> Result<TopicMeta, D::Error> {
         let stored: StoredTopicMeta = rkyv::Deserialize::deserialize(self, deserializer)?;
-        Ok(stored.into())
+        // A log entry or snapshot is checked as it decodes: a topic no edit could handle makes
+        // the entry undecodable, skipped alike on every node, never a panic in a later edit.
+        let meta = TopicMeta::from(stored);
+        meta.check()
+            .map_err(|m| <D::Error as rkyv::rancor::Source>::new(InvalidTopicMeta(m)))?;
+        Ok(meta)
     }
 }
+
+/// A decoded topic that fails [`TopicMeta::check`].
+#[derive(Debug)]
+struct InvalidTopicMeta(String);
+
+impl std::fmt::Display for InvalidTopicMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid topic metadata: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidTopicMeta {}
 
 impl TopicMeta {
     /// A topic with one partition per assignment.
@@ -217,6 +234,13 @@ impl TopicMeta {
         usize::try_from(partition)
             .ok()
             .and_then(|p| self.assignments.get_mut(p))
+    }
+
+    /// Keeps the first `count` partitions (at least one) and drops the others.
+    pub fn truncate_partitions(&mut self, count: i32) {
+        assert!(count >= 1 && count <= self.partitions);
+        self.assignments.truncate(count as usize);
+        self.partitions = count;
     }
 
     /// Appends partitions, one per assignment.
@@ -389,30 +413,53 @@ impl MetadataSnapshot {
 
     /// Checks what a stored snapshot must hold: one assignment per partition, each with
     /// distinct replicas, its ISR among them and its leader in the ISR (or none).
-    fn check_assignments(&self) -> Result<(), String> {
-        for meta in self.topics.values() {
-            if meta.assignments.len() != meta.partitions.max(0) as usize {
+    pub fn check_assignments(&self) -> Result<(), String> {
+        for (name, meta) in &self.topics {
+            if *name != meta.name {
                 return Err(format!(
-                    "topic {} has {} partitions but {} assignments",
-                    meta.name,
-                    meta.partitions,
-                    meta.assignments.len()
+                    "topic {} is stored under the name {name}",
+                    meta.name
                 ));
             }
-            for (partition, a) in meta.assignments.iter().enumerate() {
-                let mut replicas = a.replicas.clone();
-                replicas.sort_unstable();
-                replicas.dedup();
-                let valid = !a.replicas.is_empty()
-                    && replicas.len() == a.replicas.len()
-                    && a.isr.iter().all(|id| a.replicas.contains(id))
-                    && (a.leader == NO_LEADER || a.isr.contains(&a.leader));
-                if !valid {
-                    return Err(format!(
-                        "partition {partition} of topic {} has an invalid assignment {a:?}",
-                        meta.name
-                    ));
-                }
+            meta.check()?;
+        }
+        Ok(())
+    }
+}
+
+impl TopicMeta {
+    /// Checks what every edit relies on: 1 to `TOPIC_PARTITIONS_MAX` partitions, one assignment
+    /// each, each of distinct replicas (at least one), its ISR among them and its leader in the
+    /// ISR or none. Metadata from outside an edit (a bootstrap, a decoded entry) passes here
+    /// first, so that no later command finds a topic it cannot edit.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=TOPIC_PARTITIONS_MAX).contains(&self.partitions) {
+            return Err(format!(
+                "topic {} has {} partitions, not 1 to {TOPIC_PARTITIONS_MAX}",
+                self.name, self.partitions
+            ));
+        }
+        if self.assignments.len() != self.partitions as usize {
+            return Err(format!(
+                "topic {} has {} partitions but {} assignments",
+                self.name,
+                self.partitions,
+                self.assignments.len()
+            ));
+        }
+        for (partition, a) in self.assignments.iter().enumerate() {
+            let mut replicas = a.replicas.clone();
+            replicas.sort_unstable();
+            replicas.dedup();
+            let valid = !a.replicas.is_empty()
+                && replicas.len() == a.replicas.len()
+                && a.isr.iter().all(|id| a.replicas.contains(id))
+                && (a.leader == NO_LEADER || a.isr.contains(&a.leader));
+            if !valid {
+                return Err(format!(
+                    "partition {partition} of topic {} has an invalid assignment {a:?}",
+                    self.name
+                ));
             }
         }
         Ok(())

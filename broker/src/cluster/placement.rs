@@ -170,15 +170,26 @@ pub fn grow(
     existing: &[PartitionAssignment],
     new_count: i32,
 ) -> Result<Vec<PartitionAssignment>, PlacementError> {
-    let first = existing
-        .first()
-        .expect("a topic has at least one partition");
-    let old = i32::try_from(existing.len()).expect("partition count fits i32");
-    assert!(new_count > old);
+    let old = i32::try_from(existing.len()).unwrap_or(i32::MAX);
+    let (Some(first), true) = (existing.first(), new_count > old) else {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!(
+                "a topic of {old} partitions cannot grow to {new_count}: it needs at least one \
+                 partition, and more after"
+            ),
+        ));
+    };
+    let Some(&first_replica) = first.replicas.first() else {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "partition 0 has no replicas".to_string(),
+        ));
+    };
     let rf = i16::try_from(first.replicas.len()).unwrap_or(i16::MAX);
     let arranged = rack_alternated(brokers);
     let start = (arranged.iter())
-        .position(|b| b.id == first.replicas[0])
+        .position(|b| b.id == first_replica)
         .unwrap_or(0) as u64;
     let lists = assign_replicas(brokers, old, new_count - old, rf, start)?;
     Ok(lists.into_iter().map(PartitionAssignment::new).collect())

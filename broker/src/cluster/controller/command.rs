@@ -155,6 +155,13 @@ fn bootstrap(snapshot: &mut MetadataSnapshot, initial: MetadataSnapshot) -> Item
         );
         return vec![(String::new(), Err(refusal))];
     }
+    if let Err(message) = initial.check_assignments() {
+        let refusal = (
+            ResponseError::InvalidRequest,
+            format!("a bootstrap with invalid topics: {message}"),
+        );
+        return vec![(String::new(), Err(refusal))];
+    }
     *snapshot = initial;
     vec![(String::new(), Ok(Applied::Done))]
 }

@@ -133,8 +133,23 @@ impl Controller {
         on_open_failure: OpenFailures,
         command: MetadataCommand,
     ) -> Vec<Result<Applied, Refusal>> {
-        let _change =
-            (self.changes.acquire_permit(1).await).expect("controller semaphore is never closed");
+        let _change = self.change_permit().await;
+        self.change_holding_permit(validate_only, on_open_failure, command)
+            .await
+    }
+
+    /// The right to run a change: changes run one at a time on each node.
+    async fn change_permit(&self) -> glommio::sync::Permit<'_> {
+        (self.changes.acquire_permit(1).await).expect("controller semaphore is never closed")
+    }
+
+    /// [`Controller::change`] for a caller that holds the change permit.
+    async fn change_holding_permit(
+        &self,
+        validate_only: bool,
+        on_open_failure: OpenFailures,
+        command: MetadataCommand,
+    ) -> Vec<Result<Applied, Refusal>> {
         let before = self.state.snapshot();
         let mut copy = (*before).clone();
         let trial_index = copy.version + 1;
@@ -179,10 +194,11 @@ impl Controller {
 
     /// Takes back the changes of `results` (the result for topic `names[i]` is `results[i]`) whose
     /// topic has a partition in `failures` (which failed to open, EMFILE or ENOSPC for example):
-    /// each such topic is restored to its entry in `before` (removed if it was not there) by a
-    /// follow-up command, the partitions it gained are closed on their shards and their
-    /// directories removed, and its result becomes the error. A topic is reported as created,
-    /// or grown, only if every new partition opened; it is never left half-created.
+    /// each such topic is shrunk back to its partitions in `before` (removed if it was not
+    /// there) by a follow-up command that keeps any other change made to it meanwhile, the
+    /// partitions it gained are closed on their shards and their directories removed, and its
+    /// result becomes the error. A topic is reported as created, or grown, only if every new
+    /// partition opened; it is never left half-created.
     async fn take_back_unopened(
         &self,
         before: &MetadataSnapshot,
@@ -211,13 +227,14 @@ impl Controller {
             let Some(meta) = current.topics.get(topic) else {
                 continue;
             };
-            let restore = (before.topics.get(topic)).filter(|old| old.id == meta.id);
-            let kept = restore.map_or(0, |old| old.partitions);
+            let kept = (before.topics.get(topic))
+                .filter(|old| old.id == meta.id)
+                .map_or(0, |old| old.partitions);
             added.extend((kept..meta.partitions).map(|partition| (topic.clone(), partition)));
             take_backs.push(TakeBack {
                 name: topic.clone(),
                 id: meta.id,
-                restore: restore.cloned(),
+                partitions: kept,
             });
         }
         let command = MetadataCommand::TakeBack { topics: take_backs };

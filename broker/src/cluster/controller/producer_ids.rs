@@ -48,12 +48,17 @@ impl Controller {
         if let Some(id) = self.take_producer_id() {
             return Ok(id);
         }
+        let _change = self.change_permit().await;
+        // Callers that found the block empty at once queue for the permit: the first allocates
+        // a block, and the others take their ids from it instead of each proposing one.
+        if let Some(id) = self.take_producer_id() {
+            return Ok(id);
+        }
         let command = MetadataCommand::AllocateProducerIds {
             count: PRODUCER_ID_BLOCK_SIZE,
         };
-        // Callers that find the block empty at once each allocate one; the ids of a block that
-        // a later one replaces are skipped, never handed out twice.
-        match (self.change(false, super::OpenFailures::Keep, command))
+        let keep = super::OpenFailures::Keep;
+        match (self.change_holding_permit(false, keep, command))
             .await
             .pop()
         {

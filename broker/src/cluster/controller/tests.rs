@@ -12,7 +12,7 @@ use kafka_protocol::error::ResponseError;
 use super::command::{apply, decode_snapshot, empty_snapshot, encode_snapshot, MetadataCommand};
 use super::start::{start, QuorumSettings, StartedQuorum};
 use super::*;
-use crate::cluster::metadata::{random_uuid, OFFSETS_TOPIC};
+use crate::cluster::metadata::{random_uuid, PartitionAssignment, TopicMeta, OFFSETS_TOPIC};
 
 /// A partition count past `TOPIC_PARTITIONS_MAX`.
 const TOPIC_COUNT_PAST_MAX: i32 = crate::cluster::metadata::TOPIC_PARTITIONS_MAX + 1;
@@ -298,7 +298,7 @@ fn commands() -> Vec<MetadataCommand> {
             topics: vec![topics::TakeBack {
                 name: "b".into(),
                 id: uuid::Uuid::from_u128(2),
-                restore: None,
+                partitions: 0,
             }],
         },
         MetadataCommand::DeleteTopics {
@@ -485,4 +485,115 @@ fn joining_through_a_stopped_quorum_fails_start_up() {
         );
     });
     std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+#[test]
+fn a_burst_of_init_producer_id_allocates_one_block() {
+    let data_dir = temp_dir("producer-burst");
+    run(async {
+        let node = Rc::new(start_node(&data_dir, None).await);
+        let applied = node.started.quorum.applied_index();
+        let callers: Vec<_> = (0..200)
+            .map(|_| {
+                let node = node.clone();
+                glommio::spawn_local(async move { node.controller.allocate_producer_id().await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for caller in callers {
+            ids.push(caller.await.unwrap());
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (0..200).collect::<Vec<i64>>());
+        // One quorum entry for all of them.
+        assert_eq!(node.started.quorum.applied_index(), applied + 1);
+        let end = node.started.snapshot().producer_ids_end;
+        assert_eq!(end, producer_ids::PRODUCER_ID_BLOCK_SIZE);
+    });
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+/// A snapshot whose topic "t" has `partitions` partitions and these `assignments`.
+fn with_topic(partitions: i32, assignments: Vec<Vec<i32>>) -> MetadataSnapshot {
+    let assignments = assignments.into_iter().map(PartitionAssignment::new);
+    let mut meta = TopicMeta::new(
+        "t".into(),
+        random_uuid(),
+        assignments.collect(),
+        BTreeMap::new(),
+    );
+    meta.partitions = partitions;
+    let mut snapshot = empty_snapshot();
+    snapshot.cluster_id = "c".into();
+    snapshot.topics.insert("t".into(), meta);
+    snapshot
+}
+
+#[test]
+fn an_invalid_bootstrap_is_refused_and_its_entry_skipped_alike_everywhere() {
+    let invalid = [
+        with_topic(0, vec![]),
+        with_topic(2, vec![vec![0]]),
+        with_topic(1, vec![vec![0, 0]]),
+    ];
+    for initial in invalid {
+        let mut snapshot = empty_snapshot();
+        let results = apply(
+            &mut snapshot,
+            1,
+            MetadataCommand::Bootstrap(initial.clone()),
+        );
+        assert_eq!(
+            results[0].1.as_ref().unwrap_err().0,
+            ResponseError::InvalidRequest
+        );
+        assert!(snapshot.topics.is_empty() && snapshot.cluster_id.is_empty());
+        // In the log, such a topic does not even decode.
+        let encoded = MetadataCommand::Bootstrap(initial).encode();
+        assert!(MetadataCommand::decode(&encoded).is_err());
+    }
+    // A node's state machine skips such an entry, and the next one applies.
+    {
+        let state = replicated::MetadataState::new();
+        let mut machine = replicated::MetadataMachine {
+            state: state.clone(),
+        };
+        let entry = |command: &MetadataCommand| state.entry(command);
+        quorum::StateMachine::apply(
+            &mut machine,
+            1,
+            &entry(&MetadataCommand::Bootstrap(with_topic(0, vec![]))),
+        );
+        quorum::StateMachine::apply(&mut machine, 2, b"not a command");
+        assert_eq!(state.snapshot().version, 2);
+        assert!(state.snapshot().cluster_id.is_empty());
+        let valid = with_topic(1, vec![vec![0]]);
+        quorum::StateMachine::apply(&mut machine, 3, &entry(&MetadataCommand::Bootstrap(valid)));
+        assert_eq!(state.snapshot().topics["t"].partitions, 1);
+    }
+}
+
+/// Every prefix of every command's bytes, and every single-byte change, applies without a
+/// panic: as a command if it decodes, skipped if not.
+#[test]
+fn no_decodable_entry_panics_apply() {
+    for command in commands() {
+        let bytes = command.encode();
+        let mut variants: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        for position in 0..bytes.len() {
+            let mut changed = bytes.clone();
+            changed[position] ^= 0xff;
+            variants.push(changed);
+        }
+        for variant in variants {
+            if let Ok(decoded) = MetadataCommand::decode(&variant) {
+                let mut snapshot = empty_snapshot();
+                for (offset, earlier) in commands().into_iter().enumerate() {
+                    apply(&mut snapshot, offset as u64 + 1, earlier);
+                }
+                let index = snapshot.version + 1;
+                apply(&mut snapshot, index, decoded);
+            }
+        }
+    }
 }

@@ -41,13 +41,14 @@ pub struct NewTopic {
     pub replica_assignments: Vec<Vec<i32>>,
 }
 
-/// A topic to restore: if the topic `name` still has id `id`, it becomes `restore` (removed
-/// when `None`).
+/// A change to take back: if the topic `name` still has id `id`, its partitions from
+/// `partitions` on are removed (the whole topic when `partitions` is 0). Only the partitions
+/// go: whatever else changed in the topic meanwhile (its configs, leaders) stays.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct TakeBack {
     pub name: String,
     pub id: uuid::Uuid,
-    pub restore: Option<TopicMeta>,
+    pub partitions: i32,
 }
 
 pub(super) fn apply_create(
@@ -98,8 +99,7 @@ fn check_new_topic(
         topic_config::validate_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
     }
     topic_config::drop_ignored(&topic.name, &mut configs);
-    let partitions_total = metadata.partition_count() + topic.partitions as u64;
-    check_fd_budget(fd_budget, partitions_total, &topic.name)?;
+    check_fd_budget(metadata, &assignments, fd_budget, &topic.name)?;
     Ok(TopicMeta::new(topic.name, topic.id, assignments, configs))
 }
 
@@ -141,20 +141,30 @@ fn check_replica_assignments(metadata: &MetadataSnapshot, topic: &NewTopic) -> R
     Ok(())
 }
 
-/// Refuses a change that would leave `partitions_total` partitions, more than the descriptor
-/// budget holds: each open partition holds a descriptor, and a partition that cannot open
-/// would be reported as created while every request for it fails.
+/// Refuses a change that would give a broker more partitions than the descriptor budget holds:
+/// each broker opens a descriptor for each partition it is a replica of, and a partition that
+/// cannot open would be reported as created while every request for it fails. The budget is
+/// the proposer's, applied to every broker that `added` places a replica on.
 fn check_fd_budget(
+    metadata: &MetadataSnapshot,
+    added: &[PartitionAssignment],
     fd_budget: &FdBudget,
-    partitions_total: u64,
     topic: &str,
 ) -> Result<(), Refusal> {
-    fd_budget.check_partitions(partitions_total).map_err(|m| {
-        (
-            ResponseError::PolicyViolation,
-            format!("topic {topic}: {m}"),
-        )
-    })
+    let mut added_on: BTreeMap<i32, u64> = BTreeMap::new();
+    for replica in added.iter().flat_map(|a| &a.replicas) {
+        *added_on.entry(*replica).or_default() += 1;
+    }
+    for (node, count) in added_on {
+        let total = metadata.partitions_on(node) + count;
+        fd_budget.check_partitions(total).map_err(|m| {
+            (
+                ResponseError::PolicyViolation,
+                format!("topic {topic} on broker {node}: {m}"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 pub(super) fn apply_delete(next: &mut MetadataSnapshot, names: Vec<String>) -> ItemResults {
@@ -198,59 +208,85 @@ fn grow_topic(
     count: i32,
     fd_budget: &FdBudget,
 ) -> Result<(), Refusal> {
-    let partitions_total = next.partition_count();
-    let live = placement::live_candidates(next);
-    match next.topics.get_mut(name) {
-        None => Err((
+    let Some(meta) = next.topics.get(name) else {
+        return Err((
             ResponseError::UnknownTopicOrPartition,
             format!("topic {name} does not exist"),
-        )),
-        Some(meta) if count <= meta.partitions => Err((
+        ));
+    };
+    if count <= meta.partitions {
+        return Err((
             ResponseError::InvalidPartitions,
             format!(
                 "topic {name} has {} partitions; the new count must be larger",
                 meta.partitions
             ),
-        )),
-        Some(_) if count > TOPIC_PARTITIONS_MAX => Err((
+        ));
+    }
+    if count > TOPIC_PARTITIONS_MAX {
+        return Err((
             ResponseError::InvalidPartitions,
             format!("partition count must be at most {TOPIC_PARTITIONS_MAX}"),
-        )),
-        Some(meta) => {
-            let total = partitions_total - meta.partitions as u64 + count as u64;
-            check_fd_budget(fd_budget, total, name)?;
-            let added = placement::grow(&live, meta.assignments(), count)?;
-            meta.add_partitions(added);
-            Ok(())
-        }
+        ));
     }
+    let live = placement::live_candidates(next);
+    let added = placement::grow(&live, meta.assignments(), count)?;
+    check_fd_budget(next, &added, fd_budget, name)?;
+    if let Some(meta) = next.topics.get_mut(name) {
+        meta.add_partitions(added);
+    }
+    Ok(())
 }
 
 pub(super) fn apply_take_back(next: &mut MetadataSnapshot, topics: Vec<TakeBack>) -> ItemResults {
     (topics.into_iter())
         .map(|take_back| {
-            let current = next.topics.get(&take_back.name);
-            let result = if current.is_some_and(|meta| meta.id == take_back.id) {
-                match take_back.restore {
-                    Some(meta) => next.topics.insert(take_back.name.clone(), meta),
-                    None => next.topics.remove(&take_back.name),
-                };
-                Ok(Applied::Done)
-            } else {
-                Err((
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("topic {} changed meanwhile", take_back.name),
-                ))
-            };
+            let result = take_back_one(next, &take_back).map(|()| Applied::Done);
             (take_back.name, result)
         })
         .collect()
+}
+
+fn take_back_one(next: &mut MetadataSnapshot, take_back: &TakeBack) -> Result<(), Refusal> {
+    let name = &take_back.name;
+    let meta = match next.topics.get_mut(name) {
+        Some(meta) if meta.id == take_back.id => meta,
+        _ => {
+            return Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} changed meanwhile"),
+            ))
+        }
+    };
+    match take_back.partitions {
+        0 if name == OFFSETS_TOPIC => Err((
+            ResponseError::InvalidTopicException,
+            format!("{name} is internal and cannot be deleted"),
+        )),
+        0 => {
+            next.topics.remove(name);
+            Ok(())
+        }
+        kept if kept < 0 => Err((
+            ResponseError::InvalidPartitions,
+            format!("topic {name} cannot keep {kept} partitions"),
+        )),
+        kept => {
+            // Partitions up to `kept` existed before the change; a smaller count now is a
+            // change made since, which stays.
+            if kept < meta.partitions {
+                meta.truncate_partitions(kept);
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::command::{apply, empty_snapshot, MetadataCommand};
     use super::*;
+    use crate::cluster::controller::configs::ConfigChange;
     use crate::cluster::metadata::BrokerRegistration;
 
     fn budget() -> FdBudget {
@@ -385,5 +421,105 @@ mod tests {
             .collect();
         assert_eq!(replicas, [[3, 1], [1, 3]]);
         assert_eq!(snapshot.leader_of("chosen", 1), Some(1));
+    }
+
+    fn grow(snapshot: &mut MetadataSnapshot, name: &str, count: i32, fd: FdBudget) -> ItemResults {
+        let command = MetadataCommand::CreatePartitions {
+            requests: vec![(name.into(), count)],
+            fd_budget: fd,
+        };
+        let index = snapshot.version + 1;
+        apply(snapshot, index, command)
+    }
+
+    fn code(results: &ItemResults) -> ResponseError {
+        results[0].1.as_ref().unwrap_err().0
+    }
+
+    #[test]
+    fn a_take_back_removes_only_the_partitions_it_added() {
+        let mut snapshot = three_brokers(&[]);
+        assert!(create(&mut snapshot, "t", 2, 1)[0].1.is_ok());
+        let id = snapshot.topics["t"].id;
+        assert!(grow(&mut snapshot, "t", 4, budget())[0].1.is_ok());
+        // Another broker's change to the topic commits before the take-back.
+        let retention = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        let alter = MetadataCommand::AlterTopicConfigs {
+            changes: vec![("t".into(), ConfigChange::Replace(retention.clone()))],
+        };
+        let index = snapshot.version + 1;
+        assert!(apply(&mut snapshot, index, alter)[0].1.is_ok());
+        let take_back = |snapshot: &mut MetadataSnapshot, id, partitions| {
+            let topics = vec![TakeBack {
+                name: "t".into(),
+                id,
+                partitions,
+            }];
+            let index = snapshot.version + 1;
+            apply(snapshot, index, MetadataCommand::TakeBack { topics })
+        };
+        let other_id = uuid::Uuid::from_u128(7);
+        let refused = take_back(&mut snapshot, other_id, 2);
+        assert_eq!(code(&refused), ResponseError::UnknownTopicOrPartition);
+        assert_eq!(
+            code(&take_back(&mut snapshot, id, -1)),
+            ResponseError::InvalidPartitions
+        );
+        assert!(take_back(&mut snapshot, id, 2)[0].1.is_ok());
+        let meta = &snapshot.topics["t"];
+        assert_eq!((meta.partitions, meta.assignments().len()), (2, 2));
+        assert_eq!(*meta.configs(), retention, "the config change stays");
+        // Taking back a creation removes the topic, if it still has the id.
+        assert!(take_back(&mut snapshot, id, 0)[0].1.is_ok());
+        assert!(!snapshot.topics.contains_key("t"));
+    }
+
+    #[test]
+    fn growing_a_topic_without_partitions_is_refused_not_a_panic() {
+        let mut snapshot = three_brokers(&[]);
+        let id = uuid::Uuid::from_u128(9);
+        let empty = TopicMeta::new("empty".into(), id, Vec::new(), BTreeMap::new());
+        snapshot.topics.insert("empty".into(), empty);
+        assert!(snapshot.check_assignments().is_err());
+        let results = grow(&mut snapshot, "empty", 3, budget());
+        assert_eq!(code(&results), ResponseError::InvalidPartitions);
+        assert_eq!(snapshot.topics["empty"].partitions, 0);
+    }
+
+    #[test]
+    fn the_descriptor_budget_counts_each_brokers_own_replicas() {
+        let mut snapshot = three_brokers(&[]);
+        let four = FdBudget {
+            partitions_max: 4,
+            ..budget()
+        };
+        let with_budget = |snapshot: &mut MetadataSnapshot, name: &str, partitions, fd| {
+            let topic = NewTopic {
+                name: name.into(),
+                id: uuid::Uuid::from_u128(name.len() as u128),
+                partitions,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+                replica_assignments: Vec::new(),
+            };
+            let command = MetadataCommand::CreateTopics {
+                topics: vec![topic],
+                fd_budget: fd,
+            };
+            let index = snapshot.version + 1;
+            apply(snapshot, index, command)
+        };
+        // Nine partitions in the cluster, three on each broker: each broker is within four.
+        assert!(with_budget(&mut snapshot, "nine", 9, four)[0].1.is_ok());
+        assert_eq!(snapshot.partitions_on(1), 3);
+        // Three more put a fourth on each broker; six more would put five on each.
+        let six = with_budget(&mut snapshot, "six", 6, four);
+        assert_eq!(code(&six), ResponseError::PolicyViolation);
+        assert!(with_budget(&mut snapshot, "three", 3, four)[0].1.is_ok());
+        assert_eq!(
+            code(&grow(&mut snapshot, "three", 4, four)),
+            ResponseError::PolicyViolation
+        );
+        assert_eq!(snapshot.topics["three"].partitions, 3);
     }
 }
