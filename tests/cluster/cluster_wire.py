@@ -3,7 +3,7 @@
 Clients send Metadata to any broker and CreateTopics to the controller; the cluster tests need to
 ask a given broker and see its own answer. Built on tests/e2e/kafka_wire.py (header, framing,
 bounded reads). Non-flexible versions only: Metadata v7, CreateTopics v4, FindCoordinator v1,
-Produce v3..v8 (kafka.apache.org/protocol).
+Produce v3..v8, Fetch v4, OffsetFetch v3 (kafka.apache.org/protocol).
 """
 
 import struct
@@ -141,7 +141,58 @@ def offsets_partition(group, partitions=50):
     return (0 if value == -(1 << 31) else abs(value)) % partitions
 
 
+API_FETCH = 1
 API_OFFSET_FETCH = 9
+
+
+def produce_acks0(node, topic, partition, then=None, timeout_s=5.0):
+    """Produce one record with acks=0 to `topic`/`partition` at `node`, then on the same
+    connection a Produce with acks=1 to `then` (a (topic, partition)) or to the same partition:
+    'closed' if the broker closed the connection, else the second request's error code."""
+    stamp = int(time.time() * 1000)
+    first = kafka_wire.produce_request(8, _next_correlation(), topic, partition,
+                                       kafka_wire.record_batch([(None, b"acks0")], stamp), acks=0)
+    then_topic, then_partition = then or (topic, partition)
+    correlation_id = _next_correlation()
+    second = kafka_wire.produce_request(8, correlation_id, then_topic, then_partition,
+                                        kafka_wire.record_batch([(None, b"acks1")], stamp))
+    with kafka_wire.connect(node, timeout_s) as sock:
+        sock.sendall(first)
+        try:
+            sock.sendall(second)
+        except (BrokenPipeError, ConnectionResetError):
+            return "closed"
+        outcome, payload = kafka_wire.answered_or_closed(sock, timeout_s)
+    if outcome == "closed":
+        return "closed"
+    got, results = kafka_wire.parse_produce_response(payload, 8)
+    assert got == correlation_id, f"correlation id {got}, expected {correlation_id}"
+    return results[0]["error_code"]
+
+
+def fetch_one(node, topic, partition, replica_id=-1, timeout_s=5.0):
+    """Fetch v4 of `topic`/`partition` from offset 0 at `node`, as a consumer (replica_id -1) or
+    as the follower `replica_id`, without waiting: (error_code, record bytes)."""
+    correlation_id = _next_correlation()
+    body = struct.pack(">iiiib", replica_id, 0, 1, 1 << 20, 0)  # wait 0, min 1 byte, max 1 MiB
+    body += struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", 1) + struct.pack(">iqi", partition, 0, 1 << 20)
+    request = frame(request_header(API_FETCH, 4, correlation_id) + body)
+    reader = _exchange(node, request, correlation_id, timeout_s)
+    reader.int32()  # throttle_time_ms
+    assert reader.int32() == 1
+    reader.string()  # topic
+    assert reader.int32() == 1
+    assert reader.int32() == partition
+    error = reader.int16()
+    reader.int64(), reader.int64()  # high watermark, last stable offset
+    aborted = reader.int32()
+    for _ in range(max(aborted, 0)):
+        reader.int64(), reader.int64()
+    size = reader.int32()
+    records = reader.take(size) if size > 0 else b""
+    reader.assert_done()
+    return error, records
 
 
 def offset_fetch(node, group, topic, partitions, timeout_s=5.0):

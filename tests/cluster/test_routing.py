@@ -33,6 +33,45 @@ def test_produce_at_a_broker_that_does_not_lead_is_not_leader(shared_cluster):
                                            f"{p['leader']}, produced at {node.id}")
 
 
+def test_acks0_produce_at_a_broker_that_does_not_lead_closes_the_connection(shared_cluster):
+    # Kafka closes the connection of a failed acks=0 request: the client has no response to
+    # learn the error from, and reconnecting makes it refresh its metadata.
+    nodes = list(shared_cluster.nodes.values())
+    topic = unique_topic("routing-acks0")
+    create_topic(shared_cluster.bootstrap(), topic, PARTITIONS, 3)
+    for node in nodes:
+        partitions = wait_led(node, topic, PARTITIONS)
+        for index, p in partitions.items():
+            outcome = cluster_wire.produce_acks0(node, topic, index)
+            expected = cluster_wire.ERROR_NONE if node.id == p["leader"] else "closed"
+            assert outcome == expected, f"partition {index} led by {p['leader']}, at {node.id}"
+
+
+def test_fetch_at_a_broker_that_does_not_lead_is_not_leader_for_consumers_and_followers(
+        shared_cluster):
+    # Followers do not replicate yet (issue 14): a follower's log is not the partition's, so a
+    # replica's fetch (replica id >= 0) is served by the leader only, like a consumer's.
+    nodes = list(shared_cluster.nodes.values())
+    topic = unique_topic("routing-fetch")
+    create_topic(shared_cluster.bootstrap(), topic, PARTITIONS, 3)
+    partitions = wait_led(nodes[0], topic, PARTITIONS)
+    for index, p in partitions.items():
+        leader = shared_cluster.nodes[p["leader"]]
+        assert cluster_wire.produce_one(leader, topic, index, b"routed")[0] == cluster_wire.ERROR_NONE
+    for node in nodes:
+        wait_led(node, topic, PARTITIONS)
+        followers = [other.id for other in nodes if other.id != node.id]
+        for index, p in partitions.items():
+            for replica_id in [-1] + followers:
+                error, records = cluster_wire.fetch_one(node, topic, index, replica_id)
+                if node.id == p["leader"]:
+                    assert (error, b"routed" in records) == (cluster_wire.ERROR_NONE, True)
+                else:
+                    assert (error, records) == (cluster_wire.ERROR_NOT_LEADER_OR_FOLLOWER, b""), (
+                        f"partition {index} led by {p['leader']}, fetched at {node.id} "
+                        f"as replica {replica_id}")
+
+
 def test_clients_route_by_metadata(shared_cluster):
     nodes = list(shared_cluster.nodes.values())
     topic = unique_topic("routing-roundtrip")

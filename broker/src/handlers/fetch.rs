@@ -2,9 +2,9 @@
 //!
 //! Versions 4–12 (topics by name; no fetch sessions: every response carries session id 0, which
 //! tells clients to send full fetches). Partitions are read on their owner shards in parallel and
-//! the stored batch bytes are returned as they are, never decoded. A consumer's fetch of a
-//! partition another broker leads gets NOT_LEADER_OR_FOLLOWER (with the current leader from
-//! v12) and does not wait.
+//! the stored batch bytes are returned as they are, never decoded. A fetch (a consumer's or a
+//! follower's) of a partition another broker leads gets NOT_LEADER_OR_FOLLOWER (with the current
+//! leader from v12) and does not wait.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -60,20 +60,25 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let refusals = route(ctx, &request, &specs);
-    let served: Vec<ReadSpec> = (specs.iter().zip(&refusals))
-        .filter(|(_, refused)| refused.is_none())
-        .map(|(spec, _)| spec.clone())
-        .collect();
+    // The common case, every partition led here, reads `specs` as they are; only a fetch with a
+    // refused partition builds the list of the served ones and merges the refusals back.
+    let refusals = route(ctx, &specs);
+    let served = match &refusals {
+        None => specs,
+        Some(refusals) => (specs.into_iter().zip(refusals))
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(spec, _)| spec)
+            .collect(),
+    };
     let mut reads = read_all(&ctx.shard, &served).await;
-    if !enough(&reads, min_bytes)
-        && refusals.iter().all(Option::is_none)
-        && Instant::now() < deadline
-    {
+    if !enough(&reads, min_bytes) && refusals.is_none() && Instant::now() < deadline {
         wait_any(&ctx.shard, &served, deadline).await;
         reads = read_all(&ctx.shard, &served).await;
     }
-    let reads = merge(reads, &refusals);
+    let reads = match &refusals {
+        None => reads,
+        Some(refusals) => merge(reads, refusals),
+    };
     let answered = ctx.shard.fetches_answered.get();
     ctx.shard.fetches_answered.set(answered.wrapping_add(1));
     let first = if reads.is_empty() {
@@ -85,28 +90,24 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         ctx.version,
         &request,
         fit(reads, first, response_bytes_max),
-        &refusals,
+        refusals.as_deref(),
     )
 }
 
-/// Why each spec is not served here (None: it is). A consumer's fetch is served only by the
-/// partition's leader; a replica's fetch (replica id >= 0) is left to the owner shard (followers
-/// replicate from issue 14 on).
-fn route(ctx: &RequestContext, request: &FetchRequest, specs: &[ReadSpec]) -> Vec<Option<NotHere>> {
+/// Why each spec is not served here (None: it is), or None when every spec is served here, the
+/// common case, which allocates nothing. Only a partition's leader serves a fetch, a consumer's
+/// or a replica's (replica id >= 0): followers do not replicate yet, so a follower's log is not
+/// the partition's. Issue 14 (replication) serves a follower's fetch at the leader only, which
+/// is this same rule; what it adds is the follower fetching, not a route here.
+fn route(ctx: &RequestContext, specs: &[ReadSpec]) -> Option<Vec<Option<NotHere>>> {
     let snapshot = ctx.shard.metadata();
     let node = ctx.shard.config.node_id;
-    let consumer = request.replica_id.0 < 0;
-    (specs.iter())
-        .map(|spec| {
-            let route = leader_route(&snapshot, &spec.topic, spec.partition, node);
-            match route {
-                Err(refused) if consumer || refused.error != ResponseError::NotLeaderOrFollower => {
-                    Some(refused)
-                }
-                _ => None,
-            }
-        })
-        .collect()
+    let refused =
+        |spec: &ReadSpec| leader_route(&snapshot, &spec.topic, spec.partition, node).err();
+    if specs.iter().all(|spec| refused(spec).is_none()) {
+        return None;
+    }
+    Some(specs.iter().map(refused).collect())
 }
 
 /// The reads of the served specs, in order, with an error read in the place of each refused one.
@@ -243,16 +244,19 @@ fn respond(
     version: i16,
     request: &FetchRequest,
     reads: Vec<PartitionRead>,
-    refusals: &[Option<NotHere>],
+    refusals: Option<&[Option<NotHere>]>,
 ) -> FetchResponse {
     let mut reads = reads.into_iter();
-    let mut refusals = refusals.iter();
+    let mut refusals = refusals.map(<[_]>::iter);
     let mut responses = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
             let read = reads.next().expect("one read per requested partition");
-            let refused = refusals.next().expect("one route per requested partition");
+            let refused = match &mut refusals {
+                Some(refusals) => *refusals.next().expect("one route per requested partition"),
+                None => None,
+            };
             let data = PartitionData::default()
                 .with_partition_index(partition.partition)
                 .with_error_code(code(read.error))

@@ -91,7 +91,7 @@ pub struct ApiSupport {
 
 /// One [`APIS`] entry: `api!(Key, module, Request)` serves `module::handle` at the versions
 /// `module::VERSION_MIN..=VERSION_MAX`; the long form names the handler and versions. The handler
-/// answers with a response (`respond`), an optional one (`optional`, Produce with acks=0) or a
+/// answers with a response (`respond`), an optional one or a reason to close the connection (`optional`, Produce with acks=0) or a
 /// Fetch response written in pieces (`pieces`).
 macro_rules! api {
     ($key:ident, $module:ident, $request:ty) => {
@@ -315,13 +315,15 @@ fn pieces(ctx: &RequestContext, response: FetchResponse) -> Outcome {
 }
 
 fn respond<M: Encodable>(ctx: &RequestContext, response: M) -> Outcome {
-    optional(ctx, Some(response))
+    optional(ctx, Ok(Some(response)))
 }
 
-/// A response, or none (Produce with acks=0).
-fn optional<M: Encodable>(ctx: &RequestContext, response: Option<M>) -> Outcome {
-    let Some(response) = response else {
-        return Outcome::NoResponse;
+/// A response, none, or a reason to close the connection (Produce with acks=0).
+fn optional<M: Encodable>(ctx: &RequestContext, response: Result<Option<M>, String>) -> Outcome {
+    let response = match response {
+        Ok(Some(response)) => response,
+        Ok(None) => return Outcome::NoResponse,
+        Err(reason) => return Outcome::Close(reason),
     };
     let key = ApiKey::try_from(ctx.header.request_api_key).expect("dispatch checked the api key");
     match encode_response(key, ctx.version, ctx.header.correlation_id, &response) {

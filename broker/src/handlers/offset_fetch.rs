@@ -58,13 +58,17 @@ pub async fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Offset
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let found = match fetch(ctx, request.group_id.0.to_string(), wanted.clone()).await {
+    // v1 has no top-level error: a refusal names each asked partition (as in Kafka), so only v1
+    // keeps a copy of what was asked.
+    let asked_v1 = (ctx.version < TOP_LEVEL_ERROR_VERSION_MIN).then(|| wanted.clone());
+    let found = match fetch(ctx, request.group_id.0.to_string(), wanted).await {
         Ok(found) => found,
-        // v1 has no top-level error: each asked partition carries it (as in Kafka).
-        Err(error) if ctx.version < TOP_LEVEL_ERROR_VERSION_MIN => {
-            return OffsetFetchResponse::default().with_topics(refused_v1(wanted, error));
+        Err(error) => {
+            return match asked_v1 {
+                Some(asked) => OffsetFetchResponse::default().with_topics(refused_v1(asked, error)),
+                None => OffsetFetchResponse::default().with_error_code(error.code()),
+            };
         }
-        Err(error) => return OffsetFetchResponse::default().with_error_code(error.code()),
     };
     let topics = found
         .into_iter()

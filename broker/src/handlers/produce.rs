@@ -5,7 +5,7 @@
 //! record as `storage::records` describes, compressed ones decompressed within the topic's
 //! `max.message.bytes`) on the shard that received the request, then appended by each
 //! partition's owner shard. acks=0 gets
-//! no response, acks=1 is answered once the write completed, acks=all once it is fdatasync'd.
+//! no response (and a failed acks=0 request closes the connection), acks=1 is answered once the write completed, acks=all once it is fdatasync'd.
 
 use std::rc::Rc;
 
@@ -66,7 +66,13 @@ impl From<ResponseError> for Refused {
     }
 }
 
-pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
+/// The answer to a Produce: a response (acks 1 or all), none (acks=0), or, for an acks=0 request
+/// a partition of which failed, closing the connection, as Kafka does: the client has no other
+/// way to learn of the error, and reconnecting makes it refresh its metadata (after a
+/// NOT_LEADER_OR_FOLLOWER, the usual one, it then finds the new leader).
+pub type Answer = Result<Option<ProduceResponse>, String>;
+
+pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Answer {
     let acks = request.acks;
     let acks_valid = matches!(acks, 0 | 1 | ACKS_ALL);
     let mut pending = Vec::new();
@@ -100,6 +106,12 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                 Some(task) => task.await,
                 None => Err(Refused::from(ResponseError::InvalidRequiredAcks)),
             };
+            if let (0, Err(refused)) = (acks, &result) {
+                return Err(format!(
+                    "acks=0 produce to {}-{index} failed: {:?}",
+                    name.0, refused.error
+                ));
+            }
             partition_responses.push(partition_response(index, result));
         }
         responses.push(
@@ -108,7 +120,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                 .with_partition_responses(partition_responses),
         );
     }
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    Ok((acks != 0).then(|| ProduceResponse::default().with_responses(responses)))
 }
 
 fn partition_response(index: i32, result: Result<Produced, Refused>) -> PartitionProduceResponse {
