@@ -24,6 +24,11 @@ pub struct LivenessView<'a> {
     /// When this node became the leader: nobody is fenced for silence from before then, since
     /// an earlier leader's last contacts are unknown here.
     pub leading_since: Instant,
+    /// The leader this node followed before it led, if any. A follower hears its leader, so
+    /// that one broker's silence is counted from when this node last heard it, if that was
+    /// within a session timeout of `leading_since`: a dead controller is then fenced within the
+    /// session timeout of its death, not of the election after it.
+    pub previous_leader_id: Option<i32>,
     pub now: Instant,
     pub session_timeout: Duration,
     pub commit_index: u64,
@@ -37,7 +42,8 @@ pub enum LivenessChange {
 }
 
 /// The fences and unfences due, in broker id order. An unfenced broker not heard from for
-/// longer than the session timeout (counted from `leading_since` at the earliest) is fenced. A
+/// longer than the session timeout (counted from `leading_since` at the earliest, except for the
+/// leader this node followed: see [`LivenessView::previous_leader_id`]) is fenced. A
 /// fenced broker is unfenced once heard within half the session timeout (so a broker at the edge
 /// of its timeout does not flap) and its log holds every committed entry. The controller itself
 /// is never fenced, and is unfenced if an earlier controller fenced it.
@@ -57,8 +63,7 @@ pub fn changes_due(
         let peer = view.peers.iter().find(|peer| peer.node_id == id);
         let last_heard = peer.and_then(|peer| peer.last_heard);
         if !broker.fenced {
-            let silent_since =
-                last_heard.map_or(view.leading_since, |heard| heard.max(view.leading_since));
+            let silent_since = silent_since(view, id, last_heard);
             if view.now.saturating_duration_since(silent_since) > view.session_timeout {
                 changes.push(LivenessChange::Fence { id, incarnation });
             }
@@ -75,6 +80,20 @@ pub fn changes_due(
         }
     }
     changes
+}
+
+/// From when broker `id`'s silence counts: its last contact, but not before this node led,
+/// except for the leader it followed, heard within a session timeout before this node led.
+fn silent_since(view: &LivenessView, id: i32, last_heard: Option<Instant>) -> Instant {
+    let followed_lately = |heard: Instant| {
+        view.previous_leader_id == Some(id)
+            && view.leading_since.saturating_duration_since(heard) <= view.session_timeout
+    };
+    match last_heard {
+        Some(heard) if followed_lately(heard) => heard,
+        Some(heard) => heard.max(view.leading_since),
+        None => view.leading_since,
+    }
 }
 
 #[cfg(test)]

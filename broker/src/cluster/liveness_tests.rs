@@ -31,6 +31,7 @@ fn view(start: Instant, now: Duration, peers: &[PeerLiveness]) -> LivenessView<'
     LivenessView {
         controller_id: 1,
         leading_since: start,
+        previous_leader_id: None,
         now: start + now,
         session_timeout: TIMEOUT,
         commit_index: 50,
@@ -143,4 +144,53 @@ fn a_registered_broker_that_is_no_voter_is_never_heard_and_is_fenced() {
             incarnation: 107
         }]
     );
+}
+
+#[test]
+fn the_previous_leader_is_fenced_a_session_timeout_after_it_was_last_heard() {
+    // This node (1) was elected 2 s after it last heard broker 2, the leader it followed;
+    // broker 3, which a follower does not hear, was last heard long before.
+    let heard = Instant::now();
+    let start = heard + Duration::from_millis(2_000);
+    let brokers = brokers(&[(1, false), (2, false), (3, false)]);
+    let peers = [peer(2, Some(heard), None), peer(3, None, None)];
+    let at = |ms: u64| LivenessView {
+        previous_leader_id: Some(2),
+        ..view(start, Duration::from_millis(ms), &peers)
+    };
+    assert_eq!(changes_due(&brokers, &at(7_000)), vec![]);
+    assert_eq!(
+        changes_due(&brokers, &at(7_001)),
+        vec![LivenessChange::Fence {
+            id: 2,
+            incarnation: 102
+        }]
+    );
+    // Broker 3's timer started afresh at the election.
+    assert_eq!(changes_due(&brokers, &at(9_000)).len(), 1);
+    assert_eq!(
+        changes_due(&brokers, &at(9_001))[1],
+        LivenessChange::Fence {
+            id: 3,
+            incarnation: 103
+        }
+    );
+    // Without a previous leader, broker 2's timer also starts at the election.
+    let afresh = view(start, Duration::from_millis(7_001), &peers);
+    assert_eq!(changes_due(&brokers, &afresh), vec![]);
+}
+
+#[test]
+fn a_previous_leader_heard_longer_ago_than_the_session_timeout_starts_afresh() {
+    // A stale last contact (this node was cut off from it) is no evidence of when it died.
+    let heard = Instant::now();
+    let start = heard + Duration::from_millis(9_001);
+    let brokers = brokers(&[(1, false), (2, false)]);
+    let peers = [peer(2, Some(heard), None)];
+    let at = |ms: u64| LivenessView {
+        previous_leader_id: Some(2),
+        ..view(start, Duration::from_millis(ms), &peers)
+    };
+    assert_eq!(changes_due(&brokers, &at(9_000)), vec![]);
+    assert_eq!(changes_due(&brokers, &at(9_001)).len(), 1);
 }

@@ -5,11 +5,13 @@
 //!
 //! **Invariant:** only the active controller fences. The task acts only while this node leads;
 //! it starts every broker's timer afresh each time this node becomes the leader (an earlier
-//! leader's contacts are unknown here), and stops at once when it loses the lead.
+//! leader's contacts are unknown here), except the timer of the leader it followed, which it
+//! heard as a follower, and stops at once when it loses the lead.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::cluster::controller::quorum_ids::node_id;
 use crate::cluster::controller::CONTROLLER_SHARD;
 use crate::cluster::liveness::{changes_due, LivenessChange, LivenessView};
 use crate::shard::Shard;
@@ -28,7 +30,11 @@ pub fn spawn(shard: Rc<Shard>) {
 
 async fn run(shard: Rc<Shard>) {
     let controller = shard.controller();
+    let own = shard.config.node_id;
+    let leader_node = |state: quorum::LeaderState| state.leader_id.map(node_id);
     let mut seen = controller.leader_state();
+    // The last other node this one followed as the quorum's leader.
+    let mut followed = leader_node(seen).filter(|leader| *leader != own);
     loop {
         if !controller.is_active() {
             let now = controller.leader_changed(seen).await;
@@ -36,15 +42,19 @@ async fn run(shard: Rc<Shard>) {
                 return; // Only a stopped quorum answers without a change.
             }
             seen = now;
+            followed = leader_node(seen)
+                .filter(|leader| *leader != own)
+                .or(followed);
             continue;
         }
         seen = controller.leader_state();
-        lead(&shard, seen.term).await;
+        lead(&shard, seen.term, followed).await;
+        followed = None;
     }
 }
 
-/// Fences and unfences while this node leads in `term`.
-async fn lead(shard: &Shard, term: u64) {
+/// Fences and unfences while this node leads in `term`, having followed `previous_leader_id`.
+async fn lead(shard: &Shard, term: u64, previous_leader_id: Option<i32>) {
     let controller = shard.controller();
     let leading_since = Instant::now();
     let session_timeout = Duration::from_millis(shard.config.session_timeout_ms);
@@ -59,6 +69,7 @@ async fn lead(shard: &Shard, term: u64) {
         let view = LivenessView {
             controller_id: shard.config.node_id,
             leading_since,
+            previous_leader_id,
             now: Instant::now(),
             session_timeout,
             commit_index: inputs.commit_index,
