@@ -51,7 +51,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Shard 0 runs the metadata quorum: it starts first, and the others start with the
     // metadata it has replayed.
     let (started, metadata) = std::sync::mpsc::sync_channel(1);
-    let controller_shard = spawn_shard(0, shared(0), mesh.clone(), Start::Controller(started))?;
+    let go_ahead = Arc::new(GoAhead::default());
+    let start = Start::Controller(started, go_ahead.clone());
+    let controller_shard = spawn_shard(0, shared(0), mesh.clone(), start)?;
     let Ok(snapshot) = metadata.recv() else {
         // Shard 0 failed to start the quorum: its error says why.
         controller_shard
@@ -59,6 +61,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("shard 0 failed: {e}"))??;
         anyhow::bail!("shard 0 stopped before the metadata was ready");
     };
+    // Blocking std::fs work, so here rather than on shard 0, whose quorum keeps ticking and
+    // answering its peers meanwhile; shard 0 opens no partition before the go-ahead.
+    let prepared = prepare_data_dir(&config, &fd_budget, &snapshot);
+    go_ahead.set(prepared.is_ok());
+    if let Err(e) = prepared {
+        let _ = controller_shard.join();
+        return Err(e);
+    }
     let mut handles = vec![controller_shard];
     for id in 1..shard_count {
         let start = Start::Follower(snapshot.clone());
@@ -96,8 +106,36 @@ fn prepare(mut args: ServeArgs) -> anyhow::Result<(ServeArgs, u64)> {
 /// How a shard starts: shard 0 opens the metadata quorum and sends the replayed snapshot back
 /// to start-up; the others receive it.
 enum Start {
-    Controller(std::sync::mpsc::SyncSender<Arc<MetadataSnapshot>>),
+    Controller(
+        std::sync::mpsc::SyncSender<Arc<MetadataSnapshot>>,
+        Arc<GoAhead>,
+    ),
     Follower(Arc<MetadataSnapshot>),
+}
+
+/// Start-up's answer to shard 0 once it has prepared the data directory with shard 0's
+/// snapshot: go on (open partitions) or stop. Polled, like `StartGate`, so no waker crosses a
+/// thread and shard 0's quorum keeps running while it waits.
+#[derive(Default)]
+struct GoAhead {
+    /// 0 while start-up prepares, 1 to go on, 2 to stop.
+    state: std::sync::atomic::AtomicU8,
+}
+
+impl GoAhead {
+    fn set(&self, go: bool) {
+        self.state.store(if go { 1 } else { 2 }, Ordering::Release);
+    }
+
+    /// Whether start-up said to go on.
+    async fn wait(&self) -> bool {
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                0 => glommio::timer::sleep(START_GATE_POLL).await,
+                state => return state == 1,
+            }
+        }
+    }
 }
 
 type MeshBuilder =
@@ -114,13 +152,16 @@ fn spawn_shard(
         .spawn(move || async move {
             let (snapshot, quorum) = match start {
                 Start::Follower(snapshot) => (snapshot, None),
-                Start::Controller(metadata) => {
+                Start::Controller(metadata, go_ahead) => {
                     let settings = quorum_settings(&shared.config, shared.fd_budget);
                     let started = start::start(&settings).await?;
                     let snapshot = started.snapshot();
-                    prepare_data_dir(&shared, &snapshot)?;
                     // Start-up is waiting for it; if it is gone, so is the process.
                     let _ = metadata.send(snapshot.clone());
+                    anyhow::ensure!(
+                        go_ahead.wait().await,
+                        "start-up could not prepare the data directory"
+                    );
                     (snapshot, Some(started))
                 }
             };
@@ -131,11 +172,14 @@ fn spawn_shard(
 
 /// Checks the stored partitions fit the descriptor budget and removes the directories of
 /// deleted topics, with the snapshot of a quorum that has caught up (`start::start` returns
-/// only then). Runs on shard 0 before it hands the snapshot out, so before any shard opens or
-/// removes a partition (`apply_metadata`).
-fn prepare_data_dir(shared: &Shared, snapshot: &MetadataSnapshot) -> anyhow::Result<()> {
-    let config = &shared.config;
-    stored_partitions_fit(&shared.fd_budget, snapshot, config.node_id)?;
+/// only then). Runs in `run` before any shard opens or removes a partition (`apply_metadata`):
+/// the other shards are not started yet, and shard 0 waits for its `GoAhead`.
+fn prepare_data_dir(
+    config: &ServeArgs,
+    fd_budget: &FdBudget,
+    snapshot: &MetadataSnapshot,
+) -> anyhow::Result<()> {
+    stored_partitions_fit(fd_budget, snapshot, config.node_id)?;
     data_dir::remove_deleted_partitions(&config.data_dir, |topic, partition| {
         snapshot.topic_id_of(topic, partition)
     })?;

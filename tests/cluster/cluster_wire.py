@@ -170,6 +170,21 @@ def produce_acks0(node, topic, partition, then=None, timeout_s=5.0):
     return results[0]["error_code"]
 
 
+def produce_acks0_partitions(node, topic, partitions, value, timeout_s=5.0):
+    """One acks=0 Produce v8 of one record `value` to each of `partitions` of `topic` at `node`:
+    'closed' if the broker closed the connection (a partition failed); an AssertionError if it
+    neither answers nor closes within `timeout_s` (so call it only where one should fail)."""
+    batch = kafka_wire.record_batch([(None, value)], int(time.time() * 1000))
+    body = string(None) + struct.pack(">hi", 0, 10000) + struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", len(partitions))
+    body += b"".join(struct.pack(">ii", p, len(batch)) + batch for p in partitions)
+    request = frame(request_header(kafka_wire.API_PRODUCE, 8, _next_correlation()) + body)
+    with kafka_wire.connect(node, timeout_s) as sock:
+        sock.sendall(request)
+        outcome, _ = kafka_wire.answered_or_closed(sock, timeout_s)
+    return outcome
+
+
 def fetch_one(node, topic, partition, replica_id=-1, timeout_s=5.0):
     """Fetch v4 of `topic`/`partition` from offset 0 at `node`, as a consumer (replica_id -1) or
     as the follower `replica_id`, without waiting: (error_code, record bytes)."""

@@ -47,6 +47,25 @@ def test_acks0_produce_at_a_broker_that_does_not_lead_closes_the_connection(shar
             assert outcome == expected, f"partition {index} led by {p['leader']}, at {node.id}"
 
 
+def test_failed_acks0_produce_still_appends_its_valid_partitions(shared_cluster):
+    # As Kafka does, every valid partition of a failed acks=0 request is appended before the
+    # connection is closed: the failing partition comes first, so an early return would drop
+    # (and cancel) the valid one's append.
+    node = list(shared_cluster.nodes.values())[0]
+    topic = unique_topic("routing-acks0-mixed")
+    create_topic(shared_cluster.bootstrap(), topic, PARTITIONS, 1)
+    partitions = wait_led(node, topic, PARTITIONS)
+    led_here = [i for i, p in partitions.items() if p["leader"] == node.id]
+    led_elsewhere = [i for i, p in partitions.items() if p["leader"] != node.id]
+    assert led_here and led_elsewhere, f"partitions {partitions} all led by one broker"
+    for failing, name in ((led_elsewhere[0], b"elsewhere"), (PARTITIONS + 7, b"unknown")):
+        value = b"kept-after-" + name
+        outcome = cluster_wire.produce_acks0_partitions(node, topic, [failing, led_here[0]], value)
+        assert outcome == "closed"
+        error, records = cluster_wire.fetch_one(node, topic, led_here[0])
+        assert (error, value in records) == (cluster_wire.ERROR_NONE, True), name
+
+
 def test_fetch_at_a_broker_that_does_not_lead_is_not_leader_for_consumers_and_followers(
         shared_cluster):
     # Followers do not replicate yet (issue 14): a follower's log is not the partition's, so a

@@ -98,6 +98,9 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Answer {
             .collect::<Vec<_>>();
         pending.push((topic.name, partitions));
     }
+    // Every task is awaited even after an acks=0 failure: dropping a glommio Task cancels it,
+    // and Kafka appends every valid partition of a request before it closes the connection.
+    let mut acks0_failure = None;
     let mut responses = Vec::with_capacity(pending.len());
     for (name, partitions) in pending {
         let mut partition_responses = Vec::with_capacity(partitions.len());
@@ -106,8 +109,8 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Answer {
                 Some(task) => task.await,
                 None => Err(Refused::from(ResponseError::InvalidRequiredAcks)),
             };
-            if let (0, Err(refused)) = (acks, &result) {
-                return Err(format!(
+            if let (0, Err(refused), None) = (acks, &result, &acks0_failure) {
+                acks0_failure = Some(format!(
                     "acks=0 produce to {}-{index} failed: {:?}",
                     name.0, refused.error
                 ));
@@ -119,6 +122,9 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Answer {
                 .with_name(name)
                 .with_partition_responses(partition_responses),
         );
+    }
+    if let Some(failure) = acks0_failure {
+        return Err(failure);
     }
     Ok((acks != 0).then(|| ProduceResponse::default().with_responses(responses)))
 }

@@ -257,7 +257,14 @@ async fn propose_at_start(started: &StartedQuorum, command: MetadataCommand) -> 
     loop {
         match started.quorum.propose(entry.clone()).await {
             Ok(index) => {
-                let results = started.state.take_results(index).unwrap_or_default();
+                // None: the entry was skipped as undecodable, so it changed nothing; treating
+                // that as success would let start-up go on (after a Bootstrap: with empty
+                // metadata, the old topics.json renamed away).
+                let Some(results) = started.state.take_results(index) else {
+                    anyhow::bail!(
+                        "the metadata quorum skipped a start-up change it could not decode"
+                    );
+                };
                 for (_, result) in results {
                     if let Err((_, message)) = result {
                         anyhow::bail!("the metadata quorum refused a start-up change: {message}");
