@@ -90,6 +90,13 @@ pub type Refusal = (ResponseError, String);
 pub enum Applied {
     Topic(TopicMeta),
     TopicId(uuid::Uuid),
+    /// A topic grown: its id, and its partition counts before and after, as applied (which may
+    /// differ from the proposer's snapshot if another change committed first).
+    Grown {
+        id: uuid::Uuid,
+        from: i32,
+        to: i32,
+    },
     Done,
     /// The first producer id of the allocated block.
     ProducerIds(i64),
@@ -150,8 +157,7 @@ impl Controller {
         on_open_failure: OpenFailures,
         command: MetadataCommand,
     ) -> Vec<Result<Applied, Refusal>> {
-        let before = self.state.snapshot();
-        let mut copy = (*before).clone();
+        let mut copy = (*self.state.snapshot()).clone();
         let trial_index = copy.version + 1;
         let trial = command::apply(&mut copy, trial_index, command.clone());
         if validate_only || !trial.iter().any(|(_, result)| result.is_ok()) {
@@ -164,7 +170,7 @@ impl Controller {
                 match on_open_failure {
                     OpenFailures::Keep => results,
                     OpenFailures::TakeBack => {
-                        (self.take_back_unopened(&before, &names, results, failures)).await
+                        (self.take_back_unopened(&names, results, failures)).await
                     }
                 }
             }
@@ -194,76 +200,88 @@ impl Controller {
 
     /// Takes back the changes of `results` (the result for topic `names[i]` is `results[i]`) whose
     /// topic has a partition in `failures` (which failed to open, EMFILE or ENOSPC for example):
-    /// each such topic is shrunk back to its partitions in `before` (removed if it was not
-    /// there) by a follow-up command that keeps any other change made to it meanwhile, the
-    /// partitions it gained are closed on their shards and their directories removed, and its
-    /// result becomes the error. A topic is reported as created, or grown, only if every new
-    /// partition opened; it is never left half-created.
+    /// each such topic is shrunk back to the partition count its change grew it from, as the
+    /// change was applied (removed if the change created it), by a follow-up command that names
+    /// the topic id the change applied to and keeps any other change made to it meanwhile. For
+    /// each topic whose take-back applied, the partitions its change added are closed on their
+    /// shards and their directories removed, and its result becomes the error. A topic is
+    /// reported as created, or grown, only if every new partition opened; it is never left
+    /// half-created. A take-back refused at apply (the topic was deleted, or re-created, since)
+    /// leaves the result and the directories alone.
     async fn take_back_unopened(
         &self,
-        before: &MetadataSnapshot,
         names: &[String],
         mut results: Vec<Result<Applied, Refusal>>,
         failures: Vec<(String, String)>,
     ) -> Vec<Result<Applied, Refusal>> {
         assert_eq!(names.len(), results.len());
-        let changed = |topic: &String| {
-            names
-                .iter()
-                .zip(&results)
-                .any(|(name, result)| name == topic && result.is_ok())
-        };
-        let failed: BTreeMap<String, String> = failures
-            .into_iter()
-            .filter(|(topic, _)| changed(topic))
-            .collect();
-        if failed.is_empty() {
-            return results;
-        }
-        let current = self.state.snapshot();
-        let mut take_backs = Vec::new();
-        let mut added = Vec::new();
-        for topic in failed.keys() {
-            let Some(meta) = current.topics.get(topic) else {
-                continue;
+        let failed: BTreeMap<String, String> = failures.into_iter().collect();
+        // (take-back, first partition added, end of the partitions added) per failed topic.
+        let mut take_backs: Vec<(TakeBack, i32, i32)> = Vec::new();
+        for (name, result) in names.iter().zip(&results) {
+            let (id, from, to) = match result {
+                Ok(Applied::Topic(meta)) => (meta.id, 0, meta.partitions),
+                Ok(Applied::Grown { id, from, to }) => (*id, *from, *to),
+                _ => continue,
             };
-            let kept = (before.topics.get(topic))
-                .filter(|old| old.id == meta.id)
-                .map_or(0, |old| old.partitions);
-            added.extend((kept..meta.partitions).map(|partition| (topic.clone(), partition)));
-            take_backs.push(TakeBack {
-                name: topic.clone(),
-                id: meta.id,
-                partitions: kept,
-            });
+            if !failed.contains_key(name) || take_backs.iter().any(|(t, ..)| &t.name == name) {
+                continue;
+            }
+            let take_back = TakeBack {
+                name: name.clone(),
+                id,
+                partitions: from,
+            };
+            take_backs.push((take_back, from, to));
         }
-        let command = MetadataCommand::TakeBack { topics: take_backs };
-        if let Err((_, message)) = self.propose(&command).await {
-            // The topics stay listed with partitions that are not open, as after a failed open at
-            // start; requests for those get UNKNOWN_TOPIC_OR_PARTITION.
-            log::error!("taking back topics whose partitions did not open failed: {message}");
+        if take_backs.is_empty() {
             return results;
         }
-        // The owners removed the directories of the partitions that opened; these are the others.
-        for (topic, partition) in added {
-            let dir = crate::data_dir::partition_dir(&self.config.data_dir, &topic, partition);
+        let topics = take_backs.iter().map(|(t, ..)| t.clone()).collect();
+        let command = MetadataCommand::TakeBack { topics };
+        let applied = match self.propose(&command).await {
+            Ok((applied, _)) => applied,
+            Err((_, message)) => {
+                // The topics stay listed with partitions that are not open, as after a failed
+                // open at start; requests for those get UNKNOWN_TOPIC_OR_PARTITION.
+                log::error!("taking back topics whose partitions did not open failed: {message}");
+                return results;
+            }
+        };
+        assert_eq!(applied.len(), take_backs.len());
+        for ((take_back, from, to), (_, outcome)) in take_backs.iter().zip(applied) {
+            let name = &take_back.name;
+            if let Err((_, message)) = outcome {
+                log::warn!("the change of {name} was not taken back: {message}");
+                continue;
+            }
+            self.remove_partition_dirs(name, *from..*to);
+            let error = &failed[name];
+            for (item, result) in names.iter().zip(&mut results) {
+                if item == name && result.is_ok() {
+                    *result = Err((
+                        ResponseError::KafkaStorageError,
+                        format!(
+                            "a partition of {name} failed to open, so the change was taken back: {error}"
+                        ),
+                    ));
+                }
+            }
+        }
+        results
+    }
+
+    /// Removes the directories of `topic`'s partitions in `range`, which a take-back removed from
+    /// the metadata. The owners removed those of the partitions that opened; these are the others.
+    fn remove_partition_dirs(&self, topic: &str, range: std::ops::Range<i32>) {
+        for partition in range {
+            let dir = crate::data_dir::partition_dir(&self.config.data_dir, topic, partition);
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     log::warn!("removing {}: {e}", dir.display());
                 }
             }
         }
-        for (name, result) in names.iter().zip(&mut results) {
-            if let (Ok(_), Some(error)) = (&result, failed.get(name)) {
-                *result = Err((
-                    ResponseError::KafkaStorageError,
-                    format!(
-                        "a partition of {name} failed to open, so the change was taken back: {error}"
-                    ),
-                ));
-            }
-        }
-        results
     }
 }
 

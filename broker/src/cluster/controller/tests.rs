@@ -78,7 +78,12 @@ struct Node {
 }
 
 async fn start_node(data_dir: &Path, unopenable: Option<&str>) -> Node {
-    let started = start(&settings(data_dir)).await.unwrap();
+    start_node_with(&settings(data_dir), unopenable).await
+}
+
+async fn start_node_with(settings: &QuorumSettings, unopenable: Option<&str>) -> Node {
+    let data_dir = &settings.data_dir;
+    let started = start(settings).await.unwrap();
     let snapshot = started.snapshot();
     let shards = Rc::new(FakeShards {
         current: RefCell::new(snapshot.clone()),
@@ -144,6 +149,80 @@ fn a_topic_whose_partitions_do_not_open_is_taken_back() {
         );
         // What is published is what the quorum applied.
         assert_eq!(*published, *node.started.snapshot());
+    });
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+#[test]
+fn a_take_back_shrinks_to_the_count_the_change_was_applied_to() {
+    let data_dir = temp_dir("take-back-grown");
+    run(async {
+        let node = start_node(&data_dir, Some("t")).await;
+        // The topic is created by another node (a command proposed straight to the quorum).
+        let create = MetadataCommand::CreateTopics {
+            topics: vec![super::topics::NewTopic {
+                name: "t".into(),
+                id: random_uuid(),
+                partitions: 2,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+                replica_assignments: Vec::new(),
+            }],
+            fd_budget: budget(),
+        };
+        let proposed = node
+            .started
+            .quorum
+            .propose(node.started.state.entry(&create));
+        proposed.await.unwrap();
+        let id = node.started.snapshot().topics["t"].id;
+        // Another node grows t to 3; its entry is in the log before this node's growth to 4,
+        // which this node proposes from a snapshot where t has 2 partitions.
+        let other = MetadataCommand::CreatePartitions {
+            requests: vec![("t".into(), 3)],
+            fd_budget: budget(),
+        };
+        let other = node
+            .started
+            .quorum
+            .propose(node.started.state.entry(&other));
+        let mine = node
+            .controller
+            .create_partitions(vec![("t".into(), 4)], false);
+        let (other, mine) = futures_lite::future::zip(other, mine).await;
+        other.unwrap();
+        assert_eq!(
+            mine[0].as_ref().unwrap_err().0,
+            ResponseError::KafkaStorageError
+        );
+        // Only partition 3, which this change added, is taken back; the other node's stays.
+        let meta = node.started.snapshot().topics["t"].clone();
+        assert_eq!(
+            (meta.id, meta.partitions, meta.assignments().len()),
+            (id, 3, 3)
+        );
+    });
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+#[test]
+fn a_created_offsets_topic_that_does_not_open_is_taken_back() {
+    let data_dir = temp_dir("take-back-offsets");
+    run(async {
+        let mut settings = settings(&data_dir);
+        settings.offsets_topic = ("not-the-offsets-topic".into(), 1);
+        let node = start_node_with(&settings, Some(OFFSETS_TOPIC)).await;
+        let created = node
+            .controller
+            .create_topics(vec![spec(OFFSETS_TOPIC, 2)], false);
+        let created = created.await;
+        assert_eq!(
+            created[0].as_ref().unwrap_err().0,
+            ResponseError::KafkaStorageError
+        );
+        assert!(!node.started.snapshot().topics.contains_key(OFFSETS_TOPIC));
+        let published = node.shards.current.borrow().clone();
+        assert!(!published.topics.contains_key(OFFSETS_TOPIC));
     });
     std::fs::remove_dir_all(&data_dir).unwrap();
 }

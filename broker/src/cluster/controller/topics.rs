@@ -196,7 +196,7 @@ pub(super) fn apply_grow(
 ) -> ItemResults {
     (requests.into_iter())
         .map(|(name, count)| {
-            let result = grow_topic(next, &name, count, fd_budget).map(|()| Applied::Done);
+            let result = grow_topic(next, &name, count, fd_budget);
             (name, result)
         })
         .collect()
@@ -207,7 +207,7 @@ fn grow_topic(
     name: &str,
     count: i32,
     fd_budget: &FdBudget,
-) -> Result<(), Refusal> {
+) -> Result<Applied, Refusal> {
     let Some(meta) = next.topics.get(name) else {
         return Err((
             ResponseError::UnknownTopicOrPartition,
@@ -232,10 +232,15 @@ fn grow_topic(
     let live = placement::live_candidates(next);
     let added = placement::grow(&live, meta.assignments(), count)?;
     check_fd_budget(next, &added, fd_budget, name)?;
+    let (id, from) = (meta.id, meta.partitions);
     if let Some(meta) = next.topics.get_mut(name) {
         meta.add_partitions(added);
     }
-    Ok(())
+    Ok(Applied::Grown {
+        id,
+        from,
+        to: count,
+    })
 }
 
 pub(super) fn apply_take_back(next: &mut MetadataSnapshot, topics: Vec<TakeBack>) -> ItemResults {
@@ -258,11 +263,9 @@ fn take_back_one(next: &mut MetadataSnapshot, take_back: &TakeBack) -> Result<()
             ))
         }
     };
+    // The id check is what guards the topic, `__consumer_offsets` included: only the change that
+    // created or grew this very topic is taken back.
     match take_back.partitions {
-        0 if name == OFFSETS_TOPIC => Err((
-            ResponseError::InvalidTopicException,
-            format!("{name} is internal and cannot be deleted"),
-        )),
         0 => {
             next.topics.remove(name);
             Ok(())
@@ -472,6 +475,40 @@ mod tests {
         // Taking back a creation removes the topic, if it still has the id.
         assert!(take_back(&mut snapshot, id, 0)[0].1.is_ok());
         assert!(!snapshot.topics.contains_key("t"));
+    }
+
+    #[test]
+    fn a_growth_reports_the_topic_and_count_it_applied_to() {
+        let mut snapshot = three_brokers(&[]);
+        assert!(create(&mut snapshot, "t", 2, 1)[0].1.is_ok());
+        let id = snapshot.topics["t"].id;
+        assert!(grow(&mut snapshot, "t", 3, budget())[0].1.is_ok());
+        // Proposed from a snapshot where t had 2 partitions, applied where it has 3.
+        let grown = grow(&mut snapshot, "t", 4, budget());
+        let applied = grown[0].1.clone().unwrap();
+        assert_eq!(applied, Applied::Grown { id, from: 3, to: 4 });
+    }
+
+    #[test]
+    fn a_take_back_removes_the_offsets_topic_only_with_its_id() {
+        let mut snapshot = three_brokers(&[]);
+        assert!(create(&mut snapshot, OFFSETS_TOPIC, 2, 1)[0].1.is_ok());
+        let id = snapshot.topics[OFFSETS_TOPIC].id;
+        let take_back = |snapshot: &mut MetadataSnapshot, id| {
+            let topics = vec![TakeBack {
+                name: OFFSETS_TOPIC.into(),
+                id,
+                partitions: 0,
+            }];
+            let index = snapshot.version + 1;
+            apply(snapshot, index, MetadataCommand::TakeBack { topics })
+        };
+        // A take-back of an earlier creation of the topic leaves the one there now alone.
+        let stale = take_back(&mut snapshot, uuid::Uuid::from_u128(7));
+        assert_eq!(code(&stale), ResponseError::UnknownTopicOrPartition);
+        assert!(snapshot.topics.contains_key(OFFSETS_TOPIC));
+        assert!(take_back(&mut snapshot, id)[0].1.is_ok());
+        assert!(!snapshot.topics.contains_key(OFFSETS_TOPIC));
     }
 
     #[test]
