@@ -82,6 +82,9 @@ pub const LEADER_EPOCH_DEFAULT: i32 = 0;
 pub(crate) struct BatchSummary {
     /// Position of the batch inside the `ValidatedBatches` bytes.
     pub position: usize,
+    /// The baseOffset the batch carries (a producer's is meaningless; a leader's is kept by
+    /// `PartitionLog::append_replicated`).
+    pub base_offset: i64,
     pub total_bytes: usize,
     pub offset_count: i64,
     pub max_timestamp: i64,
@@ -121,6 +124,7 @@ impl ValidatedBatches {
             let header = check_batch(&bytes[position..])?;
             batches.push(BatchSummary {
                 position,
+                base_offset: header.base_offset,
                 total_bytes: header.total_bytes(),
                 offset_count: header.offset_count(),
                 max_timestamp: header.max_timestamp,
@@ -169,6 +173,21 @@ impl ValidatedBatches {
 
     pub(crate) fn summaries(&self) -> &[BatchSummary] {
         &self.batches
+    }
+
+    /// The baseOffset the first batch carries.
+    pub fn first_base_offset(&self) -> i64 {
+        self.batches[0].base_offset
+    }
+
+    /// The first position where a batch's carried baseOffset is not the previous batch's
+    /// baseOffset + its offset count, as (expected, found); None if the batches follow each
+    /// other without gaps or overlaps, as a leader's log holds them.
+    pub fn carried_offset_gap(&self) -> Option<(i64, i64)> {
+        self.batches.windows(2).find_map(|pair| {
+            let expected = pair[0].base_offset.checked_add(pair[0].offset_count)?;
+            (pair[1].base_offset != expected).then_some((expected, pair[1].base_offset))
+        })
     }
 }
 

@@ -38,6 +38,10 @@ pub enum StorageError {
         batch_base_offset: i64,
         batch_next_offset: i64,
     },
+    /// Replicated batches that do not continue the log: the first does not start at the log end,
+    /// or a later one does not start where the one before it ended.
+    #[error("replicated batches start at offset {found}, the log expects {expected}")]
+    NotContiguous { expected: i64, found: i64 },
     /// The log is being closed; no new operations are accepted.
     #[error("log is closed")]
     Closed,

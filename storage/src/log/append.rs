@@ -28,11 +28,44 @@ impl PartitionLog {
         // The ticket is drawn now, in call order; the task always runs to use it.
         let ticket = inner.append_lock.ticket();
         let task =
-            glommio::spawn_local(async move { inner.append(ticket, batches).await }).detach();
+            glommio::spawn_local(
+                async move { inner.append(ticket, batches, Offsets::Assigned).await },
+            )
+            .detach();
         let result = task.await.unwrap_or(Err(StorageError::Closed));
         self.inner.append_failures.observe(&self.inner.dir, &result);
         result
     }
+
+    /// A follower's append: writes batches fetched from the leader exactly as they are, their
+    /// base offsets and partition leader epochs kept (no re-encode, no re-stamp). Refused with
+    /// [`StorageError::NotContiguous`], writing nothing, unless the first batch starts at the log
+    /// end (after every append in flight) and each later one where the one before it ended.
+    /// Same pipeline and durability as [`PartitionLog::append`]: not durable until `sync_to`.
+    pub async fn append_replicated(
+        &self,
+        batches: ValidatedBatches,
+    ) -> Result<AppendInfo, StorageError> {
+        if let Some((expected, found)) = batches.carried_offset_gap() {
+            return Err(StorageError::NotContiguous { expected, found });
+        }
+        let inner = Rc::clone(&self.inner);
+        let ticket = inner.append_lock.ticket();
+        let task =
+            glommio::spawn_local(async move { inner.append(ticket, batches, Offsets::Kept).await })
+                .detach();
+        let result = task.await.unwrap_or(Err(StorageError::Closed));
+        self.inner.append_failures.observe(&self.inner.dir, &result);
+        result
+    }
+}
+
+/// Whether an append gives its batches offsets and the leader epoch (a leader's) or keeps the
+/// ones they carry (a follower's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offsets {
+    Assigned,
+    Kept,
 }
 
 impl LogInner {
@@ -42,10 +75,11 @@ impl LogInner {
         &self,
         ticket: Ticket,
         batches: ValidatedBatches,
+        offsets: Offsets,
     ) -> Result<AppendInfo, StorageError> {
         let (reservation, segment, buffer) = {
             let _turn = self.append_lock.acquire(ticket).await;
-            self.reserve(&batches).await?
+            self.reserve(&batches, offsets).await?
         };
         let written = self.write_reserved(&reservation, &segment, &buffer).await;
         self.pipeline
@@ -68,11 +102,13 @@ impl LogInner {
     async fn reserve(
         &self,
         batches: &ValidatedBatches,
+        offsets: Offsets,
     ) -> Result<(Reservation, Rc<Segment>, Rc<DmaBuffer>), StorageError> {
         if self.closed.get() {
             return Err(StorageError::Closed);
         }
         self.pipeline.wait_for_slot().await;
+        self.check_continues_log(batches, offsets)?;
         let segment = loop {
             if self.pipeline.is_failed() {
                 self.pipeline.wait_drained().await;
@@ -97,7 +133,10 @@ impl LogInner {
         let new_end_position = end_position + batches.len_bytes() as u64;
         let write_position = segment.active_file().align_down(end_position);
         let write_end = segment.active_file().align_up(new_end_position);
-        let buffer = self.build_write_buffer(segment.active_file().as_ref(), batches, base_offset);
+        // Checked again: a repair after a failed write may have moved the reserved offset back.
+        self.check_continues_log(batches, offsets)?;
+        let stamp = (offsets == Offsets::Assigned).then_some(base_offset);
+        let buffer = self.build_write_buffer(segment.active_file().as_ref(), batches, stamp);
         assert_eq!(write_position + buffer.len() as u64, write_end);
         let reservation = Reservation {
             sequence: self.pipeline.next_sequence(),
@@ -141,12 +180,28 @@ impl LogInner {
         written
     }
 
-    /// One aligned buffer: [partial tail block][batches with offsets assigned][zero padding].
+    /// A replicated append must start at the offset the next reservation gets.
+    fn check_continues_log(
+        &self,
+        batches: &ValidatedBatches,
+        offsets: Offsets,
+    ) -> Result<(), StorageError> {
+        let expected = self.pipeline.reserved_offset();
+        let found = batches.first_base_offset();
+        if offsets == Offsets::Kept && found != expected {
+            return Err(StorageError::NotContiguous { expected, found });
+        }
+        Ok(())
+    }
+
+    /// One aligned buffer: [partial tail block][batches][zero padding]. With `stamp` (a leader's
+    /// append: its base offset) each batch gets its offsets and the append's leader epoch;
+    /// without, the batches are copied as they are.
     fn build_write_buffer(
         &self,
         file: &dyn SegmentFile,
         batches: &ValidatedBatches,
-        base_offset: i64,
+        stamp: Option<i64>,
     ) -> Rc<DmaBuffer> {
         let tail = self.pipeline.reserved_tail();
         let data_len = tail.len() + batches.len_bytes();
@@ -155,11 +210,14 @@ impl LogInner {
         bytes[..tail.len()].copy_from_slice(&tail);
         let batch_bytes = &mut bytes[tail.len()..data_len];
         batch_bytes.copy_from_slice(batches.bytes());
-        let mut offset = base_offset;
-        for summary in batches.summaries() {
-            let batch = &mut batch_bytes[summary.position..summary.position + summary.total_bytes];
-            batch::set_base_offset_and_epoch(batch, offset, batches.leader_epoch());
-            offset += summary.offset_count;
+        if let Some(base_offset) = stamp {
+            let mut offset = base_offset;
+            for summary in batches.summaries() {
+                let batch =
+                    &mut batch_bytes[summary.position..summary.position + summary.total_bytes];
+                batch::set_base_offset_and_epoch(batch, offset, batches.leader_epoch());
+                offset += summary.offset_count;
+            }
         }
         bytes[data_len..].fill(0);
         Rc::new(buffer)
