@@ -101,6 +101,18 @@ pub struct ServeArgs {
     /// also bounds how long a member that abandons its first join keeps its metadata.
     #[arg(long, default_value_t = 1_800_000)]
     pub group_max_session_timeout_ms: u64,
+    /// Longest a follower's Fetch waits at the leader for data (Kafka's
+    /// replica.fetch.wait.max.ms); at most the leader's 30 s cap on any fetch's wait.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=30_000))]
+    pub replica_fetch_wait_max_ms: u64,
+    /// Most bytes a follower asks of one partition per Fetch (Kafka's replica.fetch.max.bytes);
+    /// a larger first batch still comes whole (KIP-74). At most 16 MiB, what one append holds.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..=(16 << 20)))]
+    pub replica_fetch_max_bytes: u64,
+    /// Most bytes a follower asks for in one Fetch response (Kafka's
+    /// replica.fetch.response.max.bytes); at most the leader's 64 MiB cap on any response.
+    #[arg(long, default_value_t = 10 << 20, value_parser = clap::value_parser!(u64).range(1..=(64 << 20)))]
+    pub replica_fetch_response_max_bytes: u64,
 }
 
 /// One voter of the metadata quorum, as `--controller-voters` names it.

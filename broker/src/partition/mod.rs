@@ -5,6 +5,7 @@
 //! Invariant: only the owner shard appends to, reads from or waits on a partition's log.
 
 mod flush;
+mod follow;
 mod ops;
 
 use std::cell::{Cell, RefCell};

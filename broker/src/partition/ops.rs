@@ -148,7 +148,7 @@ impl Partition {
 
     /// Writes a producer-state snapshot once enough was appended and no append is in flight
     /// (so the state matches the log end exactly).
-    fn maybe_snapshot(&self, appended_bytes: u64) {
+    pub(super) fn maybe_snapshot(&self, appended_bytes: u64) {
         let total = self.appended_since_snapshot.get() + appended_bytes;
         self.appended_since_snapshot.set(total);
         let producers = self.producers.borrow();

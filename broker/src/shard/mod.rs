@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::controller::Controller;
-use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
+use crate::cluster::metadata::{MetadataSnapshot, TopicMeta, NO_LEADER};
 pub use crate::cluster::placement::shard_for;
 use crate::config::ServeArgs;
 use crate::data_dir::partition_dir;
@@ -53,6 +53,8 @@ pub struct Shard {
     open_options: OpenOptions,
     /// Request bytes this shard's connections hold in memory.
     pub request_budget: crate::request_budget::RequestBudget,
+    /// The fetchers of the partitions this shard follows.
+    pub replication: crate::replication::Replication,
 }
 
 /// A shard's part in the cluster's control plane.
@@ -101,9 +103,11 @@ impl Shard {
             snapshot_interval_bytes: config.producer_snapshot_interval_bytes,
             power_loss_io: power_loss_io.clone(),
         };
+        let replication = crate::replication::Replication::new(fetcher_config(id, &config));
         Shard {
             id,
             count,
+            replication,
             config,
             metadata: RefCell::new(metadata),
             logs: RefCell::new(HashMap::new()),
@@ -174,13 +178,15 @@ impl Shard {
 
     /// Installs a new metadata snapshot and brings this shard's open logs in line with it:
     /// partitions of deleted topics are closed and removed, newly owned partitions that this
-    /// broker is a replica of opened, and each open partition's leader epoch set.
+    /// broker is a replica of opened, each open partition's leader epoch set, and the
+    /// partitions another broker leads handed to the fetchers (`replication`).
     /// Returns the partitions that failed to open (each logged), as (topic, error).
     pub async fn apply_metadata(
         self: &Rc<Self>,
         snapshot: Arc<MetadataSnapshot>,
     ) -> Vec<(String, String)> {
         let mut failures = Vec::new();
+        let mut followed = Vec::new();
         let previous = self.metadata.replace(snapshot.clone());
         assert!(
             snapshot.version >= previous.version,
@@ -221,8 +227,18 @@ impl Shard {
                     open.set_config(&topic.config, &self.open_options);
                 }
                 open.leader_epoch.set(assignment.leader_epoch);
+                if assignment.leader != node && assignment.leader != NO_LEADER {
+                    followed.push(crate::replication::Followed {
+                        topic: topic.name.clone(),
+                        partition,
+                        topic_id: topic.id,
+                        leader: assignment.leader,
+                        leader_epoch: assignment.leader_epoch,
+                    });
+                }
             }
         }
+        self.replication.set_followed(self.clone(), followed);
         failures
     }
 
@@ -321,5 +337,26 @@ impl crate::groups::GroupHost for Shard {
 
     fn shard_id(&self) -> usize {
         self.id
+    }
+}
+
+impl crate::replication::ReplicaHost for Shard {
+    fn metadata(&self) -> Arc<MetadataSnapshot> {
+        Shard::metadata(self)
+    }
+
+    fn followed_partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partition(topic, partition)
+    }
+}
+
+/// The fetchers' settings from the command line.
+fn fetcher_config(shard_id: usize, config: &ServeArgs) -> crate::replication::FetcherConfig {
+    crate::replication::FetcherConfig {
+        node_id: config.node_id,
+        shard_id,
+        wait_max_ms: config.replica_fetch_wait_max_ms,
+        partition_bytes_max: config.replica_fetch_max_bytes as usize,
+        response_bytes_max: config.replica_fetch_response_max_bytes as usize,
     }
 }

@@ -1,0 +1,212 @@
+//! One fetcher task: a shard's connection to one leader broker, carrying every partition the
+//! shard follows from it. One Fetch in flight; each partition of the response is validated and
+//! appended as the leader stored it, if the shard's snapshot still names the leader and epoch
+//! the request was sent with.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::{ApiKey, FetchResponse};
+use storage::{StorageError, ValidatedBatches};
+
+use super::connection::{LeaderConnection, ReplicationError, RESPONSE_TIMEOUT_MARGIN};
+use super::table::{FetcherConfig, FetcherState, Followed, ReplicaHost};
+use super::{truncation, wire};
+use crate::log_limit::{RateLimitedLog, REPEATED_ERROR_LOG_INTERVAL};
+
+/// First wait before reconnecting to a leader; it doubles at each failure in a row.
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait before reconnecting: a leader that comes back is fetched from within this.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a partition the leader refused (or whose append failed) waits before it is fetched
+/// again; a metadata change that moves it starts it at once.
+const PARTITION_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// How long an idle fetcher (nothing due) sleeps unless its partitions change.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Runs until the shard stops following anything from `state.leader`.
+pub async fn run(host: Rc<dyn ReplicaHost>, state: Rc<FetcherState>, config: FetcherConfig) {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    let mut failures = RateLimitedLog::new(REPEATED_ERROR_LOG_INTERVAL);
+    let mut connection: Option<LeaderConnection> = None;
+    while !state.stopped.get() {
+        let result = match connection.as_mut() {
+            Some(open) => fetch_round(&*host, &state, &config, open).await,
+            None => connect(&*host, &state, &config).await.map(|open| {
+                connection = Some(open);
+            }),
+        };
+        match result {
+            Ok(()) => backoff = RECONNECT_BACKOFF_MIN,
+            Err(error) => {
+                connection = None;
+                if let Some(count) = failures.observe(Instant::now()) {
+                    log::warn!(
+                        "shard {}: replication from broker {} failed ({count} times): {error}",
+                        config.shard_id,
+                        state.leader
+                    );
+                }
+                state.wait_for_change(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn connect(
+    host: &dyn ReplicaHost,
+    state: &FetcherState,
+    config: &FetcherConfig,
+) -> Result<LeaderConnection, ReplicationError> {
+    let snapshot = host.metadata();
+    let Some(leader) = snapshot.brokers.get(&state.leader) else {
+        return Err(ReplicationError::Unresolved(format!(
+            "broker {} (not registered)",
+            state.leader
+        )));
+    };
+    let client_id = format!("sluice-replica-{}-{}", config.node_id, config.shard_id);
+    LeaderConnection::connect(&leader.host, leader.port, client_id).await
+}
+
+/// Starts the partitions that need it, then sends one Fetch and applies its response.
+async fn fetch_round(
+    host: &dyn ReplicaHost,
+    state: &FetcherState,
+    config: &FetcherConfig,
+    connection: &mut LeaderConnection,
+) -> Result<(), ReplicationError> {
+    start_pending(host, state, connection).await?;
+    let Some((request, count)) = wire::build_request(state, config, Instant::now()) else {
+        state.wait_for_change(IDLE_WAIT).await;
+        return Ok(());
+    };
+    let limit = wire::response_bytes_limit(config, count);
+    let timeout = Duration::from_millis(config.wait_max_ms) + RESPONSE_TIMEOUT_MARGIN;
+    let response: FetchResponse = connection
+        .call(ApiKey::Fetch, wire::FETCH_VERSION, &request, limit, timeout)
+        .await?;
+    drop(request);
+    if let Some(error) = ResponseError::try_from_code(response.error_code) {
+        return Err(ReplicationError::Protocol(format!(
+            "Fetch answered {error:?}"
+        )));
+    }
+    for topic in response.responses {
+        for data in topic.partitions {
+            apply_partition(host, state, &topic.topic.0, data).await;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the "before fetching" step for every partition that has no fetch offset yet.
+async fn start_pending(
+    host: &dyn ReplicaHost,
+    state: &FetcherState,
+    connection: &mut LeaderConnection,
+) -> Result<(), ReplicationError> {
+    let now = Instant::now();
+    let pending: Vec<Followed> = (state.partitions.borrow().values())
+        .flat_map(|topic| topic.values())
+        .filter(|follow| follow.fetch_offset.is_none() && follow.is_due(now))
+        .map(|follow| follow.followed.clone())
+        .collect();
+    for followed in pending {
+        let Some(partition) = host.followed_partition(&followed.topic, followed.partition) else {
+            continue;
+        };
+        match truncation::fetch_start(connection, &partition, &followed).await {
+            Ok(offset) => {
+                state.update(&followed, |follow| follow.fetch_offset = Some(offset));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Applies one partition of a Fetch response, if its fetcher still follows it as the request
+/// was sent and the shard's snapshot still names the same leader and epoch.
+async fn apply_partition(
+    host: &dyn ReplicaHost,
+    state: &FetcherState,
+    topic: &str,
+    data: PartitionData,
+) {
+    let index = data.partition_index;
+    let sent = {
+        let partitions = state.partitions.borrow();
+        let follow = partitions.get(topic).and_then(|topic| topic.get(&index));
+        follow.and_then(|follow| Some((follow.followed.clone(), follow.sent_offset?)))
+    };
+    let Some((followed, sent_offset)) = sent else {
+        return;
+    };
+    if let Some(error) = ResponseError::try_from_code(data.error_code) {
+        log::debug!("{topic}-{index}: the leader answered {error:?}");
+        match error {
+            // The "before fetching" step decides again where to fetch from (truncation).
+            ResponseError::OffsetOutOfRange => restart(state, &followed),
+            _ => retry_later(state, &followed),
+        }
+        return;
+    }
+    let Some(partition) = host.followed_partition(topic, index) else {
+        return;
+    };
+    let records = wire::whole_batches(data.records.unwrap_or_default());
+    let current = |host: &dyn ReplicaHost| followed.is_current_in(&host.metadata());
+    if records.is_empty() {
+        if current(host) {
+            partition.follow_high_watermark(data.high_watermark);
+        }
+        return;
+    }
+    let batches = match ValidatedBatches::validate(records) {
+        Ok(batches) => batches,
+        Err(error) => {
+            log::warn!("{topic}-{index}: fetched batches fail validation: {error}");
+            return retry_later(state, &followed);
+        }
+    };
+    // No await between this check and the append's place in the log's queue: an append as
+    // leader after a role change comes after it.
+    if !current(host) {
+        return;
+    }
+    match partition.append_fetched(batches, data.high_watermark).await {
+        Ok(log_end) => {
+            state.update(&followed, |follow| {
+                if follow.fetch_offset == Some(sent_offset) {
+                    follow.fetch_offset = Some(log_end);
+                }
+            });
+        }
+        Err(StorageError::NotContiguous { expected, found }) => {
+            log::warn!("{topic}-{index}: fetched batches start at {found}, the log at {expected}");
+            restart(state, &followed);
+        }
+        Err(error) => {
+            log::warn!("{topic}-{index}: appending fetched batches failed: {error}");
+            retry_later(state, &followed);
+        }
+    }
+}
+
+fn retry_later(state: &FetcherState, followed: &Followed) {
+    let at = Instant::now() + PARTITION_RETRY_BACKOFF;
+    state.update(followed, |follow| follow.retry_at = Some(at));
+}
+
+/// The partition runs its "before fetching" step again, after the retry back-off.
+fn restart(state: &FetcherState, followed: &Followed) {
+    let at = Instant::now() + PARTITION_RETRY_BACKOFF;
+    state.update(followed, |follow| {
+        follow.fetch_offset = None;
+        follow.retry_at = Some(at);
+    });
+}
