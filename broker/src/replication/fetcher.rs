@@ -21,8 +21,11 @@ const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait before reconnecting: a leader that comes back is fetched from within this.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long a partition the leader refused (or whose append failed) waits before it is fetched
-/// again; a metadata change that moves it starts it at once.
-const PARTITION_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// again; a metadata change that moves it starts it at once. Most refusals are a leader that
+/// has not applied the snapshot this follower acts on yet (a new topic, a new epoch), which
+/// takes milliseconds: Kafka's 1 s (`replica.fetch.backoff.ms`) would delay replication of
+/// every new topic and leader by up to that, so a quarter of it.
+const PARTITION_RETRY_BACKOFF: Duration = Duration::from_millis(250);
 /// How long an idle fetcher (nothing due) sleeps unless its partitions change.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 

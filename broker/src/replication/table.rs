@@ -166,3 +166,88 @@ impl FetcherState {
 
 /// Shared between the shard and one fetcher task.
 pub type SharedFetcher = Rc<FetcherState>;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::cluster::metadata::{PartitionAssignment, TopicMeta};
+
+    fn followed(partition: i32, leader_epoch: i32) -> Followed {
+        Followed {
+            topic: "t".to_string(),
+            partition,
+            topic_id: uuid::Uuid::from_u128(1),
+            leader: 2,
+            leader_epoch,
+        }
+    }
+
+    fn snapshot(topic_id: u128, leader: i32, leader_epoch: i32) -> MetadataSnapshot {
+        let mut assignment = PartitionAssignment::new(vec![leader, 1, 3]);
+        assignment.leader_epoch = leader_epoch;
+        let topic = TopicMeta::new(
+            "t".to_string(),
+            uuid::Uuid::from_u128(topic_id),
+            vec![assignment],
+            BTreeMap::new(),
+        );
+        MetadataSnapshot {
+            version: 1,
+            cluster_id: "c".to_string(),
+            topics: BTreeMap::from([("t".to_string(), topic)]),
+            brokers: BTreeMap::new(),
+            broker_configs: BTreeMap::new(),
+            broker_default_configs: BTreeMap::new(),
+            producer_ids_end: 0,
+        }
+    }
+
+    #[test]
+    fn a_response_applies_only_while_the_snapshot_names_the_same_leader_epoch_and_topic() {
+        let entry = followed(0, 4);
+        assert!(entry.is_current_in(&snapshot(1, 2, 4)));
+        assert!(!entry.is_current_in(&snapshot(1, 2, 5)), "a new epoch");
+        assert!(!entry.is_current_in(&snapshot(1, 3, 4)), "another leader");
+        assert!(
+            !entry.is_current_in(&snapshot(9, 2, 4)),
+            "a re-created topic"
+        );
+        assert!(
+            !followed(1, 4).is_current_in(&snapshot(1, 2, 4)),
+            "no such partition"
+        );
+        let mut deleted = snapshot(1, 2, 4);
+        deleted.topics.clear();
+        assert!(!entry.is_current_in(&deleted));
+    }
+
+    #[test]
+    fn unchanged_partitions_keep_their_position_and_changed_ones_start_again() {
+        let state = FetcherState::new(2);
+        state.set_partitions(vec![followed(0, 4), followed(1, 4), followed(2, 4)]);
+        for partition in 0..3 {
+            state.update(&followed(partition, 4), |s| s.fetch_offset = Some(100));
+        }
+        // Partition 1 moved to epoch 5, partition 2 is no longer followed.
+        state.set_partitions(vec![followed(0, 4), followed(1, 5)]);
+        assert_eq!(
+            state.update(&followed(0, 4), |s| s.fetch_offset),
+            Some(Some(100))
+        );
+        assert_eq!(
+            state.update(&followed(1, 5), |s| s.fetch_offset),
+            Some(None)
+        );
+        assert_eq!(
+            state.update(&followed(1, 4), |s| s.fetch_offset),
+            None,
+            "old epoch"
+        );
+        assert_eq!(state.update(&followed(2, 4), |s| s.fetch_offset), None);
+        state.stop();
+        assert!(state.stopped.get());
+        assert_eq!(state.update(&followed(0, 4), |s| s.fetch_offset), None);
+    }
+}
