@@ -1,6 +1,7 @@
 """Followers replicate: on an RF 3 topic every follower's log becomes the leader's, byte for byte
 (offsets and leader epochs kept), and once the leader is killed -9 and leadership has moved,
-the new leader serves every record produced before the kill.
+the new leader serves every record produced before the kill; the replicas then follow the new
+leaders, the restarted old leader too.
 
 Until the leader waits for its followers (acks=all waiting for the ISR), the test waits itself
 until every follower's log end, read from its data directory, matches the leader's, and only
@@ -101,3 +102,24 @@ def test_followers_copy_the_leader_and_serve_everything_after_its_kill9(cluster)
     assert len(read) == len(records), "every record read exactly once"
     for partition, key, value in records:
         assert got.get((partition, key)) == (delivered[(partition, key)], value), (partition, key)
+
+    # The surviving follower of each moved partition now fetches from its new leader, and the
+    # killed broker, restarted, follows them all: every replica's log becomes the new leader's.
+    more = [(p, f"{p}-after-{i}".encode(), b"after") for i in range(50) for p in range(PARTITIONS)]
+    produce(cluster.bootstrap(survivors), topic, more)
+    killed.start()
+    total = RECORDS_PER_PARTITION + 50
+
+    def every_replica_matches_its_new_leader():
+        found = partitions_of(survivors[0], topic)
+        for partition, entry in found.items():
+            expected = stored_batches(cluster.node(entry["leader"]).data_dir, topic, partition)
+            if log_end(expected) != total:
+                return False
+            for replica in entry["replicas"]:
+                if stored_batches(cluster.node(replica).data_dir, topic, partition) != expected:
+                    return False
+        return True
+
+    wait_until("every replica equal to its new leader, the restarted broker too",
+               every_replica_matches_its_new_leader, REPLICATION_TIMEOUT_S, interval_s=0.2)
