@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// A broker the controller has not heard from for this long is fenced.
     #[arg(long, default_value_t = 9000)]
     pub session_timeout_ms: u64,
+    /// A follower that has not caught up with its leader for this long leaves the ISR
+    /// (Kafka's replica.lag.time.max.ms); the leader checks every half of it.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(2..))]
+    pub replica_lag_time_max_ms: u64,
     /// Replication factor of topics created without one (auto-creation included).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
     pub default_replication_factor: i16,

@@ -249,6 +249,7 @@ pub use context::{StorageBudgets, StorageContext};
 pub use error::StorageError;
 pub use index_cache::SEALED_INDEX_CACHE_BYTES_MAX;
 pub use log::PartitionLog;
+pub use notify::{Listener, Notify};
 pub use read_ahead::{READ_AHEAD_BYTES, READ_AHEAD_CACHE_BYTES_MAX};
 pub use record_batch::{records, BatchError, BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
 pub use segment::{parse_segment_file_name, READ_BYTES_MAX};

@@ -18,7 +18,7 @@ struct Waiters {
 /// Broadcast notifier for one executor (`!Send`). `listen` is cheap: no allocation until the
 /// listener is first polled while still pending.
 #[derive(Default)]
-pub(crate) struct Notify {
+pub struct Notify {
     generation: Cell<u64>,
     waiters: RefCell<Waiters>,
 }
@@ -43,7 +43,7 @@ impl Notify {
 }
 
 /// Completes once the `Notify` it came from is notified after the listener's creation.
-pub(crate) struct Listener {
+pub struct Listener {
     notify: Rc<Notify>,
     generation: u64,
     slot: Option<usize>,

@@ -181,7 +181,7 @@ async fn persist(
     let stored = async {
         let batches = batches.with_leader_epoch(partition.leader_epoch.get());
         let info = partition.log.append(batches).await?;
-        partition.log.advance_high_watermark(info.last_offset + 1);
+        partition.appended_as_leader();
         partition.log.sync_to(info.last_offset).await
     };
     stored.await.map_err(|e| {

@@ -22,7 +22,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName}
 use super::RequestContext;
 use crate::cluster::routing::{leader_route, NotHere};
 use crate::errors::code;
-use crate::partition::{first_of, PartitionRead, ReadSpec};
+use crate::partition::{first_of, PartitionRead, ReadSpec, WaitFor};
 use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 
@@ -54,6 +54,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
                 partition: partition.partition,
                 offset: partition.fetch_offset,
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(response_bytes_max),
+                current_leader_epoch: partition.current_leader_epoch,
             });
         }
     }
@@ -70,10 +71,16 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
             .map(|(spec, _)| spec)
             .collect(),
     };
-    let mut reads = read_all(&ctx.shard, &served).await;
+    // A follower (replica id >= 0) reads up to the log end and waits for any new record.
+    let replica_id = request.replica_id.0.max(-1);
+    let mut reads = read_all(&ctx.shard, &served, replica_id).await;
     if !enough(&reads, min_bytes) && refusals.is_none() && Instant::now() < deadline {
-        wait_any(&ctx.shard, &served, deadline).await;
-        reads = read_all(&ctx.shard, &served).await;
+        let wait_for = match replica_id {
+            -1 => WaitFor::HighWatermark,
+            _ => WaitFor::LogEnd,
+        };
+        wait_any(&ctx.shard, &served, wait_for, deadline).await;
+        reads = read_all(&ctx.shard, &served, replica_id).await;
     }
     let reads = match &refusals {
         None => reads,
@@ -96,9 +103,8 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
 
 /// Why each spec is not served here (None: it is), or None when every spec is served here, the
 /// common case, which allocates nothing. Only a partition's leader serves a fetch, a consumer's
-/// or a replica's (replica id >= 0): followers do not replicate yet, so a follower's log is not
-/// the partition's. Issue 14 (replication) serves a follower's fetch at the leader only, which
-/// is this same rule; what it adds is the follower fetching, not a route here.
+/// or a follower's (replica id >= 0); a follower's is read up to the log end and records its
+/// position in the leader's replica table (`partition/replicas.rs`).
 fn route(ctx: &RequestContext, specs: &[ReadSpec]) -> Option<Vec<Option<NotHere>>> {
     let snapshot = ctx.shard.metadata();
     let node = ctx.shard.config.node_id;
@@ -115,12 +121,7 @@ fn merge(reads: Vec<PartitionRead>, refusals: &[Option<NotHere>]) -> Vec<Partiti
     let mut reads = reads.into_iter();
     let merged = (refusals.iter())
         .map(|refused| match refused {
-            Some(refused) => PartitionRead {
-                error: Some(refused.error),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Bytes::new(),
-            },
+            Some(refused) => PartitionRead::refused(refused.error),
             None => reads.next().expect("one read per served spec"),
         })
         .collect();
@@ -177,8 +178,9 @@ fn enough(reads: &[PartitionRead], min_bytes: usize) -> bool {
     bytes >= min_bytes.max(1) || reads.iter().any(|r| r.error.is_some())
 }
 
-/// Reads every partition on its owner shard, all shards in parallel; results in `specs` order.
-async fn read_all(shard: &Rc<Shard>, specs: &[ReadSpec]) -> Vec<PartitionRead> {
+/// Reads every partition on its owner shard, all shards in parallel, for a consumer
+/// (`replica_id` -1) or a follower; results in `specs` order.
+async fn read_all(shard: &Rc<Shard>, specs: &[ReadSpec], replica_id: i32) -> Vec<PartitionRead> {
     let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<ReadSpec>)> = BTreeMap::new();
     for (index, spec) in specs.iter().enumerate() {
         let entry = by_owner
@@ -194,7 +196,11 @@ async fn read_all(shard: &Rc<Shard>, specs: &[ReadSpec]) -> Vec<PartitionRead> {
             (
                 indexes,
                 glommio::spawn_local(async move {
-                    match shard.call(owner, Request::Read(group)).await {
+                    let request = Request::Read {
+                        specs: group,
+                        replica_id,
+                    };
+                    match shard.call(owner, request).await {
                         Reply::Read(reads) => reads,
                         other => other.mismatch("Read"),
                     }
@@ -211,8 +217,9 @@ async fn read_all(shard: &Rc<Shard>, specs: &[ReadSpec]) -> Vec<PartitionRead> {
     reads
 }
 
-/// Waits until any partition gets data past its fetch offset, or the deadline passes.
-async fn wait_any(shard: &Rc<Shard>, specs: &[ReadSpec], deadline: Instant) {
+/// Waits until any partition gets data past its fetch offset (committed data, or any for a
+/// follower), or the deadline passes.
+async fn wait_any(shard: &Rc<Shard>, specs: &[ReadSpec], wait_for: WaitFor, deadline: Instant) {
     let mut by_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
     for spec in specs {
         by_owner
@@ -226,7 +233,12 @@ async fn wait_any(shard: &Rc<Shard>, specs: &[ReadSpec], deadline: Instant) {
         .map(|(owner, waits)| {
             let shard = shard.clone();
             Box::pin(async move {
-                let reply = shard.call(owner, Request::Wait { waits, timeout }).await;
+                let request = Request::Wait {
+                    waits,
+                    wait_for,
+                    timeout,
+                };
+                let reply = shard.call(owner, request).await;
                 let Reply::Wait = reply else {
                     reply.mismatch("Wait")
                 };

@@ -21,15 +21,16 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
         let requests = topic
             .partitions
             .iter()
-            .map(|p| (p.partition_index, p.timestamp));
+            .map(|p| (p.partition_index, (p.timestamp, p.current_leader_epoch)));
         let tasks = start_on_owners(
             ctx,
             &name,
             requests,
-            |topic, partition, timestamp| Request::ListOffset {
+            |topic, partition, (timestamp, current_leader_epoch)| Request::ListOffset {
                 topic,
                 partition,
                 timestamp,
+                current_leader_epoch,
             },
             |reply| match reply {
                 Reply::ListOffset(result) => result,

@@ -8,6 +8,7 @@
 //! no response (and a failed acks=0 request closes the connection), acks=1 is answered once the write completed, acks=all once it is fdatasync'd.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -21,10 +22,11 @@ use storage::{BatchError, ValidatedBatches};
 
 use super::RequestContext;
 use crate::clock::now_ms;
-use crate::cluster::metadata::TopicMeta;
+use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 use crate::cluster::routing::leader_route;
+use crate::config::ServeArgs;
 use crate::errors::{batch_error, code};
-use crate::partition::{Appended, ACKS_ALL};
+use crate::partition::{Appended, Replication, ACKS_ALL};
 use crate::shard::admin;
 use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
@@ -39,6 +41,9 @@ pub const VERSION_MAX: i16 = 9;
 /// least 3 for every client that writes RecordBatch v2.
 pub const VERSION_MIN_ADVERTISED: i16 = 0;
 const _: () = assert!(VERSION_MIN_ADVERTISED <= VERSION_MIN);
+/// Longest an acks=all produce waits for the ISR, whatever the client asks: bounds how long a
+/// request holds its place (and its bytes) in the connection's pipeline.
+pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 120_000;
 /// The first Produce version that may carry zstd batches (KIP-110).
 const VERSION_ZSTD_MIN: i16 = 7;
 
@@ -74,6 +79,8 @@ pub type Answer = Result<Option<ProduceResponse>, String>;
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Answer {
     let acks = request.acks;
+    let timeout =
+        Duration::from_millis((request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX));
     let acks_valid = matches!(acks, 0 | 1 | ACKS_ALL);
     let mut pending = Vec::new();
     for topic in request.topic_data {
@@ -91,6 +98,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Answer {
                         data.records,
                         acks,
                         ctx.version,
+                        timeout,
                     ))
                 });
                 (index, task)
@@ -158,6 +166,21 @@ fn partition_response(index: i32, result: Result<Produced, Refused>) -> Partitio
                 .with_record_errors(record_errors)
                 .with_error_message(refused.error_message.map(StrBytes::from_string))
         }
+    }
+}
+
+/// The `min.insync.replicas` of a topic: its own, else the broker's dynamic config (this
+/// broker's, then the cluster-wide default), else `--min-insync-replicas`. An unreadable value
+/// counts as 1, the default.
+fn min_insync_replicas(snapshot: &MetadataSnapshot, meta: &TopicMeta, config: &ServeArgs) -> i32 {
+    const KEY: &str = "min.insync.replicas";
+    let dynamic = (snapshot.broker_configs_of(config.node_id))
+        .and_then(|configs| configs.get(KEY))
+        .or_else(|| snapshot.broker_default_configs.get(KEY));
+    let text = meta.configs().get(KEY).or(dynamic);
+    match text {
+        Some(text) => text.parse::<i32>().unwrap_or(1),
+        None => config.min_insync_replicas,
     }
 }
 
@@ -240,6 +263,7 @@ async fn produce_partition(
     records: Option<Bytes>,
     acks: i16,
     version: i16,
+    timeout: Duration,
 ) -> Result<Produced, Refused> {
     // Hold the snapshot rather than cloning the topic's metadata on every produce.
     let mut snapshot = shard.metadata();
@@ -265,18 +289,19 @@ async fn produce_partition(
     let policy = record_policy(meta, version);
     let batches = ValidatedBatches::validate_produced(records, &policy)
         .map_err(|error| refused(error, &topic, partition))?;
+    let replication = Replication {
+        min_insync_replicas: min_insync_replicas(&snapshot, meta, &shard.config),
+        timeout,
+    };
     let owner = shard.owner(&topic, partition);
-    let appended = shard
-        .call(
-            owner,
-            Request::Append {
-                topic,
-                partition,
-                batches,
-                acks,
-            },
-        )
-        .await;
+    let request = Request::Append {
+        topic,
+        partition,
+        batches,
+        acks,
+        replication,
+    };
+    let appended = shard.call(owner, request).await;
     let Reply::Append(appended) = appended else {
         appended.mismatch("Append")
     };

@@ -7,6 +7,7 @@
 mod flush;
 mod follow;
 mod ops;
+pub mod replicas;
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -17,11 +18,13 @@ use kafka_protocol::error::ResponseError;
 use record_batch::BatchHeader;
 use storage::{LogConfig, PartitionLog};
 
+use crate::cluster::metadata::PartitionAssignment;
 use crate::cluster::topic_config::TopicConfig;
 use crate::producers::{BatchIdentity, ProducerStates};
 
 pub use flush::FlushPolicy;
-pub use ops::{first_of, wait_for_any};
+pub use ops::{first_of, wait_for_any, Replication, WaitFor};
+pub use replicas::{IsrChange, Replicas, Role};
 
 /// DeleteRecords offset meaning "up to the high watermark".
 pub const DELETE_RECORDS_TO_HIGH_WATERMARK: i64 = -1;
@@ -46,6 +49,8 @@ pub struct ReadSpec {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// The fetcher's `current_leader_epoch`; -1 asks for no check.
+    pub current_leader_epoch: i32,
 }
 
 /// What a fetch learns about one partition.
@@ -55,6 +60,18 @@ pub struct PartitionRead {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub records: Bytes,
+}
+
+impl PartitionRead {
+    /// The read of a partition refused with `error`.
+    pub fn refused(error: ResponseError) -> PartitionRead {
+        PartitionRead {
+            error: Some(error),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Bytes::new(),
+        }
+    }
 }
 
 /// Bytes read at a time while rebuilding producer state from a log.
@@ -76,6 +93,13 @@ pub struct Partition {
     /// The partition leader epoch this broker appends under, stamped into every batch: the
     /// assignment's epoch in the shard's metadata (`Shard::apply_metadata` keeps it current).
     pub leader_epoch: Cell<i32>,
+    /// The role this broker has for the partition and, as its leader, what it knows of the
+    /// followers (`replicas.rs`). Borrowed only between awaits.
+    pub replicas: RefCell<Replicas>,
+    /// Wakes followers' long polls when the log end grows (a leader's append).
+    log_end_grew: Rc<storage::Notify>,
+    /// Wakes acks=all producers when the assignment changes (leader, epoch, ISR).
+    assignment_changed: Rc<storage::Notify>,
 }
 
 /// How to open a partition, from the broker's settings.
@@ -87,6 +111,8 @@ pub struct OpenOptions {
     pub snapshot_interval_bytes: u64,
     /// The segment I/O when a power loss is simulated; direct otherwise.
     pub power_loss_io: Option<storage::fault::FaultIo>,
+    /// This broker's node id, for the partition's replica table.
+    pub node_id: i32,
 }
 
 impl OpenOptions {
@@ -143,7 +169,46 @@ impl Partition {
             flush: Cell::new(FlushPolicy::of(config)),
             last_flush_ms: Cell::new(crate::clock::now_ms()),
             leader_epoch: Cell::new(crate::cluster::metadata::FIRST_LEADER_EPOCH),
+            replicas: RefCell::new(Replicas::new(options.node_id)),
+            log_end_grew: Rc::new(storage::Notify::default()),
+            assignment_changed: Rc::new(storage::Notify::default()),
         })
+    }
+
+    /// Takes the partition's assignment from a new snapshot: its leader epoch, its role and
+    /// ISR. A smaller ISR may let the high watermark move up, and waiting acks=all producers
+    /// look again.
+    pub fn set_assignment(&self, assignment: &PartitionAssignment) {
+        self.leader_epoch.set(assignment.leader_epoch);
+        let log_end_offset = self.log.log_end_offset();
+        (self.replicas.borrow_mut()).set_assignment(
+            assignment,
+            log_end_offset,
+            crate::clock::now_ms(),
+        );
+        self.advance_high_watermark();
+        self.assignment_changed.notify_all();
+    }
+
+    /// As leader, moves the high watermark up to what the ISR holds (see `replicas.rs`); it
+    /// never moves down, and a follower's is set by what it fetches.
+    pub fn advance_high_watermark(&self) {
+        let replicas = self.replicas.borrow();
+        if !replicas.is_leader() {
+            return;
+        }
+        let high_watermark = replicas.high_watermark(self.log.log_end_offset());
+        drop(replicas);
+        if high_watermark > self.log.high_watermark() {
+            self.log.advance_high_watermark(high_watermark);
+        }
+    }
+
+    /// Tells followers' long polls that the log end grew and lets the high watermark follow.
+    /// Every append as leader calls it once the append is published.
+    pub fn appended_as_leader(&self) {
+        self.log_end_grew.notify_all();
+        self.advance_high_watermark();
     }
 
     /// Applies changed topic configs: the log from its next append, the flush policy at once.

@@ -5,33 +5,53 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use storage::{RetentionOutcome, RetentionPolicy, StorageError, ValidatedBatches};
 
 use super::{
-    Appended, Partition, PartitionRead, ACKS_ALL, DELETE_RECORDS_TO_HIGH_WATERMARK, MAX_TIMESTAMP,
+    Appended, IsrChange, Partition, PartitionRead, Role, ACKS_ALL,
+    DELETE_RECORDS_TO_HIGH_WATERMARK, MAX_TIMESTAMP,
 };
 use crate::clock::now_ms;
 use crate::cluster::topic_config::TopicConfig;
 use crate::errors::storage_error;
 use crate::producers::{BatchIdentity, Verdict};
 
+/// What an acks=all append waits for besides its own fdatasync: the high watermark passing
+/// its records, while the ISR holds at least `min_insync_replicas`, for at most `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Replication {
+    /// The topic's `min.insync.replicas` (else the broker's).
+    pub min_insync_replicas: i32,
+    /// The Produce request's `timeout_ms`, bounded by the handler.
+    pub timeout: Duration,
+}
+
 impl Partition {
-    /// Appends one produced batch and answers once it is as durable as `acks` (or the topic's
-    /// `flush.messages`) asks.
+    /// Appends one produced batch as the partition's leader and answers once it is as durable
+    /// as `acks` (or the topic's `flush.messages`) asks; acks=all also waits until every ISR
+    /// member holds it (the high watermark passed it).
     pub async fn append(
         &self,
         batches: ValidatedBatches,
         acks: i16,
+        replication: Replication,
     ) -> Result<Appended, ResponseError> {
         // Kafka requires exactly one batch per partition from Produce v3 on; it also keeps the
         // producer-state bookkeeping one batch per append.
         if batches.batch_count() != 1 {
             return Err(ResponseError::InvalidRecord);
         }
+        let deadline =
+            (Instant::now().checked_add(replication.timeout)).unwrap_or_else(Instant::now);
+        let wait = Wait {
+            leader_epoch: self.leader_epoch.get(),
+            replication: (acks == ACKS_ALL).then_some((replication.min_insync_replicas, deadline)),
+        };
+        self.check_leader(acks, replication.min_insync_replicas)?;
         let identity = BatchIdentity::parse(batches.bytes());
         if identity.transactional {
             return Err(ResponseError::TransactionalIdAuthorizationFailed);
@@ -46,25 +66,29 @@ impl Partition {
                 Verdict::DuplicateInFlight => return Err(ResponseError::DuplicateSequenceNumber),
                 Verdict::Duplicate { first_offset } => {
                     let last_offset = first_offset + i64::from(identity.last_offset_delta);
-                    return self.finish(first_offset, last_offset, acks).await;
+                    return self
+                        .finish(first_offset, last_offset, acks == ACKS_ALL, wait)
+                        .await;
                 }
             }
         }
         // No await between the check above and this call: the append draws its place in the
         // log's queue in the same order the producer state saw the batch.
         let batch_bytes = batches.len_bytes() as u64;
-        let batches = batches.with_leader_epoch(self.leader_epoch.get());
+        let batches = batches.with_leader_epoch(wait.leader_epoch);
         match self.log.append(batches).await {
             Ok(info) => {
-                // One replica: an appended record is committed, and consumers see it from now.
-                self.log.advance_high_watermark(info.last_offset + 1);
+                // With the ISR {leader} (one replica) the record is committed now, and
+                // consumers see it from here on.
+                self.appended_as_leader();
                 if identity.is_idempotent() {
                     (self.producers.borrow_mut()).complete(&identity, info.base_offset);
                 }
                 self.maybe_snapshot(batch_bytes);
                 let must_sync = self.flush.get().append_must_sync(self.unsynced_records());
-                let acks = if must_sync { ACKS_ALL } else { acks };
-                self.finish(info.base_offset, info.last_offset, acks).await
+                let sync = must_sync || acks == ACKS_ALL;
+                self.finish(info.base_offset, info.last_offset, sync, wait)
+                    .await
             }
             Err(e) => {
                 if identity.is_idempotent() {
@@ -73,6 +97,19 @@ impl Partition {
                 Err(storage_error(&e))
             }
         }
+    }
+
+    /// Refuses an append unless this broker leads the partition, and an acks=all append while
+    /// the ISR is smaller than `min_insync_replicas` (nothing is appended then).
+    fn check_leader(&self, acks: i16, min_insync_replicas: i32) -> Result<(), ResponseError> {
+        let replicas = self.replicas.borrow();
+        if !replicas.is_leader() {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        if acks == ACKS_ALL && (replicas.isr().len() as i64) < i64::from(min_insync_replicas) {
+            return Err(ResponseError::NotEnoughReplicas);
+        }
+        Ok(())
     }
 
     /// Reads up to `max_bytes` from `offset`, with the bounds read before the data; the data
@@ -89,6 +126,64 @@ impl Partition {
             high_watermark,
             log_start_offset,
             records,
+        }
+    }
+
+    /// A follower's fetch at this leader: records the follower's position (its fetch offset is
+    /// its log end), lets the high watermark follow, and reads up to the log end, not the high
+    /// watermark. Returns the ISR change to propose if the follower should now join the ISR
+    /// (`follower_live`: its broker is unfenced).
+    pub async fn read_for_follower(
+        &self,
+        follower: i32,
+        offset: i64,
+        max_bytes: usize,
+        follower_live: bool,
+    ) -> (PartitionRead, Option<IsrChange>) {
+        let log_end_offset = self.log.log_end_offset();
+        let in_range = offset >= self.log.log_start_offset() && offset <= log_end_offset;
+        let recorded = {
+            let mut replicas = self.replicas.borrow_mut();
+            replicas.role() == Role::Leader
+                && (!in_range || replicas.record_fetch(follower, offset, log_end_offset, now_ms()))
+        };
+        if !recorded {
+            return (
+                PartitionRead::refused(ResponseError::NotLeaderOrFollower),
+                None,
+            );
+        }
+        self.advance_high_watermark();
+        let high_watermark = self.log.high_watermark();
+        let change = {
+            let mut replicas = self.replicas.borrow_mut();
+            let grown = follower_live
+                .then(|| replicas.expansion(follower, high_watermark))
+                .flatten();
+            grown.map(|isr| replicas.start_change(isr))
+        };
+        let log_start_offset = self.log.log_start_offset();
+        let (error, records) = match self.log.read(offset, max_bytes).await {
+            Ok(records) => (None, records),
+            Err(e) => (Some(storage_error(&e)), Bytes::new()),
+        };
+        let read = PartitionRead {
+            error,
+            high_watermark,
+            log_start_offset,
+            records,
+        };
+        (read, change)
+    }
+
+    /// FENCED_LEADER_EPOCH for a request that names an older leader epoch than the partition's,
+    /// UNKNOWN_LEADER_EPOCH for a newer one; -1 (or less) asks for no check (KIP-320).
+    pub fn check_leader_epoch(&self, current_leader_epoch: i32) -> Result<(), ResponseError> {
+        let epoch = self.leader_epoch.get();
+        match current_leader_epoch {
+            asked if asked < 0 || asked == epoch => Ok(()),
+            asked if asked < epoch => Err(ResponseError::FencedLeaderEpoch),
+            _ => Err(ResponseError::UnknownLeaderEpoch),
         }
     }
 
@@ -164,26 +259,98 @@ impl Partition {
         }
     }
 
-    /// Answers an append once it is as durable as `acks` asks.
+    /// Answers an append once it is as durable as asked: fdatasync'd if `sync`, and, for
+    /// acks=all, held by every ISR member.
     async fn finish(
         &self,
         base_offset: i64,
         last_offset: i64,
-        acks: i16,
+        sync: bool,
+        wait: Wait,
     ) -> Result<Appended, ResponseError> {
-        if acks == ACKS_ALL {
+        if sync {
             (self.log.sync_to(last_offset).await).map_err(|e| storage_error(&e))?;
+        }
+        if let Some((min_insync_replicas, deadline)) = wait.replication {
+            self.wait_for_replication(
+                last_offset,
+                wait.leader_epoch,
+                min_insync_replicas,
+                deadline,
+            )
+            .await?;
         }
         Ok(Appended {
             base_offset,
             log_start_offset: self.log.log_start_offset(),
         })
     }
+
+    /// Waits until the high watermark passes `last_offset` (Kafka's delayed produce): then
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR is smaller than `min_insync_replicas` (it
+    /// shrank meanwhile), else done; NOT_LEADER_OR_FOLLOWER once this broker no longer leads
+    /// at `leader_epoch`; REQUEST_TIMED_OUT at the deadline. With the ISR {leader} the high
+    /// watermark passed at the append, so this returns without waiting.
+    async fn wait_for_replication(
+        &self,
+        last_offset: i64,
+        leader_epoch: i32,
+        min_insync_replicas: i32,
+        deadline: Instant,
+    ) -> Result<(), ResponseError> {
+        loop {
+            // Listen before checking, so a change between the check and the wait is not missed.
+            let committed = self.log.wait_for_append();
+            let reassigned = self.assignment_changed.listen();
+            {
+                let replicas = self.replicas.borrow();
+                if !replicas.is_leader() || replicas.leader_epoch() != leader_epoch {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                }
+                if self.log.high_watermark() > last_offset {
+                    if (replicas.isr().len() as i64) < i64::from(min_insync_replicas) {
+                        return Err(ResponseError::NotEnoughReplicasAfterAppend);
+                    }
+                    return Ok(());
+                }
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ResponseError::RequestTimedOut);
+            }
+            first_of(vec![
+                Box::pin(committed),
+                Box::pin(reassigned),
+                Box::pin(glommio::timer::sleep(remaining)),
+            ])
+            .await;
+        }
+    }
+}
+
+/// What an append waits for once it is stored: the leader epoch it was appended under and,
+/// for acks=all, the ISR size it needs and its deadline.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    leader_epoch: i32,
+    replication: Option<(i32, Instant)>,
+}
+
+/// What a long poll waits for: a consumer for committed records (the high watermark), a
+/// follower for any record (the log end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum WaitFor {
+    HighWatermark,
+    LogEnd,
 }
 
 /// Completes when any of `partitions` (each with its fetch offset) has data past that offset,
 /// or at the deadline; at once if one is `None` (gone since the request was routed).
-pub async fn wait_for_any(partitions: Vec<(Option<Rc<Partition>>, i64)>, deadline: Instant) {
+pub async fn wait_for_any(
+    partitions: Vec<(Option<Rc<Partition>>, i64)>,
+    wait_for: WaitFor,
+    deadline: Instant,
+) {
     let mut wakeups: Vec<Pin<Box<dyn Future<Output = ()>>>> =
         Vec::with_capacity(partitions.len() + 1);
     for (partition, offset) in &partitions {
@@ -192,11 +359,22 @@ pub async fn wait_for_any(partitions: Vec<(Option<Rc<Partition>>, i64)>, deadlin
         };
         let log = &partition.log;
         // Listen before checking, so an append between the check and the wait is not missed.
-        let appended = log.wait_for_append();
-        if log.high_watermark() > *offset {
-            return;
+        match wait_for {
+            WaitFor::HighWatermark => {
+                let committed = log.wait_for_append();
+                if log.high_watermark() > *offset {
+                    return;
+                }
+                wakeups.push(Box::pin(committed));
+            }
+            WaitFor::LogEnd => {
+                let appended = partition.log_end_grew.listen();
+                if log.log_end_offset() > *offset || !partition.replicas.borrow().is_leader() {
+                    return;
+                }
+                wakeups.push(Box::pin(appended));
+            }
         }
-        wakeups.push(Box::pin(appended));
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
     wakeups.push(Box::pin(glommio::timer::sleep(remaining)));

@@ -16,6 +16,7 @@ use crate::cluster::controller::{
 };
 use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 use crate::cluster::quorum_view::QuorumView;
+use crate::partition::{IsrChange, Partition};
 use crate::topic_name::validate_topic_name;
 
 /// Sends `$request` to the controller shard and unwraps the reply of variant `$variant`.
@@ -26,6 +27,38 @@ macro_rules! ask_controller {
             other => other.mismatch(stringify!($variant)),
         }
     };
+}
+
+/// Proposes `change`, the ISR of a partition this broker leads, in a task of its own: the
+/// caller (a follower's fetch, the shrink task) does not wait for the quorum. Once it is
+/// answered, committed or refused, the partition may propose again, from the snapshot it then
+/// has (a refusal is logged: the leader's view was stale, and the next snapshot corrects it).
+pub fn propose_isr_change(
+    shard: &Rc<Shard>,
+    topic: String,
+    index: i32,
+    partition: Rc<Partition>,
+    change: IsrChange,
+) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        if let Some(topic_id) = shard.metadata().topic_id_of(&topic, index) {
+            let request = Request::ChangeIsr {
+                topic: topic.clone(),
+                topic_id,
+                partition: index,
+                change: change.clone(),
+            };
+            if let Err((error, message)) = ask_controller!(shard, ChangeIsr, request) {
+                log::info!(
+                    "ISR {:?} of {topic}-{index} not changed: {error:?} {message}",
+                    change.isr
+                );
+            }
+        }
+        partition.replicas.borrow_mut().finish_change(&change);
+    })
+    .detach();
 }
 
 /// The metadata quorum as this broker sees it.

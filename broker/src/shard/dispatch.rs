@@ -7,7 +7,8 @@ use std::time::Instant;
 use kafka_protocol::error::ResponseError;
 
 use super::message::{Reply, Request};
-use super::Shard;
+use super::{admin, Shard};
+use crate::cluster::controller::ProposedIsr;
 use crate::groups;
 use crate::groups::store::OFFSETS_TOPIC;
 use crate::partition::{self, PartitionRead, ReadSpec};
@@ -21,12 +22,17 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
             partition,
             batches,
             acks,
+            replication,
         } => Reply::Append(match shard.partition(&topic, partition) {
-            Some(partition) => partition.append(batches, acks).await,
+            Some(partition) => partition.append(batches, acks, replication).await,
             None => Err(ResponseError::UnknownTopicOrPartition),
         }),
-        Request::Read(specs) => Reply::Read(read(&shard, specs).await),
-        Request::Wait { waits, timeout } => {
+        Request::Read { specs, replica_id } => Reply::Read(read(&shard, specs, replica_id).await),
+        Request::Wait {
+            waits,
+            wait_for,
+            timeout,
+        } => {
             // The fetch handler bounds the timeout; one decoded from an archive is not, and an
             // overflowing deadline answers at once instead of panicking.
             let deadline = Instant::now()
@@ -35,15 +41,19 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
             let partitions = (waits.into_iter())
                 .map(|(topic, partition, offset)| (shard.partition(&topic, partition), offset))
                 .collect();
-            partition::wait_for_any(partitions, deadline).await;
+            partition::wait_for_any(partitions, wait_for, deadline).await;
             Reply::Wait
         }
         Request::ListOffset {
             topic,
             partition,
             timestamp,
+            current_leader_epoch,
         } => Reply::ListOffset(match shard.partition(&topic, partition) {
-            Some(partition) => partition.list_offset(timestamp).await,
+            Some(partition) => match partition.check_leader_epoch(current_leader_epoch) {
+                Ok(()) => partition.list_offset(timestamp).await,
+                Err(error) => Err(error),
+            },
             None => Err(ResponseError::UnknownTopicOrPartition),
         }),
         Request::DeleteRecords {
@@ -60,7 +70,8 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
         | Request::CreatePartitions { .. }
         | Request::AlterTopicConfigs { .. }
         | Request::AlterBrokerConfigs { .. }
-        | Request::DescribeQuorum) => handle_controller(shard, request).await,
+        | Request::DescribeQuorum
+        | Request::ChangeIsr { .. }) => handle_controller(shard, request).await,
         group_request => handle_group(&shard, group_request).await,
     }
 }
@@ -99,6 +110,22 @@ async fn handle_controller(shard: Rc<Shard>, request: Request) -> Reply {
             shard.config.node_id,
             &shard.config.controller_voter_addresses(),
         )),
+        Request::ChangeIsr {
+            topic,
+            topic_id,
+            partition,
+            change,
+        } => {
+            let proposed = ProposedIsr {
+                topic,
+                topic_id,
+                partition,
+                leader: shard.config.node_id,
+                leader_epoch: change.leader_epoch,
+                isr: change.isr,
+            };
+            Reply::ChangeIsr(controller.change_isr(proposed).await)
+        }
         _ => unreachable!("handle sends only controller requests here"),
     }
 }
@@ -168,19 +195,33 @@ async fn handle_group(shard: &Shard, request: Request) -> Reply {
     }
 }
 
-/// Reads each partition of `specs` in turn.
-async fn read(shard: &Shard, specs: Vec<ReadSpec>) -> Vec<PartitionRead> {
+/// Reads each partition of `specs` in turn, for a consumer (`replica_id` < 0) or for the
+/// follower `replica_id`, whose fetch may add it to the ISR.
+async fn read(shard: &Rc<Shard>, specs: Vec<ReadSpec>, replica_id: i32) -> Vec<PartitionRead> {
     let mut reads = Vec::with_capacity(specs.len());
     for spec in specs {
-        reads.push(match shard.partition(&spec.topic, spec.partition) {
-            Some(partition) => partition.read(spec.offset, spec.max_bytes).await,
-            None => PartitionRead {
-                error: Some(ResponseError::UnknownTopicOrPartition),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: bytes::Bytes::new(),
-            },
-        });
+        let Some(partition) = shard.partition(&spec.topic, spec.partition) else {
+            reads.push(PartitionRead::refused(
+                ResponseError::UnknownTopicOrPartition,
+            ));
+            continue;
+        };
+        if let Err(error) = partition.check_leader_epoch(spec.current_leader_epoch) {
+            reads.push(PartitionRead::refused(error));
+            continue;
+        }
+        if replica_id < 0 {
+            reads.push(partition.read(spec.offset, spec.max_bytes).await);
+            continue;
+        }
+        let live = shard.metadata().is_live(replica_id);
+        let (read, change) = partition
+            .read_for_follower(replica_id, spec.offset, spec.max_bytes, live)
+            .await;
+        if let Some(change) = change {
+            admin::propose_isr_change(shard, spec.topic, spec.partition, partition, change);
+        }
+        reads.push(read);
     }
     reads
 }

@@ -21,7 +21,7 @@ use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 use crate::cluster::quorum_view::QuorumView;
 use crate::groups::group::{JoinArgs, JoinResult, SyncResult};
 use crate::groups::{CommitEntry, GroupSummary, OffsetsByTopic};
-use crate::partition::{Appended, PartitionRead, ReadSpec};
+use crate::partition::{Appended, IsrChange, PartitionRead, ReadSpec, Replication, WaitFor};
 
 /// Work for another shard (or this one): partitions go to their owner shard, groups to their
 /// coordinator shard, metadata changes to the controller shard.
@@ -33,20 +33,29 @@ pub enum Request {
         partition: i32,
         batches: ValidatedBatches,
         acks: i16,
+        replication: Replication,
     },
-    /// Reads from partitions this shard owns.
-    Read(Vec<ReadSpec>),
-    /// Completes when any of (topic, partition, offset) has data past its offset, or once
-    /// `timeout` has passed since the owner received it. The sender also stops waiting at its
-    /// own deadline, so time in the channel never lengthens a fetch's wait.
+    /// Reads from partitions this shard owns: for a consumer (`replica_id` -1) up to the high
+    /// watermark, for a follower (its broker id) up to the log end, recording its position.
+    Read {
+        specs: Vec<ReadSpec>,
+        replica_id: i32,
+    },
+    /// Completes when any of (topic, partition, offset) has data past its offset (committed
+    /// data, or any for a follower: `wait_for`), or once `timeout` has passed since the owner
+    /// received it. The sender also stops waiting at its own deadline, so time in the channel
+    /// never lengthens a fetch's wait.
     Wait {
         waits: Vec<(String, i32, i64)>,
+        wait_for: WaitFor,
         timeout: Duration,
     },
     ListOffset {
         topic: String,
         partition: i32,
         timestamp: i64,
+        /// The client's `current_leader_epoch`; -1 asks for no check.
+        current_leader_epoch: i32,
     },
     DeleteRecords {
         topic: String,
@@ -124,6 +133,14 @@ pub enum Request {
     ApplyMetadata(Arc<MetadataSnapshot>),
     /// The metadata quorum as this broker sees it, from the controller shard.
     DescribeQuorum,
+    /// Proposes the ISR a partition this broker leads should have, on the controller shard.
+    ChangeIsr {
+        topic: String,
+        /// The topic's id as the leader knows it: a topic re-created since is left alone.
+        topic_id: uuid::Uuid,
+        partition: i32,
+        change: IsrChange,
+    },
 }
 
 /// The answer to a [`Request`], in the variant of the same name.
@@ -157,6 +174,7 @@ pub enum Reply {
     /// The partitions that failed to open, as (topic, error).
     ApplyMetadata(Vec<(String, String)>),
     DescribeQuorum(QuorumView),
+    ChangeIsr(Result<(), Refusal>),
 }
 
 impl Reply {

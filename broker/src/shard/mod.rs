@@ -102,6 +102,7 @@ impl Shard {
             default_segment_bytes: config.default_segment_bytes(),
             snapshot_interval_bytes: config.producer_snapshot_interval_bytes,
             power_loss_io: power_loss_io.clone(),
+            node_id: config.node_id,
         };
         let replication = crate::replication::Replication::new(fetcher_config(id, &config));
         Shard {
@@ -178,8 +179,9 @@ impl Shard {
 
     /// Installs a new metadata snapshot and brings this shard's open logs in line with it:
     /// partitions of deleted topics are closed and removed, newly owned partitions that this
-    /// broker is a replica of opened, each open partition's leader epoch set, and the
-    /// partitions another broker leads handed to the fetchers (`replication`).
+    /// broker is a replica of opened, each open partition's assignment (role, leader epoch,
+    /// ISR) set, and the partitions another broker leads handed to the fetchers
+    /// (`replication`).
     /// Returns the partitions that failed to open (each logged), as (topic, error).
     pub async fn apply_metadata(
         self: &Rc<Self>,
@@ -226,7 +228,7 @@ impl Shard {
                 if config_changed {
                     open.set_config(&topic.config, &self.open_options);
                 }
-                open.leader_epoch.set(assignment.leader_epoch);
+                open.set_assignment(assignment);
                 if assignment.leader != node && assignment.leader != NO_LEADER {
                     followed.push(crate::replication::Followed {
                         topic: topic.name.clone(),

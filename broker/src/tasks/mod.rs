@@ -1,10 +1,12 @@
 //! A shard's periodic background work, each a small loop with its interval named: retention,
-//! the `flush.ms` timer, the consumer-group timers and, on the controller shard, fencing.
+//! the `flush.ms` timer, the consumer-group timers, the ISR shrink check and, on the controller
+//! shard, fencing.
 //! Retention and flush run in task queues of their own with fewer shares than request handling.
 
 pub mod fencing;
 pub mod flush;
 pub mod groups;
+pub mod isr;
 pub mod retention;
 
 use std::rc::Rc;
@@ -17,4 +19,5 @@ pub fn spawn_all(shard: &Rc<Shard>) {
     retention::spawn(shard.clone());
     flush::spawn(shard.clone());
     fencing::spawn(shard.clone());
+    isr::spawn(shard.clone());
 }

@@ -4,6 +4,7 @@
 
 use super::command::MetadataCommand;
 use super::configs::{BrokerTarget, ConfigChange};
+use super::isr::ProposedIsr;
 use super::topics::{NewTopic, TopicSpec};
 use super::{Applied, Controller, OpenFailures, Refusal};
 use crate::cluster::metadata::{random_uuid, TopicMeta};
@@ -100,6 +101,23 @@ impl Controller {
         let command = MetadataCommand::AlterBrokerConfigs { changes };
         let results = self.change(validate_only, OpenFailures::Keep, command);
         super::done_results(results.await)
+    }
+}
+
+impl Controller {
+    /// Proposes an ISR change; answers once it is committed and this node's shards serve it.
+    pub async fn change_isr(&self, proposed: ProposedIsr) -> Result<(), Refusal> {
+        let command = MetadataCommand::ChangeIsr {
+            topic: proposed.topic,
+            topic_id: proposed.topic_id,
+            partition: proposed.partition,
+            leader: proposed.leader,
+            leader_epoch: proposed.leader_epoch,
+            isr: proposed.isr,
+        };
+        let results = (self.change(false, OpenFailures::Keep, command)).await;
+        (results.into_iter().next()).expect("one result per ISR change")?;
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use kafka_protocol::error::ResponseError;
 
 use super::configs::{self, BrokerTarget, ConfigChange};
+use super::isr::{self, ProposedIsr};
 use super::topics::{self, NewTopic, TakeBack};
 use super::{Applied, ItemResults};
 use crate::cluster::membership::{self, MembershipError};
@@ -69,6 +70,15 @@ pub enum MetadataCommand {
         id: i32,
         incarnation: u64,
     },
+    /// A partition's leader, at `leader_epoch`, changes its ISR (see `isr.rs`).
+    ChangeIsr {
+        topic: String,
+        topic_id: uuid::Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 impl MetadataCommand {
@@ -119,6 +129,24 @@ pub fn apply(snapshot: &mut MetadataSnapshot, index: u64, command: MetadataComma
         }
         MetadataCommand::UnfenceBroker { id, incarnation } => {
             membership_result(membership::unfence(snapshot, id, incarnation))
+        }
+        MetadataCommand::ChangeIsr {
+            topic,
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            isr,
+        } => {
+            let proposed = ProposedIsr {
+                topic,
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                isr,
+            };
+            isr::apply_change_isr(snapshot, proposed)
         }
     };
     snapshot.version = index;

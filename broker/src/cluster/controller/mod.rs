@@ -21,6 +21,7 @@
 mod changes;
 pub mod command;
 mod configs;
+mod isr;
 pub mod liveness;
 mod producer_ids;
 pub mod quorum_ids;
@@ -42,6 +43,7 @@ use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 use crate::fd_budget::FdBudget;
 use command::MetadataCommand;
 pub use configs::{BrokerTarget, ConfigChange};
+pub use isr::ProposedIsr;
 use producer_ids::ProducerIdBlock;
 use replicated::MetadataState;
 use topics::TakeBack;

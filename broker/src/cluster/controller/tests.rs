@@ -380,6 +380,14 @@ fn commands() -> Vec<MetadataCommand> {
                 partitions: 0,
             }],
         },
+        MetadataCommand::ChangeIsr {
+            topic: "a".into(),
+            topic_id: uuid::Uuid::from_u128(1),
+            partition: 1,
+            leader: 2,
+            leader_epoch: crate::cluster::metadata::FIRST_LEADER_EPOCH,
+            isr: vec![2],
+        },
         MetadataCommand::DeleteTopics {
             names: vec!["a".into(), "a".into()],
         },

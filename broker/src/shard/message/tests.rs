@@ -20,7 +20,7 @@ use crate::cluster::quorum_view::{QuorumView, VoterView};
 use crate::groups::group::{GroupState, JoinArgs, JoinResult, SyncResult};
 use crate::groups::store::CommittedOffset;
 use crate::groups::{CommitEntry, GroupSummary};
-use crate::partition::{Appended, PartitionRead, ReadSpec};
+use crate::partition::{Appended, IsrChange, PartitionRead, ReadSpec, Replication, WaitFor};
 
 fn batches() -> ValidatedBatches {
     let mut records = Vec::new();
@@ -125,23 +125,33 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
             partition: 1,
             batches: batches(),
             acks: -1,
+            replication: Replication {
+                min_insync_replicas: 2,
+                timeout: Duration::from_millis(30_000),
+            },
         });
     };
     Some(match previous {
-        Request::Append { .. } => Request::Read(vec![ReadSpec {
-            topic: "orders".into(),
-            partition: 2,
-            offset: 10,
-            max_bytes: 1 << 20,
-        }]),
-        Request::Read(_) => Request::Wait {
+        Request::Append { .. } => Request::Read {
+            specs: vec![ReadSpec {
+                topic: "orders".into(),
+                partition: 2,
+                offset: 10,
+                max_bytes: 1 << 20,
+                current_leader_epoch: 4,
+            }],
+            replica_id: 3,
+        },
+        Request::Read { .. } => Request::Wait {
             waits: vec![("orders".into(), 0, 5)],
+            wait_for: WaitFor::LogEnd,
             timeout: Duration::from_millis(500),
         },
         Request::Wait { .. } => Request::ListOffset {
             topic: "orders".into(),
             partition: 0,
             timestamp: -3,
+            current_leader_epoch: -1,
         },
         Request::ListOffset { .. } => Request::DeleteRecords {
             topic: "orders".into(),
@@ -239,7 +249,16 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
         },
         Request::AlterBrokerConfigs { .. } => Request::ApplyMetadata(Arc::new(snapshot())),
         Request::ApplyMetadata(_) => Request::DescribeQuorum,
-        Request::DescribeQuorum => return None,
+        Request::DescribeQuorum => Request::ChangeIsr {
+            topic: "orders".into(),
+            topic_id: uuid::Uuid::from_u128(9),
+            partition: 1,
+            change: IsrChange {
+                leader_epoch: 3,
+                isr: vec![2, 1],
+            },
+        },
+        Request::ChangeIsr { .. } => return None,
     })
 }
 
@@ -319,7 +338,8 @@ fn reply_after(previous: Option<&Reply>) -> Option<Reply> {
                 last_heard_ms: None,
             }],
         }),
-        Reply::DescribeQuorum(_) => return None,
+        Reply::DescribeQuorum(_) => Reply::ChangeIsr(Err(refused())),
+        Reply::ChangeIsr(_) => return None,
     })
 }
 
@@ -351,7 +371,7 @@ fn every_request_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         requests.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), requests.len(), "one sample per variant");
-    assert_eq!(requests.len(), 23);
+    assert_eq!(requests.len(), 24);
     for request in &requests {
         let bytes = encode_request(request);
         assert_eq!(
@@ -367,7 +387,7 @@ fn every_reply_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         replies.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), replies.len(), "one sample per variant");
-    assert_eq!(replies.len(), 23);
+    assert_eq!(replies.len(), 24);
     for reply in &replies {
         let bytes = rkyv::to_bytes::<Error>(reply).expect("serializing to memory");
         assert_eq!(
