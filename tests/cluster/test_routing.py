@@ -15,6 +15,9 @@ from observe import wait_led
 PARTITIONS = 6
 # Bound of each blocking kafka-python call.
 KP_CALL_TIMEOUT_MS = 15000
+# Longest wait for a record produced with acks=1 to reach the high watermark (the followers fetch
+# it within their --replica-fetch-wait-max-ms).
+COMMIT_TIMEOUT_S = 10
 
 
 def test_produce_at_a_broker_that_does_not_lead_is_not_leader(shared_cluster):
@@ -68,8 +71,9 @@ def test_failed_acks0_produce_still_appends_its_valid_partitions(shared_cluster)
 
 def test_fetch_at_a_broker_that_does_not_lead_is_not_leader_for_consumers_and_followers(
         shared_cluster):
-    # Followers do not replicate yet (issue 14): a follower's log is not the partition's, so a
-    # replica's fetch (replica id >= 0) is served by the leader only, like a consumer's.
+    # A replica's fetch (replica id >= 0) is served by the leader only, like a consumer's: the
+    # follower reads up to the log end at once, a consumer once the high watermark passed the
+    # record (the followers fetched it), so the consumer's fetch is repeated until then.
     nodes = list(shared_cluster.nodes.values())
     topic = unique_topic("routing-fetch")
     create_topic(shared_cluster.bootstrap(), topic, PARTITIONS, 3)
@@ -83,6 +87,10 @@ def test_fetch_at_a_broker_that_does_not_lead_is_not_leader_for_consumers_and_fo
         for index, p in partitions.items():
             for replica_id in [-1] + followers:
                 error, records = cluster_wire.fetch_one(node, topic, index, replica_id)
+                deadline = time.monotonic() + COMMIT_TIMEOUT_S
+                while node.id == p["leader"] and not records and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    error, records = cluster_wire.fetch_one(node, topic, index, replica_id)
                 if node.id == p["leader"]:
                     assert (error, b"routed" in records) == (cluster_wire.ERROR_NONE, True)
                 else:
