@@ -118,11 +118,14 @@ def find_coordinator(node, group, timeout_s=5.0):
     return error, node_id, host, port
 
 
-def produce_one(node, topic, partition, value=b"v", version=8, timeout_s=5.0):
-    """Produce one record (acks=1) to `topic`/`partition` at `node`: (error_code, base_offset)."""
+def produce_one(node, topic, partition, value=b"v", version=8, timeout_s=5.0, key=None, acks=1,
+                timeout_ms=10000):
+    """Produce one record (acks=1 unless given) to `topic`/`partition` at `node`: (error_code,
+    base_offset)."""
     correlation_id = _next_correlation()
-    batch = kafka_wire.record_batch([(None, value)], base_timestamp_ms=int(time.time() * 1000))
-    request = kafka_wire.produce_request(version, correlation_id, topic, partition, batch)
+    batch = kafka_wire.record_batch([(key, value)], base_timestamp_ms=int(time.time() * 1000))
+    request = kafka_wire.produce_request(version, correlation_id, topic, partition, batch,
+                                         acks=acks, timeout_ms=timeout_ms)
     with kafka_wire.connect(node, timeout_s) as sock:
         sock.sendall(request)
         got, results = kafka_wire.parse_produce_response(read_response(sock, timeout_s), version)

@@ -64,14 +64,28 @@ def _finish(cluster, failed):
         pytest.fail("cluster teardown: " + "; ".join(problems), pytrace=False)
 
 
+def _flags_if_listed(pairs):
+    """The (flag, value) pairs whose flag `sluice serve --help` lists, flattened."""
+    listed = harness.serve_flags()
+    return [str(word) for flag, value in pairs if flag in listed for word in (flag, value)]
+
+
 @pytest.fixture
 def cluster(request, tmp_path):
     """A fresh cluster of 3 brokers for a test that breaks it (kills, pauses, cuts links).
 
-    `@pytest.mark.cluster_args("--flag", value)` adds arguments to every `sluice serve`.
+    `@pytest.mark.cluster_args("--flag", value)` adds arguments to every `sluice serve`;
+    `@pytest.mark.cluster_args_if_listed(("--flag", value), ...)` adds those the binary lists
+    (options that shorten a test but whose absence does not change what it checks);
+    `@pytest.mark.cluster_size(n)` makes n brokers.
     """
     marker = request.node.get_closest_marker("cluster_args")
-    instance = _make(tmp_path / "cluster", marker.args if marker else ())
+    args = list(marker.args if marker else ())
+    marker = request.node.get_closest_marker("cluster_args_if_listed")
+    args += _flags_if_listed(marker.args) if marker else []
+    marker = request.node.get_closest_marker("cluster_size")
+    size = marker.args[0] if marker else 3
+    instance = _make(tmp_path / "cluster", args, size=size)
     yield instance
     _finish(instance, _failed(request.node))
 
