@@ -77,7 +77,8 @@ def cluster(request, tmp_path):
     `@pytest.mark.cluster_args("--flag", value)` adds arguments to every `sluice serve`;
     `@pytest.mark.cluster_args_if_listed(("--flag", value), ...)` adds those the binary lists
     (options that shorten a test but whose absence does not change what it checks);
-    `@pytest.mark.cluster_size(n)` makes n brokers.
+    `@pytest.mark.cluster_size(n)` makes n brokers;
+    `@pytest.mark.cluster_session_timeout_ms(ms)` replaces the harness's session timeout.
     """
     marker = request.node.get_closest_marker("cluster_args")
     args = list(marker.args if marker else ())
@@ -85,7 +86,9 @@ def cluster(request, tmp_path):
     args += _flags_if_listed(marker.args) if marker else []
     marker = request.node.get_closest_marker("cluster_size")
     size = marker.args[0] if marker else 3
-    instance = _make(tmp_path / "cluster", args, size=size)
+    marker = request.node.get_closest_marker("cluster_session_timeout_ms")
+    options = {"session_timeout_ms": marker.args[0]} if marker else {}
+    instance = _make(tmp_path / "cluster", args, size=size, **options)
     yield instance
     _finish(instance, _failed(request.node))
 
