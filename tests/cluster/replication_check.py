@@ -108,6 +108,11 @@ def wait_isr_whole(cluster, topic, timeout_s):
     return wait_until(f"{topic}'s ISR holding every replica again", whole, timeout_s)
 
 
+def states_seen(cluster, topic):
+    """Each running node's view of the partition, for a failure message."""
+    return "; ".join(f"node {node.id}: {partition_state(node, topic)}" for node in cluster.running())
+
+
 def wait_isr(cluster, topic, isr, timeout_s):
     """Wait until every running node shows the partition's ISR as `isr` (sorted node ids)."""
     def shown():
@@ -333,25 +338,23 @@ def replica_batches(node, topic, partition=0):
 
 def _describe_batch(batch):
     base_offset, epoch, body = batch
-    _, last_delta, _, _, producer_id, _, sequence, count = BATCH_BODY_HEAD.unpack_from(body)
+    _, last_delta, stamp, _, producer_id, _, sequence, count = BATCH_BODY_HEAD.unpack_from(body)
     return (f"offsets {base_offset}..{base_offset + last_delta} epoch {epoch} producer "
-            f"{producer_id} sequence {sequence} ({count} records)")
+            f"{producer_id} sequence {sequence} ({count} records, timestamp {stamp})")
 
 
 def _logs_differ(logs):
-    """None if every replica's log holds the same batches, else how they differ."""
-    first_id = min(logs)
-    reference = logs[first_id]
-    if all(log == reference for log in logs.values()):
+    """None if every replica's log holds the same batches, else how they differ: each replica's
+    batch count and its batch where the logs first differ."""
+    if all(log == logs[min(logs)] for log in logs.values()):
         return None
-    lines = []
-    for node_id, log in sorted(logs.items()):
-        index = next((i for i, (a, b) in enumerate(zip(log, reference)) if a != b),
-                     min(len(log), len(reference)))
-        at = _describe_batch(log[index]) if index < len(log) else "(its end)"
-        lines.append(f"node {node_id}: {len(log)} batches; at batch {index}, where it first "
-                     f"differs from node {first_id}'s, {at}")
-    return "; ".join(lines)
+    shortest = min(len(log) for log in logs.values())
+    index = next((i for i in range(shortest) if len({log[i] for log in logs.values()}) > 1),
+                 shortest)
+    return f"first difference at batch {index}: " + "; ".join(
+        f"node {node_id} ({len(log)} batches): "
+        + (_describe_batch(log[index]) if index < len(log) else "(its end)")
+        for node_id, log in sorted(logs.items()))
 
 
 def wait_replicas_identical(cluster, topic, replicas, timeout_s=CONVERGE_TIMEOUT_S):

@@ -14,13 +14,15 @@ progress: records are acknowledged again within a bound after the fault and afte
 """
 
 import time
+from contextlib import contextmanager
 
 import pytest
 
 from clients import unique_topic
+from harness import ClusterError
 from replication_check import (
     ERROR_NOT_ENOUGH_REPLICAS, NumberedProducer, check_history, create_topic, probe_acks_all,
-    wait_isr, wait_isr_whole, wait_leader, wait_replicas_identical)
+    states_seen, wait_isr, wait_isr_whole, wait_leader, wait_replicas_identical)
 
 # --replica-lag-time-max-ms: a silent follower leaves the ISR after 2 s (Kafka's default is 30 s).
 REPLICA_LAG_TIME_MAX_MS = 2000
@@ -54,6 +56,20 @@ pytestmark = [
     pytest.mark.cluster_args_if_listed(("--replica-lag-time-max-ms", REPLICA_LAG_TIME_MAX_MS)),
     pytest.mark.timeout(SCENARIO_TIMEOUT_S),
 ]
+
+
+@pytest.fixture
+def views(cluster):
+    """A context in which a failed wait also says how each running broker sees the partition
+    (leader, ISR, replicas)."""
+    @contextmanager
+    def of(topic):
+        try:
+            yield
+        except ClusterError as error:
+            raise ClusterError(f"{error}\npartition as seen: {states_seen(cluster, topic)}") \
+                from None
+    return of
 
 
 @pytest.fixture
@@ -94,85 +110,84 @@ def _finish(cluster, topic, replicas, producer, what, skip_key=None):
           f"producer errors: {producer.error_summary()}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "follower fetch (broker/src/replication/) and the leader's ISR expansion "
-    "(ChangeIsr) have not landed: the restarted broker never rejoins the ISR, and "
-    "a new leader holds none of the old leader's records"))
-def test_kill9_of_the_leader_in_rounds_loses_no_acknowledged_record(cluster, producers):
+def test_kill9_of_the_leader_in_rounds_loses_no_acknowledged_record(cluster, producers, views):
     topic, replicas, producer = _start(cluster, producers, "repl-kill")
-    for round_number in range(1, KILL_ROUNDS + 1):
-        leader = _leader(cluster, topic)
-        number, killed_at = producer.mark()
-        cluster.node(leader).kill9()
-        moved_to = wait_leader(cluster, topic, LEADER_MOVE_TIMEOUT_S, other_than=leader)
-        moved_s = time.monotonic() - killed_at
-        resumed_s = producer.wait_acked_from(number, f"round {round_number}: kill -9 of {leader}",
-                                             ACK_RESUME_TIMEOUT_S)
-        print(f"\nround {round_number}: leader {leader} killed; node {moved_to} leads after "
-              f"{moved_s:.2f} s; records acknowledged again {resumed_s:.2f} s after the kill")
-        cluster.node(leader).start()
-        wait_isr_whole(cluster, topic, REJOIN_TIMEOUT_S)
-    _finish(cluster, topic, replicas, producer, f"kill -9 of the leader, {KILL_ROUNDS} rounds")
+    with views(topic):
+        for round_number in range(1, KILL_ROUNDS + 1):
+            leader = _leader(cluster, topic)
+            number, killed_at = producer.mark()
+            cluster.node(leader).kill9()
+            moved_to = wait_leader(cluster, topic, LEADER_MOVE_TIMEOUT_S, other_than=leader)
+            moved_s = time.monotonic() - killed_at
+            what = f"round {round_number}: kill -9 of {leader}"
+            resumed_s = producer.wait_acked_from(number, what, ACK_RESUME_TIMEOUT_S)
+            print(f"\nround {round_number}: leader {leader} killed; node {moved_to} leads after "
+                  f"{moved_s:.2f} s; records acknowledged again {resumed_s:.2f} s after the kill")
+            cluster.node(leader).start()
+            wait_isr_whole(cluster, topic, REJOIN_TIMEOUT_S)
+        _finish(cluster, topic, replicas, producer, f"kill -9 of the leader, {KILL_ROUNDS} rounds")
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "follower fetch (broker/src/replication/) and truncation "
-    "(replication/truncation.rs) have not landed: the new leader holds none of "
-    "the paused leader's acknowledged records"))
-def test_sigstop_of_the_leader_loses_no_acknowledged_record(cluster, producers):
+    "truncation before fetching (replication/truncation.rs: OffsetForLeaderEpoch, KIP-279) has "
+    "not landed: the resumed, deposed leader keeps the batches it appended but never "
+    "replicated, so its log differs from the new leader's from the first of them on"))
+def test_sigstop_of_the_leader_loses_no_acknowledged_record(cluster, producers, views):
     topic, replicas, producer = _start(cluster, producers, "repl-pause")
-    leader = _leader(cluster, topic)
-    number, paused_at = producer.mark()
-    cluster.node(leader).pause()
-    moved_to = wait_leader(cluster, topic, LEADER_MOVE_TIMEOUT_S, other_than=leader)
-    moved_s = time.monotonic() - paused_at
-    resumed_s = producer.wait_acked_from(number, f"SIGSTOP of leader {leader}",
-                                         ACK_RESUME_TIMEOUT_S)
-    print(f"\nleader {leader} paused; node {moved_to} leads after {moved_s:.2f} s; records "
-          f"acknowledged again {resumed_s:.2f} s after the pause")
-    cluster.node(leader).resume()
-    _finish(cluster, topic, replicas, producer, "SIGSTOP of the leader")
+    with views(topic):
+        leader = _leader(cluster, topic)
+        number, paused_at = producer.mark()
+        cluster.node(leader).pause()
+        moved_to = wait_leader(cluster, topic, LEADER_MOVE_TIMEOUT_S, other_than=leader)
+        moved_s = time.monotonic() - paused_at
+        resumed_s = producer.wait_acked_from(number, f"SIGSTOP of leader {leader}",
+                                             ACK_RESUME_TIMEOUT_S)
+        print(f"\nleader {leader} paused; node {moved_to} leads after {moved_s:.2f} s; records "
+              f"acknowledged again {resumed_s:.2f} s after the pause")
+        cluster.node(leader).resume()
+        _finish(cluster, topic, replicas, producer, "SIGSTOP of the leader")
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "follower fetch (broker/src/replication/), the leader's ISR expansion "
-    "(ChangeIsr) and truncation have not landed: the healed leader never rejoins "
-    "the ISR, and the new leader holds none of its records"))
-def test_a_leader_cut_off_from_the_other_brokers_acknowledges_nothing_they_lose(cluster, producers):
+    "the surviving follower does not follow the new leader while the old one is unreachable "
+    "(its fetch to the cut-off leader hangs until its response timeout), and the new leader "
+    "drops it from the ISR 2 s after taking over: the ISR stays [new leader], below "
+    "min.insync.replicas, and nothing is acknowledged; truncation has not landed either"))
+def test_a_leader_cut_off_from_the_other_brokers_loses_nothing(cluster, producers, views):
     cluster.require_faults()
     topic, replicas, producer = _start(cluster, producers, "repl-cut")
-    leader = _leader(cluster, topic)
-    others = [node for node in cluster.running() if node.id != leader]
-    number, cut_at = producer.mark()
-    for other in others:
-        cluster.cut(leader, other.id)
-    moved_to = wait_leader(cluster, topic, LEADER_MOVE_TIMEOUT_S, other_than=leader,
-                           askers=others)
-    moved_s = time.monotonic() - cut_at
-    resumed_s = producer.wait_acked_from(number, f"leader {leader} cut off", ACK_RESUME_TIMEOUT_S)
-    print(f"\nleader {leader} cut off from the brokers; node {moved_to} leads after "
-          f"{moved_s:.2f} s; records acknowledged again {resumed_s:.2f} s after the cut")
-    cluster.heal()
-    _finish(cluster, topic, replicas, producer, "the leader cut off from the other brokers")
+    with views(topic):
+        leader = _leader(cluster, topic)
+        others = [node for node in cluster.running() if node.id != leader]
+        number, cut_at = producer.mark()
+        for other in others:
+            cluster.cut(leader, other.id)
+        moved_to = wait_leader(cluster, topic, LEADER_MOVE_TIMEOUT_S, other_than=leader,
+                               askers=others)
+        moved_s = time.monotonic() - cut_at
+        resumed_s = producer.wait_acked_from(number, f"leader {leader} cut off",
+                                             ACK_RESUME_TIMEOUT_S)
+        print(f"\nleader {leader} cut off from the brokers; node {moved_to} leads after "
+              f"{moved_s:.2f} s; records acknowledged again {resumed_s:.2f} s after the cut")
+        cluster.heal()
+        _finish(cluster, topic, replicas, producer, "the leader cut off from the other brokers")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "follower fetch (broker/src/replication/) and the leader's ISR expansion "
-    "(ChangeIsr) have not landed: the resumed follower never rejoins the ISR"))
-def test_a_follower_that_falls_behind_catches_up_and_rejoins_the_isr(cluster, producers):
+def test_a_follower_that_falls_behind_catches_up_and_rejoins_the_isr(cluster, producers, views):
     topic, replicas, producer = _start(cluster, producers, "repl-behind")
-    leader = _leader(cluster, topic)
-    follower = next(replica for replica in replicas if replica != leader)
-    number, _ = producer.mark()
-    cluster.node(follower).pause()
-    producer.wait_acked_from(number, f"follower {follower} paused", ACK_RESUME_TIMEOUT_S)
-    shrunk = [replica for replica in replicas if replica != follower]
-    wait_isr(cluster, topic, shrunk, ACK_RESUME_TIMEOUT_S)
-    number, _ = producer.mark()
-    producer.wait_acked_from(number + BEHIND_RECORDS, f"follower {follower} falling behind",
-                             ACK_RESUME_TIMEOUT_S)
-    cluster.node(follower).resume()
-    _finish(cluster, topic, replicas, producer, "a follower paused and resumed")
+    with views(topic):
+        leader = _leader(cluster, topic)
+        follower = next(replica for replica in replicas if replica != leader)
+        number, _ = producer.mark()
+        cluster.node(follower).pause()
+        producer.wait_acked_from(number, f"follower {follower} paused", ACK_RESUME_TIMEOUT_S)
+        shrunk = [replica for replica in replicas if replica != follower]
+        wait_isr(cluster, topic, shrunk, ACK_RESUME_TIMEOUT_S)
+        number, _ = producer.mark()
+        producer.wait_acked_from(number + BEHIND_RECORDS, f"follower {follower} falling behind",
+                                 ACK_RESUME_TIMEOUT_S)
+        cluster.node(follower).resume()
+        _finish(cluster, topic, replicas, producer, "a follower paused and resumed")
 
 
 def _refusals(leader_node, topic, hold_s):
@@ -199,25 +214,23 @@ def _refusals(leader_node, topic, hold_s):
 
 
 @pytest.mark.cluster_size(5)
-@pytest.mark.xfail(strict=True, reason="the leader's min.insync.replicas check and acks=all wait "
-                   "for the ISR (leader side: partition/replicas.rs) have not landed: the leader "
-                   "acknowledges acks=all alone")
-def test_with_two_replicas_dead_acks_all_is_refused_and_never_acknowledged(cluster, producers):
+def test_with_two_replicas_dead_acks_all_is_refused_never_acknowledged(cluster, producers, views):
     # Five brokers: with two of them dead the metadata quorum (five voters) still has a
     # majority, so the ISR can shrink below min.insync.replicas.
     topic, replicas, producer = _start(cluster, producers, "repl-two-dead")
-    leader = _leader(cluster, topic)
-    victims = [replica for replica in replicas if replica != leader]
-    for victim in victims:
-        cluster.node(victim).kill9()
-    number, killed_at = producer.mark()
-    answers = _refusals(cluster.node(leader), topic, REFUSAL_HOLD_S)
-    restarted_at = time.monotonic()
-    early = producer.acked_during(number, killed_at, restarted_at)
-    assert not early, f"records acknowledged with two replicas dead: {early[:10]}"
-    print(f"\nreplicas {victims} killed: acks=all answered {answers[0]} first, refused with "
-          f"NOT_ENOUGH_REPLICAS after {len(answers)} probes, {restarted_at - killed_at:.2f} s in "
-          "all")
-    for victim in victims:
-        cluster.node(victim).start()
-    _finish(cluster, topic, replicas, producer, "two replicas dead", skip_key=PROBE_KEY)
+    with views(topic):
+        leader = _leader(cluster, topic)
+        victims = [replica for replica in replicas if replica != leader]
+        for victim in victims:
+            cluster.node(victim).kill9()
+        number, killed_at = producer.mark()
+        answers = _refusals(cluster.node(leader), topic, REFUSAL_HOLD_S)
+        restarted_at = time.monotonic()
+        early = producer.acked_during(number, killed_at, restarted_at)
+        assert not early, f"records acknowledged with two replicas dead: {early[:10]}"
+        print(f"\nreplicas {victims} killed: acks=all answered {answers[0]} first, refused with "
+              f"NOT_ENOUGH_REPLICAS after {len(answers)} probes, "
+              f"{restarted_at - killed_at:.2f} s in all")
+        for victim in victims:
+            cluster.node(victim).start()
+        _finish(cluster, topic, replicas, producer, "two replicas dead", skip_key=PROBE_KEY)
