@@ -110,7 +110,8 @@ def wait_isr_whole(cluster, topic, timeout_s):
 
 def states_seen(cluster, topic):
     """Each running node's view of the partition, for a failure message."""
-    return "; ".join(f"node {node.id}: {partition_state(node, topic)}" for node in cluster.running())
+    return "; ".join(f"node {node.id}: {partition_state(node, topic)}"
+                     for node in cluster.running())
 
 
 def wait_isr(cluster, topic, isr, timeout_s):
@@ -205,15 +206,14 @@ class NumberedProducer:
             return self.sent, time.monotonic()
 
     def wait_acked_from(self, number, what, timeout_s):
-        """Wait until some number >= `number` is acknowledged; returns the seconds waited."""
-        started = time.monotonic()
-
-        def acked():
+        """Wait until some number >= `number` is acknowledged; returns when the first of them was
+        (time.monotonic())."""
+        def first_acked_at():
             with self.lock:
-                return any(n >= number for n in self.acked) or None
-        wait_until(f"{what}: an acknowledgement of a record numbered {number} or later "
-                   f"(errors so far: {self.error_summary()})", acked, timeout_s, interval_s=0.05)
-        return time.monotonic() - started
+                return min((at for n, (_, at) in self.acked.items() if n >= number), default=None)
+        return wait_until(f"{what}: an acknowledgement of a record numbered {number} or later "
+                          f"(errors so far: {self.error_summary()})", first_acked_at, timeout_s,
+                          interval_s=0.05)
 
     def acked_during(self, first_number, since, until):
         """Numbers >= `first_number` whose acknowledgement came between `since` and `until`."""

@@ -100,13 +100,14 @@ def _finish(cluster, topic, replicas, producer, what, skip_key=None):
     """The cluster is whole again: wait for the ISR, for acknowledgements, stop the producer and
     check the history and the replicas' logs."""
     leader, _ = wait_isr_whole(cluster, topic, REJOIN_TIMEOUT_S)
-    number, _ = producer.mark()
-    resumed_s = producer.wait_acked_from(number, f"{what}: after the heal", ACK_RESUME_TIMEOUT_S)
+    number, whole_at = producer.mark()
+    resumed_s = producer.wait_acked_from(number, f"{what}: after the heal",
+                                         ACK_RESUME_TIMEOUT_S) - whole_at
     producer.stop()
     read, acked = check_history(cluster.bootstrap(), topic, producer, skip_key)
     wait_replicas_identical(cluster, topic, replicas)
     print(f"\n{what}: {producer.sent} records offered, {acked} acknowledged, {read} read back; "
-          f"leader at the end {leader}; acknowledgements {resumed_s:.2f} s after the heal; "
+          f"leader at the end {leader}; acknowledged {resumed_s:.2f} s after the ISR was whole; "
           f"producer errors: {producer.error_summary()}")
 
 
@@ -120,7 +121,7 @@ def test_kill9_of_the_leader_in_rounds_loses_no_acknowledged_record(cluster, pro
             moved_to = wait_leader(cluster, topic, LEADER_MOVE_TIMEOUT_S, other_than=leader)
             moved_s = time.monotonic() - killed_at
             what = f"round {round_number}: kill -9 of {leader}"
-            resumed_s = producer.wait_acked_from(number, what, ACK_RESUME_TIMEOUT_S)
+            resumed_s = producer.wait_acked_from(number, what, ACK_RESUME_TIMEOUT_S) - killed_at
             print(f"\nround {round_number}: leader {leader} killed; node {moved_to} leads after "
                   f"{moved_s:.2f} s; records acknowledged again {resumed_s:.2f} s after the kill")
             cluster.node(leader).start()
@@ -141,7 +142,7 @@ def test_sigstop_of_the_leader_loses_no_acknowledged_record(cluster, producers, 
         moved_to = wait_leader(cluster, topic, LEADER_MOVE_TIMEOUT_S, other_than=leader)
         moved_s = time.monotonic() - paused_at
         resumed_s = producer.wait_acked_from(number, f"SIGSTOP of leader {leader}",
-                                             ACK_RESUME_TIMEOUT_S)
+                                             ACK_RESUME_TIMEOUT_S) - paused_at
         print(f"\nleader {leader} paused; node {moved_to} leads after {moved_s:.2f} s; records "
               f"acknowledged again {resumed_s:.2f} s after the pause")
         cluster.node(leader).resume()
@@ -166,7 +167,7 @@ def test_a_leader_cut_off_from_the_other_brokers_loses_nothing(cluster, producer
                                askers=others)
         moved_s = time.monotonic() - cut_at
         resumed_s = producer.wait_acked_from(number, f"leader {leader} cut off",
-                                             ACK_RESUME_TIMEOUT_S)
+                                             ACK_RESUME_TIMEOUT_S) - cut_at
         print(f"\nleader {leader} cut off from the brokers; node {moved_to} leads after "
               f"{moved_s:.2f} s; records acknowledged again {resumed_s:.2f} s after the cut")
         cluster.heal()
