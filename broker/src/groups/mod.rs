@@ -178,17 +178,34 @@ async fn persist(
     // Encoding is ours, so only the size can fail validation (a commit of very many partitions).
     let batches =
         ValidatedBatches::validate(batch).map_err(|_| ResponseError::InvalidCommitOffsetSize)?;
+    let leader_epoch = partition.leader_epoch.get();
     let stored = async {
-        let batches = batches.with_leader_epoch(partition.leader_epoch.get());
+        let batches = batches.with_leader_epoch(leader_epoch);
         let info = partition.log.append(batches).await?;
         partition.appended_as_leader();
-        partition.log.sync_to(info.last_offset).await
+        partition.log.sync_to(info.last_offset).await?;
+        Ok::<i64, storage::StorageError>(info.last_offset)
     };
-    stored.await.map_err(|e| {
+    let last_offset = stored.await.map_err(|e| {
         log::error!("persisting group {group} failed: {e}");
         ResponseError::CoordinatorNotAvailable
+    })?;
+    // As Kafka's coordinator appends with acks=all: answered once every ISR member holds the
+    // records, so that a commit survives the coordinator's death.
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(OFFSET_COMMIT_TIMEOUT_MS);
+    let replicated = partition.wait_for_replication(last_offset, leader_epoch, 1, deadline);
+    replicated.await.map_err(|error| {
+        log::warn!("group {group}: records not replicated: {error:?}");
+        match error {
+            ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
+            _ => ResponseError::CoordinatorNotAvailable,
+        }
     })
 }
+
+/// Longest a group's records wait for the ISR (Kafka's `offsets.commit.timeout.ms`).
+const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
 /// Removes the committed offsets of groups that have been empty for
 /// [`OFFSETS_RETENTION_MS`], as Kafka's `offsets.retention.minutes` does.

@@ -291,7 +291,7 @@ impl Partition {
     /// shrank meanwhile), else done; NOT_LEADER_OR_FOLLOWER once this broker no longer leads
     /// at `leader_epoch`; REQUEST_TIMED_OUT at the deadline. With the ISR {leader} the high
     /// watermark passed at the append, so this returns without waiting.
-    async fn wait_for_replication(
+    pub async fn wait_for_replication(
         &self,
         last_offset: i64,
         leader_epoch: i32,
