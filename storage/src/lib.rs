@@ -117,6 +117,25 @@
 //! |     40 | crc               | u32     | CRC-32C of bytes 0..40                     |
 //! |     44 | reserved          | u32     | 0                                          |
 //!
+//! ## Leader-epoch checkpoint
+//!
+//! `leader-epoch-checkpoint` in the partition directory holds the leader-epoch cache (see
+//! `leader_epochs.rs`): for each leader epoch, the offset of its first batch. Rewritten (to
+//! `leader-epoch-checkpoint.tmp`, fdatasync'd, renamed, directory fsync'd) before the write of
+//! the first batch it does not cover (the first of a new epoch, or the first after a truncation
+//! or a failed write changed the cache), never otherwise. `open` drops its entries at or past
+//! the log end; a missing one (with batches in the log) or a damaged one is rebuilt from the
+//! batch headers and written back. Variable length, little-endian:
+//!
+//! | offset     | field       | type    | notes                                          |
+//! |-----------:|-------------|---------|------------------------------------------------|
+//! |          0 | magic       | [u8; 8] | `SLCEPOCH`                                     |
+//! |          8 | version     | u32     | 1                                              |
+//! |         12 | entryCount  | u32     | n, at most `LEADER_EPOCH_ENTRIES_MAX` (1,024)  |
+//! |   16 + 12i | epoch       | i32     | entry i; strictly increasing, >= 0             |
+//! |   20 + 12i | startOffset | i64     | entry i; strictly increasing, >= 0             |
+//! |   16 + 12n | crc         | u32     | CRC-32C of every byte before it                |
+//!
 //! # Invariants
 //!
 //! - **Dense offsets.** Within and across segments, each batch's baseOffset is the previous
@@ -192,6 +211,10 @@
 //!   the log at the first remaining segment's base offset (or the checkpoint above it). The
 //!   directory is synced before the first unlink if a roll's new segment is not yet durable in
 //!   it, and segments a failed removal left on disk are unlinked first by the next removal.
+//! - **Leader epochs follow the batches.** The cache holds, for each epoch in the log, the
+//!   offset of its first batch (Kafka's rule: an entry the new one cannot follow goes), plus an
+//!   epoch a new leader assigned at its log end. No batch is written before the checkpoint on
+//!   disk covers it, so after any crash the reopened cache is exactly what the batches say.
 //! - **Rolls.** A new segment starts when an append would take the active one past
 //!   `segment_bytes`, or when the first append to it is `segment_ms` old.
 //! - **Appends in flight.** Up to [`PartitionLog::set_append_writes_in_flight`] appends per
@@ -230,6 +253,7 @@ mod index_cache;
 mod index_file;
 pub mod io;
 mod iopoll_probe;
+mod leader_epochs;
 mod log;
 mod log_start_checkpoint;
 mod lru;
@@ -248,6 +272,7 @@ pub use batch::{ValidatedBatches, APPEND_BYTES_MAX, LEADER_EPOCH_DEFAULT};
 pub use context::{StorageBudgets, StorageContext};
 pub use error::StorageError;
 pub use index_cache::SEALED_INDEX_CACHE_BYTES_MAX;
+pub use leader_epochs::{LEADER_EPOCH_ENTRIES_MAX, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use log::PartitionLog;
 pub use notify::{Listener, Notify};
 pub use read_ahead::{READ_AHEAD_BYTES, READ_AHEAD_CACHE_BYTES_MAX};

@@ -119,6 +119,9 @@ impl LogInner {
             let write_end = segment.active_file().align_up(self.pipeline.reserved_end())
                 + segment.active_file().align_up(batches.len_bytes() as u64);
             self.preallocate(&segment, write_end).await?;
+            let first_batch = (batches.leader_epoch(), self.pipeline.reserved_offset());
+            self.checkpoint_epochs_ahead(std::iter::once(first_batch))
+                .await?;
             // A write in flight may have failed meanwhile; then this append must start from
             // the published end instead (after the repair, nothing is in flight).
             if !self.pipeline.is_failed() {
@@ -269,6 +272,7 @@ impl LogInner {
         assert!(tail_len < segment.active_file().alignment() as usize);
         assert!(segment.synced_position.get() <= new_end_position);
         self.log_end_offset.set(next_offset);
+        self.publish_epochs(std::iter::once((batches.leader_epoch(), base_offset)));
         self.cache_appended(
             segment,
             &buffer.as_bytes()[tail_len..new_tail_end],
@@ -330,6 +334,7 @@ impl LogInner {
         self.active_allocated_bytes.set(block_end);
         self.pipeline
             .reset_to(self.log_end_offset.get(), end_position, &tail_block);
+        self.reset_reserved_epochs();
         Ok(())
     }
 

@@ -1,11 +1,12 @@
 //! `PartitionLog`: the segments of one partition. Each file holds one concern: `open` (recovery
 //! into a live log), `append` (the write path and preallocation), `roll`, `read` (fetches and
 //! timestamp lookups), `retention` (retention, DeleteRecords and unlinking), `sync` (group
-//! commit) and `close`.
+//! commit), `close`, `truncate` (followers' truncation) and `epochs` (the leader-epoch cache).
 
 mod append;
 mod clock;
 mod close;
+mod epochs;
 mod failure_log;
 mod high_watermark;
 mod open;
@@ -24,6 +25,7 @@ use crate::append_pipeline::AppendPipeline;
 use crate::context::StorageContext;
 use crate::fifo_lock::FifoLock;
 use crate::io::LogIo;
+use crate::leader_epochs::LeaderEpochs;
 use crate::notify::Notify;
 use crate::segment::Segment;
 use crate::LogConfig;
@@ -54,6 +56,12 @@ struct LogInner {
     segments: RefCell<Vec<Rc<Segment>>>,
     log_start_offset: Cell<i64>,
     log_end_offset: Cell<i64>,
+    /// The leader-epoch cache of the published log (see `epochs.rs`).
+    epochs: RefCell<LeaderEpochs>,
+    /// The cache with the reserved appends' batches too.
+    epochs_reserved: RefCell<LeaderEpochs>,
+    /// The checkpoint on disk equals `epochs_reserved`.
+    epochs_written: Cell<bool>,
     /// Offsets below it may be served to consumers (see `high_watermark.rs`).
     high_watermark: Cell<i64>,
     /// The bytes `[align_down(end), end)` of the active segment as published. The pipeline keeps

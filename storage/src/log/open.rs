@@ -66,6 +66,8 @@ impl PartitionLog {
             .unwrap_or(0)
             .clamp(segments[0].base_offset, log_end_offset);
         let active_first_append_ms = (active.end_position() > 0).then(now_ms);
+        let (epochs, epochs_written) =
+            super::epochs::load(&*io, dir, &segments, log_end_offset).await?;
         let inner = LogInner {
             dir: dir.to_path_buf(),
             io,
@@ -75,6 +77,9 @@ impl PartitionLog {
             log_end_offset: Cell::new(log_end_offset),
             // Every recovered record was written by this node as leader: all of it is committed.
             high_watermark: Cell::new(log_end_offset),
+            epochs_reserved: RefCell::new(epochs.clone()),
+            epochs: RefCell::new(epochs),
+            epochs_written: Cell::new(epochs_written),
             pipeline: AppendPipeline::new(log_end_offset, active.end_position(), &tail_block),
             tail_block: RefCell::new(tail_block),
             append_lock: FifoLock::default(),

@@ -56,6 +56,9 @@ impl LogInner {
             });
         }
         if offset == log_end_offset {
+            // An entry a new leader assigned at the log end before it lost the leadership
+            // (Kafka truncates the cache here too).
+            self.truncate_epochs(offset);
             return Ok(());
         }
         let (segment, position) = self.truncation_point(offset).await?;
@@ -141,6 +144,7 @@ impl LogInner {
             removed
         };
         self.log_end_offset.set(truncation.offset);
+        self.truncate_epochs(truncation.offset);
         // The only move back of the high watermark: a follower cut below it.
         let high_watermark = self.high_watermark.get().min(truncation.offset);
         self.high_watermark.set(high_watermark);
