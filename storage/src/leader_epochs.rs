@@ -132,7 +132,12 @@ impl LeaderEpochs {
     /// and the start of the next larger epoch, or `log_end_offset` for the latest epoch. Below
     /// the first entry it is `epoch` itself with the first entry's start; above the latest one,
     /// or for `UNDEFINED_EPOCH`, it is (`UNDEFINED_EPOCH`, `UNDEFINED_EPOCH_OFFSET`).
-    pub fn end_offset_for(&self, epoch: i32, log_start_offset: i64, log_end_offset: i64) -> (i32, i64) {
+    pub fn end_offset_for(
+        &self,
+        epoch: i32,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    ) -> (i32, i64) {
         let undefined = (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET);
         let view = self.view(log_start_offset);
         if epoch < 0 {
@@ -193,7 +198,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<LeaderEpochs, String> {
         return Err(format!("format version {}", u32_at(8)));
     }
     let count = u32_at(12) as usize;
-    if count > LEADER_EPOCH_ENTRIES_MAX || bytes.len() != HEADER_BYTES + ENTRY_BYTES * count + CRC_BYTES {
+    if count > LEADER_EPOCH_ENTRIES_MAX
+        || bytes.len() != HEADER_BYTES + ENTRY_BYTES * count + CRC_BYTES
+    {
         return Err(format!("{count} entries in {} bytes", bytes.len()));
     }
     let crc_at = bytes.len() - CRC_BYTES;
@@ -237,7 +244,11 @@ pub(crate) fn read_blocking(dir: &Path) -> io::Result<Result<Option<LeaderEpochs
 }
 
 /// Durably replaces the checkpoint in `dir`, the directory fsync included.
-pub(crate) async fn write(io: &dyn LogIo, dir: &Path, epochs: &LeaderEpochs) -> Result<(), StorageError> {
+pub(crate) async fn write(
+    io: &dyn LogIo,
+    dir: &Path,
+    epochs: &LeaderEpochs,
+) -> Result<(), StorageError> {
     index_file::write(&checkpoint_path(dir), encode(epochs)).await?;
     Ok(io.sync_dir(dir).await?)
 }
@@ -253,7 +264,9 @@ pub(crate) fn rebuild_blocking(segments: &[(PathBuf, u64)]) -> io::Result<Leader
         let mut position = 0u64;
         while position + BATCH_HEADER_BYTES as u64 <= *segment_bytes {
             file.read_exact_at(&mut header, position)?;
-            let parsed = BatchHeader::parse(&header).ok().filter(|h| h.base_offset >= 0);
+            let parsed = BatchHeader::parse(&header)
+                .ok()
+                .filter(|h| h.base_offset >= 0);
             let Some(parsed) = parsed else {
                 log::warn!(
                     "{}: leader epochs rebuilt up to byte {position}, where a batch header is damaged",
@@ -356,7 +369,10 @@ mod tests {
             assert!(decode(&damaged).is_err(), "flipped byte {position}");
         }
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
-        assert_eq!(decode(&encode(&LeaderEpochs::default())), Ok(LeaderEpochs::default()));
+        assert_eq!(
+            decode(&encode(&LeaderEpochs::default())),
+            Ok(LeaderEpochs::default())
+        );
         // Entries out of order with a valid CRC.
         let mut unordered = encode(&cache);
         unordered[28..32].copy_from_slice(&0i32.to_le_bytes());

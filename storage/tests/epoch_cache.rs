@@ -63,7 +63,10 @@ async fn check_matches_batches(log: &PartitionLog, what: &str) {
     let cached = log.leader_epochs();
     assert_eq!(cached, epochs_of_batches(log).await, "{what}");
     let end = log.log_end_offset();
-    assert!(cached.iter().all(|e| e.1 < end), "{what}: {cached:?} past {end}");
+    assert!(
+        cached.iter().all(|e| e.1 < end),
+        "{what}: {cached:?} past {end}"
+    );
 }
 
 async fn open_faulty(partition: &Path, io: &FaultIo) -> PartitionLog {

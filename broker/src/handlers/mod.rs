@@ -32,6 +32,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -174,6 +175,11 @@ pub const APIS: &[ApiSupport] = &[
         fetch::VERSION_MAX
     ),
     api!(ListOffsets, list_offsets, ListOffsetsRequest),
+    api!(
+        OffsetForLeaderEpoch,
+        offset_for_leader_epoch,
+        OffsetForLeaderEpochRequest
+    ),
     api!(Metadata, metadata, MetadataRequest),
     api!(ApiVersions, api_versions, ApiVersionsRequest),
     api!(CreateTopics, create_topics, CreateTopicsRequest),

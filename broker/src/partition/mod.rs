@@ -135,6 +135,33 @@ impl OpenOptions {
 }
 
 impl Partition {
+    /// This broker leads the partition at `leader_epoch`: if its log has not seen that epoch,
+    /// the epoch starts at the log end (Kafka's `assign` when a broker becomes leader), after
+    /// every append already called, so OffsetForLeaderEpoch ends the previous epoch there even
+    /// before the first batch of this one. Runs in its own task; a failure (the log closed or
+    /// a failed write could not be repaired) is logged, and the first append of the epoch adds
+    /// the entry anyway.
+    pub fn assign_leader_epoch(&self, leader_epoch: i32) {
+        if self
+            .log
+            .latest_epoch()
+            .is_some_and(|latest| latest >= leader_epoch)
+        {
+            return;
+        }
+        let assigned = self.log.assign_epoch(leader_epoch);
+        let dir = self.dir.clone();
+        glommio::spawn_local(async move {
+            if let Err(error) = assigned.await {
+                log::warn!(
+                    "{}: leader epoch {leader_epoch} not assigned: {error}",
+                    dir.display()
+                );
+            }
+        })
+        .detach();
+    }
+
     /// Opens the partition in `dir` of topic `topic_id`; `created` says the topic or partition
     /// was created just now, so that no data found in its directory may be served. On failure
     /// returns what went wrong, naming the directory.

@@ -56,6 +56,15 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
             },
             None => Err(ResponseError::UnknownTopicOrPartition),
         }),
+        Request::OffsetForLeaderEpoch {
+            topic,
+            partition,
+            leader_epoch,
+        } => Reply::OffsetForLeaderEpoch(match shard.partition(&topic, partition) {
+            Some(partition) => Ok((partition.log.end_offset_for_epoch(leader_epoch))
+                .unwrap_or((storage::UNDEFINED_EPOCH, storage::UNDEFINED_EPOCH_OFFSET))),
+            None => Err(ResponseError::UnknownTopicOrPartition),
+        }),
         Request::DeleteRecords {
             topic,
             partition,

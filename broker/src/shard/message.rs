@@ -141,6 +141,12 @@ pub enum Request {
         partition: i32,
         change: IsrChange,
     },
+    /// The end offset of `leader_epoch` in a partition's log (OffsetForLeaderEpoch).
+    OffsetForLeaderEpoch {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+    },
 }
 
 /// The answer to a [`Request`], in the variant of the same name.
@@ -175,6 +181,8 @@ pub enum Reply {
     ApplyMetadata(Vec<(String, String)>),
     DescribeQuorum(QuorumView),
     ChangeIsr(Result<(), Refusal>),
+    /// (epoch, end offset); (-1, -1) where Kafka answers UNDEFINED.
+    OffsetForLeaderEpoch(Result<(i32, i64), ResponseError>),
 }
 
 impl Reply {

@@ -238,6 +238,9 @@ impl Shard {
                         leader_epoch: assignment.leader_epoch,
                     });
                 }
+                if assignment.leader == node {
+                    open.assign_leader_epoch(assignment.leader_epoch);
+                }
             }
         }
         self.replication.set_followed(self.clone(), followed);

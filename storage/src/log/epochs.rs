@@ -138,7 +138,7 @@ impl LogInner {
 
 /// The cache of a log being opened, with whether the checkpoint on disk equals it: the
 /// checkpoint without its entries at or past the log end, or, if it is missing (and the log
-/// holds batches) or damaged, the batch headers' epochs, written back durably.
+/// holds batches) or damaged, the batch headers' epochs, written back durably if it can be.
 pub(super) async fn load(
     io: &dyn LogIo,
     dir: &Path,
@@ -160,8 +160,13 @@ pub(super) async fn load(
                 .collect();
             let mut rebuilt = leader_epochs::rebuild_blocking(&listed)?;
             rebuilt.truncate_from_end(log_end_offset);
-            leader_epochs::write(io, dir, &rebuilt).await?;
-            return Ok((rebuilt, true));
+            // Best effort (a full disk must not keep the partition closed): if it fails, the
+            // next append writes it before its batches.
+            let written = leader_epochs::write(io, dir, &rebuilt).await;
+            if let Err(error) = &written {
+                log::warn!("{}: leader epochs not checkpointed: {error}", dir.display());
+            }
+            return Ok((rebuilt, written.is_ok()));
         }
     };
     let current = !epochs.truncate_from_end(log_end_offset);

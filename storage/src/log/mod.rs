@@ -160,11 +160,7 @@ impl PartitionLog {
     /// `segment_bytes` and `segment_ms` decide the next roll, `index_interval_bytes` applies to
     /// segments started after this call.
     pub fn set_config(&self, config: LogConfig) {
-        assert!(config.segment_bytes > 0, "segment_bytes must be positive");
-        assert!(
-            config.index_interval_bytes > 0,
-            "index_interval_bytes must be positive"
-        );
+        assert_valid_config(&config);
         *self.inner.config.borrow_mut() = config;
     }
 
@@ -178,6 +174,15 @@ impl PartitionLog {
     pub fn wait_for_append(&self) -> impl Future<Output = ()> + 'static {
         self.inner.appended.listen()
     }
+}
+
+/// A `LogConfig` a log can run with (a caller's bug otherwise).
+fn assert_valid_config(config: &LogConfig) {
+    assert!(config.segment_bytes > 0, "segment_bytes must be positive");
+    assert!(
+        config.index_interval_bytes > 0,
+        "index_interval_bytes must be positive"
+    );
 }
 
 impl Drop for LogInner {

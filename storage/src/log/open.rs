@@ -39,11 +39,7 @@ impl PartitionLog {
         config: LogConfig,
         io: Rc<dyn LogIo>,
     ) -> Result<PartitionLog, StorageError> {
-        assert!(config.segment_bytes > 0, "segment_bytes must be positive");
-        assert!(
-            config.index_interval_bytes > 0,
-            "index_interval_bytes must be positive"
-        );
+        super::assert_valid_config(&config);
         let recovered = recovery::recover_dir(dir, &config)?;
         // Directory syncs go through io_uring, where a relative path fails (EBADF); resolve it
         // once, now that recovery has created the directory.

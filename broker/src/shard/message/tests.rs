@@ -258,7 +258,12 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
                 isr: vec![2, 1],
             },
         },
-        Request::ChangeIsr { .. } => return None,
+        Request::ChangeIsr { .. } => Request::OffsetForLeaderEpoch {
+            topic: "orders".into(),
+            partition: 1,
+            leader_epoch: 4,
+        },
+        Request::OffsetForLeaderEpoch { .. } => return None,
     })
 }
 
@@ -339,7 +344,8 @@ fn reply_after(previous: Option<&Reply>) -> Option<Reply> {
             }],
         }),
         Reply::DescribeQuorum(_) => Reply::ChangeIsr(Err(refused())),
-        Reply::ChangeIsr(_) => return None,
+        Reply::ChangeIsr(_) => Reply::OffsetForLeaderEpoch(Ok((3, 120))),
+        Reply::OffsetForLeaderEpoch(_) => return None,
     })
 }
 
@@ -371,7 +377,7 @@ fn every_request_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         requests.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), requests.len(), "one sample per variant");
-    assert_eq!(requests.len(), 24);
+    assert_eq!(requests.len(), 25);
     for request in &requests {
         let bytes = encode_request(request);
         assert_eq!(
@@ -387,7 +393,7 @@ fn every_reply_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         replies.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), replies.len(), "one sample per variant");
-    assert_eq!(replies.len(), 24);
+    assert_eq!(replies.len(), 25);
     for reply in &replies {
         let bytes = rkyv::to_bytes::<Error>(reply).expect("serializing to memory");
         assert_eq!(
