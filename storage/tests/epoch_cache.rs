@@ -246,3 +246,33 @@ fn an_assigned_epoch_starts_at_the_log_end_and_end_offsets_follow_kafka() {
         log.close().await.unwrap();
     });
 }
+
+/// A follower's batches as the leader wrote them: two records each from `base`, carrying `epoch`.
+fn replicated(batches: &[(i64, i32)]) -> ValidatedBatches {
+    let mut bytes = Vec::new();
+    for (i, (base, epoch)) in batches.iter().enumerate() {
+        let records = [record(0, 700, i as u8), record(1, 700, i as u8)];
+        let mut batch = encode_batch(&records);
+        record_batch::set_base_offset(&mut batch, *base);
+        record_batch::set_partition_leader_epoch(&mut batch, *epoch);
+        bytes.extend_from_slice(&batch);
+    }
+    ValidatedBatches::validate(Bytes::from(bytes)).unwrap()
+}
+
+#[test]
+fn a_crash_at_every_step_of_replicated_appends_spanning_epochs_leaves_the_cache_matching_the_log() {
+    run(|| async {
+        // The follower has epoch 0 at 0..4; the leader's batches bring epochs 1, 1, 3 in one
+        // append, then 3 and 4 in another.
+        crash_at_every_step("epoch-replicated", &[0, 0], |log| async move {
+            let _ = log
+                .append_replicated(replicated(&[(4, 1), (6, 1), (8, 3)]))
+                .await;
+            let _ = log.sync_to(i64::MAX).await;
+            let _ = log.append_replicated(replicated(&[(10, 3), (12, 4)])).await;
+            let _ = log.sync_to(i64::MAX).await;
+        })
+        .await;
+    });
+}

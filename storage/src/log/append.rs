@@ -90,7 +90,7 @@ impl LogInner {
             Ok(()) if self.pipeline.is_poisoned(reservation.sequence) => {
                 Err(earlier_append_failed_error())
             }
-            Ok(()) => Ok(self.publish(&reservation, &segment, &buffer, &batches)),
+            Ok(()) => Ok(self.publish(&reservation, &segment, &buffer, &batches, offsets)),
         };
         self.pipeline.resolve(reservation.sequence);
         result
@@ -119,8 +119,8 @@ impl LogInner {
             let write_end = segment.active_file().align_up(self.pipeline.reserved_end())
                 + segment.active_file().align_up(batches.len_bytes() as u64);
             self.preallocate(&segment, write_end).await?;
-            let first_batch = (batches.leader_epoch(), self.pipeline.reserved_offset());
-            self.checkpoint_epochs_ahead(std::iter::once(first_batch))
+            let base_offset = self.pipeline.reserved_offset();
+            self.checkpoint_epochs_ahead(batch_epochs(batches, offsets, base_offset))
                 .await?;
             // A write in flight may have failed meanwhile; then this append must start from
             // the published end instead (after the repair, nothing is in flight).
@@ -234,6 +234,7 @@ impl LogInner {
         segment: &Segment,
         buffer: &DmaBuffer,
         batches: &ValidatedBatches,
+        offsets: Offsets,
     ) -> AppendInfo {
         let Reservation {
             base_offset,
@@ -272,7 +273,7 @@ impl LogInner {
         assert!(tail_len < segment.active_file().alignment() as usize);
         assert!(segment.synced_position.get() <= new_end_position);
         self.log_end_offset.set(next_offset);
-        self.publish_epochs(std::iter::once((batches.leader_epoch(), base_offset)));
+        self.publish_epochs(batch_epochs(batches, offsets, base_offset));
         self.cache_appended(
             segment,
             &buffer.as_bytes()[tail_len..new_tail_end],
@@ -398,6 +399,25 @@ impl LogInner {
         }
         Ok(())
     }
+}
+
+/// The (partition leader epoch, base offset) of each batch an append writes from `base_offset`
+/// on, for the leader-epoch cache: a leader's append stamps its epoch into every batch (the
+/// first batch's entry is the only one that can matter), a follower's keeps each batch's own.
+fn batch_epochs(
+    batches: &ValidatedBatches,
+    offsets: Offsets,
+    base_offset: i64,
+) -> impl Iterator<Item = (i32, i64)> + '_ {
+    let assigned = (offsets == Offsets::Assigned).then_some((batches.leader_epoch(), base_offset));
+    let kept = (offsets == Offsets::Kept).then(|| {
+        batches.summaries().iter().map(|summary| {
+            let header = batch::BatchHeader::parse(&batches.bytes()[summary.position..])
+                .expect("a validated batch has a valid header");
+            (header.partition_leader_epoch, header.base_offset)
+        })
+    });
+    assigned.into_iter().chain(kept.into_iter().flatten())
 }
 
 fn earlier_append_failed_error() -> StorageError {
