@@ -194,6 +194,7 @@ impl Shard {
             snapshot.version >= previous.version,
             "metadata versions only grow"
         );
+        self.set_open_assignments(&snapshot);
         self.drop_removed_topics(&snapshot).await;
         for topic in snapshot.topics.values() {
             let old = previous.topics.get(&topic.name);
@@ -245,6 +246,22 @@ impl Shard {
         }
         self.replication.set_followed(self.clone(), followed);
         failures
+    }
+
+    /// Gives every open partition its assignment in `snapshot` at once, in the step that
+    /// installs it (no await between): a partition that lost or gained leadership acts on it
+    /// before any request routed by the new snapshot reaches it, while other partitions open.
+    fn set_open_assignments(&self, snapshot: &MetadataSnapshot) {
+        for (name, topic_logs) in self.logs.borrow().iter() {
+            let Some(meta) = snapshot.topics.get(name).filter(|m| m.id == topic_logs.id) else {
+                continue;
+            };
+            for (index, partition) in &topic_logs.partitions {
+                if let Some(assignment) = meta.assignment(*index) {
+                    partition.set_assignment(assignment);
+                }
+            }
+        }
     }
 
     /// Closes and removes the logs `snapshot` no longer lists: every partition of a deleted
