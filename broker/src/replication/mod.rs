@@ -7,6 +7,8 @@
 
 pub mod connection;
 mod fetcher;
+#[cfg(test)]
+mod fetcher_tests;
 pub mod table;
 pub mod truncation;
 mod wire;
