@@ -156,6 +156,7 @@ async fn open_partition(dir: &std::path::Path) -> Rc<Partition> {
         default_segment_bytes: 1 << 20,
         snapshot_interval_bytes: 1 << 30,
         power_loss_io: None,
+        node_id: FOLLOWER,
     };
     let config = TopicConfig::parse(&BTreeMap::new());
     let id = uuid::Uuid::from_u128(TOPIC_ID);
