@@ -40,6 +40,18 @@ pub struct ServeArgs {
     /// (Kafka's replica.lag.time.max.ms); the leader checks every half of it.
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(2..))]
     pub replica_lag_time_max_ms: u64,
+    /// The active controller moves leaderships back to preferred replicas (Kafka's
+    /// auto.leader.rebalance.enable).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_leader_rebalance_enable: bool,
+    /// How often the active controller checks the leader imbalance (Kafka's
+    /// leader.imbalance.check.interval.seconds, here in ms).
+    #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub leader_imbalance_check_interval_ms: u64,
+    /// A broker not leading more than this share of the partitions it is the preferred replica
+    /// of gets them back (Kafka's leader.imbalance.per.broker.percentage).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub leader_imbalance_per_broker_percentage: u32,
     /// Replication factor of topics created without one (auto-creation included).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
     pub default_replication_factor: i16,

@@ -1,8 +1,9 @@
-//! `sluice topic create|list|describe|delete`.
+//! `sluice topic create|list|describe|delete|elect-leaders`.
 
 use std::collections::BTreeMap;
 
 use clap::Subcommand;
+use client::ResponseError;
 use client::{
     BrokerAddress, BrokerMetadata, Client, ConfigEntry, PartitionMetadata, TopicMetadata,
     TIMESTAMP_EARLIEST, TIMESTAMP_LATEST,
@@ -43,6 +44,18 @@ pub enum TopicCommand {
     /// Delete a topic and its data.
     Delete {
         name: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Move leaderships back to preferred replicas (the first of each partition's replicas, if
+    /// live and in sync), or with --unclean give partitions without a leader any live replica.
+    ElectLeaders {
+        /// Only this topic's partitions; every partition otherwise.
+        #[arg(long)]
+        topic: Option<String>,
+        /// An unclean election: records the new leader lacks are lost.
+        #[arg(long)]
+        unclean: bool,
         #[command(flatten)]
         connection: ConnectionArgs,
     },
@@ -92,7 +105,59 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
             eprintln!("Deleted topic {name}.");
             Ok(())
         }
+        TopicCommand::ElectLeaders {
+            topic,
+            unclean,
+            connection,
+        } => elect_leaders(&connection, topic.as_deref(), unclean),
     }
+}
+
+/// Prints one line per partition: its new leader, or why it has none; fails if an election was
+/// refused for another reason than not being needed.
+fn elect_leaders(
+    connection: &ConnectionArgs,
+    topic: Option<&str>,
+    unclean: bool,
+) -> anyhow::Result<()> {
+    let mut client = connection.connect()?;
+    let partitions: Option<Vec<(String, i32)>> = match topic {
+        None => None,
+        Some(name) => {
+            let meta = topic_metadata(&mut client, name)?;
+            Some(
+                (meta.partitions.iter())
+                    .map(|p| (name.to_string(), p.partition))
+                    .collect(),
+            )
+        }
+    };
+    let outcomes = client.elect_leaders(unclean, partitions.as_deref())?;
+    let metadata = client.metadata(None)?;
+    let leader_of = |topic: &str, partition: i32| {
+        (metadata.topic(topic))
+            .and_then(|t| t.partitions.iter().find(|p| p.partition == partition))
+            .map_or(-1, |p| p.leader_id)
+    };
+    let mut failed = 0;
+    for outcome in &outcomes {
+        let (topic, partition) = (&outcome.topic, outcome.partition);
+        match &outcome.result {
+            Ok(()) => println!(
+                "{topic}-{partition}\telected leader {}",
+                leader_of(topic, partition)
+            ),
+            Err(error) if error.kafka_error() == Some(ResponseError::ElectionNotNeeded) => {
+                println!("{topic}-{partition}\tnot needed")
+            }
+            Err(error) => {
+                failed += 1;
+                println!("{topic}-{partition}\tfailed: {error}");
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} election(s) failed");
+    Ok(())
 }
 
 fn describe(

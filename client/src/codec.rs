@@ -41,6 +41,8 @@ pub const CLIENT_API_VERSIONS: &[(ApiKey, VersionRange)] = &[
     // v2 can ask for fenced brokers too.
     (ApiKey::DescribeCluster, VersionRange { min: 0, max: 2 }),
     (ApiKey::DescribeQuorum, VersionRange { min: 0, max: 2 }),
+    // v1 is the first with an election type (unclean elections).
+    (ApiKey::ElectLeaders, VersionRange { min: 1, max: 2 }),
 ];
 
 /// Validates a frame's length prefix before anything is allocated for its body.

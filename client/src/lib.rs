@@ -18,6 +18,7 @@ pub mod apis;
 pub mod cluster_apis;
 pub mod codec;
 pub mod consumer_protocol;
+pub mod election_apis;
 pub mod error;
 pub mod group;
 pub mod group_apis;
@@ -40,6 +41,7 @@ pub use apis::{
 };
 pub use cluster_apis::{ClusterBroker, ClusterDescription, QuorumDescription, VoterState};
 pub use codec::{NegotiatedVersions, FRAME_BYTES_MAX};
+pub use election_apis::ElectionOutcome;
 pub use error::{ClientError, KafkaError, Result};
 pub use idempotent::IdempotentProducer;
 pub use kafka_protocol::ResponseError;
@@ -489,6 +491,19 @@ impl Client {
         let request = cluster_apis::describe_cluster_request(version);
         let response = self.call(ApiKey::DescribeCluster, version, &request)?;
         cluster_apis::parse_describe_cluster(response)
+    }
+
+    /// Leader elections, unclean or preferred, on `partitions` (None: every partition); one
+    /// outcome per partition the broker reports.
+    pub fn elect_leaders(
+        &mut self,
+        unclean: bool,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<Vec<ElectionOutcome>> {
+        let version = self.versions.require(ApiKey::ElectLeaders)?;
+        let request = election_apis::elect_leaders_request(unclean, partitions);
+        let response = self.call(ApiKey::ElectLeaders, version, &request)?;
+        election_apis::parse_elect_leaders(response)
     }
 
     /// The metadata quorum as the connected broker sees it.

@@ -5,6 +5,8 @@
 //!
 //! **Invariant:** a fenced broker leads nothing: fencing moves every partition it leads to the
 //! first live in-sync replica (in replica order), or leaves the partition without a leader (-1).
+//! Only a topic with `unclean.leader.election.enable` may get a leader outside its ISR, when no
+//! ISR member is live: its ISR then becomes that one replica, as in Kafka.
 //! **Invariant:** the leader epoch grows by one exactly where the leader changes.
 //! **Invariant:** an ISR is never emptied: a fenced broker leaves every ISR but one it is the last
 //! member of, so the partition keeps a record of who holds its latest data.
@@ -53,8 +55,9 @@ pub fn fence(
     broker.fenced = true;
     let live: Vec<i32> = snapshot.live_brokers().map(|broker| broker.id).collect();
     for topic in snapshot.topics.values_mut() {
+        let unclean = topic.config.unclean_leader_election;
         for_each_assignment(topic, |assignment| {
-            fence_in_partition(assignment, id, &live)
+            fence_in_partition(assignment, id, &live, unclean)
         });
     }
     Ok(())
@@ -92,8 +95,13 @@ fn registration_mut(
 }
 
 /// One partition's part of fencing `fenced`; `live` are the brokers still live (`fenced` not
-/// among them).
-fn fence_in_partition(assignment: &mut PartitionAssignment, fenced: i32, live: &[i32]) {
+/// among them); `unclean`: the topic allows a leader outside the ISR.
+fn fence_in_partition(
+    assignment: &mut PartitionAssignment,
+    fenced: i32,
+    live: &[i32],
+    unclean: bool,
+) {
     debug_assert!(!live.contains(&fenced));
     if assignment.isr.len() > 1 {
         assignment.isr.retain(|replica| *replica != fenced);
@@ -101,27 +109,43 @@ fn fence_in_partition(assignment: &mut PartitionAssignment, fenced: i32, live: &
     if assignment.leader != fenced {
         return;
     }
-    let next = assignment
+    let clean = assignment
         .replicas
         .iter()
         .copied()
-        .find(|replica| assignment.isr.contains(replica) && live.contains(replica))
-        .unwrap_or(NO_LEADER);
-    set_leader(assignment, next);
+        .find(|replica| assignment.isr.contains(replica) && live.contains(replica));
+    match clean {
+        Some(next) => set_leader(assignment, next),
+        None if unclean => {
+            let next = (assignment.replicas.iter().copied()).find(|r| live.contains(r));
+            set_leader_unclean(assignment, next.unwrap_or(NO_LEADER));
+        }
+        None => set_leader(assignment, NO_LEADER),
+    }
 }
 
-/// Gives broker `id` the leadership of every partition without a leader whose ISR holds it.
+/// Gives broker `id` the leadership of every partition without a leader whose ISR holds it, or,
+/// for a topic with `unclean.leader.election.enable`, whose replicas do.
 fn lead_offline_partitions(snapshot: &mut MetadataSnapshot, id: i32) {
     for topic in snapshot.topics.values_mut() {
+        let unclean = topic.config.unclean_leader_election;
         for_each_assignment(topic, |assignment| {
-            if assignment.leader == NO_LEADER && assignment.isr.contains(&id) {
+            if assignment.leader != NO_LEADER {
+                return;
+            }
+            if assignment.isr.contains(&id) {
                 set_leader(assignment, id);
+            } else if unclean && assignment.replicas.contains(&id) {
+                set_leader_unclean(assignment, id);
             }
         });
     }
 }
 
-fn for_each_assignment(topic: &mut TopicMeta, mut edit: impl FnMut(&mut PartitionAssignment)) {
+pub(crate) fn for_each_assignment(
+    topic: &mut TopicMeta,
+    mut edit: impl FnMut(&mut PartitionAssignment),
+) {
     for partition in 0..topic.partitions {
         edit(
             topic
@@ -131,7 +155,9 @@ fn for_each_assignment(topic: &mut TopicMeta, mut edit: impl FnMut(&mut Partitio
     }
 }
 
-fn set_leader(assignment: &mut PartitionAssignment, leader: i32) {
+/// Makes `leader` (a member of the ISR, or [`NO_LEADER`]) the leader; the epoch grows by one if
+/// the leader changes.
+pub(crate) fn set_leader(assignment: &mut PartitionAssignment, leader: i32) {
     if assignment.leader == leader {
         return;
     }
@@ -141,6 +167,15 @@ fn set_leader(assignment: &mut PartitionAssignment, leader: i32) {
         leader == NO_LEADER || assignment.isr.contains(&leader),
         "a leader outside the ISR: {assignment:?}"
     );
+}
+
+/// An unclean election: `leader`, a replica that may be outside the ISR, leads, and the ISR
+/// becomes it alone (records it lacks are lost, as Kafka's unclean election loses them).
+pub(crate) fn set_leader_unclean(assignment: &mut PartitionAssignment, leader: i32) {
+    if leader != NO_LEADER && !assignment.isr.contains(&leader) {
+        assignment.isr = vec![leader];
+    }
+    set_leader(assignment, leader);
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod broker_config;
 pub mod controller;
+pub mod election;
 pub mod liveness;
 pub mod membership;
 pub mod metadata;

@@ -53,6 +53,9 @@ pub struct TopicConfig {
     pub cleanup_delete: bool,
     /// `cleanup.policy` includes `compact`: every record needs a key.
     pub cleanup_compact: bool,
+    /// `unclean.leader.election.enable`: a replica outside the ISR may lead when no ISR member
+    /// is live (see `cluster::membership`).
+    pub unclean_leader_election: bool,
 }
 
 impl TopicConfig {
@@ -87,6 +90,8 @@ impl TopicConfig {
             timestamp_after_max_ms: long("message.timestamp.after.max.ms", i64::MAX),
             cleanup_delete: has_policy("delete"),
             cleanup_compact: has_policy("compact"),
+            unclean_leader_election: text("unclean.leader.election.enable")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod fetch_frame;
 pub mod find_coordinator;
@@ -190,6 +191,7 @@ pub const APIS: &[ApiSupport] = &[
     api!(DescribeQuorum, describe_quorum, DescribeQuorumRequest),
     api!(InitProducerId, init_producer_id, InitProducerIdRequest),
     api!(CreatePartitions, create_partitions, CreatePartitionsRequest),
+    api!(ElectLeaders, elect_leaders, ElectLeadersRequest),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ApiSupport> {

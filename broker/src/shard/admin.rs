@@ -11,9 +11,11 @@ use kafka_protocol::error::ResponseError;
 
 use super::message::{Reply, Request};
 use super::Shard;
+use crate::cluster::controller::elections::ElectionOutcome;
 use crate::cluster::controller::{
     BrokerTarget, ConfigChange, MetadataPublisher, Refusal, TopicSpec, CONTROLLER_SHARD,
 };
+use crate::cluster::election::ElectionType;
 use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 use crate::cluster::quorum_view::QuorumView;
 use crate::partition::{IsrChange, Partition};
@@ -69,6 +71,19 @@ pub async fn describe_quorum(shard: &Rc<Shard>) -> QuorumView {
 /// A new producer id.
 pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, ResponseError> {
     ask_controller!(shard, AllocateProducerId, Request::AllocateProducerId)
+}
+
+/// Runs leader elections on `partitions` (None: every partition the election would change).
+pub async fn elect_leaders(
+    shard: &Rc<Shard>,
+    election: ElectionType,
+    partitions: Option<Vec<(String, i32)>>,
+) -> Vec<ElectionOutcome> {
+    let request = Request::ElectLeaders {
+        election,
+        partitions,
+    };
+    ask_controller!(shard, ElectLeaders, request)
 }
 
 /// Creates topics. Results are in the order of `specs`.

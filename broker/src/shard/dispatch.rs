@@ -80,7 +80,8 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
         | Request::AlterTopicConfigs { .. }
         | Request::AlterBrokerConfigs { .. }
         | Request::DescribeQuorum
-        | Request::ChangeIsr { .. }) => handle_controller(shard, request).await,
+        | Request::ChangeIsr { .. }
+        | Request::ElectLeaders { .. }) => handle_controller(shard, request).await,
         group_request => handle_group(&shard, group_request).await,
     }
 }
@@ -135,6 +136,10 @@ async fn handle_controller(shard: Rc<Shard>, request: Request) -> Reply {
             };
             Reply::ChangeIsr(controller.change_isr(proposed).await)
         }
+        Request::ElectLeaders {
+            election,
+            partitions,
+        } => Reply::ElectLeaders(controller.elect_leaders(election, partitions).await),
         _ => unreachable!("handle sends only controller requests here"),
     }
 }

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use storage::ValidatedBatches;
 
+use crate::cluster::controller::elections::ElectionOutcome;
 use crate::cluster::controller::{BrokerTarget, ConfigChange, Refusal, TopicSpec};
+use crate::cluster::election::ElectionType;
 use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 use crate::cluster::quorum_view::QuorumView;
 use crate::groups::group::{JoinArgs, JoinResult, SyncResult};
@@ -147,6 +149,11 @@ pub enum Request {
         partition: i32,
         leader_epoch: i32,
     },
+    /// Leader elections on (topic, partition)s, None for every partition.
+    ElectLeaders {
+        election: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    },
 }
 
 /// The answer to a [`Request`], in the variant of the same name.
@@ -183,6 +190,7 @@ pub enum Reply {
     ChangeIsr(Result<(), Refusal>),
     /// (epoch, end offset); (-1, -1) where Kafka answers UNDEFINED.
     OffsetForLeaderEpoch(Result<(i32, i64), ResponseError>),
+    ElectLeaders(Vec<ElectionOutcome>),
 }
 
 impl Reply {

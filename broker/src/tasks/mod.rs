@@ -1,12 +1,13 @@
 //! A shard's periodic background work, each a small loop with its interval named: retention,
 //! the `flush.ms` timer, the consumer-group timers, the ISR shrink check and, on the controller
-//! shard, fencing.
+//! shard, fencing and preferred-leader rebalancing.
 //! Retention and flush run in task queues of their own with fewer shares than request handling.
 
 pub mod fencing;
 pub mod flush;
 pub mod groups;
 pub mod isr;
+pub mod rebalance;
 pub mod retention;
 
 use std::rc::Rc;
@@ -20,4 +21,5 @@ pub fn spawn_all(shard: &Rc<Shard>) {
     flush::spawn(shard.clone());
     fencing::spawn(shard.clone());
     isr::spawn(shard.clone());
+    rebalance::spawn(shard.clone());
 }

@@ -18,6 +18,7 @@ use super::configs::{self, BrokerTarget, ConfigChange};
 use super::isr::{self, ProposedIsr};
 use super::topics::{self, NewTopic, TakeBack};
 use super::{Applied, ItemResults};
+use crate::cluster::election::{self, ElectionError, ElectionType};
 use crate::cluster::membership::{self, MembershipError};
 use crate::cluster::metadata::{BrokerRegistration, MetadataSnapshot};
 use crate::fd_budget::FdBudget;
@@ -78,6 +79,12 @@ pub enum MetadataCommand {
         leader: i32,
         leader_epoch: i32,
         isr: Vec<i32>,
+    },
+    /// Leader elections (ElectLeaders, or the active controller's rebalancing): one item per
+    /// (topic, partition), in order (see `cluster::election`).
+    ElectLeaders {
+        election: ElectionType,
+        partitions: Vec<(String, i32)>,
     },
 }
 
@@ -148,6 +155,10 @@ pub fn apply(snapshot: &mut MetadataSnapshot, index: u64, command: MetadataComma
             };
             isr::apply_change_isr(snapshot, proposed)
         }
+        MetadataCommand::ElectLeaders {
+            election,
+            partitions,
+        } => elect_leaders(snapshot, election, partitions),
     };
     snapshot.version = index;
     results
@@ -162,6 +173,30 @@ fn membership_result(result: Result<(), MembershipError>) -> ItemResults {
         (code, error.to_string())
     });
     vec![(String::new(), result)]
+}
+
+fn elect_leaders(
+    snapshot: &mut MetadataSnapshot,
+    election: ElectionType,
+    partitions: Vec<(String, i32)>,
+) -> ItemResults {
+    (partitions.into_iter())
+        .map(|(topic, partition)| {
+            let result = election::elect(snapshot, election, &topic, partition);
+            let result = result.map(Applied::Leader).map_err(|error| {
+                let code = match error {
+                    ElectionError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
+                    ElectionError::NotNeeded(_) => ResponseError::ElectionNotNeeded,
+                    ElectionError::PreferredNotAvailable(_) => {
+                        ResponseError::PreferredLeaderNotAvailable
+                    }
+                    ElectionError::NoEligibleLeader => ResponseError::EligibleLeadersNotAvailable,
+                };
+                (code, format!("{topic}-{partition}: {error}"))
+            });
+            (topic, result)
+        })
+        .collect()
 }
 
 /// A fresh or migrated cluster's first state; refused once the cluster has an id.

@@ -21,6 +21,7 @@
 mod changes;
 pub mod command;
 mod configs;
+pub mod elections;
 mod isr;
 pub mod liveness;
 mod producer_ids;
@@ -102,6 +103,8 @@ pub enum Applied {
     Done,
     /// The first producer id of the allocated block.
     ProducerIds(i64),
+    /// A partition's new leader, from an election.
+    Leader(i32),
 }
 
 /// Per item of a command: the topic (or resource) it names and its result, in command order.

@@ -12,6 +12,7 @@ use kafka_protocol::error::ResponseError;
 use super::command::{apply, decode_snapshot, empty_snapshot, encode_snapshot, MetadataCommand};
 use super::start::{start, QuorumSettings, StartedQuorum};
 use super::*;
+use crate::cluster::election::ElectionType;
 use crate::cluster::metadata::{random_uuid, PartitionAssignment, TopicMeta, OFFSETS_TOPIC};
 
 /// A partition count past `TOPIC_PARTITIONS_MAX`.
@@ -387,6 +388,14 @@ fn commands() -> Vec<MetadataCommand> {
             leader: 2,
             leader_epoch: crate::cluster::metadata::FIRST_LEADER_EPOCH,
             isr: vec![2],
+        },
+        MetadataCommand::ElectLeaders {
+            election: ElectionType::Preferred,
+            partitions: vec![("a".into(), 0), ("a".into(), 9), ("zz".into(), 0)],
+        },
+        MetadataCommand::ElectLeaders {
+            election: ElectionType::Unclean,
+            partitions: vec![("a".into(), 1)],
         },
         MetadataCommand::DeleteTopics {
             names: vec!["a".into(), "a".into()],

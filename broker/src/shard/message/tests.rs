@@ -13,6 +13,7 @@ use storage::ValidatedBatches;
 
 use super::{Reply, Request};
 use crate::cluster::controller::{BrokerTarget, ConfigChange, TopicSpec};
+use crate::cluster::election::ElectionType;
 use crate::cluster::metadata::{
     BrokerRegistration, MetadataSnapshot, PartitionAssignment, TopicMeta,
 };
@@ -263,7 +264,11 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
             partition: 1,
             leader_epoch: 4,
         },
-        Request::OffsetForLeaderEpoch { .. } => return None,
+        Request::OffsetForLeaderEpoch { .. } => Request::ElectLeaders {
+            election: ElectionType::Preferred,
+            partitions: Some(vec![("orders".into(), 2)]),
+        },
+        Request::ElectLeaders { .. } => return None,
     })
 }
 
@@ -345,7 +350,11 @@ fn reply_after(previous: Option<&Reply>) -> Option<Reply> {
         }),
         Reply::DescribeQuorum(_) => Reply::ChangeIsr(Err(refused())),
         Reply::ChangeIsr(_) => Reply::OffsetForLeaderEpoch(Ok((3, 120))),
-        Reply::OffsetForLeaderEpoch(_) => return None,
+        Reply::OffsetForLeaderEpoch(_) => Reply::ElectLeaders(vec![
+            ("orders".into(), 0, Ok(2)),
+            ("orders".into(), 1, Err(refused())),
+        ]),
+        Reply::ElectLeaders(_) => return None,
     })
 }
 
@@ -377,7 +386,7 @@ fn every_request_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         requests.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), requests.len(), "one sample per variant");
-    assert_eq!(requests.len(), 25);
+    assert_eq!(requests.len(), 26);
     for request in &requests {
         let bytes = encode_request(request);
         assert_eq!(
@@ -393,7 +402,7 @@ fn every_reply_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         replies.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), replies.len(), "one sample per variant");
-    assert_eq!(replies.len(), 25);
+    assert_eq!(replies.len(), 26);
     for reply in &replies {
         let bytes = rkyv::to_bytes::<Error>(reply).expect("serializing to memory");
         assert_eq!(
