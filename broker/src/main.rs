@@ -37,7 +37,7 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the broker.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Manage topics on a running broker.
     #[command(subcommand)]
     Topic(cli::topic::TopicCommand),
@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     match args.command {
-        Command::Serve(args) => server::run(args),
+        Command::Serve(args) => server::run(*args),
         Command::Topic(command) => cli::topic::run(command),
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
