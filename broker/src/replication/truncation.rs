@@ -13,9 +13,8 @@ use crate::partition::Partition;
 /// The offset to fetch `partition` from, for the assignment `followed` (its leader and
 /// `leader_epoch`, which a request to the leader carries as `current_leader_epoch`).
 /// `connection` is open to that leader and idle: the step may send requests on it
-/// (`LeaderConnection::call`). May truncate the local log before returning. An error of the
-/// connection closes it (the fetcher reconnects and runs the step again); the leader refusing
-/// the partition is `ReplicationError::Refused`, after which the partition is retried later.
+/// (`LeaderConnection::call`). May truncate the local log before returning. Any error closes
+/// the connection; the fetcher reconnects (with its back-off) and runs the step again.
 pub async fn fetch_start(
     connection: &mut LeaderConnection,
     partition: &Partition,
