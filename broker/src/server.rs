@@ -15,7 +15,6 @@ use crate::connection;
 use crate::data_dir;
 use crate::fd_budget::FdBudget;
 use crate::groups::store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
-use crate::groups::GroupCoordinator;
 use crate::shard::mesh::{Envelope, Mesh, INBOX_MESSAGES_MAX};
 use crate::shard::{Shard, ShardCluster};
 
@@ -316,12 +315,8 @@ async fn shard_main(
     // A stored partition that fails to open is logged and left closed; requests for it get
     // UNKNOWN_TOPIC_OR_PARTITION (see start-up and recovery in ARCHITECTURE.md).
     let start_version = snapshot.version;
+    // This also replays the `__consumer_offsets` partitions this broker leads.
     let _failures = shard.apply_metadata(snapshot).await;
-    if let Err(e) = GroupCoordinator::load(&*shard).await {
-        // The other shards wait for this one at the start-up barrier: stop the whole process.
-        log::error!("shard {id}: loading consumer groups failed: {e}");
-        std::process::exit(1);
-    }
     spawn_shard_tasks(&shard);
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         // As above: a shard that cannot start must not leave the others waiting.
@@ -469,7 +464,6 @@ pub async fn start_test_shard(config: Arc<ServeArgs>) -> anyhow::Result<Rc<Shard
         cluster,
     ));
     shard.apply_metadata(snapshot.clone()).await;
-    GroupCoordinator::load(&*shard).await?;
     spawn_publisher(started.state, snapshot.version, shard.clone());
     Ok(shard)
 }

@@ -5,9 +5,10 @@
 //! `cluster::routing`), and inside it the shard that owns that partition; every group request
 //! is forwarded there through `Shard::call`. That shard keeps the group's membership state machine ([`group::Group`]) and
 //! its committed offsets in memory, and appends every commit (and each new generation) to its
-//! `__consumer_offsets` partition, waiting for fdatasync before it answers. On start each shard
-//! replays its partitions of `__consumer_offsets`: committed offsets and generations survive
-//! restarts and kill -9; members rejoin after a restart.
+//! `__consumer_offsets` partition, waiting for fdatasync before it answers. A shard replays each
+//! `__consumer_offsets` partition when this broker becomes its leader, at start or later
+//! (`load.rs`): committed offsets and generations survive restarts, kill -9 and a change of
+//! coordinator; members rejoin.
 //!
 //! Invariant: a group's state is touched only on its coordinator shard, and never while a
 //! borrow of the group table is held across an await.
@@ -15,7 +16,10 @@
 //! this shard's `__consumer_offsets` partitions, the metadata) through [`GroupHost`].
 
 pub mod group;
+mod load;
 pub mod store;
+
+pub use load::lead_changed;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -32,7 +36,7 @@ use crate::cluster::metadata::MetadataSnapshot;
 use crate::cluster::placement::shard_for;
 use crate::partition::Partition;
 use group::{Group, GroupConfig, GroupState, JoinArgs, JoinResult, Reply, SyncResult};
-use store::{CommittedOffset, GroupRecord, OFFSETS_TOPIC};
+use store::{CommittedOffset, OFFSETS_TOPIC};
 
 /// Groups one shard coordinates; a new group beyond this is refused with
 /// COORDINATOR_NOT_AVAILABLE. Bounds coordinator memory.
@@ -42,12 +46,14 @@ pub const SHARD_GROUPS_MAX: usize = 100_000;
 /// are removed.
 pub const OFFSETS_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// Bytes read at a time while replaying `__consumer_offsets`.
-const REPLAY_READ_BYTES: usize = 1 << 20;
-
 #[derive(Default)]
 pub struct GroupCoordinator {
     groups: RefCell<HashMap<String, Group>>,
+    /// The `__consumer_offsets` partitions this shard leads, each with whether its groups are
+    /// in `groups` yet (`load.rs`).
+    led: RefCell<HashMap<i32, load::Lead>>,
+    /// Counts the replays started, so that a replay overtaken by a role change is discarded.
+    loads_started: std::cell::Cell<u64>,
     pub config: GroupConfig,
 }
 
@@ -72,63 +78,9 @@ impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> GroupCoordinator {
         GroupCoordinator {
             groups: RefCell::new(HashMap::new()),
+            led: RefCell::new(HashMap::new()),
+            loads_started: std::cell::Cell::new(0),
             config,
-        }
-    }
-
-    /// Replays this shard's partitions of `__consumer_offsets`.
-    pub async fn load(host: &impl GroupHost) -> Result<(), storage::StorageError> {
-        for partition in 0..store::OFFSETS_TOPIC_PARTITIONS {
-            let Some(state) = host.offsets_partition(partition) else {
-                continue;
-            };
-            let mut offset = state.log.log_start_offset();
-            while offset < state.log.log_end_offset() {
-                let bytes = state.log.read(offset, REPLAY_READ_BYTES).await?;
-                offset = next_offset_after(&bytes);
-                for record in store::decode_batches(bytes) {
-                    host.groups().replay(record);
-                }
-                glommio::yield_if_needed().await;
-            }
-        }
-        Ok(())
-    }
-
-    fn replay(&self, record: GroupRecord) {
-        let mut groups = self.groups.borrow_mut();
-        match record {
-            GroupRecord::Offset {
-                group,
-                topic,
-                partition,
-                value,
-            } => match value {
-                Some(value) => {
-                    groups
-                        .entry(group.clone())
-                        .or_insert_with(|| Group::new(group))
-                        .offsets
-                        .insert((topic, partition), value);
-                }
-                None => {
-                    if let Some(g) = groups.get_mut(&group) {
-                        g.offsets.remove(&(topic, partition));
-                    }
-                }
-            },
-            GroupRecord::Group { group, value } => match value {
-                Some((generation, protocol_type)) => {
-                    let g = groups
-                        .entry(group.clone())
-                        .or_insert_with(|| Group::new(group));
-                    g.generation = generation;
-                    g.protocol_type = Some(protocol_type);
-                }
-                None => {
-                    groups.remove(&group);
-                }
-            },
         }
     }
 
@@ -148,19 +100,6 @@ impl GroupCoordinator {
     }
 }
 
-/// The offset after the last batch in `bytes` (whole stored batches).
-fn next_offset_after(bytes: &Bytes) -> i64 {
-    let mut rest = &bytes[..];
-    let mut next = -1;
-    while !rest.is_empty() {
-        let header = record_batch::BatchHeader::parse(rest).expect("storage returns whole batches");
-        next = header.next_offset();
-        rest = &rest[header.total_bytes()..];
-    }
-    assert!(next >= 0, "a read below the log end returns whole batches");
-    next
-}
-
 /// Appends group records to the group's `__consumer_offsets` partition and waits until they are
 /// durable.
 async fn persist(
@@ -171,6 +110,8 @@ async fn persist(
     if records.is_empty() {
         return Ok(());
     }
+    // Never appended while the partition's groups are replayed: the replay would miss it.
+    host.groups().check_loaded(group)?;
     let partition = host
         .offsets_partition(store::offsets_partition(group))
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
@@ -253,6 +194,13 @@ pub async fn join(host: &impl GroupHost, group_id: String, args: JoinArgs) -> Jo
             ..JoinResult::default()
         };
     }
+    if let Err(error) = host.groups().check_loaded(&group_id) {
+        return JoinResult {
+            error: Some(error),
+            generation: -1,
+            ..JoinResult::default()
+        };
+    }
     let now = Instant::now();
     let config = host.groups().config;
     let reply = {
@@ -311,6 +259,12 @@ pub async fn sync(
     generation: i32,
     assignments: Vec<(String, Bytes)>,
 ) -> SyncResult {
+    if let Err(error) = host.groups().check_loaded(&group_id) {
+        return SyncResult {
+            error: Some(error),
+            ..SyncResult::default()
+        };
+    }
     let now = Instant::now();
     let reply = host.groups().with_group(&group_id, |g| {
         g.sync(
@@ -341,6 +295,9 @@ pub fn heartbeat(
     instance_id: Option<&str>,
     generation: i32,
 ) -> Option<ResponseError> {
+    if let Err(error) = host.groups().check_loaded(group_id) {
+        return Some(error);
+    }
     let now = Instant::now();
     host.groups()
         .with_group(group_id, |g| {
@@ -354,6 +311,9 @@ pub fn leave(
     group_id: &str,
     members: &[(String, Option<String>)],
 ) -> Vec<Option<ResponseError>> {
+    if let Err(error) = host.groups().check_loaded(group_id) {
+        return vec![Some(error); members.len()];
+    }
     let now = Instant::now();
     let config = host.groups().config;
     members
@@ -388,6 +348,9 @@ pub async fn commit(
 ) -> Vec<Option<ResponseError>> {
     if group_id.len() > GROUP_ID_BYTES_MAX {
         return vec![Some(ResponseError::InvalidGroupId); entries.len()];
+    }
+    if let Err(error) = host.groups().check_loaded(&group_id) {
+        return vec![Some(error); entries.len()];
     }
     let membership =
         (host.groups()).check_commit(&group_id, &member_id, instance_id.as_deref(), generation);
@@ -487,10 +450,11 @@ pub fn fetch_offsets(
     host: &impl GroupHost,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> OffsetsByTopic {
+) -> Result<OffsetsByTopic, ResponseError> {
+    host.groups().check_loaded(group_id)?;
     let groups = host.groups().groups.borrow();
     let offsets = groups.get(group_id).map(|g| &g.offsets);
-    match wanted {
+    let found = match wanted {
         Some(wanted) => wanted
             .into_iter()
             .map(|(topic, partitions)| {
@@ -511,7 +475,8 @@ pub fn fetch_offsets(
             }
             by_topic
         }
-    }
+    };
+    Ok(found)
 }
 
 /// A group's description for DescribeGroups and ListGroups.
@@ -561,6 +526,9 @@ pub fn summaries(host: &impl GroupHost) -> Vec<GroupSummary> {
 
 /// Deletes an empty group and its offsets.
 pub async fn delete_group(host: &impl GroupHost, group_id: String) -> Option<ResponseError> {
+    if let Err(error) = host.groups().check_loaded(&group_id) {
+        return Some(error);
+    }
     let keys = match host.groups().with_group(&group_id, |g| {
         (g.is_empty(), g.offsets.keys().cloned().collect::<Vec<_>>())
     }) {
@@ -596,6 +564,7 @@ pub async fn delete_offsets(
     group_id: String,
     partitions: Vec<(String, i32)>,
 ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+    host.groups().check_loaded(&group_id)?;
     let subscribed = host
         .groups()
         .with_group(&group_id, |g| subscribed_topics(g))

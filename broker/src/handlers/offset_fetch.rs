@@ -33,7 +33,7 @@ async fn fetch(
     let Reply::FetchOffsets(found) = found else {
         found.mismatch("FetchOffsets")
     };
-    Ok(found)
+    found
 }
 
 fn fields(offset: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {

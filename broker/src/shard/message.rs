@@ -173,7 +173,8 @@ pub enum Reply {
     LeaveGroup(Vec<Option<ResponseError>>),
     /// One outcome per entry.
     CommitOffsets(Vec<Option<ResponseError>>),
-    FetchOffsets(OffsetsByTopic),
+    /// COORDINATOR_LOAD_IN_PROGRESS while the group's partition is replayed.
+    FetchOffsets(Result<OffsetsByTopic, ResponseError>),
     DescribeGroup(Option<GroupSummary>),
     ListGroups(Vec<GroupSummary>),
     DeleteGroup(Option<ResponseError>),

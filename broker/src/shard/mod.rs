@@ -181,7 +181,8 @@ impl Shard {
     /// partitions of deleted topics are closed and removed, newly owned partitions that this
     /// broker is a replica of opened, each open partition's assignment (role, leader epoch,
     /// ISR) set, and the partitions another broker leads handed to the fetchers
-    /// (`replication`).
+    /// (`replication`); the groups of the `__consumer_offsets` partitions it now leads are
+    /// replayed, those of the ones it no longer leads dropped (`groups::lead_changed`).
     /// Returns the partitions that failed to open (each logged), as (topic, error).
     pub async fn apply_metadata(
         self: &Rc<Self>,
@@ -189,6 +190,7 @@ impl Shard {
     ) -> Vec<(String, String)> {
         let mut failures = Vec::new();
         let mut followed = Vec::new();
+        let mut offsets_led = Vec::new();
         let previous = self.metadata.replace(snapshot.clone());
         assert!(
             snapshot.version >= previous.version,
@@ -241,10 +243,15 @@ impl Shard {
                 }
                 if assignment.leader == node {
                     open.assign_leader_epoch(assignment.leader_epoch);
+                    if topic.name == crate::groups::store::OFFSETS_TOPIC {
+                        offsets_led.push(partition);
+                    }
                 }
             }
         }
         self.replication.set_followed(self.clone(), followed);
+        // Last, so that the other partitions' roles are not held up by the replays.
+        crate::groups::lead_changed(&**self, offsets_led).await;
         failures
     }
 

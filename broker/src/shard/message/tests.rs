@@ -315,10 +315,10 @@ fn reply_after(previous: Option<&Reply>) -> Option<Reply> {
         Reply::SyncGroup(_) => Reply::Heartbeat(Some(ResponseError::UnknownMemberId)),
         Reply::Heartbeat(_) => Reply::LeaveGroup(vec![None, Some(ResponseError::UnknownMemberId)]),
         Reply::LeaveGroup(_) => Reply::CommitOffsets(vec![Some(ResponseError::IllegalGeneration)]),
-        Reply::CommitOffsets(_) => Reply::FetchOffsets(vec![(
+        Reply::CommitOffsets(_) => Reply::FetchOffsets(Ok(vec![(
             "orders".into(),
             vec![(0, Some(committed())), (1, None)],
-        )]),
+        )])),
         Reply::FetchOffsets(_) => Reply::DescribeGroup(Some(summary())),
         Reply::DescribeGroup(_) => Reply::ListGroups(vec![summary()]),
         Reply::ListGroups(_) => Reply::DeleteGroup(Some(ResponseError::NonEmptyGroup)),
