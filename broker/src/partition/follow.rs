@@ -40,6 +40,19 @@ impl Partition {
         Ok(self.log.log_end_offset())
     }
 
+    /// Cuts the log at `offset` (a divergent suffix, see `replication::truncation`) and
+    /// rebuilds the producer state, which may remember batches that are gone.
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        let cut = offset < self.log.log_end_offset();
+        self.log.truncate_to(offset).await?;
+        if !cut {
+            return Ok(());
+        }
+        let rebuilt = super::rebuild_producer_states(&self.log, &self.dir).await?;
+        *self.producers.borrow_mut() = rebuilt;
+        Ok(())
+    }
+
     /// Moves the high watermark up to min(`leader_high_watermark`, log end): a follower never
     /// counts as committed what it does not hold, nor what the leader has not committed.
     pub fn follow_high_watermark(&self, leader_high_watermark: i64) {

@@ -287,7 +287,7 @@ fn claim_partition_dir(dir: &Path, id: uuid::Uuid, created: bool) -> std::io::Re
 /// Rebuilds producer state: the last snapshot, if it still matches the log, plus the batches
 /// after it; otherwise every stored batch. (A snapshot past the log end describes batches a
 /// crash cut off, and one before the log start may miss producers: both are ignored.)
-async fn rebuild_producer_states(
+pub(super) async fn rebuild_producer_states(
     log: &PartitionLog,
     dir: &Path,
 ) -> Result<ProducerStates, storage::StorageError> {

@@ -19,9 +19,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// opened again.
 pub const RESPONSE_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
 
-/// What goes wrong talking to a leader. Every variant closes the connection.
+/// What goes wrong talking to a leader. Every variant but `Refused` closes the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
+    /// The leader refused one partition's request, or the partition's log could not be
+    /// truncated: only that partition is retried later, the connection stays.
+    #[error("partition refused: {0:?}")]
+    Refused(kafka_protocol::error::ResponseError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("the leader's address {0} does not resolve")]

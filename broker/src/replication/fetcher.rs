@@ -126,6 +126,7 @@ async fn start_pending(
             Ok(offset) => {
                 state.update(&followed, |follow| follow.fetch_offset = Some(offset));
             }
+            Err(ReplicationError::Refused(_)) => retry_later(state, &followed),
             Err(error) => return Err(error),
         }
     }

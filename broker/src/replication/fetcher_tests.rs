@@ -111,6 +111,12 @@ async fn fake_leader(listener: glommio::net::TcpListener, answers: Answers, seen
         stream.read_exact(&mut frame).await.unwrap();
         let mut frame = Bytes::from(frame);
         let preamble = net::frame::RequestPreamble::parse(&frame).unwrap();
+        if preamble.api_key == ApiKey::OffsetForLeaderEpoch as i16 {
+            // The truncation step: this leader's log holds everything the follower has.
+            let frame = agree_on_epochs(frame, &preamble);
+            stream.write_all(&frame).await.unwrap();
+            continue;
+        }
         assert_eq!(preamble.api_key, ApiKey::Fetch as i16);
         net::frame::decode_request_header(ApiKey::Fetch, preamble.api_version, &mut frame).unwrap();
         let request = FetchRequest::decode(&mut frame, preamble.api_version).unwrap();
@@ -140,6 +146,36 @@ async fn fake_leader(listener: glommio::net::TcpListener, answers: Answers, seen
         .unwrap();
         stream.write_all(&frame).await.unwrap();
     }
+}
+
+/// An OffsetForLeaderEpoch answer that ends the asked epoch far past the follower's log end,
+/// so the follower keeps its log.
+fn agree_on_epochs(mut frame: Bytes, preamble: &net::frame::RequestPreamble) -> Bytes {
+    use kafka_protocol::messages::offset_for_leader_epoch_response::{
+        EpochEndOffset, OffsetForLeaderTopicResult,
+    };
+    use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+    let key = ApiKey::OffsetForLeaderEpoch;
+    net::frame::decode_request_header(key, preamble.api_version, &mut frame).unwrap();
+    let request = OffsetForLeaderEpochRequest::decode(&mut frame, preamble.api_version).unwrap();
+    let topic = &request.topics[0];
+    let asked = &topic.partitions[0];
+    let answer = EpochEndOffset::default()
+        .with_partition(asked.partition)
+        .with_leader_epoch(asked.leader_epoch)
+        .with_end_offset(i64::MAX / 2);
+    let response = OffsetForLeaderEpochResponse::default().with_topics(vec![
+        OffsetForLeaderTopicResult::default()
+            .with_topic(topic.topic.clone())
+            .with_partitions(vec![answer]),
+    ]);
+    net::frame::encode_response(
+        key,
+        preamble.api_version,
+        preamble.correlation_id,
+        &response,
+    )
+    .unwrap()
 }
 
 async fn wait_for(what: &str, condition: impl Fn() -> bool) {

@@ -1,25 +1,137 @@
 //! The "before fetching" step of a followed partition, run when the fetcher starts following
-//! it and after each change of its leader or leader epoch: it decides the offset the first
-//! fetch starts from.
+//! it and after each change of its leader or leader epoch: it finds where the local log
+//! diverges from the leader's and cuts the divergent suffix (KIP-101, KIP-279), then fetching
+//! starts at the local log end.
 //!
-//! Today the step fetches from the local log end offset. The leader-epoch truncation
-//! (OffsetForLeaderEpoch to the leader, then truncating a divergent suffix, KIP-279) replaces
-//! the body of [`fetch_start`]; its signature stays.
+//! The follower asks the leader (OffsetForLeaderEpoch) where its own latest epoch ends in the
+//! leader's log. The answer (epoch', end') names the largest epoch the leader knows at or
+//! below it; the follower cuts to min(end', its own end of epoch'). If the follower's largest
+//! epoch at or below epoch' is smaller than epoch', the two logs may diverge earlier, so it
+//! asks again for its new latest epoch (at most `TRUNCATION_ROUNDS_MAX` rounds). An
+//! UNDEFINED answer (the leader knows no such epoch) cuts to the high watermark, as Kafka does.
+//! A deposed leader that comes back goes through the same step, so no divergent suffix
+//! survives.
+
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 
 use super::connection::{LeaderConnection, ReplicationError};
 use super::table::Followed;
 use crate::partition::Partition;
 
+/// OffsetForLeaderEpoch version the follower sends (flexible, with `replica_id`).
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
+/// An answer for one partition is a few dozen bytes.
+const RESPONSE_BYTES_MAX: usize = 64 << 10;
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each round after the first cuts the log below an epoch boundary the previous round found,
+/// so a handful reaches agreement; the bound only stops a misbehaving leader.
+const TRUNCATION_ROUNDS_MAX: usize = 64;
+
 /// The offset to fetch `partition` from, for the assignment `followed` (its leader and
 /// `leader_epoch`, which a request to the leader carries as `current_leader_epoch`).
-/// `connection` is open to that leader and idle: the step may send requests on it
-/// (`LeaderConnection::call`). May truncate the local log before returning. Any error closes
-/// the connection; the fetcher reconnects (with its back-off) and runs the step again.
+/// `connection` is open to that leader and idle. Truncates the local log's divergent suffix
+/// first. An error of the connection closes it (the fetcher reconnects and runs the step
+/// again); the leader refusing the partition, or a truncation that fails, is
+/// `ReplicationError::Refused`, after which the partition is retried later.
 pub async fn fetch_start(
     connection: &mut LeaderConnection,
     partition: &Partition,
     followed: &Followed,
 ) -> Result<i64, ReplicationError> {
-    let _ = (connection, followed);
-    Ok(partition.log.log_end_offset())
+    for _ in 0..TRUNCATION_ROUNDS_MAX {
+        let log = &partition.log;
+        let Some(latest_epoch) = log.latest_epoch() else {
+            // No epoch stored: nothing can have diverged below the high watermark.
+            truncate(partition, log.high_watermark()).await?;
+            return Ok(log.log_end_offset());
+        };
+        let (leader_epoch, leader_end) = ask_leader(connection, followed, latest_epoch).await?;
+        if leader_end < 0 {
+            truncate(partition, log.high_watermark()).await?;
+            return Ok(log.log_end_offset());
+        }
+        let own = log.end_offset_for_epoch(leader_epoch);
+        let (target, done) = match own {
+            Some((own_epoch, own_end)) => (leader_end.min(own_end), own_epoch == leader_epoch),
+            None => (leader_end, true),
+        };
+        truncate(partition, target.min(log.log_end_offset())).await?;
+        if done || log.latest_epoch() == Some(latest_epoch) {
+            return Ok(log.log_end_offset());
+        }
+    }
+    Err(refused(
+        ResponseError::UnknownServerError,
+        "truncation did not converge",
+    ))
+}
+
+/// OffsetForLeaderEpoch for one partition: the leader's (epoch, end offset) for `epoch`.
+async fn ask_leader(
+    connection: &mut LeaderConnection,
+    followed: &Followed,
+    epoch: i32,
+) -> Result<(i32, i64), ReplicationError> {
+    let request = OffsetForLeaderEpochRequest::default()
+        // The leader answers every replica id alike; the fetcher's id is in its client id.
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(followed.topic.clone())))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(followed.partition)
+                .with_current_leader_epoch(followed.leader_epoch)
+                .with_leader_epoch(epoch)])]);
+    let response: OffsetForLeaderEpochResponse = connection
+        .call(
+            ApiKey::OffsetForLeaderEpoch,
+            OFFSET_FOR_LEADER_EPOCH_VERSION,
+            &request,
+            RESPONSE_BYTES_MAX,
+            RESPONSE_TIMEOUT,
+        )
+        .await?;
+    let answer = (response.topics.iter())
+        .filter(|topic| topic.topic.0.as_str() == followed.topic)
+        .flat_map(|topic| topic.partitions.iter())
+        .find(|p| p.partition == followed.partition);
+    let Some(answer) = answer else {
+        let message = "OffsetForLeaderEpoch response without the partition asked";
+        return Err(ReplicationError::Protocol(message.to_string()));
+    };
+    if let Some(error) = ResponseError::try_from_code(answer.error_code) {
+        return Err(refused(error, "the leader refused OffsetForLeaderEpoch"));
+    }
+    Ok((answer.leader_epoch, answer.end_offset))
+}
+
+/// Cuts the log at `offset` (at or below its end), or at the start of the batch holding it.
+async fn truncate(partition: &Partition, offset: i64) -> Result<(), ReplicationError> {
+    let offset = offset.max(partition.log.log_start_offset());
+    let result = match partition.truncate_to(offset).await {
+        Err(storage::StorageError::NotBatchBoundary {
+            batch_base_offset, ..
+        }) => partition.truncate_to(batch_base_offset).await,
+        result => result,
+    };
+    result.map_err(|error| {
+        let what = format!(
+            "truncating {} to {offset}: {error}",
+            partition.dir.display()
+        );
+        refused(ResponseError::KafkaStorageError, &what)
+    })
+}
+
+fn refused(error: ResponseError, what: &str) -> ReplicationError {
+    log::warn!("{what}: {error:?}");
+    ReplicationError::Refused(error)
 }
