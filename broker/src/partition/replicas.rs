@@ -12,6 +12,9 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::error::ResponseError;
+
+use crate::cluster::controller::Refusal;
 use crate::cluster::metadata::{PartitionAssignment, NO_LEADER};
 
 /// What this broker does for a partition it is a replica of.
@@ -271,15 +274,48 @@ impl Replicas {
         }
     }
 
-    /// The proposal of `change` was answered (committed and applied, or refused): another may
-    /// be proposed, from the snapshot as it is now.
-    pub fn finish_change(&mut self, change: &IsrChange) {
-        if self.leader_epoch == change.leader_epoch
-            && self.pending_isr.as_ref() == Some(&change.isr)
-        {
-            self.pending_isr = None;
+    /// The proposal of `change` was answered with `result`. A commit (seen applied) or a
+    /// definite refusal ends it: another may be proposed, from the snapshot as it is now. An
+    /// ambiguous failure (a timeout, a quorum leader change, a stopped quorum: the entry may
+    /// still commit) keeps it pending, still counted in the maximal ISR, so the high watermark
+    /// never passes an added member's LEO while its addition may yet commit; returns true when
+    /// the caller must propose the same change again. A new leader epoch or a snapshot whose
+    /// ISR equals it (`set_assignment`) ends it too.
+    pub fn finish_change(&mut self, change: &IsrChange, result: &Result<(), Refusal>) -> bool {
+        let pending = self.is_leader()
+            && self.leader_epoch == change.leader_epoch
+            && self.pending_isr.as_ref() == Some(&change.isr);
+        if !pending {
+            return false;
         }
+        if matches!(result, Err((code, _)) if refusal_is_ambiguous(*code)) {
+            return true;
+        }
+        self.pending_isr = None;
+        false
     }
+
+    /// Whether `change` is still the one in flight (no new epoch or snapshot ended it).
+    pub fn is_pending(&self, change: &IsrChange) -> bool {
+        self.is_leader()
+            && self.leader_epoch == change.leader_epoch
+            && self.pending_isr.as_ref() == Some(&change.isr)
+    }
+}
+
+/// Whether a refusal of a metadata change leaves its outcome open: the controller answers these
+/// when the quorum did not answer in time (REQUEST_TIMED_OUT), lost or had no leader
+/// (NOT_CONTROLLER), stopped (KAFKA_STORAGE_ERROR) or lost the entry's results
+/// (UNKNOWN_SERVER_ERROR), and the entry may commit after all. The refusals of `apply`
+/// (`controller/isr.rs`) use none of these codes.
+pub fn refusal_is_ambiguous(code: ResponseError) -> bool {
+    matches!(
+        code,
+        ResponseError::RequestTimedOut
+            | ResponseError::NotController
+            | ResponseError::KafkaStorageError
+            | ResponseError::UnknownServerError
+    )
 }
 
 #[cfg(test)]

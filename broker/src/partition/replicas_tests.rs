@@ -82,7 +82,7 @@ fn a_pending_expansion_counts_and_a_pending_shrink_does_not() {
         "2, being added, holds it back"
     );
     assert_eq!(replicas.expansion(2, 100), None, "one change at a time");
-    replicas.finish_change(&change);
+    assert!(!replicas.finish_change(&change, &Ok(())));
     assert!(!replicas.has_pending_change());
     // A shrink in flight leaves the removed member in the maximal ISR.
     replicas.set_assignment(&assignment(1, 5, &[1, 2, 3]), 120, 1_200);
@@ -93,7 +93,7 @@ fn a_pending_expansion_counts_and_a_pending_shrink_does_not() {
     replicas.set_assignment(&assignment(1, 5, &[1, 3]), 120, 1_300);
     assert!(!replicas.has_pending_change());
     assert_eq!(replicas.high_watermark(120), 120);
-    replicas.finish_change(&change);
+    assert!(!replicas.finish_change(&change, &Ok(())));
 }
 
 #[test]
@@ -157,6 +157,44 @@ fn a_new_epoch_starts_every_follower_afresh() {
     assert_eq!(state.last_caught_up_ms, 50_000);
     // An answer for the old epoch changes nothing.
     replicas.start_change(vec![1, 3]);
-    replicas.finish_change(&change);
+    assert!(!replicas.finish_change(&change, &Ok(())));
     assert!(replicas.has_pending_change());
+}
+
+fn refusal(code: ResponseError) -> Result<(), Refusal> {
+    Err((code, String::new()))
+}
+
+#[test]
+fn an_addition_that_may_still_commit_stays_in_the_maximal_isr() {
+    let mut replicas = leader();
+    replicas.set_assignment(&assignment(1, 5, &[1, 3]), 100, 1_000);
+    replicas.record_fetch(2, 100, 100, 1_000);
+    replicas.record_fetch(3, 100, 100, 1_000);
+    let change = replicas.start_change(replicas.expansion(2, 100).expect("2 caught up"));
+    replicas.record_fetch(3, 150, 150, 1_100);
+    for code in [
+        ResponseError::RequestTimedOut,
+        ResponseError::NotController,
+        ResponseError::KafkaStorageError,
+        ResponseError::UnknownServerError,
+    ] {
+        assert!(replicas.finish_change(&change, &refusal(code)), "{code:?}");
+        assert!(replicas.has_pending_change(), "{code:?}");
+        assert_eq!(replicas.maximal_isr(), vec![1, 3, 2]);
+        assert_eq!(replicas.high_watermark(150), 100, "2 holds it back");
+        assert_eq!(replicas.expansion(2, 100), None, "one change at a time");
+    }
+    // A definite refusal ends it.
+    let refused = refusal(ResponseError::IneligibleReplica);
+    assert!(!replicas.finish_change(&change, &refused));
+    assert!(!replicas.has_pending_change());
+    assert_eq!(replicas.high_watermark(150), 150);
+    // So does a snapshot that lists it, and then a late answer neither retries nor clears.
+    let change = replicas.start_change(vec![1, 2, 3]);
+    assert!(replicas.is_pending(&change));
+    replicas.set_assignment(&assignment(1, 5, &[1, 2, 3]), 150, 1_200);
+    assert!(!replicas.is_pending(&change));
+    let timed_out = refusal(ResponseError::RequestTimedOut);
+    assert!(!replicas.finish_change(&change, &timed_out));
 }

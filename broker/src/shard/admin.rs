@@ -31,10 +31,16 @@ macro_rules! ask_controller {
     };
 }
 
+/// How long a leader waits before it proposes again an ISR change whose outcome was left open.
+const ISR_CHANGE_RETRY_MS: u64 = 500;
+
 /// Proposes `change`, the ISR of a partition this broker leads, in a task of its own: the
 /// caller (a follower's fetch, the shrink task) does not wait for the quorum. Once it is
-/// answered, committed or refused, the partition may propose again, from the snapshot it then
+/// committed or definitely refused, the partition may propose again, from the snapshot it then
 /// has (a refusal is logged: the leader's view was stale, and the next snapshot corrects it).
+/// A proposal whose outcome is open (a timeout, a quorum leader change) stays pending and is
+/// proposed again, every `ISR_CHANGE_RETRY_MS`, until it is answered or a snapshot ends it
+/// (`Replicas::finish_change`).
 pub fn propose_isr_change(
     shard: &Rc<Shard>,
     topic: String,
@@ -44,21 +50,36 @@ pub fn propose_isr_change(
 ) {
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        if let Some(topic_id) = shard.metadata().topic_id_of(&topic, index) {
+        loop {
+            let Some(topic_id) = shard.metadata().topic_id_of(&topic, index) else {
+                let gone = Err((ResponseError::UnknownTopicOrPartition, String::new()));
+                partition
+                    .replicas
+                    .borrow_mut()
+                    .finish_change(&change, &gone);
+                return;
+            };
             let request = Request::ChangeIsr {
                 topic: topic.clone(),
                 topic_id,
                 partition: index,
                 change: change.clone(),
             };
-            if let Err((error, message)) = ask_controller!(shard, ChangeIsr, request) {
+            let result = ask_controller!(shard, ChangeIsr, request);
+            if let Err((error, message)) = &result {
                 log::info!(
                     "ISR {:?} of {topic}-{index} not changed: {error:?} {message}",
                     change.isr
                 );
             }
+            if !(partition.replicas.borrow_mut()).finish_change(&change, &result) {
+                return;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(ISR_CHANGE_RETRY_MS)).await;
+            if !partition.replicas.borrow().is_pending(&change) {
+                return;
+            }
         }
-        partition.replicas.borrow_mut().finish_change(&change);
     })
     .detach();
 }
