@@ -82,6 +82,42 @@ pub fn changes_due(
     changes
 }
 
+/// How much later than scheduled a tick of the fencing task may come before it counts as a
+/// pause of this process (SIGSTOP, a stalled machine): the quorum's view of its peers is then as
+/// old as the pause, and their silence in it may be this node's own.
+pub const OWN_PAUSE_MIN: Duration = Duration::from_millis(1_000);
+
+/// From when the fencing task counts silence, and which leader's earlier contacts it trusts: the
+/// `leading_since` and `previous_leader_id` of its [`LivenessView`]s, moved forward when a tick
+/// comes [`OWN_PAUSE_MIN`] or more after it was due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SilenceClock {
+    pub since: Instant,
+    pub previous_leader_id: Option<i32>,
+}
+
+impl SilenceClock {
+    pub fn new(since: Instant, previous_leader_id: Option<i32>) -> SilenceClock {
+        SilenceClock {
+            since,
+            previous_leader_id,
+        }
+    }
+
+    /// Observes a tick scheduled for `due` that ran at `now`. After a pause of this process
+    /// every broker's silence counts afresh from `now` (none is fenced for a silence this node
+    /// may have caused by not running) and returns true: the caller decides nothing at this
+    /// tick, so the quorum first handles what arrived during the pause (a newer term deposes
+    /// this node).
+    pub fn tick(&mut self, due: Instant, now: Instant) -> bool {
+        if now.saturating_duration_since(due) < OWN_PAUSE_MIN {
+            return false;
+        }
+        *self = SilenceClock::new(now, None);
+        true
+    }
+}
+
 /// From when broker `id`'s silence counts: its last contact, but not before this node led,
 /// except for the leader it followed, heard within a session timeout before this node led.
 fn silent_since(view: &LivenessView, id: i32, last_heard: Option<Instant>) -> Instant {

@@ -194,3 +194,45 @@ fn a_previous_leader_heard_longer_ago_than_the_session_timeout_starts_afresh() {
     assert_eq!(changes_due(&brokers, &at(9_000)), vec![]);
     assert_eq!(changes_due(&brokers, &at(9_001)).len(), 1);
 }
+
+#[test]
+fn a_pause_of_the_controller_is_not_a_brokers_silence() {
+    let start = Instant::now();
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    let brokers = brokers(&[(1, false), (2, false)]);
+    let mut clock = SilenceClock::new(start, Some(2));
+    // Ticks on time, or a little late (a loaded machine), change nothing.
+    assert!(!clock.tick(at(100), at(100)));
+    assert!(!clock.tick(at(200), at(200) + OWN_PAUSE_MIN - Duration::from_millis(1)));
+    assert_eq!(clock, SilenceClock::new(start, Some(2)));
+    // Broker 2 was last heard at 1 s; this process stops at 1.1 s and runs again at 20 s: its
+    // peers' contacts are as old as the pause. Without the reset broker 2 would be fenced.
+    let peers = [peer(2, Some(at(1_000)), Some(50))];
+    let stale = |clock: &SilenceClock| LivenessView {
+        leading_since: clock.since,
+        previous_leader_id: clock.previous_leader_id,
+        ..view(start, Duration::from_millis(20_000), &peers)
+    };
+    assert_eq!(
+        changes_due(&brokers, &stale(&clock)),
+        vec![LivenessChange::Fence {
+            id: 2,
+            incarnation: 102
+        }]
+    );
+    assert!(clock.tick(at(1_100), at(20_000)));
+    assert_eq!(clock, SilenceClock::new(at(20_000), None));
+    assert_eq!(changes_due(&brokers, &stale(&clock)), vec![]);
+    // Still silent a session timeout after the pause: fenced then.
+    let later = LivenessView {
+        now: at(20_000) + TIMEOUT + Duration::from_millis(1),
+        ..stale(&clock)
+    };
+    assert_eq!(
+        changes_due(&brokers, &later),
+        vec![LivenessChange::Fence {
+            id: 2,
+            incarnation: 102
+        }]
+    );
+}

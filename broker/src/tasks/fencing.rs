@@ -6,14 +6,16 @@
 //! **Invariant:** only the active controller fences. The task acts only while this node leads;
 //! it starts every broker's timer afresh each time this node becomes the leader (an earlier
 //! leader's contacts are unknown here), except the timer of the leader it followed, which it
-//! heard as a follower, and stops at once when it loses the lead.
+//! heard as a follower, and stops at once when it loses the lead. A tick that comes much later
+//! than scheduled (this process was paused) starts every timer afresh too, and decides nothing:
+//! a controller's own pause is not its brokers' silence.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::controller::quorum_ids::node_id;
 use crate::cluster::controller::CONTROLLER_SHARD;
-use crate::cluster::liveness::{changes_due, LivenessChange, LivenessView};
+use crate::cluster::liveness::{changes_due, LivenessChange, LivenessView, SilenceClock};
 use crate::shard::Shard;
 
 /// How often the active controller looks for brokers to fence: a tenth of the quorum's
@@ -56,7 +58,7 @@ async fn run(shard: Rc<Shard>) {
 /// Fences and unfences while this node leads in `term`, having followed `previous_leader_id`.
 async fn lead(shard: &Shard, term: u64, previous_leader_id: Option<i32>) {
     let controller = shard.controller();
-    let leading_since = Instant::now();
+    let mut clock = SilenceClock::new(Instant::now(), previous_leader_id);
     let session_timeout = Duration::from_millis(shard.config.session_timeout_ms);
     let leading = || controller.is_active() && controller.leader_state().term == term;
     log::info!(
@@ -64,13 +66,25 @@ async fn lead(shard: &Shard, term: u64, previous_leader_id: Option<i32>) {
         shard.config.node_id
     );
     while leading() {
-        glommio::timer::sleep(Duration::from_millis(FENCING_CHECK_MS)).await;
+        let interval = Duration::from_millis(FENCING_CHECK_MS);
+        let due = Instant::now() + interval;
+        glommio::timer::sleep(interval).await;
+        let now = Instant::now();
+        if clock.tick(due, now) {
+            log::warn!(
+                "node {}: the fencing check ran {:?} late (this process was paused); every \
+                 broker's silence counts from now",
+                shard.config.node_id,
+                now - due
+            );
+            continue;
+        }
         let inputs = controller.liveness_inputs();
         let view = LivenessView {
             controller_id: shard.config.node_id,
-            leading_since,
-            previous_leader_id,
-            now: Instant::now(),
+            leading_since: clock.since,
+            previous_leader_id: clock.previous_leader_id,
+            now,
             session_timeout,
             commit_index: inputs.commit_index,
             peers: &inputs.peers,
