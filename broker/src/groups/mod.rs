@@ -119,7 +119,16 @@ async fn persist(
     // Encoding is ours, so only the size can fail validation (a commit of very many partitions).
     let batches =
         ValidatedBatches::validate(batch).map_err(|_| ResponseError::InvalidCommitOffsetSize)?;
-    let leader_epoch = partition.leader_epoch.get();
+    // Checked with no await before the append: a coordinator whose shard no longer leads the
+    // partition (its groups are dropped at the end of the metadata step that moved it) must not
+    // write into what is now a follower's copy of the leader's log.
+    let leader_epoch = {
+        let replicas = partition.replicas.borrow();
+        if !replicas.is_leader() {
+            return Err(ResponseError::NotCoordinator);
+        }
+        replicas.leader_epoch()
+    };
     let stored = async {
         let batches = batches.with_leader_epoch(leader_epoch);
         let info = partition.log.append(batches).await?;
