@@ -56,13 +56,25 @@ fn the_high_watermark_is_separate_from_the_log_end_and_bounds_consumer_reads() {
         assert_eq!(log.high_watermark(), log.log_end_offset());
         log.close().await.unwrap();
 
-        // Everything recovered is committed.
+        // Nothing recovered is known to be committed (a restarted leader's tail may be on it
+        // alone): the log opens with its high watermark at its start, and consumers see
+        // nothing until the replica logic raises it.
         let fresh = StorageContext::default();
         let reopened = PartitionLog::open(&fresh, &dir.partition(), LogConfig::default())
             .await
             .unwrap();
-        assert_eq!(reopened.high_watermark(), reopened.log_end_offset());
+        assert_eq!(
+            (reopened.high_watermark(), reopened.log_end_offset()),
+            (3, 4)
+        );
         assert_bounds(&reopened);
+        assert!(reopened
+            .read_committed(3, 1 << 20)
+            .await
+            .unwrap()
+            .is_empty());
+        reopened.advance_high_watermark(4);
+        assert_eq!(reopened.high_watermark(), reopened.log_end_offset());
         reopened.close().await.unwrap();
     });
 }

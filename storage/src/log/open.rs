@@ -71,8 +71,8 @@ impl PartitionLog {
             log_start_offset: Cell::new(log_start_offset),
             segments: RefCell::new(segments),
             log_end_offset: Cell::new(log_end_offset),
-            // Every recovered record was written by this node as leader: all of it is committed.
-            high_watermark: Cell::new(log_end_offset),
+            // A restarted leader's tail may be on it alone; the replica logic raises this.
+            high_watermark: Cell::new(log_start_offset),
             epochs_reserved: RefCell::new(epochs.clone()),
             epochs: RefCell::new(epochs),
             epochs_written: Cell::new(epochs_written),
