@@ -17,6 +17,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "e2e"))  # kafka_wire
 
 import harness  # noqa: E402
 import network  # noqa: E402
+import small_disk  # noqa: E402
 
 # Arguments every test cluster runs with: a short group delay keeps consumer-group tests quick.
 CLUSTER_ARGS = ("--group-initial-rebalance-delay-ms", "200")
@@ -78,7 +79,9 @@ def cluster(request, tmp_path):
     `@pytest.mark.cluster_args_if_listed(("--flag", value), ...)` adds those the binary lists
     (options that shorten a test but whose absence does not change what it checks);
     `@pytest.mark.cluster_size(n)` makes n brokers;
-    `@pytest.mark.cluster_session_timeout_ms(ms)` replaces the harness's session timeout.
+    `@pytest.mark.cluster_session_timeout_ms(ms)` replaces the harness's session timeout;
+    `@pytest.mark.cluster_small_disk(node_id, mib)` puts that node's data on a filesystem of
+    `mib` MiB (skipped where loop mounts cannot be made).
     """
     marker = request.node.get_closest_marker("cluster_args")
     args = list(marker.args if marker else ())
@@ -88,6 +91,12 @@ def cluster(request, tmp_path):
     size = marker.args[0] if marker else 3
     marker = request.node.get_closest_marker("cluster_session_timeout_ms")
     options = {"session_timeout_ms": marker.args[0]} if marker else {}
+    marker = request.node.get_closest_marker("cluster_small_disk")
+    if marker:
+        why_not = small_disk.usable()
+        if why_not:
+            pytest.skip(f"a small data filesystem cannot be made here: {why_not}")
+        options["small_disks"] = {marker.args[0]: marker.args[1]}
     instance = _make(tmp_path / "cluster", args, size=size, **options)
     yield instance
     _finish(instance, _failed(request.node))

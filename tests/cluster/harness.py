@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import network
+import small_disk
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLUICE_BIN = Path(os.environ.get("SLUICE_BIN", REPO_ROOT / "target" / "release" / "sluice"))
@@ -117,6 +118,24 @@ class Node:
         self.proc = None
         self.paused = False
         self.starts = 0
+        self.disk = None
+
+    def use_small_disk(self, size_mib):
+        """Put the data directory on a new filesystem of `size_mib` MiB (before any start); the
+        mount point is listed in the cluster's state for the sweep after a killed run."""
+        mountpoint = self.workdir / "disk"
+        with open(self.cluster.state_dir / "mounts", "a") as mounts:
+            mounts.write(f"{mountpoint}\n")
+        small_disk.mount(self.workdir / "disk.img", mountpoint, size_mib)
+        self.disk = mountpoint
+        self.data_dir = mountpoint / "data"
+        self.data_dir.mkdir()
+
+    def release_small_disk(self):
+        if self.disk is not None:
+            small_disk.unmount(self.disk)
+            (self.workdir / "disk.img").unlink(missing_ok=True)
+            self.disk = None
 
     def command(self):
         cluster = self.cluster
@@ -250,11 +269,12 @@ class Cluster:
 
     `extra_args` go to every `sluice serve`. The network is chosen by `network.choose`: link
     faults (`cut`, `isolate`, `heal`) exist only with namespaces, and `require_faults` skips a
-    test without them.
+    test without them. `small_disks` ({node id: MiB}) gives those nodes a data directory on a
+    loop-mounted filesystem of that size (`small_disk.py`; `Node.disk` is its mount point).
     """
 
     def __init__(self, workdir, size=3, extra_args=(), session_timeout_ms=SESSION_TIMEOUT_MS,
-                 network_kind=None):
+                 network_kind=None, small_disks=None):
         if not SLUICE_BIN.exists():
             raise ClusterError(f"{SLUICE_BIN} does not exist: build it (cargo build --release)")
         self.workdir = Path(workdir)
@@ -279,6 +299,8 @@ class Cluster:
             self.close()
             raise
         self.nodes = {node_id: Node(self, node_id) for node_id in node_ids}
+        for node_id, size_mib in (small_disks or {}).items():
+            self.nodes[node_id].use_small_disk(size_mib)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -299,6 +321,8 @@ class Cluster:
     def close(self):
         """Stop every broker, heal the network and remove it. Returns problems to report."""
         problems = [p for p in (node.stop() for node in self.nodes.values()) if p]
+        for node in self.nodes.values():
+            node.release_small_disk()
         self.network.teardown()
         shutil.rmtree(self.state_dir, ignore_errors=True)
         _open_clusters.discard(self)

@@ -80,6 +80,10 @@ def sweep_leftovers():
             if pids.exists():
                 for line in pids.read_text().split():
                     _kill_pid_if_sluice(int(line))
+            mounts = state / "mounts"  # small data filesystems (small_disk.py)
+            if mounts.exists():
+                for line in mounts.read_text().splitlines():
+                    run(["umount", "-l", line], check=False)
             shutil.rmtree(state, ignore_errors=True)
             removed.append(str(state))
     if shutil.which("ip") is None or os.geteuid() != 0:

@@ -54,12 +54,19 @@ BATCH_BODY_HEAD = struct.Struct(">hiqqqhii")
 BATCH_BYTES_MIN = BATCH_HEAD.size + BATCH_BODY_HEAD.size
 
 
-def create_topic(cluster, topic, partitions=1):
-    """RF 3, min.insync.replicas 2, created through confluent-kafka and led at every running node;
-    returns the partitions as the first running node sees them."""
+def create_topic(cluster, topic, partitions=1, assignment=None, configs=None):
+    """RF 3, min.insync.replicas 2 (and `configs`), created through confluent-kafka and led at
+    every running node; `assignment` (each partition's replicas, the preferred first) replaces
+    the broker's placement. Returns the partitions as the first running node sees them."""
     client = admin(cluster.bootstrap())
-    new = NewTopic(topic, num_partitions=partitions, replication_factor=REPLICATION_FACTOR,
-                   config={"min.insync.replicas": str(MIN_INSYNC_REPLICAS)})
+    config = {"min.insync.replicas": str(MIN_INSYNC_REPLICAS), **(configs or {})}
+    if assignment is None:
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=REPLICATION_FACTOR,
+                       config=config)
+    else:
+        partitions = len(assignment)
+        new = NewTopic(topic, num_partitions=partitions, replica_assignment=assignment,
+                       config=config)
     client.create_topics([new], request_timeout=10, operation_timeout=10)[topic].result(timeout=20)
     for node in cluster.running():
         observe.wait_led(node, topic, partitions)
@@ -78,34 +85,36 @@ def partition_state(node, topic, partition=0):
     return found["leader"], sorted(found["isr"]), sorted(found["replicas"])
 
 
-def agreed_state(nodes, topic):
+def agreed_state(nodes, topic, partition=0):
     """The partition's state if every node of `nodes` answers with the same one, else None: a
     node just resumed or healed may still answer from an old snapshot."""
-    states = [partition_state(node, topic) for node in nodes]
+    states = [partition_state(node, topic, partition) for node in nodes]
     if not states or states[0] is None or states.count(states[0]) != len(states):
         return None
     return states[0]
 
 
-def wait_leader(cluster, topic, timeout_s, other_than=None, askers=None):
+def wait_leader(cluster, topic, timeout_s, other_than=None, askers=None, expected=None):
     """Wait until the nodes `askers` (default: the running ones but `other_than`) agree on a
-    leader that is neither `other_than` nor -1; returns it."""
+    leader that is neither `other_than` nor -1 (and is `expected`, if given); returns it."""
     askers = askers or [node for node in cluster.running() if node.id != other_than]
 
     def led():
         state = agreed_state(askers, topic)
-        return state is not None and state[0] not in (other_than, -1) and state[0]
+        return (state is not None and state[0] not in (other_than, -1)
+                and expected in (None, state[0]) and state[0])
     what = f"{topic} led" + ("" if other_than is None else f" by another node than {other_than}")
+    what += "" if expected is None else f" by node {expected}"
     return wait_until(what, led, timeout_s)
 
 
-def wait_isr_whole(cluster, topic, timeout_s):
+def wait_isr_whole(cluster, topic, timeout_s, partition=0):
     """Wait until every running node shows every replica of the partition in its ISR, and the
     same leader; returns (leader, isr)."""
     def whole():
-        state = agreed_state(cluster.running(), topic)
+        state = agreed_state(cluster.running(), topic, partition)
         return state is not None and state[0] >= 0 and state[1] == state[2] and state[:2]
-    return wait_until(f"{topic}'s ISR holding every replica again", whole, timeout_s)
+    return wait_until(f"{topic}-{partition}'s ISR holding every replica again", whole, timeout_s)
 
 
 def states_seen(cluster, topic):
@@ -124,11 +133,13 @@ def wait_isr(cluster, topic, isr, timeout_s):
 
 class NumberedProducer:
     """An idempotent acks=all confluent-kafka producer writing 0, 1, 2, ... (the value is the
-    number in decimal) to partition 0 of a topic from a thread of its own, at a steady rate,
-    recording which numbers were acknowledged, at which offset and when."""
+    number in decimal, padded with spaces to `value_bytes`) to partition 0 of a topic from a
+    thread of its own, at a steady rate, recording which numbers were acknowledged, at which
+    offset and when."""
 
-    def __init__(self, bootstrap, topic, rate_per_s=PRODUCE_RATE_PER_S):
+    def __init__(self, bootstrap, topic, rate_per_s=PRODUCE_RATE_PER_S, value_bytes=0):
         self.topic = topic
+        self.value_bytes = value_bytes
         self.interval_s = 1.0 / rate_per_s
         self.config = confluent_config(bootstrap, **{
             "acks": "all", "enable.idempotence": True, "linger.ms": 5,
@@ -168,7 +179,8 @@ class NumberedProducer:
             number, next_at = 0, time.monotonic()
             while not self._stop.is_set():
                 try:
-                    producer.produce(self.topic, value=str(number).encode(), partition=0,
+                    value = str(number).encode().ljust(self.value_bytes)
+                    producer.produce(self.topic, value=value, partition=0,
                                      on_delivery=lambda e, m, n=number: self._on_delivery(n, e, m))
                 except BufferError:
                     producer.poll(0.1)  # the local queue is full: serve reports, offer it again

@@ -6,8 +6,8 @@
 //! while it is live and in the ISR; an unclean election only gives a partition without a leader
 //! one, an ISR member if one is live, else any live replica (whose ISR then becomes it alone).
 
-use crate::cluster::membership::{set_leader, set_leader_unclean};
-use crate::cluster::metadata::{MetadataSnapshot, PartitionAssignment, NO_LEADER};
+use crate::cluster::membership::{for_each_assignment, set_leader, set_leader_unclean};
+use crate::cluster::metadata::{MetadataSnapshot, PartitionAssignment, TopicMeta, NO_LEADER};
 
 /// Kafka's election types, as ElectLeaders numbers them (0 and 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -84,6 +84,23 @@ fn elect_unclean(assignment: &mut PartitionAssignment, live: &[i32]) -> Result<i
         .ok_or(ElectionError::NoEligibleLeader)?;
     set_leader_unclean(assignment, next);
     Ok(next)
+}
+
+/// Gives every partition of `topic` without a leader one, as an UNCLEAN election does, if the
+/// topic allows unclean elections (`unclean.leader.election.enable`); `live`: the live brokers.
+/// Called when a topic's configs change: turning the config on elects at once, as Kafka does,
+/// instead of waiting for a replica to register or be unfenced. Returns how many got a leader.
+pub fn elect_unclean_where_enabled(topic: &mut TopicMeta, live: &[i32]) -> usize {
+    if !topic.config.unclean_leader_election {
+        return 0;
+    }
+    let mut elected = 0;
+    for_each_assignment(topic, |assignment| {
+        if assignment.leader == NO_LEADER && elect_unclean(assignment, live).is_ok() {
+            elected += 1;
+        }
+    });
+    elected
 }
 
 /// Partitions one rebalancing round elects at most, so that its command stays small; the next

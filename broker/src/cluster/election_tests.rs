@@ -183,3 +183,22 @@ fn an_elect_leaders_command_answers_each_partition_in_order_with_kafka_codes() {
     assert_eq!(snapshot.version, index);
     assert_eq!(state(&snapshot, 0), (1, 2, vec![2, 1]));
 }
+
+#[test]
+fn turning_unclean_election_on_elects_a_live_replica_for_each_partition_without_a_leader() {
+    // Partition 0: its ISR {1} dead, replica 2 live but out of sync. Partition 1: led.
+    let mut snapshot = snapshot(&[&[1, 2], &[3, 2]], &[]);
+    let topic = snapshot.topics.get_mut("t").unwrap();
+    topic.assignment_mut(0).unwrap().isr = vec![1];
+    fence(&mut snapshot, 1, 1).unwrap();
+    let live: Vec<i32> = snapshot.live_brokers().map(|broker| broker.id).collect();
+    let topic = snapshot.topics.get_mut("t").unwrap();
+    assert_eq!(elect_unclean_where_enabled(topic, &live), 0, "not enabled");
+    assert_eq!(state(&snapshot, 0), (NO_LEADER, 1, vec![1]));
+    let topic = snapshot.topics.get_mut("t").unwrap();
+    let enabled = [("unclean.leader.election.enable", "true")];
+    topic.set_configs(enabled.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    assert_eq!(elect_unclean_where_enabled(topic, &live), 1);
+    assert_eq!(state(&snapshot, 0), (2, 2, vec![2]));
+    assert_eq!(state(&snapshot, 1), (3, 0, vec![3, 2]), "a led partition keeps its leader");
+}

@@ -7,7 +7,7 @@ use kafka_protocol::error::ResponseError;
 
 use super::{Applied, ItemResults, Refusal};
 use crate::cluster::metadata::MetadataSnapshot;
-use crate::cluster::{broker_config, topic_config};
+use crate::cluster::{broker_config, election, topic_config};
 
 /// A change to one topic's explicit configs.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -32,6 +32,7 @@ pub(super) fn apply_topic_configs(
     next: &mut MetadataSnapshot,
     changes: Vec<(String, ConfigChange)>,
 ) -> ItemResults {
+    let live: Vec<i32> = next.live_brokers().map(|broker| broker.id).collect();
     (changes.into_iter())
         .map(|(topic, change)| {
             let meta = next.topics.get_mut(&topic).ok_or_else(|| {
@@ -44,6 +45,7 @@ pub(super) fn apply_topic_configs(
                 let mut configs = changed_configs(meta.configs(), change, &TopicRules)?;
                 topic_config::drop_ignored(&topic, &mut configs);
                 meta.set_configs(configs);
+                election::elect_unclean_where_enabled(meta, &live);
                 Ok(Applied::Done)
             });
             (topic, result)
