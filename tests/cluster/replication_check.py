@@ -123,10 +123,11 @@ def states_seen(cluster, topic):
                      for node in cluster.running())
 
 
-def wait_isr(cluster, topic, isr, timeout_s):
-    """Wait until every running node shows the partition's ISR as `isr` (sorted node ids)."""
+def wait_isr(cluster, topic, isr, timeout_s, askers=None):
+    """Wait until every running node (or each of `askers`) shows the partition's ISR as `isr`
+    (sorted node ids)."""
     def shown():
-        state = agreed_state(cluster.running(), topic)
+        state = agreed_state(askers or cluster.running(), topic)
         return state is not None and state[1] == isr
     wait_until(f"{topic}'s ISR {isr}", shown, timeout_s)
 

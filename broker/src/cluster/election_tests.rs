@@ -197,8 +197,17 @@ fn turning_unclean_election_on_elects_a_live_replica_for_each_partition_without_
     assert_eq!(state(&snapshot, 0), (NO_LEADER, 1, vec![1]));
     let topic = snapshot.topics.get_mut("t").unwrap();
     let enabled = [("unclean.leader.election.enable", "true")];
-    topic.set_configs(enabled.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    topic.set_configs(
+        enabled
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
     assert_eq!(elect_unclean_where_enabled(topic, &live), 1);
     assert_eq!(state(&snapshot, 0), (2, 2, vec![2]));
-    assert_eq!(state(&snapshot, 1), (3, 0, vec![3, 2]), "a led partition keeps its leader");
+    assert_eq!(
+        state(&snapshot, 1),
+        (3, 0, vec![3, 2]),
+        "a led partition keeps its leader"
+    );
 }
