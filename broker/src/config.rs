@@ -36,6 +36,11 @@ pub struct ServeArgs {
     /// A broker the controller has not heard from for this long is fenced.
     #[arg(long, default_value_t = 9000)]
     pub session_timeout_ms: u64,
+    /// How long a broker stopping on SIGTERM or SIGINT waits for the controller to move its
+    /// leaderships away and take it out of the ISRs before it stops anyway (controlled
+    /// shutdown).
+    #[arg(long, default_value_t = 30_000)]
+    pub controlled_shutdown_timeout_ms: u64,
     /// A follower that has not caught up with its leader for this long leaves the ISR
     /// (Kafka's replica.lag.time.max.ms); the leader checks every half of it.
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(2..))]

@@ -18,6 +18,7 @@ mod replication;
 mod request_budget;
 mod server;
 mod shard;
+mod shutdown;
 mod tasks;
 mod topic_name;
 

@@ -39,12 +39,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Arc::new(args);
     let ready = Arc::new(StartGate::new(shard_count));
     let controller_id = Arc::new(AtomicI32::new(-1));
+    let stop_gate = Arc::new(crate::shutdown::StopGate::new(shard_count));
+    crate::shutdown::watch_signals();
     let shared = |id: usize| Shared {
         config: config.clone(),
         fd_budget,
         peer_index: peer_index.clone(),
         ready: ready.clone(),
         controller_id: controller_id.clone(),
+        stop_gate: stop_gate.clone(),
         cpu: id % cpus,
     };
     // Shard 0 runs the metadata quorum: it starts first, and the others start with the
@@ -262,6 +265,8 @@ struct Shared {
     ready: Arc<StartGate>,
     /// The quorum leader's node id, written by shard 0 (see `start::watch_leader`).
     controller_id: Arc<AtomicI32>,
+    /// The progress of a stop (SIGTERM, SIGINT), shared by the shards.
+    stop_gate: Arc<crate::shutdown::StopGate>,
     /// The core the shard's executor is pinned to.
     cpu: usize,
 }
@@ -279,6 +284,7 @@ async fn shard_main(
         peer_index,
         ready,
         controller_id,
+        stop_gate,
         cpu: _,
     } = shared;
     let (senders, mut receivers) = mesh
@@ -318,6 +324,7 @@ async fn shard_main(
     // This also replays the `__consumer_offsets` partitions this broker leads.
     let _failures = shard.apply_metadata(snapshot).await;
     spawn_shard_tasks(&shard);
+    crate::shutdown::spawn(shard.clone(), stop_gate);
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         // As above: a shard that cannot start must not leave the others waiting.
         log::error!("shard {id} cannot listen on {}: {e}", config.listen);
@@ -432,6 +439,7 @@ pub(crate) fn local_registration(args: &ServeArgs) -> BrokerRegistration {
         port: args.listen.port(),
         rack: args.rack.clone(),
         fenced: false,
+        shutting_down: false,
     }
 }
 

@@ -32,6 +32,10 @@ BROKER_SHARDS = 2
 BROKER_START_TIMEOUT_S = 30.0
 # How long a broker may take to exit after SIGTERM at teardown before it is killed.
 BROKER_STOP_TIMEOUT_S = 10.0
+# `--controlled-shutdown-timeout-ms` of the tests' brokers: how long a broker stopping on SIGTERM
+# waits for its leaderships to move; below BROKER_STOP_TIMEOUT_S, so that a broker whose cluster
+# cannot move them (the others dead) still exits by itself at teardown.
+CONTROLLED_SHUTDOWN_TIMEOUT_MS = 5000
 # Session timeout the tests give brokers (`--session-timeout-ms`): fencing within a few seconds.
 SESSION_TIMEOUT_MS = 3000
 # Lines of each broker's log printed when a test fails.
@@ -116,6 +120,8 @@ class Node:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "broker.log"
         self.proc = None
+        # The process `terminate` stopped: its exit is not a crash.
+        self.terminated_proc = None
         self.paused = False
         self.starts = 0
         self.disk = None
@@ -153,6 +159,8 @@ class Node:
             ]
         if "--session-timeout-ms" in cluster.flags:
             args += ["--session-timeout-ms", str(cluster.session_timeout_ms)]
+        if "--controlled-shutdown-timeout-ms" in cluster.flags:
+            args += ["--controlled-shutdown-timeout-ms", str(CONTROLLED_SHUTDOWN_TIMEOUT_MS)]
         return cluster.network.exec_prefix(self.id) + args + [str(a) for a in cluster.extra_args]
 
     def start(self, wait=True):
@@ -202,6 +210,23 @@ class Node:
         _live_processes.discard(self.proc)
         self.paused = False
 
+    def terminate(self, timeout_s):
+        """SIGTERM the broker and wait until it exits by itself (a controlled shutdown), at most
+        `timeout_s`; returns its exit code. Fails (and kills it) if it is still running then."""
+        self._require_running()
+        self.terminated_proc = self.proc
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise ClusterError(f"node {self.id} still ran {timeout_s}s after SIGTERM\n"
+                               + self.log_tail()) from None
+        finally:
+            _live_processes.discard(self.proc)
+        return code
+
     def pause(self):
         """SIGSTOP, and wait until every thread has stopped (a signal stops each thread on its
         way back to user space, so a request could still be served right after the kill): the
@@ -238,7 +263,9 @@ class Node:
         if self.proc.poll() is not None:
             _live_processes.discard(self.proc)
             code = self.proc.returncode
-            return None if code == -signal.SIGKILL else f"node {self.id} exited on its own with code {code}"
+            if code == -signal.SIGKILL or self.proc is self.terminated_proc:
+                return None
+            return f"node {self.id} exited on its own with code {code}"
         if self.paused:
             self.resume()
         self.proc.send_signal(signal.SIGTERM)

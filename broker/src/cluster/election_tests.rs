@@ -12,6 +12,7 @@ fn registration(id: i32) -> BrokerRegistration {
         port: 9092,
         rack: None,
         fenced: false,
+        shutting_down: false,
     }
 }
 

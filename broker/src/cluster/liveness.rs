@@ -45,7 +45,8 @@ pub enum LivenessChange {
 /// longer than the session timeout (counted from `leading_since` at the earliest, except for the
 /// leader this node followed: see [`LivenessView::previous_leader_id`]) is fenced. A
 /// fenced broker is unfenced once heard within half the session timeout (so a broker at the edge
-/// of its timeout does not flap) and its log holds every committed entry. The controller itself
+/// of its timeout does not flap) and its log holds every committed entry, unless it is shutting
+/// down. The controller itself
 /// is never fenced, and is unfenced if an earlier controller fenced it.
 pub fn changes_due(
     brokers: &BTreeMap<i32, BrokerRegistration>,
@@ -67,6 +68,11 @@ pub fn changes_due(
             if view.now.saturating_duration_since(silent_since) > view.session_timeout {
                 changes.push(LivenessChange::Fence { id, incarnation });
             }
+            continue;
+        }
+        if broker.shutting_down {
+            // It stops: heard or not, it must lead nothing and join no ISR until it registers
+            // again.
             continue;
         }
         let heard_lately = last_heard.is_some_and(|heard| {

@@ -13,6 +13,7 @@ fn brokers(states: &[(i32, bool)]) -> BTreeMap<i32, BrokerRegistration> {
                 port: 9092,
                 rack: None,
                 fenced: *fenced,
+                shutting_down: false,
             };
             (*id, registration)
         })
@@ -113,6 +114,20 @@ fn a_fenced_broker_is_unfenced_once_heard_lately_with_its_log_caught_up() {
             incarnation: 102
         }]
     );
+}
+
+#[test]
+fn a_broker_shutting_down_is_not_unfenced_however_lately_heard() {
+    let start = Instant::now();
+    let now = Duration::from_secs(30);
+    let mut brokers = brokers(&[(1, false), (2, true)]);
+    brokers.get_mut(&2).unwrap().shutting_down = true;
+    let peers = [peer(
+        2,
+        Some(start + Duration::from_millis(29_900)),
+        Some(50),
+    )];
+    assert_eq!(changes_due(&brokers, &view(start, now, &peers)), vec![]);
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub fn register(snapshot: &mut MetadataSnapshot, registration: BrokerRegistratio
         id,
         BrokerRegistration {
             fenced: false,
+            shutting_down: false,
             ..registration
         },
     );
@@ -63,15 +64,41 @@ pub fn fence(
     Ok(())
 }
 
+/// Broker `id` (its `incarnation`) stops (Kafka's controlled shutdown): it is fenced, as by
+/// [`fence`], and marked shutting down, so the active controller does not unfence it while it
+/// is still heard; every partition it leads moves to the first live in-sync replica in replica
+/// order (the preferred replica first), and it leaves every ISR it is not the last member of.
+/// No partition gets an unclean leader here: one whose only in-sync replica it is goes offline
+/// and comes back when it registers again.
+pub fn shut_down(
+    snapshot: &mut MetadataSnapshot,
+    id: i32,
+    incarnation: u64,
+) -> Result<(), MembershipError> {
+    let broker = registration_mut(snapshot, id, incarnation)?;
+    broker.shutting_down = true;
+    if broker.fenced {
+        return Ok(());
+    }
+    broker.fenced = true;
+    let live: Vec<i32> = snapshot.live_brokers().map(|broker| broker.id).collect();
+    for topic in snapshot.topics.values_mut() {
+        for_each_assignment(topic, |assignment| {
+            fence_in_partition(assignment, id, &live, false)
+        });
+    }
+    Ok(())
+}
+
 /// Unfences broker `id` (its `incarnation`): partitions without a leader whose ISR holds it get
-/// it as their leader. Unfencing a live broker changes nothing.
+/// it as their leader. Unfencing a live broker, or one shutting down, changes nothing.
 pub fn unfence(
     snapshot: &mut MetadataSnapshot,
     id: i32,
     incarnation: u64,
 ) -> Result<(), MembershipError> {
     let broker = registration_mut(snapshot, id, incarnation)?;
-    if !broker.fenced {
+    if !broker.fenced || broker.shutting_down {
         return Ok(());
     }
     broker.fenced = false;

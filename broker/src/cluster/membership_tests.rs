@@ -11,6 +11,7 @@ fn registration(id: i32, incarnation: u64, rack: Option<&str>) -> BrokerRegistra
         port: 9092,
         rack: rack.map(str::to_string),
         fenced: false,
+        shutting_down: false,
     }
 }
 
@@ -199,4 +200,60 @@ fn edits_about_an_unknown_broker_or_an_earlier_incarnation_change_nothing() {
     assert_eq!(snapshot, fenced);
     unfence(&mut snapshot, 1, 5).unwrap();
     assert_eq!(snapshot, fenced);
+}
+
+#[test]
+fn a_controlled_shutdown_moves_leaderships_preferred_first_and_leaves_the_isrs() {
+    let mut snapshot = snapshot(
+        &[(1, None), (2, None), (3, None)],
+        &[&[2, 1, 3], &[1, 3, 2], &[3, 2, 1], &[1]],
+    );
+    // Partition 0 is led by 1 after an earlier failover: its preferred replica 2 takes it back.
+    let moved = snapshot
+        .topics
+        .get_mut("t")
+        .unwrap()
+        .assignment_mut(0)
+        .unwrap();
+    set_leader(moved, 1);
+    shut_down(&mut snapshot, 1, 1).unwrap();
+    let broker = &snapshot.brokers[&1];
+    assert!(broker.fenced && broker.shutting_down);
+    assert_eq!(state(&snapshot, 0), (2, 2, vec![2, 3]));
+    assert_eq!(state(&snapshot, 1), (3, 1, vec![3, 2]));
+    assert_eq!(
+        state(&snapshot, 2),
+        (3, 0, vec![3, 2]),
+        "not led by 1: epoch kept"
+    );
+    // Its only in-sync replica stops: offline, never an unclean leader.
+    assert_eq!(state(&snapshot, 3), (NO_LEADER, 1, vec![1]));
+    // Heard or not, a broker shutting down is not unfenced; it comes back by registering.
+    unfence(&mut snapshot, 1, 1).unwrap();
+    assert!(snapshot.brokers[&1].fenced);
+    register(&mut snapshot, registration(1, 2, None));
+    assert!(!snapshot.brokers[&1].fenced && !snapshot.brokers[&1].shutting_down);
+    assert_eq!(state(&snapshot, 3), (1, 2, vec![1]));
+}
+
+#[test]
+fn a_controlled_shutdown_of_an_earlier_incarnation_or_a_fenced_broker() {
+    let mut snapshot = snapshot(&[(1, None), (2, None)], &[&[1, 2]]);
+    assert_eq!(
+        shut_down(&mut snapshot, 1, 9),
+        Err(MembershipError::StaleIncarnation {
+            id: 1,
+            incarnation: 9
+        })
+    );
+    assert!(!snapshot.brokers[&1].shutting_down);
+    fence(&mut snapshot, 1, 1).unwrap();
+    let fenced = state(&snapshot, 0);
+    shut_down(&mut snapshot, 1, 1).unwrap();
+    assert!(snapshot.brokers[&1].shutting_down);
+    assert_eq!(
+        state(&snapshot, 0),
+        fenced,
+        "a fenced broker leads nothing already"
+    );
 }

@@ -43,6 +43,10 @@ pub struct BrokerRegistration {
     pub port: u16,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// The broker asked to stop (controlled shutdown): it is fenced and stays so, heard or not,
+    /// until it registers again.
+    #[serde(default)]
+    pub shutting_down: bool,
 }
 
 /// Where one partition lives.

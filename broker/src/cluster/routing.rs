@@ -86,6 +86,7 @@ mod tests {
             port: 9092,
             rack: None,
             fenced,
+            shutting_down: false,
         }
     }
 

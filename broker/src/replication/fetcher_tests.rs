@@ -57,6 +57,7 @@ fn snapshot(port: u16, leader_epoch: i32) -> MetadataSnapshot {
         port,
         rack: None,
         fenced: false,
+        shutting_down: false,
     };
     MetadataSnapshot {
         version: 1,

@@ -86,6 +86,13 @@ pub enum MetadataCommand {
         election: ElectionType,
         partitions: Vec<(String, i32)>,
     },
+    /// A broker stops (controlled shutdown): its leaderships move to other in-sync replicas and
+    /// it leaves the ISRs (see `cluster::membership::shut_down`). Refused if the broker
+    /// registered again since.
+    ControlledShutdown {
+        id: i32,
+        incarnation: u64,
+    },
 }
 
 impl MetadataCommand {
@@ -159,6 +166,9 @@ pub fn apply(snapshot: &mut MetadataSnapshot, index: u64, command: MetadataComma
             election,
             partitions,
         } => elect_leaders(snapshot, election, partitions),
+        MetadataCommand::ControlledShutdown { id, incarnation } => {
+            membership_result(membership::shut_down(snapshot, id, incarnation))
+        }
     };
     snapshot.version = index;
     results

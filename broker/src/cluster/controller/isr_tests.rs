@@ -18,6 +18,7 @@ fn snapshot() -> MetadataSnapshot {
             port: 9092,
             rack: None,
             fenced: id == 3,
+            shutting_down: false,
         };
         snapshot.brokers.insert(id, registration);
     }

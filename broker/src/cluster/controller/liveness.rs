@@ -66,6 +66,15 @@ impl Controller {
         Ok(())
     }
 
+    /// Proposes broker `id`'s controlled shutdown (see `membership::shut_down`) and waits
+    /// until this node's shards serve a snapshot that holds it.
+    pub async fn controlled_shutdown(&self, id: i32, incarnation: u64) -> Result<(), Refusal> {
+        let command = MetadataCommand::ControlledShutdown { id, incarnation };
+        let results = (self.change(false, OpenFailures::Keep, command)).await;
+        (results.into_iter().next()).expect("one result per membership command")?;
+        Ok(())
+    }
+
     /// The quorum as this node sees it. `voters` are the configured voters (node id, controller
     /// address); none means this node alone, `node_id`, on its controller listener.
     pub fn quorum_view(&self, node_id_self: i32, voters: &[(i32, SocketAddr)]) -> QuorumView {

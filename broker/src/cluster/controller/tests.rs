@@ -60,6 +60,7 @@ fn settings(data_dir: &Path) -> QuorumSettings {
             port: 9092,
             rack: None,
             fenced: false,
+            shutting_down: false,
         },
         offsets_topic: (OFFSETS_TOPIC.to_string(), 2),
         fd_budget: budget(),
@@ -326,6 +327,7 @@ fn commands() -> Vec<MetadataCommand> {
             port: 9092,
             rack: Some("r1".into()),
             fenced: false,
+            shutting_down: false,
         }),
         MetadataCommand::FenceBroker {
             id: 2,
@@ -397,6 +399,14 @@ fn commands() -> Vec<MetadataCommand> {
             election: ElectionType::Unclean,
             partitions: vec![("a".into(), 1)],
         },
+        MetadataCommand::ControlledShutdown {
+            id: 2,
+            incarnation: 5,
+        },
+        MetadataCommand::ControlledShutdown {
+            id: 2,
+            incarnation: 6,
+        },
         MetadataCommand::DeleteTopics {
             names: vec!["a".into(), "a".into()],
         },
@@ -440,6 +450,7 @@ fn fence_and_unfence_apply_only_to_the_registered_incarnation() {
         port: 9092,
         rack: None,
         fenced: false,
+        shutting_down: false,
     };
     let mut index = 0;
     let mut run = |command: MetadataCommand| {

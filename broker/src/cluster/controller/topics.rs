@@ -307,6 +307,7 @@ mod tests {
                 port: 9092,
                 rack: Some(rack.into()),
                 fenced: fenced.contains(&id),
+                shutting_down: false,
             };
             snapshot.brokers.insert(id, broker);
         }

@@ -68,6 +68,7 @@ fn snapshot() -> MetadataSnapshot {
                 port: 9092,
                 rack: Some("r".into()),
                 fenced: true,
+                shutting_down: false,
             },
         )]),
         broker_configs: BTreeMap::from([(0, configs())]),
