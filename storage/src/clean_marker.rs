@@ -110,4 +110,21 @@ mod tests {
         }
         assert_eq!(decode(&bytes[..40]), None);
     }
+
+    /// The marker of `round_trip_in_its_layout_and_damage` as the format's first version (its
+    /// own encoder, before the shared codec) wrote it.
+    const VERSION_1_HEX: &str = "534c43434c45414e0100000000000000e80300000000000040e20100000000\
+        00d20400000000000019476ad200000000";
+
+    #[test]
+    fn a_marker_of_the_first_version_decodes() {
+        let bytes = crate::marker_file::from_hex(VERSION_1_HEX);
+        let marker = CleanMarker {
+            active_base_offset: 1000,
+            active_segment_bytes: 123_456,
+            log_end_offset: 1234,
+        };
+        assert_eq!(decode(&bytes), Some(marker));
+        assert_eq!(FORMAT.encode(&marker.payload()), bytes);
+    }
 }

@@ -13,8 +13,8 @@
 //! end (written ahead of a write that a crash lost, or left by a truncation): `open` drops them.
 //! A missing or damaged checkpoint is rebuilt by reading every batch header.
 //!
-//! Layout (little-endian; replaced like the marker files: temporary file, fdatasync, rename,
-//! directory fsync):
+//! Layout (little-endian; the list shape of the small-file codec, `marker_file.rs`: replaced
+//! through a temporary file, fdatasync, rename, directory fsync):
 //!
 //! | offset      | field        | type    | notes                               |
 //! |------------:|--------------|---------|-------------------------------------|
@@ -31,8 +31,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::batch::{BatchHeader, BATCH_HEADER_BYTES};
-use crate::index_file;
 use crate::io::LogIo;
+use crate::marker_file::{i64_at, MarkerError, MarkerFormat};
 use crate::StorageError;
 
 /// Entries a cache keeps: one per leader epoch that wrote batches, so a partition needs a
@@ -41,13 +41,14 @@ use crate::StorageError;
 /// at 12 KiB.
 pub const LEADER_EPOCH_ENTRIES_MAX: usize = 1024;
 
-const FILE_NAME: &str = "leader-epoch-checkpoint";
-const MAGIC: [u8; 8] = *b"SLCEPOCH";
-const VERSION: u32 = 1;
-const HEADER_BYTES: usize = 16;
 const ENTRY_BYTES: usize = 12;
-const CRC_BYTES: usize = 4;
-const FILE_BYTES_MAX: usize = HEADER_BYTES + ENTRY_BYTES * LEADER_EPOCH_ENTRIES_MAX + CRC_BYTES;
+const FORMAT: MarkerFormat = MarkerFormat::entries(
+    "leader-epoch-checkpoint",
+    *b"SLCEPOCH",
+    1,
+    ENTRY_BYTES,
+    LEADER_EPOCH_ENTRIES_MAX,
+);
 
 /// Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET.
 pub const UNDEFINED_EPOCH: i32 = -1;
@@ -166,57 +167,32 @@ impl LeaderEpochs {
 }
 
 pub(crate) fn checkpoint_path(dir: &Path) -> PathBuf {
-    dir.join(FILE_NAME)
+    FORMAT.path(dir)
 }
 
-pub(crate) fn encode(epochs: &LeaderEpochs) -> Vec<u8> {
+fn payload(epochs: &LeaderEpochs) -> Vec<u8> {
     let entries = epochs.entries();
-    assert!(entries.len() <= LEADER_EPOCH_ENTRIES_MAX);
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + ENTRY_BYTES * entries.len() + CRC_BYTES);
-    bytes.extend_from_slice(&MAGIC);
-    bytes.extend_from_slice(&VERSION.to_le_bytes());
-    bytes.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    let mut payload = Vec::with_capacity(ENTRY_BYTES * entries.len());
     for entry in entries {
-        bytes.extend_from_slice(&entry.epoch.to_le_bytes());
-        bytes.extend_from_slice(&entry.start_offset.to_le_bytes());
+        payload.extend_from_slice(&entry.epoch.to_le_bytes());
+        payload.extend_from_slice(&entry.start_offset.to_le_bytes());
     }
-    let crc = crc32c::crc32c(&bytes);
-    bytes.extend_from_slice(&crc.to_le_bytes());
-    bytes
+    payload
 }
 
-/// The entries of a whole, intact checkpoint; the reason otherwise.
-pub(crate) fn decode(bytes: &[u8]) -> Result<LeaderEpochs, String> {
-    if bytes.len() < HEADER_BYTES + CRC_BYTES || bytes.len() > FILE_BYTES_MAX {
-        return Err(format!("{} bytes", bytes.len()));
-    }
-    if bytes[0..8] != MAGIC {
-        return Err("wrong magic".to_string());
-    }
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    if u32_at(8) != VERSION {
-        return Err(format!("format version {}", u32_at(8)));
-    }
-    let count = u32_at(12) as usize;
-    if count > LEADER_EPOCH_ENTRIES_MAX
-        || bytes.len() != HEADER_BYTES + ENTRY_BYTES * count + CRC_BYTES
-    {
-        return Err(format!("{count} entries in {} bytes", bytes.len()));
-    }
-    let crc_at = bytes.len() - CRC_BYTES;
-    if u32_at(crc_at) != crc32c::crc32c(&bytes[..crc_at]) {
-        return Err("CRC-32C mismatch".to_string());
-    }
-    let mut entries: Vec<EpochEntry> = Vec::with_capacity(count);
-    for i in 0..count {
-        let at = HEADER_BYTES + ENTRY_BYTES * i;
-        let epoch = i32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        let start_offset = i64::from_le_bytes(bytes[at + 4..at + 12].try_into().expect("8 bytes"));
+/// The entries of a checkpoint's payload, refused unless they are strictly increasing.
+fn parse(payload: &[u8]) -> Result<LeaderEpochs, MarkerError> {
+    let mut entries: Vec<EpochEntry> = Vec::with_capacity(payload.len() / ENTRY_BYTES);
+    for (i, entry) in payload.chunks_exact(ENTRY_BYTES).enumerate() {
+        let epoch = i32::from_le_bytes(entry[0..4].try_into().expect("4 bytes"));
+        let start_offset = i64_at(entry, 4);
         let follows = entries
             .last()
             .is_none_or(|last| last.epoch < epoch && last.start_offset < start_offset);
         if epoch < 0 || start_offset < 0 || !follows {
-            return Err(format!("entry {i} ({epoch}, {start_offset}) out of order"));
+            return Err(MarkerError::Payload(format!(
+                "entry {i} ({epoch}, {start_offset}) out of order"
+            )));
         }
         entries.push(EpochEntry {
             epoch,
@@ -226,21 +202,19 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<LeaderEpochs, String> {
     Ok(LeaderEpochs::from_entries(entries))
 }
 
-/// The checkpoint in `dir`: `Ok(None)` if there is none, `Err(reason)` if it does not decode.
-pub(crate) fn read_blocking(dir: &Path) -> io::Result<Result<Option<LeaderEpochs>, String>> {
-    let path = checkpoint_path(dir);
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Ok(None)),
-        Err(error) => return Err(error),
-    };
-    let len = file.metadata()?.len();
-    if len > FILE_BYTES_MAX as u64 {
-        return Ok(Err(format!("{len} bytes")));
-    }
-    let mut bytes = vec![0u8; len as usize];
-    file.read_exact_at(&mut bytes, 0)?;
-    Ok(decode(&bytes).map(Some))
+#[cfg(test)]
+fn encode(epochs: &LeaderEpochs) -> Vec<u8> {
+    FORMAT.encode(&payload(epochs))
+}
+
+#[cfg(test)]
+fn decode(bytes: &[u8]) -> Result<LeaderEpochs, MarkerError> {
+    FORMAT.decode(bytes).and_then(parse)
+}
+
+/// The checkpoint in `dir`: `Ok(None)` if there is none, the reason if it does not decode.
+pub(crate) fn read_blocking(dir: &Path) -> io::Result<Result<Option<LeaderEpochs>, MarkerError>> {
+    FORMAT.try_load_blocking(dir, parse)
 }
 
 /// Durably replaces the checkpoint in `dir`, the directory fsync included.
@@ -249,8 +223,7 @@ pub(crate) async fn write(
     dir: &Path,
     epochs: &LeaderEpochs,
 ) -> Result<(), StorageError> {
-    index_file::write(&checkpoint_path(dir), encode(epochs)).await?;
-    Ok(io.sync_dir(dir).await?)
+    FORMAT.replace(io, dir, &payload(epochs)).await
 }
 
 /// The cache of a log whose checkpoint is missing or damaged: every batch header of the
@@ -380,5 +353,22 @@ mod tests {
         let crc = crc32c::crc32c(&unordered[..crc_at]);
         unordered[crc_at..].copy_from_slice(&crc.to_le_bytes());
         assert!(decode(&unordered).is_err());
+    }
+
+    /// A checkpoint of (0, 0), (3, 1000), (7, 123456789) and an empty one, as the format's
+    /// first version (its own encoder, before the shared codec) wrote them.
+    const VERSION_1_HEX: &str = "534c4345504f434801000000030000000000000000000000000000000300\
+        0000e8030000000000000700000015cd5b0700000000c474bba5";
+    const VERSION_1_EMPTY_HEX: &str = "534c4345504f434801000000000000002c543e62";
+
+    #[test]
+    fn checkpoints_of_the_first_version_decode() {
+        let cache = epochs(&[(0, 0), (3, 1_000), (7, 123_456_789)]);
+        let bytes = crate::marker_file::from_hex(VERSION_1_HEX);
+        assert_eq!(decode(&bytes), Ok(cache.clone()));
+        assert_eq!(encode(&cache), bytes);
+        let empty = crate::marker_file::from_hex(VERSION_1_EMPTY_HEX);
+        assert_eq!(decode(&empty), Ok(LeaderEpochs::default()));
+        assert_eq!(encode(&LeaderEpochs::default()), empty);
     }
 }

@@ -18,13 +18,17 @@
 //!
 //! ## Marker files
 //!
-//! The log start checkpoint, the clean-shutdown marker and the truncation marker share one
-//! layout (`marker_file.rs`), tabled for each below: 8 magic bytes, a u32 version, 4 reserved
-//! zero bytes, the payload from byte 16, the CRC-32C of every byte before it, and zeros up to
-//! the file's size. Each is written to `<name>.tmp`, fdatasync'd, renamed, and the directory
-//! fsync'd. A file of the wrong size, magic, version or CRC, or with an impossible payload, is
-//! refused with the reason (`Corrupt` for the checkpoint and the truncation marker; a refused
-//! clean-shutdown marker only costs a scan of the last segment).
+//! The log start checkpoint, the clean-shutdown marker, the truncation marker and the
+//! leader-epoch checkpoint share one codec (`marker_file.rs`), tabled for each below: 8 magic
+//! bytes, a u32 version, a u32 header word, the payload from byte 16 and the CRC-32C of every
+//! byte before it. The three markers are fixed-size: the header word is reserved (0) and zeros
+//! pad the file after the CRC. The leader-epoch checkpoint is a list: the header word counts
+//! its entries and the CRC ends the file. Each is written to `<name>.tmp`, fdatasync'd,
+//! renamed, and the directory fsync'd. A file of the wrong size, magic, version, count or CRC,
+//! or with an impossible payload, is refused with the reason (`Corrupt` for the log start
+//! checkpoint and the truncation marker; a refused clean-shutdown marker only costs a scan of
+//! the last segment, a refused leader-epoch checkpoint a rebuild from the batch headers).
+//! Every test of these files decodes a hex fixture of their first version.
 //!
 //! ## Index files
 //!

@@ -17,7 +17,9 @@ pub(crate) const FORMAT: MarkerFormat =
 fn parse(payload: &[u8]) -> Result<i64, MarkerError> {
     let log_start_offset = i64_at(payload, 0);
     if log_start_offset < 0 {
-        return Err(MarkerError::Payload("the log start offset is negative"));
+        return Err(MarkerError::Payload(
+            "the log start offset is negative".into(),
+        ));
     }
     Ok(log_start_offset)
 }
@@ -74,5 +76,16 @@ mod tests {
             decode(&version_1_bytes(-1)),
             Err(MarkerError::Payload(_))
         ));
+    }
+
+    /// A checkpoint of 12345 as the format's first version (its own encoder, before the shared
+    /// codec) wrote it.
+    const VERSION_1_HEX: &str = "534c43535441525401000000000000003930000000000000141bfa6900000000";
+
+    #[test]
+    fn a_checkpoint_of_the_first_version_decodes() {
+        let bytes = crate::marker_file::from_hex(VERSION_1_HEX);
+        assert_eq!(decode(&bytes), Ok(12_345));
+        assert_eq!(FORMAT.encode(&12_345i64.to_le_bytes()), bytes);
     }
 }

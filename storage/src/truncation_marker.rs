@@ -43,7 +43,9 @@ fn parse(payload: &[u8]) -> Result<Truncation, MarkerError> {
         && truncation.offset >= truncation.segment_base_offset
         && (truncation.segment_bytes == 0) == (truncation.offset == truncation.segment_base_offset);
     if !consistent {
-        return Err(MarkerError::Payload("the cut is not inside its segment"));
+        return Err(MarkerError::Payload(
+            "the cut is not inside its segment".into(),
+        ));
     }
     Ok(truncation)
 }
@@ -116,9 +118,28 @@ mod tests {
         });
         assert_eq!(
             decode(&bytes),
-            Err(MarkerError::Payload("the cut is not inside its segment"))
+            Err(MarkerError::Payload(
+                "the cut is not inside its segment".into(),
+            ))
         );
         bytes.truncate(40);
         assert!(matches!(decode(&bytes), Err(MarkerError::Length { .. })));
+    }
+
+    /// A marker as the format's first version (its own encoder, before the shared codec) wrote
+    /// it.
+    const VERSION_1_HEX: &str = "534c435452554e430100000000000000d204000000000000e8030000000000\
+        0000200000000000009aae0c1f00000000";
+
+    #[test]
+    fn a_marker_of_the_first_version_decodes() {
+        let bytes = crate::marker_file::from_hex(VERSION_1_HEX);
+        let truncation = Truncation {
+            offset: 1_234,
+            segment_base_offset: 1_000,
+            segment_bytes: 8_192,
+        };
+        assert_eq!(decode(&bytes), Ok(truncation));
+        assert_eq!(FORMAT.encode(&payload(&truncation)), bytes);
     }
 }
