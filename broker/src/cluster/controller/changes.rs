@@ -37,25 +37,21 @@ impl Controller {
             topics,
             fd_budget: self.config.fd_budget,
         };
-        let results = (self.change(validate_only, OpenFailures::TakeBack, command)).await;
-        (results.into_iter())
-            .map(|result| match result? {
-                Applied::Topic(meta) => Ok(meta),
-                other => unexpected(other),
-            })
-            .collect()
+        let topic = |applied: Applied| match applied {
+            Applied::Topic(meta) => Ok(meta),
+            other => Err(Box::new(other)),
+        };
+        (self.change_as(validate_only, OpenFailures::TakeBack, command, topic)).await
     }
 
     /// Deletes topics by name; returns each deleted topic's id.
     pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<uuid::Uuid, Refusal>> {
         let command = MetadataCommand::DeleteTopics { names };
-        let results = (self.change(false, OpenFailures::Keep, command)).await;
-        (results.into_iter())
-            .map(|result| match result? {
-                Applied::TopicId(id) => Ok(id),
-                other => unexpected(other),
-            })
-            .collect()
+        let topic_id = |applied: Applied| match applied {
+            Applied::TopicId(id) => Ok(id),
+            other => Err(Box::new(other)),
+        };
+        (self.change_as(false, OpenFailures::Keep, command, topic_id)).await
     }
 
     /// Grows topics to new partition counts, given as (topic, new count). A topic whose new
@@ -69,13 +65,11 @@ impl Controller {
             requests,
             fd_budget: self.config.fd_budget,
         };
-        let results = (self.change(validate_only, OpenFailures::TakeBack, command)).await;
-        (results.into_iter())
-            .map(|result| match result? {
-                Applied::Grown { .. } => Ok(()),
-                other => unexpected(other),
-            })
-            .collect()
+        let grown = |applied: Applied| match applied {
+            Applied::Grown { .. } => Ok(()),
+            other => Err(Box::new(other)),
+        };
+        (self.change_as(validate_only, OpenFailures::TakeBack, command, grown)).await
     }
 }
 
@@ -87,8 +81,7 @@ impl Controller {
         validate_only: bool,
     ) -> Vec<Result<(), Refusal>> {
         let command = MetadataCommand::AlterTopicConfigs { changes };
-        let results = self.change(validate_only, OpenFailures::Keep, command);
-        super::done_results(results.await)
+        (self.change_as(validate_only, OpenFailures::Keep, command, super::done)).await
     }
 
     /// Changes dynamic broker configs, replicated like any other change. Results are in the
@@ -99,8 +92,7 @@ impl Controller {
         validate_only: bool,
     ) -> Vec<Result<(), Refusal>> {
         let command = MetadataCommand::AlterBrokerConfigs { changes };
-        let results = self.change(validate_only, OpenFailures::Keep, command);
-        super::done_results(results.await)
+        (self.change_as(validate_only, OpenFailures::Keep, command, super::done)).await
     }
 }
 
@@ -115,13 +107,6 @@ impl Controller {
             leader_epoch: proposed.leader_epoch,
             isr: proposed.isr,
         };
-        let results = (self.change(false, OpenFailures::Keep, command)).await;
-        (results.into_iter().next()).expect("one result per ISR change")?;
-        Ok(())
+        self.change_one(command).await
     }
-}
-
-/// A result of another kind than the command gives: a bug.
-fn unexpected<T>(applied: Applied) -> Result<T, Refusal> {
-    panic!("a command answered with {applied:?}")
 }

@@ -31,16 +31,14 @@ impl Controller {
             election,
             partitions: partitions.clone(),
         };
-        let results = (self.change(false, OpenFailures::Keep, command)).await;
+        let leader = |applied: Applied| match applied {
+            Applied::Leader(leader) => Ok(leader),
+            other => Err(Box::new(other)),
+        };
+        let results = (self.change_as(false, OpenFailures::Keep, command, leader)).await;
         assert_eq!(results.len(), partitions.len());
         (partitions.into_iter().zip(results))
-            .map(|((topic, partition), result)| {
-                let leader = result.map(|applied| match applied {
-                    Applied::Leader(leader) => leader,
-                    other => panic!("an election answered with {other:?}"),
-                });
-                (topic, partition, leader)
-            })
+            .map(|((topic, partition), leader)| (topic, partition, leader))
             .collect()
     }
 

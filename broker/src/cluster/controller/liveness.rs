@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::command::MetadataCommand;
 use super::quorum_ids::node_id;
-use super::{Controller, OpenFailures, Refusal};
+use super::{Controller, Refusal};
 use crate::cluster::liveness::{LivenessChange, PeerLiveness};
 use crate::cluster::metadata::MetadataSnapshot;
 use crate::cluster::quorum_view::{QuorumView, VoterView};
@@ -61,18 +61,14 @@ impl Controller {
                 MetadataCommand::UnfenceBroker { id, incarnation }
             }
         };
-        let results = (self.change(false, OpenFailures::Keep, command)).await;
-        (results.into_iter().next()).expect("one result per membership command")?;
-        Ok(())
+        self.change_one(command).await
     }
 
     /// Proposes broker `id`'s controlled shutdown (see `membership::shut_down`) and waits
     /// until this node's shards serve a snapshot that holds it.
     pub async fn controlled_shutdown(&self, id: i32, incarnation: u64) -> Result<(), Refusal> {
         let command = MetadataCommand::ControlledShutdown { id, incarnation };
-        let results = (self.change(false, OpenFailures::Keep, command)).await;
-        (results.into_iter().next()).expect("one result per membership command")?;
-        Ok(())
+        self.change_one(command).await
     }
 
     /// The quorum as this node sees it. `voters` are the configured voters (node id, controller

@@ -150,6 +150,31 @@ impl Controller {
             .await
     }
 
+    /// [`Controller::change`] for a command whose items all answer with one kind of
+    /// [`Applied`]: `pick` takes the value out of it, or gives it back if it is of another kind,
+    /// which is a bug.
+    async fn change_as<T>(
+        &self,
+        validate_only: bool,
+        on_open_failure: OpenFailures,
+        command: MetadataCommand,
+        pick: fn(Applied) -> Result<T, Box<Applied>>,
+    ) -> Vec<Result<T, Refusal>> {
+        let results = self.change(validate_only, on_open_failure, command).await;
+        (results.into_iter())
+            .map(|result| {
+                let applied = pick(result?);
+                Ok(applied.unwrap_or_else(|other| panic!("a command answered with {other:?}")))
+            })
+            .collect()
+    }
+
+    /// [`Controller::change_as`] for a command of one item that answers [`Applied::Done`].
+    async fn change_one(&self, command: MetadataCommand) -> Result<(), Refusal> {
+        let results = self.change_as(false, OpenFailures::Keep, command, done);
+        (results.await.pop()).expect("one result for a command of one item")
+    }
+
     /// The right to run a change: changes run one at a time on each node.
     async fn change_permit(&self) -> glommio::sync::Permit<'_> {
         (self.changes.acquire_permit(1).await).expect("controller semaphore is never closed")
@@ -309,13 +334,12 @@ fn propose_refusal(error: quorum::ProposeError) -> Refusal {
 }
 
 /// The results of a command whose items answer with nothing but success.
-fn done_results(results: Vec<Result<Applied, Refusal>>) -> Vec<Result<(), Refusal>> {
-    (results.into_iter())
-        .map(|result| match result? {
-            Applied::Done => Ok(()),
-            other => panic!("a command answered with {other:?}"),
-        })
-        .collect()
+/// The value of [`Applied::Done`], for [`Controller::change_as`].
+fn done(applied: Applied) -> Result<(), Box<Applied>> {
+    match applied {
+        Applied::Done => Ok(()),
+        other => Err(Box::new(other)),
+    }
 }
 
 #[cfg(test)]
