@@ -1,11 +1,9 @@
 //! RecordBatch v2 encoding for Produce and tolerant decoding of Fetch `records` bytes.
 
-use bytes::{Buf, Bytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
-};
-use record_batch::records::Codec;
-use record_batch::{BatchFields, BatchHeader, RecordHeader};
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE};
+use record_batch::records::{Codec, DecodedRecord};
+use record_batch::{BatchFields, RecordHeader};
 
 use super::error::{ClientError, Result};
 use super::types::{ConsumedRecord, ProduceRecord};
@@ -16,6 +14,11 @@ pub const BATCH_LOG_OVERHEAD_BYTES: usize = record_batch::BATCH_LENGTH_PREFIX_BY
 pub const BATCH_HEADER_BYTES: usize = record_batch::BATCH_HEADER_BYTES;
 /// Records per produced batch; bounds the encoder's work and the request size per call.
 pub const BATCH_RECORDS_MAX: usize = 1 << 20;
+/// Bound on the decompressed records of one fetched batch: a broker refuses a produced batch
+/// past its topic's `max.message.bytes` once decompressed, and no topic's limit may pass
+/// `record_batch::BATCH_BYTES_MAX` (16 MiB); four times that leaves room for a broker with a
+/// larger limit while a "bomb" still cannot inflate without bound.
+pub const FETCHED_BATCH_DECOMPRESSED_BYTES_MAX: usize = 4 * record_batch::BATCH_BYTES_MAX;
 
 /// The idempotence fields of a batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,34 +157,41 @@ pub fn decode_record_batches(mut bytes: Bytes, offset_min: i64) -> Result<Decode
         if bytes.len() < batch_bytes {
             break; // Truncated tail.
         }
-        let mut batch = bytes.split_to(batch_bytes);
-        let header = BatchHeader::parse(&batch)
+        let batch = bytes.split_to(batch_bytes);
+        let header = record_batch::check_integrity(&batch)
             .map_err(|error| ClientError::protocol(format!("record batch: {error}")))?;
-        let record_set = RecordBatchDecoder::decode(&mut batch)
-            .map_err(|error| ClientError::protocol(format!("decoding record batch: {error}")))?;
-        debug_assert!(!batch.has_remaining());
         decoded.next_offset = Some(header.next_offset());
-        let kept = record_set
-            .records
-            .into_iter()
-            .filter(|record| !record.control && record.offset >= offset_min);
-        decoded.records.extend(kept.map(to_consumed_record));
+        if header.is_control() {
+            continue; // Transaction markers: no records for the application.
+        }
+        let records = record_batch::records::decode_records(
+            &batch,
+            &header,
+            FETCHED_BATCH_DECOMPRESSED_BYTES_MAX,
+        )
+        .map_err(|error| ClientError::protocol(format!("decoding record batch: {error}")))?;
+        for record in records.into_iter().filter(|r| r.offset >= offset_min) {
+            decoded.records.push(to_consumed_record(record)?);
+        }
     }
     Ok(decoded)
 }
 
-fn to_consumed_record(record: Record) -> ConsumedRecord {
-    ConsumedRecord {
+fn to_consumed_record(record: DecodedRecord) -> Result<ConsumedRecord> {
+    let headers = (record.headers.into_iter())
+        .map(|(name, value)| {
+            let name = String::from_utf8(name)
+                .map_err(|_| ClientError::protocol("a record header name is not UTF-8"))?;
+            Ok((name, value.map(Bytes::from)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ConsumedRecord {
         offset: record.offset,
-        timestamp: record.timestamp,
-        key: record.key,
-        value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|(name, value)| (name.as_str().to_owned(), value))
-            .collect(),
-    }
+        timestamp: record.timestamp_ms,
+        key: record.key.map(Bytes::from),
+        value: record.value.map(Bytes::from),
+        headers,
+    })
 }
 
 #[cfg(test)]
@@ -217,7 +227,8 @@ mod tests {
         use kafka_protocol::indexmap::IndexMap;
         use kafka_protocol::protocol::StrBytes;
         use kafka_protocol::records::{
-            RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PARTITION_LEADER_EPOCH,
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+            NO_PARTITION_LEADER_EPOCH,
         };
         let records: Vec<Record> = (records.iter().enumerate())
             .map(|(index, record)| {
@@ -311,7 +322,9 @@ mod tests {
             record(Some("k3"), "c", 999),
         ];
         let bytes = encode_record_batch(&records, Compression::None).unwrap();
-        let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
+        let infos =
+            kafka_protocol::records::RecordBatchDecoder::decode_batch_info(&mut bytes.clone())
+                .unwrap();
         assert_eq!(infos.len(), 1);
         assert_eq!(infos[0].record_count, 3);
         assert_eq!(infos[0].min_offset, 0);

@@ -131,12 +131,78 @@ impl TimestampWindow {
     }
 }
 
-/// One record's fields that callers look at.
-#[derive(Debug, Clone, Copy)]
+/// One record's fields that callers look at; `fields` only when the walk captures them.
+#[derive(Debug, Clone)]
 struct RecordInfo {
     index: i32,
     timestamp_delta: i64,
     has_key: bool,
+    fields: Option<RecordFields>,
+}
+
+/// A record's key, value and headers (name, value), each `None` where it is null.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RecordFields {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// One record of a batch, decoded whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Header names and values, in the record's order (names may repeat).
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// Every record of a whole batch whose integrity was checked ([`crate::check_integrity`]),
+/// decoded through its codec by the rules of the module table, with at most
+/// `decompressed_bytes_max` bytes of decompressed records. What a consumer reads; the records
+/// of a control batch are decoded like any other (the caller decides to skip them).
+pub fn decode_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    decompressed_bytes_max: usize,
+) -> Result<Vec<DecodedRecord>, BatchError> {
+    // No capacity from recordCount: it is read from the wire.
+    let mut records = Vec::new();
+    let walk = Walk {
+        decompressed_bytes_max,
+        capture: true,
+    };
+    walk_records(batch, header, walk, &mut |record| {
+        let fields = record.fields.expect("a capturing walk gives the fields");
+        records.push(DecodedRecord {
+            offset: header.base_offset.wrapping_add(i64::from(record.index)),
+            timestamp_ms: header.base_timestamp.wrapping_add(record.timestamp_delta),
+            key: fields.key,
+            value: fields.value,
+            headers: fields.headers,
+        });
+        true
+    })?;
+    Ok(records)
+}
+
+/// How a walk reads the records: its bound on decompressed bytes, and whether it copies each
+/// record's key, value and headers out (only a consumer's decode does).
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    decompressed_bytes_max: usize,
+    capture: bool,
+}
+
+impl Walk {
+    fn check(decompressed_bytes_max: usize) -> Walk {
+        Walk {
+            decompressed_bytes_max,
+            capture: false,
+        }
+    }
 }
 
 /// Checks one produced batch (header and CRC already checked) record by record.
@@ -162,7 +228,7 @@ pub fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), B
     walk_records(
         batch,
         &header,
-        policy.decompressed_bytes_max,
+        Walk::check(policy.decompressed_bytes_max),
         &mut |record| {
             // One error per record, the key's first, as Kafka's `validateRecord`.
             if policy.key_required && !record.has_key {
@@ -198,7 +264,7 @@ pub fn check_produced_batch(batch: &[u8], policy: &RecordPolicy) -> Result<(), B
 /// recovery never accepts a batch produce would refuse.
 pub fn check_uncompressed_records(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
     assert!(!header.is_compressed());
-    walk_records(batch, header, batch.len(), &mut |_| true)
+    walk_records(batch, header, Walk::check(batch.len()), &mut |_| true)
 }
 
 /// The first record of a whole, checked batch whose timestamp is at least `timestamp_ms`, as
@@ -212,7 +278,7 @@ pub fn first_record_at_or_after(
     walk_records(
         batch,
         header,
-        LOOKUP_DECOMPRESSED_BYTES_MAX,
+        Walk::check(LOOKUP_DECOMPRESSED_BYTES_MAX),
         &mut |record| {
             let record_timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
             if record_timestamp >= timestamp_ms {
@@ -234,30 +300,32 @@ pub fn first_record_at_or_after(
 fn walk_records(
     batch: &[u8],
     header: &BatchHeader,
-    decompressed_bytes_max: usize,
-    visit: &mut dyn FnMut(&RecordInfo) -> bool,
+    walk: Walk,
+    visit: &mut dyn FnMut(RecordInfo) -> bool,
 ) -> Result<(), BatchError> {
+    let decompressed_bytes_max = walk.decompressed_bytes_max;
     let payload = records_of(batch, header);
     // `take` stops the decoder one byte past the bound, so a bomb costs no more than the bound.
     let limit = decompressed_bytes_max as u64 + 1;
     match Codec::of_attributes(header.attributes)? {
-        Codec::None => walk_stream(payload, header, payload.len(), visit),
+        Codec::None => {
+            let walk = Walk {
+                decompressed_bytes_max: payload.len(),
+                ..walk
+            };
+            walk_stream(payload, header, walk, visit)
+        }
         Codec::Gzip => {
             let decoder = flate2::bufread::GzDecoder::new(payload).take(limit);
-            walk_stream(buffered(decoder), header, decompressed_bytes_max, visit)
+            walk_stream(buffered(decoder), header, walk, visit)
         }
         Codec::Snappy => {
             let decoder = SnappyReader::new(payload, decompressed_bytes_max).take(limit);
-            walk_stream(buffered(decoder), header, decompressed_bytes_max, visit)
+            walk_stream(buffered(decoder), header, walk, visit)
         }
         Codec::Lz4 => {
             let decoder = lz4::Decoder::new(payload).map_err(|e| decompress_error(&e))?;
-            walk_stream(
-                buffered(decoder.take(limit)),
-                header,
-                decompressed_bytes_max,
-                visit,
-            )
+            walk_stream(buffered(decoder.take(limit)), header, walk, visit)
         }
         Codec::Zstd => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(payload)
@@ -265,12 +333,7 @@ fn walk_records(
             decoder
                 .window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| decompress_error(&e))?;
-            walk_stream(
-                buffered(decoder.take(limit)),
-                header,
-                decompressed_bytes_max,
-                visit,
-            )
+            walk_stream(buffered(decoder.take(limit)), header, walk, visit)
         }
     }
 }
@@ -278,18 +341,18 @@ fn walk_records(
 fn walk_stream(
     reader: impl BufRead,
     header: &BatchHeader,
-    decompressed_bytes_max: usize,
-    visit: &mut dyn FnMut(&RecordInfo) -> bool,
+    walk: Walk,
+    visit: &mut dyn FnMut(RecordInfo) -> bool,
 ) -> Result<(), BatchError> {
     let mut source = RecordSource {
         reader,
         consumed: 0,
         record_end: u64::MAX,
-        bytes_max: decompressed_bytes_max as u64,
+        bytes_max: walk.decompressed_bytes_max as u64,
     };
     for index in 0..header.record_count {
-        let record = read_record(&mut source, index)?;
-        if !visit(&record) {
+        let record = read_record(&mut source, index, walk.capture)?;
+        if !visit(record) {
             return Ok(());
         }
     }
@@ -307,6 +370,7 @@ fn buffered<'a>(decoder: impl Read + 'a) -> impl BufRead + 'a {
 fn read_record(
     source: &mut RecordSource<impl BufRead>,
     index: i32,
+    capture: bool,
 ) -> Result<RecordInfo, BatchError> {
     let length = source.varint()?;
     if length < RECORD_BODY_BYTES_MIN {
@@ -318,10 +382,14 @@ fn read_record(
     if source.varint()? != i64::from(index) {
         return Err(BatchError::OffsetDeltaNotConsecutive { index });
     }
+    let mut fields = capture.then(RecordFields::default);
     let key_length = source.varint()?;
-    source.skip_bytes_field(key_length, "key length")?;
+    let key = source.bytes_field(key_length, "key length", capture)?;
     let value_length = source.varint()?;
-    source.skip_bytes_field(value_length, "value length")?;
+    let value = source.bytes_field(value_length, "value length", capture)?;
+    if let Some(fields) = &mut fields {
+        (fields.key, fields.value) = (key, value);
+    }
     let header_count = source.varint()?;
     if header_count < 0 {
         return Err(BatchError::BadRecords("negative header count"));
@@ -331,9 +399,12 @@ fn read_record(
         if header_key_length < 0 {
             return Err(BatchError::BadRecords("null header key"));
         }
-        source.skip_bytes_field(header_key_length, "header key length")?;
+        let name = source.bytes_field(header_key_length, "header key length", capture)?;
         let header_value_length = source.varint()?;
-        source.skip_bytes_field(header_value_length, "header value length")?;
+        let value = source.bytes_field(header_value_length, "header value length", capture)?;
+        if let Some(fields) = &mut fields {
+            fields.headers.push((name.unwrap_or_default(), value));
+        }
     }
     if source.consumed != source.record_end {
         return Err(BatchError::BadRecords(
@@ -345,6 +416,7 @@ fn read_record(
         index,
         timestamp_delta,
         has_key: key_length >= 0,
+        fields,
     })
 }
 
@@ -394,12 +466,42 @@ impl<R: BufRead> RecordSource<R> {
         Ok(())
     }
 
-    /// Skips a key, value or header field of `length` bytes (-1: null).
-    fn skip_bytes_field(&mut self, length: i64, what: &'static str) -> Result<(), BatchError> {
+    /// Skips a key, value or header field of `length` bytes (-1: null), or with `capture`
+    /// reads it (`None` when null, and always without `capture`).
+    fn bytes_field(
+        &mut self,
+        length: i64,
+        what: &'static str,
+        capture: bool,
+    ) -> Result<Option<Vec<u8>>, BatchError> {
         if length < -1 {
             return Err(BatchError::BadRecords(what));
         }
-        self.skip(length.max(0) as u64)
+        if !capture || length == -1 {
+            self.skip(length.max(0) as u64)?;
+            return Ok(None);
+        }
+        self.read(length as u64).map(Some)
+    }
+
+    /// Reads `count` bytes of the current record. The buffer grows with the bytes that
+    /// arrive, never by `count` up front: `count` comes from the data.
+    fn read(&mut self, count: u64) -> Result<Vec<u8>, BatchError> {
+        if count > self.record_end - self.consumed {
+            return Err(BatchError::BadRecords("field crosses the record's end"));
+        }
+        let mut out = Vec::new();
+        while (out.len() as u64) < count {
+            let available = self.reader.fill_buf().map_err(|e| decompress_error(&e))?;
+            if available.is_empty() {
+                return Err(self.end_of_stream());
+            }
+            let step = (count - out.len() as u64).min(available.len() as u64) as usize;
+            out.extend_from_slice(&available[..step]);
+            self.reader.consume(step);
+            self.consumed += step as u64;
+        }
+        Ok(out)
     }
 
     fn end_of_stream(&self) -> BatchError {

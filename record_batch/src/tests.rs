@@ -126,3 +126,66 @@ fn overwriting_a_field_changes_only_its_bytes() {
         Err(BatchError::BadRecordCount(-2))
     );
 }
+
+/// The records of a batch of every codec, with null keys and values and repeated header names,
+/// decoded as kafka-protocol's decoder decodes them.
+#[test]
+fn decoded_records_match_kafkas_decoder_for_every_codec() {
+    use records::{compress, decode_records, Codec};
+    let headers = [
+        RecordHeader {
+            key: b"x",
+            value: None,
+        },
+        RecordHeader {
+            key: b"y",
+            value: Some(b"1"),
+        },
+    ];
+    let mut section = Vec::new();
+    encode_record(&mut section, 0, 0, Some(b"k"), Some(b"a"), &headers);
+    encode_record(&mut section, 1, 5, None, None, &[]);
+    encode_record(
+        &mut section,
+        2,
+        -3,
+        Some(b""),
+        Some(&[9u8; 5000]),
+        &headers[..1],
+    );
+    for codec in [
+        Codec::None,
+        Codec::Gzip,
+        Codec::Snappy,
+        Codec::Lz4,
+        Codec::Zstd,
+    ] {
+        let fields = BatchFields {
+            attributes: codec as i16,
+            ..BatchFields::plain(1_000)
+        };
+        let mut batch =
+            BytesMut::from(&encode_batch(&fields, 3, &compress(codec, &section).unwrap())[..]);
+        set_base_offset(&mut batch, 70);
+        let header = check_integrity(&batch).unwrap();
+        let ours = decode_records(&batch, &header, 1 << 20).unwrap();
+        let theirs = RecordBatchDecoder::decode(&mut batch.clone().freeze()).unwrap();
+        assert_eq!(ours.len(), theirs.records.len(), "{codec:?}");
+        for (ours, theirs) in ours.iter().zip(&theirs.records) {
+            assert_eq!(ours.offset, theirs.offset, "{codec:?}");
+            assert_eq!(ours.timestamp_ms, theirs.timestamp, "{codec:?}");
+            assert_eq!(ours.key.as_deref(), theirs.key.as_deref(), "{codec:?}");
+            assert_eq!(ours.value.as_deref(), theirs.value.as_deref(), "{codec:?}");
+            let their_headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = (theirs.headers.iter())
+                .map(|(name, value)| (name.as_bytes().to_vec(), value.as_ref().map(|v| v.to_vec())))
+                .collect();
+            assert_eq!(ours.headers, their_headers, "{codec:?}");
+        }
+        if codec != Codec::None {
+            assert!(matches!(
+                decode_records(&batch, &header, 1000),
+                Err(BatchError::DecompressedTooLarge { .. })
+            ));
+        }
+    }
+}
