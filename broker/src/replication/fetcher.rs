@@ -195,7 +195,9 @@ async fn apply_partition(
             restart(state, &followed);
         }
         Err(error) => {
-            log::warn!("{topic}-{index}: appending fetched batches failed: {error}");
+            // Storage logs a run of failed appends once (ENOSPC, EIO) and when they succeed
+            // again; the retry every PARTITION_RETRY_BACKOFF must not log each time.
+            log::debug!("{topic}-{index}: appending fetched batches failed: {error}");
             retry_later(state, &followed);
         }
     }
