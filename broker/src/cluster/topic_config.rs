@@ -56,6 +56,9 @@ pub struct TopicConfig {
     /// `unclean.leader.election.enable`: a replica outside the ISR may lead when no ISR member
     /// is live (see `cluster::membership`).
     pub unclean_leader_election: bool,
+    /// `min.insync.replicas` when the topic sets it; otherwise the broker's default applies
+    /// (its dynamic config, else `--min-insync-replicas`). Read only by acks=all produce.
+    pub min_insync_replicas: Option<i32>,
 }
 
 impl TopicConfig {
@@ -92,6 +95,8 @@ impl TopicConfig {
             cleanup_compact: has_policy("compact"),
             unclean_leader_election: text("unclean.leader.election.enable")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            min_insync_replicas: (explicit.get("min.insync.replicas"))
+                .map(|v| v.parse::<i32>().unwrap_or(1)),
         }
     }
 }
@@ -445,6 +450,10 @@ mod tests {
         assert_eq!(defaults.max_message_bytes, 1_048_588);
         assert!(defaults.cleanup_delete && !defaults.cleanup_compact);
         assert!(!defaults.log_append_time);
+        assert_eq!(
+            defaults.min_insync_replicas, None,
+            "the broker's default applies"
+        );
         let set = TopicConfig::parse(&owned(&[
             ("cleanup.policy", "compact"),
             ("segment.bytes", "2097152"),
@@ -452,12 +461,14 @@ mod tests {
             ("index.interval.bytes", "0"),
             ("message.timestamp.type", "LogAppendTime"),
             ("retention.ms", "soon"),
+            ("min.insync.replicas", "2"),
         ]));
         assert!(!set.cleanup_delete && set.cleanup_compact);
         assert_eq!(set.segment_bytes, Some(100));
         assert_eq!(set.index_interval_bytes, 1);
         assert!(set.log_append_time);
         assert_eq!(set.retention_ms, -1, "an unreadable value falls back");
+        assert_eq!(set.min_insync_replicas, Some(2));
     }
 
     #[test]

@@ -169,16 +169,19 @@ fn partition_response(index: i32, result: Result<Produced, Refused>) -> Partitio
     }
 }
 
-/// The `min.insync.replicas` of a topic: its own, else the broker's dynamic config (this
-/// broker's, then the cluster-wide default), else `--min-insync-replicas`. An unreadable value
-/// counts as 1, the default.
+/// The `min.insync.replicas` an acks=all produce to a topic needs: the topic's own (parsed
+/// once into its `TopicConfig`), else the broker's dynamic config (this broker's, then the
+/// cluster-wide default), else `--min-insync-replicas`. An unreadable value counts as 1, the
+/// default. acks=0 and acks=1 never look it up: the one-node data path does not pay for it.
 fn min_insync_replicas(snapshot: &MetadataSnapshot, meta: &TopicMeta, config: &ServeArgs) -> i32 {
     const KEY: &str = "min.insync.replicas";
+    if let Some(topic_value) = meta.config.min_insync_replicas {
+        return topic_value;
+    }
     let dynamic = (snapshot.broker_configs_of(config.node_id))
         .and_then(|configs| configs.get(KEY))
         .or_else(|| snapshot.broker_default_configs.get(KEY));
-    let text = meta.configs().get(KEY).or(dynamic);
-    match text {
+    match dynamic {
         Some(text) => text.parse::<i32>().unwrap_or(1),
         None => config.min_insync_replicas,
     }
@@ -290,7 +293,10 @@ async fn produce_partition(
     let batches = ValidatedBatches::validate_produced(records, &policy)
         .map_err(|error| refused(error, &topic, partition))?;
     let replication = Replication {
-        min_insync_replicas: min_insync_replicas(&snapshot, meta, &shard.config),
+        min_insync_replicas: match acks {
+            ACKS_ALL => min_insync_replicas(&snapshot, meta, &shard.config),
+            _ => Replication::MIN_INSYNC_REPLICAS_UNUSED,
+        },
         timeout,
     };
     let owner = shard.owner(&topic, partition);

@@ -24,10 +24,16 @@ use crate::producers::{BatchIdentity, Verdict};
 /// its records, while the ISR holds at least `min_insync_replicas`, for at most `timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Replication {
-    /// The topic's `min.insync.replicas` (else the broker's).
+    /// The topic's `min.insync.replicas` (else the broker's); read for acks=all only.
     pub min_insync_replicas: i32,
     /// The Produce request's `timeout_ms`, bounded by the handler.
     pub timeout: Duration,
+}
+
+impl Replication {
+    /// What acks=0 and acks=1 appends carry as `min_insync_replicas`: they never read it, so
+    /// the handler does not look the topic's value up for them.
+    pub const MIN_INSYNC_REPLICAS_UNUSED: i32 = 1;
 }
 
 impl Partition {
@@ -45,11 +51,14 @@ impl Partition {
         if batches.batch_count() != 1 {
             return Err(ResponseError::InvalidRecord);
         }
-        let deadline =
-            (Instant::now().checked_add(replication.timeout)).unwrap_or_else(Instant::now);
+        // Only acks=all waits for the ISR, so only it reads the clock for a deadline.
         let wait = Wait {
             leader_epoch: self.leader_epoch.get(),
-            replication: (acks == ACKS_ALL).then_some((replication.min_insync_replicas, deadline)),
+            replication: (acks == ACKS_ALL).then(|| {
+                let now = Instant::now();
+                let deadline = now.checked_add(replication.timeout).unwrap_or(now);
+                (replication.min_insync_replicas, deadline)
+            }),
         };
         self.check_leader(acks, replication.min_insync_replicas)?;
         let identity = BatchIdentity::parse(batches.bytes());
