@@ -14,6 +14,7 @@ mod log_limit;
 mod partition;
 mod power_loss;
 mod producers;
+mod quorum_contact;
 mod replication;
 mod request_budget;
 mod server;

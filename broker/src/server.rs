@@ -15,6 +15,7 @@ use crate::connection;
 use crate::data_dir;
 use crate::fd_budget::FdBudget;
 use crate::groups::store::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
+use crate::quorum_contact::QuorumContact;
 use crate::shard::mesh::{Envelope, Mesh, INBOX_MESSAGES_MAX};
 use crate::shard::{Shard, ShardCluster};
 
@@ -41,6 +42,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let controller_id = Arc::new(AtomicI32::new(-1));
     let stop_gate = Arc::new(crate::shutdown::StopGate::new(shard_count));
     crate::shutdown::watch_signals();
+    let quorum_contact = Arc::new(QuorumContact::new(
+        config.controller_voter_addresses().len() <= 1,
+    ));
     let shared = |id: usize| Shared {
         config: config.clone(),
         fd_budget,
@@ -48,6 +52,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         ready: ready.clone(),
         controller_id: controller_id.clone(),
         stop_gate: stop_gate.clone(),
+        quorum_contact: quorum_contact.clone(),
         cpu: id % cpus,
     };
     // Shard 0 runs the metadata quorum: it starts first, and the others start with the
@@ -267,6 +272,8 @@ struct Shared {
     controller_id: Arc<AtomicI32>,
     /// The progress of a stop (SIGTERM, SIGINT), shared by the shards.
     stop_gate: Arc<crate::shutdown::StopGate>,
+    /// When the broker was last in contact with its quorum, written by shard 0.
+    quorum_contact: Arc<QuorumContact>,
     /// The core the shard's executor is pinned to.
     cpu: usize,
 }
@@ -285,6 +292,7 @@ async fn shard_main(
         ready,
         controller_id,
         stop_gate,
+        quorum_contact,
         cpu: _,
     } = shared;
     let (senders, mut receivers) = mesh
@@ -301,11 +309,18 @@ async fn shard_main(
         .expect("no shard panics holding the peer table")
         .clone();
     assert!(peer_index.iter().all(|&i| i < peer_index.len()));
-    let controller = (quorum.as_ref())
-        .map(|started| start_controller(&config, fd_budget, started, &controller_id));
+    let controller = (quorum.as_ref()).map(|started| {
+        start_controller(
+            &config,
+            fd_budget,
+            started,
+            (&controller_id, &quorum_contact),
+        )
+    });
     let cluster = ShardCluster {
         controller,
         controller_id,
+        quorum_contact,
     };
     let shard = Rc::new(Shard::new(
         id,
@@ -399,12 +414,13 @@ fn spawn_shard_tasks(shard: &Rc<Shard>) {
     }
 }
 
-/// The controller of the controller shard, and its task that keeps `controller_id` current.
+/// The controller of the controller shard, and its tasks that keep `controller_id` and the
+/// quorum contact current.
 fn start_controller(
     config: &ServeArgs,
     fd_budget: FdBudget,
     started: &start::StartedQuorum,
-    controller_id: &Arc<AtomicI32>,
+    (controller_id, quorum_contact): (&Arc<AtomicI32>, &Arc<QuorumContact>),
 ) -> Controller {
     let controller_config = ControllerConfig {
         data_dir: config.data_dir.clone(),
@@ -414,6 +430,8 @@ fn start_controller(
     };
     let watcher = start::watch_leader(started.quorum.clone(), controller_id.clone());
     glommio::spawn_local(watcher).detach();
+    let contact = start::watch_contact(started.quorum.clone(), quorum_contact.clone());
+    glommio::spawn_local(contact).detach();
     Controller::new(
         controller_config,
         started.quorum.clone(),
@@ -454,14 +472,16 @@ pub async fn start_test_shard(config: Arc<ServeArgs>) -> anyhow::Result<Rc<Shard
     let mesh = glommio::channels::channel_mesh::MeshBuilder::<Envelope, _>::full(1, 16);
     let (senders, _receivers) = (mesh.join().await).map_err(|_| anyhow::anyhow!("mesh"))?;
     let controller_id = Arc::new(AtomicI32::new(-1));
+    let quorum_contact = Arc::new(QuorumContact::new(true));
     let cluster = ShardCluster {
         controller: Some(start_controller(
             &config,
             fd_budget,
             &started,
-            &controller_id,
+            (&controller_id, &quorum_contact),
         )),
         controller_id,
+        quorum_contact,
     };
     let shard = Rc::new(Shard::new(
         0,

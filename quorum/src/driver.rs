@@ -344,7 +344,7 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
             if entry.data.is_empty() {
                 continue;
             }
-            self.state_machine.apply(index, &entry.data);
+            self.state_machine.apply(index, entry.term, &entry.data);
             if let Some(id) = own_proposal(&entry.context, self.node_id, self.incarnation) {
                 if let Some(done) = self.pending.remove(&id) {
                     let _ = done.send(Ok(index));

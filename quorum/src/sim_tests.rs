@@ -70,7 +70,7 @@ struct Machine {
 }
 
 impl StateMachine for Machine {
-    fn apply(&mut self, index: u64, data: &[u8]) {
+    fn apply(&mut self, index: u64, _term: u64, data: &[u8]) {
         assert!(index > self.last_index);
         let mut hash = self.hash ^ 0xcbf2_9ce4_8422_2325;
         for byte in index.to_le_bytes().iter().chain(data) {

@@ -8,8 +8,11 @@
 /// turns back into the same state: it is taken after `apply` of the entry it covers, and a node
 /// that restarts, or that lags behind a compaction, calls `restore` with those bytes before it
 /// applies later entries. Empty entries that a new leader appends are not passed to `apply`.
+/// `term` is the Raft term of the leader that appended the entry: a state machine may refuse a
+/// command decided by a leader of another term (a deposed leader's proposal forwarded to the new
+/// one is appended in the new term).
 pub trait StateMachine {
-    fn apply(&mut self, index: u64, data: &[u8]);
+    fn apply(&mut self, index: u64, term: u64, data: &[u8]);
     fn snapshot(&self) -> Vec<u8>;
     fn restore(&mut self, data: &[u8]);
 }

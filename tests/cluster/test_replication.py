@@ -145,11 +145,6 @@ def test_sigstop_of_the_leader_loses_no_acknowledged_record(cluster, producers, 
         _finish(cluster, topic, replicas, producer, "SIGSTOP of the leader")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "passes when the client's metadata comes from a broker that sees the new leader (the follower "
-    "truncates and follows it, KIP-279); fails when the client asks the cut-off leader, whose "
-    "snapshot stops at the cut: it keeps naming itself leader with the whole ISR, its acks=all "
-    "requests time out (nobody fetches from it) and the client retries there past 25 s"))
 def test_a_leader_cut_off_from_the_other_brokers_loses_nothing(cluster, producers, views):
     cluster.require_faults()
     topic, replicas, producer = _start(cluster, producers, "repl-cut")

@@ -71,8 +71,17 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
             .map(|(spec, _)| spec)
             .collect(),
     };
-    // A follower (replica id >= 0) reads up to the log end and waits for any new record.
-    let replica_id = request.replica_id.0.max(-1);
+    // A follower (replica id >= 0) reads up to the log end and waits for any new record. Any
+    // id but a live broker's other than this one is a consumer's fetch (the owner shard checks
+    // that it is a replica of each partition, `shard::dispatch`).
+    let replica_id = request.replica_id.0;
+    let replica_id = match replica_id >= 0
+        && replica_id != ctx.shard.config.node_id
+        && ctx.shard.metadata().is_live(replica_id)
+    {
+        true => replica_id,
+        false => -1,
+    };
     let mut reads = read_all(&ctx.shard, &served, replica_id).await;
     if !enough(&reads, min_bytes) && refusals.is_none() && Instant::now() < deadline {
         let wait_for = match replica_id {

@@ -6,6 +6,8 @@
 //! Clients such as KafkaJS send some requests to the controller. Authorised operations (v8+)
 //! are reported when asked for: every operation, as there is no authoriser.
 
+use std::sync::Arc;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -14,7 +16,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authorized_operations, RequestContext};
-use crate::cluster::metadata::{MetadataSnapshot, PartitionAssignment, TopicMeta};
+use crate::cluster::metadata::{MetadataSnapshot, PartitionAssignment, TopicMeta, NO_LEADER};
 use crate::shard::admin;
 use crate::topic_name::validate_topic_name;
 
@@ -24,7 +26,8 @@ pub const VERSION_MAX: i16 = 12;
 const CLUSTER_OPERATIONS_VERSION_MAX: i16 = 10;
 
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
-    let mut snapshot = ctx.shard.metadata();
+    let served = || served_snapshot(&ctx.shard);
+    let mut snapshot = served();
     // v0 asks for every topic with an empty list; later versions with null.
     let every_topic = request.topics.is_none()
         || (ctx.version == 0 && request.topics.as_ref().is_some_and(Vec::is_empty));
@@ -52,7 +55,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         let mut refusals = admin::AutoCreateRefusals::new();
         if allow_auto_create && !missing.is_empty() {
             refusals = admin::auto_create(&ctx.shard, missing).await;
-            snapshot = ctx.shard.metadata();
+            snapshot = served();
         }
         requested
             .iter()
@@ -78,6 +81,36 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         .with_cluster_id(Some(StrBytes::from_string(snapshot.cluster_id.clone())))
         .with_controller_id(BrokerId(ctx.shard.controller_id()))
         .with_topics(topics)
+}
+
+/// The snapshot Metadata answers from. A broker cut off from its metadata quorum (see
+/// `tasks/cut_off.rs`) has been or will be fenced and another broker elected: its answer names
+/// it neither leader (-1, LEADER_NOT_AVAILABLE) nor broker, so that librdkafka (which drops the
+/// brokers a Metadata answer leaves out, closing their connections) and kafka-python (which
+/// keeps the listed brokers) ask another broker where the leaders are.
+fn served_snapshot(shard: &crate::shard::Shard) -> Arc<MetadataSnapshot> {
+    let snapshot = shard.metadata();
+    if !shard.cut_off.get() {
+        return snapshot;
+    }
+    Arc::new(as_cut_off(&snapshot, shard.config.node_id))
+}
+
+/// `snapshot` as a cut-off broker `node_id` presents it: fenced, leading nothing.
+fn as_cut_off(snapshot: &MetadataSnapshot, node_id: i32) -> MetadataSnapshot {
+    let mut view = snapshot.clone();
+    if let Some(broker) = view.brokers.get_mut(&node_id) {
+        broker.fenced = true;
+    }
+    for meta in view.topics.values_mut() {
+        for index in 0..meta.partitions {
+            let assignment = meta.assignment_mut(index).expect("partitions < count");
+            if assignment.leader == node_id {
+                assignment.leader = NO_LEADER;
+            }
+        }
+    }
+    view
 }
 
 /// A found topic's authorised operations; a topic with an error reports none (Kafka leaves them

@@ -21,6 +21,8 @@ impl Partition {
         let batch_bytes = batches.len_bytes() as u64;
         // A second handle on the bytes (no copy), to walk the batches once they are stored.
         let bytes = batches.bytes().clone();
+        // Counted until the producer state has observed the batches, or the append failed.
+        let in_flight = ReplicatedInFlight::start(self);
         let info = self.log.append_replicated(batches).await?;
         {
             let mut producers = self.producers.borrow_mut();
@@ -32,12 +34,26 @@ impl Partition {
                 rest = &rest[header.total_bytes()..];
             }
         }
+        drop(in_flight);
         self.maybe_snapshot(batch_bytes);
         if self.flush.get().append_must_sync(self.unsynced_records()) {
             self.log.sync_to(info.last_offset + 1).await?;
         }
         self.follow_high_watermark(leader_high_watermark);
         Ok(self.log.log_end_offset())
+    }
+
+    /// Waits until every append of fetched batches already started has been observed by the
+    /// producer state (or has failed): a partition that became leader while one was being
+    /// written checks a produced batch only against a producer state that knows it.
+    pub(super) async fn replicated_appends_settled(&self) {
+        while self.replicated_in_flight.get() > 0 {
+            let settled = self.replicated_settled.listen();
+            if self.replicated_in_flight.get() == 0 {
+                return;
+            }
+            settled.await;
+        }
     }
 
     /// Cuts the log at `offset` (a divergent suffix, see `replication::truncation`) and
@@ -58,5 +74,111 @@ impl Partition {
     pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
         let high_watermark = leader_high_watermark.min(self.log.log_end_offset());
         self.log.advance_high_watermark(high_watermark);
+    }
+}
+
+/// One append of fetched batches not yet observed by the producer state: counted from its
+/// start until dropped (after the observation, or on an error or cancellation).
+struct ReplicatedInFlight<'a> {
+    partition: &'a Partition,
+}
+
+impl<'a> ReplicatedInFlight<'a> {
+    fn start(partition: &'a Partition) -> ReplicatedInFlight<'a> {
+        let count = &partition.replicated_in_flight;
+        count.set(count.get() + 1);
+        ReplicatedInFlight { partition }
+    }
+}
+
+impl Drop for ReplicatedInFlight<'_> {
+    fn drop(&mut self) {
+        let count = &self.partition.replicated_in_flight;
+        count.set(count.get() - 1);
+        if count.get() == 0 {
+            self.partition.replicated_settled.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use storage::ValidatedBatches;
+
+    use crate::cluster::metadata::PartitionAssignment;
+    use crate::cluster::topic_config::TopicConfig;
+    use crate::partition::{OpenOptions, Partition, Replication};
+
+    const NODE: i32 = 1;
+    const OTHER: i32 = 2;
+    const PRODUCER_ID: i64 = 42;
+
+    /// Two records of producer `PRODUCER_ID` at sequence 0, at offset 0, stamped with `epoch`.
+    fn idempotent_batch(epoch: i32) -> Bytes {
+        let mut body = Vec::new();
+        for i in 0..2 {
+            record_batch::encode_record(&mut body, i, 0, None, Some(b"value"), &[]);
+        }
+        let fields = record_batch::BatchFields {
+            producer_id: PRODUCER_ID,
+            producer_epoch: 0,
+            base_sequence: 0,
+            ..record_batch::BatchFields::plain(1_000)
+        };
+        let mut batch = record_batch::encode_batch(&fields, 2, &body).to_vec();
+        record_batch::set_partition_leader_epoch(&mut batch, epoch);
+        Bytes::from(batch)
+    }
+
+    fn assignment(leader: i32, leader_epoch: i32) -> PartitionAssignment {
+        PartitionAssignment {
+            replicas: vec![OTHER, NODE],
+            isr: vec![OTHER, NODE],
+            leader,
+            leader_epoch,
+        }
+    }
+
+    #[test]
+    fn a_new_leader_knows_the_idempotent_batches_it_was_still_writing_as_a_follower() {
+        let dir = std::env::temp_dir().join(format!("sluice-follow-{}", std::process::id()));
+        glommio::LocalExecutor::default().run(async {
+            let options = OpenOptions {
+                storage: storage::StorageContext::default(),
+                default_segment_bytes: 1 << 20,
+                snapshot_interval_bytes: 1 << 30,
+                power_loss_io: None,
+                node_id: NODE,
+                cut_off: Rc::new(Cell::new(false)),
+            };
+            let config = TopicConfig::parse(&BTreeMap::new());
+            let id = uuid::Uuid::from_u128(9);
+            let opened = Partition::open(dir.join("t-0"), id, true, &config, &options).await;
+            let partition = Rc::new(opened.unwrap());
+            partition.set_assignment(&assignment(OTHER, 3));
+            // The batch fetched from the old leader, still being written...
+            let fetched = ValidatedBatches::validate(idempotent_batch(3)).unwrap();
+            let follower = partition.clone();
+            let write = glommio::spawn_local(async move { follower.append_fetched(fetched, 0).await });
+            futures_lite::future::yield_now().await;
+            // ...when this broker becomes the leader and the producer retries the same batch.
+            partition.set_assignment(&assignment(NODE, 4));
+            let retried = ValidatedBatches::validate(idempotent_batch(-1)).unwrap();
+            let replication = Replication {
+                min_insync_replicas: 1,
+                timeout: Duration::from_secs(1),
+            };
+            let appended = partition.append(retried, 1, replication).await.unwrap();
+            assert_eq!(appended.base_offset, 0, "answered as the stored batch");
+            assert_eq!(partition.log.log_end_offset(), 2, "not appended twice");
+            assert_eq!(write.await.unwrap(), 2);
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

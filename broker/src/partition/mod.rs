@@ -98,8 +98,19 @@ pub struct Partition {
     pub replicas: RefCell<Replicas>,
     /// Wakes followers' long polls when the log end grows (a leader's append).
     log_end_grew: Rc<storage::Notify>,
-    /// Wakes acks=all producers when the assignment changes (leader, epoch, ISR).
+    /// Wakes acks=all producers when the assignment changes (leader, epoch, ISR) or this
+    /// broker is cut off.
     assignment_changed: Rc<storage::Notify>,
+    /// This broker is cut off from its metadata quorum (the shard's flag, see
+    /// `crate::quorum_contact`): it has been or will be fenced, so it acts as no partition's
+    /// leader whatever its snapshot says.
+    cut_off: Rc<Cell<bool>>,
+    /// Appends of fetched batches whose producer state is not yet observed (`follow.rs`); a
+    /// produced append waits for them, so that a broker that became leader meanwhile knows
+    /// every idempotent batch they hold before it checks a retry against its producer state.
+    replicated_in_flight: Cell<u32>,
+    /// Wakes produced appends waiting for `replicated_in_flight` to reach zero.
+    replicated_settled: Rc<storage::Notify>,
 }
 
 /// How to open a partition, from the broker's settings.
@@ -113,6 +124,8 @@ pub struct OpenOptions {
     pub power_loss_io: Option<storage::fault::FaultIo>,
     /// This broker's node id, for the partition's replica table.
     pub node_id: i32,
+    /// The shard's flag: this broker is cut off from its metadata quorum and leads nothing.
+    pub cut_off: Rc<Cell<bool>>,
 }
 
 impl OpenOptions {
@@ -199,7 +212,28 @@ impl Partition {
             replicas: RefCell::new(Replicas::new(options.node_id)),
             log_end_grew: Rc::new(storage::Notify::default()),
             assignment_changed: Rc::new(storage::Notify::default()),
+            cut_off: options.cut_off.clone(),
+            replicated_in_flight: Cell::new(0),
+            replicated_settled: Rc::new(storage::Notify::default()),
         })
+    }
+
+    /// Whether this broker acts as the partition's leader: its snapshot names it, and it is not
+    /// cut off from its metadata quorum.
+    pub fn acts_as_leader(&self) -> bool {
+        self.replicas.borrow().is_leader() && !self.cut_off.get()
+    }
+
+    /// Whether this broker is cut off from its metadata quorum (it serves no reads or appends).
+    pub fn is_cut_off(&self) -> bool {
+        self.cut_off.get()
+    }
+
+    /// The shard was cut off from its quorum, or is in contact again: producers waiting for
+    /// acks=all look again (and answer NOT_LEADER_OR_FOLLOWER), and so do followers' long polls.
+    pub fn cut_off_changed(&self) {
+        self.assignment_changed.notify_all();
+        self.log_end_grew.notify_all();
     }
 
     /// Takes the partition's assignment from a new snapshot: its leader epoch, its role and

@@ -51,6 +51,9 @@ impl Partition {
         if batches.batch_count() != 1 {
             return Err(ResponseError::InvalidRecord);
         }
+        // A broker that just became leader may still be writing batches it fetched as a
+        // follower: its producer state must know them before a retry is checked against it.
+        self.replicated_appends_settled().await;
         // Only acks=all waits for the ISR, so only it reads the clock for a deadline.
         let wait = Wait {
             leader_epoch: self.leader_epoch.get(),
@@ -112,7 +115,7 @@ impl Partition {
     /// the ISR is smaller than `min_insync_replicas` (nothing is appended then).
     fn check_leader(&self, acks: i16, min_insync_replicas: i32) -> Result<(), ResponseError> {
         let replicas = self.replicas.borrow();
-        if !replicas.is_leader() {
+        if !replicas.is_leader() || self.is_cut_off() {
             return Err(ResponseError::NotLeaderOrFollower);
         }
         if acks == ACKS_ALL && (replicas.isr().len() as i64) < i64::from(min_insync_replicas) {
@@ -140,20 +143,20 @@ impl Partition {
 
     /// A follower's fetch at this leader: records the follower's position (its fetch offset is
     /// its log end), lets the high watermark follow, and reads up to the log end, not the high
-    /// watermark. Returns the ISR change to propose if the follower should now join the ISR
-    /// (`follower_live`: its broker is unfenced).
+    /// watermark. Returns the ISR change to propose if the follower should now join the ISR.
+    /// The caller checked that `follower` is a live broker among the partition's replicas.
     pub async fn read_for_follower(
         &self,
         follower: i32,
         offset: i64,
         max_bytes: usize,
-        follower_live: bool,
     ) -> (PartitionRead, Option<IsrChange>) {
         let log_end_offset = self.log.log_end_offset();
         let in_range = offset >= self.log.log_start_offset() && offset <= log_end_offset;
         let recorded = {
             let mut replicas = self.replicas.borrow_mut();
             replicas.role() == Role::Leader
+                && !self.is_cut_off()
                 && (!in_range || replicas.record_fetch(follower, offset, log_end_offset, now_ms()))
         };
         if !recorded {
@@ -166,10 +169,7 @@ impl Partition {
         let high_watermark = self.log.high_watermark();
         let change = {
             let mut replicas = self.replicas.borrow_mut();
-            let grown = follower_live
-                .then(|| replicas.expansion(follower, high_watermark))
-                .flatten();
-            grown.map(|isr| replicas.start_change(isr))
+            (replicas.expansion(follower, high_watermark)).map(|isr| replicas.start_change(isr))
         };
         let log_start_offset = self.log.log_start_offset();
         let (error, records) = match self.log.read(offset, max_bytes).await {
@@ -313,7 +313,8 @@ impl Partition {
             let reassigned = self.assignment_changed.listen();
             {
                 let replicas = self.replicas.borrow();
-                if !replicas.is_leader() || replicas.leader_epoch() != leader_epoch {
+                let leads = replicas.is_leader() && !self.is_cut_off();
+                if !leads || replicas.leader_epoch() != leader_epoch {
                     return Err(ResponseError::NotLeaderOrFollower);
                 }
                 if self.log.high_watermark() > last_offset {
@@ -378,7 +379,7 @@ pub async fn wait_for_any(
             }
             WaitFor::LogEnd => {
                 let appended = partition.log_end_grew.listen();
-                if log.log_end_offset() > *offset || !partition.replicas.borrow().is_leader() {
+                if log.log_end_offset() > *offset || !partition.acts_as_leader() {
                     return;
                 }
                 wakeups.push(Box::pin(appended));

@@ -97,6 +97,11 @@ impl Replicas {
         self.leader_epoch
     }
 
+    /// Whether `id` is one of the partition's replicas other than this broker.
+    pub fn is_other_replica(&self, id: i32) -> bool {
+        id != self.node_id && self.replicas.contains(&id)
+    }
+
     /// The committed ISR.
     pub fn isr(&self) -> &[i32] {
         &self.isr

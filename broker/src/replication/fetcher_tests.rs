@@ -194,6 +194,7 @@ async fn open_partition(dir: &std::path::Path) -> Rc<Partition> {
         snapshot_interval_bytes: 1 << 30,
         power_loss_io: None,
         node_id: FOLLOWER,
+        cut_off: Rc::new(std::cell::Cell::new(false)),
     };
     let config = TopicConfig::parse(&BTreeMap::new());
     let id = uuid::Uuid::from_u128(TOPIC_ID);

@@ -224,13 +224,18 @@ async fn read(shard: &Rc<Shard>, specs: Vec<ReadSpec>, replica_id: i32) -> Vec<P
             reads.push(PartitionRead::refused(error));
             continue;
         }
-        if replica_id < 0 {
+        if partition.is_cut_off() {
+            // Cut off from the metadata quorum, this broker has been or will be fenced and
+            // serves nothing it led: the client asks another broker where the leader is.
+            reads.push(PartitionRead::refused(ResponseError::NotLeaderOrFollower));
+            continue;
+        }
+        if !is_replica_fetch(shard, &partition, replica_id) {
             reads.push(partition.read(spec.offset, spec.max_bytes).await);
             continue;
         }
-        let live = shard.metadata().is_live(replica_id);
         let (read, change) = partition
-            .read_for_follower(replica_id, spec.offset, spec.max_bytes, live)
+            .read_for_follower(replica_id, spec.offset, spec.max_bytes)
             .await;
         if let Some(change) = change {
             admin::propose_isr_change(shard, spec.topic, spec.partition, partition, change);
@@ -238,6 +243,17 @@ async fn read(shard: &Rc<Shard>, specs: Vec<ReadSpec>, replica_id: i32) -> Vec<P
         reads.push(read);
     }
     reads
+}
+
+/// Whether a fetch with `replica_id` is served as a follower's: only for a registered, unfenced
+/// broker listed in the partition's replicas other than this one. Any other id is read as a
+/// consumer's fetch (up to the high watermark, moving nothing), so a client cannot move the high
+/// watermark or the ISR by naming a broker that is not a live follower. Kafka without an
+/// authoriser checks no more; authorising the fetch itself (CLUSTER_ACTION) comes with security.
+fn is_replica_fetch(shard: &Shard, partition: &partition::Partition, replica_id: i32) -> bool {
+    replica_id >= 0
+        && partition.replicas.borrow().is_other_replica(replica_id)
+        && shard.metadata().is_live(replica_id)
 }
 
 async fn delete_records(

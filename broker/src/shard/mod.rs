@@ -42,6 +42,11 @@ pub struct Shard {
     /// The node id of the metadata quorum's leader (-1 while none is known), shared by every
     /// shard and written by shard 0.
     controller_id: Arc<std::sync::atomic::AtomicI32>,
+    /// When this broker was last in contact with its metadata quorum, shared by every shard.
+    pub quorum_contact: Arc<crate::quorum_contact::QuorumContact>,
+    /// This broker is cut off from its quorum (`tasks/cut_off.rs` keeps it current): it leads
+    /// nothing. Every partition the shard opens shares it.
+    pub cut_off: Rc<std::cell::Cell<bool>>,
     /// How the process's descriptors are divided; the controller refuses partitions beyond it.
     pub fd_budget: crate::fd_budget::FdBudget,
     /// Counts the Fetch requests this shard answered: the partition a response fills first
@@ -63,6 +68,8 @@ pub struct ShardCluster {
     pub controller: Option<Controller>,
     /// The quorum leader's node id, shared by every shard of the broker.
     pub controller_id: Arc<std::sync::atomic::AtomicI32>,
+    /// When the broker was last in contact with its metadata quorum, written by shard 0.
+    pub quorum_contact: Arc<crate::quorum_contact::QuorumContact>,
 }
 
 impl Shard {
@@ -97,7 +104,9 @@ impl Shard {
             ..storage::StorageBudgets::default()
         });
         let power_loss_io = crate::power_loss::segment_io();
+        let cut_off = Rc::new(std::cell::Cell::new(false));
         let open_options = OpenOptions {
+            cut_off: cut_off.clone(),
             storage,
             default_segment_bytes: config.default_segment_bytes(),
             snapshot_interval_bytes: config.producer_snapshot_interval_bytes,
@@ -115,6 +124,8 @@ impl Shard {
             mesh,
             controller: cluster.controller,
             controller_id: cluster.controller_id,
+            quorum_contact: cluster.quorum_contact,
+            cut_off,
             fd_budget,
             fetches_answered: std::cell::Cell::new(0),
             power_loss_io,

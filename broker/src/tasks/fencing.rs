@@ -93,7 +93,7 @@ async fn lead(shard: &Shard, term: u64, previous_leader_id: Option<i32>) {
             if !leading() {
                 return;
             }
-            match controller.change_liveness(change).await {
+            match controller.change_liveness(change, term).await {
                 Ok(()) => log_change(change),
                 Err((_, reason)) => log::warn!("{change:?} was not applied: {reason}"),
             }

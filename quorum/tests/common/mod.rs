@@ -92,7 +92,7 @@ pub struct RecordingMachine {
 }
 
 impl StateMachine for RecordingMachine {
-    fn apply(&mut self, index: u64, data: &[u8]) {
+    fn apply(&mut self, index: u64, _term: u64, data: &[u8]) {
         let mut recorded = self.recorded.lock().unwrap();
         recorded.digest.apply(index, data);
         recorded.applied.push((index, data.to_vec()));

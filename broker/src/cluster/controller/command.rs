@@ -93,6 +93,16 @@ pub enum MetadataCommand {
         id: i32,
         incarnation: u64,
     },
+    /// [`MetadataCommand::FenceBroker`] as decided by the active controller of Raft term
+    /// `term`: applied only from a log entry of that term. A controller paused and resumed may
+    /// decide from its stale clocks after a new controller was elected; its proposal, forwarded
+    /// to the new leader, is appended in a later term and refused, so it never fences a healthy
+    /// broker. (`FenceBroker` stays for the entries of older logs.)
+    FenceBrokerInTerm {
+        id: i32,
+        incarnation: u64,
+        term: u64,
+    },
 }
 
 impl MetadataCommand {
@@ -112,9 +122,20 @@ impl MetadataCommand {
     }
 }
 
-/// Applies `command`, the entry at log `index`, to `snapshot`: the only way the replicated
-/// metadata changes. The snapshot's version becomes `index`.
+/// [`apply_entry`] for a test, in term 1.
+#[cfg(test)]
 pub fn apply(snapshot: &mut MetadataSnapshot, index: u64, command: MetadataCommand) -> ItemResults {
+    apply_entry(snapshot, index, 1, command)
+}
+
+/// Applies `command`, the entry at log `index` appended in Raft term `term`, to `snapshot`: the
+/// only way the replicated metadata changes. The snapshot's version becomes `index`.
+pub fn apply_entry(
+    snapshot: &mut MetadataSnapshot,
+    index: u64,
+    term: u64,
+    command: MetadataCommand,
+) -> ItemResults {
     assert!(index > snapshot.version, "entry {index} applied twice");
     let results = match command {
         MetadataCommand::Bootstrap(initial) => bootstrap(snapshot, initial),
@@ -168,6 +189,25 @@ pub fn apply(snapshot: &mut MetadataSnapshot, index: u64, command: MetadataComma
         } => elect_leaders(snapshot, election, partitions),
         MetadataCommand::ControlledShutdown { id, incarnation } => {
             membership_result(membership::shut_down(snapshot, id, incarnation))
+        }
+        MetadataCommand::FenceBrokerInTerm {
+            id,
+            incarnation,
+            term: decided_in,
+        } if decided_in == term => membership_result(membership::fence(snapshot, id, incarnation)),
+        MetadataCommand::FenceBrokerInTerm {
+            id,
+            term: decided_in,
+            ..
+        } => {
+            let refusal = (
+                ResponseError::NotController,
+                format!(
+                    "fencing broker {id} was decided by the controller of term {decided_in}, \
+                     not by this entry's leader (term {term})"
+                ),
+            );
+            vec![(String::new(), Err(refusal))]
         }
     };
     snapshot.version = index;

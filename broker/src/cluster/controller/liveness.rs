@@ -51,12 +51,15 @@ impl Controller {
         }
     }
 
-    /// Proposes a fence or an unfence.
-    pub async fn change_liveness(&self, change: LivenessChange) -> Result<(), Refusal> {
+    /// Proposes a fence or an unfence, decided while this node led the quorum in `term`: a
+    /// fence commits only from an entry of that term (`MetadataCommand::FenceBrokerInTerm`).
+    pub async fn change_liveness(&self, change: LivenessChange, term: u64) -> Result<(), Refusal> {
         let command = match change {
-            LivenessChange::Fence { id, incarnation } => {
-                MetadataCommand::FenceBroker { id, incarnation }
-            }
+            LivenessChange::Fence { id, incarnation } => MetadataCommand::FenceBrokerInTerm {
+                id,
+                incarnation,
+                term,
+            },
             LivenessChange::Unfence { id, incarnation } => {
                 MetadataCommand::UnfenceBroker { id, incarnation }
             }

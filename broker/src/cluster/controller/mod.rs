@@ -189,7 +189,8 @@ impl Controller {
     ) -> Vec<Result<Applied, Refusal>> {
         let mut copy = (*self.state.snapshot()).clone();
         let trial_index = copy.version + 1;
-        let trial = command::apply(&mut copy, trial_index, command.clone());
+        let term = self.quorum.leader_state().term;
+        let trial = command::apply_entry(&mut copy, trial_index, term, command.clone());
         if validate_only || !trial.iter().any(|(_, result)| result.is_ok()) {
             return trial.into_iter().map(|(_, result)| result).collect();
         }

@@ -67,7 +67,7 @@ impl MetadataState {
         self.results.borrow_mut().remove(&index)
     }
 
-    fn apply(&self, index: u64, entry: &[u8]) {
+    fn apply(&self, index: u64, term: u64, entry: &[u8]) {
         let decoded = (entry.split_first_chunk::<PROPOSER_BYTES>())
             .ok_or_else(|| "shorter than its proposer id".to_string())
             .and_then(|(proposer, command)| {
@@ -81,7 +81,7 @@ impl MetadataState {
         let next = Arc::make_mut(&mut snapshot);
         match decoded {
             Ok((proposer, command)) => {
-                let results = command::apply(next, index, command);
+                let results = command::apply_entry(next, index, term, command);
                 if proposer == self.proposer {
                     let mut kept = self.results.borrow_mut();
                     kept.insert(index, results);
@@ -106,8 +106,8 @@ pub struct MetadataMachine {
 }
 
 impl quorum::StateMachine for MetadataMachine {
-    fn apply(&mut self, index: u64, data: &[u8]) {
-        self.state.apply(index, data);
+    fn apply(&mut self, index: u64, term: u64, data: &[u8]) {
+        self.state.apply(index, term, data);
     }
 
     fn snapshot(&self) -> Vec<u8> {

@@ -373,3 +373,19 @@ pub async fn watch_leader(
         seen = now;
     }
 }
+
+/// How often shard 0 records the quorum node's contact (`QuorumContact`): a broker learns it is
+/// cut off at most this long after its session timeout.
+pub const CONTACT_RECORD_MS: u64 = 100;
+
+/// Records the quorum node's contact with a working quorum every [`CONTACT_RECORD_MS`], for
+/// every shard to read (`crate::quorum_contact`). Ends when the quorum stops.
+pub async fn watch_contact(
+    quorum: Rc<quorum::Quorum>,
+    contact: Arc<crate::quorum_contact::QuorumContact>,
+) {
+    while !quorum.is_stopped() {
+        contact.record(quorum.contact(std::time::Instant::now()));
+        glommio::timer::sleep(std::time::Duration::from_millis(CONTACT_RECORD_MS)).await;
+    }
+}

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
-use super::command::{apply, decode_snapshot, empty_snapshot, encode_snapshot, MetadataCommand};
+use super::command::{
+    apply, apply_entry, decode_snapshot, empty_snapshot, encode_snapshot, MetadataCommand,
+};
 use super::start::{start, QuorumSettings, StartedQuorum};
 use super::*;
 use crate::cluster::election::ElectionType;
@@ -337,6 +339,16 @@ fn commands() -> Vec<MetadataCommand> {
             id: 2,
             incarnation: 5,
         },
+        MetadataCommand::FenceBrokerInTerm {
+            id: 2,
+            incarnation: 5,
+            term: 1,
+        },
+        MetadataCommand::FenceBrokerInTerm {
+            id: 2,
+            incarnation: 5,
+            term: 7,
+        },
         MetadataCommand::CreateTopics {
             topics: vec![
                 new_topic("a", 2, 1),
@@ -480,6 +492,41 @@ fn fence_and_unfence_apply_only_to_the_registered_incarnation() {
     });
     assert_eq!(unfenced, Ok(()));
     assert!(!after.brokers[&2].fenced);
+}
+
+#[test]
+fn a_fence_is_applied_only_from_an_entry_of_the_term_that_decided_it() {
+    let mut snapshot = empty_snapshot();
+    snapshot.cluster_id = "c".into();
+    let registration = crate::cluster::metadata::BrokerRegistration {
+        id: 2,
+        incarnation: 5,
+        host: "b2".into(),
+        port: 9092,
+        rack: None,
+        fenced: false,
+    };
+    apply_entry(
+        &mut snapshot,
+        1,
+        3,
+        MetadataCommand::RegisterBroker(registration),
+    );
+    let fence = |term| MetadataCommand::FenceBrokerInTerm {
+        id: 2,
+        incarnation: 5,
+        term,
+    };
+    // Decided by the controller of term 3, committed through the leader of term 4 (a paused
+    // controller's proposal forwarded to its successor): refused, the broker stays live.
+    let (_, result) = apply_entry(&mut snapshot, 2, 4, fence(3)).pop().unwrap();
+    assert_eq!(result.unwrap_err().0, ResponseError::NotController);
+    assert!(!snapshot.brokers[&2].fenced);
+    assert_eq!(snapshot.version, 2);
+    // Decided and appended in the same term: applied.
+    let (_, result) = apply_entry(&mut snapshot, 3, 4, fence(4)).pop().unwrap();
+    assert!(result.is_ok());
+    assert!(snapshot.brokers[&2].fenced);
 }
 
 #[test]
@@ -669,13 +716,14 @@ fn an_invalid_bootstrap_is_refused_and_its_entry_skipped_alike_everywhere() {
         quorum::StateMachine::apply(
             &mut machine,
             1,
+            1,
             &entry(&MetadataCommand::Bootstrap(with_topic(0, vec![]))),
         );
-        quorum::StateMachine::apply(&mut machine, 2, b"not a command");
+        quorum::StateMachine::apply(&mut machine, 2, 1, b"not a command");
         assert_eq!(state.snapshot().version, 2);
         assert!(state.snapshot().cluster_id.is_empty());
         let valid = with_topic(1, vec![vec![0]]);
-        quorum::StateMachine::apply(&mut machine, 3, &entry(&MetadataCommand::Bootstrap(valid)));
+        quorum::StateMachine::apply(&mut machine, 3, 1, &entry(&MetadataCommand::Bootstrap(valid)));
         assert_eq!(state.snapshot().topics["t"].partitions, 1);
     }
 }
