@@ -49,7 +49,8 @@ impl QuorumContact {
         if self.alone {
             return false;
         }
-        let last = self.origin + Duration::from_millis(self.last_contact_ms.load(Ordering::Relaxed));
+        let last =
+            self.origin + Duration::from_millis(self.last_contact_ms.load(Ordering::Relaxed));
         now.saturating_duration_since(last) > session_timeout
     }
 }

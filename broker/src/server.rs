@@ -309,14 +309,8 @@ async fn shard_main(
         .expect("no shard panics holding the peer table")
         .clone();
     assert!(peer_index.iter().all(|&i| i < peer_index.len()));
-    let controller = (quorum.as_ref()).map(|started| {
-        start_controller(
-            &config,
-            fd_budget,
-            started,
-            (&controller_id, &quorum_contact),
-        )
-    });
+    let watched = (&controller_id, &quorum_contact);
+    let controller = (quorum.as_ref()).map(|q| start_controller(&config, fd_budget, q, watched));
     let cluster = ShardCluster {
         controller,
         controller_id,

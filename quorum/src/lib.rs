@@ -308,10 +308,7 @@ impl Quorum {
 
 /// A leader's contact with its majority: the latest moment by which enough peers had been heard
 /// from to make, with the leader itself, a majority of the voters (`now` for a single voter).
-fn majority_contact(
-    peers: &[PeerStatus],
-    now: std::time::Instant,
-) -> Option<std::time::Instant> {
+fn majority_contact(peers: &[PeerStatus], now: std::time::Instant) -> Option<std::time::Instant> {
     let voters = peers.len() + 1;
     let peers_needed = voters / 2;
     if peers_needed == 0 {
@@ -363,10 +360,20 @@ mod contact_tests {
         let three = [peer(2, ago(5_000)), peer(3, ago(100))];
         assert_eq!(majority_contact(&three, now), ago(100));
         // Five voters: two peers, so the second most recent.
-        let five = [peer(2, ago(300)), peer(3, None), peer(4, ago(10)), peer(5, ago(7_000))];
+        let five = [
+            peer(2, ago(300)),
+            peer(3, None),
+            peer(4, ago(10)),
+            peer(5, ago(7_000)),
+        ];
         assert_eq!(majority_contact(&five, now), ago(300));
         // A majority never heard from: no contact.
-        let silent = [peer(2, None), peer(3, None), peer(4, ago(10)), peer(5, None)];
+        let silent = [
+            peer(2, None),
+            peer(3, None),
+            peer(4, ago(10)),
+            peer(5, None),
+        ];
         assert_eq!(majority_contact(&silent, now), None);
     }
 }

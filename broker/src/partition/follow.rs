@@ -165,7 +165,8 @@ mod tests {
             // The batch fetched from the old leader, still being written...
             let fetched = ValidatedBatches::validate(idempotent_batch(3)).unwrap();
             let follower = partition.clone();
-            let write = glommio::spawn_local(async move { follower.append_fetched(fetched, 0).await });
+            let write =
+                glommio::spawn_local(async move { follower.append_fetched(fetched, 0).await });
             futures_lite::future::yield_now().await;
             // ...when this broker becomes the leader and the producer retries the same batch.
             partition.set_assignment(&assignment(NODE, 4));

@@ -43,7 +43,10 @@ async fn set_cut_off(shard: &Rc<Shard>, cut_off: bool) {
             shard.id
         );
     } else {
-        log::info!("shard {}: in contact with the metadata quorum again", shard.id);
+        log::info!(
+            "shard {}: in contact with the metadata quorum again",
+            shard.id
+        );
     }
     for (topic, index) in shard.owned_partitions() {
         if let Some(partition) = shard.partition(&topic, index) {

@@ -194,24 +194,31 @@ pub fn apply_entry(
             id,
             incarnation,
             term: decided_in,
-        } if decided_in == term => membership_result(membership::fence(snapshot, id, incarnation)),
-        MetadataCommand::FenceBrokerInTerm {
-            id,
-            term: decided_in,
-            ..
-        } => {
-            let refusal = (
-                ResponseError::NotController,
-                format!(
-                    "fencing broker {id} was decided by the controller of term {decided_in}, \
-                     not by this entry's leader (term {term})"
-                ),
-            );
-            vec![(String::new(), Err(refusal))]
-        }
+        } => fence_in_term(snapshot, (id, incarnation), decided_in, term),
     };
     snapshot.version = index;
     results
+}
+
+/// Fences broker (`id`, `incarnation`) as the controller of term `decided_in` decided, from a log
+/// entry of term `entry_term`: refused unless they are the same term.
+fn fence_in_term(
+    snapshot: &mut MetadataSnapshot,
+    (id, incarnation): (i32, u64),
+    decided_in: u64,
+    entry_term: u64,
+) -> ItemResults {
+    if decided_in == entry_term {
+        return membership_result(membership::fence(snapshot, id, incarnation));
+    }
+    let refusal = (
+        ResponseError::NotController,
+        format!(
+            "fencing broker {id} was decided by the controller of term {decided_in}, not by \
+             this entry's leader (term {entry_term})"
+        ),
+    );
+    vec![(String::new(), Err(refusal))]
 }
 
 fn membership_result(result: Result<(), MembershipError>) -> ItemResults {

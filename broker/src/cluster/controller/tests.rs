@@ -505,6 +505,7 @@ fn a_fence_is_applied_only_from_an_entry_of_the_term_that_decided_it() {
         port: 9092,
         rack: None,
         fenced: false,
+        shutting_down: false,
     };
     apply_entry(
         &mut snapshot,
@@ -723,7 +724,12 @@ fn an_invalid_bootstrap_is_refused_and_its_entry_skipped_alike_everywhere() {
         assert_eq!(state.snapshot().version, 2);
         assert!(state.snapshot().cluster_id.is_empty());
         let valid = with_topic(1, vec![vec![0]]);
-        quorum::StateMachine::apply(&mut machine, 3, 1, &entry(&MetadataCommand::Bootstrap(valid)));
+        quorum::StateMachine::apply(
+            &mut machine,
+            3,
+            1,
+            &entry(&MetadataCommand::Bootstrap(valid)),
+        );
         assert_eq!(state.snapshot().topics["t"].partitions, 1);
     }
 }
