@@ -161,7 +161,17 @@ fn spawn_shard(
                 Start::Follower(snapshot) => (snapshot, None),
                 Start::Controller(metadata, go_ahead) => {
                     let settings = quorum_settings(&shared.config, shared.fd_budget);
-                    let started = start::start(&settings).await?;
+                    // The stop task runs only once the shards are up: until then a signal
+                    // ends start-up here, however long the quorum takes.
+                    let starting = async { Some(start::start(&settings).await) };
+                    let signalled = async {
+                        crate::shutdown::signal_arrived().await;
+                        None
+                    };
+                    let Some(started) = futures_lite::future::or(starting, signalled).await else {
+                        crate::shutdown::exit_during_start_up()
+                    };
+                    let started = started?;
                     let snapshot = started.snapshot();
                     // Start-up is waiting for it; if it is gone, so is the process.
                     let _ = metadata.send(snapshot.clone());

@@ -59,6 +59,28 @@ pub fn watch_signals() {
     }
 }
 
+/// Whether SIGTERM or SIGINT has arrived.
+pub fn signalled() -> bool {
+    SIGNALLED.load(Ordering::SeqCst)
+}
+
+/// Returns once SIGTERM or SIGINT has arrived (polled every [`STOP_POLL`]).
+pub async fn signal_arrived() {
+    while !signalled() {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+}
+
+/// Ends the process on a signal that came while the metadata quorum was starting (before the
+/// stop task runs: start-up waits for the quorum to take the broker's registration, forever
+/// while the quorum has no majority). Nothing is open but the quorum, whose writes survive a
+/// stop at any point as they survive kill -9, and nothing is led or served yet: there is nothing
+/// to move or sync.
+pub fn exit_during_start_up() -> ! {
+    log::info!("stopping on a signal during start-up, before the broker registered");
+    std::process::exit(0)
+}
+
 /// The stop's progress, shared by every shard of the process (polled, like the start gate, so
 /// no waker crosses a thread).
 pub struct StopGate {
@@ -111,9 +133,7 @@ pub fn next_step(snapshot: &MetadataSnapshot, id: i32) -> ShutdownStep {
 pub fn spawn(shard: Rc<Shard>, gate: std::sync::Arc<StopGate>) {
     glommio::spawn_local(async move {
         if shard.id == CONTROLLER_SHARD {
-            while !SIGNALLED.load(Ordering::SeqCst) {
-                glommio::timer::sleep(STOP_POLL).await;
-            }
+            signal_arrived().await;
             stop(&shard, &gate).await;
         } else {
             while gate.phase.load(Ordering::Acquire) == 0 {
