@@ -44,6 +44,9 @@ pub enum DiskError {
     Io(#[from] io::Error),
     #[error("the Raft directory {dir} is inconsistent: {reason}")]
     Inconsistent { dir: PathBuf, reason: String },
+    /// The state machine refused the snapshot (see `StateMachine::restore`).
+    #[error("the state machine cannot restore the snapshot at index {index}: {reason}")]
+    Unrestorable { index: u64, reason: String },
 }
 
 fn snapshot_name(index: u64) -> String {

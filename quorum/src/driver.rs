@@ -109,7 +109,12 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
         let disk = Disk::open(&config.dir, &config.voter_ids()).await?;
         let snapshot_index = disk.core().snapshot_index();
         if snapshot_index > 0 {
-            state_machine.restore(&disk.core().snapshot.data);
+            (state_machine.restore(&disk.core().snapshot.data)).map_err(|reason| {
+                DiskError::Unrestorable {
+                    index: snapshot_index,
+                    reason,
+                }
+            })?;
         }
         raft_config.id = config.node_id;
         raft_config.applied = snapshot_index;
@@ -288,7 +293,9 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
             .as_ref()
             .map_or(0, |metadata| metadata.index);
         self.disk.install_snapshot(snapshot.clone()).await?;
-        self.state_machine.restore(&snapshot.data);
+        // A snapshot this node cannot read stops it (`run` logs why), as a disk error does.
+        (self.state_machine.restore(&snapshot.data))
+            .map_err(|reason| DiskError::Unrestorable { index, reason })?;
         self.shared.applied_index.set(index);
         log::info!(
             "quorum node {} installed a snapshot at index {index}",

@@ -102,7 +102,7 @@ impl StateMachine for Machine {
             .collect()
     }
 
-    fn restore(&mut self, data: &[u8]) {
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         let field = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
         self.last_index = field(0);
         self.hash = field(8);
@@ -114,6 +114,7 @@ impl StateMachine for Machine {
                 self.node, self.last_index
             );
         }
+        Ok(())
     }
 }
 

@@ -11,8 +11,12 @@
 /// `term` is the Raft term of the leader that appended the entry: a state machine may refuse a
 /// command decided by a leader of another term (a deposed leader's proposal forwarded to the new
 /// one is appended in the new term).
+///
+/// `restore` answers an error for bytes it cannot turn back into a state (written by another
+/// version of the program) and then leaves its state as it was. The node stops, with the error
+/// logged (at start: it does not start), since running on without that state would be wrong.
 pub trait StateMachine {
     fn apply(&mut self, index: u64, term: u64, data: &[u8]);
     fn snapshot(&self) -> Vec<u8>;
-    fn restore(&mut self, data: &[u8]);
+    fn restore(&mut self, data: &[u8]) -> Result<(), String>;
 }

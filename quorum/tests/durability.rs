@@ -214,3 +214,22 @@ fn an_inconsistent_directory_is_refused_with_a_reason() {
         .expect("a log without a hard state is refused");
     assert!(error.contains("hardstate"), "{error}");
 }
+
+#[test]
+fn a_snapshot_the_state_machine_refuses_stops_the_start_with_a_reason() {
+    let dir = TestDir::new("unrestorable");
+    let addresses = free_addresses(1);
+    let mut alone = config(1, &addresses, &dir.path, TICK_FAST);
+    alone.snapshot_every = 8;
+    let node = Node::start(alone.clone()).unwrap();
+    propose_many(&node, "entry", 20, 4);
+    let config = node.shutdown();
+
+    let error = Node::start_refusing_restore(config.clone())
+        .err()
+        .expect("a snapshot the state machine cannot read is refused");
+    assert!(error.contains("cannot restore the snapshot"), "{error}");
+    // Nothing was changed on disk: a program that reads it starts from it.
+    let node = Node::start(config).unwrap();
+    assert_eq!(node.recorded.lock().unwrap().restored.len(), 1);
+}

@@ -89,6 +89,8 @@ impl Digest {
 
 pub struct RecordingMachine {
     pub recorded: Arc<Mutex<Recorded>>,
+    /// Refuses every snapshot, as a program that cannot read another version's would.
+    pub refuse_restore: bool,
 }
 
 impl StateMachine for RecordingMachine {
@@ -106,7 +108,10 @@ impl StateMachine for RecordingMachine {
             .collect()
     }
 
-    fn restore(&mut self, data: &[u8]) {
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+        if self.refuse_restore {
+            return Err(format!("{} bytes refused", data.len()));
+        }
         assert_eq!(data.len(), 24, "snapshot bytes");
         let field = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap());
         let mut recorded = self.recorded.lock().unwrap();
@@ -116,6 +121,7 @@ impl StateMachine for RecordingMachine {
             last_index: field(16),
         };
         recorded.restored.push(field(16));
+        Ok(())
     }
 }
 
@@ -165,6 +171,15 @@ pub fn config(id: u64, addresses: &[SocketAddr], base: &Path, tick: Duration) ->
 impl Node {
     /// Starts a node; `Err` carries `Quorum::start`'s error.
     pub fn start(config: Config) -> Result<Node, String> {
+        Node::start_with(config, false)
+    }
+
+    /// Starts a node whose state machine refuses every snapshot (`refuse_restore`).
+    pub fn start_refusing_restore(config: Config) -> Result<Node, String> {
+        Node::start_with(config, true)
+    }
+
+    fn start_with(config: Config, refuse_restore: bool) -> Result<Node, String> {
         let _ = env_logger::builder()
             .is_test(true)
             .format_timestamp_millis()
@@ -175,6 +190,7 @@ impl Node {
         let (started, start_result) = mpsc::channel();
         let machine = RecordingMachine {
             recorded: recorded.clone(),
+            refuse_restore,
         };
         let (thread_config, thread_leaders) = (config.clone(), leaders.clone());
         let thread = glommio::LocalExecutorBuilder::default()

@@ -114,15 +114,17 @@ impl quorum::StateMachine for MetadataMachine {
         command::encode_snapshot(&self.state.snapshot())
     }
 
-    fn restore(&mut self, data: &[u8]) {
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         // The quorum checked the snapshot's CRC: bytes that do not decode were written by
-        // another version, and serving any metadata from them would be wrong.
+        // another version, and serving any metadata from them would be wrong. The quorum stops
+        // on this error and logs it (at start-up, the broker does not start).
         let snapshot = command::decode_snapshot(data)
-            .unwrap_or_else(|e| panic!("the metadata quorum's snapshot does not decode: {e}"));
+            .map_err(|e| format!("the metadata snapshot does not decode: {e}"))?;
         self.state.publication.latest.borrow_mut().take();
         *self.state.snapshot.borrow_mut() = Arc::new(snapshot);
         let restored = self.state.snapshot();
         self.state.publication.offer(restored);
+        Ok(())
     }
 }
 
