@@ -344,4 +344,6 @@ fn done(applied: Applied) -> Result<(), Box<Applied>> {
 }
 
 #[cfg(test)]
+mod format_tests;
+#[cfg(test)]
 mod tests;
