@@ -20,6 +20,8 @@ mod request_budget;
 mod server;
 mod shard;
 mod shutdown;
+#[cfg(test)]
+mod sim;
 mod tasks;
 mod topic_name;
 

@@ -161,7 +161,7 @@ mod tests {
             let id = uuid::Uuid::from_u128(9);
             let opened = Partition::open(dir.join("t-0"), id, true, &config, &options).await;
             let partition = Rc::new(opened.unwrap());
-            partition.set_assignment(&assignment(OTHER, 3));
+            partition.set_assignment(&assignment(OTHER, 3), 0);
             // The batch fetched from the old leader, still being written...
             let fetched = ValidatedBatches::validate(idempotent_batch(3)).unwrap();
             let follower = partition.clone();
@@ -169,7 +169,7 @@ mod tests {
                 glommio::spawn_local(async move { follower.append_fetched(fetched, 0).await });
             futures_lite::future::yield_now().await;
             // ...when this broker becomes the leader and the producer retries the same batch.
-            partition.set_assignment(&assignment(NODE, 4));
+            partition.set_assignment(&assignment(NODE, 4), 0);
             let retried = ValidatedBatches::validate(idempotent_batch(-1)).unwrap();
             let replication = Replication {
                 min_insync_replicas: 1,

@@ -238,15 +238,11 @@ impl Partition {
 
     /// Takes the partition's assignment from a new snapshot: its leader epoch, its role and
     /// ISR. A smaller ISR may let the high watermark move up, and waiting acks=all producers
-    /// look again.
-    pub fn set_assignment(&self, assignment: &PartitionAssignment) {
+    /// look again. `now_ms` is the time (the clock's, or a simulation's).
+    pub fn set_assignment(&self, assignment: &PartitionAssignment, now_ms: i64) {
         self.leader_epoch.set(assignment.leader_epoch);
         let log_end_offset = self.log.log_end_offset();
-        (self.replicas.borrow_mut()).set_assignment(
-            assignment,
-            log_end_offset,
-            crate::clock::now_ms(),
-        );
+        (self.replicas.borrow_mut()).set_assignment(assignment, log_end_offset, now_ms);
         self.advance_high_watermark();
         self.assignment_changed.notify_all();
     }

@@ -145,11 +145,13 @@ impl Partition {
     /// its log end), lets the high watermark follow, and reads up to the log end, not the high
     /// watermark. Returns the ISR change to propose if the follower should now join the ISR.
     /// The caller checked that `follower` is a live broker among the partition's replicas.
+    /// `now_ms` is the time of the fetch.
     pub async fn read_for_follower(
         &self,
         follower: i32,
         offset: i64,
         max_bytes: usize,
+        now_ms: i64,
     ) -> (PartitionRead, Option<IsrChange>) {
         let log_end_offset = self.log.log_end_offset();
         let in_range = offset >= self.log.log_start_offset() && offset <= log_end_offset;
@@ -157,7 +159,7 @@ impl Partition {
             let mut replicas = self.replicas.borrow_mut();
             replicas.role() == Role::Leader
                 && !self.is_cut_off()
-                && (!in_range || replicas.record_fetch(follower, offset, log_end_offset, now_ms()))
+                && (!in_range || replicas.record_fetch(follower, offset, log_end_offset, now_ms))
         };
         if !recorded {
             return (
@@ -311,18 +313,10 @@ impl Partition {
             // Listen before checking, so a change between the check and the wait is not missed.
             let committed = self.log.wait_for_append();
             let reassigned = self.assignment_changed.listen();
+            if let Some(outcome) =
+                self.replication_outcome(last_offset, leader_epoch, min_insync_replicas)
             {
-                let replicas = self.replicas.borrow();
-                let leads = replicas.is_leader() && !self.is_cut_off();
-                if !leads || replicas.leader_epoch() != leader_epoch {
-                    return Err(ResponseError::NotLeaderOrFollower);
-                }
-                if self.log.high_watermark() > last_offset {
-                    if (replicas.isr().len() as i64) < i64::from(min_insync_replicas) {
-                        return Err(ResponseError::NotEnoughReplicasAfterAppend);
-                    }
-                    return Ok(());
-                }
+                return outcome;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -335,6 +329,31 @@ impl Partition {
             ])
             .await;
         }
+    }
+}
+
+impl Partition {
+    /// How an acks=all append of records up to `last_offset`, made at `leader_epoch`, ends as
+    /// things stand: None while the high watermark has not passed it (and this broker still
+    /// leads at that epoch); else its answer (see `wait_for_replication`).
+    pub fn replication_outcome(
+        &self,
+        last_offset: i64,
+        leader_epoch: i32,
+        min_insync_replicas: i32,
+    ) -> Option<Result<(), ResponseError>> {
+        let replicas = self.replicas.borrow();
+        let leads = replicas.is_leader() && !self.is_cut_off();
+        if !leads || replicas.leader_epoch() != leader_epoch {
+            return Some(Err(ResponseError::NotLeaderOrFollower));
+        }
+        if self.log.high_watermark() <= last_offset {
+            return None;
+        }
+        if (replicas.isr().len() as i64) < i64::from(min_insync_replicas) {
+            return Some(Err(ResponseError::NotEnoughReplicasAfterAppend));
+        }
+        Some(Ok(()))
     }
 }
 

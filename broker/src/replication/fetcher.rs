@@ -6,6 +6,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{ApiKey, FetchResponse};
@@ -15,6 +16,7 @@ use super::connection::{LeaderConnection, ReplicationError, RESPONSE_TIMEOUT_MAR
 use super::table::{FetcherConfig, FetcherState, Followed, ReplicaHost};
 use super::{truncation, wire};
 use crate::log_limit::{RateLimitedLog, REPEATED_ERROR_LOG_INTERVAL};
+use crate::partition::Partition;
 
 /// First wait before reconnecting to a leader; it doubles at each failure in a row.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -152,54 +154,97 @@ async fn apply_partition(
     };
     if let Some(error) = ResponseError::try_from_code(data.error_code) {
         log::debug!("{topic}-{index}: the leader answered {error:?}");
-        match error {
-            // The "before fetching" step decides again where to fetch from (truncation).
-            ResponseError::OffsetOutOfRange => restart(state, &followed),
-            _ => retry_later(state, &followed),
-        }
-        return;
+        return act(state, &followed, after_error(error));
     }
     let Some(partition) = host.followed_partition(topic, index) else {
         return;
     };
     let records = wire::whole_batches(data.records.unwrap_or_default());
-    let current = |host: &dyn ReplicaHost| followed.is_current_in(&host.metadata());
+    let current = || followed.is_current_in(&host.metadata());
+    let outcome = apply_records(&partition, records, data.high_watermark, current).await;
+    if let Fetched::Appended { log_end } = outcome {
+        state.update(&followed, |follow| {
+            if follow.fetch_offset == Some(sent_offset) {
+                follow.fetch_offset = Some(log_end);
+            }
+        });
+    }
+    act(state, &followed, outcome);
+}
+
+/// What applying one partition of a Fetch response came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// Nothing appended (no records, or the snapshot names another leader or epoch now).
+    Nothing,
+    /// The records were appended; the log ends here now.
+    Appended { log_end: i64 },
+    /// The "before fetching" step runs again (truncation decides where to fetch from).
+    Restart,
+    /// The partition is fetched again after the back-off.
+    RetryLater,
+}
+
+/// What the fetcher does with a partition the leader answered `error` for.
+pub fn after_error(error: ResponseError) -> Fetched {
+    match error {
+        ResponseError::OffsetOutOfRange => Fetched::Restart,
+        _ => Fetched::RetryLater,
+    }
+}
+
+/// Applies the fetched `records` (whole batches) and the leader's `high_watermark` to
+/// `partition` if `is_current()` (the snapshot still names the leader and epoch the request was
+/// sent with), checked with no await before the append takes its place in the log's queue.
+pub async fn apply_records(
+    partition: &Partition,
+    records: Bytes,
+    high_watermark: i64,
+    is_current: impl Fn() -> bool,
+) -> Fetched {
     if records.is_empty() {
-        if current(host) {
-            partition.follow_high_watermark(data.high_watermark);
+        if is_current() {
+            partition.follow_high_watermark(high_watermark);
         }
-        return;
+        return Fetched::Nothing;
     }
     let batches = match ValidatedBatches::validate(records) {
         Ok(batches) => batches,
         Err(error) => {
-            log::warn!("{topic}-{index}: fetched batches fail validation: {error}");
-            return retry_later(state, &followed);
+            log::warn!(
+                "{}: fetched batches fail validation: {error}",
+                partition.dir.display()
+            );
+            return Fetched::RetryLater;
         }
     };
     // No await between this check and the append's place in the log's queue: an append as
     // leader after a role change comes after it.
-    if !current(host) {
-        return;
+    if !is_current() {
+        return Fetched::Nothing;
     }
-    match partition.append_fetched(batches, data.high_watermark).await {
-        Ok(log_end) => {
-            state.update(&followed, |follow| {
-                if follow.fetch_offset == Some(sent_offset) {
-                    follow.fetch_offset = Some(log_end);
-                }
-            });
-        }
+    match partition.append_fetched(batches, high_watermark).await {
+        Ok(log_end) => Fetched::Appended { log_end },
         Err(StorageError::NotContiguous { expected, found }) => {
-            log::warn!("{topic}-{index}: fetched batches start at {found}, the log at {expected}");
-            restart(state, &followed);
+            let dir = partition.dir.display();
+            log::warn!("{dir}: fetched batches start at {found}, the log at {expected}");
+            Fetched::Restart
         }
         Err(error) => {
             // Storage logs a run of failed appends once (ENOSPC, EIO) and when they succeed
             // again; the retry every PARTITION_RETRY_BACKOFF must not log each time.
-            log::debug!("{topic}-{index}: appending fetched batches failed: {error}");
-            retry_later(state, &followed);
+            let dir = partition.dir.display();
+            log::debug!("{dir}: appending fetched batches failed: {error}");
+            Fetched::RetryLater
         }
+    }
+}
+
+fn act(state: &FetcherState, followed: &Followed, outcome: Fetched) {
+    match outcome {
+        Fetched::Restart => restart(state, followed),
+        Fetched::RetryLater => retry_later(state, followed),
+        Fetched::Nothing | Fetched::Appended { .. } => {}
     }
 }
 

@@ -6,12 +6,12 @@
 //! Layering: below `shard`; what it needs of the shard comes through `table::ReplicaHost`.
 
 pub mod connection;
-mod fetcher;
+pub mod fetcher;
 #[cfg(test)]
 mod fetcher_tests;
 pub mod table;
 pub mod truncation;
-mod wire;
+pub mod wire;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -47,25 +47,17 @@ pub async fn fetch_start(
     partition: &Partition,
     followed: &Followed,
 ) -> Result<i64, ReplicationError> {
+    let log = &partition.log;
     for _ in 0..TRUNCATION_ROUNDS_MAX {
-        let log = &partition.log;
-        let Some(latest_epoch) = log.latest_epoch() else {
+        let Some(asked) = log.latest_epoch() else {
             // No epoch stored: nothing can have diverged below the high watermark.
             truncate(partition, log.high_watermark()).await?;
             return Ok(log.log_end_offset());
         };
-        let (leader_epoch, leader_end) = ask_leader(connection, followed, latest_epoch).await?;
-        if leader_end < 0 {
-            truncate(partition, log.high_watermark()).await?;
-            return Ok(log.log_end_offset());
-        }
-        let own = log.end_offset_for_epoch(leader_epoch);
-        let (target, done) = match own {
-            Some((own_epoch, own_end)) => (leader_end.min(own_end), own_epoch == leader_epoch),
-            None => (leader_end, true),
-        };
-        truncate(partition, target.min(log.log_end_offset())).await?;
-        if done || log.latest_epoch() == Some(latest_epoch) {
+        let answer = ask_leader(connection, followed, asked).await?;
+        let cut = cut_for_answer(log, answer);
+        truncate(partition, cut.offset).await?;
+        if ends_after_cut(log, asked, &cut) {
             return Ok(log.log_end_offset());
         }
     }
@@ -73,6 +65,44 @@ pub async fn fetch_start(
         ResponseError::UnknownServerError,
         "truncation did not converge",
     ))
+}
+
+/// Where one round cuts the log, from the leader's answer (epoch', end') to the question for
+/// the local latest epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// At or below the log end.
+    pub offset: i64,
+    /// The round found where the logs agree: fetching starts after the cut.
+    pub done: bool,
+}
+
+/// The cut the leader's `answer` calls for (pure: the rule of KIP-279): to the high watermark
+/// when the leader knows no such epoch (end' < 0); else to min(end', own end of epoch'), done
+/// unless the local log's largest epoch at or below epoch' is older than epoch'.
+pub fn cut_for_answer(log: &storage::PartitionLog, answer: (i32, i64)) -> Cut {
+    let (leader_epoch, leader_end) = answer;
+    if leader_end < 0 {
+        return Cut {
+            offset: log.high_watermark().min(log.log_end_offset()),
+            done: true,
+        };
+    }
+    let (target, done) = match log.end_offset_for_epoch(leader_epoch) {
+        Some((own_epoch, own_end)) => (leader_end.min(own_end), own_epoch == leader_epoch),
+        None => (leader_end, true),
+    };
+    Cut {
+        offset: target.min(log.log_end_offset()),
+        done,
+    }
+}
+
+/// Whether the step ends once `cut` (the answer to the question for epoch `asked`) is made:
+/// it found agreement, or the cut left the latest epoch as it was (another round would ask the
+/// same question).
+pub fn ends_after_cut(log: &storage::PartitionLog, asked: i32, cut: &Cut) -> bool {
+    cut.done || log.latest_epoch() == Some(asked)
 }
 
 /// OffsetForLeaderEpoch for one partition: the leader's (epoch, end offset) for `epoch`.
@@ -114,7 +144,7 @@ async fn ask_leader(
 }
 
 /// Cuts the log at `offset` (at or below its end), or at the start of the batch holding it.
-async fn truncate(partition: &Partition, offset: i64) -> Result<(), ReplicationError> {
+pub async fn truncate(partition: &Partition, offset: i64) -> Result<(), ReplicationError> {
     let offset = offset.max(partition.log.log_start_offset());
     let result = match partition.truncate_to(offset).await {
         Err(storage::StorageError::NotBatchBoundary {

@@ -235,7 +235,12 @@ async fn read(shard: &Rc<Shard>, specs: Vec<ReadSpec>, replica_id: i32) -> Vec<P
             continue;
         }
         let (read, change) = partition
-            .read_for_follower(replica_id, spec.offset, spec.max_bytes)
+            .read_for_follower(
+                replica_id,
+                spec.offset,
+                spec.max_bytes,
+                crate::clock::now_ms(),
+            )
             .await;
         if let Some(change) = change {
             admin::propose_isr_change(shard, spec.topic, spec.partition, partition, change);

@@ -242,7 +242,7 @@ impl Shard {
                 if config_changed {
                     open.set_config(&topic.config, &self.open_options);
                 }
-                open.set_assignment(assignment);
+                open.set_assignment(assignment, crate::clock::now_ms());
                 if assignment.leader != node && assignment.leader != NO_LEADER {
                     followed.push(crate::replication::Followed {
                         topic: topic.name.clone(),
@@ -276,7 +276,7 @@ impl Shard {
             };
             for (index, partition) in &topic_logs.partitions {
                 if let Some(assignment) = meta.assignment(*index) {
-                    partition.set_assignment(assignment);
+                    partition.set_assignment(assignment, crate::clock::now_ms());
                 }
             }
         }
