@@ -30,9 +30,16 @@ pub struct ServeArgs {
     /// alone). Fixed for the life of the data directory.
     #[arg(long, value_parser = parse_controller_voters)]
     pub controller_voters: Option<ControllerVoters>,
-    /// This broker's rack, for rack-aware replica placement (Kafka's broker.rack).
-    #[arg(long)]
+    /// This broker's rack (Kafka's broker.rack), for rack-aware replica placement and for
+    /// consumers fetching from a replica in their own rack (`--replica-selector-class`).
+    #[arg(long, visible_alias = "broker-rack")]
     pub rack: Option<String>,
+    /// Which replica a partition's leader names to a consumer that sends its rack (Kafka's
+    /// replica.selector.class, KIP-392): `org.apache.kafka.common.replica.RackAwareReplicaSelector`
+    /// names an in-sync replica in the consumer's rack (the leader first); default: none, every
+    /// consumer fetches from the leader.
+    #[arg(long, value_parser = parse_replica_selector)]
+    pub replica_selector_class: Option<ReplicaSelector>,
     /// A broker the controller has not heard from for this long is fenced.
     #[arg(long, default_value_t = 9000)]
     pub session_timeout_ms: u64,
@@ -174,6 +181,47 @@ fn parse_controller_voters(text: &str) -> Result<ControllerVoters, String> {
     ))
 }
 
+/// The replica selectors `--replica-selector-class` accepts (KIP-392).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaSelector {
+    /// Kafka's LeaderSelector: consumers fetch from the leader (as without a selector).
+    Leader,
+    /// Kafka's RackAwareReplicaSelector: an in-sync replica in the consumer's rack.
+    RackAware,
+}
+
+impl ReplicaSelector {
+    /// Kafka's class names for the selectors, as `replica.selector.class` takes them.
+    pub const LEADER_CLASS: &'static str = "org.apache.kafka.common.replica.LeaderSelector";
+    pub const RACK_AWARE_CLASS: &'static str =
+        "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
+    pub fn class_name(self) -> &'static str {
+        match self {
+            ReplicaSelector::Leader => Self::LEADER_CLASS,
+            ReplicaSelector::RackAware => Self::RACK_AWARE_CLASS,
+        }
+    }
+}
+
+/// Parses `--replica-selector-class`: Kafka's class name, or its last component.
+fn parse_replica_selector(text: &str) -> Result<ReplicaSelector, String> {
+    let simple = |class: &'static str| class.rsplit('.').next().expect("a class name");
+    [ReplicaSelector::Leader, ReplicaSelector::RackAware]
+        .into_iter()
+        .find(|selector| {
+            let class = selector.class_name();
+            text == class || text == simple(class)
+        })
+        .ok_or_else(|| {
+            format!(
+                "unknown replica selector `{text}`: {} or {}",
+                ReplicaSelector::RACK_AWARE_CLASS,
+                ReplicaSelector::LEADER_CLASS
+            )
+        })
+}
+
 /// Default of `--tail-cache-bytes`: a few seconds of appends at what one broker sustains, small
 /// next to the memory of any machine that runs one.
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 256 << 20;
@@ -245,6 +293,11 @@ impl ServeArgs {
         (self.controller_voters.iter().flat_map(|voters| &voters.0))
             .map(|voter| (voter.node_id, voter.address))
             .collect()
+    }
+
+    /// Whether this broker, leading a partition, names a replica in a consumer's rack.
+    pub fn rack_aware_reads(&self) -> bool {
+        self.replica_selector_class == Some(ReplicaSelector::RackAware)
     }
 
     pub fn advertised_host(&self) -> String {

@@ -3,7 +3,7 @@
 Clients send Metadata to any broker and CreateTopics to the controller; the cluster tests need to
 ask a given broker and see its own answer. Built on tests/e2e/kafka_wire.py (header, framing,
 bounded reads). Non-flexible versions only: Metadata v7, CreateTopics v4, FindCoordinator v1,
-Produce v3..v8, Fetch v4, OffsetFetch v3 (kafka.apache.org/protocol).
+Produce v3..v8, Fetch v4 and v11, OffsetFetch v3 (kafka.apache.org/protocol).
 """
 
 import struct
@@ -18,6 +18,7 @@ API_FIND_COORDINATOR = 10
 ERROR_NONE = 0
 ERROR_UNKNOWN_TOPIC_OR_PARTITION = 3
 ERROR_LEADER_NOT_AVAILABLE = 5
+ERROR_OFFSET_OUT_OF_RANGE = 1
 ERROR_NOT_LEADER_OR_FOLLOWER = 6
 ERROR_REQUEST_TIMED_OUT = 7
 ERROR_COORDINATOR_NOT_AVAILABLE = 15
@@ -211,6 +212,38 @@ def fetch_one(node, topic, partition, replica_id=-1, timeout_s=5.0):
     records = reader.take(size) if size > 0 else b""
     reader.assert_done()
     return error, records
+
+
+def fetch_v11(node, topic, partition, offset=0, rack_id="", replica_id=-1, timeout_s=5.0):
+    """Fetch v11 (KIP-392: the consumer's rack) of `topic`/`partition` from `offset` at `node`,
+    without waiting: {error, high_watermark, log_start_offset, preferred_read_replica, records}."""
+    correlation_id = _next_correlation()
+    # wait 0, min 1 byte, max 1 MiB, read_uncommitted, no session (id 0, epoch -1).
+    body = struct.pack(">iiiibii", replica_id, 0, 1, 1 << 20, 0, 0, -1)
+    body += struct.pack(">i", 1) + string(topic)
+    # partition, current_leader_epoch (-1: unchecked), fetch_offset, log_start_offset, max bytes.
+    body += struct.pack(">i", 1) + struct.pack(">iiqqi", partition, -1, offset, -1, 1 << 20)
+    body += struct.pack(">i", 0)  # no forgotten topics
+    body += string(rack_id)
+    request = frame(request_header(API_FETCH, 11, correlation_id) + body)
+    reader = _exchange(node, request, correlation_id, timeout_s)
+    reader.int32()  # throttle_time_ms
+    assert reader.int16() == ERROR_NONE
+    reader.int32()  # session_id
+    assert reader.int32() == 1
+    reader.string()  # topic
+    assert reader.int32() == 1
+    assert reader.int32() == partition
+    answer = {"error": reader.int16(), "high_watermark": reader.int64()}
+    reader.int64()  # last stable offset
+    answer["log_start_offset"] = reader.int64()
+    for _ in range(max(reader.int32(), 0)):  # aborted transactions
+        reader.int64(), reader.int64()
+    answer["preferred_read_replica"] = reader.int32()
+    size = reader.int32()
+    answer["records"] = reader.take(size) if size > 0 else b""
+    reader.assert_done()
+    return answer
 
 
 def offset_fetch(node, group, topic, partitions, timeout_s=5.0):

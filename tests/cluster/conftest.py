@@ -79,6 +79,8 @@ def cluster(request, tmp_path):
     `@pytest.mark.cluster_args_if_listed(("--flag", value), ...)` adds those the binary lists
     (options that shorten a test but whose absence does not change what it checks);
     `@pytest.mark.cluster_size(n)` makes n brokers;
+    `@pytest.mark.cluster_node_args({node_id: [args]})` adds arguments to one node's
+    `sluice serve` only;
     `@pytest.mark.cluster_session_timeout_ms(ms)` replaces the harness's session timeout;
     `@pytest.mark.cluster_small_disk(node_id, mib)` puts that node's data on a filesystem of
     `mib` MiB (skipped where loop mounts cannot be made).
@@ -91,6 +93,9 @@ def cluster(request, tmp_path):
     size = marker.args[0] if marker else 3
     marker = request.node.get_closest_marker("cluster_session_timeout_ms")
     options = {"session_timeout_ms": marker.args[0]} if marker else {}
+    marker = request.node.get_closest_marker("cluster_node_args")
+    if marker:
+        options["node_args"] = marker.args[0]
     marker = request.node.get_closest_marker("cluster_small_disk")
     if marker:
         why_not = small_disk.usable()

@@ -161,7 +161,9 @@ class Node:
             args += ["--session-timeout-ms", str(cluster.session_timeout_ms)]
         if "--controlled-shutdown-timeout-ms" in cluster.flags:
             args += ["--controlled-shutdown-timeout-ms", str(CONTROLLED_SHUTDOWN_TIMEOUT_MS)]
-        return cluster.network.exec_prefix(self.id) + args + [str(a) for a in cluster.extra_args]
+        args += [str(a) for a in cluster.extra_args]
+        return cluster.network.exec_prefix(self.id) + args + [
+            str(a) for a in cluster.node_args.get(self.id, ())]
 
     def start(self, wait=True):
         """Start the broker; with `wait`, return once it answers an ApiVersions request."""
@@ -294,14 +296,15 @@ class Node:
 class Cluster:
     """N brokers, node ids 1..N, all of them controller voters.
 
-    `extra_args` go to every `sluice serve`. The network is chosen by `network.choose`: link
+    `extra_args` go to every `sluice serve`, `node_args` ({node id: [args]}) to that node's
+    only (its rack, say). The network is chosen by `network.choose`: link
     faults (`cut`, `isolate`, `heal`) exist only with namespaces, and `require_faults` skips a
     test without them. `small_disks` ({node id: MiB}) gives those nodes a data directory on a
     loop-mounted filesystem of that size (`small_disk.py`; `Node.disk` is its mount point).
     """
 
     def __init__(self, workdir, size=3, extra_args=(), session_timeout_ms=SESSION_TIMEOUT_MS,
-                 network_kind=None, small_disks=None):
+                 network_kind=None, small_disks=None, node_args=None):
         if not SLUICE_BIN.exists():
             raise ClusterError(f"{SLUICE_BIN} does not exist: build it (cargo build --release)")
         self.workdir = Path(workdir)
@@ -313,6 +316,7 @@ class Cluster:
         self.state_dir = network.STATE_ROOT / f"{network.PREFIX}{self.run_id}c{self.index}"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args)
+        self.node_args = dict(node_args or {})
         self.session_timeout_ms = session_timeout_ms
         self.flags = serve_flags()
         node_ids = list(range(1, size + 1))

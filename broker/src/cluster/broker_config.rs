@@ -152,10 +152,12 @@ pub const BROKER_CONFIGS: &[BrokerConfig] = &[
 pub const READ_ONLY_CONFIGS: &[&str] = &[
     "auto.create.topics.enable",
     "broker.id",
+    "broker.rack",
     "default.replication.factor",
     "log.dirs",
     "log.segment.bytes",
     "num.partitions",
+    "replica.selector.class",
 ];
 
 pub fn broker_config(name: &str) -> Option<&'static BrokerConfig> {

@@ -3,9 +3,10 @@
 //! so that a handler decides before it sends anything to a shard, and tests need no broker.
 //!
 //! Invariant: a broker serves Produce, consumer Fetch, ListOffsets and DeleteRecords only for
-//! partitions whose leader it is in the snapshot it holds, and group requests only for groups
-//! it coordinates; everything else is refused with the error that sends the client to
-//! Metadata or FindCoordinator again.
+//! partitions whose leader it is in the snapshot it holds (a consumer's Fetch v11+ also for the
+//! partitions it is a follower of, KIP-392), and group requests only for groups it
+//! coordinates; everything else is refused with the error that sends the client to Metadata or
+//! FindCoordinator again.
 
 use kafka_protocol::error::ResponseError;
 
@@ -44,6 +45,26 @@ pub fn leader_route(
         leader_id: assignment.leader,
         leader_epoch: assignment.leader_epoch,
     })
+}
+
+/// Whether broker `node` serves a consumer's fetch of `partition` that any replica may answer
+/// (Fetch v11+, KIP-392; a follower reads up to its own high watermark): Ok if `node` is one of
+/// the partition's replicas, leader or not; else as [`leader_route`].
+pub fn replica_route(
+    snapshot: &MetadataSnapshot,
+    topic: &str,
+    partition: i32,
+    node: i32,
+) -> Result<(), NotHere> {
+    let routed = leader_route(snapshot, topic, partition, node);
+    let is_replica = (snapshot.assignment(topic, partition))
+        .is_some_and(|assignment| assignment.replicas.contains(&node));
+    match routed {
+        Err(not_here) if not_here.error == ResponseError::NotLeaderOrFollower && is_replica => {
+            Ok(())
+        }
+        routed => routed,
+    }
 }
 
 /// The broker coordinating the groups stored in partition `offsets_partition` of
@@ -156,6 +177,21 @@ mod tests {
             let refused = leader_route(&snapshot, topic, partition, 1).unwrap_err();
             assert_eq!(refused.error, ResponseError::UnknownTopicOrPartition);
         }
+    }
+
+    #[test]
+    fn any_replica_serves_a_consumer_that_may_read_from_followers() {
+        let snapshot = snapshot();
+        for (partition, node) in [(0, 1), (0, 2), (1, 1), (1, 2), (2, 3)] {
+            assert_eq!(replica_route(&snapshot, "t", partition, node), Ok(()));
+        }
+        // Not a replica: sent to the leader, as without KIP-392.
+        assert_eq!(
+            replica_route(&snapshot, "t", 0, 3),
+            leader_route(&snapshot, "t", 0, 3)
+        );
+        let unknown = replica_route(&snapshot, "t", 3, 1).unwrap_err();
+        assert_eq!(unknown.error, ResponseError::UnknownTopicOrPartition);
     }
 
     #[test]

@@ -33,6 +33,9 @@ const CONFIG_TYPE_INT: i8 = 3;
 const CONFIG_TYPE_LONG: i8 = 5;
 const CONFIG_TYPE_DOUBLE: i8 = 6;
 const CONFIG_TYPE_LIST: i8 = 7;
+const CONFIG_TYPE_CLASS: i8 = 8;
+/// The source of a config left at its default (Kafka's DEFAULT_CONFIG).
+const CONFIG_SOURCE_DEFAULT_CONFIG: i8 = 5;
 
 /// The ConfigType DescribeConfigs reports for a topic config.
 fn config_type(kind: ConfigKind) -> i8 {
@@ -202,7 +205,7 @@ fn command_line_value(config: &ServeArgs, name: &str) -> Option<String> {
 /// The configs of `broker_config::READ_ONLY_CONFIGS`, marked read-only as Kafka marks them.
 fn read_only_broker_configs(config: &ServeArgs) -> Vec<DescribeConfigsResourceResult> {
     let source = CONFIG_SOURCE_STATIC_BROKER;
-    let entries = vec![
+    let mut entries = vec![
         config_entry(
             "broker.id",
             config.node_id.to_string(),
@@ -240,6 +243,7 @@ fn read_only_broker_configs(config: &ServeArgs) -> Vec<DescribeConfigsResourceRe
             CONFIG_TYPE_INT,
         ),
     ];
+    entries.extend(optional_read_only_configs(config));
     assert!(entries
         .iter()
         .all(|e| READ_ONLY_CONFIGS.contains(&e.name.as_str())));
@@ -247,4 +251,24 @@ fn read_only_broker_configs(config: &ServeArgs) -> Vec<DescribeConfigsResourceRe
         .into_iter()
         .map(|entry| entry.with_read_only(true))
         .collect()
+}
+
+/// The read-only configs that have no value unless the command line gives one (Kafka reports
+/// them as null, from the default).
+fn optional_read_only_configs(config: &ServeArgs) -> [DescribeConfigsResourceResult; 2] {
+    let entry = |name: &str, value: Option<String>, config_type: i8| {
+        let source = match value {
+            Some(_) => CONFIG_SOURCE_STATIC_BROKER,
+            None => CONFIG_SOURCE_DEFAULT_CONFIG,
+        };
+        config_entry(name, String::new(), source, config_type)
+            .with_value(value.map(StrBytes::from_string))
+    };
+    let selector = config
+        .replica_selector_class
+        .map(|s| s.class_name().to_string());
+    [
+        entry("broker.rack", config.rack.clone(), CONFIG_TYPE_STRING),
+        entry("replica.selector.class", selector, CONFIG_TYPE_CLASS),
+    ]
 }

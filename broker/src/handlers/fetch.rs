@@ -2,9 +2,12 @@
 //!
 //! Versions 4–12 (topics by name; no fetch sessions: every response carries session id 0, which
 //! tells clients to send full fetches). Partitions are read on their owner shards in parallel and
-//! the stored batch bytes are returned as they are, never decoded. A fetch (a consumer's or a
-//! follower's) of a partition another broker leads gets NOT_LEADER_OR_FOLLOWER (with the current
-//! leader from v12) and does not wait.
+//! the stored batch bytes are returned as they are, never decoded. A follower's fetch, or a
+//! consumer's before v11, of a partition another broker leads gets NOT_LEADER_OR_FOLLOWER (with
+//! the current leader from v12) and does not wait. From v11 on (KIP-392) any replica serves a
+//! consumer, a follower up to its own high watermark; with `--replica-selector-class` rack-aware,
+//! a leader answers a consumer that names its rack with `preferred_read_replica`, a live in-sync
+//! replica in that rack (the leader when it is there itself), and no records.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,7 +23,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 
 use super::RequestContext;
-use crate::cluster::routing::{leader_route, NotHere};
+use crate::cluster::routing::{leader_route, replica_route, NotHere};
 use crate::errors::code;
 use crate::partition::{first_of, PartitionRead, ReadSpec, WaitFor};
 use crate::shard::message::{Reply, Request};
@@ -30,6 +33,8 @@ pub const VERSION_MIN: i16 = 4;
 pub const VERSION_MAX: i16 = 12;
 /// The first Fetch version whose partitions carry the current leader (KIP-951's hint).
 const CURRENT_LEADER_VERSION_MIN: i16 = 12;
+/// The first Fetch version with the consumer's rack and `preferred_read_replica` (KIP-392).
+const RACK_VERSION_MIN: i16 = 11;
 
 /// Longest a fetch may wait for data, whatever the client asks; bounds how long a request holds
 /// its place in the connection's pipeline.
@@ -61,9 +66,11 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX));
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    // The common case, every partition led here, reads `specs` as they are; only a fetch with a
-    // refused partition builds the list of the served ones and merges the refusals back.
-    let refusals = route(ctx, &specs);
+    let read_as = ReadAs::of(ctx, &request);
+    let from_any_replica = read_as.replica_id == -1 && ctx.version >= RACK_VERSION_MIN;
+    // The common case, every partition served here, reads `specs` as they are; only a fetch
+    // with a refused partition builds the list of the served ones and merges the refusals back.
+    let refusals = route(ctx, &specs, from_any_replica);
     let served = match &refusals {
         None => specs,
         Some(refusals) => (specs.into_iter().zip(refusals))
@@ -71,25 +78,14 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
             .map(|(spec, _)| spec)
             .collect(),
     };
-    // A follower (replica id >= 0) reads up to the log end and waits for any new record. Any
-    // id but a live broker's other than this one is a consumer's fetch (the owner shard checks
-    // that it is a replica of each partition, `shard::dispatch`).
-    let replica_id = request.replica_id.0;
-    let replica_id = match replica_id >= 0
-        && replica_id != ctx.shard.config.node_id
-        && ctx.shard.metadata().is_live(replica_id)
-    {
-        true => replica_id,
-        false => -1,
-    };
-    let mut reads = read_all(&ctx.shard, &served, replica_id).await;
+    let mut reads = read_all(&ctx.shard, &served, &read_as).await;
     if !enough(&reads, min_bytes) && refusals.is_none() && Instant::now() < deadline {
-        let wait_for = match replica_id {
+        let wait_for = match read_as.replica_id {
             -1 => WaitFor::HighWatermark,
             _ => WaitFor::LogEnd,
         };
         wait_any(&ctx.shard, &served, wait_for, deadline).await;
-        reads = read_all(&ctx.shard, &served, replica_id).await;
+        reads = read_all(&ctx.shard, &served, &read_as).await;
     }
     let reads = match &refusals {
         None => reads,
@@ -111,14 +107,21 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
 }
 
 /// Why each spec is not served here (None: it is), or None when every spec is served here, the
-/// common case, which allocates nothing. Only a partition's leader serves a fetch, a consumer's
-/// or a follower's (replica id >= 0); a follower's is read up to the log end and records its
-/// position in the leader's replica table (`partition/replicas.rs`).
-fn route(ctx: &RequestContext, specs: &[ReadSpec]) -> Option<Vec<Option<NotHere>>> {
+/// common case, which allocates nothing. Only a partition's leader serves a follower's fetch
+/// (replica id >= 0), which is read up to the log end and records its position in the leader's
+/// replica table (`partition/replicas.rs`), and a consumer's unless it may read
+/// `from_any_replica` (Fetch v11+), when any replica serves it.
+fn route(
+    ctx: &RequestContext,
+    specs: &[ReadSpec],
+    from_any_replica: bool,
+) -> Option<Vec<Option<NotHere>>> {
     let snapshot = ctx.shard.metadata();
     let node = ctx.shard.config.node_id;
-    let refused =
-        |spec: &ReadSpec| leader_route(&snapshot, &spec.topic, spec.partition, node).err();
+    let refused = |spec: &ReadSpec| match from_any_replica {
+        true => replica_route(&snapshot, &spec.topic, spec.partition, node).err(),
+        false => leader_route(&snapshot, &spec.topic, spec.partition, node).err(),
+    };
     if specs.iter().all(|spec| refused(spec).is_none()) {
         return None;
     }
@@ -182,14 +185,49 @@ fn batches_within(records: &Bytes, bytes_max: usize, at_least_one: bool) -> usiz
     kept
 }
 
+/// Whether the reads answer the fetch without waiting: enough bytes, an error, or a consumer
+/// sent to another replica (which Kafka also answers at once).
 fn enough(reads: &[PartitionRead], min_bytes: usize) -> bool {
     let bytes: usize = reads.iter().map(|r| r.records.len()).sum();
-    bytes >= min_bytes.max(1) || reads.iter().any(|r| r.error.is_some())
+    bytes >= min_bytes.max(1)
+        || (reads.iter()).any(|r| r.error.is_some() || r.preferred_read_replica.is_some())
 }
 
-/// Reads every partition on its owner shard, all shards in parallel, for a consumer
-/// (`replica_id` -1) or a follower; results in `specs` order.
-async fn read_all(shard: &Rc<Shard>, specs: &[ReadSpec], replica_id: i32) -> Vec<PartitionRead> {
+/// Who reads: a consumer (`replica_id` -1), with its rack when a leader may send it to a replica
+/// there, or a follower.
+struct ReadAs {
+    replica_id: i32,
+    client_rack: Option<String>,
+}
+
+impl ReadAs {
+    fn of(ctx: &RequestContext, request: &FetchRequest) -> ReadAs {
+        // A follower (replica id >= 0) reads up to the log end and waits for any new record.
+        // Any id but a live broker's other than this one is a consumer's fetch (the owner shard
+        // checks that it is a replica of each partition, `shard::dispatch`).
+        let replica_id = request.replica_id.0;
+        let replica_id = match replica_id >= 0
+            && replica_id != ctx.shard.config.node_id
+            && ctx.shard.metadata().is_live(replica_id)
+        {
+            true => replica_id,
+            false => -1,
+        };
+        // The rack goes to the owner shard only when a leader may act on it.
+        let client_rack = (replica_id == -1
+            && ctx.version >= RACK_VERSION_MIN
+            && ctx.shard.config.rack_aware_reads()
+            && !request.rack_id.is_empty())
+        .then(|| request.rack_id.to_string());
+        ReadAs {
+            replica_id,
+            client_rack,
+        }
+    }
+}
+
+/// Reads every partition on its owner shard, all shards in parallel; results in `specs` order.
+async fn read_all(shard: &Rc<Shard>, specs: &[ReadSpec], read_as: &ReadAs) -> Vec<PartitionRead> {
     let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<ReadSpec>)> = BTreeMap::new();
     for (index, spec) in specs.iter().enumerate() {
         let entry = by_owner
@@ -202,12 +240,14 @@ async fn read_all(shard: &Rc<Shard>, specs: &[ReadSpec], replica_id: i32) -> Vec
         .into_iter()
         .map(|(owner, (indexes, group))| {
             let shard = shard.clone();
+            let (replica_id, client_rack) = (read_as.replica_id, read_as.client_rack.clone());
             (
                 indexes,
                 glommio::spawn_local(async move {
                     let request = Request::Read {
                         specs: group,
                         replica_id,
+                        client_rack,
                     };
                     match shard.call(owner, request).await {
                         Reply::Read(reads) => reads,
@@ -278,8 +318,13 @@ fn respond(
                 Some(refusals) => *refusals.next().expect("one route per requested partition"),
                 None => None,
             };
+            let preferred_read_replica = match version >= RACK_VERSION_MIN {
+                true => read.preferred_read_replica.unwrap_or(-1),
+                false => -1,
+            };
             let data = PartitionData::default()
                 .with_partition_index(partition.partition)
+                .with_preferred_read_replica(BrokerId(preferred_read_replica))
                 .with_error_code(code(read.error))
                 .with_high_watermark(read.high_watermark)
                 .with_last_stable_offset(read.high_watermark)

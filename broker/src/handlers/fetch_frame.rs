@@ -294,6 +294,19 @@ mod tests {
     }
 
     #[test]
+    fn a_preferred_read_replica_is_written_from_v11() {
+        let redirected = partition(0, 0, Some(Bytes::new()))
+            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(3));
+        let response = FetchResponse::default().with_responses(vec![topic("t", vec![redirected])]);
+        for version in 11..=VERSION_MAX {
+            assert!(is_plain(version, &response));
+            let expected = encode_response(ApiKey::Fetch, version, 5, &response).unwrap();
+            let pieces = encode(version, 5, &response).unwrap();
+            assert_eq!(concatenated(&pieces), expected[..], "version {version}");
+        }
+    }
+
+    #[test]
     fn large_records_are_not_copied() {
         let large = records(RECORDS_INLINE_BYTES_MAX + 1, 7);
         let response = FetchResponse::default()

@@ -60,6 +60,9 @@ pub struct PartitionRead {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub records: Bytes,
+    /// The replica the consumer should fetch this partition from instead (no records then):
+    /// the leader's answer to a consumer in another rack (KIP-392).
+    pub preferred_read_replica: Option<i32>,
 }
 
 impl PartitionRead {
@@ -70,6 +73,7 @@ impl PartitionRead {
             high_watermark: -1,
             log_start_offset: -1,
             records: Bytes::new(),
+            preferred_read_replica: None,
         }
     }
 }

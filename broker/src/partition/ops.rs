@@ -138,6 +138,19 @@ impl Partition {
             high_watermark,
             log_start_offset,
             records,
+            preferred_read_replica: None,
+        }
+    }
+
+    /// A leader's answer to a consumer that should fetch from `replica` instead (KIP-392): the
+    /// bounds, no records.
+    pub fn redirect(&self, replica: i32) -> PartitionRead {
+        PartitionRead {
+            error: None,
+            high_watermark: self.log.high_watermark(),
+            log_start_offset: self.log.log_start_offset(),
+            records: Bytes::new(),
+            preferred_read_replica: Some(replica),
         }
     }
 
@@ -183,6 +196,7 @@ impl Partition {
             high_watermark,
             log_start_offset,
             records,
+            preferred_read_replica: None,
         };
         (read, change)
     }

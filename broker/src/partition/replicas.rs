@@ -268,6 +268,34 @@ impl Replicas {
         (isr.len() < self.isr.len()).then_some(isr)
     }
 
+    /// The replica a consumer should fetch from instead of this leader (Kafka's
+    /// RackAwareReplicaSelector, KIP-392): none unless this broker leads, none when the leader
+    /// is itself in the consumer's rack (`in_client_rack`, which the caller makes false for a
+    /// broker that is not live), else a follower in that rack and in the committed ISR whose
+    /// log end reached `fetch_offset` (it holds what the consumer asks for): the one with the
+    /// highest log end, then the most recently caught up, then the lowest id.
+    pub fn preferred_read_replica(
+        &self,
+        in_client_rack: impl Fn(i32) -> bool,
+        fetch_offset: i64,
+    ) -> Option<i32> {
+        if !self.is_leader() || in_client_rack(self.node_id) {
+            return None;
+        }
+        (self.isr.iter())
+            .filter(|id| **id != self.node_id && in_client_rack(**id))
+            .filter_map(|id| Some((*id, self.followers.get(id)?)))
+            .filter(|(_, state)| state.log_end_offset >= fetch_offset)
+            .max_by_key(|(id, state)| {
+                (
+                    state.log_end_offset,
+                    state.last_caught_up_ms,
+                    std::cmp::Reverse(*id),
+                )
+            })
+            .map(|(id, _)| id)
+    }
+
     /// Marks `isr` as proposed: the one change in flight, counted in the maximal ISR.
     pub fn start_change(&mut self, isr: Vec<i32>) -> IsrChange {
         assert!(self.is_leader() && self.pending_isr.is_none());

@@ -198,3 +198,41 @@ fn an_addition_that_may_still_commit_stays_in_the_maximal_isr() {
     let timed_out = refusal(ResponseError::RequestTimedOut);
     assert!(!replicas.finish_change(&change, &timed_out));
 }
+
+#[test]
+fn a_consumer_is_sent_to_an_in_sync_replica_of_its_rack() {
+    // Racks: 1 in "a", 2 and 3 in "b", 4 (no replica) in "c".
+    let rack = |id: i32| match id {
+        1 => "a",
+        2 | 3 => "b",
+        _ => "c",
+    };
+    let in_rack = |wanted: &'static str| move |id: i32| rack(id) == wanted;
+    let mut replicas = leader();
+    // Followers not heard from since this leader took over hold nothing it knows of.
+    assert_eq!(replicas.preferred_read_replica(in_rack("b"), 0), None);
+    assert!(replicas.record_fetch(2, 90, 100, 1_100));
+    assert!(replicas.record_fetch(3, 100, 100, 1_100));
+    // The highest log end wins; a replica that does not hold the fetch offset is never named.
+    assert_eq!(replicas.preferred_read_replica(in_rack("b"), 50), Some(3));
+    assert_eq!(replicas.preferred_read_replica(in_rack("b"), 100), Some(3));
+    assert_eq!(replicas.preferred_read_replica(in_rack("b"), 101), None);
+    assert!(replicas.record_fetch(2, 100, 100, 1_200));
+    assert_eq!(
+        replicas.preferred_read_replica(in_rack("b"), 100),
+        Some(2),
+        "equal log ends: the most recently caught up"
+    );
+    // The leader in the consumer's rack serves it; a rack without replicas is served by it.
+    assert_eq!(replicas.preferred_read_replica(in_rack("a"), 0), None);
+    assert_eq!(replicas.preferred_read_replica(in_rack("c"), 0), None);
+    // Out of the ISR, a follower is not named, however far it got.
+    assert!(!replicas.set_assignment(&assignment(1, 5, &[1, 3]), 100, 1_300));
+    assert_eq!(replicas.preferred_read_replica(in_rack("b"), 100), Some(3));
+    assert!(!replicas.set_assignment(&assignment(1, 5, &[1]), 100, 1_300));
+    assert_eq!(replicas.preferred_read_replica(in_rack("b"), 0), None);
+    // A follower names nobody.
+    let mut follower = Replicas::new(2);
+    follower.set_assignment(&assignment(1, 5, &[1, 2, 3]), 100, 1_000);
+    assert_eq!(follower.preferred_read_replica(in_rack("b"), 0), None);
+}

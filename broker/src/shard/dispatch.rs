@@ -2,7 +2,7 @@
 //! the code that serves it.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 
@@ -11,7 +11,7 @@ use super::{admin, Shard};
 use crate::cluster::controller::ProposedIsr;
 use crate::groups;
 use crate::groups::store::OFFSETS_TOPIC;
-use crate::partition::{self, PartitionRead, ReadSpec};
+use crate::partition::{self, PartitionRead, ReadSpec, WaitFor};
 
 /// Serves `request` on `shard` (the partition's owner, the group's coordinator or the
 /// controller, as the sender chose).
@@ -27,21 +27,17 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
             Some(partition) => partition.append(batches, acks, replication).await,
             None => Err(ResponseError::UnknownTopicOrPartition),
         }),
-        Request::Read { specs, replica_id } => Reply::Read(read(&shard, specs, replica_id).await),
+        Request::Read {
+            specs,
+            replica_id,
+            client_rack,
+        } => Reply::Read(read(&shard, specs, replica_id, client_rack.as_deref()).await),
         Request::Wait {
             waits,
             wait_for,
             timeout,
         } => {
-            // The fetch handler bounds the timeout; one decoded from an archive is not, and an
-            // overflowing deadline answers at once instead of panicking.
-            let deadline = Instant::now()
-                .checked_add(timeout)
-                .unwrap_or_else(Instant::now);
-            let partitions = (waits.into_iter())
-                .map(|(topic, partition, offset)| (shard.partition(&topic, partition), offset))
-                .collect();
-            partition::wait_for_any(partitions, wait_for, deadline).await;
+            wait(&shard, waits, wait_for, timeout).await;
             Reply::Wait
         }
         Request::ListOffset {
@@ -209,9 +205,29 @@ async fn handle_group(shard: &Shard, request: Request) -> Reply {
     }
 }
 
+/// Waits until any of `waits` (topic, partition, fetch offset) has data past its offset (see
+/// `WaitFor`), or for `timeout`.
+async fn wait(shard: &Shard, waits: Vec<(String, i32, i64)>, wait_for: WaitFor, timeout: Duration) {
+    // The fetch handler bounds the timeout; one decoded from an archive is not, and an
+    // overflowing deadline answers at once instead of panicking.
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(Instant::now);
+    let partitions = (waits.into_iter())
+        .map(|(topic, partition, offset)| (shard.partition(&topic, partition), offset))
+        .collect();
+    partition::wait_for_any(partitions, wait_for, deadline).await;
+}
+
 /// Reads each partition of `specs` in turn, for a consumer (`replica_id` < 0) or for the
-/// follower `replica_id`, whose fetch may add it to the ISR.
-async fn read(shard: &Rc<Shard>, specs: Vec<ReadSpec>, replica_id: i32) -> Vec<PartitionRead> {
+/// follower `replica_id`, whose fetch may add it to the ISR. A consumer in `client_rack` may be
+/// sent to a replica there instead (KIP-392).
+async fn read(
+    shard: &Rc<Shard>,
+    specs: Vec<ReadSpec>,
+    replica_id: i32,
+    client_rack: Option<&str>,
+) -> Vec<PartitionRead> {
     let mut reads = Vec::with_capacity(specs.len());
     for spec in specs {
         let Some(partition) = shard.partition(&spec.topic, spec.partition) else {
@@ -231,7 +247,12 @@ async fn read(shard: &Rc<Shard>, specs: Vec<ReadSpec>, replica_id: i32) -> Vec<P
             continue;
         }
         if !is_replica_fetch(shard, &partition, replica_id) {
-            reads.push(partition.read(spec.offset, spec.max_bytes).await);
+            let preferred = client_rack
+                .and_then(|rack| preferred_read_replica(shard, &partition, rack, spec.offset));
+            reads.push(match preferred {
+                Some(replica) => partition.redirect(replica),
+                None => partition.read(spec.offset, spec.max_bytes).await,
+            });
             continue;
         }
         let (read, change) = partition
@@ -259,6 +280,26 @@ fn is_replica_fetch(shard: &Shard, partition: &partition::Partition, replica_id:
     replica_id >= 0
         && partition.replicas.borrow().is_other_replica(replica_id)
         && shard.metadata().is_live(replica_id)
+}
+
+/// The replica in `rack` that a consumer's fetch of `partition` at `offset` is sent to, if this
+/// broker leads it and another live in-sync replica is there (see
+/// `Replicas::preferred_read_replica`); racks are the brokers' registrations.
+fn preferred_read_replica(
+    shard: &Shard,
+    partition: &partition::Partition,
+    rack: &str,
+    offset: i64,
+) -> Option<i32> {
+    let snapshot = shard.metadata();
+    let in_rack = |id: i32| {
+        (snapshot.brokers.get(&id))
+            .is_some_and(|broker| !broker.fenced && broker.rack.as_deref() == Some(rack))
+    };
+    partition
+        .replicas
+        .borrow()
+        .preferred_read_replica(in_rack, offset)
 }
 
 async fn delete_records(

@@ -38,10 +38,13 @@ pub enum Request {
         replication: Replication,
     },
     /// Reads from partitions this shard owns: for a consumer (`replica_id` -1) up to the high
-    /// watermark, for a follower (its broker id) up to the log end, recording its position.
+    /// watermark, for a follower (its broker id) up to the log end, recording its position. A
+    /// consumer's `client_rack` (set only with a rack-aware replica selector) lets a leader
+    /// answer with a replica in that rack instead of records (KIP-392).
     Read {
         specs: Vec<ReadSpec>,
         replica_id: i32,
+        client_rack: Option<String>,
     },
     /// Completes when any of (topic, partition, offset) has data past its offset (committed
     /// data, or any for a follower: `wait_for`), or once `timeout` has passed since the owner

@@ -143,6 +143,7 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
                 current_leader_epoch: 4,
             }],
             replica_id: 3,
+            client_rack: Some("rack-b".into()),
         },
         Request::Read { .. } => Request::Wait {
             waits: vec![("orders".into(), 0, 5)],
@@ -289,6 +290,12 @@ fn reply_after(previous: Option<&Reply>) -> Option<Reply> {
                 high_watermark: 101,
                 log_start_offset: 0,
                 records: batches().bytes().clone(),
+                preferred_read_replica: None,
+            },
+            PartitionRead {
+                high_watermark: 101,
+                preferred_read_replica: Some(3),
+                ..PartitionRead::default()
             },
             PartitionRead {
                 error: Some(ResponseError::OffsetOutOfRange),
