@@ -24,9 +24,9 @@ use crate::replication::{truncation, wire, Followed};
 /// `--replica-lag-time-max-ms`, scaled down like the session timeout.
 pub const LAG_TIME_MAX_MS: i64 = 200;
 /// A request unanswered for this long is given up (the connection's timeout) and sent again.
-const REQUEST_TIMEOUT_MS: i64 = 150;
+pub const REQUEST_TIMEOUT_MS: i64 = 150;
 /// A partition the leader refused waits this long (`PARTITION_RETRY_BACKOFF`, scaled).
-const RETRY_BACKOFF_MS: i64 = 50;
+pub const RETRY_BACKOFF_MS: i64 = 50;
 /// An ISR change whose outcome is open is proposed again after this long.
 const ISR_RETRY_MS: i64 = 100;
 /// A follower's fetch reads at most this much.

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::controller::index_of;
+use super::controller::{index_of, TOPIC};
 use super::model::Contents;
 use super::world::World;
 use crate::partition::Partition;
@@ -203,7 +203,20 @@ async fn check_isr_prefixes(
 /// is the leader's; every acknowledged record is below that high watermark.
 pub async fn check_converged(world: &mut World) -> Result<(), String> {
     let Some(leader) = current_leader(world) else {
-        return Err("no leader after the quiet steps".into());
+        let views: Vec<_> = (world.brokers.iter())
+            .map(|b| {
+                (
+                    b.id,
+                    b.view
+                        .as_ref()
+                        .and_then(|v| v.assignment(TOPIC, 0).cloned()),
+                )
+            })
+            .collect();
+        return Err(format!(
+            "no leader after the quiet steps: the controller has {:?}; the brokers apply {views:?}",
+            world.controller.assignment()
+        ));
     };
     let contents = contents_of(world, leader).await?;
     let partition = world.brokers[leader].partition.clone().expect("up");

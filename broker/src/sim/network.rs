@@ -21,7 +21,7 @@ pub const CONTROLLER: i32 = 0;
 const IN_FLIGHT_MAX: usize = 512;
 /// Delivery delay bounds, ms.
 const DELAY_MS_MIN: u64 = 1;
-const DELAY_MS_MAX: u64 = 40;
+pub const DELAY_MS_MAX: u64 = 40;
 /// Chance (percent) that a message is lost.
 const DROP_PERCENT: u64 = 4;
 
