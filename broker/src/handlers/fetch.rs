@@ -25,7 +25,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName}
 use super::RequestContext;
 use crate::cluster::routing::{leader_route, replica_route, NotHere};
 use crate::errors::code;
-use crate::partition::{first_of, PartitionRead, ReadSpec, WaitFor};
+use crate::partition::{first_of, PartitionRead, ReadSpec, WaitFor, WaitSpec};
 use crate::shard::message::{Reply, Request};
 use crate::shard::Shard;
 
@@ -84,7 +84,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
             -1 => WaitFor::HighWatermark,
             _ => WaitFor::LogEnd,
         };
-        wait_any(&ctx.shard, &served, wait_for, deadline).await;
+        wait_any(&ctx.shard, &served, &reads, wait_for, deadline).await;
         reads = read_all(&ctx.shard, &served, &read_as).await;
     }
     let reads = match &refusals {
@@ -267,14 +267,26 @@ async fn read_all(shard: &Rc<Shard>, specs: &[ReadSpec], read_as: &ReadAs) -> Ve
 }
 
 /// Waits until any partition gets data past its fetch offset (committed data, or any for a
-/// follower), or the deadline passes.
-async fn wait_any(shard: &Rc<Shard>, specs: &[ReadSpec], wait_for: WaitFor, deadline: Instant) {
-    let mut by_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
-    for spec in specs {
+/// follower), for a follower also until the high watermark passes the one `reads` answered (so
+/// it learns it at once), or the deadline passes.
+async fn wait_any(
+    shard: &Rc<Shard>,
+    specs: &[ReadSpec],
+    reads: &[PartitionRead],
+    wait_for: WaitFor,
+    deadline: Instant,
+) {
+    let mut by_owner: BTreeMap<usize, Vec<WaitSpec>> = BTreeMap::new();
+    for (spec, read) in specs.iter().zip(reads) {
         by_owner
             .entry(shard.owner(&spec.topic, spec.partition.max(0)))
             .or_default()
-            .push((spec.topic.clone(), spec.partition, spec.offset));
+            .push(WaitSpec {
+                topic: spec.topic.clone(),
+                partition: spec.partition,
+                offset: spec.offset,
+                high_watermark: read.high_watermark,
+            });
     }
     let timeout = deadline.saturating_duration_since(Instant::now());
     let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = by_owner

@@ -106,14 +106,14 @@ mod tests {
     use std::cell::Cell;
     use std::collections::BTreeMap;
     use std::rc::Rc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use bytes::Bytes;
     use storage::ValidatedBatches;
 
     use crate::cluster::metadata::PartitionAssignment;
     use crate::cluster::topic_config::TopicConfig;
-    use crate::partition::{OpenOptions, Partition, Replication};
+    use crate::partition::{wait_for_any, OpenOptions, Partition, Replication, WaitFor};
 
     const NODE: i32 = 1;
     const OTHER: i32 = 2;
@@ -145,22 +145,71 @@ mod tests {
         }
     }
 
+    async fn open(dir: &std::path::Path) -> Rc<Partition> {
+        let options = OpenOptions {
+            storage: storage::StorageContext::default(),
+            default_segment_bytes: 1 << 20,
+            snapshot_interval_bytes: 1 << 30,
+            power_loss_io: None,
+            node_id: NODE,
+            cut_off: Rc::new(Cell::new(false)),
+        };
+        let config = TopicConfig::parse(&BTreeMap::new());
+        let id = uuid::Uuid::from_u128(9);
+        let opened = Partition::open(dir.join("t-0"), id, true, &config, &options).await;
+        Rc::new(opened.unwrap())
+    }
+
+    const REPLICATION: Replication = Replication {
+        min_insync_replicas: 1,
+        timeout: Duration::from_secs(1),
+    };
+
+    #[test]
+    fn a_followers_long_poll_ends_when_the_high_watermark_passes_what_it_was_answered() {
+        let dir = std::env::temp_dir().join(format!("sluice-follow-hw-{}", std::process::id()));
+        glommio::LocalExecutor::default().run(async {
+            let partition = open(&dir).await;
+            partition.set_assignment(&assignment(NODE, 1), 0);
+            let batch = ValidatedBatches::validate(idempotent_batch(-1)).unwrap();
+            partition.append(batch, 1, REPLICATION).await.unwrap();
+            // The follower fetched at 0: the high watermark stays there, its records are sent.
+            let (read, _) = partition.read_for_follower(OTHER, 0, 1 << 20, 1).await;
+            assert_eq!((read.high_watermark, read.records.is_empty()), (0, false));
+            // Its next fetch, at the log end, was answered that high watermark and waits...
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let ended = Rc::new(Cell::new(false));
+            let waiting = glommio::spawn_local({
+                let (partition, ended) = (partition.clone(), ended.clone());
+                async move {
+                    wait_for_any(vec![(Some(partition), 2, 0)], WaitFor::LogEnd, deadline).await;
+                    ended.set(true);
+                }
+            });
+            for _ in 0..10 {
+                futures_lite::future::yield_now().await;
+            }
+            assert!(!ended.get(), "nothing new: the poll waits");
+            // ...until the high watermark moves (here by that same fetch, recorded at the
+            // leader), with no record appended: it ends so the follower learns it.
+            let (read, _) = partition.read_for_follower(OTHER, 2, 1 << 20, 2).await;
+            assert_eq!(read.high_watermark, 2);
+            waiting.await;
+            assert!(Instant::now() < deadline);
+            // Answered the current high watermark, a poll waits for its deadline.
+            let start = Instant::now();
+            let short = start + Duration::from_millis(50);
+            wait_for_any(vec![(Some(partition), 2, 2)], WaitFor::LogEnd, short).await;
+            assert!(Instant::now() >= short);
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_new_leader_knows_the_idempotent_batches_it_was_still_writing_as_a_follower() {
         let dir = std::env::temp_dir().join(format!("sluice-follow-{}", std::process::id()));
         glommio::LocalExecutor::default().run(async {
-            let options = OpenOptions {
-                storage: storage::StorageContext::default(),
-                default_segment_bytes: 1 << 20,
-                snapshot_interval_bytes: 1 << 30,
-                power_loss_io: None,
-                node_id: NODE,
-                cut_off: Rc::new(Cell::new(false)),
-            };
-            let config = TopicConfig::parse(&BTreeMap::new());
-            let id = uuid::Uuid::from_u128(9);
-            let opened = Partition::open(dir.join("t-0"), id, true, &config, &options).await;
-            let partition = Rc::new(opened.unwrap());
+            let partition = open(&dir).await;
             partition.set_assignment(&assignment(OTHER, 3), 0);
             // The batch fetched from the old leader, still being written...
             let fetched = ValidatedBatches::validate(idempotent_batch(3)).unwrap();
@@ -171,11 +220,7 @@ mod tests {
             // ...when this broker becomes the leader and the producer retries the same batch.
             partition.set_assignment(&assignment(NODE, 4), 0);
             let retried = ValidatedBatches::validate(idempotent_batch(-1)).unwrap();
-            let replication = Replication {
-                min_insync_replicas: 1,
-                timeout: Duration::from_secs(1),
-            };
-            let appended = partition.append(retried, 1, replication).await.unwrap();
+            let appended = partition.append(retried, 1, REPLICATION).await.unwrap();
             assert_eq!(appended.base_offset, 0, "answered as the stored batch");
             assert_eq!(partition.log.log_end_offset(), 2, "not appended twice");
             assert_eq!(write.await.unwrap(), 2);

@@ -53,6 +53,19 @@ pub struct ReadSpec {
     pub current_leader_epoch: i32,
 }
 
+/// One partition a fetch's long poll waits on.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct WaitSpec {
+    pub topic: String,
+    pub partition: i32,
+    /// The fetch offset: data past it ends the wait.
+    pub offset: i64,
+    /// The high watermark the fetch's first read answered. A follower's wait also ends when the
+    /// leader's moves past it: a follower learns the high watermark only from fetch responses,
+    /// and serves its own consumers only below it (KIP-392).
+    pub high_watermark: i64,
+}
+
 /// What a fetch learns about one partition.
 #[derive(Debug, Clone, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PartitionRead {

@@ -387,16 +387,18 @@ pub enum WaitFor {
     LogEnd,
 }
 
-/// Completes when any of `partitions` (each with its fetch offset) has data past that offset,
-/// or at the deadline; at once if one is `None` (gone since the request was routed).
+/// Completes when any of `partitions` (each with its fetch offset and the high watermark the
+/// fetch answered) has data past that offset, for a follower also when the high watermark moved
+/// past the answered one, or at the deadline; at once if one is `None` (gone since the request
+/// was routed).
 pub async fn wait_for_any(
-    partitions: Vec<(Option<Rc<Partition>>, i64)>,
+    partitions: Vec<(Option<Rc<Partition>>, i64, i64)>,
     wait_for: WaitFor,
     deadline: Instant,
 ) {
     let mut wakeups: Vec<Pin<Box<dyn Future<Output = ()>>>> =
-        Vec::with_capacity(partitions.len() + 1);
-    for (partition, offset) in &partitions {
+        Vec::with_capacity(2 * partitions.len() + 1);
+    for (partition, offset, high_watermark_answered) in &partitions {
         let Some(partition) = partition else {
             return;
         };
@@ -412,10 +414,15 @@ pub async fn wait_for_any(
             }
             WaitFor::LogEnd => {
                 let appended = partition.log_end_grew.listen();
-                if log.log_end_offset() > *offset || !partition.acts_as_leader() {
+                let committed = log.wait_for_append();
+                if log.log_end_offset() > *offset
+                    || log.high_watermark() > *high_watermark_answered
+                    || !partition.acts_as_leader()
+                {
                     return;
                 }
                 wakeups.push(Box::pin(appended));
+                wakeups.push(Box::pin(committed));
             }
         }
     }

@@ -11,7 +11,7 @@ use super::{admin, Shard};
 use crate::cluster::controller::ProposedIsr;
 use crate::groups;
 use crate::groups::store::OFFSETS_TOPIC;
-use crate::partition::{self, PartitionRead, ReadSpec, WaitFor};
+use crate::partition::{self, PartitionRead, ReadSpec, WaitFor, WaitSpec};
 
 /// Serves `request` on `shard` (the partition's owner, the group's coordinator or the
 /// controller, as the sender chose).
@@ -205,16 +205,19 @@ async fn handle_group(shard: &Shard, request: Request) -> Reply {
     }
 }
 
-/// Waits until any of `waits` (topic, partition, fetch offset) has data past its offset (see
-/// `WaitFor`), or for `timeout`.
-async fn wait(shard: &Shard, waits: Vec<(String, i32, i64)>, wait_for: WaitFor, timeout: Duration) {
+/// Waits until any of `waits` has data past its offset (see `partition::wait_for_any`), or for
+/// `timeout`.
+async fn wait(shard: &Shard, waits: Vec<WaitSpec>, wait_for: WaitFor, timeout: Duration) {
     // The fetch handler bounds the timeout; one decoded from an archive is not, and an
     // overflowing deadline answers at once instead of panicking.
     let deadline = Instant::now()
         .checked_add(timeout)
         .unwrap_or_else(Instant::now);
     let partitions = (waits.into_iter())
-        .map(|(topic, partition, offset)| (shard.partition(&topic, partition), offset))
+        .map(|wait| {
+            let partition = shard.partition(&wait.topic, wait.partition);
+            (partition, wait.offset, wait.high_watermark)
+        })
         .collect();
     partition::wait_for_any(partitions, wait_for, deadline).await;
 }

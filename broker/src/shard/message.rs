@@ -23,7 +23,9 @@ use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
 use crate::cluster::quorum_view::QuorumView;
 use crate::groups::group::{JoinArgs, JoinResult, SyncResult};
 use crate::groups::{CommitEntry, GroupSummary, OffsetsByTopic};
-use crate::partition::{Appended, IsrChange, PartitionRead, ReadSpec, Replication, WaitFor};
+use crate::partition::{
+    Appended, IsrChange, PartitionRead, ReadSpec, Replication, WaitFor, WaitSpec,
+};
 
 /// Work for another shard (or this one): partitions go to their owner shard, groups to their
 /// coordinator shard, metadata changes to the controller shard.
@@ -46,12 +48,12 @@ pub enum Request {
         replica_id: i32,
         client_rack: Option<String>,
     },
-    /// Completes when any of (topic, partition, offset) has data past its offset (committed
-    /// data, or any for a follower: `wait_for`), or once `timeout` has passed since the owner
-    /// received it. The sender also stops waiting at its own deadline, so time in the channel
+    /// Completes when any of `waits` has data past its offset (committed data, or any for a
+    /// follower: `wait_for`; for a follower also a high watermark past the one it was
+    /// answered), or once `timeout` has passed since the owner received it. The sender also stops waiting at its own deadline, so time in the channel
     /// never lengthens a fetch's wait.
     Wait {
-        waits: Vec<(String, i32, i64)>,
+        waits: Vec<WaitSpec>,
         wait_for: WaitFor,
         timeout: Duration,
     },

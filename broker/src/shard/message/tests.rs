@@ -21,7 +21,9 @@ use crate::cluster::quorum_view::{QuorumView, VoterView};
 use crate::groups::group::{GroupState, JoinArgs, JoinResult, SyncResult};
 use crate::groups::store::CommittedOffset;
 use crate::groups::{CommitEntry, GroupSummary};
-use crate::partition::{Appended, IsrChange, PartitionRead, ReadSpec, Replication, WaitFor};
+use crate::partition::{
+    Appended, IsrChange, PartitionRead, ReadSpec, Replication, WaitFor, WaitSpec,
+};
 
 fn batches() -> ValidatedBatches {
     let mut records = Vec::new();
@@ -146,7 +148,12 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
             client_rack: Some("rack-b".into()),
         },
         Request::Read { .. } => Request::Wait {
-            waits: vec![("orders".into(), 0, 5)],
+            waits: vec![WaitSpec {
+                topic: "orders".into(),
+                partition: 0,
+                offset: 5,
+                high_watermark: 3,
+            }],
             wait_for: WaitFor::LogEnd,
             timeout: Duration::from_millis(500),
         },
