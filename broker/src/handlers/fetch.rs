@@ -185,12 +185,15 @@ fn batches_within(records: &Bytes, bytes_max: usize, at_least_one: bool) -> usiz
     kept
 }
 
-/// Whether the reads answer the fetch without waiting: enough bytes, an error, or a consumer
-/// sent to another replica (which Kafka also answers at once).
+/// Whether the reads answer the fetch without waiting: enough bytes, an error, a consumer sent
+/// to another replica (which Kafka also answers at once), or a follower whose fetch moved the
+/// high watermark (it learns it only from this answer).
 fn enough(reads: &[PartitionRead], min_bytes: usize) -> bool {
     let bytes: usize = reads.iter().map(|r| r.records.len()).sum();
     bytes >= min_bytes.max(1)
-        || (reads.iter()).any(|r| r.error.is_some() || r.preferred_read_replica.is_some())
+        || (reads.iter()).any(|r| {
+            r.error.is_some() || r.preferred_read_replica.is_some() || r.high_watermark_moved
+        })
 }
 
 /// Who reads: a consumer (`replica_id` -1), with its rack when a leader may send it to a replica

@@ -176,6 +176,7 @@ mod tests {
             // The follower fetched at 0: the high watermark stays there, its records are sent.
             let (read, _) = partition.read_for_follower(OTHER, 0, 1 << 20, 1).await;
             assert_eq!((read.high_watermark, read.records.is_empty()), (0, false));
+            assert!(!read.high_watermark_moved);
             // Its next fetch, at the log end, was answered that high watermark and waits...
             let deadline = Instant::now() + Duration::from_secs(60);
             let ended = Rc::new(Cell::new(false));
@@ -194,6 +195,7 @@ mod tests {
             // leader), with no record appended: it ends so the follower learns it.
             let (read, _) = partition.read_for_follower(OTHER, 2, 1 << 20, 2).await;
             assert_eq!(read.high_watermark, 2);
+            assert!(read.high_watermark_moved, "its fetch is answered at once");
             waiting.await;
             assert!(Instant::now() < deadline);
             // Answered the current high watermark, a poll waits for its deadline.

@@ -76,6 +76,9 @@ pub struct PartitionRead {
     /// The replica the consumer should fetch this partition from instead (no records then):
     /// the leader's answer to a consumer in another rack (KIP-392).
     pub preferred_read_replica: Option<i32>,
+    /// A follower's fetch moved the high watermark: the follower cannot know the new one yet,
+    /// so the fetch is answered at once rather than after its long poll.
+    pub high_watermark_moved: bool,
 }
 
 impl PartitionRead {
@@ -87,6 +90,7 @@ impl PartitionRead {
             log_start_offset: -1,
             records: Bytes::new(),
             preferred_read_replica: None,
+            high_watermark_moved: false,
         }
     }
 }

@@ -139,6 +139,7 @@ impl Partition {
             log_start_offset,
             records,
             preferred_read_replica: None,
+            high_watermark_moved: false,
         }
     }
 
@@ -151,6 +152,7 @@ impl Partition {
             log_start_offset: self.log.log_start_offset(),
             records: Bytes::new(),
             preferred_read_replica: Some(replica),
+            high_watermark_moved: false,
         }
     }
 
@@ -180,6 +182,7 @@ impl Partition {
                 None,
             );
         }
+        let high_watermark_before = self.log.high_watermark();
         self.advance_high_watermark();
         let high_watermark = self.log.high_watermark();
         let change = {
@@ -197,6 +200,7 @@ impl Partition {
             log_start_offset,
             records,
             preferred_read_replica: None,
+            high_watermark_moved: high_watermark > high_watermark_before,
         };
         (read, change)
     }

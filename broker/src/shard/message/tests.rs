@@ -298,6 +298,7 @@ fn reply_after(previous: Option<&Reply>) -> Option<Reply> {
                 log_start_offset: 0,
                 records: batches().bytes().clone(),
                 preferred_read_replica: None,
+                high_watermark_moved: true,
             },
             PartitionRead {
                 high_watermark: 101,
