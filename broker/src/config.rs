@@ -268,6 +268,12 @@ impl ServeArgs {
                 ));
             }
         }
+        if self.session_timeout_ms < crate::quorum_contact::SESSION_TIMEOUT_MIN_MS {
+            return Err(format!(
+                "--session-timeout-ms is at least {} (a broker's lease ends that much earlier)",
+                crate::quorum_contact::SESSION_TIMEOUT_MIN_MS
+            ));
+        }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err("--group-min-session-timeout-ms exceeds the maximum".to_string());
         }

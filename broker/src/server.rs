@@ -434,7 +434,11 @@ fn start_controller(
     };
     let watcher = start::watch_leader(started.quorum.clone(), controller_id.clone());
     glommio::spawn_local(watcher).detach();
-    let contact = start::watch_contact(started.quorum.clone(), quorum_contact.clone());
+    let contact = start::watch_contact(
+        started.quorum.clone(),
+        started.state.clone(),
+        quorum_contact.clone(),
+    );
     glommio::spawn_local(contact).detach();
     Controller::new(
         controller_config,

@@ -18,6 +18,7 @@ use raft::prelude::{Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use crate::config::Config;
+use crate::contact::{self, Lease};
 use crate::disk::{Disk, DiskError};
 use crate::peers::Peers;
 use crate::state_machine::StateMachine;
@@ -52,6 +53,9 @@ pub struct Shared {
     pub commit_index: Cell<u64>,
     pub last_index: Cell<u64>,
     pub peers: Peers,
+    /// The latest contact with a working quorum proven by a read-index round trip
+    /// (`contact.rs`); `None` until the first answer in this process's life.
+    pub lease: Cell<Option<Lease>>,
     /// Tasks waiting for `applied_index` to grow.
     pub applied_wakers: RefCell<Vec<Waker>>,
     /// The last index of the log when the node opened its directory.
@@ -93,6 +97,8 @@ pub struct Driver<S: StateMachine, O: Outbox> {
     pub ticks: u64,
     /// The tick at which a snapshot was last sent, by peer.
     pub snapshots_sent: BTreeMap<u64, u64>,
+    /// The time read-index contexts count from (`contact::request_context`).
+    pub origin: Instant,
 }
 
 impl<S: StateMachine, O: Outbox> Driver<S, O> {
@@ -149,6 +155,7 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
             pending: HashMap::new(),
             ticks: 0,
             snapshots_sent: BTreeMap::new(),
+            origin: Instant::now(),
         })
     }
 
@@ -209,6 +216,30 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
         self.ticks += 1;
         self.pending.retain(|_, done| !done.is_canceled());
         self.retry_lost_snapshots();
+        self.request_contact(Instant::now());
+    }
+
+    /// Asks for a read index whose answer proves contact as of `now` (`contact.rs`). Only with
+    /// a known leader: raft-rs drops the request otherwise, and logs each drop.
+    fn request_contact(&mut self, now: Instant) {
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        self.node
+            .read_index(contact::request_context(self.origin, now));
+    }
+
+    /// Keeps the newest contact the answered read indexes prove.
+    fn note_contact(&self, states: Vec<raft::ReadState>) {
+        let now = Instant::now();
+        for state in states {
+            let answer = contact::lease_of(self.origin, now, &state.request_ctx, state.index);
+            if let Some(answer) = answer {
+                self.shared
+                    .lease
+                    .set(contact::newer(self.shared.lease.get(), answer));
+            }
+        }
     }
 
     /// Returns false on `Stop`.
@@ -258,6 +289,7 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
         let mut ready = self.node.ready();
         // 1. Messages that need nothing persisted (a leader's appends and heartbeats).
         self.send(ready.take_messages());
+        self.note_contact(ready.take_read_states());
         // 2. A snapshot from the leader: durable, then the state machine takes it.
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();

@@ -7,6 +7,7 @@
 //! around it: storage (`disk`, `store`, `frame`), transport, and the driver.
 
 pub mod config;
+mod contact;
 mod disk;
 mod driver;
 mod files;
@@ -31,6 +32,7 @@ use glommio::net::TcpListener;
 use glommio::Task;
 
 pub use config::{parse_voters, Config, ConfigError, Voter, VotersParseError};
+pub use contact::Lease;
 pub use disk::DiskError;
 pub use peers::{LogPosition, PeerStatus};
 pub use raft;
@@ -224,19 +226,23 @@ impl Quorum {
         self.shared.peers.snapshot()
     }
 
-    /// When this node was last known to be in contact with a working quorum: while it leads,
-    /// the moment by which a majority of the voters (itself included) had been heard from; as a
-    /// follower, when it last heard from the leader it knows. `None` while it knows no leader or
-    /// has not heard one in this process's life (a leader cut off from its majority steps down,
-    /// check_quorum, and knows none). A broker out of contact for longer than its session
-    /// timeout has been, or will be, fenced.
-    pub fn contact(&self, now: std::time::Instant) -> Option<std::time::Instant> {
-        let peers = self.peers();
-        if self.is_leader() {
-            return majority_contact(&peers, now);
-        }
-        let leader = self.leader_id()?;
-        (peers.iter().find(|peer| peer.id == leader)).and_then(|peer| peer.last_heard)
+    /// When this node was last known to be in contact with a working quorum: the time its
+    /// latest answered read-index request went out (`contact.rs`). A follower's request is
+    /// answered by its leader once a majority acknowledged a heartbeat sent after it arrived, a
+    /// leader's own once a majority acknowledged its heartbeat, so the leader received the
+    /// request after the contact it is credited with, and led then. `None` until the first
+    /// answer in this process's life. A broker out of contact for longer than its session
+    /// timeout has been, or will be, fenced. `now` is not needed since the contact is no longer
+    /// derived from the peers' last messages; it is kept for callers.
+    pub fn contact(&self, _now: std::time::Instant) -> Option<std::time::Instant> {
+        self.lease().map(|lease| lease.at)
+    }
+
+    /// The latest contact with a working quorum ([`Quorum::contact`]) and the commit index the
+    /// leader gave with it: once [`Quorum::applied_index`] reaches that index, the state machine
+    /// holds everything committed before the contact.
+    pub fn lease(&self) -> Option<Lease> {
+        self.shared.lease.get()
     }
 
     /// The last index of the log when this node opened its directory: once `applied_index`
@@ -306,20 +312,6 @@ impl Quorum {
     }
 }
 
-/// A leader's contact with its majority: the latest moment by which enough peers had been heard
-/// from to make, with the leader itself, a majority of the voters (`now` for a single voter).
-fn majority_contact(peers: &[PeerStatus], now: std::time::Instant) -> Option<std::time::Instant> {
-    let voters = peers.len() + 1;
-    let peers_needed = voters / 2;
-    if peers_needed == 0 {
-        return Some(now);
-    }
-    let mut heard: Vec<std::time::Instant> =
-        peers.iter().filter_map(|peer| peer.last_heard).collect();
-    heard.sort_unstable_by(|a, b| b.cmp(a));
-    heard.get(peers_needed - 1).copied()
-}
-
 /// raft-rs's settings. check_quorum makes a leader that lost its majority step down (so a
 /// minority reports "no leader" instead of accepting proposals it cannot commit); pre_vote keeps a
 /// node that was cut off from raising the term and deposing a healthy leader when it returns.
@@ -334,46 +326,5 @@ fn raft_config(config: &Config) -> raft::Config {
         check_quorum: true,
         pre_vote: true,
         ..Default::default()
-    }
-}
-
-#[cfg(test)]
-mod contact_tests {
-    use std::time::{Duration, Instant};
-
-    use super::{majority_contact, PeerStatus};
-
-    fn peer(id: u64, last_heard: Option<Instant>) -> PeerStatus {
-        PeerStatus {
-            id,
-            last_heard,
-            matched: None,
-        }
-    }
-
-    #[test]
-    fn a_leader_is_in_contact_as_of_its_majoritys_oldest_message() {
-        let now = Instant::now();
-        let ago = |ms| Some(now - Duration::from_millis(ms));
-        assert_eq!(majority_contact(&[], now), Some(now));
-        // Three voters: one peer is enough, the most recently heard.
-        let three = [peer(2, ago(5_000)), peer(3, ago(100))];
-        assert_eq!(majority_contact(&three, now), ago(100));
-        // Five voters: two peers, so the second most recent.
-        let five = [
-            peer(2, ago(300)),
-            peer(3, None),
-            peer(4, ago(10)),
-            peer(5, ago(7_000)),
-        ];
-        assert_eq!(majority_contact(&five, now), ago(300));
-        // A majority never heard from: no contact.
-        let silent = [
-            peer(2, None),
-            peer(3, None),
-            peer(4, ago(10)),
-            peer(5, None),
-        ];
-        assert_eq!(majority_contact(&silent, now), None);
     }
 }

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use glommio::channels::local_channel;
 use raft::prelude::Message;
+use std::time::Instant;
 
 use crate::config::{Config, Voter};
 use crate::driver::{Driver, Input};
@@ -225,7 +226,8 @@ impl Sim {
     }
 }
 
-async fn run_seed(seed: u64, base: &std::path::Path) {
+/// Three nodes started on directories under `base`.
+async fn new_sim(seed: u64, base: &std::path::Path) -> Sim {
     let addresses: Vec<std::net::SocketAddr> = (0..NODES)
         .map(|at| format!("127.0.0.1:{}", 1 + at).parse().expect("an address"))
         .collect();
@@ -266,6 +268,11 @@ async fn run_seed(seed: u64, base: &std::path::Path) {
     for at in 0..NODES as usize {
         sim.start_node(at).await;
     }
+    sim
+}
+
+async fn run_seed(seed: u64, base: &std::path::Path) {
+    let mut sim = new_sim(seed, base).await;
     for _ in 0..STEPS {
         sim.chaos_step().await;
     }
@@ -359,4 +366,117 @@ fn committed_entries_never_diverge_under_loss_reordering_and_crashes() {
             .expect("the seed's run");
     }
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Ticks each node in turn, delivering after each tick every message in flight (and those they
+/// cause) except the ones `lost` drops, in the order they were sent. Delivering between ticks
+/// lets the first node to time out win its election (ticking all first splits every vote, the
+/// election timeout being pinned).
+async fn round(sim: &mut Sim, lost: impl Fn(&Message) -> bool) {
+    for at in 0..NODES as usize {
+        sim.step_node(at, None).await;
+        // Raft answers messages with messages, but sends new ones only on ticks: this ends.
+        for _ in 0..IN_FLIGHT_MAX {
+            if sim.in_flight.is_empty() {
+                break;
+            }
+            let message = sim.in_flight.remove(0);
+            if !lost(&message) {
+                let to = message.to as usize - 1;
+                sim.step_node(to, Some(Input::Message(Box::new(message))))
+                    .await;
+            }
+        }
+    }
+}
+
+fn lease_at(sim: &Sim, at: usize) -> Option<Instant> {
+    let driver = sim.nodes[at].as_ref().expect("a running node");
+    driver.shared.lease.get().map(|lease| lease.at)
+}
+
+/// A follower whose messages are all lost still hears its leader, but it gains no contact: the
+/// contact is credited only for a round trip, so it never outlives what the leader heard
+/// (which is what the controller fences by). The leader, heard by the third node, keeps its.
+async fn one_way_partition(base: &std::path::Path) {
+    let mut sim = new_sim(1, base).await;
+    let leader = settle(&mut sim).await;
+    let follower = (leader + 1) % NODES as usize;
+    let follower_id = follower as u64 + 1;
+    assert!(
+        lease_at(&sim, follower).is_some(),
+        "the follower was in contact"
+    );
+    let cut = Instant::now();
+    for _ in 0..100 {
+        round(&mut sim, |message| message.from == follower_id).await;
+    }
+    let driver = sim.nodes[follower].as_ref().expect("the follower");
+    let heard_leader = (driver.shared.peers.snapshot().iter())
+        .find(|peer| peer.id == leader as u64 + 1)
+        .and_then(|peer| peer.last_heard);
+    assert!(
+        heard_leader.is_some_and(|heard| heard > cut),
+        "the follower hears its leader"
+    );
+    assert_eq!(driver.shared.leader_id.get(), leader as u64 + 1);
+    assert!(
+        lease_at(&sim, follower).is_some_and(|at| at < cut),
+        "no contact after the cut"
+    );
+    assert!(
+        lease_at(&sim, leader).is_some_and(|at| at > cut),
+        "the leader keeps its majority"
+    );
+    // Heard again, it is in contact again, and learns the leader's commit index with it.
+    for _ in 0..5 {
+        round(&mut sim, |_| false).await;
+    }
+    assert!(
+        lease_at(&sim, follower).is_some_and(|at| at > cut),
+        "contact returns"
+    );
+}
+
+#[test]
+fn a_follower_its_leader_does_not_hear_gains_no_contact() {
+    let base = std::env::temp_dir().join(format!("sluice-quorum-lease-{}", std::process::id()));
+    std::fs::create_dir_all(&base).expect("the test's directory");
+    let dir = base.clone();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move { one_way_partition(&dir).await })
+        .expect("an executor")
+        .join()
+        .expect("the run");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Rounds until a leader is known and every node is in contact; returns the leader.
+async fn settle(sim: &mut Sim) -> usize {
+    for _ in 0..200 {
+        round(sim, |_| false).await;
+        let leader = (0..NODES as usize).find(|at| {
+            sim.nodes[*at]
+                .as_ref()
+                .is_some_and(|driver| driver.shared.is_leader.get())
+        });
+        if let Some(leader) = leader {
+            if (0..NODES as usize).all(|at| lease_at(sim, at).is_some()) {
+                return leader;
+            }
+        }
+    }
+    let states: Vec<_> = (0..NODES as usize)
+        .map(|at| {
+            let driver = sim.nodes[at].as_ref().expect("a running node");
+            let raft = &driver.node.raft;
+            (
+                raft.leader_id,
+                raft.term,
+                raft.raft_log.committed,
+                driver.shared.lease.get(),
+            )
+        })
+        .collect();
+    panic!("no leader with every node in contact within 200 ticks: {states:?}");
 }

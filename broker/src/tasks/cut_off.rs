@@ -1,6 +1,7 @@
 //! Every shard's cut-off check: every [`CUT_OFF_CHECK_MS`] it reads the broker's contact with
-//! its metadata quorum (`crate::quorum_contact`). A broker out of contact for longer than
-//! `--session-timeout-ms` has been, or will be, fenced, and another broker is elected leader of
+//! its metadata quorum (`crate::quorum_contact`). A broker out of contact for longer than its
+//! lease (`--session-timeout-ms` less the polls and a margin, so that it ends before the
+//! controller may fence it: see `quorum_contact.rs`) has been, or will be, fenced, and another broker is elected leader of
 //! its partitions, so from then on it acts as no partition's leader: Produce and Fetch answer
 //! NOT_LEADER_OR_FOLLOWER, waiting acks=all producers too, and Metadata names it neither
 //! leader nor broker (`handlers/metadata.rs`), so that clients ask another broker. Once in
@@ -10,11 +11,8 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::quorum_contact::CUT_OFF_CHECK_MS;
 use crate::shard::Shard;
-
-/// How often a shard looks at the quorum contact: a cut-off broker stops leading at most this
-/// much (plus shard 0's `CONTACT_RECORD_MS`) after its session timeout.
-pub const CUT_OFF_CHECK_MS: u64 = 100;
 
 /// Starts the check on `shard`, unless the quorum is this broker alone (never cut off).
 pub fn spawn(shard: Rc<Shard>) {
@@ -38,8 +36,9 @@ async fn set_cut_off(shard: &Rc<Shard>, cut_off: bool) {
     shard.cut_off.set(cut_off);
     if cut_off {
         log::warn!(
-            "shard {}: out of contact with the metadata quorum for longer than the session \
-             timeout; leading nothing until contact returns",
+            "shard {}: out of contact with the metadata quorum for longer than the lease \
+             (the session timeout less the polls and a margin); leading nothing until contact \
+             returns",
             shard.id
         );
     } else {

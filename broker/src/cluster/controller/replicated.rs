@@ -151,6 +151,11 @@ impl Publication {
         }
     }
 
+    /// The version every shard has installed.
+    pub fn published_version(&self) -> u64 {
+        self.published.get()
+    }
+
     /// Records that the shards serve `version` from the start (nothing to publish up to it).
     pub fn started_with(&self, version: u64) {
         self.published.set(version);

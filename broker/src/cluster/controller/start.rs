@@ -374,18 +374,24 @@ pub async fn watch_leader(
     }
 }
 
-/// How often shard 0 records the quorum node's contact (`QuorumContact`): a broker learns it is
-/// cut off at most this long after its session timeout.
-pub const CONTACT_RECORD_MS: u64 = 100;
-
-/// Records the quorum node's contact with a working quorum every [`CONTACT_RECORD_MS`], for
-/// every shard to read (`crate::quorum_contact`). Ends when the quorum stops.
+/// Records the quorum node's contact with a working quorum every
+/// [`crate::quorum_contact::CONTACT_RECORD_MS`], for every shard to read
+/// (`crate::quorum_contact`), once every shard serves the metadata committed before it
+/// (`ContactGate`). Ends when the quorum stops.
 pub async fn watch_contact(
     quorum: Rc<quorum::Quorum>,
+    state: Rc<super::replicated::MetadataState>,
     contact: Arc<crate::quorum_contact::QuorumContact>,
 ) {
+    let mut gate = crate::quorum_contact::ContactGate::default();
     while !quorum.is_stopped() {
-        contact.record(quorum.contact(std::time::Instant::now()));
-        glommio::timer::sleep(std::time::Duration::from_millis(CONTACT_RECORD_MS)).await;
+        let progress = crate::quorum_contact::MetadataProgress {
+            applied_index: quorum.applied_index(),
+            version: state.snapshot().version,
+            published_version: state.publication.published_version(),
+        };
+        contact.record(gate.pass(quorum.lease(), progress));
+        let interval = crate::quorum_contact::CONTACT_RECORD_MS;
+        glommio::timer::sleep(std::time::Duration::from_millis(interval)).await;
     }
 }
