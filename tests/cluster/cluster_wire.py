@@ -3,7 +3,7 @@
 Clients send Metadata to any broker and CreateTopics to the controller; the cluster tests need to
 ask a given broker and see its own answer. Built on tests/e2e/kafka_wire.py (header, framing,
 bounded reads). Non-flexible versions only: Metadata v7, CreateTopics v4, FindCoordinator v1,
-Produce v3..v8, Fetch v4 and v11, OffsetFetch v3 (kafka.apache.org/protocol).
+Produce v3..v8, Fetch v4 and v11, OffsetFetch v3, OffsetCommit v2 (kafka.apache.org/protocol).
 """
 
 import struct
@@ -147,6 +147,7 @@ def offsets_partition(group, partitions=50):
 
 API_FETCH = 1
 API_OFFSET_FETCH = 9
+API_OFFSET_COMMIT = 8
 
 
 def produce_acks0(node, topic, partition, then=None, timeout_s=5.0):
@@ -264,3 +265,23 @@ def offset_fetch(node, group, topic, partitions, timeout_s=5.0):
     error = reader.int16()
     reader.assert_done()
     return error, offsets
+
+
+def offset_commit(node, group, topic, partition, offset, timeout_s=5.0):
+    """OffsetCommit v2 at `node` of one offset, as a client outside the group (generation -1, no
+    member id, the broker's retention): the partition's error code."""
+    correlation_id = _next_correlation()
+    body = string(group) + struct.pack(">i", -1) + string("") + struct.pack(">q", -1)
+    body += struct.pack(">i", 1) + string(topic) + struct.pack(">i", 1)
+    body += struct.pack(">iq", partition, offset) + struct.pack(">h", -1)  # null metadata
+    request = frame(request_header(API_OFFSET_COMMIT, 2, correlation_id) + body)
+    reader = _exchange(node, request, correlation_id, timeout_s)
+    errors = []
+    for _ in range(reader.int32()):
+        reader.string()  # topic
+        for _ in range(reader.int32()):
+            reader.int32()  # partition
+            errors.append(reader.int16())
+    reader.assert_done()
+    assert len(errors) == 1, f"OffsetCommit answered {len(errors)} partitions"
+    return errors[0]

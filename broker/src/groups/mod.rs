@@ -121,14 +121,12 @@ async fn persist(
         ValidatedBatches::validate(batch).map_err(|_| ResponseError::InvalidCommitOffsetSize)?;
     // Checked with no await before the append: a coordinator whose shard no longer leads the
     // partition (its groups are dropped at the end of the metadata step that moved it) must not
-    // write into what is now a follower's copy of the leader's log.
-    let leader_epoch = {
-        let replicas = partition.replicas.borrow();
-        if !replicas.is_leader() {
-            return Err(ResponseError::NotCoordinator);
-        }
-        replicas.leader_epoch()
-    };
+    // write into what is now a follower's copy of the leader's log, nor one cut off from its
+    // quorum (another broker leads the partition, or will) into a log it no longer leads.
+    if !partition.acts_as_leader() {
+        return Err(ResponseError::NotCoordinator);
+    }
+    let leader_epoch = partition.replicas.borrow().leader_epoch();
     let stored = async {
         let batches = batches.with_leader_epoch(leader_epoch);
         let info = partition.log.append(batches).await?;

@@ -1,6 +1,8 @@
 //! FindCoordinator: names the broker coordinating a group, the leader of the group's
 //! `__consumer_offsets` partition (`cluster::routing::coordinator_of`), with its advertised
-//! address; COORDINATOR_NOT_AVAILABLE while no broker leads that partition. Versions 0–4 (v4
+//! address; COORDINATOR_NOT_AVAILABLE while no broker leads that partition. Answered from the
+//! snapshot clients are served (`metadata::served_snapshot`): a broker cut off from its quorum
+//! never names itself. Versions 0–4 (v4
 //! asks for several keys at once). Transaction coordinators (key type 1) are not served:
 //! COORDINATOR_NOT_AVAILABLE.
 
@@ -26,7 +28,7 @@ pub async fn handle(
     ctx: &RequestContext,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let snapshot = ctx.shard.metadata();
+    let snapshot = super::metadata::served_snapshot(&ctx.shard);
     let find = |key: &str| find(&snapshot, request.key_type, key);
     if ctx.version >= 4 {
         let coordinators = (request.coordinator_keys.into_iter())

@@ -88,7 +88,8 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
 /// it neither leader (-1, LEADER_NOT_AVAILABLE) nor broker, so that librdkafka (which drops the
 /// brokers a Metadata answer leaves out, closing their connections) and kafka-python (which
 /// keeps the listed brokers) ask another broker where the leaders are.
-fn served_snapshot(shard: &crate::shard::Shard) -> Arc<MetadataSnapshot> {
+/// FindCoordinator answers from it too, so a cut-off broker never names itself coordinator.
+pub(super) fn served_snapshot(shard: &crate::shard::Shard) -> Arc<MetadataSnapshot> {
     let snapshot = shard.metadata();
     if !shard.cut_off.get() {
         return snapshot;

@@ -286,8 +286,12 @@ where
 
 /// The shard coordinating `group` if this broker coordinates it (it leads the group's
 /// `__consumer_offsets` partition); else NOT_COORDINATOR, or COORDINATOR_NOT_AVAILABLE when no
-/// broker does (`cluster::routing::coordinator_route`).
+/// broker does (`cluster::routing::coordinator_route`). A broker cut off from its quorum
+/// (`tasks/cut_off.rs`) coordinates nothing: NOT_COORDINATOR, so that members look again.
 pub fn group_shard(ctx: &RequestContext, group: &str) -> Result<usize, ResponseError> {
+    if ctx.shard.cut_off.get() {
+        return Err(ResponseError::NotCoordinator);
+    }
     let partition = crate::groups::store::offsets_partition(group);
     coordinator_route(&ctx.shard.metadata(), partition, ctx.shard.config.node_id)?;
     Ok(crate::groups::coordinator_shard(group, ctx.shard.count))
