@@ -12,8 +12,12 @@
 //! whole pair. Start-up takes the highest whole pair and removes everything else.
 //!
 //! **Invariant:** the in-memory `Core` changes only after the bytes it reflects are durable.
+//! **Invariant:** a failed write (ENOSPC, EIO) is retried (`retry.rs`) until it succeeds or the
+//! node stops, and the caller goes on only after success: every write method is one idempotent
+//! attempt at a time (a retried append rewrites the same bytes at the same place), so the node
+//! never acknowledges what it did not persist, and resumes by itself once there is space again.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -24,6 +28,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 
 use crate::files::{self, io_error};
 use crate::frame;
+use crate::retry::Retry;
 use crate::store::{Core, SharedStore};
 
 /// The largest snapshot file start-up reads: it must fit a Raft message to reach other nodes.
@@ -65,6 +70,14 @@ pub struct Disk {
     log_base: u64,
     log_bytes: u64,
     core: Rc<RefCell<Core>>,
+    /// Set when the node is stopping: a failing write then stops being retried.
+    pub stopping: Rc<Cell<bool>>,
+    /// Tests fill the disk: while set, every write fails with ENOSPC before touching a file.
+    #[cfg(test)]
+    pub full: Rc<Cell<bool>>,
+    /// The writes refused so while `full`.
+    #[cfg(test)]
+    pub refused: Rc<Cell<u64>>,
 }
 
 impl Disk {
@@ -128,6 +141,11 @@ impl Disk {
             log_base: base,
             log_bytes,
             core: Rc::new(RefCell::new(core)),
+            stopping: Rc::new(Cell::new(false)),
+            #[cfg(test)]
+            full: Rc::new(Cell::new(false)),
+            #[cfg(test)]
+            refused: Rc::new(Cell::new(0)),
         })
     }
 
@@ -148,8 +166,28 @@ impl Disk {
 
     /// Appends `entries` durably (write, fdatasync), first cutting the log where they conflict
     /// with it: raft-rs hands entries starting at or before our last index when a new leader
-    /// overwrites an uncommitted suffix.
+    /// overwrites an uncommitted suffix. A failed attempt is retried until it succeeds.
     pub async fn append(&mut self, entries: &[Entry]) -> Result<(), DiskError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let stopping = self.stopping.clone();
+        let mut retry = Retry::new("appending to the Raft log", &stopping);
+        loop {
+            match self.append_once(entries).await {
+                Err(DiskError::Io(error)) if retry.again(&error).await => continue,
+                result => {
+                    retry.succeeded();
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Disk::append`]. After a failure the log file may hold a cut suffix or
+    /// part of the new frames past `log_bytes`; the next attempt writes them again over it.
+    async fn append_once(&mut self, entries: &[Entry]) -> Result<(), DiskError> {
+        self.check_space()?;
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -193,11 +231,37 @@ impl Disk {
         Ok(())
     }
 
-    /// Persists the hard state (term, vote, commit) with the conf state, atomically.
+    /// Persists the hard state (term, vote, commit) with the conf state, atomically; a failed
+    /// attempt is retried until it succeeds (the file is replaced whole, so this is idempotent).
     pub async fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), DiskError> {
         let conf_state = self.core.borrow().conf_state.clone();
-        write_hard_state(&self.dir, hard_state, &conf_state).await?;
+        let stopping = self.stopping.clone();
+        let mut retry = Retry::new("writing the Raft hard state", &stopping);
+        loop {
+            let attempt = async {
+                self.check_space()?;
+                write_hard_state(&self.dir, hard_state, &conf_state).await
+            };
+            match attempt.await {
+                Err(DiskError::Io(error)) if retry.again(&error).await => continue,
+                result => {
+                    retry.succeeded();
+                    result?;
+                    break;
+                }
+            }
+        }
         self.core.borrow_mut().hard_state = hard_state.clone();
+        Ok(())
+    }
+
+    /// Fails a write with ENOSPC while a test has filled the disk (`full`).
+    fn check_space(&self) -> Result<(), DiskError> {
+        #[cfg(test)]
+        if self.full.get() {
+            self.refused.set(self.refused.get() + 1);
+            return Err(DiskError::Io(io::Error::from_raw_os_error(28)));
+        }
         Ok(())
     }
 
@@ -208,7 +272,9 @@ impl Disk {
         core.hard_state.commit = core.hard_state.commit.max(commit);
     }
 
-    /// Installs a snapshot received from the leader: it replaces the whole log.
+    /// Installs a snapshot received from the leader: it replaces the whole log. A failed
+    /// attempt is retried until it succeeds; one that switched to the snapshot's pair before it
+    /// failed resumes at the hard state.
     pub async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), DiskError> {
         let metadata = snapshot.metadata.clone().unwrap_or_default();
         // The new hard and conf states are built aside and enter `Core` only once written.
@@ -216,8 +282,25 @@ impl Disk {
         hard_state.term = hard_state.term.max(metadata.term);
         hard_state.commit = hard_state.commit.max(metadata.index);
         let conf_state = metadata.conf_state.clone().unwrap_or_default();
-        self.switch_to(snapshot, Vec::new()).await?;
-        write_hard_state(&self.dir, &hard_state, &conf_state).await?;
+        let stopping = self.stopping.clone();
+        let mut retry = Retry::new("installing a Raft snapshot", &stopping);
+        loop {
+            let attempt = async {
+                self.check_space()?;
+                if self.log_base != metadata.index {
+                    self.switch_to(snapshot.clone(), Vec::new()).await?;
+                }
+                write_hard_state(&self.dir, &hard_state, &conf_state).await
+            };
+            match attempt.await {
+                Err(DiskError::Io(error)) if retry.again(&error).await => continue,
+                result => {
+                    retry.succeeded();
+                    result?;
+                    break;
+                }
+            }
+        }
         let mut core = self.core.borrow_mut();
         core.hard_state = hard_state;
         core.conf_state = conf_state;
@@ -225,8 +308,10 @@ impl Disk {
     }
 
     /// Takes a local snapshot at `index` (applied, so present in the log) with the state
-    /// machine's bytes, and drops the entries it covers from memory and disk.
+    /// machine's bytes, and drops the entries it covers from memory and disk. One attempt: a
+    /// failure changes nothing the node relies on, and the driver tries again later.
     pub async fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), DiskError> {
+        self.check_space()?;
         let (snapshot, kept) = {
             let core = self.core.borrow();
             let term = core
@@ -281,15 +366,24 @@ impl Disk {
         let _ = old_log.close().await;
         let old_base = std::mem::replace(&mut self.log_base, index);
         self.log_bytes = log_bytes;
-        files::remove(&self.dir.join(log_name(old_base))).await?;
-        if old_base != 0 {
-            files::remove(&self.dir.join(snapshot_name(old_base))).await?;
+        {
+            let mut core = self.core.borrow_mut();
+            core.snapshot = snapshot;
+            core.entries = kept;
+            core.positions = positions;
+            debug_assert!(core.check().is_ok());
         }
-        let mut core = self.core.borrow_mut();
-        core.snapshot = snapshot;
-        core.entries = kept;
-        core.positions = positions;
-        debug_assert!(core.check().is_ok());
+        // The new pair is current and durable: a failure to remove the old one is only logged,
+        // and start-up removes it (it keeps the newest whole pair).
+        let mut old = vec![self.dir.join(log_name(old_base))];
+        if old_base != 0 {
+            old.push(self.dir.join(snapshot_name(old_base)));
+        }
+        for path in old {
+            if let Err(error) = files::remove(&path).await {
+                log::warn!("cannot remove {}: {error}", path.display());
+            }
+        }
         Ok(())
     }
 }

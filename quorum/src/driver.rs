@@ -2,7 +2,10 @@
 //! the handling of each `Ready` in the order raft-rs documents.
 //!
 //! **Invariant:** persist before send. Entries, the hard state and an installed snapshot are
-//! durable before the Ready's persisted messages leave (votes, append acknowledgements).
+//! durable before the Ready's persisted messages leave (votes, append acknowledgements). A
+//! write that fails (ENOSPC, EIO) is retried in place (`disk.rs`, `retry.rs`): the driver then
+//! steps no input and ticks no clock, so the node acknowledges nothing, and it resumes where it
+//! was once the write succeeds.
 //! **Invariant:** apply in order. Committed entries reach the state machine once each, in index
 //! order, after the snapshot they follow.
 
@@ -63,6 +66,8 @@ pub struct Shared {
     pub leader_version: Cell<u64>,
     pub leader_wakers: RefCell<Vec<Waker>>,
     pub stopped: Cell<bool>,
+    /// Set by `Quorum::shutdown`: a write being retried gives up, and the node stops.
+    pub stopping: Rc<Cell<bool>>,
 }
 
 impl Shared {
@@ -134,6 +139,7 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
         }
         let shared = Rc::new(Shared {
             peers: Peers::new(&config.voter_ids(), config.node_id),
+            stopping: disk.stopping.clone(),
             ..Shared::default()
         });
         shared.applied_index.set(snapshot_index);
@@ -428,7 +434,11 @@ impl<S: StateMachine, O: Outbox> Driver<S, O> {
                 data.len()
             ))));
         }
-        self.disk.compact(applied, data).await?;
+        if let Err(error) = self.disk.compact(applied, data).await {
+            // Compaction can wait: the log keeps every entry, and the next Ready tries again.
+            log::debug!("quorum node {} could not compact: {error}", self.node_id);
+            return Ok(());
+        }
         log::debug!(
             "quorum node {} compacted its log up to {applied}",
             self.node_id

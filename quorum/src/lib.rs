@@ -14,6 +14,7 @@ mod files;
 pub mod frame;
 mod logger;
 mod peers;
+mod retry;
 #[cfg(test)]
 mod sim_tests;
 pub mod state_machine;
@@ -301,6 +302,8 @@ impl Quorum {
     /// Stops the node: the driver finishes the Ready it is handling, then every task ends.
     /// Pending proposals fail with `Stopped`.
     pub async fn shutdown(&self) -> Result<(), DiskError> {
+        // A write being retried (a full disk) would hold the driver: it gives up instead.
+        self.shared.stopping.set(true);
         drop(self.listener.borrow_mut().take());
         // Awaited, not tried: a full inbox must delay the stop, not lose it.
         let _ = self.inbox.send(Input::Stop).await;

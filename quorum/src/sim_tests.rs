@@ -480,3 +480,100 @@ async fn settle(sim: &mut Sim) -> usize {
         .collect();
     panic!("no leader with every node in contact within 200 ticks: {states:?}");
 }
+
+/// A follower whose disk is full neither acknowledges nor stops: its append is retried and no
+/// message leaves it meanwhile, while the other two commit; once there is space it persists the
+/// entry, acknowledges it, applies it, and still holds it after a crash.
+async fn full_disk_follower(base: &std::path::Path) {
+    let mut sim = new_sim(2, base).await;
+    let leader = settle(&mut sim).await;
+    let follower = (leader + 1) % NODES as usize;
+    let follower_id = follower as u64 + 1;
+    sim.in_flight.clear();
+    sim.propose(leader).await;
+    let index = (sim.nodes[leader]
+        .as_ref()
+        .expect("the leader")
+        .node
+        .raft
+        .raft_log)
+        .last_index();
+    let at = (sim.in_flight.iter())
+        .position(|message| message.to == follower_id && !message.entries.is_empty())
+        .expect("the leader's append to the follower");
+    let append = sim.in_flight.remove(at);
+    let mut driver = sim.nodes[follower].take().expect("the follower");
+    let (full, refused) = (driver.disk.full.clone(), driver.disk.refused.clone());
+    full.set(true);
+    let waiting = glommio::spawn_local(async move {
+        driver.handle_input(Input::Message(Box::new(append)));
+        let result = driver.handle_ready().await;
+        (driver, result)
+    });
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while refused.get() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the append was not retried: {} refusals",
+            refused.get()
+        );
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(
+        sim.outboxes[follower].borrow().is_empty(),
+        "a full follower sent a message"
+    );
+    for _ in 0..5 {
+        round(&mut sim, |_| false).await;
+    }
+    let raft = &sim.nodes[leader].as_ref().expect("the leader").node.raft;
+    assert!(raft.raft_log.committed >= index, "the other two commit");
+    let matched = raft.prs().get(follower_id).map(|progress| progress.matched);
+    assert!(
+        matched.is_some_and(|matched| matched < index),
+        "nothing acknowledged unwritten"
+    );
+    full.set(false);
+    let (driver, result) = waiting.await;
+    result.expect("the append resumes once there is space");
+    sim.nodes[follower] = Some(driver);
+    let acknowledged = sim.outboxes[follower].borrow().iter().any(|message| {
+        message.get_msg_type() == raft::prelude::MessageType::MsgAppendResponse
+            && !message.reject
+            && message.index >= index
+    });
+    assert!(
+        acknowledged,
+        "the follower acknowledges the entry once it is durable"
+    );
+    for _ in 0..5 {
+        round(&mut sim, |_| false).await;
+    }
+    assert!(
+        sim.applied(follower) >= index,
+        "the follower applies the entry"
+    );
+    sim.nodes[follower] = None;
+    sim.outboxes[follower].borrow_mut().clear();
+    sim.start_node(follower).await;
+    let driver = sim.nodes[follower]
+        .as_ref()
+        .expect("the restarted follower");
+    assert!(
+        driver.disk.core().last_index() >= index,
+        "the entry survives a crash"
+    );
+}
+
+#[test]
+fn a_follower_with_a_full_disk_acknowledges_nothing_and_resumes() {
+    let base = std::env::temp_dir().join(format!("sluice-quorum-full-{}", std::process::id()));
+    std::fs::create_dir_all(&base).expect("the test's directory");
+    let dir = base.clone();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move { full_disk_follower(&dir).await })
+        .expect("an executor")
+        .join()
+        .expect("the run");
+    let _ = std::fs::remove_dir_all(&base);
+}
