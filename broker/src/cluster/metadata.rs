@@ -52,7 +52,14 @@ pub struct BrokerRegistration {
 /// Where one partition lives.
 ///
 /// Invariants: `replicas` holds distinct broker ids, the preferred leader first; `isr` is a
-/// subset of `replicas`; `leader` is [`NO_LEADER`] or a member of `isr`.
+/// subset of `replicas`; `leader` is [`NO_LEADER`] or a member of `isr`; `adding` and
+/// `removing` are disjoint subsets of `replicas` (both empty unless a reassignment is in
+/// progress, see `controller::reassign`).
+///
+/// `adding` and `removing` are skipped by rkyv, so that this type archives as it did before
+/// reassignments (metadata logs and snapshots written then stay readable): the quorum's
+/// snapshot carries them in a trailing section (`command::encode_snapshot`), and no command
+/// archives an assignment that has them.
 #[derive(
     Serialize,
     Deserialize,
@@ -70,6 +77,14 @@ pub struct PartitionAssignment {
     pub leader: i32,
     /// Grows by one at every leader change; appends stamp it into batches.
     pub leader_epoch: i32,
+    /// Replicas a reassignment in progress adds (KIP-455), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[rkyv(with = rkyv::with::Skip)]
+    pub adding: Vec<i32>,
+    /// Replicas a reassignment in progress removes once it completes, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[rkyv(with = rkyv::with::Skip)]
+    pub removing: Vec<i32>,
 }
 
 impl PartitionAssignment {
@@ -81,7 +96,28 @@ impl PartitionAssignment {
             isr: replicas.clone(),
             replicas,
             leader_epoch: FIRST_LEADER_EPOCH,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// Whether a reassignment of the partition is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a reassignment in progress moves the partition to (all of them otherwise).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        (self.replicas.iter().copied())
+            .filter(|id| !self.removing.contains(id))
+            .collect()
+    }
+
+    /// The replicas the partition had before the reassignment in progress (all otherwise).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        (self.replicas.iter().copied())
+            .filter(|id| !self.adding.contains(id))
+            .collect()
     }
 
     /// The leader, if the partition has one.
@@ -434,7 +470,7 @@ impl MetadataSnapshot {
 impl TopicMeta {
     /// Checks what every edit relies on: 1 to `TOPIC_PARTITIONS_MAX` partitions, one assignment
     /// each, each of distinct replicas (at least one), its ISR among them and its leader in the
-    /// ISR or none. Metadata from outside an edit (a bootstrap, a decoded entry) passes here
+    /// ISR or none, its adding and removing replicas disjoint, among them, and leaving a target. Metadata from outside an edit (a bootstrap, a decoded entry) passes here
     /// first, so that no later command finds a topic it cannot edit.
     pub fn check(&self) -> Result<(), String> {
         if !(1..=TOPIC_PARTITIONS_MAX).contains(&self.partitions) {
@@ -458,7 +494,10 @@ impl TopicMeta {
             let valid = !a.replicas.is_empty()
                 && replicas.len() == a.replicas.len()
                 && a.isr.iter().all(|id| a.replicas.contains(id))
-                && (a.leader == NO_LEADER || a.isr.contains(&a.leader));
+                && (a.leader == NO_LEADER || a.isr.contains(&a.leader))
+                && (a.adding.iter().chain(&a.removing)).all(|id| a.replicas.contains(id))
+                && !a.adding.iter().any(|id| a.removing.contains(id))
+                && (!a.is_reassigning() || !a.target_replicas().is_empty());
             if !valid {
                 return Err(format!(
                     "partition {partition} of topic {} has an invalid assignment {a:?}",

@@ -6,6 +6,7 @@
 //! broker.
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod authorized_operations;
 pub mod create_partitions;
@@ -29,6 +30,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -192,6 +194,16 @@ pub const APIS: &[ApiSupport] = &[
     api!(InitProducerId, init_producer_id, InitProducerIdRequest),
     api!(CreatePartitions, create_partitions, CreatePartitionsRequest),
     api!(ElectLeaders, elect_leaders, ElectLeadersRequest),
+    api!(
+        AlterPartitionReassignments,
+        alter_partition_reassignments,
+        AlterPartitionReassignmentsRequest
+    ),
+    api!(
+        ListPartitionReassignments,
+        list_partition_reassignments,
+        ListPartitionReassignmentsRequest
+    ),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static ApiSupport> {

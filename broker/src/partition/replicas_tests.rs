@@ -8,6 +8,8 @@ fn assignment(leader: i32, epoch: i32, isr: &[i32]) -> PartitionAssignment {
         isr: isr.to_vec(),
         leader,
         leader_epoch: epoch,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 

@@ -12,6 +12,7 @@ use kafka_protocol::error::ResponseError;
 use super::message::{Reply, Request};
 use super::Shard;
 use crate::cluster::controller::elections::ElectionOutcome;
+use crate::cluster::controller::reassign::ReassignmentRequest;
 use crate::cluster::controller::{
     BrokerTarget, ConfigChange, MetadataPublisher, Refusal, TopicSpec, CONTROLLER_SHARD,
 };
@@ -105,6 +106,15 @@ pub async fn elect_leaders(
         partitions,
     };
     ask_controller!(shard, ElectLeaders, request)
+}
+
+/// Starts or cancels partition reassignments; one result per request, in order.
+pub async fn alter_reassignments(
+    shard: &Rc<Shard>,
+    requests: Vec<ReassignmentRequest>,
+) -> Vec<Result<(), Refusal>> {
+    let request = Request::AlterReassignments { requests };
+    ask_controller!(shard, AlterReassignments, request)
 }
 
 /// Creates topics. Results are in the order of `specs`.

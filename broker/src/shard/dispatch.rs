@@ -77,7 +77,8 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
         | Request::AlterBrokerConfigs { .. }
         | Request::DescribeQuorum
         | Request::ChangeIsr { .. }
-        | Request::ElectLeaders { .. }) => handle_controller(shard, request).await,
+        | Request::ElectLeaders { .. }
+        | Request::AlterReassignments { .. }) => handle_controller(shard, request).await,
         group_request => handle_group(&shard, group_request).await,
     }
 }
@@ -136,6 +137,9 @@ async fn handle_controller(shard: Rc<Shard>, request: Request) -> Reply {
             election,
             partitions,
         } => Reply::ElectLeaders(controller.elect_leaders(election, partitions).await),
+        Request::AlterReassignments { requests } => {
+            Reply::AlterReassignments(controller.alter_reassignments(requests).await)
+        }
         _ => unreachable!("handle sends only controller requests here"),
     }
 }

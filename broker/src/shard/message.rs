@@ -17,6 +17,7 @@ use kafka_protocol::error::ResponseError;
 use storage::ValidatedBatches;
 
 use crate::cluster::controller::elections::ElectionOutcome;
+use crate::cluster::controller::reassign::ReassignmentRequest;
 use crate::cluster::controller::{BrokerTarget, ConfigChange, Refusal, TopicSpec};
 use crate::cluster::election::ElectionType;
 use crate::cluster::metadata::{MetadataSnapshot, TopicMeta};
@@ -159,6 +160,10 @@ pub enum Request {
         election: ElectionType,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// Starts or cancels partition reassignments, on the controller shard.
+    AlterReassignments {
+        requests: Vec<ReassignmentRequest>,
+    },
 }
 
 /// The answer to a [`Request`], in the variant of the same name.
@@ -197,6 +202,8 @@ pub enum Reply {
     /// (epoch, end offset); (-1, -1) where Kafka answers UNDEFINED.
     OffsetForLeaderEpoch(Result<(i32, i64), ResponseError>),
     ElectLeaders(Vec<ElectionOutcome>),
+    /// One result per reassignment request, in order.
+    AlterReassignments(Vec<Result<(), Refusal>>),
 }
 
 impl Reply {

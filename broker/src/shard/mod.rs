@@ -283,8 +283,9 @@ impl Shard {
     }
 
     /// Closes and removes the logs `snapshot` no longer lists: every partition of a deleted
-    /// topic, and the partitions past a topic's count (a CreatePartitions taken back because one
-    /// of its partitions failed to open).
+    /// topic, the partitions past a topic's count (a CreatePartitions taken back because one
+    /// of its partitions failed to open), and those whose replicas no longer hold this broker
+    /// (a completed reassignment moved them away).
     async fn drop_removed_topics(&self, snapshot: &MetadataSnapshot) {
         for (name, partition, state) in self.take_unlisted_logs(snapshot) {
             // Requests in flight may still hold the log; then the files are removed under
@@ -307,21 +308,19 @@ impl Shard {
         }
     }
 
-    /// Takes the open logs that `snapshot` does not list out of this shard's table.
+    /// Takes the open logs that `snapshot` does not list on this broker out of this shard's table.
     fn take_unlisted_logs(&self, snapshot: &MetadataSnapshot) -> Vec<(String, i32, Rc<Partition>)> {
         let mut logs = self.logs.borrow_mut();
         let mut taken = Vec::new();
+        let node = self.config.node_id;
         for (name, topic_logs) in logs.iter_mut() {
-            let listed = snapshot
-                .topics
-                .get(name)
-                .filter(|meta| meta.id == topic_logs.id)
-                .map_or(0, |meta| meta.partitions);
+            let meta = (snapshot.topics.get(name)).filter(|meta| meta.id == topic_logs.id);
+            // A completed reassignment that removed this broker leaves its copy unlisted too.
             let unlisted: Vec<i32> = topic_logs
                 .partitions
                 .keys()
                 .copied()
-                .filter(|partition| *partition >= listed)
+                .filter(|partition| !meta.is_some_and(|meta| meta.is_replica(*partition, node)))
                 .collect();
             for partition in unlisted {
                 let state = topic_logs.partitions.remove(&partition).unwrap();

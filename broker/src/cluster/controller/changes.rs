@@ -5,6 +5,7 @@
 use super::command::MetadataCommand;
 use super::configs::{BrokerTarget, ConfigChange};
 use super::isr::ProposedIsr;
+use super::reassign::ReassignmentRequest;
 use super::topics::{NewTopic, TopicSpec};
 use super::{Applied, Controller, OpenFailures, Refusal};
 use crate::cluster::metadata::{random_uuid, TopicMeta};
@@ -108,5 +109,16 @@ impl Controller {
             isr: proposed.isr,
         };
         self.change_one(command).await
+    }
+}
+
+impl Controller {
+    /// Starts or cancels partition reassignments; one result per request, in order.
+    pub async fn alter_reassignments(
+        &self,
+        requests: Vec<ReassignmentRequest>,
+    ) -> Vec<Result<(), Refusal>> {
+        let command = MetadataCommand::AlterReassignments { requests };
+        (self.change_as(false, OpenFailures::Keep, command, super::done)).await
     }
 }

@@ -16,6 +16,7 @@ use kafka_protocol::error::ResponseError;
 
 use super::configs::{self, BrokerTarget, ConfigChange};
 use super::isr::{self, ProposedIsr};
+use super::reassign::{self, ReassignmentRequest};
 use super::topics::{self, NewTopic, TakeBack};
 use super::{Applied, ItemResults};
 use crate::cluster::election::{self, ElectionError, ElectionType};
@@ -103,6 +104,11 @@ pub enum MetadataCommand {
         incarnation: u64,
         term: u64,
     },
+    /// Starts or cancels partition reassignments (AlterPartitionReassignments), one item per
+    /// partition, in order (see `reassign.rs`).
+    AlterReassignments {
+        requests: Vec<ReassignmentRequest>,
+    },
 }
 
 impl MetadataCommand {
@@ -181,7 +187,13 @@ pub fn apply_entry(
                 leader_epoch,
                 isr,
             };
-            isr::apply_change_isr(snapshot, proposed)
+            let (topic, partition) = (proposed.topic.clone(), proposed.partition);
+            let results = isr::apply_change_isr(snapshot, proposed);
+            if results.iter().all(|(_, result)| result.is_ok()) {
+                // The ISR that now holds every target replica completes a reassignment.
+                reassign::complete_after_isr_change(snapshot, &topic, partition);
+            }
+            results
         }
         MetadataCommand::ElectLeaders {
             election,
@@ -195,6 +207,9 @@ pub fn apply_entry(
             incarnation,
             term: decided_in,
         } => fence_in_term(snapshot, (id, incarnation), decided_in, term),
+        MetadataCommand::AlterReassignments { requests } => {
+            reassign::apply_alter(snapshot, requests)
+        }
     };
     snapshot.version = index;
     results
@@ -307,18 +322,7 @@ fn allocate_producer_ids(snapshot: &mut MetadataSnapshot, count: i64) -> ItemRes
     vec![(String::new(), result)]
 }
 
-/// A snapshot's replicated part as rkyv bytes (the quorum's snapshot of the state machine).
-pub fn encode_snapshot(snapshot: &MetadataSnapshot) -> Vec<u8> {
-    rkyv::to_bytes::<rkyv::rancor::Error>(snapshot)
-        .expect("serializing to memory")
-        .into_vec()
-}
-
-pub fn decode_snapshot(bytes: &[u8]) -> Result<MetadataSnapshot, rkyv::rancor::Error> {
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<MetadataSnapshot, rkyv::rancor::Error>(&aligned)
-}
+pub use super::snapshot_codec::{decode_snapshot, encode_snapshot};
 
 /// An empty snapshot: what a node's state machine holds before the first entry.
 pub fn empty_snapshot() -> MetadataSnapshot {

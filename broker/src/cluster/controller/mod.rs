@@ -26,7 +26,9 @@ mod isr;
 pub mod liveness;
 mod producer_ids;
 pub mod quorum_ids;
+pub mod reassign;
 pub mod replicated;
+mod snapshot_codec;
 pub mod start;
 mod topics;
 

@@ -12,6 +12,7 @@ use rkyv::util::AlignedVec;
 use storage::ValidatedBatches;
 
 use super::{Reply, Request};
+use crate::cluster::controller::reassign::ReassignmentRequest;
 use crate::cluster::controller::{BrokerTarget, ConfigChange, TopicSpec};
 use crate::cluster::election::ElectionType;
 use crate::cluster::metadata::{
@@ -277,7 +278,21 @@ fn request_after(previous: Option<&Request>) -> Option<Request> {
             election: ElectionType::Preferred,
             partitions: Some(vec![("orders".into(), 2)]),
         },
-        Request::ElectLeaders { .. } => return None,
+        Request::ElectLeaders { .. } => Request::AlterReassignments {
+            requests: vec![
+                ReassignmentRequest {
+                    topic: "orders".into(),
+                    partition: 0,
+                    replicas: Some(vec![2, 3, 4]),
+                },
+                ReassignmentRequest {
+                    topic: "orders".into(),
+                    partition: 1,
+                    replicas: None,
+                },
+            ],
+        },
+        Request::AlterReassignments { .. } => return None,
     })
 }
 
@@ -370,7 +385,8 @@ fn reply_after(previous: Option<&Reply>) -> Option<Reply> {
             ("orders".into(), 0, Ok(2)),
             ("orders".into(), 1, Err(refused())),
         ]),
-        Reply::ElectLeaders(_) => return None,
+        Reply::ElectLeaders(_) => Reply::AlterReassignments(vec![Ok(()), Err(refused())]),
+        Reply::AlterReassignments(_) => return None,
     })
 }
 
@@ -402,7 +418,7 @@ fn every_request_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         requests.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), requests.len(), "one sample per variant");
-    assert_eq!(requests.len(), 26);
+    assert_eq!(requests.len(), 27);
     for request in &requests {
         let bytes = encode_request(request);
         assert_eq!(
@@ -418,7 +434,7 @@ fn every_reply_survives_a_round_trip() {
     let variants: std::collections::HashSet<_> =
         replies.iter().map(std::mem::discriminant).collect();
     assert_eq!(variants.len(), replies.len(), "one sample per variant");
-    assert_eq!(replies.len(), 26);
+    assert_eq!(replies.len(), 27);
     for reply in &replies {
         let bytes = rkyv::to_bytes::<Error>(reply).expect("serializing to memory");
         assert_eq!(
