@@ -69,18 +69,26 @@ pub async fn handle(shard: Rc<Shard>, request: Request) -> Reply {
         Request::ApplyMetadata(snapshot) => {
             Reply::ApplyMetadata(shard.apply_metadata(snapshot).await)
         }
-        request @ (Request::AllocateProducerId
-        | Request::CreateTopics { .. }
-        | Request::DeleteTopics { .. }
-        | Request::CreatePartitions { .. }
-        | Request::AlterTopicConfigs { .. }
-        | Request::AlterBrokerConfigs { .. }
-        | Request::DescribeQuorum
-        | Request::ChangeIsr { .. }
-        | Request::ElectLeaders { .. }
-        | Request::AlterReassignments { .. }) => handle_controller(shard, request).await,
+        request if is_for_controller(&request) => handle_controller(shard, request).await,
         group_request => handle_group(&shard, group_request).await,
     }
+}
+
+/// Whether `request` is served by the controller (`handle_controller`).
+fn is_for_controller(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::AllocateProducerId
+            | Request::CreateTopics { .. }
+            | Request::DeleteTopics { .. }
+            | Request::CreatePartitions { .. }
+            | Request::AlterTopicConfigs { .. }
+            | Request::AlterBrokerConfigs { .. }
+            | Request::DescribeQuorum
+            | Request::ChangeIsr { .. }
+            | Request::ElectLeaders { .. }
+            | Request::AlterReassignments { .. }
+    )
 }
 
 /// Metadata changes, on the controller shard.

@@ -192,9 +192,9 @@ pub fn complete_after_isr_change(snapshot: &mut MetadataSnapshot, topic: &str, p
 
 /// Every reassignment in progress, as (topic, partition, its assignment), in topic and
 /// partition order.
-pub fn in_progress<'a>(
-    snapshot: &'a MetadataSnapshot,
-) -> impl Iterator<Item = (&'a str, i32, &'a PartitionAssignment)> {
+pub fn in_progress(
+    snapshot: &MetadataSnapshot,
+) -> impl Iterator<Item = (&str, i32, &PartitionAssignment)> {
     (snapshot.topics.values()).flat_map(|topic| {
         ((0..topic.partitions).zip(topic.assignments()))
             .filter(|(_, assignment)| assignment.is_reassigning())

@@ -23,6 +23,7 @@ fn snapshot() -> MetadataSnapshot {
             port: 9092,
             rack: None,
             fenced: id == 5,
+            shutting_down: false,
         };
         snapshot.brokers.insert(id, registration);
     }
