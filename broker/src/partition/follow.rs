@@ -142,6 +142,8 @@ mod tests {
             isr: vec![OTHER, NODE],
             leader,
             leader_epoch,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 

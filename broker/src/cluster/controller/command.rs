@@ -171,30 +171,7 @@ pub fn apply_entry(
         MetadataCommand::UnfenceBroker { id, incarnation } => {
             membership_result(membership::unfence(snapshot, id, incarnation))
         }
-        MetadataCommand::ChangeIsr {
-            topic,
-            topic_id,
-            partition,
-            leader,
-            leader_epoch,
-            isr,
-        } => {
-            let proposed = ProposedIsr {
-                topic,
-                topic_id,
-                partition,
-                leader,
-                leader_epoch,
-                isr,
-            };
-            let (topic, partition) = (proposed.topic.clone(), proposed.partition);
-            let results = isr::apply_change_isr(snapshot, proposed);
-            if results.iter().all(|(_, result)| result.is_ok()) {
-                // The ISR that now holds every target replica completes a reassignment.
-                reassign::complete_after_isr_change(snapshot, &topic, partition);
-            }
-            results
-        }
+        change @ MetadataCommand::ChangeIsr { .. } => change_isr(snapshot, change),
         MetadataCommand::ElectLeaders {
             election,
             partitions,
@@ -212,6 +189,35 @@ pub fn apply_entry(
         }
     };
     snapshot.version = index;
+    results
+}
+
+/// An ISR change; the ISR that now holds every target replica completes a reassignment.
+fn change_isr(snapshot: &mut MetadataSnapshot, change: MetadataCommand) -> ItemResults {
+    let MetadataCommand::ChangeIsr {
+        topic,
+        topic_id,
+        partition,
+        leader,
+        leader_epoch,
+        isr,
+    } = change
+    else {
+        unreachable!("called with a ChangeIsr")
+    };
+    let proposed = ProposedIsr {
+        topic,
+        topic_id,
+        partition,
+        leader,
+        leader_epoch,
+        isr,
+    };
+    let (topic, partition) = (proposed.topic.clone(), proposed.partition);
+    let results = isr::apply_change_isr(snapshot, proposed);
+    if results.iter().all(|(_, result)| result.is_ok()) {
+        reassign::complete_after_isr_change(snapshot, &topic, partition);
+    }
     results
 }
 
