@@ -6,4 +6,5 @@ pub mod common;
 pub mod consume;
 pub mod group;
 pub mod produce;
+pub mod reassign;
 pub mod topic;

@@ -1,4 +1,4 @@
-//! `sluice topic create|list|describe|delete|elect-leaders`.
+//! `sluice topic create|list|describe|delete|elect-leaders|reassign`.
 
 use std::collections::BTreeMap;
 
@@ -59,6 +59,9 @@ pub enum TopicCommand {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// Move a partition to other brokers (--replicas 2,3,4), cancel that (--cancel), list the
+    /// moves in progress (--list), or wait for one to complete (--wait).
+    Reassign(super::reassign::ReassignArgs),
 }
 
 pub fn run(command: TopicCommand) -> anyhow::Result<()> {
@@ -110,6 +113,7 @@ pub fn run(command: TopicCommand) -> anyhow::Result<()> {
             unclean,
             connection,
         } => elect_leaders(&connection, topic.as_deref(), unclean),
+        TopicCommand::Reassign(args) => super::reassign::run(args),
     }
 }
 

@@ -43,6 +43,14 @@ pub const CLIENT_API_VERSIONS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DescribeQuorum, VersionRange { min: 0, max: 2 }),
     // v1 is the first with an election type (unclean elections).
     (ApiKey::ElectLeaders, VersionRange { min: 1, max: 2 }),
+    (
+        ApiKey::AlterPartitionReassignments,
+        VersionRange { min: 0, max: 0 },
+    ),
+    (
+        ApiKey::ListPartitionReassignments,
+        VersionRange { min: 0, max: 0 },
+    ),
 ];
 
 /// Validates a frame's length prefix before anything is allocated for its body.

@@ -25,6 +25,7 @@ pub mod group_apis;
 pub mod idempotent;
 pub mod partitioner;
 pub mod producer;
+pub mod reassign_apis;
 pub mod records;
 pub mod transport;
 pub mod types;
@@ -46,6 +47,7 @@ pub use error::{ClientError, KafkaError, Result};
 pub use idempotent::IdempotentProducer;
 pub use kafka_protocol::ResponseError;
 pub use partitioner::{murmur2, partition_for_key};
+pub use reassign_apis::OngoingReassignment;
 pub use types::{
     BrokerAddress, BrokerMetadata, ClusterMetadata, CommittedOffset, ConfigEntry, ConsumedRecord,
     FetchResult, GroupDescription, GroupMembership, GroupProtocol, JoinGroupParams, JoinOutcome,
@@ -504,6 +506,31 @@ impl Client {
         let request = election_apis::elect_leaders_request(unclean, partitions);
         let response = self.call(ApiKey::ElectLeaders, version, &request)?;
         election_apis::parse_elect_leaders(response)
+    }
+
+    /// Starts moving `topic`'s `partition` to `replicas` (KIP-455), or with None cancels its
+    /// reassignment in progress. Answers once the controller committed the change.
+    pub fn alter_partition_reassignment(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        replicas: Option<&[i32]>,
+    ) -> Result<()> {
+        let version = self.versions.require(ApiKey::AlterPartitionReassignments)?;
+        let request = reassign_apis::alter_request(topic, partition, replicas);
+        let response = self.call(ApiKey::AlterPartitionReassignments, version, &request)?;
+        reassign_apis::parse_alter(response, topic, partition)
+    }
+
+    /// The reassignments in progress: of `topic`'s `partitions`, or of every partition (None).
+    pub fn list_partition_reassignments(
+        &mut self,
+        topic: Option<(&str, Vec<i32>)>,
+    ) -> Result<Vec<OngoingReassignment>> {
+        let version = self.versions.require(ApiKey::ListPartitionReassignments)?;
+        let request = reassign_apis::list_request(topic);
+        let response = self.call(ApiKey::ListPartitionReassignments, version, &request)?;
+        reassign_apis::parse_list(response)
     }
 
     /// The metadata quorum as the connected broker sees it.
