@@ -2,8 +2,9 @@
 //!
 //! A partition directory is `<topic>-<partition>` and holds a `topic_id` file naming the topic
 //! it was created for. The file is what proves ownership: start-up removes a partition directory
-//! only when its `topic_id` names a topic that the metadata no longer lists (a deletion that a
-//! crash interrupted), and leaves every other directory alone, whatever its name. A directory of
+//! only when its `topic_id` names a topic that the metadata no longer lists with that partition
+//! on this broker (a deletion that a crash interrupted, or a reassignment that completed while
+//! the broker was down), and leaves every other directory alone, whatever its name. A directory of
 //! a listed topic without the file (written by an older version) gets it when opened.
 //!
 //! `meta/reserve` holds a few MiB of zeros that a metadata change releases when the disk is
@@ -133,9 +134,11 @@ fn not_writable(data_dir: &Path, e: std::io::Error) -> anyhow::Error {
 }
 
 /// Removes the partition directories whose `topic_id` names a topic that the metadata does not
-/// list (or lists without that partition): what a crash left of a deletion. Others stay.
-/// `listed(topic, partition)` is the id of the topic the metadata lists with that partition.
-pub fn remove_deleted_partitions(
+/// list with that partition on this broker: what a crash left of a deletion, or a copy a
+/// reassignment moved away while the broker was down (no ISR the metadata holds counts on it).
+/// Others stay. `listed(topic, partition)` is the id of the topic the metadata lists with that
+/// partition among this broker's replicas.
+pub fn remove_unlisted_partitions(
     data_dir: &Path,
     listed: impl Fn(&str, i32) -> Option<uuid::Uuid>,
 ) -> std::io::Result<()> {
@@ -144,7 +147,7 @@ pub fn remove_deleted_partitions(
             (Some(id), Some(listed_id)) if id == listed_id => {}
             (Some(id), _) => {
                 log::warn!(
-                    "removing {}: the metadata does not list it for topic id {id}",
+                    "removing {}: the metadata does not list it on this broker for topic id {id}",
                     dir.path.display()
                 );
                 std::fs::remove_dir_all(&dir.path)?;
@@ -229,15 +232,24 @@ mod tests {
     }
 
     #[test]
-    fn start_up_removes_only_partitions_of_deleted_topics() {
+    fn start_up_removes_only_partitions_of_deleted_topics_and_moved_away() {
+        use crate::cluster::controller::command::empty_snapshot;
+        use crate::cluster::metadata::{PartitionAssignment, TopicMeta};
         let data_dir = temp_dir();
         let (listed, deleted) = (random_uuid(), random_uuid());
-        // The metadata lists topic "t" with one partition.
-        let listed_id =
-            |topic: &str, partition: i32| (topic == "t" && partition < 1).then_some(listed);
+        // The metadata lists topic "t" with two partitions: 0 on this broker (1) and another,
+        // 1 moved to brokers 2 and 3.
+        let mut snapshot = empty_snapshot();
+        let assignments = vec![
+            PartitionAssignment::new(vec![1, 2]),
+            PartitionAssignment::new(vec![2, 3]),
+        ];
+        let topic = TopicMeta::new("t".into(), listed, assignments, Default::default());
+        snapshot.topics.insert("t".into(), topic);
         for (name, id) in [
             ("t-0", Some(listed)),
             ("t-1", Some(listed)),
+            ("t-2", Some(listed)),
             ("gone-0", Some(deleted)),
             ("notes-1", None),
             ("backup-2024", None),
@@ -249,7 +261,10 @@ mod tests {
                 write_topic_id(&dir, id).unwrap();
             }
         }
-        remove_deleted_partitions(&data_dir, listed_id).unwrap();
+        remove_unlisted_partitions(&data_dir, |topic, partition| {
+            snapshot.topic_id_on(topic, partition, 1)
+        })
+        .unwrap();
         let mut left: Vec<String> = std::fs::read_dir(&data_dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

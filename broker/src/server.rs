@@ -188,7 +188,7 @@ fn spawn_shard(
 }
 
 /// Checks the stored partitions fit the descriptor budget and removes the directories of
-/// deleted topics, with the snapshot of a quorum that has caught up (`start::start` returns
+/// deleted topics and of partitions moved off this broker, with the snapshot of a quorum that has caught up (`start::start` returns
 /// only then). Runs in `run` before any shard opens or removes a partition (`apply_metadata`):
 /// the other shards are not started yet, and shard 0 waits for its `GoAhead`.
 fn prepare_data_dir(
@@ -197,8 +197,8 @@ fn prepare_data_dir(
     snapshot: &MetadataSnapshot,
 ) -> anyhow::Result<()> {
     stored_partitions_fit(fd_budget, snapshot, config.node_id)?;
-    data_dir::remove_deleted_partitions(&config.data_dir, |topic, partition| {
-        snapshot.topic_id_of(topic, partition)
+    data_dir::remove_unlisted_partitions(&config.data_dir, |topic, partition| {
+        snapshot.topic_id_on(topic, partition, config.node_id)
     })?;
     data_dir::ensure_reserve(&config.data_dir);
     Ok(())

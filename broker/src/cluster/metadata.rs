@@ -351,6 +351,14 @@ impl MetadataSnapshot {
             .map(|meta| meta.id)
     }
 
+    /// The id of `topic` if it has partition `partition` with broker `node` among its replicas:
+    /// the topic whose copy of that partition `node` keeps.
+    pub fn topic_id_on(&self, topic: &str, partition: i32, node: i32) -> Option<uuid::Uuid> {
+        (self.topics.get(topic))
+            .filter(|meta| meta.is_replica(partition, node))
+            .map(|meta| meta.id)
+    }
+
     /// The leader of partition `partition` of `topic`; None if there is no such partition or it
     /// has no leader.
     pub fn leader_of(&self, topic: &str, partition: i32) -> Option<i32> {
