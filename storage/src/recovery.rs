@@ -74,7 +74,8 @@ pub(crate) struct Recovered {
 pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
     fs::create_dir_all(dir)?;
     finish_truncation(dir)?;
-    let listing = list_partition_files(dir)?;
+    let mut listing = list_partition_files(dir)?;
+    let below_start_removed = remove_segments_below_log_start(dir, &mut listing)?;
     let (marker_removed, marker) = clean_marker::take_blocking(dir)?;
     if listing.segments.is_empty() {
         // A new partition's first segment is created as a roll creates one: without an fsync
@@ -104,7 +105,7 @@ pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, S
         .filter(|segment| matches!(segment.index, RecoveredIndex::InMemory(_)))
         .count()
         - usize::from(last_is_clean);
-    let mut directory_changed = write_missing_indexes(&mut segments)?;
+    let mut directory_changed = below_start_removed | write_missing_indexes(&mut segments)?;
     directory_changed |= remove_leftovers(&listing, &segments)?;
     let last = segments.last().expect("at least one segment");
     let last_index_path = index_file::index_path(&last.path);
@@ -316,6 +317,31 @@ fn write_missing_indexes(segments: &mut [RecoveredSegment]) -> Result<bool, Stor
 
 /// Removes temporary files of interrupted writes and index files without a segment. Returns
 /// whether anything was removed.
+/// Unlinks the segments wholly below the checkpointed log start: those before the last one that
+/// starts at or below it. A DeleteRecords or a retention pass interrupted between its checkpoint
+/// and its unlinks leaves them, and so does a reset (`PartitionLog::reset_to`) interrupted after
+/// it created its empty segment, whose offsets do not follow the old ones: without this the gap
+/// would fail the chain check. Returns whether any went.
+fn remove_segments_below_log_start(
+    dir: &Path,
+    listing: &mut PartitionFiles,
+) -> Result<bool, StorageError> {
+    let Some(log_start_offset) = crate::log_start_checkpoint::read_blocking(dir)? else {
+        return Ok(false);
+    };
+    let at_or_below = (listing.segments.iter())
+        .rposition(|(base_offset, _)| *base_offset <= log_start_offset)
+        .unwrap_or(0);
+    for (_, path) in listing.segments.drain(..at_or_below) {
+        log::info!(
+            "removing {}, below the log start {log_start_offset}",
+            path.display()
+        );
+        fs::remove_file(&path)?;
+    }
+    Ok(at_or_below > 0)
+}
+
 fn remove_leftovers(
     listing: &PartitionFiles,
     segments: &[RecoveredSegment],

@@ -69,6 +69,16 @@ impl Partition {
         Ok(())
     }
 
+    /// Empties the log and starts it again at `offset`, the leader's log start past the local
+    /// log end (`replication::truncation::start_at_leader_log_start`); the producer state,
+    /// which remembers batches that are gone, starts empty too.
+    pub async fn reset_to(&self, offset: i64) -> Result<(), StorageError> {
+        self.log.reset_to(offset).await?;
+        let rebuilt = super::rebuild_producer_states(&self.log, &self.dir).await?;
+        *self.producers.borrow_mut() = rebuilt;
+        Ok(())
+    }
+
     /// Moves the high watermark up to min(`leader_high_watermark`, log end): a follower never
     /// counts as committed what it does not hold, nor what the leader has not committed.
     pub fn follow_high_watermark(&self, leader_high_watermark: i64) {

@@ -115,18 +115,25 @@ async fn start_pending(
     connection: &mut LeaderConnection,
 ) -> Result<(), ReplicationError> {
     let now = Instant::now();
-    let pending: Vec<Followed> = (state.partitions.borrow().values())
+    let pending: Vec<(Followed, bool)> = (state.partitions.borrow().values())
         .flat_map(|topic| topic.values())
         .filter(|follow| follow.fetch_offset.is_none() && follow.is_due(now))
-        .map(|follow| follow.followed.clone())
+        .map(|follow| (follow.followed.clone(), follow.out_of_range))
         .collect();
-    for followed in pending {
+    for (followed, out_of_range) in pending {
         let Some(partition) = host.followed_partition(&followed.topic, followed.partition) else {
             continue;
         };
-        match truncation::fetch_start(connection, &partition, &followed).await {
+        let mut start = truncation::fetch_start(connection, &partition, &followed).await;
+        if start.is_ok() && out_of_range {
+            start = truncation::fetch_start_out_of_range(connection, &partition, &followed).await;
+        }
+        match start {
             Ok(offset) => {
-                state.update(&followed, |follow| follow.fetch_offset = Some(offset));
+                state.update(&followed, |follow| {
+                    follow.fetch_offset = Some(offset);
+                    follow.out_of_range = false;
+                });
             }
             Err(ReplicationError::Refused(_)) => retry_later(state, &followed),
             Err(error) => return Err(error),
@@ -162,7 +169,7 @@ async fn apply_partition(
     let records = wire::whole_batches(data.records.unwrap_or_default());
     let current = || followed.is_current_in(&host.metadata());
     let outcome = apply_records(&partition, records, data.high_watermark, current).await;
-    if let Fetched::Appended { log_end } = outcome {
+    if let Fetched::Appended { log_end } | Fetched::StartedAt { log_end } = outcome {
         state.update(&followed, |follow| {
             if follow.fetch_offset == Some(sent_offset) {
                 follow.fetch_offset = Some(log_end);
@@ -179,8 +186,14 @@ pub enum Fetched {
     Nothing,
     /// The records were appended; the log ends here now.
     Appended { log_end: i64 },
+    /// The log was empty and restarted at the first fetched batch, which starts below it
+    /// (`starts_at_fetched_batch`); it is fetched from `log_end` (that batch) now.
+    StartedAt { log_end: i64 },
     /// The "before fetching" step runs again (truncation decides where to fetch from).
     Restart,
+    /// The leader answered OFFSET_OUT_OF_RANGE: the "before fetching" step runs again, then
+    /// asks the leader its log start (`truncation::fetch_start_out_of_range`).
+    OutOfRange,
     /// The partition is fetched again after the back-off.
     RetryLater,
 }
@@ -188,7 +201,7 @@ pub enum Fetched {
 /// What the fetcher does with a partition the leader answered `error` for.
 pub fn after_error(error: ResponseError) -> Fetched {
     match error {
-        ResponseError::OffsetOutOfRange => Fetched::Restart,
+        ResponseError::OffsetOutOfRange => Fetched::OutOfRange,
         _ => Fetched::RetryLater,
     }
 }
@@ -226,9 +239,7 @@ pub async fn apply_records(
     match partition.append_fetched(batches, high_watermark).await {
         Ok(log_end) => Fetched::Appended { log_end },
         Err(StorageError::NotContiguous { expected, found }) => {
-            let dir = partition.dir.display();
-            log::warn!("{dir}: fetched batches start at {found}, the log at {expected}");
-            Fetched::Restart
+            not_contiguous(partition, expected, found).await
         }
         Err(error) => {
             // Storage logs a run of failed appends once (ENOSPC, EIO) and when they succeed
@@ -240,11 +251,41 @@ pub async fn apply_records(
     }
 }
 
+/// Whether an empty log restarts at the first fetched batch, which starts at `found`, below
+/// the log's start (pure). The log was restarted at the leader's log start, which lies inside
+/// the leader's batch that starts at `found` (DeleteRecords may move a log start into a batch;
+/// Kafka's UnexpectedAppendOffsetException): the log starts at that batch instead.
+pub fn starts_at_fetched_batch(log: &storage::PartitionLog, found: i64) -> bool {
+    let start = log.log_start_offset();
+    start == log.log_end_offset() && found < start
+}
+
+/// Fetched batches start at `found`, the log ends at `expected`: the log restarts at the batch
+/// if `starts_at_fetched_batch`, else the "before fetching" step runs again.
+async fn not_contiguous(partition: &Partition, expected: i64, found: i64) -> Fetched {
+    let dir = partition.dir.display();
+    if !starts_at_fetched_batch(&partition.log, found) {
+        log::warn!("{dir}: fetched batches start at {found}, the log at {expected}");
+        return Fetched::Restart;
+    }
+    match partition.reset_to(found).await {
+        Ok(()) => Fetched::StartedAt { log_end: found },
+        Err(error) => {
+            log::warn!("{dir}: restarting the log at {found} failed: {error}");
+            Fetched::RetryLater
+        }
+    }
+}
+
 fn act(state: &FetcherState, followed: &Followed, outcome: Fetched) {
     match outcome {
         Fetched::Restart => restart(state, followed),
+        Fetched::OutOfRange => {
+            restart(state, followed);
+            state.update(followed, |follow| follow.out_of_range = true);
+        }
         Fetched::RetryLater => retry_later(state, followed),
-        Fetched::Nothing | Fetched::Appended { .. } => {}
+        Fetched::Nothing | Fetched::Appended { .. } | Fetched::StartedAt { .. } => {}
     }
 }
 

@@ -67,6 +67,9 @@ pub struct FollowState {
     pub sent_offset: Option<i64>,
     /// Not fetched before this instant (after a refusal or a failed append).
     pub retry_at: Option<Instant>,
+    /// The leader answered OFFSET_OUT_OF_RANGE: the next start also compares the local log end
+    /// with the leader's log start.
+    pub out_of_range: bool,
 }
 
 impl FollowState {
@@ -76,6 +79,7 @@ impl FollowState {
             fetch_offset: None,
             sent_offset: None,
             retry_at: None,
+            out_of_range: false,
         }
     }
 

@@ -15,11 +15,13 @@
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
+    ApiKey, BrokerId, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -103,6 +105,99 @@ pub fn cut_for_answer(log: &storage::PartitionLog, answer: (i32, i64)) -> Cut {
 /// same question).
 pub fn ends_after_cut(log: &storage::PartitionLog, asked: i32, cut: &Cut) -> bool {
     cut.done || log.latest_epoch() == Some(asked)
+}
+
+/// ListOffsets version the follower sends to learn the leader's log start (current leader
+/// epoch checked, flexible).
+const LIST_OFFSETS_VERSION: i16 = 7;
+/// ListOffsets' timestamp asking for the log start offset.
+const EARLIEST_TIMESTAMP: i64 = -2;
+
+/// After the leader answered a fetch OFFSET_OUT_OF_RANGE (and `fetch_start` cut any divergent
+/// suffix): asks the leader its log start (ListOffsets EARLIEST) and starts there if it passed
+/// the local log end (`start_at_leader_log_start`). Returns the offset to fetch from. Errors
+/// as `fetch_start`.
+pub async fn fetch_start_out_of_range(
+    connection: &mut LeaderConnection,
+    partition: &Partition,
+    followed: &Followed,
+) -> Result<i64, ReplicationError> {
+    let leader_log_start = ask_leader_log_start(connection, followed).await?;
+    start_at_leader_log_start(partition, leader_log_start).await
+}
+
+/// Where the log restarts, empty, given the leader's log start (pure): at `leader_log_start`
+/// if it passed the local log end (retention or DeleteRecords moved it while this follower was
+/// behind, so nothing local is of use: Kafka's `truncateFullyAndStartAt`); else None, and
+/// fetching goes on from the log end.
+pub fn reset_for_leader_log_start(
+    log: &storage::PartitionLog,
+    leader_log_start: i64,
+) -> Option<i64> {
+    (leader_log_start > log.log_end_offset()).then_some(leader_log_start)
+}
+
+/// Restarts the log at the leader's log start if `reset_for_leader_log_start` says so, and
+/// returns the offset to fetch from (the log end). A reset that fails is
+/// `ReplicationError::Refused`, retried later.
+pub async fn start_at_leader_log_start(
+    partition: &Partition,
+    leader_log_start: i64,
+) -> Result<i64, ReplicationError> {
+    let log = &partition.log;
+    if let Some(offset) = reset_for_leader_log_start(log, leader_log_start) {
+        log::info!(
+            "{}: the leader's log starts at {offset}, past the local log end {}: \
+             restarting the log there",
+            partition.dir.display(),
+            log.log_end_offset()
+        );
+        partition.reset_to(offset).await.map_err(|error| {
+            let what = format!("resetting {} to {offset}: {error}", partition.dir.display());
+            refused(ResponseError::KafkaStorageError, &what)
+        })?;
+    }
+    Ok(log.log_end_offset())
+}
+
+/// ListOffsets EARLIEST for one partition: the leader's log start offset.
+async fn ask_leader_log_start(
+    connection: &mut LeaderConnection,
+    followed: &Followed,
+) -> Result<i64, ReplicationError> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(followed.topic.clone())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(followed.partition)
+                .with_current_leader_epoch(followed.leader_epoch)
+                .with_timestamp(EARLIEST_TIMESTAMP)])]);
+    let response: ListOffsetsResponse = connection
+        .call(
+            ApiKey::ListOffsets,
+            LIST_OFFSETS_VERSION,
+            &request,
+            RESPONSE_BYTES_MAX,
+            RESPONSE_TIMEOUT,
+        )
+        .await?;
+    let answer = (response.topics.iter())
+        .filter(|topic| topic.name.0.as_str() == followed.topic)
+        .flat_map(|topic| topic.partitions.iter())
+        .find(|p| p.partition_index == followed.partition);
+    let Some(answer) = answer else {
+        let message = "ListOffsets response without the partition asked";
+        return Err(ReplicationError::Protocol(message.to_string()));
+    };
+    if let Some(error) = ResponseError::try_from_code(answer.error_code) {
+        return Err(refused(error, "the leader refused ListOffsets"));
+    }
+    if answer.offset < 0 {
+        let message = format!("ListOffsets answered the log start {}", answer.offset);
+        return Err(ReplicationError::Protocol(message));
+    }
+    Ok(answer.offset)
 }
 
 /// OffsetForLeaderEpoch for one partition: the leader's (epoch, end offset) for `epoch`.

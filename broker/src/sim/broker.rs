@@ -40,6 +40,29 @@ pub struct Follow {
     /// When the request in flight (OffsetForLeaderEpoch or Fetch) was sent.
     waiting_since_ms: Option<i64>,
     retry_at_ms: i64,
+    /// The leader answered OFFSET_OUT_OF_RANGE: once truncation is done, the leader's log
+    /// start is asked before fetching (`truncation::start_at_leader_log_start`).
+    out_of_range: bool,
+    /// Truncation is done and the leader's log start is to be asked.
+    truncated: bool,
+}
+
+impl Follow {
+    /// The "before fetching" step's truncation is done: fetching starts at the log end, or the
+    /// leader's log start is asked first after OFFSET_OUT_OF_RANGE.
+    fn truncation_done(&mut self, log_end_offset: i64) {
+        match self.out_of_range {
+            true => self.truncated = true,
+            false => self.fetch_offset = Some(log_end_offset),
+        }
+    }
+
+    fn restart(&mut self, out_of_range: bool, retry_at_ms: i64) {
+        self.fetch_offset = None;
+        self.truncated = false;
+        self.out_of_range |= out_of_range;
+        self.retry_at_ms = retry_at_ms;
+    }
 }
 
 pub struct SimBroker {
@@ -158,6 +181,8 @@ impl SimBroker {
                     fetch_offset: None,
                     waiting_since_ms: None,
                     retry_at_ms: 0,
+                    out_of_range: false,
+                    truncated: false,
                 });
             }
         }
@@ -255,6 +280,10 @@ impl SimBroker {
                 followed: followed.clone(),
                 offset,
             },
+            None if follow.truncated => Message::LogStartAsk {
+                incarnation,
+                followed: followed.clone(),
+            },
             None => match partition.log.latest_epoch() {
                 Some(asked) => Message::EpochAsk {
                     incarnation,
@@ -267,7 +296,7 @@ impl SimBroker {
                     self.mutations += 1;
                     let follow = self.follow.as_mut().expect("followed");
                     match truncation::truncate(partition, high_watermark).await {
-                        Ok(()) => follow.fetch_offset = Some(partition.log.log_end_offset()),
+                        Ok(()) => follow.truncation_done(partition.log.log_end_offset()),
                         Err(_) => follow.retry_at_ms = now_ms + RETRY_BACKOFF_MS,
                     }
                     return;
@@ -324,6 +353,26 @@ impl SimBroker {
                     answer,
                 };
                 network.send(rng, now_ms, self.id, from, message);
+            }
+            Message::LogStartAsk {
+                incarnation,
+                followed,
+            } => {
+                let answer = answer_log_start(&partition, followed.leader_epoch);
+                let message = Message::LogStartAnswer {
+                    incarnation,
+                    followed,
+                    answer,
+                };
+                network.send(rng, now_ms, self.id, from, message);
+            }
+            Message::LogStartAnswer {
+                incarnation,
+                followed,
+                answer,
+            } if incarnation == self.incarnation => {
+                self.on_log_start_answer(&partition, &followed, answer, now_ms, trace)
+                    .await;
             }
             Message::EpochAnswer {
                 incarnation,
@@ -448,7 +497,46 @@ impl SimBroker {
             trace.line(now_ms, line);
         }
         if truncation::ends_after_cut(&partition.log, asked, &cut) {
-            follow.fetch_offset = Some(partition.log.log_end_offset());
+            follow.truncation_done(partition.log.log_end_offset());
+        }
+    }
+
+    /// The leader's log start after OFFSET_OUT_OF_RANGE: the log restarts there if it passed
+    /// the log end, and fetching starts.
+    async fn on_log_start_answer(
+        &mut self,
+        partition: &Partition,
+        followed: &Followed,
+        answer: Result<i64, ResponseError>,
+        now_ms: i64,
+        trace: &mut Trace,
+    ) {
+        let Some(follow) = self.follow.as_mut() else {
+            return;
+        };
+        if &follow.followed != followed || !follow.truncated {
+            return;
+        }
+        follow.waiting_since_ms = None;
+        let Ok(leader_log_start) = answer else {
+            follow.retry_at_ms = now_ms + RETRY_BACKOFF_MS;
+            return;
+        };
+        let log_end_offset = partition.log.log_end_offset();
+        self.mutations += 1;
+        let started = truncation::start_at_leader_log_start(partition, leader_log_start).await;
+        let line = format_args!(
+            "broker {}: leader's log start {leader_log_start}, log end {log_end_offset}: {started:?}",
+            self.id
+        );
+        trace.line(now_ms, line);
+        let follow = self.follow.as_mut().expect("followed");
+        match started {
+            Ok(offset) => {
+                follow.fetch_offset = Some(offset);
+                (follow.out_of_range, follow.truncated) = (false, false);
+            }
+            Err(_) => follow.retry_at_ms = now_ms + RETRY_BACKOFF_MS,
         }
     }
 
@@ -490,11 +578,11 @@ impl SimBroker {
         }
         let follow = self.follow.as_mut().expect("followed");
         match outcome {
-            Fetched::Appended { log_end } => follow.fetch_offset = Some(log_end),
-            Fetched::Restart => {
-                follow.fetch_offset = None;
-                follow.retry_at_ms = now_ms + RETRY_BACKOFF_MS;
+            Fetched::Appended { log_end } | Fetched::StartedAt { log_end } => {
+                follow.fetch_offset = Some(log_end)
             }
+            Fetched::Restart => follow.restart(false, now_ms + RETRY_BACKOFF_MS),
+            Fetched::OutOfRange => follow.restart(true, now_ms + RETRY_BACKOFF_MS),
             Fetched::RetryLater => follow.retry_at_ms = now_ms + RETRY_BACKOFF_MS,
             Fetched::Nothing => {}
         }
@@ -534,6 +622,18 @@ fn answer_epoch(
     partition.check_leader_epoch(current_leader_epoch)?;
     Ok((partition.log.end_offset_for_epoch(asked))
         .unwrap_or((storage::UNDEFINED_EPOCH, storage::UNDEFINED_EPOCH_OFFSET)))
+}
+
+/// The leader's answer to ListOffsets EARLIEST, as `shard::dispatch` and its handler give it.
+fn answer_log_start(
+    partition: &Partition,
+    current_leader_epoch: i32,
+) -> Result<i64, ResponseError> {
+    if !partition.replicas.borrow().is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    partition.check_leader_epoch(current_leader_epoch)?;
+    Ok(partition.log.log_start_offset())
 }
 
 /// One record, its timestamp (and value) the record's id.

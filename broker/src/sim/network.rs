@@ -53,6 +53,16 @@ pub enum Message {
         asked: i32,
         answer: Result<(i32, i64), ResponseError>,
     },
+    /// ListOffsets EARLIEST, after OFFSET_OUT_OF_RANGE: the leader's log start.
+    LogStartAsk {
+        incarnation: u64,
+        followed: Followed,
+    },
+    LogStartAnswer {
+        incarnation: u64,
+        followed: Followed,
+        answer: Result<i64, ResponseError>,
+    },
     Heartbeat {
         incarnation: u64,
     },

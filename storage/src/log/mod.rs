@@ -11,6 +11,7 @@ mod failure_log;
 mod high_watermark;
 mod open;
 mod read;
+mod reset;
 mod retention;
 mod roll;
 mod sync;

@@ -56,11 +56,8 @@ impl PartitionLog {
         assert!(segments[..segments.len() - 1].iter().all(|s| s.is_sealed()));
         let tail_block = read_tail_block(&active).await?;
         let log_end_offset = active.next_offset();
-        // A checkpoint past the log end means the records it was moved over were lost in a
-        // crash (they were never fdatasync'd); the log then starts, empty, at its end.
-        let log_start_offset = checkpoint
-            .unwrap_or(0)
-            .clamp(segments[0].base_offset, log_end_offset);
+        let first = segments[0].base_offset;
+        let log_start_offset = start_offset(&*io, dir, checkpoint, first, log_end_offset).await?;
         let active_first_append_ms = (active.end_position() > 0).then(now_ms);
         let (epochs, epochs_written) =
             super::epochs::load(&*io, dir, &segments, log_end_offset).await?;
@@ -103,6 +100,26 @@ impl PartitionLog {
             inner: Rc::new(inner),
         })
     }
+}
+
+/// The log start: the checkpoint's, within the log. A checkpoint past the log end means the
+/// records it was moved over were lost in a crash (they were never fdatasync'd), or a reset was
+/// interrupted before its new segment existed; the log then starts, empty, at its end, and the
+/// checkpoint says so, or it would hide what is appended next below it at the next open.
+async fn start_offset(
+    io: &dyn LogIo,
+    dir: &Path,
+    checkpoint: Option<i64>,
+    first_base_offset: i64,
+    log_end_offset: i64,
+) -> Result<i64, StorageError> {
+    let log_start_offset = checkpoint
+        .unwrap_or(0)
+        .clamp(first_base_offset, log_end_offset);
+    if checkpoint.is_some_and(|start| start > log_end_offset) {
+        log_start_checkpoint::write(io, dir, log_start_offset).await?;
+    }
+    Ok(log_start_offset)
 }
 
 /// The recovered segments as live ones, with the number of corrupt ranges recovery fenced in

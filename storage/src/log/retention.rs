@@ -132,7 +132,7 @@ impl LogInner {
     /// their removals were ticketed, after any left over by an earlier failed removal, so the
     /// files left on disk always chain densely. A removal that fails keeps the segments it did
     /// not unlink for the next one. Runs without the append lock: produce does not wait for it.
-    async fn remove_segment_files(
+    pub(super) async fn remove_segment_files(
         &self,
         ticket: Ticket,
         removed: Vec<Rc<Segment>>,
