@@ -79,12 +79,42 @@ impl Partition {
         Ok(())
     }
 
+    /// Moves the log start up to the leader's `leader_log_start`, no further than the high
+    /// watermark (`log_start_to_follow`), so DeleteRecords and retention on the leader shrink
+    /// every replica (Kafka's follower calls `maybeIncrementLogStartOffset` with the log start
+    /// each fetch response carries). Checkpointed durably like a DeleteRecords on the leader.
+    pub async fn follow_log_start(&self, leader_log_start: i64) -> Result<(), StorageError> {
+        let log = &self.log;
+        let to = log_start_to_follow(
+            log.log_start_offset(),
+            log.high_watermark(),
+            leader_log_start,
+        );
+        if let Some(offset) = to {
+            log.delete_records(offset).await?;
+        }
+        Ok(())
+    }
+
     /// Moves the high watermark up to min(`leader_high_watermark`, log end): a follower never
     /// counts as committed what it does not hold, nor what the leader has not committed.
     pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
         let high_watermark = leader_high_watermark.min(self.log.log_end_offset());
         self.log.advance_high_watermark(high_watermark);
     }
+}
+
+/// Where a follower's log start moves, given the leader's (pure): up to min(leader's log start,
+/// own high watermark), if that is past its own; None otherwise (-1 from a leader that sends no
+/// log start moves nothing). Never past the high watermark: a follower behind the leader's log
+/// start catches up through OFFSET_OUT_OF_RANGE, not by moving its start past what it holds.
+pub fn log_start_to_follow(
+    log_start_offset: i64,
+    high_watermark: i64,
+    leader_log_start: i64,
+) -> Option<i64> {
+    let to = leader_log_start.min(high_watermark);
+    (to > log_start_offset).then_some(to)
 }
 
 /// One append of fetched batches not yet observed by the producer state: counted from its
@@ -215,6 +245,57 @@ mod tests {
             let short = start + Duration::from_millis(50);
             wait_for_any(vec![(Some(partition), 2, 2)], WaitFor::LogEnd, short).await;
             assert!(Instant::now() >= short);
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_followers_log_start_follows_the_leaders_up_to_its_high_watermark() {
+        use super::log_start_to_follow;
+        // (own start, own high watermark, leader's start) -> new start
+        assert_eq!(log_start_to_follow(0, 10, 4), Some(4));
+        assert_eq!(log_start_to_follow(0, 10, 10), Some(10));
+        assert_eq!(
+            log_start_to_follow(0, 10, 25),
+            Some(10),
+            "not past the high watermark"
+        );
+        assert_eq!(log_start_to_follow(4, 10, 4), None);
+        assert_eq!(log_start_to_follow(6, 10, 4), None, "never back");
+        assert_eq!(log_start_to_follow(10, 10, 25), None);
+        assert_eq!(log_start_to_follow(0, 10, -1), None, "no log start sent");
+    }
+
+    #[test]
+    fn delete_records_on_a_follower_is_not_leader_or_follower() {
+        let dir = std::env::temp_dir().join(format!("sluice-follow-dr-{}", std::process::id()));
+        glommio::LocalExecutor::default().run(async {
+            let options = OpenOptions {
+                storage: storage::StorageContext::default(),
+                default_segment_bytes: 1 << 20,
+                snapshot_interval_bytes: 1 << 30,
+                power_loss_io: None,
+                node_id: NODE,
+                cut_off: Rc::new(Cell::new(false)),
+            };
+            let config = TopicConfig::parse(&BTreeMap::new());
+            let id = uuid::Uuid::from_u128(9);
+            let opened = Partition::open(dir.join("t-0"), id, true, &config, &options).await;
+            let partition = opened.unwrap();
+            partition.set_assignment(&assignment(OTHER, 3), 0);
+            let fetched = ValidatedBatches::validate(idempotent_batch(3)).unwrap();
+            assert_eq!(partition.append_fetched(fetched, 2).await.unwrap(), 2);
+            let refused = partition.delete_records(1).await;
+            assert_eq!(
+                refused,
+                Err(kafka_protocol::error::ResponseError::NotLeaderOrFollower)
+            );
+            assert_eq!(partition.log.log_start_offset(), 0);
+            // The leader's log start, carried by a fetch response, moves it.
+            partition.follow_log_start(1).await.unwrap();
+            assert_eq!(partition.log.log_start_offset(), 1);
+            partition.set_assignment(&assignment(NODE, 4), 0);
+            assert_eq!(partition.delete_records(2).await, Ok(2));
         });
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -243,11 +243,20 @@ impl Partition {
 
     /// Kafka's DeleteRecords: moves the log start offset to `offset` (-1: the high watermark)
     /// and returns the new log start (the partition's low watermark). An offset past the high
-    /// watermark, or negative other than -1, is OFFSET_OUT_OF_RANGE.
+    /// watermark, or negative other than -1, is OFFSET_OUT_OF_RANGE; a partition this broker
+    /// does not lead (or leads cut off from its quorum) answers NOT_LEADER_OR_FOLLOWER: the
+    /// handler routes by the snapshot, and the shard's role may have changed since. Followers
+    /// move their log start up to the leader's as they fetch (`follow_log_start`), so the
+    /// answer waits for no other replica, and a dead one neither delays nor fails it.
     pub async fn delete_records(&self, offset: i64) -> Result<i64, ResponseError> {
+        if !self.replicas.borrow().is_leader() || self.is_cut_off() {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
         let offset = match offset {
             DELETE_RECORDS_TO_HIGH_WATERMARK => self.log.high_watermark(),
-            offset if offset < 0 => return Err(ResponseError::OffsetOutOfRange),
+            offset if offset < 0 || offset > self.log.high_watermark() => {
+                return Err(ResponseError::OffsetOutOfRange)
+            }
             offset => offset,
         };
         (self.log.delete_records(offset).await).map_err(|e| storage_error(&e))

@@ -168,7 +168,8 @@ async fn apply_partition(
     };
     let records = wire::whole_batches(data.records.unwrap_or_default());
     let current = || followed.is_current_in(&host.metadata());
-    let outcome = apply_records(&partition, records, data.high_watermark, current).await;
+    let leader = (data.high_watermark, data.log_start_offset);
+    let outcome = apply_records(&partition, records, leader, current).await;
     if let Fetched::Appended { log_end } | Fetched::StartedAt { log_end } = outcome {
         state.update(&followed, |follow| {
             if follow.fetch_offset == Some(sent_offset) {
@@ -206,14 +207,35 @@ pub fn after_error(error: ResponseError) -> Fetched {
     }
 }
 
-/// Applies the fetched `records` (whole batches) and the leader's `high_watermark` to
-/// `partition` if `is_current()` (the snapshot still names the leader and epoch the request was
-/// sent with), checked with no await before the append takes its place in the log's queue.
+/// Applies the fetched `records` (whole batches) and the leader's high watermark and log start
+/// (`leader`) to `partition` if `is_current()` (the snapshot still names the leader and epoch
+/// the request was sent with), checked with no await before the append takes its place in the
+/// log's queue. The log start follows the leader's after the high watermark
+/// (`Partition::follow_log_start`).
 pub async fn apply_records(
     partition: &Partition,
     records: Bytes,
-    high_watermark: i64,
+    leader: (i64, i64),
     is_current: impl Fn() -> bool,
+) -> Fetched {
+    let (high_watermark, log_start) = leader;
+    let outcome = append_records(partition, records, high_watermark, &is_current).await;
+    if matches!(outcome, Fetched::Nothing | Fetched::Appended { .. }) && is_current() {
+        if let Err(error) = partition.follow_log_start(log_start).await {
+            // Tried again with the next response; storage logs runs of I/O failures.
+            let dir = partition.dir.display();
+            log::debug!("{dir}: moving the log start to the leader's {log_start} failed: {error}");
+        }
+    }
+    outcome
+}
+
+/// `apply_records` without the log start.
+async fn append_records(
+    partition: &Partition,
+    records: Bytes,
+    high_watermark: i64,
+    is_current: &impl Fn() -> bool,
 ) -> Fetched {
     if records.is_empty() {
         if is_current() {

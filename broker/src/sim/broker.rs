@@ -17,7 +17,7 @@ use super::network::{Message, Network, CONTROLLER};
 use super::{Rng, Trace};
 use crate::cluster::metadata::{MetadataSnapshot, NO_LEADER};
 use crate::cluster::topic_config::TopicConfig;
-use crate::partition::{IsrChange, OpenOptions, Partition, Replication};
+use crate::partition::{IsrChange, OpenOptions, Partition, PartitionRead, Replication};
 use crate::replication::fetcher::{after_error, apply_records, Fetched};
 use crate::replication::{truncation, wire, Followed};
 
@@ -329,14 +329,15 @@ impl SimBroker {
             } => {
                 let reply =
                     self.serve_fetch(&partition, from, &followed, offset, now_ms, network, rng);
-                let (error, records, high_watermark) = reply.await;
+                let read = reply.await;
                 let message = Message::FetchReply {
                     incarnation,
                     followed,
                     sent_offset: offset,
-                    error,
-                    records,
-                    high_watermark,
+                    error: read.error,
+                    records: read.records,
+                    high_watermark: read.high_watermark,
+                    log_start_offset: read.log_start_offset,
                 };
                 network.send(rng, now_ms, self.id, from, message);
             }
@@ -390,8 +391,9 @@ impl SimBroker {
                 error,
                 records,
                 high_watermark,
+                log_start_offset,
             } if incarnation == self.incarnation => {
-                let reply = (error, records, high_watermark);
+                let reply = (error, records, (high_watermark, log_start_offset));
                 self.on_fetch_reply(&partition, &followed, sent_offset, reply, now_ms, trace)
                     .await;
             }
@@ -435,15 +437,14 @@ impl SimBroker {
         now_ms: i64,
         network: &mut Network,
         rng: &mut Rng,
-    ) -> (Option<ResponseError>, Bytes, i64) {
+    ) -> PartitionRead {
         if let Err(error) = partition.check_leader_epoch(followed.leader_epoch) {
-            return (Some(error), Bytes::new(), -1);
+            return PartitionRead::refused(error);
         }
         let live = (self.view.as_ref()).is_some_and(|view| view.is_live(follower));
         if !(live && partition.replicas.borrow().is_other_replica(follower)) {
             // Served as a consumer's fetch, as `dispatch::is_replica_fetch` decides.
-            let read = partition.read(offset, FETCH_BYTES_MAX).await;
-            return (read.error, read.records, read.high_watermark);
+            return partition.read(offset, FETCH_BYTES_MAX).await;
         }
         let (read, change) = partition
             .read_for_follower(follower, offset, FETCH_BYTES_MAX, now_ms)
@@ -453,7 +454,7 @@ impl SimBroker {
                 self.propose(change, network, rng, now_ms);
             }
         }
-        (read.error, read.records, read.high_watermark)
+        read
     }
 
     async fn on_epoch_answer(
@@ -545,7 +546,7 @@ impl SimBroker {
         partition: &Partition,
         followed: &Followed,
         sent_offset: i64,
-        (error, records, high_watermark): (Option<ResponseError>, Bytes, i64),
+        (error, records, leader): (Option<ResponseError>, Bytes, (i64, i64)),
         now_ms: i64,
         trace: &mut Trace,
     ) {
@@ -566,7 +567,7 @@ impl SimBroker {
                 };
                 let records = wire::whole_batches(records);
                 self.mutations += 1;
-                apply_records(partition, records, high_watermark, current).await
+                apply_records(partition, records, leader, current).await
             }
         };
         if !matches!(outcome, Fetched::Appended { .. } | Fetched::Nothing) {

@@ -40,6 +40,7 @@ pub enum Message {
         error: Option<ResponseError>,
         records: Bytes,
         high_watermark: i64,
+        log_start_offset: i64,
     },
     /// OffsetForLeaderEpoch for the follower's latest epoch `asked`.
     EpochAsk {
