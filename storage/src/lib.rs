@@ -121,6 +121,23 @@
 //! |     40 | crc               | u32     | CRC-32C of bytes 0..40                     |
 //! |     44 | reserved          | u32     | 0                                          |
 //!
+//! ## Reset marker
+//!
+//! `reset-to` in the partition directory names the offset a [`PartitionLog::reset_to`] has
+//! committed to (written like the checkpoint above, before any file changes) and is removed
+//! once the directory holds only the empty segment starting there, durably; `open` finds it
+//! only after a crash inside the reset, and finishes the reset first. A damaged one fails
+//! `open` with `Corrupt`. 32 bytes, little-endian:
+//!
+//! | offset | field       | type    | notes                                   |
+//! |-------:|-------------|---------|-----------------------------------------|
+//! |      0 | magic       | [u8; 8] | `SLCRESET`                              |
+//! |      8 | version     | u32     | 1                                       |
+//! |     12 | reserved    | u32     | 0                                       |
+//! |     16 | resetOffset | i64     | the new log start and end, at least 0   |
+//! |     24 | crc         | u32     | CRC-32C of bytes 0..24                  |
+//! |     28 | reserved    | u32     | 0                                       |
+//!
 //! ## Leader-epoch checkpoint
 //!
 //! `leader-epoch-checkpoint` in the partition directory holds the leader-epoch cache (see
@@ -265,6 +282,7 @@ mod marker_file;
 mod notify;
 mod read_ahead;
 mod recovery;
+mod reset_marker;
 mod scan;
 mod segment;
 mod segment_files;

@@ -42,6 +42,12 @@ pub(crate) async fn write(
         .await
 }
 
+/// Removes the checkpoint (the caller syncs the directory afterwards): the log then starts at
+/// its first segment's base offset.
+pub(crate) fn remove(dir: &Path) -> std::io::Result<()> {
+    crate::index_file::remove_if_exists(&FORMAT.path(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

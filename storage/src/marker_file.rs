@@ -1,6 +1,6 @@
 //! The one codec of storage's small files (the log start checkpoint, the clean-shutdown marker,
-//! the truncation marker and the leader-epoch checkpoint): 8 magic bytes, a u32 format version,
-//! a u32 header word, the file's payload, the CRC-32C of everything before it, all
+//! the truncation and reset markers, the leader-epoch checkpoint): 8 magic bytes, a u32 format
+//! version, a u32 header word, the file's payload, the CRC-32C of everything before it, all
 //! little-endian. Two shapes share it: a fixed-size file (the header word is reserved, 0; zeros
 //! pad the file after the CRC up to its size) and a list of fixed-size entries (the header word
 //! counts them; the CRC ends the file). A file is replaced atomically (a temporary file,

@@ -14,7 +14,7 @@ use crate::index::SparseIndex;
 use crate::index_file::{self, IndexHeader};
 use crate::scan::{scan_segment, Scan, ScanEnd};
 use crate::segment::{parse_segment_file_name, segment_file_name};
-use crate::truncation_marker;
+use crate::{leader_epochs, log_start_checkpoint, reset_marker, truncation_marker};
 use crate::{LogConfig, StorageError};
 
 /// How recovery knows a segment's batches.
@@ -73,6 +73,7 @@ pub(crate) struct Recovered {
 /// outside this code, and opening fails with `Corrupt` rather than deleting data.
 pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
     fs::create_dir_all(dir)?;
+    finish_reset(dir)?;
     finish_truncation(dir)?;
     let mut listing = list_partition_files(dir)?;
     let below_start_removed = remove_segments_below_log_start(dir, &mut listing)?;
@@ -132,6 +133,46 @@ pub(crate) fn recover_dir(dir: &Path, config: &LogConfig) -> Result<Recovered, S
         segments_scanned,
         directory_sync_needed: marker_removed,
     })
+}
+
+/// Finishes a `PartitionLog::reset_to` that a crash interrupted (its marker is still there):
+/// unlinks every segment but the one starting at the marker's offset and every index file,
+/// empties that segment (creating it if it is missing) durably, unlinks the log start and
+/// leader-epoch checkpoints and any truncation marker (they describe the old log), then the
+/// marker. Every step is idempotent, so a crash in here is finished by the next open too. The
+/// log then opens empty at the offset, as if the reset had completed before the crash: the
+/// reset holds the append lock until its marker's removal is durable, and a failure before
+/// that poisons the log's syncs, so nothing in the new log was acknowledged as durable.
+fn finish_reset(dir: &Path) -> Result<(), StorageError> {
+    let Some(offset) = reset_marker::read_blocking(dir)? else {
+        return Ok(());
+    };
+    log::warn!(
+        "{}: finishing a reset to offset {offset} that was interrupted",
+        dir.display()
+    );
+    let listing = list_partition_files(dir)?;
+    for (base_offset, path) in &listing.segments {
+        if *base_offset != offset {
+            fs::remove_file(path)?;
+        }
+    }
+    for (_, path) in &listing.indexes {
+        index_file::remove_if_exists(path)?;
+    }
+    let path = dir.join(segment_file_name(offset));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    file.sync_data()?;
+    log_start_checkpoint::remove(dir)?;
+    index_file::remove_if_exists(&leader_epochs::checkpoint_path(dir))?;
+    truncation_marker::remove(dir)?;
+    sync_directory(dir)?;
+    reset_marker::remove(dir)?;
+    sync_directory(dir)
 }
 
 /// Finishes a `PartitionLog::truncate_to` that a crash interrupted (its marker is still there):
@@ -315,18 +356,15 @@ fn write_missing_indexes(segments: &mut [RecoveredSegment]) -> Result<bool, Stor
     Ok(written)
 }
 
-/// Removes temporary files of interrupted writes and index files without a segment. Returns
-/// whether anything was removed.
 /// Unlinks the segments wholly below the checkpointed log start: those before the last one that
 /// starts at or below it. A DeleteRecords or a retention pass interrupted between its checkpoint
-/// and its unlinks leaves them, and so does a reset (`PartitionLog::reset_to`) interrupted after
-/// it created its empty segment, whose offsets do not follow the old ones: without this the gap
-/// would fail the chain check. Returns whether any went.
+/// and its unlinks leaves them; they chain, but nothing of them is served again. (Their index
+/// files go with `remove_leftovers`.) Returns whether any went.
 fn remove_segments_below_log_start(
     dir: &Path,
     listing: &mut PartitionFiles,
 ) -> Result<bool, StorageError> {
-    let Some(log_start_offset) = crate::log_start_checkpoint::read_blocking(dir)? else {
+    let Some(log_start_offset) = log_start_checkpoint::read_blocking(dir)? else {
         return Ok(false);
     };
     let at_or_below = (listing.segments.iter())
@@ -342,6 +380,8 @@ fn remove_segments_below_log_start(
     Ok(at_or_below > 0)
 }
 
+/// Removes temporary files of interrupted writes and index files without a segment. Returns
+/// whether anything was removed.
 fn remove_leftovers(
     listing: &PartitionFiles,
     segments: &[RecoveredSegment],

@@ -1,8 +1,9 @@
 //! `PartitionLog::reset_to`: what a follower does when its leader's log start passed its log
 //! end. The log empties and starts again at the offset (log start, log end, high watermark),
 //! takes the leader's batches from there, and stays so across a clean and an unclean restart.
-//! A crash at any step of the reset reopens a valid log: the old one, the old one started at its
-//! end (empty), or the new one, which it is if the reset returned Ok.
+//! A crash at any step of a reset, forward past the end, inside the log, to the same start or
+//! backward below it, reopens either the old log, whole, or the new one, which it is if the
+//! reset returned Ok.
 
 mod common;
 
@@ -103,7 +104,12 @@ fn a_reset_log_starts_empty_at_the_offset_and_takes_the_leaders_batches_across_r
         assert_eq!(bounds(&log), (36, 36, 36));
         log.reset_to(36).await.unwrap();
         assert_eq!(bounds(&log), (36, 36, 36));
-        let expected = vec![append_leader_batch(&log, 36, 3).await];
+        // Below its start (the leader's first batch starts there).
+        log.reset_to(33).await.unwrap();
+        assert_eq!(bounds(&log), (33, 33, 33));
+        let bases: Vec<i64> = segment_files(&partition).iter().map(|(b, _)| *b).collect();
+        assert_eq!(bases, [33]);
+        let expected = vec![append_leader_batch(&log, 33, 3).await];
         log.close().await.unwrap();
         let log = open(&partition, &io).await;
         assert_eq!(read_all(&log).await, expected);
@@ -123,59 +129,139 @@ async fn fill_from(log: &PartitionLog, base: i64, count: i64) {
 /// them in turn, and ends once one runs through unfailed.
 const RESET_OPERATIONS_MAX: u64 = 64;
 
+/// A log to reset and where to: each direction a reset can go, with the new segment's name free
+/// or taken by one of the old log's segments.
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    /// Nine batches (0..18, five segments), reset to 30.
+    ForwardPastEnd,
+    /// Nine batches, reset to 8, the base offset of the third segment.
+    ForwardInside,
+    /// Nine batches, reset to 0: the same start, the first segment's name.
+    SameStart,
+    /// Nine batches reset to 30, reset to 30 again.
+    SameStartEmpty,
+    /// Nine batches reset to 105 (empty there), reset to 100: a follower whose leader's first
+    /// batch starts below its start.
+    BackwardBelowStart,
+    /// As `BackwardBelowStart` with two leader batches at 105..109.
+    BackwardBelowBatches,
+    /// Nine batches, records deleted below 5 (inside the second segment, 4..8), reset to 4.
+    BackwardToFirstSegment,
+}
+
+const SCENARIOS: [Scenario; 7] = [
+    Scenario::ForwardPastEnd,
+    Scenario::ForwardInside,
+    Scenario::SameStart,
+    Scenario::SameStartEmpty,
+    Scenario::BackwardBelowStart,
+    Scenario::BackwardBelowBatches,
+    Scenario::BackwardToFirstSegment,
+];
+
+/// Builds the scenario's old log; returns the offset to reset it to.
+async fn set_up(scenario: Scenario, log: &PartitionLog) -> i64 {
+    fill(log, 9).await;
+    log.advance_high_watermark(18);
+    match scenario {
+        Scenario::ForwardPastEnd => 30,
+        Scenario::ForwardInside => 8,
+        Scenario::SameStart => 0,
+        Scenario::SameStartEmpty => {
+            log.reset_to(30).await.unwrap();
+            30
+        }
+        Scenario::BackwardBelowStart => {
+            log.reset_to(105).await.unwrap();
+            100
+        }
+        Scenario::BackwardBelowBatches => {
+            log.reset_to(105).await.unwrap();
+            fill_from(log, 105, 2).await;
+            log.sync_to(i64::MAX).await.unwrap();
+            100
+        }
+        Scenario::BackwardToFirstSegment => {
+            assert_eq!(log.delete_records(5).await.unwrap(), 5);
+            4
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ResetOutcome {
-    /// The fault came first; the reopen found the old log.
+    /// The fault came first; the reopen found the old log, whole.
     CrashedOld,
-    /// The fault came first; the reopen found the old log started at its end (empty).
-    CrashedOldEmptied,
     /// The fault came first; the reopen found the new log.
     CrashedNew,
     /// The reset ran through without meeting the fault.
     Completed,
 }
 
-/// A crash at any step of `reset_to` (the operation after `after` successful ones fails, then
-/// the power goes, unsynced files lost): the reopened log is the old one, the old one emptied
-/// at its end, or the new one, and the new one if the call returned Ok; it takes appends at its
+/// A crash at any step of `reset_to`, in every scenario (the operation after `after` successful
+/// ones fails, then the power goes, unsynced files lost): the reopened log is the old one, whole
+/// (start, end, batches), or the new one (empty at the offset, no leader epochs), and the new
+/// one if the call returned Ok; never a mix of the two nor `Corrupt`. It takes appends at its
 /// end, which read back after one more restart.
 #[test]
-fn crashes_inside_a_reset_leave_a_valid_log() {
+fn crashes_inside_a_reset_in_any_direction_reopen_the_old_log_or_the_new_one() {
+    for scenario in SCENARIOS {
+        crash_at_every_step(scenario);
+    }
+}
+
+fn crash_at_every_step(scenario: Scenario) {
     use std::sync::{Arc, Mutex};
     let outcomes = Arc::new(Mutex::new(Vec::new()));
-    for after in 0..RESET_OPERATIONS_MAX {
+    // The marker is written outside `FaultIo`, so its rename survives the crash even when the
+    // directory sync after it (the reset's first operation through `FaultIo`) failed; on a real
+    // disk it may not: that case runs once more with the marker lost.
+    let cases =
+        std::iter::once((0, true)).chain((0..RESET_OPERATIONS_MAX).map(|after| (after, false)));
+    for (after, marker_lost) in cases {
         let outcomes_in_case = outcomes.clone();
         run(move || async move {
-            let outcome = reset_crash_case(after).await;
+            let outcome = reset_crash_case(scenario, after, marker_lost).await;
             outcomes_in_case.lock().unwrap().push(outcome);
         });
         let outcomes = outcomes.lock().unwrap();
         if outcomes.last() == Some(&ResetOutcome::Completed) {
-            // Both sides of the commit point were reached (the checkpoint's file survives a
-            // crash in this fault model even when its fsync failed, so the old log comes back
-            // started at its end rather than whole).
-            let before = [ResetOutcome::CrashedOld, ResetOutcome::CrashedOldEmptied];
-            assert!(outcomes.iter().any(|o| before.contains(o)), "{outcomes:?}");
-            assert!(outcomes.contains(&ResetOutcome::CrashedNew), "{outcomes:?}");
+            // Both sides of the commit point were reached, unless the old log is the new one.
+            let same = matches!(scenario, Scenario::SameStartEmpty);
+            let old_seen = outcomes.contains(&ResetOutcome::CrashedOld);
+            let new_seen = outcomes.contains(&ResetOutcome::CrashedNew);
+            assert!(old_seen && (new_seen || same), "{scenario:?}: {outcomes:?}");
             return;
         }
     }
-    panic!("a reset took more than {RESET_OPERATIONS_MAX} operations");
+    panic!("{scenario:?}: a reset took more than {RESET_OPERATIONS_MAX} operations");
 }
 
-async fn reset_crash_case(after: u64) -> ResetOutcome {
+/// What a reopened log holds: (log start, log end, batches, latest leader epoch).
+type Contents = (i64, i64, Vec<(i64, Vec<u8>)>, Option<i32>);
+
+async fn contents(log: &PartitionLog) -> Contents {
+    let epoch = log.latest_epoch();
+    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+    (start, end, read_all(log).await, epoch)
+}
+
+async fn reset_crash_case(scenario: Scenario, after: u64, marker_lost: bool) -> ResetOutcome {
     let dir = TestDir::new("reset-crash");
     let partition = dir.partition();
     let io = FaultIo::new();
     let log = open(&partition, &io).await;
-    let old = fill(&log, 9).await;
+    let offset = set_up(scenario, &log).await;
+    let old = contents(&log).await;
+    let new: Contents = (offset, offset, Vec::new(), None);
     io.inject(FaultPlan {
         fault: Fault::Errno(EIO),
         operations: Operations::All,
         after,
         count: u64::MAX,
     });
-    let result = log.reset_to(30).await;
+    let result = log.reset_to(offset).await;
     let faulted = io.injected() > 0;
     drop(log);
     io.crash(CrashOptions {
@@ -183,25 +269,28 @@ async fn reset_crash_case(after: u64) -> ResetOutcome {
         unsynced_files_lost: true,
     })
     .unwrap();
+    if marker_lost {
+        assert!(result.is_err() && faulted);
+        std::fs::remove_file(partition.join("reset-to")).unwrap();
+    }
     let io = FaultIo::new();
-    let log = open(&partition, &io).await;
-    let recovered = (
-        log.log_start_offset(),
-        log.log_end_offset(),
-        read_all(&log).await,
-    );
-    let outcome = match recovered {
+    let log = PartitionLog::open_with_io(&context(), &partition, config(), Rc::new(io.clone()))
+        .await
+        .unwrap_or_else(|error| panic!("{scenario:?} after {after}: {error}"));
+    let recovered = contents(&log).await;
+    let outcome = match &recovered {
         _ if !faulted => ResetOutcome::Completed,
-        (0, 18, ref batches) if *batches == old => ResetOutcome::CrashedOld,
-        (18, 18, _) => ResetOutcome::CrashedOldEmptied,
-        (30, 30, _) => ResetOutcome::CrashedNew,
-        (start, end, _) => panic!("after {after}: a log from {start} to {end} recovered"),
+        recovered if *recovered == old => ResetOutcome::CrashedOld,
+        recovered if *recovered == new => ResetOutcome::CrashedNew,
+        (start, end, batches, epoch) => panic!(
+            "{scenario:?} after {after}: a log from {start} to {end} ({} batches, epoch {epoch:?}) recovered",
+            batches.len()
+        ),
     };
-    if result.is_ok() {
-        assert_eq!(
-            (recovered.0, recovered.1),
-            (30, 30),
-            "after {after}: an Ok reset was lost"
+    if result.is_ok() || !faulted {
+        assert!(
+            recovered == new,
+            "{scenario:?} after {after}: an Ok reset was lost"
         );
     }
     let end = log.log_end_offset();
@@ -209,7 +298,7 @@ async fn reset_crash_case(after: u64) -> ResetOutcome {
     expected.push(append_leader_batch(&log, end, 99).await);
     log.close().await.unwrap();
     let log = open(&partition, &io).await;
-    assert_eq!(read_all(&log).await, expected, "after {after}");
+    assert_eq!(read_all(&log).await, expected, "{scenario:?} after {after}");
     log.close().await.unwrap();
     outcome
 }

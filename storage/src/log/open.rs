@@ -103,9 +103,9 @@ impl PartitionLog {
 }
 
 /// The log start: the checkpoint's, within the log. A checkpoint past the log end means the
-/// records it was moved over were lost in a crash (they were never fdatasync'd), or a reset was
-/// interrupted before its new segment existed; the log then starts, empty, at its end, and the
-/// checkpoint says so, or it would hide what is appended next below it at the next open.
+/// records it was moved over were lost in a crash (they were never fdatasync'd); the log then
+/// starts, empty, at its end, and the checkpoint says so, or it would hide what is appended next
+/// below it at the next open.
 async fn start_offset(
     io: &dyn LogIo,
     dir: &Path,

@@ -7,23 +7,26 @@ use super::{LogInner, PartitionLog};
 use crate::fifo_lock::Ticket;
 use crate::index::SparseIndex;
 use crate::io::OpenMode;
-use crate::log_start_checkpoint;
 use crate::segment::{segment_file_name, Segment};
-use crate::StorageError;
+use crate::{index_file, leader_epochs, log_start_checkpoint, reset_marker, StorageError};
 
 impl PartitionLog {
     /// Removes every batch and starts the log again, empty, at `offset` (at least 0, else
-    /// `OffsetOutOfRange`): the log start, log end, high watermark and synced offset all become
-    /// `offset`, the leader-epoch cache empties, and the next append gets `offset`. What a
-    /// follower does when its leader's log start passed its log end (its fetch gets
-    /// OFFSET_OUT_OF_RANGE): nothing it holds is of use any more.
+    /// `OffsetOutOfRange`), which may lie past the log end, inside the log or below its start:
+    /// the log start, log end, high watermark and synced offset all become `offset`, the
+    /// leader-epoch cache empties, and the next append gets `offset`. What a follower does when
+    /// its leader's log start passed its log end (its fetch gets OFFSET_OUT_OF_RANGE), or when
+    /// its empty log starts above the leader's first batch: nothing it holds is of use any more.
     ///
-    /// Crash-safe: the log start checkpoint moves to `offset` first, durably; then an empty
-    /// segment starting at `offset` is created, durably in the directory; only then is the new
-    /// log published and are the old segments unlinked. Recovery drops every segment below the
-    /// last one that starts at or below the checkpointed log start, so a crash reopens either
-    /// the old log with its start at its end (empty: the follower resets it again) or the new
-    /// one. Serialised with appends, truncation and retention like `truncate_to`.
+    /// Crash-safe: a marker naming `offset` is written durably first (the commit point); then
+    /// the segment file `offset` names is created or emptied and fdatasync'd, the new log is
+    /// published, every other segment file, the index files, the log start checkpoint and the
+    /// leader-epoch checkpoint are unlinked, and the marker goes, the directory synced before
+    /// and after it. A crash before the marker is durable reopens the old log, whole; after it,
+    /// the next open finishes the reset (`recovery::finish_reset`). A failure from the marker's
+    /// write on poisons syncs (as a failed fdatasync does) until the log is reopened, so
+    /// nothing appended meanwhile is acknowledged as durable. Holds the append lock throughout,
+    /// and the removal lock for the unlinks (after any removal retention started before it).
     pub async fn reset_to(&self, offset: i64) -> Result<(), StorageError> {
         let inner = Rc::clone(&self.inner);
         let ticket = inner.append_lock.ticket();
@@ -35,7 +38,7 @@ impl PartitionLog {
 
 impl LogInner {
     async fn reset_to(&self, ticket: Ticket, offset: i64) -> Result<(), StorageError> {
-        let turn = self.append_lock.acquire(ticket).await;
+        let _turn = self.append_lock.acquire(ticket).await;
         if self.closed.get() {
             return Err(StorageError::Closed);
         }
@@ -50,13 +53,32 @@ impl LogInner {
         if self.pipeline.is_failed() {
             self.repair_after_failure().await?;
         }
-        // The commit point: from here a restart opens the log no lower than `offset`.
-        log_start_checkpoint::write(&*self.io, &self.dir, offset).await?;
+        // Retention's unlinks that were ticketed before this reset run first; the reset then
+        // unlinks what they left (`pending_removals`) with the rest of the old log.
+        let removal = self.removal_lock.ticket();
+        let _removal_turn = self.removal_lock.acquire(removal).await;
+        // A failed write may still have renamed the marker into place (its directory sync is
+        // what failed): from here, a failure leaves a log the next open may reset.
+        let result = match reset_marker::write(&*self.io, &self.dir, offset).await {
+            // Committed: the next open finishes the reset if this does not.
+            Ok(()) => self.replace_with_empty(offset).await,
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            self.sync_failed.set(true);
+        }
+        result
+    }
+
+    /// After the marker: makes the new segment durable, publishes the empty log, and removes
+    /// the old log's files and the marker.
+    async fn replace_with_empty(&self, offset: i64) -> Result<(), StorageError> {
         let path = self.dir.join(segment_file_name(offset));
         // A segment of the old log may have this name (the log was empty at `offset`, or
-        // `offset` begins one of its segments): its bytes go, and it is not unlinked below.
+        // `offset` begins one of its segments): its bytes go, durably, and it is not unlinked
+        // below.
         let file = self.io.open(&path, OpenMode::CreateEmpty).await?;
-        self.io.sync_dir(&self.dir).await?;
+        file.fdatasync().await?;
         // A sync round in flight would publish the old log end as synced when it completes.
         while self.sync_in_flight.get() {
             self.sync_finished.listen().await;
@@ -70,20 +92,29 @@ impl LogInner {
         self.log_end_offset.set(offset);
         self.high_watermark.set(offset);
         self.synced_offset.set(offset);
-        // Every entry starts at 0 or later: the cache empties, and the checkpoint is rewritten
-        // before the next append's batches.
+        // Every entry starts at 0 or later: the cache empties; its checkpoint is unlinked below
+        // and written again before the next append's batches.
         self.truncate_epochs(0);
+        self.epochs_written.set(false);
         self.context.tail_cache().forget(self.tail_cache_key);
         self.pipeline.reset_to(offset, 0, &[]);
         self.tail_block.borrow_mut().clear();
         self.active_allocated_bytes.set(0);
         self.active_first_append_ms.set(None);
         self.appended.notify_all();
-        let unlinked: Vec<Rc<Segment>> = (old.into_iter())
-            .filter(|segment| segment.base_offset != offset)
-            .collect();
-        let removal = self.removal_lock.ticket();
-        drop(turn);
-        self.remove_segment_files(removal, unlinked).await
+        let mut unlinked = std::mem::take(&mut *self.pending_removals.borrow_mut());
+        unlinked.extend(old);
+        unlinked.retain(|segment| segment.base_offset != offset);
+        self.unlink_in_order(&mut unlinked).await?;
+        // An index left by an old segment of the new one's name describes bytes that are gone.
+        index_file::remove_if_exists(&index_file::index_path(&path))?;
+        // Without the checkpoint the log starts at its first segment's base offset, `offset`.
+        log_start_checkpoint::remove(&self.dir)?;
+        index_file::remove_if_exists(&leader_epochs::checkpoint_path(&self.dir))?;
+        self.io.sync_dir(&self.dir).await?;
+        reset_marker::remove(&self.dir)?;
+        // Before any append to the new log: were the removal lost, the next open would empty
+        // the log again.
+        Ok(self.io.sync_dir(&self.dir).await?)
     }
 }

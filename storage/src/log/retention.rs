@@ -132,7 +132,7 @@ impl LogInner {
     /// their removals were ticketed, after any left over by an earlier failed removal, so the
     /// files left on disk always chain densely. A removal that fails keeps the segments it did
     /// not unlink for the next one. Runs without the append lock: produce does not wait for it.
-    pub(super) async fn remove_segment_files(
+    async fn remove_segment_files(
         &self,
         ticket: Ticket,
         removed: Vec<Rc<Segment>>,
@@ -149,7 +149,10 @@ impl LogInner {
     }
 
     /// Unlinks `queue` from the front, leaving in it what was not unlinked.
-    async fn unlink_in_order(&self, queue: &mut Vec<Rc<Segment>>) -> Result<(), StorageError> {
+    pub(super) async fn unlink_in_order(
+        &self,
+        queue: &mut Vec<Rc<Segment>>,
+    ) -> Result<(), StorageError> {
         // A segment created by a roll must be durable in the directory before older ones go:
         // otherwise a crash could keep the unlinks and lose the creation, and the log would
         // come back without its newest segment, or empty at offset 0.
