@@ -29,6 +29,8 @@ const HEAL_STEPS_MAX: usize = 20_000;
 const NODES: u64 = 3;
 /// Messages in flight at most; the oldest is lost beyond it.
 const IN_FLIGHT_MAX: usize = 2_000;
+/// Messages a delivery step delivers (or loses).
+const DELIVERIES_PER_STEP: usize = 4;
 
 struct SplitMix(u64);
 
@@ -201,7 +203,14 @@ impl Sim {
     async fn chaos_step(&mut self) {
         let node = self.rng.below(NODES) as usize;
         match self.rng.below(100) {
-            0..=49 => self.deliver_one(10).await,
+            0..=49 => {
+                // Every tick asks for a read index (the contact's round trip, `contact.rs`), a
+                // handful of messages: a delivery step delivers several, so the network keeps up
+                // with them as a real one does instead of starving the log's own messages.
+                for _ in 0..DELIVERIES_PER_STEP {
+                    self.deliver_one(10).await;
+                }
+            }
             50..=84 => self.step_node(node, None).await,
             85..=94 => self.propose(node).await,
             95 => {
