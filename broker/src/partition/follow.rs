@@ -270,18 +270,7 @@ mod tests {
     fn delete_records_on_a_follower_is_not_leader_or_follower() {
         let dir = std::env::temp_dir().join(format!("sluice-follow-dr-{}", std::process::id()));
         glommio::LocalExecutor::default().run(async {
-            let options = OpenOptions {
-                storage: storage::StorageContext::default(),
-                default_segment_bytes: 1 << 20,
-                snapshot_interval_bytes: 1 << 30,
-                power_loss_io: None,
-                node_id: NODE,
-                cut_off: Rc::new(Cell::new(false)),
-            };
-            let config = TopicConfig::parse(&BTreeMap::new());
-            let id = uuid::Uuid::from_u128(9);
-            let opened = Partition::open(dir.join("t-0"), id, true, &config, &options).await;
-            let partition = opened.unwrap();
+            let partition = open(&dir).await;
             partition.set_assignment(&assignment(OTHER, 3), 0);
             let fetched = ValidatedBatches::validate(idempotent_batch(3)).unwrap();
             assert_eq!(partition.append_fetched(fetched, 2).await.unwrap(), 2);
